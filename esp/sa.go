@@ -1,0 +1,466 @@
+package esp
+
+import (
+	"crypto/hmac"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Buffer layout. Seal and Open work in place in the caller's buffer and use
+// the octets in front of the ESP header as scratch space for the nonce, the
+// ESN-extended AAD and the HMAC sum, so the caller must leave Headroom octets
+// in front of the packet and Tailroom octets after it.
+const (
+	// Headroom is the room Seal needs in front of the inner packet and
+	// Open needs in front of the ESP packet.
+	Headroom = 64
+	// Tailroom is the room Seal needs after the inner packet.
+	Tailroom = 64
+)
+
+// Lifetime bounds an SA's use; a zero field means no bound. Packets and Bytes
+// count the packets and inner octets the SA protected (outbound) or accepted
+// (inbound).
+type Lifetime struct {
+	Packets uint64
+	Bytes   uint64
+	Time    time.Duration
+}
+
+// Event is a lifetime event the SA raises for the control plane.
+type Event uint8
+
+// Lifetime events. Each is raised at most once per SA.
+const (
+	EventSoftExpire Event = iota + 1 // time to rekey
+	EventHardExpire                  // the SA refuses all further packets
+)
+
+// String names the event.
+func (e Event) String() string {
+	switch e {
+	case EventSoftExpire:
+		return "soft-expire"
+	case EventHardExpire:
+		return "hard-expire"
+	}
+	return "unknown"
+}
+
+// Config describes one SA, one direction of an ESP tunnel.
+type Config struct {
+	Transform Transform
+	SPI       uint32 // MinSPI or above
+	Key       []byte // Transform.KeyLen() octets: key || salt, or enc key || integrity key
+	ESN       bool   // 64-bit extended sequence numbers (RFC 4303 §2.2.1)
+
+	// ReplayWindow is the inbound anti-replay window in packets: 0 means
+	// DefaultReplayWindow, a negative value disables the check.
+	ReplayWindow int
+
+	Soft, Hard Lifetime
+
+	// OnEvent, if set, is called once per lifetime event, from the
+	// goroutine that crossed the limit (possibly the datapath): it must
+	// not block.
+	OnEvent func(*SA, Event)
+}
+
+// Counters are an SA's statistics.
+type Counters struct {
+	Packets           uint64 // packets sealed or accepted
+	Bytes             uint64 // inner octets sealed or accepted
+	ReplayDrops       uint64 // inbound packets dropped as replayed or too old
+	IntegrityFailures uint64 // inbound packets whose ICV did not verify
+	PaddingErrors     uint64 // inbound packets with malformed padding
+}
+
+// SA is one ESP security association. Seal and Open may be called from many
+// goroutines at once.
+type SA struct {
+	transform Transform
+	spi       uint32
+	esn       bool
+	maxSeq    uint64
+	soft      Lifetime
+	hard      Lifetime
+	created   time.Time
+	onEvent   func(*SA, Event)
+	c         crypter
+	ivLen     int
+	align     int
+
+	seq atomic.Uint64 // outbound: last sequence number used
+
+	replayMu     sync.Mutex // inbound: guards replay
+	replay       replayWindow
+	replayOff    bool
+	macMu        sync.Mutex // AES-CBC: guards c.mac
+	softRaised   atomic.Bool
+	hardRaised   atomic.Bool
+	packets      atomic.Uint64
+	bytes        atomic.Uint64
+	replayDrops  atomic.Uint64
+	integrityErr atomic.Uint64
+	paddingErr   atomic.Uint64
+}
+
+// NewSA keys an SA.
+func NewSA(cfg Config) (*SA, error) {
+	if cfg.SPI < MinSPI {
+		return nil, fmt.Errorf("%w %d: SPIs below %d are reserved", ErrReservedSPI, cfg.SPI, MinSPI)
+	}
+	if cfg.ReplayWindow > MaxReplayWindow {
+		return nil, fmt.Errorf("esp: replay window %d exceeds %d", cfg.ReplayWindow, MaxReplayWindow)
+	}
+	c, err := newCrypter(cfg.Transform, cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	sa := &SA{
+		transform: cfg.Transform,
+		spi:       cfg.SPI,
+		esn:       cfg.ESN,
+		maxSeq:    1<<32 - 1,
+		soft:      cfg.Soft,
+		hard:      cfg.Hard,
+		created:   time.Now(),
+		onEvent:   cfg.OnEvent,
+		c:         c,
+		ivLen:     cfg.Transform.IVLen(),
+		align:     cfg.Transform.blockAlign(),
+	}
+	if cfg.ESN {
+		sa.maxSeq = 1<<64 - 1
+	}
+	switch {
+	case cfg.ReplayWindow < 0:
+		sa.replayOff = true
+	case cfg.ReplayWindow == 0:
+		sa.replay.init(DefaultReplayWindow)
+	default:
+		sa.replay.init(cfg.ReplayWindow)
+	}
+	return sa, nil
+}
+
+// SPI returns the SA's SPI.
+func (sa *SA) SPI() uint32 { return sa.spi }
+
+// Transform returns the SA's transform.
+func (sa *SA) Transform() Transform { return sa.transform }
+
+// ESN reports whether the SA uses extended sequence numbers.
+func (sa *SA) ESN() bool { return sa.esn }
+
+// Created returns when the SA was keyed.
+func (sa *SA) Created() time.Time { return sa.created }
+
+// Counters returns a snapshot of the SA's statistics.
+func (sa *SA) Counters() Counters {
+	return Counters{
+		Packets:           sa.packets.Load(),
+		Bytes:             sa.bytes.Load(),
+		ReplayDrops:       sa.replayDrops.Load(),
+		IntegrityFailures: sa.integrityErr.Load(),
+		PaddingErrors:     sa.paddingErr.Load(),
+	}
+}
+
+// Expired reports whether the SA reached a hard limit.
+func (sa *SA) Expired() bool { return sa.hardRaised.Load() }
+
+// Tick raises the time-based lifetime events due at now. The control plane
+// calls it periodically (about once a second).
+func (sa *SA) Tick(now time.Time) {
+	age := now.Sub(sa.created)
+	if sa.soft.Time > 0 && age >= sa.soft.Time {
+		sa.raise(EventSoftExpire)
+	}
+	if sa.hard.Time > 0 && age >= sa.hard.Time {
+		sa.raise(EventHardExpire)
+	}
+}
+
+func (sa *SA) raise(e Event) {
+	flag := &sa.softRaised
+	if e == EventHardExpire {
+		flag = &sa.hardRaised
+	}
+	if flag.CompareAndSwap(false, true) && sa.onEvent != nil {
+		sa.onEvent(sa, e)
+	}
+}
+
+// account adds one packet of n octets and raises the events it crosses.
+func (sa *SA) account(n int) {
+	p := sa.packets.Add(1)
+	b := sa.bytes.Add(uint64(n))
+	if (sa.soft.Packets > 0 && p >= sa.soft.Packets) || (sa.soft.Bytes > 0 && b >= sa.soft.Bytes) {
+		if !sa.softRaised.Load() {
+			sa.raise(EventSoftExpire)
+		}
+	}
+	if (sa.hard.Packets > 0 && p >= sa.hard.Packets) || (sa.hard.Bytes > 0 && b >= sa.hard.Bytes) {
+		if !sa.hardRaised.Load() {
+			sa.raise(EventHardExpire)
+		}
+	}
+}
+
+// Errors returned by Seal and Open.
+var (
+	ErrBuffer        = errors.New("esp: buffer lacks headroom or tailroom")
+	ErrExpired       = errors.New("esp: SA expired")
+	ErrSeqExhausted  = errors.New("esp: sequence numbers exhausted")
+	ErrShortPacket   = errors.New("esp: packet too short")
+	ErrMisaligned    = errors.New("esp: ciphertext not a multiple of the block size")
+	ErrWrongSPI      = errors.New("esp: packet SPI does not match the SA")
+	ErrIntegrity     = errors.New("esp: integrity check failed")
+	ErrPadding       = errors.New("esp: malformed padding")
+	ErrDummy         = errors.New("esp: dummy packet (next header 59)")
+	ErrNotAEADLength = errors.New("esp: AEAD output length mismatch")
+)
+
+// NextHeaderNone marks a dummy packet (RFC 4303 §2.6), which Open drops.
+const NextHeaderNone = 59
+
+// Outbound flow of Seal:
+//  1. take the next sequence number, refusing to wrap (RFC 4303 §3.3.3) or
+//     to pass the hard lifetime;
+//  2. append padding (1, 2, 3, …), pad length and next header after the
+//     inner packet;
+//  3. write the ESP header and IV in the headroom in front of it;
+//  4. encrypt in place and append the ICV.
+
+// Seal protects the inner packet buf[off:off+n], whose protocol is
+// nextHeader (4 for IPv4, 41 for IPv6), and returns the ESP packet, a
+// sub-slice of buf that starts before off. buf must have Headroom octets
+// before off and Tailroom octets after off+n.
+func (sa *SA) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
+	if off < Headroom || n < 0 || len(buf)-off-n < Tailroom {
+		return nil, ErrBuffer
+	}
+	if sa.hardRaised.Load() {
+		return nil, ErrExpired
+	}
+	seq := sa.seq.Add(1)
+	if seq > sa.maxSeq || seq == 0 {
+		sa.seq.Store(sa.maxSeq)
+		sa.raise(EventHardExpire)
+		return nil, ErrSeqExhausted
+	}
+	if sa.hard.Packets > 0 && seq > sa.hard.Packets {
+		return nil, ErrExpired
+	}
+	return sa.seal(buf, off, n, nextHeader, seq, nil)
+}
+
+// seal does steps 2–4 of Seal for sequence number seq. A non-nil iv replaces
+// the IV the SA would derive (known-answer tests only).
+func (sa *SA) seal(buf []byte, off, n int, nextHeader byte, seq uint64, iv []byte) ([]byte, error) {
+	padLen := (sa.align - (n+2)%sa.align) % sa.align
+	end := off + n
+	for i := 0; i < padLen; i++ {
+		buf[end+i] = byte(i + 1)
+	}
+	end += padLen
+	buf[end] = byte(padLen)
+	buf[end+1] = nextHeader
+	end += 2
+
+	start := off - sa.ivLen - headerLen
+	Header(buf[start:]).Encode(sa.spi, uint32(seq))
+	ivField := buf[start+headerLen : off]
+	if iv != nil {
+		copy(ivField, iv)
+	} else {
+		// RFC 4106 §3.1 and RFC 7634 §2: the IV must be unique per
+		// packet, and the counter is. For CBC it must be unpredictable:
+		// the counter encrypted under the SA's key (NIST SP 800-38A
+		// Appendix C).
+		binary.BigEndian.PutUint64(ivField, seq)
+		if !sa.transform.aead() {
+			clear(ivField[8:])
+			sa.c.block.Encrypt(ivField, ivField)
+		}
+	}
+	if sa.transform.aead() {
+		nonce := buf[start-12 : start]
+		copy(nonce, sa.c.salt[:])
+		copy(nonce[4:], ivField)
+		aad := sa.aad(buf, start, seq)
+		out := sa.c.aead.Seal(buf[off:off], nonce, buf[off:end], aad)
+		if len(out) != end-off+16 {
+			return nil, ErrNotAEADLength
+		}
+		sa.account(n)
+		return buf[start : end+16], nil
+	}
+	// AES-CBC then HMAC-SHA2-256-128 over header, IV and ciphertext, with
+	// the ESN high bits appended (RFC 4303 §2.2.1, §3.3.2).
+	prev := ivField
+	for i := off; i < end; i += 16 {
+		blk := buf[i : i+16]
+		subtle.XORBytes(blk, blk, prev)
+		sa.c.block.Encrypt(blk, blk)
+		prev = blk
+	}
+	sa.mac(buf, start, end, seq, buf[end:end])
+	sa.account(n)
+	return buf[start : end+16], nil
+}
+
+// aad returns the AAD of RFC 4106 §5: SPI || seq, or SPI || seq-hi || seq-lo
+// with ESN, the latter built in the scratch space before the nonce.
+func (sa *SA) aad(buf []byte, start int, seq uint64) []byte {
+	if !sa.esn {
+		return buf[start : start+headerLen]
+	}
+	aad := buf[start-24 : start-12]
+	binary.BigEndian.PutUint32(aad, sa.spi)
+	binary.BigEndian.PutUint64(aad[4:], seq)
+	return aad
+}
+
+// mac computes the HMAC over buf[start:end] (plus the ESN high bits) and
+// appends its first 16 octets to dst, which must have room for 32.
+func (sa *SA) mac(buf []byte, start, end int, seq uint64, dst []byte) []byte {
+	sa.macMu.Lock()
+	m := sa.c.mac
+	m.Reset()
+	m.Write(buf[start:end])
+	if sa.esn {
+		hi := buf[start-4 : start]
+		binary.BigEndian.PutUint32(hi, uint32(seq>>32))
+		m.Write(hi)
+	}
+	out := m.Sum(dst)
+	sa.macMu.Unlock()
+	return out[:len(dst)+16]
+}
+
+// Inbound flow of Open:
+//  1. check the length, the SPI and the sequence number against the replay
+//     window (RFC 4303 §3.4.3) without changing it;
+//  2. verify the ICV and decrypt in place (§3.4.4);
+//  3. record the sequence number in the window;
+//  4. check and strip the padding; drop dummy packets.
+
+// Open authenticates and decrypts the ESP packet buf[off:off+n] in place and
+// returns the inner packet, a sub-slice of buf, and its next-header value.
+// buf must have Headroom octets before off.
+func (sa *SA) Open(buf []byte, off, n int) (inner []byte, nextHeader byte, err error) {
+	if off < Headroom || n < 0 || off+n > len(buf) {
+		return nil, 0, ErrBuffer
+	}
+	if sa.hardRaised.Load() {
+		return nil, 0, ErrExpired
+	}
+	pkt := buf[off : off+n]
+	ctLen := n - headerLen - sa.ivLen - 16
+	if ctLen < 2 {
+		return nil, 0, ErrShortPacket
+	}
+	if ctLen%sa.align != 0 {
+		return nil, 0, ErrMisaligned
+	}
+	h := Header(pkt)
+	if h.SPI() != sa.spi {
+		return nil, 0, ErrWrongSPI
+	}
+	seq, ok := sa.checkReplay(h.Seq())
+	if !ok {
+		sa.replayDrops.Add(1)
+		return nil, 0, ErrReplay
+	}
+	start := off
+	ctStart := off + headerLen + sa.ivLen
+	ctEnd := ctStart + ctLen
+	if sa.transform.aead() {
+		nonce := buf[start-12 : start]
+		copy(nonce, sa.c.salt[:])
+		copy(nonce[4:], buf[start+headerLen:ctStart])
+		if _, err := sa.c.aead.Open(buf[ctStart:ctStart], nonce, buf[ctStart:ctEnd+16], sa.aad(buf, start, seq)); err != nil {
+			sa.integrityErr.Add(1)
+			return nil, 0, ErrIntegrity
+		}
+	} else {
+		sum := sa.mac(buf, start, ctEnd, seq, buf[start-36:start-36])
+		if !hmac.Equal(sum, buf[ctEnd:ctEnd+16]) {
+			sa.integrityErr.Add(1)
+			return nil, 0, ErrIntegrity
+		}
+		for i := ctEnd - 16; i >= ctStart; i -= 16 {
+			blk := buf[i : i+16]
+			sa.c.block.Decrypt(blk, blk)
+			subtle.XORBytes(blk, blk, buf[i-16:i]) // the IV for the first block
+		}
+	}
+	if !sa.commitReplay(seq) {
+		sa.replayDrops.Add(1)
+		return nil, 0, ErrReplay
+	}
+	padLen := int(buf[ctEnd-2])
+	nextHeader = buf[ctEnd-1]
+	if padLen+2 > ctLen {
+		sa.paddingErr.Add(1)
+		return nil, 0, ErrPadding
+	}
+	padStart := ctEnd - 2 - padLen
+	for i := 0; i < padLen; i++ {
+		if buf[padStart+i] != byte(i+1) {
+			sa.paddingErr.Add(1)
+			return nil, 0, ErrPadding
+		}
+	}
+	if nextHeader == NextHeaderNone {
+		return nil, 0, ErrDummy
+	}
+	sa.account(padStart - ctStart)
+	return buf[ctStart:padStart], nextHeader, nil
+}
+
+// checkReplay returns the full sequence number of a packet whose low 32 bits
+// are low and whether the window would accept it.
+func (sa *SA) checkReplay(low uint32) (uint64, bool) {
+	if sa.replayOff && !sa.esn {
+		return uint64(low), low != 0
+	}
+	sa.replayMu.Lock()
+	defer sa.replayMu.Unlock()
+	seq := uint64(low)
+	if sa.esn {
+		var ok bool
+		if seq, ok = inferESN(sa.replay.last, sa.replay.size, low); !ok {
+			return 0, false
+		}
+	}
+	if sa.replayOff {
+		return seq, true
+	}
+	return seq, sa.replay.check(seq)
+}
+
+// commitReplay records an authenticated sequence number.
+func (sa *SA) commitReplay(seq uint64) bool {
+	if sa.replayOff {
+		if sa.esn {
+			sa.replayMu.Lock()
+			if seq > sa.replay.last {
+				sa.replay.last = seq
+			}
+			sa.replayMu.Unlock()
+		}
+		return true
+	}
+	sa.replayMu.Lock()
+	ok := sa.replay.update(seq)
+	sa.replayMu.Unlock()
+	return ok
+}

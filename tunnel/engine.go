@@ -1,0 +1,563 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/policy"
+)
+
+// Implementation constants.
+const (
+	// bufSize is the size of every packet buffer: room for the largest
+	// IP packet (a TUN GRO super-packet) plus ESP head- and tailroom.
+	bufSize = esp.Headroom + 65535 + esp.Tailroom
+	// writeOffset is where packets start in the buffers handed to
+	// tun.Device.Write: room for the virtio-net header of Linux TUN
+	// offloads.
+	writeOffset = 16
+	// tickInterval is how often time-based SA lifetimes are checked.
+	tickInterval = time.Second
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Device is the packet device; the engine owns it and closes it.
+	Device tun.Device
+	// IKEPort and NATTPort are the UDP ports to listen on (500 and 4500
+	// in production); 0 picks a free port (tests).
+	IKEPort, NATTPort uint16
+	// Mark, if not 0, is set as SO_MARK on the outer sockets (Linux) so
+	// that policy routing keeps them out of the TUN.
+	Mark uint32
+	// Logger receives the engine's log; nil discards it.
+	Logger *slog.Logger
+	// NewBind creates the UDP transport for one port; nil means
+	// conn.NewStdNetBind.
+	NewBind func() conn.Bind
+	// OnIKE, if set, receives each IKE message (without the non-ESP
+	// marker) and the address it came from; natt tells whether it came
+	// on the NAT-T port. msg is only valid during the call.
+	OnIKE func(msg []byte, from netip.AddrPort, natt bool)
+	// OnProbe, if set, receives each AutoVPN probe datagram (preamble
+	// included). msg is only valid during the call.
+	OnProbe func(msg []byte, from netip.AddrPort)
+	// OnSAEvent, if set, is told of lifetime events. It runs on the
+	// engine's timer goroutine, never on the datapath. After a hard
+	// expiry the engine removes the pair itself.
+	OnSAEvent func(*SAPair, esp.Event)
+}
+
+// PairConfig describes an SA pair to install: one outbound and one inbound
+// SA with the same peer and traffic selectors.
+type PairConfig struct {
+	// Peer is the peer's outer address and UDP port (4500).
+	Peer netip.AddrPort
+	// Local and Remote are the traffic selectors: outbound packets from
+	// Local to Remote use the pair; inbound packets must come from Remote
+	// and go to Local, or they are dropped.
+	Local, Remote policy.Selectors
+	Out, In       esp.Config
+}
+
+// SAPair is an installed pair of SAs.
+type SAPair struct {
+	Peer          netip.AddrPort
+	Local, Remote policy.Selectors
+	Out, In       *esp.SA
+
+	ep      conn.Endpoint
+	removed atomic.Bool
+}
+
+// Stats are the engine's packet counters (per-SA counters are on the SAs).
+type Stats struct {
+	TxPackets      uint64 // ESP packets sent
+	RxPackets      uint64 // ESP packets decrypted and delivered
+	NoSA           uint64 // outbound packets without an SA, dropped
+	Malformed      uint64 // packets from the device or peers that failed to parse
+	UnknownSPI     uint64 // ESP packets for no installed SA
+	DecryptErrors  uint64 // ESP packets that failed Open (replay, integrity, …)
+	SelectorDrops  uint64 // decrypted packets outside the SA's selectors
+	SealErrors     uint64 // outbound packets the SA refused (expired, …)
+	SendErrors     uint64 // failed batch sends
+	ControlDropped uint64 // IKE or probe messages with no handler
+	Keepalives     uint64 // NAT keepalives received
+}
+
+type stats struct {
+	txPackets, rxPackets, noSA, malformed, unknownSPI, decryptErrors,
+	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives atomic.Uint64
+}
+
+// Engine runs the datapath.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	dev    tun.Device
+	ike    conn.Bind
+	natt   conn.Bind
+	ports  [2]uint16
+	spis   esp.Table[*SAPair]
+	routes atomic.Pointer[routeTable]
+	stats  stats
+	events chan saEvent
+
+	mu    sync.Mutex // control plane: guards pairs; never taken by the datapath
+	pairs map[*SAPair]struct{}
+
+	closeOnce sync.Once
+	closing   chan struct{}
+	wg        sync.WaitGroup
+}
+
+type saEvent struct {
+	pair *SAPair
+	ev   esp.Event
+}
+
+// ErrClosed is returned by operations on a closed engine.
+var ErrClosed = errors.New("tunnel: engine closed")
+
+// New opens the transport and starts the datapath.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Device == nil {
+		return nil, errors.New("tunnel: no device")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NewBind == nil {
+		cfg.NewBind = conn.NewStdNetBind
+	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		dev:     cfg.Device,
+		ike:     cfg.NewBind(),
+		natt:    cfg.NewBind(),
+		events:  make(chan saEvent, 1024),
+		pairs:   make(map[*SAPair]struct{}),
+		closing: make(chan struct{}),
+	}
+	e.routes.Store(&routeTable{})
+	ikeFns, ikePort, err := e.ike.Open(cfg.IKEPort)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: listening on IKE port %d: %w", cfg.IKEPort, err)
+	}
+	nattFns, nattPort, err := e.natt.Open(cfg.NATTPort)
+	if err != nil {
+		e.ike.Close()
+		return nil, fmt.Errorf("tunnel: listening on NAT-T port %d: %w", cfg.NATTPort, err)
+	}
+	e.ports = [2]uint16{ikePort, nattPort}
+	if cfg.Mark != 0 {
+		for _, b := range []conn.Bind{e.ike, e.natt} {
+			if err := b.SetMark(cfg.Mark); err != nil {
+				e.ike.Close()
+				e.natt.Close()
+				return nil, fmt.Errorf("tunnel: setting SO_MARK %#x on the outer sockets: %w", cfg.Mark, err)
+			}
+		}
+	}
+	for _, fn := range ikeFns {
+		e.start(func() { e.routineInbound(fn, e.ike, false) })
+	}
+	for _, fn := range nattFns {
+		e.start(func() { e.routineInbound(fn, e.natt, true) })
+	}
+	e.start(e.routineOutbound)
+	e.start(e.routineTimers)
+	e.start(e.routineDeviceEvents)
+	e.log.Info("datapath up", "ike_port", ikePort, "natt_port", nattPort, "batch", e.dev.BatchSize())
+	return e, nil
+}
+
+func (e *Engine) start(f func()) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+}
+
+// Ports returns the UDP ports the engine listens on: IKE and NAT-T.
+func (e *Engine) Ports() (ike, natt uint16) { return e.ports[0], e.ports[1] }
+
+// Close stops the datapath, closes the sockets and the device, and waits
+// for every goroutine to finish.
+func (e *Engine) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		close(e.closing)
+		err = errors.Join(e.ike.Close(), e.natt.Close(), e.dev.Close())
+		e.wg.Wait()
+	})
+	return err
+}
+
+func (e *Engine) closed() bool {
+	select {
+	case <-e.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stats returns a snapshot of the engine's counters.
+func (e *Engine) Stats() Stats {
+	s := &e.stats
+	return Stats{
+		TxPackets: s.txPackets.Load(), RxPackets: s.rxPackets.Load(), NoSA: s.noSA.Load(),
+		Malformed: s.malformed.Load(), UnknownSPI: s.unknownSPI.Load(), DecryptErrors: s.decryptErrors.Load(),
+		SelectorDrops: s.selectorDrops.Load(), SealErrors: s.sealErrors.Load(), SendErrors: s.sendErrors.Load(),
+		ControlDropped: s.controlDropped.Load(), Keepalives: s.keepalives.Load(),
+	}
+}
+
+// Install keys and installs an SA pair. The inbound SPI must be free.
+func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
+	if e.closed() {
+		return nil, ErrClosed
+	}
+	if !pc.Peer.IsValid() {
+		return nil, errors.New("tunnel: SA pair without a peer address")
+	}
+	if len(pc.Local) == 0 || len(pc.Remote) == 0 {
+		return nil, errors.New("tunnel: SA pair without traffic selectors")
+	}
+	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote}
+	onEvent := func(_ *esp.SA, ev esp.Event) {
+		select {
+		case e.events <- saEvent{p, ev}:
+		default:
+			go func() { e.events <- saEvent{p, ev} }()
+		}
+	}
+	pc.Out.OnEvent, pc.In.OnEvent = onEvent, onEvent
+	var err error
+	if p.Out, err = esp.NewSA(pc.Out); err != nil {
+		return nil, fmt.Errorf("tunnel: outbound SA: %w", err)
+	}
+	if p.In, err = esp.NewSA(pc.In); err != nil {
+		return nil, fmt.Errorf("tunnel: inbound SA: %w", err)
+	}
+	peer := netip.AddrPortFrom(pc.Peer.Addr().Unmap(), pc.Peer.Port())
+	if p.ep, err = e.natt.ParseEndpoint(peer.String()); err != nil {
+		return nil, fmt.Errorf("tunnel: peer %v: %w", pc.Peer, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.spis.Insert(p.In.SPI(), p); err != nil {
+		return nil, fmt.Errorf("tunnel: inbound SA: %w", err)
+	}
+	e.pairs[p] = struct{}{}
+	e.rebuildRoutesLocked()
+	e.log.Info("SA pair installed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()),
+		"spi_out", fmt.Sprintf("%#08x", p.Out.SPI()), "transform", p.Out.Transform(), "local", p.Local, "remote", p.Remote)
+	return p, nil
+}
+
+// Remove uninstalls an SA pair; it reports whether the pair was installed.
+func (e *Engine) Remove(p *SAPair) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.pairs[p]; !ok {
+		return false
+	}
+	delete(e.pairs, p)
+	p.removed.Store(true)
+	e.spis.Remove(p.In.SPI())
+	e.rebuildRoutesLocked()
+	e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
+	return true
+}
+
+// Pairs returns the installed SA pairs.
+func (e *Engine) Pairs() []*SAPair {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l := make([]*SAPair, 0, len(e.pairs))
+	for p := range e.pairs {
+		l = append(l, p)
+	}
+	return l
+}
+
+// routeTable maps outbound packets to SA pairs. It is immutable once
+// published; the control plane replaces it whole.
+type routeTable struct {
+	hosts  map[netip.Addr][]*SAPair // pairs whose remote selector is one address
+	others []*SAPair
+}
+
+func (e *Engine) rebuildRoutesLocked() {
+	rt := &routeTable{hosts: make(map[netip.Addr][]*SAPair)}
+	for p := range e.pairs {
+		for _, s := range p.Remote {
+			if a, ok := s.Single(); ok {
+				rt.hosts[a] = append(rt.hosts[a], p)
+			} else {
+				rt.others = append(rt.others, p)
+				break
+			}
+		}
+	}
+	e.routes.Store(rt)
+}
+
+func (rt *routeTable) lookup(p *ipview.Packet) *SAPair {
+	for _, pair := range rt.hosts[p.Dst] {
+		if pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
+			return pair
+		}
+	}
+	for _, pair := range rt.others {
+		if pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
+			return pair
+		}
+	}
+	return nil
+}
+
+func newBuffers(n int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	return bufs
+}
+
+func (e *Engine) routineOutbound() {
+	batch := e.dev.BatchSize()
+	bufs := newBuffers(batch)
+	sizes := make([]int, batch)
+	send := make([][]byte, 0, batch)
+	for {
+		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
+		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
+			if !e.closed() {
+				e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)
+			}
+			return
+		}
+		rt := e.routes.Load()
+		var cur *SAPair
+		for i := 0; i < n; i++ {
+			pkt := bufs[i][esp.Headroom : esp.Headroom+sizes[i]]
+			p, err := ipview.Parse(pkt)
+			if err != nil {
+				e.stats.malformed.Add(1)
+				continue
+			}
+			pair := rt.lookup(&p)
+			if pair == nil {
+				e.stats.noSA.Add(1)
+				continue
+			}
+			if pair != cur && len(send) > 0 {
+				e.send(cur, send)
+				send = send[:0]
+			}
+			cur = pair
+			nh := byte(ipview.ProtoIPv4)
+			if ipview.Version(pkt) == 6 {
+				nh = ipview.ProtoIPv6
+			}
+			out, err := pair.Out.Seal(bufs[i], esp.Headroom, p.Len, nh)
+			if err != nil {
+				e.stats.sealErrors.Add(1)
+				continue
+			}
+			send = append(send, out)
+		}
+		if len(send) > 0 {
+			e.send(cur, send)
+			send = send[:0]
+		}
+	}
+}
+
+func (e *Engine) send(p *SAPair, bufs [][]byte) {
+	if err := e.natt.Send(bufs, p.ep); err != nil {
+		e.stats.sendErrors.Add(1)
+		if !e.closed() {
+			e.log.Debug("send failed", "peer", p.Peer, "err", err)
+		}
+		return
+	}
+	e.stats.txPackets.Add(uint64(len(bufs)))
+}
+
+func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
+	batch := bind.BatchSize()
+	bufs := newBuffers(batch)
+	pkts := make([][]byte, batch)
+	for i := range pkts {
+		pkts[i] = bufs[i][esp.Headroom:]
+	}
+	sizes := make([]int, batch)
+	eps := make([]conn.Endpoint, batch)
+	write := make([][]byte, 0, batch)
+	for {
+		n, err := recv(pkts, sizes, eps)
+		if err != nil {
+			if e.closed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			e.log.Debug("receive failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		for i := 0; i < n; i++ {
+			d := pkts[i][:sizes[i]]
+			if !natt {
+				e.deliverIKE(d, eps[i], false)
+				continue
+			}
+			kind, _ := esp.Classify(d)
+			switch kind {
+			case esp.KindIKE:
+				e.deliverIKE(d[esp.NonESPMarkerLen:], eps[i], true)
+				continue
+			case esp.KindProbe:
+				e.deliverProbe(d, eps[i])
+				continue
+			case esp.KindKeepalive:
+				e.stats.keepalives.Add(1)
+				continue
+			case esp.KindESP:
+			default:
+				e.stats.malformed.Add(1)
+				continue
+			}
+			pair, ok := e.spis.Lookup(esp.Header(d).SPI())
+			if !ok {
+				e.stats.unknownSPI.Add(1)
+				continue
+			}
+			inner, nh, err := pair.In.Open(bufs[i], esp.Headroom, sizes[i])
+			if err != nil {
+				e.stats.decryptErrors.Add(1)
+				continue
+			}
+			p, err := ipview.Parse(inner)
+			if err != nil || (nh == ipview.ProtoIPv4) != (ipview.Version(inner) == 4) {
+				e.stats.malformed.Add(1)
+				continue
+			}
+			if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
+				e.stats.selectorDrops.Add(1)
+				continue
+			}
+			start := cap(bufs[i]) - cap(inner)
+			write = append(write, bufs[i][start-writeOffset:start+p.Len])
+		}
+		if len(write) > 0 {
+			if _, err := e.dev.Write(write, writeOffset); err != nil && !e.closed() {
+				e.log.Debug("writing to the device failed", "err", err)
+			}
+			e.stats.rxPackets.Add(uint64(len(write)))
+			write = write[:0]
+		}
+	}
+}
+
+func addrPortOf(ep conn.Endpoint) netip.AddrPort {
+	if se, ok := ep.(*conn.StdNetEndpoint); ok {
+		return se.AddrPort
+	}
+	ap, _ := netip.ParseAddrPort(ep.DstToString())
+	return ap
+}
+
+func (e *Engine) deliverIKE(msg []byte, ep conn.Endpoint, natt bool) {
+	if e.cfg.OnIKE == nil {
+		e.stats.controlDropped.Add(1)
+		return
+	}
+	e.cfg.OnIKE(msg, addrPortOf(ep), natt)
+}
+
+func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {
+	if e.cfg.OnProbe == nil {
+		e.stats.controlDropped.Add(1)
+		return
+	}
+	e.cfg.OnProbe(msg, addrPortOf(ep))
+}
+
+// SendIKE sends an IKE message to a peer from the IKE port, or from the
+// NAT-T port behind the non-ESP marker when natt is set (RFC 3948 §2.2).
+func (e *Engine) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
+	bind := e.ike
+	if natt {
+		bind = e.natt
+		msg = append(make([]byte, esp.NonESPMarkerLen, esp.NonESPMarkerLen+len(msg)), msg...)
+	}
+	ep, err := bind.ParseEndpoint(netip.AddrPortFrom(to.Addr().Unmap(), to.Port()).String())
+	if err != nil {
+		return err
+	}
+	return bind.Send([][]byte{msg}, ep)
+}
+
+func (e *Engine) routineTimers() {
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.closing:
+			return
+		case now := <-t.C:
+			for _, p := range e.Pairs() {
+				p.Out.Tick(now)
+				p.In.Tick(now)
+			}
+		case ev := <-e.events:
+			if ev.pair.removed.Load() {
+				continue
+			}
+			e.log.Info("SA lifetime event", "peer", ev.pair.Peer, "event", ev.ev,
+				"spi_in", fmt.Sprintf("%#08x", ev.pair.In.SPI()))
+			if e.cfg.OnSAEvent != nil {
+				e.cfg.OnSAEvent(ev.pair, ev.ev)
+			}
+			if ev.ev == esp.EventHardExpire {
+				e.Remove(ev.pair)
+			}
+		}
+	}
+}
+
+func (e *Engine) routineDeviceEvents() {
+	for {
+		select {
+		case <-e.closing:
+			return
+		case ev, ok := <-e.dev.Events():
+			if !ok {
+				return
+			}
+			if ev&tun.EventMTUUpdate != 0 {
+				mtu, _ := e.dev.MTU()
+				e.log.Info("device MTU changed", "mtu", mtu)
+			}
+			if ev&tun.EventDown != 0 {
+				e.log.Warn("device went down")
+			}
+		}
+	}
+}

@@ -1,0 +1,362 @@
+package tunnel
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/policy"
+)
+
+type testEndpoint struct {
+	eng  *Engine
+	net  *netstack.Net
+	addr netip.Addr
+	ike  chan []byte
+}
+
+func newTestEndpoint(t *testing.T, addr netip.Addr) *testEndpoint {
+	t.Helper()
+	dev, tnet, err := NewNetstack([]netip.Addr{addr}, 1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te := &testEndpoint{net: tnet, addr: addr, ike: make(chan []byte, 16)}
+	te.eng, err = New(Config{Device: dev, OnIKE: func(msg []byte, _ netip.AddrPort, natt bool) {
+		m := append([]byte(nil), msg...)
+		if natt {
+			m = append([]byte("natt:"), m...)
+		}
+		te.ike <- m
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { te.eng.Close() })
+	return te
+}
+
+func (te *testEndpoint) nattAddr() netip.AddrPort {
+	_, natt := te.eng.Ports()
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), natt)
+}
+
+func hostSel(a netip.Addr) policy.Selectors {
+	return policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(a, a.BitLen()))}
+}
+
+// connect installs statically keyed SA pairs between a and b.
+func connect(t *testing.T, a, b *testEndpoint, tr esp.Transform) (ab, ba *SAPair) {
+	t.Helper()
+	k1, k2 := make([]byte, tr.KeyLen()), make([]byte, tr.KeyLen())
+	crand.Read(k1)
+	crand.Read(k2)
+	spi1, spi2 := 0x1000+rand.Uint32()%0x10000, 0x20000+rand.Uint32()%0x10000
+	var err error
+	ab, err = a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: spi1, Key: k1, ESN: true}, In: esp.Config{Transform: tr, SPI: spi2, Key: k2, ESN: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ba, err = b.eng.Install(PairConfig{Peer: a.nattAddr(), Local: hostSel(b.addr), Remote: hostSel(a.addr),
+		Out: esp.Config{Transform: tr, SPI: spi2, Key: k2, ESN: true}, In: esp.Config{Transform: tr, SPI: spi1, Key: k1, ESN: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ab, ba
+}
+
+func ping(t *testing.T, from *testEndpoint, to netip.Addr, seq int) error {
+	t.Helper()
+	c, err := from.net.DialPingAddr(from.addr, to)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 1234, Seq: seq, Data: []byte("oevpn ping")}}
+	b, _ := msg.Marshal(nil)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	reply, err := icmp.ParseMessage(1, buf[:n])
+	if err != nil {
+		return err
+	}
+	if reply.Type != ipv4.ICMPTypeEchoReply {
+		return errors.New("not an echo reply")
+	}
+	return nil
+}
+
+// transfer sends size pseudo-random octets over TCP from a to b and checks
+// that the SHA-256 of what arrived matches.
+func transfer(t *testing.T, a, b *testEndpoint, size int64) {
+	t.Helper()
+	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(b.addr, 5001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		done <- r
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(b.addr, 5001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	src := io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{1, 2, 3}), size), h)
+	start := time.Now()
+	if _, err := io.Copy(c, src); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.n != size || r.sum != [32]byte(h.Sum(nil)) {
+			t.Fatalf("received %d octets with hash %x; sent %d with %x", r.n, r.sum, size, h.Sum(nil))
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatal("transfer did not finish")
+	}
+	t.Logf("%d MB in %v", size>>20, time.Since(start).Round(time.Millisecond))
+}
+
+func TestNetstackEndToEnd(t *testing.T) {
+	for _, tr := range esp.Transforms {
+		t.Run(tr.String(), func(t *testing.T) {
+			a := newTestEndpoint(t, netip.MustParseAddr("10.99.0.1"))
+			b := newTestEndpoint(t, netip.MustParseAddr("10.99.0.2"))
+			ab, ba := connect(t, a, b, tr)
+			for i := 0; i < 3; i++ {
+				if err := ping(t, a, b.addr, i); err != nil {
+					t.Fatalf("ping %d: %v", i, err)
+				}
+			}
+			size := int64(4 << 20)
+			if tr == esp.AESGCM128 {
+				size = 100 << 20
+			}
+			if raceEnabled || testing.Short() {
+				size = 4 << 20
+			}
+			transfer(t, a, b, size)
+			if ab.Out.Counters().Packets == 0 || ba.In.Counters().Packets != ab.Out.Counters().Packets {
+				t.Fatalf("a→b: %d sealed, %d opened", ab.Out.Counters().Packets, ba.In.Counters().Packets)
+			}
+			for _, e := range []*Engine{a.eng, b.eng} {
+				if s := e.Stats(); s.DecryptErrors+s.SelectorDrops+s.Malformed+s.UnknownSPI != 0 {
+					t.Fatalf("unexpected drops: %+v", s)
+				}
+			}
+		})
+	}
+}
+
+// TestOutboundOutsideSelectors checks that a packet whose source is outside
+// the SA's local selectors is not sent through it.
+func TestOutboundOutsideSelectors(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.1.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.1.2"))
+	tr := esp.AESGCM256
+	k1, k2 := make([]byte, tr.KeyLen()), make([]byte, tr.KeyLen())
+	// a's SA covers 10.99.1.66 only; its stack sends from 10.99.1.1.
+	if _, err := a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(netip.MustParseAddr("10.99.1.66")), Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: 0x5001, Key: k1}, In: esp.Config{Transform: tr, SPI: 0x5002, Key: k2}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := a.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(b.addr, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	waitFor(t, func() bool { return a.eng.Stats().NoSA > 0 }, "a drops a packet outside its selectors")
+	if a.eng.Stats().TxPackets != 0 {
+		t.Fatal("a sent a packet outside its selectors")
+	}
+}
+
+// TestSelectorDropAfterDecrypt has a peer whose SA covers an address the
+// receiving side's SA does not: b must decrypt and then drop.
+func TestSelectorDropAfterDecrypt(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.2.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.2.2"))
+	tr := esp.ChaCha20Poly1305
+	k1, k2 := make([]byte, tr.KeyLen()), make([]byte, tr.KeyLen())
+	wide := policy.Selectors{policy.PrefixSelector(netip.MustParsePrefix("10.99.2.0/24"))}
+	if _, err := a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: wide, Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: 0x6001, Key: k1}, In: esp.Config{Transform: tr, SPI: 0x6002, Key: k2}}); err != nil {
+		t.Fatal(err)
+	}
+	other := netip.MustParseAddr("10.99.2.99") // b accepts only this source
+	pb, err := b.eng.Install(PairConfig{Peer: a.nattAddr(), Local: hostSel(b.addr), Remote: hostSel(other),
+		Out: esp.Config{Transform: tr, SPI: 0x6002, Key: k2}, In: esp.Config{Transform: tr, SPI: 0x6001, Key: k1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := a.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(b.addr, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	waitFor(t, func() bool { return b.eng.Stats().SelectorDrops > 0 }, "b drops the decrypted packet")
+	if pb.In.Counters().Packets != 1 || b.eng.Stats().RxPackets != 0 {
+		t.Fatalf("b delivered a packet outside its selectors: %+v", b.eng.Stats())
+	}
+}
+
+func TestControlDemux(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.3.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.3.2"))
+	ikePort, nattPort := b.eng.Ports()
+	lo := netip.MustParseAddr("127.0.0.1")
+	if err := a.eng.SendIKE([]byte("ike on 500"), netip.AddrPortFrom(lo, ikePort), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.eng.SendIKE([]byte("ike on 4500"), netip.AddrPortFrom(lo, nattPort), true); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		select {
+		case m := <-b.ike:
+			got[string(m)] = true
+		case <-time.After(5 * time.Second):
+			t.Fatal("IKE message not delivered")
+		}
+	}
+	if !got["ike on 500"] || !got["natt:ike on 4500"] {
+		t.Fatalf("delivered %v", got)
+	}
+	// A keepalive and a datagram for an unknown SPI are counted and dropped.
+	ep, _ := a.eng.natt.ParseEndpoint(netip.AddrPortFrom(lo, nattPort).String())
+	a.eng.natt.Send([][]byte{{0xff}}, ep)
+	a.eng.natt.Send([][]byte{{0, 0, 0x12, 0x34, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26}}, ep)
+	waitFor(t, func() bool { s := b.eng.Stats(); return s.Keepalives == 1 && s.UnknownSPI == 1 }, "keepalive and unknown SPI counted")
+}
+
+func TestRemoveStopsTraffic(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.4.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.4.2"))
+	ab, _ := connect(t, a, b, esp.AESGCM128)
+	if err := ping(t, a, b.addr, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !a.eng.Remove(ab) || a.eng.Remove(ab) {
+		t.Fatal("Remove")
+	}
+	if err := ping(t, a, b.addr, 2); err == nil {
+		t.Fatal("ping succeeded without an SA")
+	}
+	if a.eng.Stats().NoSA == 0 {
+		t.Fatal("no NoSA drop counted")
+	}
+}
+
+func TestHardExpiryRemovesPair(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.5.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.5.2"))
+	tr := esp.AESGCM128
+	k := make([]byte, tr.KeyLen())
+	var mu sync.Mutex
+	var events []esp.Event
+	a.eng.cfg.OnSAEvent = func(_ *SAPair, ev esp.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }
+	_, err := a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: 0x7001, Key: k, Soft: esp.Lifetime{Packets: 2}, Hard: esp.Lifetime{Packets: 3}},
+		In:  esp.Config{Transform: tr, SPI: 0x7002, Key: k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := a.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(b.addr, 9))
+	defer c.Close()
+	for i := 0; i < 5; i++ {
+		c.Write([]byte("x"))
+	}
+	waitFor(t, func() bool { return len(a.eng.Pairs()) == 0 }, "pair removed after hard expiry")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 2 || events[0] != esp.EventSoftExpire || events[1] != esp.EventHardExpire {
+		t.Fatalf("events %v", events)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestNetstackIPv6(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("fd00:99::1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("fd00:99::2"))
+	// Outer IPv6 on loopback.
+	lo6 := netip.MustParseAddr("::1")
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		c.Close()
+	}
+	_, an := a.eng.Ports()
+	_, bn := b.eng.Ports()
+	tr := esp.AESGCM128
+	k1, k2 := make([]byte, tr.KeyLen()), make([]byte, tr.KeyLen())
+	crand.Read(k1)
+	crand.Read(k2)
+	if _, err := a.eng.Install(PairConfig{Peer: netip.AddrPortFrom(lo6, bn), Local: hostSel(a.addr), Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: 0x8001, Key: k1}, In: esp.Config{Transform: tr, SPI: 0x8002, Key: k2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.eng.Install(PairConfig{Peer: netip.AddrPortFrom(lo6, an), Local: hostSel(b.addr), Remote: hostSel(a.addr),
+		Out: esp.Config{Transform: tr, SPI: 0x8002, Key: k2}, In: esp.Config{Transform: tr, SPI: 0x8001, Key: k1}}); err != nil {
+		t.Fatal(err)
+	}
+	transfer(t, a, b, 4<<20)
+}

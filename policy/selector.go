@@ -194,3 +194,16 @@ func (ss Selectors) MatchDst(p *ipview.Packet) bool {
 	}
 	return false
 }
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Selector) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParseSelector.
+func (s *Selector) UnmarshalText(b []byte) error {
+	v, err := ParseSelector(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}

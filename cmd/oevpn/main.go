@@ -1,0 +1,71 @@
+// Command oevpn is the opportunistic-encryption VPN endpoint.
+//
+// Usage:
+//
+//	oevpn up -c FILE     run an endpoint from a TOML configuration
+//	oevpn demo           two userspace endpoints in this process, traffic through ESP
+//	oevpn version        print the version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
+
+// version is stamped by the Makefile from git describe.
+var version = "devel"
+
+const usage = `oevpn — opportunistic IPsec (IKEv2/ESP) endpoint
+
+Usage:
+  oevpn up -c FILE   run an endpoint from a TOML configuration (see config.example.toml)
+  oevpn demo         run two userspace endpoints in this process and show traffic
+                     flowing between them through ESP
+  oevpn version      print the version
+
+Run "oevpn COMMAND -h" for a command's options.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks errors for which the usage text is worth showing.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "up":
+		err = cmdUp(args[1:], stderr)
+	case "demo":
+		err = cmdDemo(args[1:], stdout)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "oevpn %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "oevpn: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "oevpn: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "oevpn: %v\n", err)
+		return 1
+	}
+}

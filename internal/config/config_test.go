@@ -1,0 +1,135 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/oevpn/oevpn/esp"
+)
+
+const good = `
+[interface]
+mode = "netstack"
+addresses = ["10.0.0.1/32"]
+ike_port = 0
+natt_port = 0
+
+[[sa]]
+peer = "127.0.0.1:4500"
+local = ["10.0.0.1"]
+remote = ["10.0.0.2"]
+transform = "aes-gcm-128"
+spi_out = 0x1001
+spi_in = 0x2002
+key_out = "000102030405060708090a0b0c0d0e0f10111213"
+key_in = "00:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:11:12:13"
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse("good.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Interface.Mode != ModeNetstack || c.Interface.MTU != DefaultMTU || *c.Interface.IKEPort != 0 || *c.Interface.Fwmark != DefaultFwmark {
+		t.Fatalf("interface %+v", c.Interface)
+	}
+	sa := c.SAs[0]
+	if sa.Transform != esp.AESGCM128 || sa.SPIIn != 0x2002 || len(sa.KeyIn) != 20 || sa.KeyIn[19] != 0x13 {
+		t.Fatalf("sa %+v", sa)
+	}
+	if strings.Contains(sa.KeyIn.String(), "13") {
+		t.Fatal("Key.String shows key material")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, edit, with string
+		line             int
+		key, msg         string
+	}{
+		{"syntax", `mode = "netstack"`, `mode = "netstack`, 3, "", ""},
+		{"bad mode", `mode = "netstack"`, `mode = "kernel"`, 3, "interface.mode", "not a device mode"},
+		{"unknown key", `ike_port = 0`, `ike_prot = 0`, 5, "interface.ike_prot", "unknown key"},
+		{"bad transform", `transform = "aes-gcm-128"`, `transform = "des"`, 12, "transform", "unknown transform"},
+		{"bad selector", `remote = ["10.0.0.2"]`, `remote = ["10.0.0.300"]`, 11, "remote", "invalid traffic selector"},
+		{"bad peer", `peer = "127.0.0.1:4500"`, `peer = "127.0.0.1"`, 9, "peer", ""},
+		{"reserved spi", `spi_in = 0x2002`, `spi_in = 7`, 14, "sa[0].spi_in", "reserved"},
+		{"short key", `key_out = "000102030405060708090a0b0c0d0e0f10111213"`, `key_out = "0001"`, 15, "sa[0].key_out", "takes 20 octets"},
+		{"bad hex", `key_out = "000102030405060708090a0b0c0d0e0f10111213"`, `key_out = "xyz"`, 15, "key_out", "hex"},
+		{"missing local", `local = ["10.0.0.1"]`, ``, 8, "sa[0].local", "missing"},
+		{"mtu", `mode = "netstack"`, "mode = \"netstack\"\nmtu = 100", 4, "interface.mtu", "outside"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(good, tt.edit, tt.with, 1)
+			if src == good {
+				t.Fatal("edit did not apply")
+			}
+			_, err := Parse("f.toml", []byte(src))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *config.Error", err)
+			}
+			if ce.File != "f.toml" || ce.Line != tt.line || !strings.Contains(ce.Key, tt.key) || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("got %q (line %d, key %q); want line %d, key %q, message with %q", err, ce.Line, ce.Key, tt.line, tt.key, tt.msg)
+			}
+			if !strings.HasPrefix(err.Error(), "f.toml:") {
+				t.Fatalf("error %q does not start with the file name", err)
+			}
+		})
+	}
+}
+
+func TestDuplicateInboundSPI(t *testing.T) {
+	src := good + strings.Replace(good[strings.Index(good, "[[sa]]"):], "spi_out = 0x1001", "spi_out = 0x3003", 1)
+	_, err := Parse("f.toml", []byte(src))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "sa[1].spi_in" || ce.Line != 23 {
+		t.Fatalf("got %v (%+v)", err, ce)
+	}
+}
+
+func TestLoadRefusesReadableKeys(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "oevpn.toml")
+	if err := os.WriteFile(p, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); !errors.Is(err, ErrInsecureFile) {
+		t.Fatalf("mode 0644: %v", err)
+	}
+	os.Chmod(p, 0o600)
+	if _, err := Load(p); err != nil {
+		t.Fatalf("mode 0600: %v", err)
+	}
+}
+
+func TestExampleConfigParses(t *testing.T) {
+	data, err := os.ReadFile("../../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse("config.example.toml", data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("[interface]\nmode = 1\n[[sa]]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.toml", data)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil {
+			var ce *Error
+			if !errors.As(err, &ce) || ce.File != "fuzz.toml" {
+				t.Fatalf("error %v does not name the file", err)
+			}
+		}
+	})
+}

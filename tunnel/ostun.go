@@ -1,0 +1,33 @@
+package tunnel
+
+import (
+	"log/slog"
+	"net/netip"
+)
+
+// OSConfig configures an OS TUN device and the routing that sends traffic
+// into it.
+type OSConfig struct {
+	Name string
+	MTU  int
+	// Addresses are assigned to the device (optional in host mode, where
+	// the traffic selectors are the host's own addresses).
+	Addresses []netip.Prefix
+	// Routes are sent into the device, each with its preferred source
+	// address (invalid: let the kernel choose).
+	Routes []Route
+	// Mark is the SO_MARK of oevpn's own sockets. When not 0, routes go
+	// into Table and a policy-routing rule sends every packet without
+	// the mark there, so oevpn's own packets to a peer whose address is
+	// routed into the TUN still leave by the physical interface.
+	Mark  uint32
+	Table int
+	// Logger receives the commands run; nil discards.
+	Logger *slog.Logger
+}
+
+// Route is one prefix routed into the device.
+type Route struct {
+	Prefix netip.Prefix
+	Src    netip.Addr
+}

@@ -1,0 +1,151 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// OSDevice is an OS TUN device with the addresses, routes and rules oevpn
+// set up for it. Close removes all of them.
+type OSDevice struct {
+	tun.Device
+	cfg  OSConfig
+	log  *slog.Logger
+	undo []func() error
+}
+
+// CreateOSTUN creates the TUN device (with TSO/GRO offloads where the kernel
+// has them), brings it up and installs its addresses, routes and rules.
+// Rules left by a run that crashed are removed first.
+func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, errors.New("tunnel: the ip command (iproute2) is needed to configure the TUN device")
+	}
+	d := &OSDevice{cfg: cfg, log: cfg.Logger}
+	if cfg.Mark != 0 {
+		d.removeStaleRules()
+	}
+	dev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: creating TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", cfg.Name, err)
+	}
+	d.Device = dev
+	if name, err := dev.Name(); err == nil {
+		d.cfg.Name = name
+	}
+	if err := d.configure(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *OSDevice) ip(args ...string) error {
+	cmd := exec.Command("ip", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	d.log.Debug("running", "cmd", "ip "+strings.Join(args, " "))
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("tunnel: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func family(v6 bool) string {
+	if v6 {
+		return "-6"
+	}
+	return "-4"
+}
+
+func (d *OSDevice) configure() error {
+	name := d.cfg.Name
+	for _, a := range d.cfg.Addresses {
+		if err := d.ip(family(a.Addr().Is6()), "address", "add", a.String(), "dev", name); err != nil {
+			return err
+		}
+	}
+	if err := d.ip("link", "set", "dev", name, "up"); err != nil {
+		return err
+	}
+	table := "main"
+	if d.cfg.Mark != 0 {
+		table = strconv.Itoa(d.cfg.Table)
+	}
+	fams := map[bool]bool{}
+	for _, r := range d.cfg.Routes {
+		v6 := r.Prefix.Addr().Is6()
+		fams[v6] = true
+		args := []string{family(v6), "route", "replace", r.Prefix.String(), "dev", name, "table", table}
+		if r.Src.IsValid() {
+			args = append(args, "src", r.Src.String())
+		}
+		if err := d.ip(args...); err != nil {
+			return err
+		}
+	}
+	if d.cfg.Mark == 0 {
+		return nil
+	}
+	// Like wg-quick: packets without our mark look up our table first;
+	// oevpn's own sockets carry the mark and use the main table.
+	mark := fmt.Sprintf("%#x", d.cfg.Mark)
+	prio := strconv.Itoa(d.rulePriority())
+	for _, v6 := range []bool{false, true} {
+		if !fams[v6] {
+			continue
+		}
+		f := family(v6)
+		if err := d.ip(f, "rule", "add", "not", "fwmark", mark, "table", table, "priority", prio); err != nil {
+			return err
+		}
+		d.undo = append(d.undo, func() error { return d.ip(f, "rule", "del", "priority", prio) })
+	}
+	if fams[false] {
+		// Reverse-path filtering must see the mark of our own packets.
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/src_valid_mark", []byte("1"), 0); err != nil {
+			d.log.Warn("could not set net.ipv4.conf.all.src_valid_mark=1", "err", err)
+		}
+	}
+	return nil
+}
+
+// rulePriority is the priority of our policy-routing rules: fixed per table
+// so that a later run finds and removes rules a crashed run left.
+func (d *OSDevice) rulePriority() int { return 20000 + d.cfg.Table%10000 }
+
+func (d *OSDevice) removeStaleRules() {
+	prio := strconv.Itoa(d.rulePriority())
+	for _, f := range []string{"-4", "-6"} {
+		for i := 0; i < 16 && d.ip(f, "rule", "del", "priority", prio) == nil; i++ {
+			d.log.Info("removed a stale routing rule", "family", f, "priority", prio)
+		}
+	}
+	d.ip("-4", "route", "flush", "table", strconv.Itoa(d.cfg.Table))
+	d.ip("-6", "route", "flush", "table", strconv.Itoa(d.cfg.Table))
+}
+
+// Close removes the rules and closes the device, which takes its addresses
+// and routes with it.
+func (d *OSDevice) Close() error {
+	var errs []error
+	for i := len(d.undo) - 1; i >= 0; i-- {
+		errs = append(errs, d.undo[i]())
+	}
+	d.undo = nil
+	if d.Device != nil {
+		errs = append(errs, d.Device.Close())
+	}
+	return errors.Join(errs...)
+}

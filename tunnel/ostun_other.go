@@ -1,0 +1,36 @@
+//go:build !linux
+
+package tunnel
+
+import (
+	"fmt"
+	"log/slog"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// OSDevice is an OS TUN device. On this platform oevpn creates the device
+// but does not yet configure addresses or routes: the operator does, and
+// CreateOSTUN logs what is needed.
+type OSDevice struct {
+	tun.Device
+}
+
+// CreateOSTUN creates the TUN device (utun on macOS, Wintun on Windows).
+func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: creating TUN device %q: %w", cfg.Name, err)
+	}
+	name, _ := dev.Name()
+	for _, a := range cfg.Addresses {
+		cfg.Logger.Warn("assign this address to the device yourself", "device", name, "address", a)
+	}
+	for _, r := range cfg.Routes {
+		cfg.Logger.Warn("route this prefix into the device yourself", "device", name, "prefix", r.Prefix)
+	}
+	return &OSDevice{Device: dev}, nil
+}

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/internal/lab"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// oevpnBinary builds the real binary once per test run.
+func oevpnBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "oevpn-lab-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "oevpn")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// labPair is two namespaces joined by a veth pair, each running oevpn on a
+// TUN device with statically keyed SAs, host to host: the inner addresses are
+// the veth addresses.
+type labPair struct {
+	a, b         *lab.Netns
+	vethA, vethB string
+	procA, procB *lab.Proc
+	cfgA, cfgB   string
+	spiAB, spiBA uint32
+}
+
+const (
+	labA4, labB4 = "10.201.0.1", "10.201.0.2"
+	labA6, labB6 = "fd01:201::1", "fd01:201::2"
+	// Addresses on the same veth that no SA covers: the bare-link baseline.
+	bareA4, bareB4 = "10.202.0.1", "10.202.0.2"
+)
+
+const labConfig = `
+[interface]
+mode = "tun"
+name = "%s"
+log_level = "debug"
+
+[[sa]]
+peer = "%s:4500"
+local = ["%s"]
+remote = ["%s"]
+transform = "%s"
+esn = true
+spi_out = %d
+spi_in = %d
+key_out = "%x"
+key_in = "%x"
+
+[[sa]]
+peer = "[%s]:4500"
+local = ["%s"]
+remote = ["%s"]
+transform = "%s"
+spi_out = %d
+spi_in = %d
+key_out = "%x"
+key_in = "%x"
+`
+
+func randSPI() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])%0xf0000000 + 0x10000
+}
+
+func newLabPair(t *testing.T, tr esp.Transform) *labPair {
+	t.Helper()
+	bin := oevpnBinary(t)
+	lp := &labPair{a: lab.NewNetns(t), b: lab.NewNetns(t)}
+	lp.vethA, lp.vethB = lab.Veth(t, lp.a, lp.b)
+	for _, x := range []struct {
+		ns     *lab.Netns
+		dev    string
+		v4, v6 string
+		bare4  string
+	}{{lp.a, lp.vethA, labA4, labA6, bareA4}, {lp.b, lp.vethB, labB4, labB6, bareB4}} {
+		x.ns.Run("ip", "addr", "add", x.v4+"/24", "dev", x.dev)
+		x.ns.Run("ip", "addr", "add", x.bare4+"/24", "dev", x.dev)
+		x.ns.Run("ip", "addr", "add", x.v6+"/64", "dev", x.dev, "nodad")
+	}
+	keys := make([][]byte, 4)
+	for i := range keys {
+		keys[i] = make([]byte, tr.KeyLen())
+		rand.Read(keys[i])
+	}
+	lp.spiAB, lp.spiBA = randSPI(), randSPI()
+	spi6AB, spi6BA := randSPI(), randSPI()
+	dir := t.TempDir()
+	write := func(name string, args ...any) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, fmt.Appendf(nil, labConfig, args...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	devA, devB := lab.Unique("ta"), lab.Unique("tb")
+	lp.cfgA = write("a.toml", devA, labB4, labA4, labB4, tr, lp.spiAB, lp.spiBA, keys[0], keys[1],
+		labB6, labA6, labB6, tr, spi6AB, spi6BA, keys[2], keys[3])
+	lp.cfgB = write("b.toml", devB, labA4, labB4, labA4, tr, lp.spiBA, lp.spiAB, keys[1], keys[0],
+		labA6, labB6, labA6, tr, spi6BA, spi6AB, keys[3], keys[2])
+	lp.procA = lp.a.Start(bin, "up", "-c", lp.cfgA)
+	lp.procB = lp.b.Start(bin, "up", "-c", lp.cfgB)
+	for _, p := range []*lab.Proc{lp.procA, lp.procB} {
+		if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lp
+}
+
+// stop sends SIGTERM to both endpoints and checks that they exit cleanly
+// and leave no rule behind.
+func (lp *labPair) stop(t *testing.T) {
+	t.Helper()
+	for _, x := range []struct {
+		ns *lab.Netns
+		p  *lab.Proc
+	}{{lp.a, lp.procA}, {lp.b, lp.procB}} {
+		x.p.Signal(syscall.SIGTERM)
+		if err := x.p.Wait(10 * time.Second); err != nil {
+			t.Fatalf("oevpn did not exit cleanly: %v\n%s", err, x.p.Output())
+		}
+		for _, f := range []string{"-4", "-6"} {
+			if rules := x.ns.Run("ip", f, "rule"); strings.Contains(rules, "0x4f45") {
+				t.Fatalf("rule left after shutdown:\n%s", rules)
+			}
+		}
+	}
+}
+
+func TestLabTwoNamespaces(t *testing.T) {
+	lab.Require(t, "iperf3", "tcpdump", "ping")
+	lp := newLabPair(t, esp.AESGCM256)
+
+	// Capture on B's side of the veth while traffic flows.
+	pcap := filepath.Join(t.TempDir(), "veth.pcap")
+	dump := lp.b.Start("tcpdump", "-i", lp.vethB, "-nn", "-U", "-s", "256", "-w", pcap, "ip or ip6")
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	lp.a.Run("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", labB6)
+	srv := lp.b.Start("iperf3", "-s", "-1", "--forceflush", "-B", labB4)
+	if err := srv.WaitFor("Server listening", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gbps := iperf(t, lp.a, labB4, 2)
+	t.Logf("iperf3 TCP through the tunnel (2 s): %.2f Gbit/s", gbps)
+	srv.Wait(10 * time.Second)
+
+	time.Sleep(300 * time.Millisecond)
+	dump.Signal(syscall.SIGINT)
+	if err := dump.Wait(10 * time.Second); err != nil {
+		t.Logf("tcpdump: %v", err)
+	}
+	checkCapture(t, pcap, lp)
+	lp.stop(t)
+}
+
+// checkCapture reads the capture of the veth: every IP packet between the
+// two hosts must be UDP/4500 carrying ESP (or IPv6 neighbour discovery), and
+// there must be ESP with our SPIs in both directions.
+func checkCapture(t *testing.T, path string, lp *labPair) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, frames, err := lab.ReadPcap(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link != 1 {
+		t.Fatalf("capture link type %d, want Ethernet", link)
+	}
+	var esp4500, clear int
+	spis := map[uint32]int{}
+	for _, f := range frames {
+		ip := f.IPPayload()
+		if ip == nil {
+			continue
+		}
+		p, err := ipview.Parse(capturedIP(ip))
+		if err != nil {
+			t.Errorf("unparsable IP packet in the capture: %v", err)
+			continue
+		}
+		if p.Dst.IsLinkLocalMulticast() || (p.Proto == ipview.ProtoICMPv6 && p.SrcPort>>8 >= 133 && p.SrcPort>>8 <= 137) {
+			continue // IPv6 neighbour discovery and MLD
+		}
+		if p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.SrcPort == 4500 {
+			l4 := ip[headerLen(ip)+8:]
+			if len(l4) >= 8 {
+				if kind, _ := esp.Classify(l4); kind == esp.KindESP {
+					esp4500++
+					spis[esp.Header(l4).SPI()]++
+					continue
+				}
+			}
+		}
+		clear++
+		t.Errorf("packet in the clear on the veth: %v → %v proto %d ports %d→%d", p.Src, p.Dst, p.Proto, p.SrcPort, p.DstPort)
+		if clear > 10 {
+			t.FailNow()
+		}
+	}
+	t.Logf("capture: %d frames, %d UDP/4500 ESP datagrams, SPIs seen %v", len(frames), esp4500, spis)
+	if spis[lp.spiAB] == 0 || spis[lp.spiBA] == 0 {
+		t.Fatalf("ESP with SPI %#x (A→B) and %#x (B→A) not both seen", lp.spiAB, lp.spiBA)
+	}
+}
+
+// capturedIP returns a copy of a possibly snap-length-truncated IP packet
+// whose length field says what was captured, so that it parses.
+func capturedIP(ip []byte) []byte {
+	c := append([]byte(nil), ip...)
+	switch {
+	case ipview.Version(c) == 4 && len(c) >= 20:
+		binary.BigEndian.PutUint16(c[2:], uint16(len(c)))
+	case ipview.Version(c) == 6 && len(c) >= 40:
+		binary.BigEndian.PutUint16(c[4:], uint16(len(c)-40))
+	}
+	return c
+}
+
+func headerLen(ip []byte) int {
+	if ipview.Version(ip) == 6 {
+		return 40
+	}
+	return int(ip[0]&0x0f) * 4
+}
+
+// iperf runs an iperf3 TCP client for secs seconds and returns Gbit/s.
+func iperf(t *testing.T, ns *lab.Netns, server string, secs int) float64 {
+	t.Helper()
+	out, err := ns.Try("iperf3", "-c", server, "-t", fmt.Sprint(secs), "-J")
+	if err != nil {
+		t.Fatalf("iperf3 -c %s: %v\n%s", server, err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("iperf3 output: %v\n%s", err, out)
+	}
+	if r.End.SumReceived.BitsPerSecond <= 0 {
+		t.Fatalf("iperf3 moved no data:\n%s", out)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// TestLabCrashRecovery kills an endpoint with SIGKILL, which leaves its
+// routing rule behind, and checks that the next start removes it and works.
+func TestLabCrashRecovery(t *testing.T) {
+	lab.Require(t, "ping")
+	lp := newLabPair(t, esp.ChaCha20Poly1305)
+	lp.a.Run("ping", "-c", "1", "-W", "2", labB4)
+	lp.procA.Signal(syscall.SIGKILL)
+	lp.procA.Wait(10 * time.Second)
+	if rules := lp.a.Run("ip", "rule"); !strings.Contains(rules, "0x4f45") {
+		t.Fatalf("expected the killed run's rule to remain:\n%s", rules)
+	}
+	lp.procA = lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
+	if err := lp.procA.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(lp.a.Run("ip", "rule"), "0x4f45"); n != 1 {
+		t.Fatalf("%d rules after restart, want 1", n)
+	}
+	lp.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", labB4)
+	lp.stop(t)
+}
+
+// TestLabBench measures single-stream TCP through the tunnel and over the
+// bare veth (iperf3, 10 s, 3 runs each, median). It runs only from
+// `make bench` (OEVPN_BENCH=1).
+func TestLabBench(t *testing.T) {
+	if os.Getenv("OEVPN_BENCH") == "" {
+		t.Skip("set OEVPN_BENCH=1 (make bench) to run the throughput benchmark")
+	}
+	lab.Require(t, "iperf3")
+	lp := newLabPair(t, esp.AESGCM128)
+	run := func(server string) float64 {
+		var r []float64
+		for i := 0; i < 3; i++ {
+			srv := lp.b.Start("iperf3", "-s", "-1", "--forceflush", "-B", server)
+			if err := srv.WaitFor("Server listening", 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			r = append(r, iperf(t, lp.a, server, 10))
+			srv.Wait(10 * time.Second)
+		}
+		sort.Float64s(r)
+		t.Logf("%s: runs %.2f %.2f %.2f Gbit/s", server, r[0], r[1], r[2])
+		return r[1]
+	}
+	tunnel := run(labB4)
+	bare := run(bareB4)
+	fmt.Printf("\nlab throughput (iperf3, single TCP stream, 10 s, median of 3):\n")
+	fmt.Printf("  oevpn tunnel (aes-gcm-128, TUN, UDP/4500): %6.2f Gbit/s\n", tunnel)
+	fmt.Printf("  bare veth                                : %6.2f Gbit/s\n\n", bare)
+	lp.stop(t)
+}

@@ -5,6 +5,8 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 30s
 PKGS     := ./...
 export CGO_ENABLED := 0
+SHELL    := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: all build test fmt-check vet unit e2e lab cross bench bench-esp bench-lab fuzz demo lab-deps clean
 

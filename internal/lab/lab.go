@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package lab runs the lab tests' real components: network namespaces joined
 // by veth pairs, processes inside them, packet captures. Every test that uses
 // it calls Require first, which skips the test with a message when the

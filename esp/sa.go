@@ -97,9 +97,7 @@ type SA struct {
 
 	seq atomic.Uint64 // outbound: last sequence number used
 
-	replayMu     sync.Mutex // inbound: guards replay
-	replay       replayWindow
-	replayOff    bool
+	replay       replayWindow // inbound
 	macMu        sync.Mutex // AES-CBC: guards c.mac
 	softRaised   atomic.Bool
 	hardRaised   atomic.Bool
@@ -138,14 +136,7 @@ func NewSA(cfg Config) (*SA, error) {
 	if cfg.ESN {
 		sa.maxSeq = 1<<64 - 1
 	}
-	switch {
-	case cfg.ReplayWindow < 0:
-		sa.replayOff = true
-	case cfg.ReplayWindow == 0:
-		sa.replay.init(DefaultReplayWindow)
-	default:
-		sa.replay.init(cfg.ReplayWindow)
-	}
+	sa.replay.init(cfg.ReplayWindow)
 	return sa, nil
 }
 
@@ -429,38 +420,15 @@ func (sa *SA) Open(buf []byte, off, n int) (inner []byte, nextHeader byte, err e
 // checkReplay returns the full sequence number of a packet whose low 32 bits
 // are low and whether the window would accept it.
 func (sa *SA) checkReplay(low uint32) (uint64, bool) {
-	if sa.replayOff && !sa.esn {
-		return uint64(low), low != 0
-	}
-	sa.replayMu.Lock()
-	defer sa.replayMu.Unlock()
 	seq := uint64(low)
 	if sa.esn {
 		var ok bool
-		if seq, ok = inferESN(sa.replay.last, sa.replay.size, low); !ok {
+		if seq, ok = inferESN(sa.replay.last.Load(), sa.replay.size, low); !ok {
 			return 0, false
 		}
-	}
-	if sa.replayOff {
-		return seq, true
 	}
 	return seq, sa.replay.check(seq)
 }
 
 // commitReplay records an authenticated sequence number.
-func (sa *SA) commitReplay(seq uint64) bool {
-	if sa.replayOff {
-		if sa.esn {
-			sa.replayMu.Lock()
-			if seq > sa.replay.last {
-				sa.replay.last = seq
-			}
-			sa.replayMu.Unlock()
-		}
-		return true
-	}
-	sa.replayMu.Lock()
-	ok := sa.replay.update(seq)
-	sa.replayMu.Unlock()
-	return ok
-}
+func (sa *SA) commitReplay(seq uint64) bool { return sa.replay.update(seq) }

@@ -308,7 +308,7 @@ func TestESNWrap(t *testing.T) {
 			out, in := testPair(t, tr, true, 0)
 			start := uint64(1<<32 - 3)
 			out.seq.Store(start - 1)
-			in.replay.last = start - 1
+			in.replay.last.Store(start - 1)
 			var pkts [][]byte
 			for i := 0; i < 8; i++ {
 				pkts = append(pkts, sealPacket(t, out, innerPacket(true, 80), 41))
@@ -319,8 +319,8 @@ func TestESNWrap(t *testing.T) {
 					t.Fatalf("packet %d (seq %#x): %v", i, start+uint64(i), err)
 				}
 			}
-			if in.replay.last != start+7 {
-				t.Fatalf("highest %#x, want %#x", in.replay.last, start+7)
+			if in.replay.last.Load() != start+7 {
+				t.Fatalf("highest %#x, want %#x", in.replay.last.Load(), start+7)
 			}
 			if _, _, err := openPacket(in, pkts[1]); !errors.Is(err, ErrReplay) {
 				t.Fatalf("replay across wrap: %v", err)
@@ -461,7 +461,7 @@ func TestZeroAllocs(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		in.replayOff = true // the same packet opened many times
+		in.replay.init(-1) // the same packet opened many times
 		copy(rx[Headroom:], pkt)
 		saved := append([]byte(nil), pkt...)
 		open := testing.AllocsPerRun(100, func() {

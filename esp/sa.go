@@ -98,7 +98,7 @@ type SA struct {
 	seq atomic.Uint64 // outbound: last sequence number used
 
 	replay       replayWindow // inbound
-	macMu        sync.Mutex // AES-CBC: guards c.mac
+	macMu        sync.Mutex   // AES-CBC: guards c.mac
 	softRaised   atomic.Bool
 	hardRaised   atomic.Bool
 	packets      atomic.Uint64

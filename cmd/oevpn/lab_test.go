@@ -58,6 +58,7 @@ type labPair struct {
 	procA, procB *lab.Proc
 	cfgA, cfgB   string
 	spiAB, spiBA uint32
+	keys         [][]byte
 }
 
 const (
@@ -121,6 +122,7 @@ func newLabPair(t *testing.T, tr esp.Transform) *labPair {
 		keys[i] = make([]byte, tr.KeyLen())
 		rand.Read(keys[i])
 	}
+	lp.keys = keys
 	lp.spiAB, lp.spiBA = randSPI(), randSPI()
 	spi6AB, spi6BA := randSPI(), randSPI()
 	dir := t.TempDir()
@@ -157,6 +159,11 @@ func (lp *labPair) stop(t *testing.T) {
 		x.p.Signal(syscall.SIGTERM)
 		if err := x.p.Wait(10 * time.Second); err != nil {
 			t.Fatalf("oevpn did not exit cleanly: %v\n%s", err, x.p.Output())
+		}
+		for _, k := range lp.keys {
+			if out := x.p.Output(); strings.Contains(out, fmt.Sprintf("%x", k)) || strings.Contains(out, fmt.Sprintf("%x", k[:8])) {
+				t.Fatalf("key material in the log:\n%s", out)
+			}
 		}
 		for _, f := range []string{"-4", "-6"} {
 			if rules := x.ns.Run("ip", f, "rule"); strings.Contains(rules, "0x4f45") {

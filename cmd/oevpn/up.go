@@ -83,12 +83,8 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		}
 		tcfg.Device, ep.net = dev, tnet
 	default:
-		routes, err := routesFor(cfg.SAs)
-		if err != nil {
-			return nil, err
-		}
 		dev, err := tunnel.CreateOSTUN(tunnel.OSConfig{Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
-			Routes: routes, Mark: uint32(*in.Fwmark), Table: in.Table, Logger: log})
+			Routes: routesFor(cfg.SAs), Mark: uint32(*in.Fwmark), Table: in.Table, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +102,7 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 // routesFor returns the prefixes to route into the TUN: every remote
 // selector, with the local selector's address of the same family as source
 // when it is a single address (host-to-host).
-func routesFor(sas []config.SA) ([]tunnel.Route, error) {
+func routesFor(sas []config.SA) []tunnel.Route {
 	var routes []tunnel.Route
 	for _, sa := range sas {
 		for _, r := range sa.Remote {
@@ -122,7 +118,7 @@ func routesFor(sas []config.SA) ([]tunnel.Route, error) {
 			}
 		}
 	}
-	return routes, nil
+	return routes
 }
 
 // rangePrefixes splits the address range [lo, hi] into the fewest prefixes.

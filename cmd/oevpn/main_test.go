@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI("version")
+	if code != 0 || !strings.HasPrefix(out, "oevpn ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	if code, _, errOut := runCLI(); code != 2 || !strings.Contains(errOut, "Usage") {
+		t.Fatalf("no arguments: %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI("frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Fatalf("unknown command: %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI("up"); code != 2 || !strings.Contains(errOut, "oevpn up -c FILE") {
+		t.Fatalf("up without -c: %d %q", code, errOut)
+	}
+}
+
+// TestUpBadConfig checks that a broken configuration stops oevpn up with a
+// message naming the file, the line and the key.
+func TestUpBadConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(p, []byte("[interface]\nmode = \"netstack\"\naddresses = [\"10.0.0.1/32\"]\nmtu = 70000\n"), 0o600)
+	code, _, errOut := runCLI("up", "-c", p)
+	if code != 1 || !strings.Contains(errOut, p+":4: interface.mtu: 70000 is outside") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := runCLI("up", "-c", filepath.Join(t.TempDir(), "missing.toml")); code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("missing file: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	code, out, errOut := runCLI("demo", "-size", "4")
+	if code != 0 {
+		t.Fatalf("demo failed (%d): %s\n%s", code, errOut, out)
+	}
+	for _, want := range []string{"ping 10.200.0.2 seq=3: reply", "4 MiB arrived intact", "spi=", "seen 0 times", "demo OK"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRangePrefixes(t *testing.T) {
+	tests := []struct{ lo, hi, want string }{
+		{"10.0.0.0", "10.0.0.255", "[10.0.0.0/24]"},
+		{"10.0.0.1", "10.0.0.1", "[10.0.0.1/32]"},
+		{"10.0.0.1", "10.0.0.6", "[10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32]"},
+		{"0.0.0.0", "255.255.255.255", "[0.0.0.0/0]"},
+		{"2001:db8::", "2001:db8::ffff", "[2001:db8::/112]"},
+		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "[::/0]"},
+	}
+	for _, tt := range tests {
+		got := rangePrefixes(mustAddr(tt.lo), mustAddr(tt.hi))
+		if s := fmtPrefixes(got); s != tt.want {
+			t.Errorf("rangePrefixes(%s, %s) = %s, want %s", tt.lo, tt.hi, s, tt.want)
+		}
+	}
+}

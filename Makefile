@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test fmt-check vet unit e2e lab cross bench bench-esp bench-lab fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-lab fuzz demo lab-deps clean
 
 all: build
 
@@ -17,12 +17,15 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/oevpn ./cmd/oevpn
 
 ## test: everything CI runs
-test: fmt-check vet unit e2e lab cross
+test: fmt-check tidy-check vet unit e2e lab cross
 	@echo "make test: all checks passed"
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tidy-check:
+	$(GO) mod tidy -diff
 
 vet:
 	$(GO) vet $(PKGS)

@@ -3,13 +3,13 @@ module github.com/oevpn/oevpn
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	golang.org/x/crypto v0.59.0
 	golang.org/x/net v0.62.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 )
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/google/btree v1.1.2 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/time v0.7.0 // indirect

@@ -42,7 +42,7 @@ e2e:
 # Lab tests: root, network namespaces, TUN, iperf3, tcpdump. They skip with
 # a message when those are missing, unless OEVPN_LAB=required (CI).
 lab:
-	$(GO) test -count=1 -run '^TestLab' -v ./cmd/oevpn
+	$(GO) test -count=1 -p 1 -run '^TestLab' -v $(PKGS) 2>&1 | grep -v 'no tests to run'
 
 cross:
 	@for os in linux darwin windows; do for arch in amd64 arm64; do \
@@ -74,7 +74,7 @@ demo: build
 ## lab-deps: the Debian packages the lab tests need
 lab-deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins >/dev/null
 
 clean:
 	rm -rf bin

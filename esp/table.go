@@ -94,6 +94,27 @@ func (t *Table[V]) Allocate(v V) (uint32, error) {
 	return 0, fmt.Errorf("esp: allocating SPI: %w after 64 tries", ErrSPIInUse)
 }
 
+// Replace stores v under spi, which must be present (e.g. reserved by
+// Allocate with a placeholder value).
+func (t *Table[V]) Replace(spi uint32, v V) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.m.Load()
+	if old == nil {
+		return fmt.Errorf("esp: SPI %#08x not allocated", spi)
+	}
+	if _, ok := (*old)[spi]; !ok {
+		return fmt.Errorf("esp: SPI %#08x not allocated", spi)
+	}
+	m := make(map[uint32]V, len(*old))
+	for k, e := range *old {
+		m[k] = e
+	}
+	m[spi] = v
+	t.m.Store(&m)
+	return nil
+}
+
 // Remove deletes spi; it reports whether spi was present.
 func (t *Table[V]) Remove(spi uint32) bool {
 	t.mu.Lock()

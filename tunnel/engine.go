@@ -117,6 +117,8 @@ type Engine struct {
 	mu    sync.Mutex // control plane: guards pairs; never taken by the datapath
 	pairs map[*SAPair]struct{}
 
+	onIKE atomic.Pointer[func(msg []byte, from netip.AddrPort, natt bool)]
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
@@ -152,6 +154,9 @@ func New(cfg Config) (*Engine, error) {
 		closing: make(chan struct{}),
 	}
 	e.routes.Store(&routeTable{})
+	if cfg.OnIKE != nil {
+		e.onIKE.Store(&cfg.OnIKE)
+	}
 	ikeFns, ikePort, err := e.ike.Open(cfg.IKEPort)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: listening on IKE port %d: %w", cfg.IKEPort, err)
@@ -260,7 +265,11 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.spis.Insert(p.In.SPI(), p); err != nil {
+	insert := e.spis.Insert
+	if old, ok := e.spis.Lookup(p.In.SPI()); ok && old == nil {
+		insert = e.spis.Replace // an SPI the control plane reserved
+	}
+	if err := insert(p.In.SPI(), p); err != nil {
 		return nil, fmt.Errorf("tunnel: inbound SA: %w", err)
 	}
 	e.pairs[p] = struct{}{}
@@ -444,7 +453,7 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				continue
 			}
 			pair, ok := e.spis.Lookup(esp.Header(d).SPI())
-			if !ok {
+			if !ok || pair == nil {
 				e.stats.unknownSPI.Add(1)
 				continue
 			}
@@ -483,12 +492,19 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	return ap
 }
 
+// SetIKEHandler sets (or replaces) the receiver of IKE messages, for a
+// control plane created after the engine.
+func (e *Engine) SetIKEHandler(f func(msg []byte, from netip.AddrPort, natt bool)) {
+	e.onIKE.Store(&f)
+}
+
 func (e *Engine) deliverIKE(msg []byte, ep conn.Endpoint, natt bool) {
-	if e.cfg.OnIKE == nil {
+	f := e.onIKE.Load()
+	if f == nil || *f == nil {
 		e.stats.controlDropped.Add(1)
 		return
 	}
-	e.cfg.OnIKE(msg, addrPortOf(ep), natt)
+	(*f)(msg, addrPortOf(ep), natt)
 }
 
 func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {

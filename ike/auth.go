@@ -1,0 +1,242 @@
+package ike
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Identity is an IKE identity: the content of an ID payload (§3.5).
+type Identity struct {
+	Type IDType
+	Data []byte
+}
+
+// ParseIdentity reads an identity: an IP address, "%null" (RFC 7619), an
+// e-mail address (ID_RFC822_ADDR) or a domain name (ID_FQDN, a leading "@"
+// is dropped as in strongSwan).
+func ParseIdentity(s string) (Identity, error) {
+	switch {
+	case s == "":
+		return Identity{}, errors.New("empty identity")
+	case s == "%null":
+		return Identity{Type: IDNull}, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Is4() {
+			return Identity{Type: IDIPv4, Data: a.AsSlice()}, nil
+		}
+		return Identity{Type: IDIPv6, Data: a.AsSlice()}, nil
+	}
+	if strings.Contains(s, "@") && !strings.HasPrefix(s, "@") {
+		return Identity{Type: IDRFC822, Data: []byte(s)}, nil
+	}
+	return Identity{Type: IDFQDN, Data: []byte(strings.TrimPrefix(s, "@"))}, nil
+}
+
+// IdentityOf returns the identity for an address (the default ID).
+func IdentityOf(a netip.Addr) Identity {
+	a = a.Unmap()
+	if a.Is4() {
+		return Identity{Type: IDIPv4, Data: a.AsSlice()}
+	}
+	return Identity{Type: IDIPv6, Data: a.AsSlice()}
+}
+
+// Equal reports whether two identities are the same.
+func (id Identity) Equal(o Identity) bool { return id.Type == o.Type && bytes.Equal(id.Data, o.Data) }
+
+// String formats the identity.
+func (id Identity) String() string {
+	return (&IDPayload{IDType: id.Type, Data: id.Data}).String()
+}
+
+func (id Identity) payload(initiator bool) *IDPayload {
+	return &IDPayload{Initiator: initiator, IDType: id.Type, Data: id.Data}
+}
+
+// Credential is how this end authenticates: a pre-shared key, a private
+// key for RFC 7427 signatures (Ed25519, ECDSA P-256, RSA), or AUTH_NULL.
+type Credential struct {
+	PSK    []byte
+	Signer crypto.Signer
+	Null   bool
+}
+
+// Method returns the AUTH method the credential uses.
+func (c *Credential) Method() string {
+	switch {
+	case c.Null:
+		return "null"
+	case c.PSK != nil:
+		return "psk"
+	}
+	switch c.Signer.(type) {
+	case ed25519.PrivateKey:
+		return "ed25519"
+	case *ecdsa.PrivateKey:
+		return "ecdsa"
+	case *rsa.PrivateKey:
+		return "rsa"
+	}
+	return "unknown"
+}
+
+// PeerAuth is how the peer must authenticate.
+type PeerAuth struct {
+	PSK       []byte
+	PublicKey crypto.PublicKey // raw public key (RFC 7670) pinned for the peer
+	Null      bool
+}
+
+// Algorithm identifiers of RFC 7427 §3 (DER AlgorithmIdentifier).
+var (
+	algEd25519     = []byte{0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70}
+	algECDSASHA256 = []byte{0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02}
+	algECDSASHA384 = []byte{0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03}
+	algECDSASHA512 = []byte{0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04}
+	algRSASHA256   = []byte{0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00}
+	algRSASHA384   = []byte{0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c, 0x05, 0x00}
+	algRSASHA512   = []byte{0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d, 0x05, 0x00}
+)
+
+// keyPad is the PSK key pad of §2.15.
+const keyPad = "Key Pad for IKEv2"
+
+// signedOctets builds InitiatorSignedOctets or ResponderSignedOctets (§2.15):
+// the sender's first message, the peer's nonce and prf(SK_p, RestOfIDPayload).
+func signedOctets(p *prfFunc, firstMsg, peerNonce, skP []byte, id *IDPayload) []byte {
+	out := append(append([]byte(nil), firstMsg...), peerNonce...)
+	return append(out, p.sum(skP, id.body())...)
+}
+
+// ErrAuth is wrapped by authentication failures.
+var ErrAuth = errors.New("ike: authentication failed")
+
+// makeAuth computes our AUTH payload over octets.
+func makeAuth(p *prfFunc, c *Credential, octets []byte) (*AuthPayload, error) {
+	switch {
+	case c.Null:
+		// RFC 7619 §3: the PSK computation with an empty key.
+		return &AuthPayload{Method: AuthNULL, Data: p.sum(p.sum(nil, []byte(keyPad)), octets)}, nil
+	case c.PSK != nil:
+		return &AuthPayload{Method: AuthPSK, Data: p.sum(p.sum(c.PSK, []byte(keyPad)), octets)}, nil
+	case c.Signer == nil:
+		return nil, errors.New("ike: no credential configured")
+	}
+	var alg, sig []byte
+	var err error
+	switch k := c.Signer.(type) {
+	case ed25519.PrivateKey:
+		alg = algEd25519
+		sig = ed25519.Sign(k, octets)
+	case *ecdsa.PrivateKey:
+		h := sha256.Sum256(octets)
+		alg = algECDSASHA256
+		sig, err = ecdsa.SignASN1(rand.Reader, k, h[:])
+	case *rsa.PrivateKey:
+		h := sha256.Sum256(octets)
+		alg = algRSASHA256
+		sig, err = rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, h[:])
+	default:
+		return nil, fmt.Errorf("%w: key type %T", ErrUnsupported, c.Signer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	data := append([]byte{byte(len(alg))}, alg...)
+	return &AuthPayload{Method: AuthDigitalSign, Data: append(data, sig...)}, nil
+}
+
+// verifyAuth checks the peer's AUTH payload over octets.
+func verifyAuth(p *prfFunc, pa *PeerAuth, a *AuthPayload, octets []byte) error {
+	switch a.Method {
+	case AuthPSK, AuthNULL:
+		key := pa.PSK
+		if a.Method == AuthNULL {
+			if !pa.Null {
+				return fmt.Errorf("%w: peer used AUTH_NULL, which this peer's configuration does not accept", ErrAuth)
+			}
+			key = nil
+		} else if pa.PSK == nil {
+			return fmt.Errorf("%w: peer used a PSK, but none is configured for it", ErrAuth)
+		}
+		if !hmac.Equal(a.Data, p.sum(p.sum(key, []byte(keyPad)), octets)) {
+			return fmt.Errorf("%w: %s does not verify", ErrAuth, authMethodName(a.Method))
+		}
+		return nil
+	case AuthDigitalSign:
+		if pa.PublicKey == nil {
+			return fmt.Errorf("%w: peer signed, but no public key is configured for it", ErrAuth)
+		}
+		if len(a.Data) < 1 || len(a.Data) < 1+int(a.Data[0]) {
+			return fmt.Errorf("%w: %w: AUTH data", ErrAuth, ErrMalformed)
+		}
+		alg, sig := a.Data[1:1+int(a.Data[0])], a.Data[1+int(a.Data[0]):]
+		if verifySignature(pa.PublicKey, alg, octets, sig) {
+			return nil
+		}
+		return fmt.Errorf("%w: signature does not verify with the configured key", ErrAuth)
+	}
+	return fmt.Errorf("%w: AUTH method %d not supported", ErrAuth, a.Method)
+}
+
+func verifySignature(pub crypto.PublicKey, alg, msg, sig []byte) bool {
+	hashed := func(h crypto.Hash) []byte {
+		switch h {
+		case crypto.SHA384:
+			s := sha512.Sum384(msg)
+			return s[:]
+		case crypto.SHA512:
+			s := sha512.Sum512(msg)
+			return s[:]
+		}
+		s := sha256.Sum256(msg)
+		return s[:]
+	}
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return bytes.Equal(alg, algEd25519) && ed25519.Verify(k, msg, sig)
+	case *ecdsa.PublicKey:
+		for _, x := range []struct {
+			alg []byte
+			h   crypto.Hash
+		}{{algECDSASHA256, crypto.SHA256}, {algECDSASHA384, crypto.SHA384}, {algECDSASHA512, crypto.SHA512}} {
+			if bytes.Equal(alg, x.alg) {
+				return ecdsa.VerifyASN1(k, hashed(x.h), sig)
+			}
+		}
+	case *rsa.PublicKey:
+		for _, x := range []struct {
+			alg []byte
+			h   crypto.Hash
+		}{{algRSASHA256, crypto.SHA256}, {algRSASHA384, crypto.SHA384}, {algRSASHA512, crypto.SHA512}} {
+			if bytes.Equal(alg, x.alg) {
+				return rsa.VerifyPKCS1v15(k, x.h, hashed(x.h), sig) == nil
+			}
+		}
+	}
+	return false
+}
+
+func authMethodName(m AuthMethod) string {
+	switch m {
+	case AuthPSK:
+		return "PSK"
+	case AuthNULL:
+		return "AUTH_NULL"
+	case AuthDigitalSign:
+		return "digital signature"
+	}
+	return fmt.Sprintf("AUTH method %d", m)
+}

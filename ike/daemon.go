@@ -1,0 +1,948 @@
+package ike
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/oevpn/oevpn/policy"
+)
+
+// Implementation constants.
+const (
+	nonceLen           = 32
+	retransmitBase     = 500 * time.Millisecond
+	retransmitTries    = 6 // about 30 s in all for configured peers
+	halfOpenTimeout    = 30 * time.Second
+	maxPendingMessages = 256
+)
+
+// Datapath is what the daemon needs from the packet engine; tunnel
+// implements it.
+type Datapath interface {
+	// SendIKE sends an IKE message from the IKE port, or from the NAT-T
+	// port behind the non-ESP marker when natt is set.
+	SendIKE(msg []byte, to netip.AddrPort, natt bool) error
+	// ReserveSPI allocates an unused inbound ESP SPI.
+	ReserveSPI() (uint32, error)
+	// ReleaseSPI frees a reserved SPI that was not installed.
+	ReleaseSPI(spi uint32)
+	// InstallChild installs an established Child SA (using its reserved
+	// inbound SPI) and sets c.Handle.
+	InstallChild(c *ChildSA) error
+	// RemoveChild removes an installed Child SA.
+	RemoveChild(c *ChildSA)
+}
+
+// PeerConfig is one configured peer (a "configured tunnel").
+type PeerConfig struct {
+	Name string
+	// Addr is the peer's address; IKEPort and NATTPort its ports (500 and
+	// 4500 unless set).
+	Addr              netip.Addr
+	IKEPort, NATTPort uint16
+	// LocalID is sent as our identity; RemoteID must match the peer's
+	// (a zero RemoteID accepts the peer's address as its identity).
+	LocalID, RemoteID Identity
+	Auth              Credential
+	PeerAuth          PeerAuth
+	IKEProposals      []Proposal
+	ESPProposals      []Proposal
+	LocalTS, RemoteTS policy.Selectors
+}
+
+func (p *PeerConfig) ikeAddr() netip.AddrPort { return netip.AddrPortFrom(p.Addr, or(p.IKEPort, 500)) }
+func (p *PeerConfig) nattAddr() netip.AddrPort {
+	return netip.AddrPortFrom(p.Addr, or(p.NATTPort, 4500))
+}
+
+func or(v, def uint16) uint16 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Config configures a Daemon.
+type Config struct {
+	Datapath Datapath
+	Peers    []*PeerConfig
+	Logger   *slog.Logger
+	// OnChange, if set, is called (on the daemon's goroutine) when an IKE
+	// SA is established or torn down.
+	OnChange func(peer string, up bool, err error)
+}
+
+// Daemon runs IKEv2 for the configured peers. All protocol state lives on
+// its one goroutine; the exported methods post work to it.
+type Daemon struct {
+	cfg   Config
+	log   *slog.Logger
+	dp    Datapath
+	sas   map[uint64]*ikeSA // by our SPI
+	half  map[halfKey]*ikeSA
+	calls chan func()
+	done  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+type halfKey struct {
+	spiI uint64
+	from netip.AddrPort
+}
+
+// New starts a daemon.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Datapath == nil {
+		return nil, errors.New("ike: no datapath")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, p := range cfg.Peers {
+		if len(p.IKEProposals) == 0 {
+			p.IKEProposals, _ = ParseProposals(DefaultIKEProposals, ProtoIKE)
+		}
+		if len(p.ESPProposals) == 0 {
+			p.ESPProposals, _ = ParseProposals(DefaultESPProposals, ProtoESP)
+		}
+		if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
+			return nil, fmt.Errorf("ike: peer %s: traffic selectors missing", p.Name)
+		}
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
+		calls: make(chan func(), maxPendingMessages), done: make(chan struct{})}
+	d.wg.Add(1)
+	go d.routineLoop()
+	return d, nil
+}
+
+func (d *Daemon) routineLoop() {
+	defer d.wg.Done()
+	for {
+		select {
+		case f := <-d.calls:
+			f()
+		case <-d.done:
+			return
+		}
+	}
+}
+
+// post runs f on the daemon's goroutine; it drops f if the queue is full
+// (a flood of packets must not block the datapath).
+func (d *Daemon) post(f func()) bool {
+	select {
+	case d.calls <- f:
+		return true
+	case <-d.done:
+		return false
+	default:
+		return false
+	}
+}
+
+// call runs f on the daemon's goroutine and waits for it.
+func (d *Daemon) call(f func()) {
+	ch := make(chan struct{})
+	select {
+	case d.calls <- func() { f(); close(ch) }:
+		<-ch
+	case <-d.done:
+	}
+}
+
+// Close sends Delete for every established IKE SA, removes their Child SAs
+// and stops the daemon.
+func (d *Daemon) Close() {
+	d.once.Do(func() {
+		d.call(func() {
+			for _, sa := range d.sas {
+				if sa.state == stateEstablished {
+					d.sendDeleteIKE(sa)
+				}
+				d.teardown(sa, nil)
+			}
+		})
+		close(d.done)
+		d.wg.Wait()
+	})
+}
+
+// HandlePacket takes an IKE message from the transport (without the non-ESP
+// marker). It copies msg and returns at once.
+func (d *Daemon) HandlePacket(msg []byte, from netip.AddrPort, natt bool) {
+	m := append([]byte(nil), msg...)
+	d.post(func() { d.receive(m, from, natt) })
+}
+
+// Initiate starts an IKE SA with the named peer, unless one exists.
+func (d *Daemon) Initiate(name string) error {
+	var err error
+	d.call(func() {
+		p := d.peerByName(name)
+		if p == nil {
+			err = fmt.Errorf("ike: no peer named %q", name)
+			return
+		}
+		for _, sa := range d.sas {
+			if sa.peer == p && sa.state != stateDead {
+				return
+			}
+		}
+		err = d.startInitiator(p)
+	})
+	return err
+}
+
+// SAInfo describes an IKE SA for status displays.
+type SAInfo struct {
+	Peer      string
+	Remote    netip.AddrPort
+	Initiator bool
+	State     string
+	SPIi      uint64
+	SPIr      uint64
+	Suite     Suite
+	PeerID    string
+	Auth      string
+	Created   time.Time
+	Children  []*ChildSA
+}
+
+// SAs returns the IKE SAs.
+func (d *Daemon) SAs() []SAInfo {
+	var out []SAInfo
+	d.call(func() {
+		for _, sa := range d.sas {
+			out = append(out, SAInfo{Peer: sa.peer.Name, Remote: sa.remote, Initiator: sa.initiator, State: sa.state.String(),
+				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
+				Created: sa.created, Children: append([]*ChildSA(nil), sa.children...)})
+		}
+	})
+	return out
+}
+
+func (d *Daemon) peerByName(name string) *PeerConfig {
+	for _, p := range d.cfg.Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) peerByAddr(a netip.Addr) *PeerConfig {
+	for _, p := range d.cfg.Peers {
+		if p.Addr == a.Unmap() {
+			return p
+		}
+	}
+	return nil
+}
+
+func randSPI() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if s := binary.BigEndian.Uint64(b[:]); s != 0 {
+			return s
+		}
+	}
+}
+
+func randNonce() []byte {
+	b := make([]byte, nonceLen)
+	rand.Read(b)
+	return b
+}
+
+// natHash is the NAT_DETECTION hash of §2.23: SHA-1(SPIi | SPIr | IP | port).
+func natHash(spiI, spiR uint64, ap netip.AddrPort) []byte {
+	h := sha1.New()
+	binary.Write(h, binary.BigEndian, spiI)
+	binary.Write(h, binary.BigEndian, spiR)
+	h.Write(ap.Addr().Unmap().AsSlice())
+	binary.Write(h, binary.BigEndian, ap.Port())
+	return h.Sum(nil)
+}
+
+// natNotifies returns the NAT detection notifies. oevpn's datapath carries
+// ESP in UDP only, so like strongSwan's encap=yes it sends a source hash
+// that cannot match: the peer sees a NAT and encapsulates too (§2.23).
+func natNotifies(spiI, spiR uint64, to netip.AddrPort) []Payload {
+	bogus := make([]byte, sha1.Size)
+	rand.Read(bogus)
+	return []Payload{
+		&NotifyPayload{NotifyType: NAT_DETECTION_SOURCE_IP, Data: bogus},
+		&NotifyPayload{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: natHash(spiI, spiR, to)},
+	}
+}
+
+func sigHashNotify() *NotifyPayload {
+	return &NotifyPayload{NotifyType: SIGNATURE_HASH_ALGORITHMS, Data: []byte{0, HashSHA2_256, 0, HashSHA2_384, 0, HashSHA2_512, 0, HashIdentity}}
+}
+
+// send transmits msg to the peer on its current port.
+func (d *Daemon) send(sa *ikeSA, msg []byte) {
+	to := sa.remote
+	if err := d.dp.SendIKE(msg, to, sa.natt); err != nil {
+		d.log.Warn("sending IKE message failed", "peer", sa.peer.Name, "to", to, "err", err)
+	}
+}
+
+// sendRequest sends a request and retransmits it with exponential backoff
+// until answered or given up.
+func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32) {
+	if sa.pending != nil && sa.pending.timer != nil {
+		sa.pending.timer.Stop()
+	}
+	r := &request{msg: msg, id: id}
+	sa.pending = r
+	d.send(sa, msg)
+	var arm func(delay time.Duration)
+	arm = func(delay time.Duration) {
+		r.timer = time.AfterFunc(delay, func() {
+			d.post(func() {
+				if sa.pending != r || sa.state == stateDead {
+					return
+				}
+				r.tries++
+				if r.tries >= retransmitTries {
+					d.log.Warn("peer does not answer; giving up", "peer", sa.peer.Name, "tries", r.tries)
+					d.teardown(sa, errors.New("peer did not answer"))
+					return
+				}
+				d.log.Debug("retransmitting", "peer", sa.peer.Name, "message_id", id, "try", r.tries)
+				d.send(sa, msg)
+				arm(delay * 2)
+			})
+		})
+	}
+	arm(retransmitBase)
+}
+
+func (d *Daemon) answered(sa *ikeSA) {
+	if sa.pending != nil && sa.pending.timer != nil {
+		sa.pending.timer.Stop()
+	}
+	sa.pending = nil
+}
+
+// teardown removes an IKE SA and its Child SAs locally.
+func (d *Daemon) teardown(sa *ikeSA, err error) {
+	if sa.state == stateDead {
+		return
+	}
+	wasUp := sa.state == stateEstablished
+	sa.state = stateDead
+	d.answered(sa)
+	for _, c := range sa.children {
+		d.dp.RemoveChild(c)
+	}
+	sa.children = nil
+	if sa.childSPI != 0 {
+		d.dp.ReleaseSPI(sa.childSPI)
+		sa.childSPI = 0
+	}
+	delete(d.sas, sa.ourSPI())
+	for k, v := range d.half {
+		if v == sa {
+			delete(d.half, k)
+		}
+	}
+	if err != nil {
+		d.log.Warn("IKE SA failed", "peer", sa.peer.Name, "err", err)
+	} else {
+		d.log.Info("IKE SA down", "peer", sa.peer.Name)
+	}
+	if d.cfg.OnChange != nil && (wasUp || err != nil) {
+		d.cfg.OnChange(sa.peer.Name, false, err)
+	}
+}
+
+// receive dispatches one message.
+func (d *Daemon) receive(b []byte, from netip.AddrPort, natt bool) {
+	m, err := Parse(b)
+	if err != nil {
+		d.log.Debug("dropping malformed IKE message", "from", from, "err", err)
+		return
+	}
+	if m.IsInitiator() {
+		// From the original initiator: we are the responder.
+		if m.Exchange == IKE_SA_INIT && !m.IsResponse() && m.SPIr == 0 {
+			d.onInitRequest(m, from, natt)
+			return
+		}
+		sa := d.sas[m.SPIr]
+		if sa == nil || sa.initiator || sa.spiI != m.SPIi {
+			d.log.Debug("IKE message for an unknown SA", "from", from, "spi_i", fmt.Sprintf("%016x", m.SPIi))
+			return
+		}
+		d.onMessage(sa, m, from, natt)
+		return
+	}
+	sa := d.sas[m.SPIi]
+	if sa == nil || !sa.initiator {
+		d.log.Debug("IKE message for an unknown SA", "from", from, "spi_i", fmt.Sprintf("%016x", m.SPIi))
+		return
+	}
+	if m.Exchange == IKE_SA_INIT && m.IsResponse() && sa.state == stateInitSent {
+		d.onInitResponse(sa, m, from)
+		return
+	}
+	d.onMessage(sa, m, from, natt)
+}
+
+// onMessage handles an encrypted message of an IKE SA past IKE_SA_INIT.
+func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool) {
+	if m.IsResponse() {
+		if sa.pending == nil || m.MessageID != sa.pending.id {
+			return // late or duplicate response
+		}
+		if err := sa.decrypt(m); err != nil {
+			d.log.Debug("dropping response that does not decrypt", "peer", sa.peer.Name, "err", err)
+			return
+		}
+		d.answered(sa)
+		switch {
+		case m.Exchange == IKE_AUTH && sa.state == stateAuthSent:
+			d.onAuthResponse(sa, m)
+		case m.Exchange == INFORMATIONAL && sa.state == stateDeleting:
+			d.teardown(sa, nil)
+		}
+		return
+	}
+	// A request: retransmission, or the next one in the window of 1.
+	switch {
+	case m.MessageID+1 == sa.peerMsgID && sa.lastResp != nil:
+		d.send(sa, sa.lastResp)
+		return
+	case m.MessageID != sa.peerMsgID:
+		return
+	}
+	if err := sa.decrypt(m); err != nil {
+		d.log.Debug("dropping request that does not decrypt", "peer", sa.peer.Name, "err", err)
+		return
+	}
+	if natt && !sa.natt {
+		sa.natt = true
+	}
+	sa.remote = from
+	var resp []Payload
+	switch m.Exchange {
+	case IKE_AUTH:
+		if sa.state != stateInitDone {
+			return
+		}
+		d.onAuthRequest(sa, m)
+		return
+	case INFORMATIONAL:
+		resp = d.onInformational(sa, m)
+	case CREATE_CHILD_SA:
+		resp = []Payload{&NotifyPayload{NotifyType: NO_ADDITIONAL_SAS}}
+	default:
+		return
+	}
+	d.respond(sa, m, resp)
+	if sa.state == stateDeleting {
+		d.teardown(sa, nil)
+	}
+}
+
+// respond sends and caches the encrypted response to request m.
+func (d *Daemon) respond(sa *ikeSA, m *Message, payloads []Payload) {
+	b, err := sa.encrypt(m.Exchange, m.MessageID, true, payloads)
+	if err != nil {
+		d.log.Error("building response", "peer", sa.peer.Name, "err", err)
+		return
+	}
+	sa.peerMsgID = m.MessageID + 1
+	sa.lastResp = b
+	d.send(sa, b)
+}
+
+// onInformational handles Delete payloads and liveness checks.
+func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
+	var resp []Payload
+	for _, p := range m.Payloads {
+		del, ok := p.(*DeletePayload)
+		if !ok {
+			continue
+		}
+		switch del.Protocol {
+		case ProtoIKE:
+			d.log.Info("peer deleted the IKE SA", "peer", sa.peer.Name)
+			sa.state = stateDeleting
+			return nil
+		case ProtoESP:
+			var ours [][]byte
+			for _, spi := range del.SPIs {
+				for i, c := range sa.children {
+					if len(spi) == 4 && binary.BigEndian.Uint32(spi) == c.Out.SPI {
+						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.In.SPI))
+						d.dp.RemoveChild(c)
+						sa.children = append(sa.children[:i], sa.children[i+1:]...)
+						d.log.Info("peer deleted a Child SA", "peer", sa.peer.Name, "spi_out", fmt.Sprintf("%#08x", c.Out.SPI))
+						break
+					}
+				}
+			}
+			if len(ours) > 0 {
+				resp = append(resp, &DeletePayload{Protocol: ProtoESP, SPIs: ours})
+			}
+		}
+	}
+	return resp
+}
+
+func (d *Daemon) sendDeleteIKE(sa *ikeSA) {
+	b, err := sa.encrypt(INFORMATIONAL, sa.nextMsgID, false, []Payload{&DeletePayload{Protocol: ProtoIKE}})
+	if err == nil {
+		sa.nextMsgID++
+		d.send(sa, b)
+	}
+}
+
+// ---- initiator ----
+
+func (d *Daemon) startInitiator(p *PeerConfig) error {
+	groups := dhGroups(p.IKEProposals)
+	if len(groups) == 0 {
+		return fmt.Errorf("ike: peer %s: no DH group in the IKE proposals", p.Name)
+	}
+	sa := &ikeSA{d: d, peer: p, initiator: true, spiI: randSPI(), remote: p.ikeAddr(), created: time.Now()}
+	d.sas[sa.spiI] = sa
+	d.log.Info("initiating IKE SA", "peer", p.Name, "remote", sa.remote)
+	return d.sendInit(sa, groups[0])
+}
+
+func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
+	g, err := newDH(group)
+	if err != nil {
+		return err
+	}
+	sa.group = g
+	if sa.dhPriv, sa.ke, err = g.generate(); err != nil {
+		return err
+	}
+	sa.nI = randNonce()
+	m := &Message{Header: Header{SPIi: sa.spiI, Exchange: IKE_SA_INIT, Flags: FlagInitiator}}
+	if sa.cookie != nil {
+		m.Payloads = append(m.Payloads, &NotifyPayload{NotifyType: COOKIE, Data: sa.cookie})
+	}
+	m.Payloads = append(m.Payloads, &SAPayload{Proposals: sa.peer.IKEProposals}, &KEPayload{Group: group, Data: sa.ke},
+		&NoncePayload{Data: sa.nI})
+	m.Payloads = append(m.Payloads, natNotifies(sa.spiI, 0, sa.remote)...)
+	m.Payloads = append(m.Payloads, sigHashNotify())
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	sa.initReq = b
+	sa.state = stateInitSent
+	d.sendRequest(sa, b, 0)
+	return nil
+}
+
+func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
+	if m.MessageID != 0 {
+		return
+	}
+	if n := m.Notify(COOKIE); n != nil && sa.cookie == nil {
+		d.answered(sa)
+		sa.cookie = n.Data
+		d.sendInit(sa, sa.group.id())
+		return
+	}
+	if n := m.Notify(INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 {
+		g := binary.BigEndian.Uint16(n.Data)
+		for _, ours := range dhGroups(sa.peer.IKEProposals) {
+			if ours == g && g != sa.group.id() {
+				d.answered(sa)
+				d.log.Info("peer asks for another DH group", "peer", sa.peer.Name, "group", g)
+				d.sendInit(sa, g)
+				return
+			}
+		}
+		d.teardown(sa, fmt.Errorf("peer wants DH group %d, which we do not offer", g))
+		return
+	}
+	if n := m.ErrorNotify(); n != nil {
+		d.teardown(sa, fmt.Errorf("peer refused IKE_SA_INIT: %v", n.NotifyType))
+		return
+	}
+	sap, ke, nr := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
+	if sap == nil || ke == nil || nr == nil || m.SPIr == 0 || len(sap.Proposals) != 1 {
+		d.log.Debug("IKE_SA_INIT response without SA, KE or nonce", "peer", sa.peer.Name)
+		return
+	}
+	d.answered(sa)
+	chosen := sap.Proposals[0]
+	if _, ok := intersectExact(&chosen, sa.peer.IKEProposals); !ok {
+		d.teardown(sa, errors.New("peer chose an IKE proposal we did not offer"))
+		return
+	}
+	suite, err := suiteOf(&chosen)
+	if err != nil || suite.DH != sa.group.id() || ke.Group != suite.DH {
+		d.teardown(sa, fmt.Errorf("peer's DH group does not match: %v", err))
+		return
+	}
+	shared, err := sa.group.shared(sa.dhPriv, ke.Data)
+	if err != nil {
+		d.teardown(sa, err)
+		return
+	}
+	sa.suite, sa.spiR, sa.nR, sa.initResp = suite, m.SPIr, nr.Data, m.Raw()
+	if err := sa.deriveKeys(shared); err != nil {
+		d.teardown(sa, err)
+		return
+	}
+	sa.dhPriv = nil
+	// Our NAT_DETECTION_SOURCE_IP is bogus, so there is always a "NAT":
+	// move to the NAT-T port (§2.23).
+	sa.natt = true
+	sa.remote = sa.peer.nattAddr()
+	sa.nextMsgID = 1
+	d.sendAuth(sa)
+}
+
+// intersectExact checks that chosen has one transform per type, each
+// offered by one of ours.
+func intersectExact(chosen *Proposal, ours []Proposal) (*Proposal, bool) {
+	for i := range ours {
+		if ours[i].Protocol != chosen.Protocol {
+			continue
+		}
+		ok := true
+		seen := map[TransformType]bool{}
+		for _, t := range chosen.Transforms {
+			if seen[t.Type] || !offers(&ours[i], t) {
+				ok = false
+				break
+			}
+			seen[t.Type] = true
+		}
+		if ok {
+			return &ours[i], true
+		}
+	}
+	return nil, false
+}
+
+func (d *Daemon) localID(p *PeerConfig, local netip.Addr) Identity {
+	if p.LocalID.Type != 0 {
+		return p.LocalID
+	}
+	return IdentityOf(local)
+}
+
+func (d *Daemon) sendAuth(sa *ikeSA) {
+	p := sa.peer
+	spi, err := d.dp.ReserveSPI()
+	if err != nil {
+		d.teardown(sa, err)
+		return
+	}
+	sa.childSPI = spi
+	id := p.LocalID.payload(true)
+	if p.LocalID.Type == 0 {
+		id = Identity{Type: IDNull}.payload(true)
+	}
+	auth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, id))
+	if err != nil {
+		d.teardown(sa, err)
+		return
+	}
+	props := make([]Proposal, len(p.ESPProposals))
+	for i, pr := range p.ESPProposals {
+		pr.SPI = binary.BigEndian.AppendUint32(nil, spi)
+		props[i] = pr
+	}
+	payloads := []Payload{id, &NotifyPayload{NotifyType: INITIAL_CONTACT}}
+	if p.RemoteID.Type != 0 {
+		payloads = append(payloads, p.RemoteID.payload(false))
+	}
+	payloads = append(payloads, auth, &SAPayload{Proposals: props},
+		&TSPayload{Initiator: true, Selectors: wireSelectors(p.LocalTS)},
+		&TSPayload{Initiator: false, Selectors: wireSelectors(p.RemoteTS)})
+	b, err := sa.encrypt(IKE_AUTH, 1, false, payloads)
+	if err != nil {
+		d.teardown(sa, err)
+		return
+	}
+	sa.state = stateAuthSent
+	sa.nextMsgID = 2
+	d.sendRequest(sa, b, 1)
+}
+
+func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
+	p := sa.peer
+	if n := m.ErrorNotify(); n != nil {
+		d.teardown(sa, fmt.Errorf("peer refused IKE_AUTH: %v", n.NotifyType))
+		return
+	}
+	idr, auth := m.ID(false), Get[*AuthPayload](m)
+	if idr == nil || auth == nil {
+		d.teardown(sa, fmt.Errorf("%w: IKE_AUTH response without IDr or AUTH", ErrMissing))
+		return
+	}
+	peerID := Identity{Type: idr.IDType, Data: idr.Data}
+	if !d.acceptID(p, peerID) {
+		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
+		return
+	}
+	if err := verifyAuth(sa.prf, &p.PeerAuth, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
+		d.teardown(sa, err)
+		return
+	}
+	sa.peerIDSeen = peerID
+	sa.state = stateEstablished
+	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
+		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR))
+	if d.cfg.OnChange != nil {
+		d.cfg.OnChange(p.Name, true, nil)
+	}
+	sap, tsi, tsr := Get[*SAPayload](m), m.TS(true), m.TS(false)
+	if sap == nil || tsi == nil || tsr == nil || len(sap.Proposals) != 1 {
+		d.log.Warn("IKE SA without a Child SA: the peer sent none", "peer", p.Name, "notify", notifyList(m))
+		d.dp.ReleaseSPI(sa.childSPI)
+		sa.childSPI = 0
+		return
+	}
+	chosen := sap.Proposals[0]
+	if _, ok := intersectExact(&chosen, p.ESPProposals); !ok || len(chosen.SPI) != 4 {
+		d.log.Warn("peer chose an ESP proposal we did not offer", "peer", p.Name)
+		return
+	}
+	if !within(tsi.Selectors, wireSelectors(p.LocalTS)) || !within(tsr.Selectors, wireSelectors(p.RemoteTS)) {
+		d.log.Warn("peer's traffic selectors exceed ours", "peer", p.Name)
+		return
+	}
+	d.installChild(sa, &chosen, sa.nI, sa.nR, tsi.Selectors, tsr.Selectors)
+}
+
+func notifyList(m *Message) []string {
+	var l []string
+	for _, p := range m.Payloads {
+		if n, ok := p.(*NotifyPayload); ok {
+			l = append(l, n.NotifyType.String())
+		}
+	}
+	return l
+}
+
+// installChild keys and installs the first Child SA of sa.
+func (d *Daemon) installChild(sa *ikeSA, chosen *Proposal, nI, nR []byte, tsi, tsr []TrafficSelector) bool {
+	cs, err := childSuiteOf(chosen)
+	if err != nil {
+		d.log.Warn("bad ESP proposal", "peer", sa.peer.Name, "err", err)
+		return false
+	}
+	peerSPI := binary.BigEndian.Uint32(chosen.SPI)
+	out, in, err := sa.childKeys(cs, nI, nR, nil, sa.childSPI, peerSPI)
+	if err != nil {
+		d.log.Warn("keying Child SA", "peer", sa.peer.Name, "err", err)
+		return false
+	}
+	local, remote := tsi, tsr
+	if !sa.initiator {
+		local, remote = tsr, tsi
+	}
+	c := &ChildSA{Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs}
+	if sa.natt {
+		c.Peer = sa.remote
+	}
+	if err := d.dp.InstallChild(c); err != nil {
+		d.log.Warn("installing Child SA", "peer", sa.peer.Name, "err", err)
+		return false
+	}
+	sa.childSPI = 0
+	sa.children = append(sa.children, c)
+	d.log.Info("Child SA installed", "peer", sa.peer.Name, "transform", out.Transform, "esn", cs.ESN,
+		"spi_in", fmt.Sprintf("%#08x", in.SPI), "spi_out", fmt.Sprintf("%#08x", out.SPI), "local", c.Local, "remote", c.Remote)
+	return true
+}
+
+func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
+	if p.RemoteID.Type != 0 {
+		return p.RemoteID.Equal(id)
+	}
+	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull)
+}
+
+// ---- responder ----
+
+func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
+	key := halfKey{m.SPIi, from}
+	if sa := d.half[key]; sa != nil {
+		if bytes.Equal(m.Raw(), sa.initReq) && sa.initResp != nil {
+			d.send(sa, sa.initResp) // retransmitted request
+		}
+		return
+	}
+	p := d.peerByAddr(from.Addr())
+	if p == nil {
+		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
+		return
+	}
+	sap, ke, ni := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
+	if sap == nil || ke == nil || ni == nil || m.MessageID != 0 {
+		d.log.Debug("IKE_SA_INIT without SA, KE or nonce", "from", from)
+		return
+	}
+	reply := func(n *NotifyPayload) {
+		r := &Message{Header: Header{SPIi: m.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse}, Payloads: []Payload{n}}
+		if b, err := r.Marshal(); err == nil {
+			d.dp.SendIKE(b, from, natt)
+		}
+	}
+	chosen, err := choose(sap.Proposals, p.IKEProposals, ProtoIKE)
+	if err != nil {
+		d.log.Info("no acceptable IKE proposal", "peer", p.Name, "from", from)
+		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	suite, err := suiteOf(chosen)
+	if err != nil {
+		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	if ke.Group != suite.DH {
+		// §1.2: tell the initiator which group we want.
+		reply(&NotifyPayload{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DH)})
+		return
+	}
+	g, err := newDH(suite.DH)
+	if err != nil {
+		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite, group: g,
+		nI: ni.Data, nR: randNonce(), initReq: m.Raw(), created: time.Now(), peerMsgID: 1}
+	priv, pub, err := g.generate()
+	if err != nil {
+		return
+	}
+	shared, err := g.shared(priv, ke.Data)
+	if err != nil {
+		d.log.Debug("bad KE in IKE_SA_INIT", "from", from, "err", err)
+		reply(&NotifyPayload{NotifyType: INVALID_SYNTAX})
+		return
+	}
+	if err := sa.deriveKeys(shared); err != nil {
+		d.log.Warn("deriving IKE keys", "err", err)
+		return
+	}
+	r := &Message{Header: Header{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: IKE_SA_INIT, Flags: FlagResponse}}
+	r.Payloads = append(r.Payloads, &SAPayload{Proposals: []Proposal{*chosen}}, &KEPayload{Group: suite.DH, Data: pub},
+		&NoncePayload{Data: sa.nR})
+	r.Payloads = append(r.Payloads, natNotifies(sa.spiI, sa.spiR, from)...)
+	r.Payloads = append(r.Payloads, sigHashNotify())
+	b, err := r.Marshal()
+	if err != nil {
+		return
+	}
+	sa.initResp = b
+	sa.state = stateInitDone
+	d.sas[sa.spiR] = sa
+	d.half[key] = sa
+	time.AfterFunc(halfOpenTimeout, func() {
+		d.post(func() {
+			if sa.state == stateInitDone {
+				d.teardown(sa, errors.New("initiator did not complete IKE_AUTH"))
+			}
+		})
+	})
+	d.send(sa, b)
+}
+
+func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
+	p := sa.peer
+	fail := func(n NotifyType, err error) {
+		d.respond(sa, m, []Payload{&NotifyPayload{NotifyType: n}})
+		d.teardown(sa, err)
+	}
+	idi, auth := m.ID(true), Get[*AuthPayload](m)
+	if idi == nil || auth == nil {
+		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: IKE_AUTH without IDi or AUTH", ErrMissing))
+		return
+	}
+	peerID := Identity{Type: idi.IDType, Data: idi.Data}
+	if !d.acceptID(p, peerID) {
+		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
+		return
+	}
+	if err := verifyAuth(sa.prf, &p.PeerAuth, auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, idi)); err != nil {
+		fail(AUTHENTICATION_FAILED, err)
+		return
+	}
+	sa.peerIDSeen = peerID
+	id := p.LocalID.payload(false)
+	if p.LocalID.Type == 0 {
+		id = Identity{Type: IDNull}.payload(false)
+	}
+	ourAuth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, id))
+	if err != nil {
+		fail(AUTHENTICATION_FAILED, err)
+		return
+	}
+	resp := []Payload{id, ourAuth}
+	childOK := false
+	sap, tsi, tsr := Get[*SAPayload](m), m.TS(true), m.TS(false)
+	if sap != nil && tsi != nil && tsr != nil {
+		resp, childOK = d.respondChild(sa, resp, sap, tsi, tsr)
+	}
+	sa.state = stateEstablished
+	d.respond(sa, m, resp)
+	for k, v := range d.half {
+		if v == sa {
+			delete(d.half, k)
+		}
+	}
+	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
+		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR), "child", childOK)
+	if d.cfg.OnChange != nil {
+		d.cfg.OnChange(p.Name, true, nil)
+	}
+}
+
+// respondChild negotiates the first Child SA as responder and appends the
+// payloads (or error notify) to resp.
+func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, tsr *TSPayload) ([]Payload, bool) {
+	p := sa.peer
+	chosen, err := choose(sap.Proposals, p.ESPProposals, ProtoESP)
+	if err != nil || len(chosen.SPI) != 4 {
+		d.log.Info("no acceptable ESP proposal", "peer", p.Name)
+		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false
+	}
+	ni := narrow(tsi.Selectors, p.RemoteTS)
+	nr := narrow(tsr.Selectors, p.LocalTS)
+	if len(ni) == 0 || len(nr) == 0 {
+		d.log.Info("traffic selectors unacceptable", "peer", p.Name, "tsi", selectors(tsi.Selectors), "tsr", selectors(tsr.Selectors))
+		return append(resp, &NotifyPayload{NotifyType: TS_UNACCEPTABLE}), false
+	}
+	spi, err := d.dp.ReserveSPI()
+	if err != nil {
+		return append(resp, &NotifyPayload{NotifyType: TEMPORARY_FAILURE}), false
+	}
+	sa.childSPI = spi
+	peerProp := *chosen
+	if !d.installChild(sa, &peerProp, sa.nI, sa.nR, ni, nr) {
+		d.dp.ReleaseSPI(spi)
+		sa.childSPI = 0
+		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false
+	}
+	ours := *chosen
+	ours.SPI = binary.BigEndian.AppendUint32(nil, spi)
+	return append(resp, &SAPayload{Proposals: []Proposal{ours}},
+		&TSPayload{Initiator: true, Selectors: ni}, &TSPayload{Initiator: false, Selectors: nr}), true
+}

@@ -1,0 +1,305 @@
+package ike
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/policy"
+)
+
+type saState int
+
+const (
+	stateInitSent saState = iota // initiator: IKE_SA_INIT request out
+	stateAuthSent                // initiator: IKE_AUTH request out
+	stateInitDone                // responder: IKE_SA_INIT answered, waiting for IKE_AUTH
+	stateEstablished
+	stateDeleting
+	stateDead
+)
+
+func (s saState) String() string {
+	return [...]string{"init-sent", "auth-sent", "init-done", "established", "deleting", "dead"}[s]
+}
+
+// ikeSA is one IKE SA. It is owned by the daemon's goroutine.
+type ikeSA struct {
+	d         *Daemon
+	peer      *PeerConfig
+	initiator bool
+	state     saState
+	spiI      uint64
+	spiR      uint64
+	remote    netip.AddrPort // where the peer's IKE messages come from
+	natt      bool           // IKE moved to the NAT-T port
+	created   time.Time
+
+	suite  Suite
+	prf    *prfFunc
+	group  dhGroup
+	dhPriv any
+	ke     []byte
+	nI, nR []byte
+	cookie []byte
+
+	initReq, initResp []byte // the raw IKE_SA_INIT messages, for AUTH
+
+	skD, skPi, skPr []byte
+	out, in         *skCipher
+
+	nextMsgID  uint32 // the ID of our next request
+	peerMsgID  uint32 // the ID expected in the peer's next request
+	lastResp   []byte // our last response, resent for a retransmitted request
+	pending    *request
+	childSPI   uint32 // inbound SPI reserved for the first Child SA
+	peerIDSeen Identity
+	children   []*ChildSA
+}
+
+// request is our outstanding request, retransmitted until answered.
+type request struct {
+	msg   []byte
+	tries int
+	timer *time.Timer
+	id    uint32
+}
+
+// ChildSA is an established pair of ESP SAs, as installed in the datapath.
+type ChildSA struct {
+	Peer          netip.AddrPort // the peer's NAT-T address
+	Local, Remote policy.Selectors
+	Out, In       esp.Config
+	Suite         ChildSuite
+	// Handle is the datapath's, set by InstallChild.
+	Handle any
+}
+
+func (sa *ikeSA) ourSPI() uint64 {
+	if sa.initiator {
+		return sa.spiI
+	}
+	return sa.spiR
+}
+
+// deriveKeys computes SKEYSEED and the IKE SA keys (§2.14).
+func (sa *ikeSA) deriveKeys(shared []byte) error {
+	prf, err := newPRF(sa.suite.PRF)
+	if err != nil {
+		return err
+	}
+	encr, err := newEncrSpec(sa.suite.Encr)
+	if err != nil {
+		return err
+	}
+	var integ integSpec
+	if !encr.aead {
+		if integ, err = newIntegSpec(sa.suite.Integ); err != nil {
+			return err
+		}
+	}
+	sa.prf = prf
+	nonces := append(append([]byte(nil), sa.nI...), sa.nR...)
+	skeyseed := prf.sum(nonces, shared)
+	seed := binary.BigEndian.AppendUint64(append([]byte(nil), nonces...), sa.spiI)
+	seed = binary.BigEndian.AppendUint64(seed, sa.spiR)
+	eLen := encr.keyLen + encr.salt
+	total := prf.size + 2*integ.keyLen + 2*eLen + 2*prf.size
+	km := prf.plus(skeyseed, seed, total)
+	take := func(n int) []byte {
+		k := km[:n:n]
+		km = km[n:]
+		return k
+	}
+	sa.skD = take(prf.size)
+	skAi, skAr := take(integ.keyLen), take(integ.keyLen)
+	skEi, skEr := take(eLen), take(eLen)
+	sa.skPi, sa.skPr = take(prf.size), take(prf.size)
+	ci, err := newSKCipher(encr, integ, skEi, skAi)
+	if err != nil {
+		return err
+	}
+	cr, err := newSKCipher(encr, integ, skEr, skAr)
+	if err != nil {
+		return err
+	}
+	if sa.initiator {
+		sa.out, sa.in = ci, cr
+	} else {
+		sa.out, sa.in = cr, ci
+	}
+	return nil
+}
+
+// encrypt builds an encrypted message of the given exchange.
+func (sa *ikeSA) encrypt(exch ExchangeType, msgID uint32, response bool, payloads []Payload) ([]byte, error) {
+	inner, first, err := marshalChain(nil, payloads)
+	if err != nil {
+		return nil, err
+	}
+	ptLen := len(inner) + 1
+	if sa.out.aead == nil {
+		ptLen += (16 - ptLen%16) % 16
+	}
+	skLen := payloadHeaderLen + sa.out.ivLen() + ptLen + sa.out.icvLen
+	h := Header{SPIi: sa.spiI, SPIr: sa.spiR, NextPayload: PayloadSK, Exchange: exch, MessageID: msgID,
+		Length: uint32(HeaderLen + skLen)}
+	if sa.initiator {
+		h.Flags |= FlagInitiator
+	}
+	if response {
+		h.Flags |= FlagResponse
+	}
+	if h.Length > MaxMessageLen {
+		return nil, fmt.Errorf("%w: message of %d octets (fragmentation is not implemented)", ErrMalformed, h.Length)
+	}
+	b := h.marshal(make([]byte, 0, h.Length))
+	b = append(b, byte(first), 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(skLen))
+	out, err := sa.out.seal(b, inner)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != int(h.Length) {
+		return nil, fmt.Errorf("ike: internal error: encrypted message is %d octets, header says %d", len(out), h.Length)
+	}
+	return out, nil
+}
+
+// decrypt verifies and decrypts m's SK payload and appends the inner
+// payloads to m.Payloads.
+func (sa *ikeSA) decrypt(m *Message) error {
+	if !m.Encrypted() {
+		return ErrNoSK
+	}
+	if m.skType == PayloadSKF {
+		return fmt.Errorf("%w: IKE fragments (RFC 7383)", ErrUnsupported)
+	}
+	pt, err := sa.in.open(m.raw, m.skOff+payloadHeaderLen)
+	if err != nil {
+		return err
+	}
+	return walk(m.skNext, pt, func(pt PayloadType, critical bool, body []byte, _ int) error {
+		if pt == PayloadSK || pt == PayloadSKF {
+			return fmt.Errorf("%w: nested SK payload", ErrMalformed)
+		}
+		p, err := decodePayload(pt, critical, body)
+		if err != nil {
+			return err
+		}
+		m.Payloads = append(m.Payloads, p)
+		return nil
+	})
+}
+
+// espTransform maps a negotiated ESP suite to the datapath's transform.
+func espTransform(cs ChildSuite) (esp.Transform, error) {
+	switch {
+	case cs.Encr.ID == ENCR_AES_GCM_16 && cs.Encr.KeyLen == 128:
+		return esp.AESGCM128, nil
+	case cs.Encr.ID == ENCR_AES_GCM_16 && cs.Encr.KeyLen == 256:
+		return esp.AESGCM256, nil
+	case cs.Encr.ID == ENCR_CHACHA20_POLY1305:
+		return esp.ChaCha20Poly1305, nil
+	case cs.Encr.ID == ENCR_AES_CBC && cs.Integ == AUTH_HMAC_SHA2_256_128 && cs.Encr.KeyLen == 128:
+		return esp.AESCBC128HMACSHA256, nil
+	case cs.Encr.ID == ENCR_AES_CBC && cs.Integ == AUTH_HMAC_SHA2_256_128 && cs.Encr.KeyLen == 256:
+		return esp.AESCBC256HMACSHA256, nil
+	}
+	return 0, fmt.Errorf("%w: ESP cipher %d/%d with integrity %d", ErrUnsupported, cs.Encr.ID, cs.Encr.KeyLen, cs.Integ)
+}
+
+// childKeys derives a Child SA's keys (§2.17) and returns the datapath
+// configurations for the outbound and inbound SA.
+func (sa *ikeSA) childKeys(cs ChildSuite, nI, nR, shared []byte, ourSPI, peerSPI uint32) (out, in esp.Config, err error) {
+	tr, err := espTransform(cs)
+	if err != nil {
+		return out, in, err
+	}
+	n := tr.KeyLen()
+	seed := append(append(append([]byte(nil), shared...), nI...), nR...)
+	km := sa.prf.plus(sa.skD, seed, 2*n)
+	iToR, rToI := km[:n:n], km[n:]
+	out = esp.Config{Transform: tr, SPI: peerSPI, ESN: cs.ESN}
+	in = esp.Config{Transform: tr, SPI: ourSPI, ESN: cs.ESN}
+	if sa.initiator {
+		out.Key, in.Key = iToR, rToI
+	} else {
+		out.Key, in.Key = rToI, iToR
+	}
+	return out, in, nil
+}
+
+// selectors converts wire traffic selectors.
+func selectors(ts []TrafficSelector) policy.Selectors {
+	out := make(policy.Selectors, len(ts))
+	for i, t := range ts {
+		out[i] = policy.Selector{Start: t.Start, End: t.End, Proto: t.Protocol, StartPort: t.StartPort, EndPort: t.EndPort}
+	}
+	return out
+}
+
+func wireSelectors(ss policy.Selectors) []TrafficSelector {
+	out := make([]TrafficSelector, len(ss))
+	for i, s := range ss {
+		out[i] = TrafficSelector{Protocol: s.Proto, StartPort: s.StartPort, EndPort: s.EndPort, Start: s.Start, End: s.End}
+	}
+	return out
+}
+
+// narrow intersects proposed selectors with the allowed ones (§2.9).
+func narrow(proposed []TrafficSelector, allowed policy.Selectors) []TrafficSelector {
+	var out []TrafficSelector
+	for _, p := range proposed {
+		for _, a := range allowed {
+			if p.Start.Is4() != a.Start.Is4() {
+				continue
+			}
+			t := p
+			if a.Start.Compare(t.Start) > 0 {
+				t.Start = a.Start
+			}
+			if a.End.Compare(t.End) < 0 {
+				t.End = a.End
+			}
+			if t.Start.Compare(t.End) > 0 {
+				continue
+			}
+			switch {
+			case a.Proto == 0:
+			case t.Protocol == 0:
+				t.Protocol = a.Proto
+			case t.Protocol != a.Proto:
+				continue
+			}
+			t.StartPort = max(t.StartPort, a.StartPort)
+			t.EndPort = min(t.EndPort, a.EndPort)
+			if t.StartPort > t.EndPort {
+				continue
+			}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// within reports whether every selector of got lies inside some selector of
+// proposed: the initiator's check of the responder's narrowing.
+func within(got, proposed []TrafficSelector) bool {
+	for _, g := range got {
+		ok := false
+		for _, p := range proposed {
+			if g.Start.Is4() == p.Start.Is4() && p.Start.Compare(g.Start) <= 0 && g.End.Compare(p.End) <= 0 &&
+				(p.Protocol == 0 || p.Protocol == g.Protocol) && p.StartPort <= g.StartPort && g.EndPort <= p.EndPort {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return len(got) > 0
+}

@@ -1,0 +1,221 @@
+package ike
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Suite is a negotiated set of IKE SA algorithms.
+type Suite struct {
+	Encr  Transform // ENCR with key length
+	PRF   uint16
+	Integ uint16 // AUTH_NONE with AEAD
+	DH    uint16
+}
+
+// ChildSuite is a negotiated set of Child SA (ESP) algorithms.
+type ChildSuite struct {
+	Encr  Transform
+	Integ uint16
+	ESN   bool
+	DH    uint16 // PFS group, DH_NONE without
+}
+
+var encrNames = map[string]Transform{
+	"aes128gcm16": {TransformENCR, ENCR_AES_GCM_16, 128}, "aes256gcm16": {TransformENCR, ENCR_AES_GCM_16, 256},
+	"aes128gcm": {TransformENCR, ENCR_AES_GCM_16, 128}, "aes256gcm": {TransformENCR, ENCR_AES_GCM_16, 256},
+	"chacha20poly1305": {TransformENCR, ENCR_CHACHA20_POLY1305, 0},
+	"aes128":           {TransformENCR, ENCR_AES_CBC, 128}, "aes256": {TransformENCR, ENCR_AES_CBC, 256},
+}
+var prfNames = map[string]uint16{"prfsha256": PRF_HMAC_SHA2_256, "prfsha384": PRF_HMAC_SHA2_384, "prfsha512": PRF_HMAC_SHA2_512}
+var integNames = map[string]uint16{"sha256": AUTH_HMAC_SHA2_256_128, "sha384": AUTH_HMAC_SHA2_384_192, "sha512": AUTH_HMAC_SHA2_512_256}
+var dhNames = map[string]uint16{"x25519": DH_CURVE25519, "curve25519": DH_CURVE25519, "ecp256": DH_ECP_256, "modp2048": DH_MODP_2048}
+
+// Proposal lists in strongSwan's syntax, e.g. "aes256gcm16-prfsha256-x25519".
+// Each dash-separated list is one proposal; several proposals are separated
+// by commas. In ESP proposals "esn" and "noesn" select sequence numbers and a
+// DH group asks for PFS.
+
+// DefaultIKEProposals is what oevpn offers and accepts for IKE SAs when the
+// configuration says nothing.
+const DefaultIKEProposals = "aes256gcm16-aes128gcm16-chacha20poly1305-prfsha256-prfsha384-prfsha512-x25519-ecp256-modp2048," +
+	"aes256-aes128-sha256-sha384-sha512-prfsha256-prfsha384-prfsha512-x25519-ecp256-modp2048"
+
+// DefaultESPProposals is the default for Child SAs.
+const DefaultESPProposals = "aes256gcm16-aes128gcm16-chacha20poly1305-esn-noesn,aes256-aes128-sha256-esn-noesn"
+
+// ParseProposals parses a proposal list for protocol p (ProtoIKE or ProtoESP).
+func ParseProposals(s string, p ProtocolID) ([]Proposal, error) {
+	var props []Proposal
+	for i, one := range strings.Split(s, ",") {
+		prop := Proposal{Num: uint8(i + 1), Protocol: p}
+		var hasEncr, hasPRF, hasDH, hasESN, hasInteg, aead bool
+		for _, w := range strings.Split(strings.TrimSpace(one), "-") {
+			w = strings.ToLower(w)
+			switch {
+			case encrNames[w].ID != 0:
+				t := encrNames[w]
+				if hasEncr && (t.ID == ENCR_AES_CBC) == aead {
+					return nil, fmt.Errorf("proposal %q mixes AEAD and non-AEAD ciphers: make them separate proposals", one)
+				}
+				aead = t.ID != ENCR_AES_CBC
+				hasEncr = true
+				prop.Transforms = append(prop.Transforms, t)
+			case prfNames[w] != 0 && p == ProtoIKE:
+				hasPRF = true
+				prop.Transforms = append(prop.Transforms, Transform{Type: TransformPRF, ID: prfNames[w]})
+			case integNames[w] != 0:
+				hasInteg = true
+				prop.Transforms = append(prop.Transforms, Transform{Type: TransformINTEG, ID: integNames[w]})
+			case dhNames[w] != 0:
+				hasDH = true
+				prop.Transforms = append(prop.Transforms, Transform{Type: TransformDH, ID: dhNames[w]})
+			case (w == "esn" || w == "noesn") && p == ProtoESP:
+				hasESN = true
+				id := uint16(ESN_NO)
+				if w == "esn" {
+					id = ESN_YES
+				}
+				prop.Transforms = append(prop.Transforms, Transform{Type: TransformESN, ID: id})
+			default:
+				return nil, fmt.Errorf("unknown algorithm %q in proposal %q", w, one)
+			}
+		}
+		if !hasEncr {
+			return nil, fmt.Errorf("proposal %q has no cipher", one)
+		}
+		if !aead && !hasInteg {
+			return nil, fmt.Errorf("proposal %q: AES-CBC needs an integrity algorithm (e.g. sha256)", one)
+		}
+		if aead && hasInteg {
+			return nil, fmt.Errorf("proposal %q: an AEAD cipher takes no integrity algorithm", one)
+		}
+		if p == ProtoIKE {
+			if !hasDH {
+				return nil, fmt.Errorf("proposal %q has no DH group", one)
+			}
+			if !hasPRF {
+				prop.Transforms = append(prop.Transforms, Transform{Type: TransformPRF, ID: PRF_HMAC_SHA2_256})
+			}
+		}
+		if p == ProtoESP && !hasESN {
+			prop.Transforms = append(prop.Transforms, Transform{Type: TransformESN, ID: ESN_NO})
+		}
+		props = append(props, prop)
+	}
+	return props, nil
+}
+
+// contains reports whether prop offers t.
+func offers(prop *Proposal, t Transform) bool {
+	for _, o := range prop.Transforms {
+		if o == t {
+			return true
+		}
+	}
+	return false
+}
+
+// choose picks, for a responder, the first of the peer's proposals that ours
+// accept, keeping in each transform type the peer's first acceptable choice.
+// The result has one transform per type. dhRequired is false for Child SAs
+// without PFS (the DH transform, if any, must then be absent or NONE).
+func choose(theirs, ours []Proposal, proto ProtocolID) (*Proposal, error) {
+	for _, tp := range theirs {
+		if tp.Protocol != proto {
+			continue
+		}
+		for _, op := range ours {
+			if got, ok := intersect(&tp, &op); ok {
+				got.Num, got.SPI = tp.Num, tp.SPI
+				return got, nil
+			}
+		}
+	}
+	return nil, NO_PROPOSAL_CHOSEN
+}
+
+func intersect(theirs, ours *Proposal) (*Proposal, bool) {
+	out := &Proposal{Protocol: theirs.Protocol}
+	seen := map[TransformType]bool{}
+	for _, t := range theirs.Transforms {
+		if seen[t.Type] || !offers(ours, t) {
+			continue
+		}
+		seen[t.Type] = true
+		out.Transforms = append(out.Transforms, t)
+	}
+	// Every type the peer proposed must be chosen, and every type we need
+	// must be there.
+	for _, t := range theirs.Transforms {
+		if !seen[t.Type] {
+			if t.Type == TransformDH && t.ID == DH_NONE {
+				continue
+			}
+			return nil, false
+		}
+	}
+	for _, t := range ours.Transforms {
+		if !seen[t.Type] && !(t.Type == TransformDH && theirs.Protocol == ProtoESP) {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// suiteOf reads a chosen IKE proposal.
+func suiteOf(p *Proposal) (Suite, error) {
+	var s Suite
+	for _, t := range p.Transforms {
+		switch t.Type {
+		case TransformENCR:
+			s.Encr = t
+		case TransformPRF:
+			s.PRF = t.ID
+		case TransformINTEG:
+			s.Integ = t.ID
+		case TransformDH:
+			s.DH = t.ID
+		}
+	}
+	if s.Encr.ID == 0 || s.PRF == 0 || s.DH == 0 {
+		return s, fmt.Errorf("%w: incomplete IKE proposal", ErrMalformed)
+	}
+	return s, nil
+}
+
+// childSuiteOf reads a chosen ESP proposal.
+func childSuiteOf(p *Proposal) (ChildSuite, error) {
+	var s ChildSuite
+	for _, t := range p.Transforms {
+		switch t.Type {
+		case TransformENCR:
+			s.Encr = t
+		case TransformINTEG:
+			s.Integ = t.ID
+		case TransformESN:
+			s.ESN = t.ID == ESN_YES
+		case TransformDH:
+			s.DH = t.ID
+		}
+	}
+	if s.Encr.ID == 0 {
+		return s, fmt.Errorf("%w: ESP proposal without a cipher", ErrMalformed)
+	}
+	return s, nil
+}
+
+// dhGroups lists the DH groups of proposals in order of preference.
+func dhGroups(props []Proposal) []uint16 {
+	var l []uint16
+	seen := map[uint16]bool{}
+	for _, p := range props {
+		for _, t := range p.Transforms {
+			if t.Type == TransformDH && t.ID != DH_NONE && !seen[t.ID] {
+				seen[t.ID] = true
+				l = append(l, t.ID)
+			}
+		}
+	}
+	return l
+}

@@ -1,0 +1,44 @@
+package tunnel
+
+import (
+	"fmt"
+
+	"github.com/oevpn/oevpn/ike"
+)
+
+// The engine is the IKE daemon's datapath.
+var _ ike.Datapath = (*Engine)(nil)
+
+// ReserveSPI allocates an unused inbound SPI for a Child SA being
+// negotiated; packets for it are dropped until InstallChild.
+func (e *Engine) ReserveSPI() (uint32, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.spis.Allocate(nil)
+}
+
+// ReleaseSPI frees a reserved SPI that was never installed.
+func (e *Engine) ReleaseSPI(spi uint32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p, ok := e.spis.Lookup(spi); ok && p == nil {
+		e.spis.Remove(spi)
+	}
+}
+
+// InstallChild installs a negotiated Child SA.
+func (e *Engine) InstallChild(c *ike.ChildSA) error {
+	p, err := e.Install(PairConfig{Peer: c.Peer, Local: c.Local, Remote: c.Remote, Out: c.Out, In: c.In})
+	if err != nil {
+		return fmt.Errorf("installing Child SA: %w", err)
+	}
+	c.Handle = p
+	return nil
+}
+
+// RemoveChild removes a Child SA installed by InstallChild.
+func (e *Engine) RemoveChild(c *ike.ChildSA) {
+	if p, ok := c.Handle.(*SAPair); ok {
+		e.Remove(p)
+	}
+}

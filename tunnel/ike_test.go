@@ -1,0 +1,169 @@
+package tunnel
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/ike"
+)
+
+// ikePair runs two netstack endpoints with IKE daemons configured as each
+// other's peer, a initiating.
+type ikeEnd struct {
+	*testEndpoint
+	d    *ike.Daemon
+	peer *ike.PeerConfig
+}
+
+func newIKEEnd(t *testing.T, addr netip.Addr) *ikeEnd {
+	te := newTestEndpoint(t, addr)
+	return &ikeEnd{testEndpoint: te}
+}
+
+func startDaemon(t *testing.T, e *ikeEnd, peer *ike.PeerConfig) {
+	t.Helper()
+	d, err := ike.New(ike.Config{Datapath: e.eng, Peers: []*ike.PeerConfig{peer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d, e.peer = d, peer
+	e.eng.SetIKEHandler(d.HandlePacket)
+	t.Cleanup(d.Close)
+}
+
+type authCase struct {
+	name       string
+	credA      ike.Credential
+	credB      ike.Credential
+	authA      ike.PeerAuth // how B checks A
+	authB      ike.PeerAuth // how A checks B
+	ikeProps   string
+	espProps   string
+	ikePropsB  string // the responder's, when it differs
+	wantFailed bool
+}
+
+func keyPair(t *testing.T, kind string) (crypto.Signer, crypto.PublicKey) {
+	switch kind {
+	case "ed25519":
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		return priv, pub
+	default:
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return k, &k.PublicKey
+	}
+}
+
+func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
+	t.Helper()
+	a = newIKEEnd(t, netip.MustParseAddr("10.98.0.1"))
+	b = newIKEEnd(t, netip.MustParseAddr("10.98.0.2"))
+	lo := netip.MustParseAddr("127.0.0.1")
+	aIKE, aNATT := a.eng.Ports()
+	bIKE, bNATT := b.eng.Ports()
+	mk := func(props string, p ike.ProtocolID) []ike.Proposal {
+		if props == "" {
+			return nil
+		}
+		l, err := ike.ParseProposals(props, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	idA, _ := ike.ParseIdentity("a.oevpn.test")
+	idB, _ := ike.ParseIdentity("b.oevpn.test")
+	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
+		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
+		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr)})
+	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
+		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE),
+		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)})
+	if err := a.d.Initiate("b"); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func waitChild(t *testing.T, e *ikeEnd) {
+	t.Helper()
+	waitFor(t, func() bool {
+		for _, sa := range e.d.SAs() {
+			if sa.State == "established" && len(sa.Children) > 0 {
+				return true
+			}
+		}
+		return false
+	}, "IKE SA with a Child SA")
+}
+
+func TestIKENetstack(t *testing.T) {
+	psk := ike.Credential{PSK: []byte("correct horse battery staple")}
+	pskAuth := ike.PeerAuth{PSK: psk.PSK}
+	edA, edAPub := keyPair(t, "ed25519")
+	edB, edBPub := keyPair(t, "ed25519")
+	ecA, ecAPub := keyPair(t, "ecdsa")
+	ecB, ecBPub := keyPair(t, "ecdsa")
+	cases := []authCase{
+		{name: "psk", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth},
+		{name: "ed25519", credA: ike.Credential{Signer: edA}, credB: ike.Credential{Signer: edB},
+			authA: ike.PeerAuth{PublicKey: edAPub}, authB: ike.PeerAuth{PublicKey: edBPub}},
+		{name: "ecdsa-p256", credA: ike.Credential{Signer: ecA}, credB: ike.Credential{Signer: ecB},
+			authA: ike.PeerAuth{PublicKey: ecAPub}, authB: ike.PeerAuth{PublicKey: ecBPub}},
+		{name: "auth-null", credA: ike.Credential{Null: true}, credB: ike.Credential{Null: true},
+			authA: ike.PeerAuth{Null: true}, authB: ike.PeerAuth{Null: true}},
+		{name: "chacha20", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
+			ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
+		{name: "legacy-cbc-modp2048", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
+			ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
+		{name: "invalid-ke-retry-ecp256", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
+			ikeProps: "aes128gcm16-prfsha384-modp2048-ecp256", ikePropsB: "aes128gcm16-prfsha384-ecp256", espProps: "aes128gcm16-esn"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := connectIKE(t, tc, i)
+			waitChild(t, a)
+			waitChild(t, b)
+			for i := 0; i < 2; i++ {
+				if err := ping(t, a.testEndpoint, b.addr, i); err != nil {
+					t.Fatalf("ping through the negotiated SA: %v", err)
+				}
+			}
+			transfer(t, a.testEndpoint, b.testEndpoint, 2<<20)
+		})
+	}
+}
+
+func TestIKEAuthFailures(t *testing.T) {
+	edA, edAPub := keyPair(t, "ed25519")
+	_, otherPub := keyPair(t, "ed25519")
+	cases := []authCase{
+		{name: "wrong psk", credA: ike.Credential{PSK: []byte("one")}, credB: ike.Credential{PSK: []byte("two")},
+			authA: ike.PeerAuth{PSK: []byte("two")}, authB: ike.PeerAuth{PSK: []byte("one")}},
+		{name: "unknown key", credA: ike.Credential{Signer: edA}, credB: ike.Credential{PSK: []byte("x")},
+			authA: ike.PeerAuth{PublicKey: otherPub}, authB: ike.PeerAuth{PSK: []byte("x")}},
+		{name: "null not accepted", credA: ike.Credential{Null: true}, credB: ike.Credential{PSK: []byte("x")},
+			authA: ike.PeerAuth{PublicKey: edAPub}, authB: ike.PeerAuth{PSK: []byte("x")}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := connectIKE(t, tc, i)
+			waitFor(t, func() bool { return len(a.d.SAs()) == 0 }, "initiator gives up after AUTHENTICATION_FAILED")
+			time.Sleep(50 * time.Millisecond)
+			for _, sa := range b.d.SAs() {
+				if sa.State == "established" {
+					t.Fatal("responder established an SA with a peer that failed authentication")
+				}
+			}
+			if len(a.eng.Pairs())+len(b.eng.Pairs()) != 0 {
+				t.Fatal("Child SAs installed despite the failure")
+			}
+		})
+	}
+}

@@ -577,7 +577,7 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 		return
 	}
 	if n := m.ErrorNotify(); n != nil {
-		d.teardown(sa, fmt.Errorf("peer refused IKE_SA_INIT: %v", n.NotifyType))
+		d.teardown(sa, fmt.Errorf("peer refused IKE_SA_INIT: %s", n.NotifyType.String()))
 		return
 	}
 	sap, ke, nr := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
@@ -687,7 +687,11 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	p := sa.peer
 	if n := m.ErrorNotify(); n != nil {
-		d.teardown(sa, fmt.Errorf("peer refused IKE_AUTH: %v", n.NotifyType))
+		err := fmt.Errorf("peer refused IKE_AUTH: %s", n.NotifyType.String())
+		if n.NotifyType == AUTHENTICATION_FAILED && p.Auth.Null {
+			err = fmt.Errorf("%w (we authenticated with AUTH_NULL, RFC 7619, which the peer may not implement)", err)
+		}
+		d.teardown(sa, err)
 		return
 	}
 	idr, auth := m.ID(false), Get[*AuthPayload](m)

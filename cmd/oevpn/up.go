@@ -15,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/policy"
 	"github.com/oevpn/oevpn/tunnel"
@@ -43,9 +44,14 @@ func cmdUp(args []string, stderr io.Writer) error {
 		ep.Close()
 		return err
 	}
-	ike, natt := ep.eng.Ports()
+	if err := ep.startIKE(cfg.Peers); err != nil {
+		ep.Close()
+		return err
+	}
+	ikePort, natt := ep.eng.Ports()
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
-		"ike_port", ike, "natt_port", natt, "sas", len(cfg.SAs))
+		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers))
+	ep.initiatePeers(cfg.Peers)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
@@ -62,6 +68,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 // endpoint is one running oevpn endpoint.
 type endpoint struct {
 	eng *tunnel.Engine
+	ike *ike.Daemon
 	net *netstack.Net // netstack mode only
 	log *slog.Logger
 }
@@ -84,7 +91,7 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		tcfg.Device, ep.net = dev, tnet
 	default:
 		dev, err := tunnel.CreateOSTUN(tunnel.OSConfig{Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
-			Routes: routesFor(cfg.SAs), Mark: uint32(*in.Fwmark), Table: in.Table, Logger: log})
+			Routes: routesFor(cfg), Mark: uint32(*in.Fwmark), Table: in.Table, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -102,12 +109,20 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 // routesFor returns the prefixes to route into the TUN: every remote
 // selector, with the local selector's address of the same family as source
 // when it is a single address (host-to-host).
-func routesFor(sas []config.SA) []tunnel.Route {
+func routesFor(cfg *config.Config) []tunnel.Route {
+	type pair struct{ local, remote []policy.Selector }
+	var pairs []pair
+	for _, sa := range cfg.SAs {
+		pairs = append(pairs, pair{sa.Local, sa.Remote})
+	}
+	for _, p := range cfg.Peers {
+		pairs = append(pairs, pair{p.Local, p.Remote})
+	}
 	var routes []tunnel.Route
-	for _, sa := range sas {
-		for _, r := range sa.Remote {
+	for _, sa := range pairs {
+		for _, r := range sa.remote {
 			var src netip.Addr
-			for _, l := range sa.Local {
+			for _, l := range sa.local {
 				if a, ok := l.Single(); ok && a.Is4() == r.Start.Is4() {
 					src = a
 					break
@@ -162,10 +177,54 @@ func (ep *endpoint) installSAs(sas []config.SA) error {
 	return nil
 }
 
-// Close stops the endpoint and removes what it set up on the host.
+// startIKE starts the IKE daemon for the configured peers.
+func (ep *endpoint) startIKE(peers []config.Peer) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	var pcs []*ike.PeerConfig
+	for _, p := range peers {
+		pc := &ike.PeerConfig{Name: p.Name, Addr: p.Address, IKEPort: uint16(p.IKEPort), NATTPort: uint16(p.NATTPort),
+			LocalID: p.LocalIdentity, RemoteID: p.RemoteIdentity, IKEProposals: p.IKE, ESPProposals: p.ESP,
+			LocalTS: policy.Selectors(p.Local), RemoteTS: policy.Selectors(p.Remote)}
+		switch p.Auth {
+		case config.AuthPSK:
+			pc.Auth.PSK, pc.PeerAuth.PSK = []byte(p.PSK), []byte(p.PSK)
+		case config.AuthPubkey:
+			pc.Auth.Signer, pc.PeerAuth.PublicKey = p.Signer, p.RemoteKey
+		case config.AuthNull:
+			pc.Auth.Null, pc.PeerAuth.Null = true, true
+		}
+		pcs = append(pcs, pc)
+	}
+	d, err := ike.New(ike.Config{Datapath: ep.eng, Peers: pcs, Logger: ep.log.With("component", "ike")})
+	if err != nil {
+		return err
+	}
+	ep.ike = d
+	ep.eng.SetIKEHandler(d.HandlePacket)
+	return nil
+}
+
+// initiatePeers starts IKE with the peers configured to start at once.
+func (ep *endpoint) initiatePeers(peers []config.Peer) {
+	for _, p := range peers {
+		if p.Start == config.StartNow {
+			if err := ep.ike.Initiate(p.Name); err != nil {
+				ep.log.Error("initiating", "peer", p.Name, "err", err)
+			}
+		}
+	}
+}
+
+// Close stops the endpoint (deleting its IKE SAs) and removes what it set
+// up on the host.
 func (ep *endpoint) Close() error {
 	if ep.eng == nil {
 		return errors.New("endpoint not started")
+	}
+	if ep.ike != nil {
+		ep.ike.Close()
 	}
 	return ep.eng.Close()
 }

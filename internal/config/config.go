@@ -4,17 +4,22 @@ package config
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/policy"
 )
 
@@ -38,6 +43,7 @@ const (
 type Config struct {
 	Interface Interface `toml:"interface"`
 	SAs       []SA      `toml:"sa"`
+	Peers     []Peer    `toml:"peer"`
 	// Path is the file the configuration came from.
 	Path string `toml:"-"`
 }
@@ -68,6 +74,41 @@ type SA struct {
 	KeyIn        Key               `toml:"key_in"`
 	ReplayWindow int               `toml:"replay_window"`
 }
+
+// Peer is a configured IKEv2 peer.
+type Peer struct {
+	Name            string            `toml:"name"`
+	Address         netip.Addr        `toml:"address"`
+	IKEPort         int               `toml:"ike_port"`
+	NATTPort        int               `toml:"natt_port"`
+	LocalID         string            `toml:"local_id"`
+	RemoteID        string            `toml:"remote_id"`
+	Auth            string            `toml:"auth"`
+	PSK             string            `toml:"psk"`
+	PrivateKey      string            `toml:"private_key"`
+	RemotePublicKey string            `toml:"remote_public_key"`
+	IKEProposals    string            `toml:"ike_proposals"`
+	ESPProposals    string            `toml:"esp_proposals"`
+	Local           []policy.Selector `toml:"local"`
+	Remote          []policy.Selector `toml:"remote"`
+	Start           string            `toml:"start"`
+
+	// Filled in by the checks: the parsed proposals, identities and keys.
+	IKE, ESP       []ike.Proposal   `toml:"-"`
+	LocalIdentity  ike.Identity     `toml:"-"`
+	RemoteIdentity ike.Identity     `toml:"-"`
+	Signer         crypto.Signer    `toml:"-"`
+	RemoteKey      crypto.PublicKey `toml:"-"`
+}
+
+// Peer auth methods and start modes.
+const (
+	AuthPSK    = "psk"
+	AuthPubkey = "pubkey"
+	AuthNull   = "null"
+	StartNow   = "start"
+	StartNever = "none"
+)
 
 // Key is keying material written in hex. Its String never shows it.
 type Key []byte
@@ -121,7 +162,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(path); err == nil && len(c.SAs) > 0 && fi.Mode().Perm()&0o077 != 0 {
+	secrets := len(c.SAs) > 0
+	for _, p := range c.Peers {
+		secrets = secrets || p.PSK != ""
+	}
+	if fi, err := os.Stat(path); err == nil && secrets && fi.Mode().Perm()&0o077 != 0 {
 		return nil, &Error{File: path, Err: fmt.Errorf("%w (mode %04o)", ErrInsecureFile, fi.Mode().Perm())}
 	}
 	return c, nil
@@ -257,7 +302,156 @@ func (c *Config) check() error {
 			return keyErr(k("replay_window"), "%d is outside 0..%d", sa.ReplayWindow, esp.MaxReplayWindow)
 		}
 	}
+	names := map[string]bool{}
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		k := func(f string) string { return fmt.Sprintf("peer[%d].%s", i, f) }
+		if p.Name == "" {
+			p.Name = fmt.Sprintf("peer%d", i)
+		}
+		if names[p.Name] {
+			return keyErr(k("name"), "%q names two peers", p.Name)
+		}
+		names[p.Name] = true
+		if !p.Address.IsValid() {
+			return keyErr(k("address"), "missing: the peer's IP address")
+		}
+		for _, port := range []struct {
+			v    *int
+			def  int
+			name string
+		}{{&p.IKEPort, 500, "ike_port"}, {&p.NATTPort, 4500, "natt_port"}} {
+			if *port.v == 0 {
+				*port.v = port.def
+			}
+			if *port.v < 1 || *port.v > 65535 {
+				return keyErr(k(port.name), "%d is not a port", *port.v)
+			}
+		}
+		if len(p.Local) == 0 {
+			return keyErr(k("local"), "missing: the local traffic selectors")
+		}
+		if len(p.Remote) == 0 {
+			return keyErr(k("remote"), "missing: the remote traffic selectors")
+		}
+		switch p.Auth {
+		case AuthPSK:
+			if len(p.PSK) < 16 {
+				return keyErr(k("psk"), "a pre-shared key needs at least 16 characters")
+			}
+		case AuthPubkey:
+			if p.PrivateKey == "" {
+				return keyErr(k("private_key"), "missing: the PEM file of our private key")
+			}
+			if p.RemotePublicKey == "" {
+				return keyErr(k("remote_public_key"), "missing: the PEM file of the peer's public key")
+			}
+		case AuthNull:
+		case "":
+			return keyErr(k("auth"), "missing: one of %q, %q, %q", AuthPSK, AuthPubkey, AuthNull)
+		default:
+			return keyErr(k("auth"), "%q is not one of %q, %q, %q", p.Auth, AuthPSK, AuthPubkey, AuthNull)
+		}
+		if p.Auth != AuthNull && p.LocalID == "" {
+			return keyErr(k("local_id"), "missing: our identity (an address, a domain name or user@domain)")
+		}
+		var err error
+		if p.LocalID != "" {
+			if p.LocalIdentity, err = ike.ParseIdentity(p.LocalID); err != nil {
+				return keyErr(k("local_id"), "%v", err)
+			}
+		}
+		if p.RemoteID != "" {
+			if p.RemoteIdentity, err = ike.ParseIdentity(p.RemoteID); err != nil {
+				return keyErr(k("remote_id"), "%v", err)
+			}
+		}
+		if p.IKEProposals == "" {
+			p.IKEProposals = ike.DefaultIKEProposals
+		}
+		if p.ESPProposals == "" {
+			p.ESPProposals = ike.DefaultESPProposals
+		}
+		if p.IKE, err = ike.ParseProposals(p.IKEProposals, ike.ProtoIKE); err != nil {
+			return keyErr(k("ike_proposals"), "%v", err)
+		}
+		if p.ESP, err = ike.ParseProposals(p.ESPProposals, ike.ProtoESP); err != nil {
+			return keyErr(k("esp_proposals"), "%v", err)
+		}
+		if p.Auth == AuthPubkey {
+			if p.Signer, err = loadPrivateKey(c.resolve(p.PrivateKey)); err != nil {
+				return keyErr(k("private_key"), "%v", err)
+			}
+			if p.RemoteKey, err = loadPublicKey(c.resolve(p.RemotePublicKey)); err != nil {
+				return keyErr(k("remote_public_key"), "%v", err)
+			}
+		}
+		switch p.Start {
+		case "":
+			p.Start = StartNow
+		case StartNow, StartNever:
+		default:
+			return keyErr(k("start"), "%q is not %q or %q", p.Start, StartNow, StartNever)
+		}
+	}
 	return nil
+}
+
+// resolve makes a path relative to the configuration file's directory.
+func (c *Config) resolve(p string) string {
+	if filepath.IsAbs(p) || c.Path == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.Path), p)
+}
+
+// loadPrivateKey reads a PKCS#8 PEM private key (Ed25519, ECDSA or RSA),
+// refusing a file that others can read.
+func loadPrivateKey(path string) (crypto.Signer, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s: private key readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		if ek, err2 := x509.ParseECPrivateKey(blk.Bytes); err2 == nil {
+			return ek, nil
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: key type %T cannot sign", path, k)
+	}
+	return s, nil
+}
+
+// loadPublicKey reads a PEM SubjectPublicKeyInfo ("PUBLIC KEY").
+func loadPublicKey(path string) (crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return k, nil
 }
 
 // locator finds the line of a key in the file's text.

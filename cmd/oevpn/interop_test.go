@@ -1,0 +1,199 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/internal/lab"
+)
+
+// The interop lab: oevpn in one namespace on a TUN device, strongSwan with
+// kernel-libipsec in another, joined by a veth. Inner addresses sit on lo
+// (strongSwan refuses host-to-host on the IKE addresses).
+const (
+	ioOuterO, ioOuterS = "192.0.2.1", "192.0.2.2"
+	ioInnerO, ioInnerS = "10.1.0.1", "10.2.0.1"
+	ioNetO, ioNetS     = "10.1.0.0/24", "10.2.0.0/24"
+	ioIDO, ioIDS       = "oevpn.lab.test", "sw.lab.test"
+	ioPSK              = "interop-psk-0123456789abcdef"
+)
+
+type interopLab struct {
+	o, s *lab.Netns
+	dir  string
+}
+
+func newInteropLab(t *testing.T) *interopLab {
+	t.Helper()
+	l := &interopLab{o: lab.NewNetns(t), s: lab.NewNetns(t), dir: t.TempDir()}
+	vo, vs := lab.Veth(t, l.o, l.s)
+	l.o.Run("ip", "addr", "add", ioOuterO+"/24", "dev", vo)
+	l.s.Run("ip", "addr", "add", ioOuterS+"/24", "dev", vs)
+	l.o.Run("ip", "addr", "add", ioInnerO+"/32", "dev", "lo")
+	l.s.Run("ip", "addr", "add", ioInnerS+"/32", "dev", "lo")
+	return l
+}
+
+type interopCase struct {
+	name       string
+	auth       string // psk, ed25519, ecdsa, null
+	ikeProps   string // oevpn's and strongSwan's (strongSwan syntax)
+	espProps   string
+	swanStarts bool
+}
+
+// startOevpn writes a configuration for the case and starts the binary.
+func (l *interopLab) startOevpn(t *testing.T, c interopCase, keyFile, peerPub string, start string) *lab.Proc {
+	t.Helper()
+	auth := "auth = \"psk\"\npsk = \"" + ioPSK + "\""
+	switch c.auth {
+	case "ed25519", "ecdsa":
+		auth = fmt.Sprintf("auth = \"pubkey\"\nprivate_key = %q\nremote_public_key = %q", keyFile, peerPub)
+	case "null":
+		auth = `auth = "null"`
+	}
+	props := ""
+	if c.ikeProps != "" {
+		props += fmt.Sprintf("ike_proposals = %q\n", c.ikeProps)
+	}
+	if c.espProps != "" {
+		props += fmt.Sprintf("esp_proposals = %q\n", c.espProps)
+	}
+	cfg := fmt.Sprintf(`
+[interface]
+mode = "tun"
+name = %q
+log_level = "debug"
+
+[[peer]]
+name = "sw"
+address = %q
+local_id = %q
+remote_id = %q
+%s
+%s
+local = [%q]
+remote = [%q]
+start = %q
+`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, ioNetS, start)
+	path := filepath.Join(l.dir, lab.Unique("cfg")+".toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := l.o.Start(oevpnBinary(t), "up", "-c", path)
+	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLabInteropStrongSwan(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	cases := []interopCase{
+		{name: "psk/oevpn-initiates", auth: "psk"},
+		{name: "psk/strongswan-initiates", auth: "psk", swanStarts: true},
+		{name: "ed25519/oevpn-initiates", auth: "ed25519"},
+		{name: "ed25519/strongswan-initiates", auth: "ed25519", swanStarts: true},
+		{name: "ecdsa/oevpn-initiates", auth: "ecdsa"},
+		{name: "ecdsa/strongswan-initiates", auth: "ecdsa", swanStarts: true},
+		{name: "default-proposal/aes256gcm-x25519", auth: "psk", ikeProps: "aes256gcm16-prfsha256-x25519", espProps: "aes256gcm16"},
+		{name: "chacha20poly1305", auth: "psk", ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
+		{name: "legacy-aes256-sha256-modp2048", auth: "psk", ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
+		{name: "legacy/strongswan-initiates", auth: "ecdsa", ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256", swanStarts: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { l.run(t, c) })
+	}
+}
+
+func (l *interopLab) run(t *testing.T, c interopCase) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, Proposals: c.ikeProps, ESPProposals: c.espProps}
+	var keyFile, pubFile string
+	if c.auth == "ed25519" || c.auth == "ecdsa" {
+		oPriv, oPub := lab.GenerateKey(t, c.auth)
+		sPriv, sPub := lab.GenerateKey(t, c.auth)
+		sc.Auth, sc.LocalKeyPEM, sc.RemotePubPEM = "pubkey", sPriv, oPub
+		keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
+		pubFile = filepath.Join(l.dir, lab.Unique("pub")+".pem")
+		os.WriteFile(keyFile, oPriv, 0o600)
+		os.WriteFile(pubFile, sPub, 0o644)
+	}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	start := "start"
+	if c.swanStarts {
+		start = "none"
+	}
+	p := l.startOevpn(t, c, keyFile, pubFile, start)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if c.swanStarts {
+		if err := sw.Initiate(lab.SwanName); err != nil {
+			t.Fatalf("strongSwan initiate: %v", err)
+		}
+	}
+	if err := p.WaitFor("Child SA installed", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.WaitInstalled(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.o.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	l.s.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerS, ioInnerO)
+	sas := sw.ListSAs()
+	if !strings.Contains(sas, "INSTALLED, TUNNEL-in-UDP") {
+		t.Fatalf("strongSwan SAs:\n%s", sas)
+	}
+	t.Logf("strongSwan sees:\n%s", sas)
+	// SIGTERM: oevpn deletes its IKE SA, and strongSwan honours it.
+	p.Signal(syscall.SIGTERM)
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("oevpn exit: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Contains(sw.ListSAs(), "ESTABLISHED") {
+		if time.Now().After(deadline) {
+			t.Fatalf("strongSwan still has the IKE SA after oevpn's Delete:\n%s", sw.ListSAs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sw.Stop()
+}
+
+// TestLabInteropAuthNull: strongSwan does not implement RFC 7619, so an
+// oevpn peer configured for AUTH_NULL must report the refusal clearly and keep
+// running.
+func TestLabInteropAuthNull(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p := l.startOevpn(t, interopCase{auth: "null"}, "", "", "start")
+	if err := p.WaitFor("peer refused IKE_AUTH: AUTHENTICATION_FAILED", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.Output(), "AUTH_NULL, RFC 7619") {
+		t.Fatalf("the refusal does not say that AUTH_NULL was used:\n%s", p.Output())
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := p.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("oevpn stopped after the refusal: %v", err)
+	}
+	p.Signal(syscall.SIGTERM)
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("oevpn exit: %v\n%s", err, p.Output())
+	}
+}

@@ -203,6 +203,33 @@ func (d *Daemon) Initiate(name string) error {
 	return err
 }
 
+// ErrNoSuchPeer is returned for a peer name that is not configured.
+var ErrNoSuchPeer = errors.New("ike: no such peer")
+
+// Down deletes the named peer's IKE SAs (sending Delete) and their Child SAs.
+// It reports how many IKE SAs it deleted.
+func (d *Daemon) Down(name string) (int, error) {
+	n := 0
+	var err error
+	d.call(func() {
+		if d.peerByName(name) == nil {
+			err = fmt.Errorf("%w %q", ErrNoSuchPeer, name)
+			return
+		}
+		for _, sa := range d.sas {
+			if sa.peer.Name != name {
+				continue
+			}
+			if sa.state == stateEstablished {
+				d.sendDeleteIKE(sa)
+			}
+			d.teardown(sa, nil)
+			n++
+		}
+	})
+	return n, err
+}
+
 // SAInfo describes an IKE SA for status displays.
 type SAInfo struct {
 	Peer      string
@@ -212,6 +239,7 @@ type SAInfo struct {
 	SPIi      uint64
 	SPIr      uint64
 	Suite     Suite
+	LocalID   string
 	PeerID    string
 	Auth      string
 	Created   time.Time
@@ -224,7 +252,7 @@ func (d *Daemon) SAs() []SAInfo {
 	d.call(func() {
 		for _, sa := range d.sas {
 			out = append(out, SAInfo{Peer: sa.peer.Name, Remote: sa.remote, Initiator: sa.initiator, State: sa.state.String(),
-				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
+				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, LocalID: sa.peer.LocalID.String(), PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
 				Created: sa.created, Children: append([]*ChildSA(nil), sa.children...)})
 		}
 	})

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -218,4 +219,42 @@ func dhGroups(props []Proposal) []uint16 {
 		}
 	}
 	return l
+}
+
+var encrWire = map[uint16]string{ENCR_AES_GCM_16: "AES_GCM_16", ENCR_CHACHA20_POLY1305: "CHACHA20_POLY1305", ENCR_AES_CBC: "AES_CBC"}
+var prfWire = map[uint16]string{PRF_HMAC_SHA2_256: "PRF_HMAC_SHA2_256", PRF_HMAC_SHA2_384: "PRF_HMAC_SHA2_384", PRF_HMAC_SHA2_512: "PRF_HMAC_SHA2_512"}
+var integWire = map[uint16]string{AUTH_HMAC_SHA2_256_128: "HMAC_SHA2_256_128", AUTH_HMAC_SHA2_384_192: "HMAC_SHA2_384_192", AUTH_HMAC_SHA2_512_256: "HMAC_SHA2_512_256"}
+var dhWire = map[uint16]string{DH_CURVE25519: "CURVE_25519", DH_ECP_256: "ECP_256", DH_MODP_2048: "MODP_2048"}
+
+func encrString(t Transform) string {
+	s := encrWire[t.ID]
+	if t.KeyLen != 0 {
+		s += "-" + strconv.Itoa(int(t.KeyLen))
+	}
+	return s
+}
+
+// String names the algorithms as strongSwan does, e.g.
+// "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519".
+func (s Suite) String() string {
+	parts := []string{encrString(s.Encr)}
+	if s.Integ != 0 {
+		parts = append(parts, integWire[s.Integ])
+	}
+	return strings.Join(append(parts, prfWire[s.PRF], dhWire[s.DH]), "/")
+}
+
+// String names the ESP algorithms, e.g. "AES_GCM_16-256/ESN".
+func (s ChildSuite) String() string {
+	parts := []string{encrString(s.Encr)}
+	if s.Integ != 0 {
+		parts = append(parts, integWire[s.Integ])
+	}
+	if s.DH != 0 {
+		parts = append(parts, dhWire[s.DH])
+	}
+	if s.ESN {
+		parts = append(parts, "ESN")
+	}
+	return strings.Join(parts, "/")
 }

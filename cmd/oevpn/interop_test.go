@@ -3,8 +3,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -43,6 +45,7 @@ func newInteropLab(t *testing.T) *interopLab {
 
 type interopCase struct {
 	name       string
+	teardown   string // "sigterm" (default), "down" (oevpn down), "swan" (strongSwan deletes)
 	auth       string // psk, ed25519, ecdsa, null
 	ikeProps   string // oevpn's and strongSwan's (strongSwan syntax)
 	espProps   string
@@ -50,7 +53,7 @@ type interopCase struct {
 }
 
 // startOevpn writes a configuration for the case and starts the binary.
-func (l *interopLab) startOevpn(t *testing.T, c interopCase, keyFile, peerPub string, start string) *lab.Proc {
+func (l *interopLab) startOevpn(t *testing.T, c interopCase, keyFile, peerPub string, start string) (*lab.Proc, string) {
 	t.Helper()
 	auth := "auth = \"psk\"\npsk = \"" + ioPSK + "\""
 	switch c.auth {
@@ -91,7 +94,21 @@ start = %q
 	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, path
+}
+
+// oevpnStatus runs `oevpn status --json` against the endpoint.
+func oevpnStatus(t *testing.T, cfg string) Status {
+	t.Helper()
+	out, err := exec.Command(oevpnBinary(t), "status", "-c", cfg, "--json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("oevpn status: %v\n%s", err, out)
+	}
+	var st Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("oevpn status --json: %v\n%s", err, out)
+	}
+	return st
 }
 
 func TestLabInteropStrongSwan(t *testing.T) {
@@ -100,6 +117,8 @@ func TestLabInteropStrongSwan(t *testing.T) {
 	cases := []interopCase{
 		{name: "psk/oevpn-initiates", auth: "psk"},
 		{name: "psk/strongswan-initiates", auth: "psk", swanStarts: true},
+		{name: "psk/oevpn-down", auth: "psk", teardown: "down"},
+		{name: "psk/strongswan-deletes", auth: "psk", teardown: "swan"},
 		{name: "ed25519/oevpn-initiates", auth: "ed25519"},
 		{name: "ed25519/strongswan-initiates", auth: "ed25519", swanStarts: true},
 		{name: "ecdsa/oevpn-initiates", auth: "ecdsa"},
@@ -132,7 +151,7 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	if c.swanStarts {
 		start = "none"
 	}
-	p := l.startOevpn(t, c, keyFile, pubFile, start)
+	p, cfgPath := l.startOevpn(t, c, keyFile, pubFile, start)
 	defer func() {
 		if t.Failed() {
 			t.Logf("oevpn log:\n%s", p.Output())
@@ -156,18 +175,46 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		t.Fatalf("strongSwan SAs:\n%s", sas)
 	}
 	t.Logf("strongSwan sees:\n%s", sas)
+	st := oevpnStatus(t, cfgPath)
+	if len(st.IKESAs) != 1 || st.IKESAs[0].State != "established" || len(st.IKESAs[0].Children) != 1 ||
+		st.IKESAs[0].Children[0].Out.Packets < 5 || st.IKESAs[0].Children[0].In.Packets < 5 || st.IKESAs[0].RemoteID != ioIDS {
+		t.Fatalf("oevpn status: %+v", st)
+	}
+	swGone := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for strings.Contains(sw.ListSAs(), "ESTABLISHED") {
+			if time.Now().After(deadline) {
+				t.Fatalf("strongSwan still has the IKE SA after %s:\n%s", what, sw.ListSAs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	switch c.teardown {
+	case "down":
+		out, err := exec.Command(oevpnBinary(t), "down", "-c", cfgPath, "sw").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "1 IKE SA(s) deleted") {
+			t.Fatalf("oevpn down: %v %s", err, out)
+		}
+		swGone("oevpn down")
+		if st := oevpnStatus(t, cfgPath); len(st.IKESAs)+len(st.Static) != 0 {
+			t.Fatalf("SAs left after oevpn down: %+v", st)
+		}
+	case "swan":
+		if out, err := sw.Swanctl("--terminate", "--ike", lab.SwanName); err != nil {
+			t.Fatalf("swanctl --terminate: %v\n%s", err, out)
+		}
+		waitUntil(t, 5*time.Second, "oevpn removes the SAs strongSwan deleted", func() bool {
+			st := oevpnStatus(t, cfgPath)
+			return len(st.IKESAs) == 0 && len(st.Static) == 0
+		})
+	}
 	// SIGTERM: oevpn deletes its IKE SA, and strongSwan honours it.
 	p.Signal(syscall.SIGTERM)
 	if err := p.Wait(10 * time.Second); err != nil {
 		t.Fatalf("oevpn exit: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Contains(sw.ListSAs(), "ESTABLISHED") {
-		if time.Now().After(deadline) {
-			t.Fatalf("strongSwan still has the IKE SA after oevpn's Delete:\n%s", sw.ListSAs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	swGone("oevpn's Delete")
 	sw.Stop()
 }
 
@@ -181,7 +228,7 @@ func TestLabInteropAuthNull(t *testing.T) {
 		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	defer sw.Stop()
-	p := l.startOevpn(t, interopCase{auth: "null"}, "", "", "start")
+	p, _ := l.startOevpn(t, interopCase{auth: "null"}, "", "", "start")
 	if err := p.WaitFor("peer refused IKE_AUTH: AUTHENTICATION_FAILED", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -195,5 +242,16 @@ func TestLabInteropAuthNull(t *testing.T) {
 	p.Signal(syscall.SIGTERM)
 	if err := p.Wait(10 * time.Second); err != nil {
 		t.Fatalf("oevpn exit: %v\n%s", err, p.Output())
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

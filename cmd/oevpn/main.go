@@ -3,6 +3,8 @@
 // Usage:
 //
 //	oevpn up -c FILE     run an endpoint from a TOML configuration
+//	oevpn status         show a running endpoint's SAs (--json)
+//	oevpn down PEER      delete the SAs with a configured peer
 //	oevpn demo           two userspace endpoints in this process, traffic through ESP
 //	oevpn version        print the version
 package main
@@ -23,6 +25,9 @@ const usage = `oevpn — opportunistic IPsec (IKEv2/ESP) endpoint
 
 Usage:
   oevpn up -c FILE   run an endpoint from a TOML configuration (see config.example.toml)
+  oevpn status       show the IKE SAs, Child SAs and counters of a running endpoint
+                     (-c FILE or -s SOCKET to pick it, --json for JSON)
+  oevpn down PEER    delete the IKE and Child SAs with a configured peer
   oevpn demo         run two userspace endpoints in this process and show traffic
                      flowing between them through ESP
   oevpn version      print the version
@@ -46,6 +51,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "up":
 		err = cmdUp(args[1:], stderr)
+	case "status":
+		err = cmdStatus(args[1:], stdout, stderr)
+	case "down":
+		err = cmdDown(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout)
 	case "version", "--version", "-version":

@@ -48,6 +48,10 @@ func cmdUp(args []string, stderr io.Writer) error {
 		ep.Close()
 		return err
 	}
+	if err := ep.serveControl(cfg); err != nil {
+		ep.Close()
+		return err
+	}
 	ikePort, natt := ep.eng.Ports()
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
 		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers))
@@ -67,10 +71,11 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // endpoint is one running oevpn endpoint.
 type endpoint struct {
-	eng *tunnel.Engine
-	ike *ike.Daemon
-	net *netstack.Net // netstack mode only
-	log *slog.Logger
+	eng     *tunnel.Engine
+	ike     *ike.Daemon
+	closers []func()
+	net     *netstack.Net // netstack mode only
+	log     *slog.Logger
 }
 
 // startEndpoint creates the device and starts the datapath.
@@ -222,6 +227,9 @@ func (ep *endpoint) initiatePeers(peers []config.Peer) {
 func (ep *endpoint) Close() error {
 	if ep.eng == nil {
 		return errors.New("endpoint not started")
+	}
+	for _, f := range ep.closers {
+		f()
 	}
 	if ep.ike != nil {
 		ep.ike.Close()

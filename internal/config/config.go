@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -39,6 +40,14 @@ const (
 	DefaultTable    = 0x4f45
 )
 
+// DefaultControl is the control socket of the endpoint whose device is name.
+func DefaultControl(name string) string {
+	if runtime.GOOS == "windows" {
+		return filepath.Join(os.TempDir(), "oevpn-"+name+".sock")
+	}
+	return "/run/oevpn/" + name + ".sock"
+}
+
 // Config is a whole configuration file.
 type Config struct {
 	Interface Interface `toml:"interface"`
@@ -59,6 +68,7 @@ type Interface struct {
 	Fwmark    *int64         `toml:"fwmark"`
 	Table     int            `toml:"table"`
 	LogLevel  string         `toml:"log_level"`
+	Control   string         `toml:"control"`
 }
 
 // SA is one statically keyed pair of SAs.
@@ -255,6 +265,9 @@ func (c *Config) check() error {
 	}
 	if in.Table < 1 || in.Table > 0x7fffffff || in.Table == 253 || in.Table == 254 || in.Table == 255 {
 		return keyErr("interface.table", "%d is not a usable routing table (not default, main or local)", in.Table)
+	}
+	if in.Control == "" {
+		in.Control = DefaultControl(in.Name)
 	}
 	switch strings.ToLower(in.LogLevel) {
 	case "", "info", "debug", "warn", "error":

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/config"
+	"github.com/oevpn/oevpn/tunnel"
+)
+
+// The control API: HTTP with JSON bodies on a unix socket (AF_UNIX also
+// exists on Windows 10 and later). Only root (the socket is 0600) may use it.
+
+// Status is what GET /status returns.
+type Status struct {
+	Version string       `json:"version"`
+	Device  string       `json:"device"`
+	Mode    string       `json:"mode"`
+	Ports   [2]uint16    `json:"ports"`
+	IKESAs  []IKEStatus  `json:"ike_sas"`
+	Static  []SAStatus   `json:"static_sas"`
+	Stats   tunnel.Stats `json:"datapath"`
+}
+
+// IKEStatus describes one IKE SA.
+type IKEStatus struct {
+	Peer       string     `json:"peer"`
+	Remote     string     `json:"remote"`
+	State      string     `json:"state"`
+	Initiator  bool       `json:"initiator"`
+	LocalID    string     `json:"local_id"`
+	RemoteID   string     `json:"remote_id"`
+	Auth       string     `json:"auth"`
+	Algorithms string     `json:"algorithms"`
+	SPIi       string     `json:"spi_i"`
+	SPIr       string     `json:"spi_r"`
+	AgeSeconds float64    `json:"age_seconds"`
+	Children   []SAStatus `json:"child_sas"`
+}
+
+// SAStatus describes one Child SA (or static SA pair).
+type SAStatus struct {
+	Algorithms string       `json:"algorithms"`
+	SPIIn      string       `json:"spi_in"`
+	SPIOut     string       `json:"spi_out"`
+	Local      string       `json:"local"`
+	Remote     string       `json:"remote"`
+	Peer       string       `json:"peer"`
+	AgeSeconds float64      `json:"age_seconds"`
+	In         esp.Counters `json:"in"`
+	Out        esp.Counters `json:"out"`
+}
+
+func pairStatus(p *tunnel.SAPair, alg string) SAStatus {
+	if alg == "" {
+		alg = p.Out.Transform().String()
+	}
+	return SAStatus{Algorithms: alg, SPIIn: fmt.Sprintf("%08x", p.In.SPI()), SPIOut: fmt.Sprintf("%08x", p.Out.SPI()),
+		Local: fmt.Sprint(p.Local), Remote: fmt.Sprint(p.Remote), Peer: p.Peer.String(),
+		AgeSeconds: time.Since(p.Out.Created()).Seconds(), In: p.In.Counters(), Out: p.Out.Counters()}
+}
+
+func (ep *endpoint) status(cfg *config.Config) Status {
+	ikePort, natt := ep.eng.Ports()
+	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
+		Stats: ep.eng.Stats()}
+	owned := map[*tunnel.SAPair]bool{}
+	if ep.ike != nil {
+		for _, sa := range ep.ike.SAs() {
+			is := IKEStatus{Peer: sa.Peer, Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator,
+				LocalID: sa.LocalID, RemoteID: sa.PeerID, Auth: sa.Auth, Algorithms: sa.Suite.String(),
+				SPIi: fmt.Sprintf("%016x", sa.SPIi), SPIr: fmt.Sprintf("%016x", sa.SPIr), AgeSeconds: time.Since(sa.Created).Seconds()}
+			for _, c := range sa.Children {
+				if p, ok := c.Handle.(*tunnel.SAPair); ok {
+					owned[p] = true
+					is.Children = append(is.Children, pairStatus(p, c.Suite.String()))
+				}
+			}
+			st.IKESAs = append(st.IKESAs, is)
+		}
+	}
+	for _, p := range ep.eng.Pairs() {
+		if !owned[p] {
+			st.Static = append(st.Static, pairStatus(p, ""))
+		}
+	}
+	sort.Slice(st.IKESAs, func(i, j int) bool { return st.IKESAs[i].Peer < st.IKESAs[j].Peer })
+	sort.Slice(st.Static, func(i, j int) bool { return st.Static[i].SPIIn < st.Static[j].SPIIn })
+	return st
+}
+
+// serveControl listens on the control socket until the endpoint closes.
+func (ep *endpoint) serveControl(cfg *config.Config) error {
+	path := cfg.Interface.Control
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	// A socket left by a crashed run: remove it if nobody answers on it.
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("control socket %s: another oevpn is running there", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ep.status(cfg))
+	})
+	mux.HandleFunc("POST /down/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		if ep.ike == nil {
+			http.Error(w, "no IKE peers configured", http.StatusNotFound)
+			return
+		}
+		n, err := ep.ike.Down(r.PathValue("peer"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]int{"deleted_ike_sas": n})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ep.closers = append(ep.closers, func() { srv.Close(); os.Remove(path) })
+	go srv.Serve(ln)
+	return nil
+}
+
+func controlClient(path string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+}
+
+// socketFlags adds the flags that find an endpoint's control socket.
+func socketFlags(fs *flag.FlagSet) func() string {
+	sock := fs.String("s", "", "control `socket` (default: from -c, or "+config.DefaultControl(config.DefaultName)+")")
+	cfgPath := fs.String("c", "", "the endpoint's configuration `file`, to find its control socket")
+	return func() string {
+		if *sock != "" {
+			return *sock
+		}
+		if *cfgPath != "" {
+			if c, err := config.Load(*cfgPath); err == nil {
+				return c.Interface.Control
+			}
+		}
+		return config.DefaultControl(config.DefaultName)
+	}
+}
+
+func controlGet(path, url string, out any) error {
+	resp, err := controlClient(path).Get("http://oevpn" + url)
+	if err != nil {
+		return fmt.Errorf("is oevpn running? %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return errors.New(strings.TrimSpace(string(b)))
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var st Status
+	if err := controlGet(sock(), "/status", &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	fmt.Fprintf(stdout, "oevpn %s  device %s (%s)  ports ike %d natt %d\n", st.Version, st.Device, st.Mode, st.Ports[0], st.Ports[1])
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, sa := range st.IKESAs {
+		role := "responder"
+		if sa.Initiator {
+			role = "initiator"
+		}
+		fmt.Fprintf(tw, "\npeer %s\t%s\t%s, %s\tage %s\n", sa.Peer, sa.Remote, sa.State, role, dur(sa.AgeSeconds))
+		fmt.Fprintf(tw, "  ike\t%s <-> %s\tauth %s\t%s\tspi %s_i %s_r\n", sa.LocalID, sa.RemoteID, sa.Auth, sa.Algorithms, sa.SPIi, sa.SPIr)
+		for _, c := range sa.Children {
+			printChild(tw, c)
+		}
+	}
+	if len(st.Static) > 0 {
+		fmt.Fprintf(tw, "\nstatic SAs\n")
+		for _, c := range st.Static {
+			printChild(tw, c)
+		}
+	}
+	if len(st.IKESAs)+len(st.Static) == 0 {
+		fmt.Fprintf(tw, "\nno SAs\n")
+	}
+	return tw.Flush()
+}
+
+func printChild(w io.Writer, c SAStatus) {
+	fmt.Fprintf(w, "  child\t%s === %s\t%s\tspi in %s out %s\tage %s\n", c.Local, c.Remote, c.Algorithms, c.SPIIn, c.SPIOut, dur(c.AgeSeconds))
+	fmt.Fprintf(w, "  \tin %d packets %d bytes\tout %d packets %d bytes\treplayed %d, failed integrity %d\n",
+		c.In.Packets, c.In.Bytes, c.Out.Packets, c.Out.Bytes, c.In.ReplayDrops, c.In.IntegrityFailures)
+}
+
+func dur(s float64) string { return (time.Duration(s) * time.Second).String() }
+
+func cmdDown(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("down", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: oevpn down [-s SOCKET | -c FILE] PEER", errUsage)
+	}
+	resp, err := controlClient(sock()).Post("http://oevpn/down/"+fs.Arg(0), "application/json", nil)
+	if err != nil {
+		return fmt.Errorf("is oevpn running? %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(strings.TrimSpace(string(b)))
+	}
+	if *asJSON {
+		stdout.Write(b)
+		return nil
+	}
+	var r map[string]int
+	json.Unmarshal(b, &r)
+	fmt.Fprintf(stdout, "peer %s: %d IKE SA(s) deleted\n", fs.Arg(0), r["deleted_ike_sas"])
+	return nil
+}

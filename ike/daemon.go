@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/policy"
 )
 
@@ -39,6 +40,9 @@ type Datapath interface {
 	InstallChild(c *ChildSA) error
 	// RemoveChild removes an installed Child SA.
 	RemoveChild(c *ChildSA)
+	// ChildInPackets returns how many packets the Child SA accepted, for
+	// dead-peer detection.
+	ChildInPackets(c *ChildSA) uint64
 }
 
 // PeerConfig is one configured peer (a "configured tunnel").
@@ -56,6 +60,20 @@ type PeerConfig struct {
 	IKEProposals      []Proposal
 	ESPProposals      []Proposal
 	LocalTS, RemoteTS policy.Selectors
+
+	// IKELifetime and ChildLifetime are when the IKE SA and each Child SA
+	// are rekeyed (defaults 4h and 1h, minus up to 10% jitter).
+	IKELifetime, ChildLifetime time.Duration
+	// DPD is the interval of liveness checks when nothing was heard from
+	// the peer (default 30s; negative disables them).
+	DPD time.Duration
+	// RetransmitBase and RetransmitTries bound retransmission: the first
+	// retry after RetransmitBase (default 500ms), doubling, giving up
+	// after RetransmitTries (default 6) sends.
+	RetransmitBase  time.Duration
+	RetransmitTries int
+	// AutoStart re-initiates the IKE SA after it failed or the peer died.
+	AutoStart bool
 }
 
 func (p *PeerConfig) ikeAddr() netip.AddrPort { return netip.AddrPortFrom(p.Addr, or(p.IKEPort, 500)) }
@@ -329,11 +347,11 @@ func (d *Daemon) send(sa *ikeSA, msg []byte) {
 
 // sendRequest sends a request and retransmits it with exponential backoff
 // until answered or given up.
-func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32) {
+func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32, onResponse func(*Message)) {
 	if sa.pending != nil && sa.pending.timer != nil {
 		sa.pending.timer.Stop()
 	}
-	r := &request{msg: msg, id: id}
+	r := &request{msg: msg, id: id, onResponse: onResponse}
 	sa.pending = r
 	d.send(sa, msg)
 	var arm func(delay time.Duration)
@@ -344,9 +362,9 @@ func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32) {
 					return
 				}
 				r.tries++
-				if r.tries >= retransmitTries {
+				if r.tries >= sa.peer.retransmitTries() {
 					d.log.Warn("peer does not answer; giving up", "peer", sa.peer.Name, "tries", r.tries)
-					d.teardown(sa, errors.New("peer did not answer"))
+					d.teardown(sa, errDeadPeer)
 					return
 				}
 				d.log.Debug("retransmitting", "peer", sa.peer.Name, "message_id", id, "try", r.tries)
@@ -355,7 +373,7 @@ func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32) {
 			})
 		})
 	}
-	arm(retransmitBase)
+	arm(sa.peer.retransmitBase())
 }
 
 func (d *Daemon) answered(sa *ikeSA) {
@@ -363,6 +381,12 @@ func (d *Daemon) answered(sa *ikeSA) {
 		sa.pending.timer.Stop()
 	}
 	sa.pending = nil
+	// The window (of one) is free: start the next queued request.
+	if len(sa.queue) > 0 && sa.state == stateEstablished {
+		next := sa.queue[0]
+		sa.queue = sa.queue[1:]
+		d.startRequest(sa, next)
+	}
 }
 
 // teardown removes an IKE SA and its Child SAs locally.
@@ -370,10 +394,19 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	if sa.state == stateDead {
 		return
 	}
-	wasUp := sa.state == stateEstablished
+	wasUp := sa.state == stateEstablished && !sa.rekeyed
 	sa.state = stateDead
 	d.answered(sa)
+	sa.queue = nil
+	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
 	for _, c := range sa.children {
+		if c.rekeyTimer != nil {
+			c.rekeyTimer.Stop()
+		}
 		d.dp.RemoveChild(c)
 	}
 	sa.children = nil
@@ -394,6 +427,9 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	}
 	if d.cfg.OnChange != nil && (wasUp || err != nil) {
 		d.cfg.OnChange(sa.peer.Name, false, err)
+	}
+	if err != nil && sa.peer.AutoStart && !sa.rekeyed {
+		d.scheduleRestart(sa.peer)
 	}
 }
 
@@ -440,12 +476,22 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 			d.log.Debug("dropping response that does not decrypt", "peer", sa.peer.Name, "err", err)
 			return
 		}
-		d.answered(sa)
+		sa.lastHeard = time.Now()
+		r := sa.pending
+		sa.pending = nil
+		if r.timer != nil {
+			r.timer.Stop()
+		}
 		switch {
 		case m.Exchange == IKE_AUTH && sa.state == stateAuthSent:
 			d.onAuthResponse(sa, m)
 		case m.Exchange == INFORMATIONAL && sa.state == stateDeleting:
 			d.teardown(sa, nil)
+		case r.onResponse != nil:
+			r.onResponse(m)
+		}
+		if sa.pending == nil {
+			d.answered(sa)
 		}
 		return
 	}
@@ -465,6 +511,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		sa.natt = true
 	}
 	sa.remote = from
+	sa.lastHeard = time.Now()
 	var resp []Payload
 	switch m.Exchange {
 	case IKE_AUTH:
@@ -476,7 +523,10 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 	case INFORMATIONAL:
 		resp = d.onInformational(sa, m)
 	case CREATE_CHILD_SA:
-		resp = []Payload{&NotifyPayload{NotifyType: NO_ADDITIONAL_SAS}}
+		if sa.state != stateEstablished {
+			return
+		}
+		resp = d.onCreateChildSA(sa, m)
 	default:
 		return
 	}
@@ -577,7 +627,7 @@ func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
 	}
 	sa.initReq = b
 	sa.state = stateInitSent
-	d.sendRequest(sa, b, 0)
+	d.sendRequest(sa, b, 0, nil)
 	return nil
 }
 
@@ -693,6 +743,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 	props := make([]Proposal, len(p.ESPProposals))
 	for i, pr := range p.ESPProposals {
 		pr.SPI = binary.BigEndian.AppendUint32(nil, spi)
+		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
 		props[i] = pr
 	}
 	payloads := []Payload{id, &NotifyPayload{NotifyType: INITIAL_CONTACT}}
@@ -709,7 +760,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 	}
 	sa.state = stateAuthSent
 	sa.nextMsgID = 2
-	d.sendRequest(sa, b, 1)
+	d.sendRequest(sa, b, 1, nil)
 }
 
 func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
@@ -737,7 +788,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		return
 	}
 	sa.peerIDSeen = peerID
-	sa.state = stateEstablished
+	d.established(sa)
 	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
 		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR))
 	if d.cfg.OnChange != nil {
@@ -759,7 +810,10 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		d.log.Warn("peer's traffic selectors exceed ours", "peer", p.Name)
 		return
 	}
-	d.installChild(sa, &chosen, sa.nI, sa.nR, tsi.Selectors, tsr.Selectors)
+	if d.installChild(sa, &chosen, sa.nI, sa.nR, nil, sa.childSPI, true, tsi.Selectors, tsr.Selectors) == nil {
+		d.dp.ReleaseSPI(sa.childSPI)
+	}
+	sa.childSPI = 0
 }
 
 func notifyList(m *Message) []string {
@@ -772,36 +826,66 @@ func notifyList(m *Message) []string {
 	return l
 }
 
-// installChild keys and installs the first Child SA of sa.
-func (d *Daemon) installChild(sa *ikeSA, chosen *Proposal, nI, nR []byte, tsi, tsr []TrafficSelector) bool {
+// installChild keys and installs a Child SA of sa negotiated with chosen
+// (whose SPI is the peer's), the exchange's nonces and, with PFS, the new
+// shared secret. tsi and tsr are the exchange's final selectors.
+func (d *Daemon) installChild(sa *ikeSA, chosen *Proposal, nI, nR, shared []byte, ourSPI uint32, weInitiated bool, tsi, tsr []TrafficSelector) *ChildSA {
 	cs, err := childSuiteOf(chosen)
 	if err != nil {
 		d.log.Warn("bad ESP proposal", "peer", sa.peer.Name, "err", err)
-		return false
+		return nil
 	}
 	peerSPI := binary.BigEndian.Uint32(chosen.SPI)
-	out, in, err := sa.childKeys(cs, nI, nR, nil, sa.childSPI, peerSPI)
+	out, in, err := sa.childKeys(cs, nI, nR, shared, ourSPI, peerSPI, weInitiated)
 	if err != nil {
 		d.log.Warn("keying Child SA", "peer", sa.peer.Name, "err", err)
-		return false
+		return nil
 	}
+	// The hard lifetime is a backstop: rekeying happens at the soft one.
+	life := sa.peer.childLifetime()
+	hard := esp.Lifetime{Time: life + life/10 + 30*time.Second}
+	soft := esp.Lifetime{}
+	if !cs.ESN {
+		soft.Packets = 1<<32 - 1<<24 // rekey well before the 32-bit sequence number runs out
+	}
+	out.Soft, out.Hard, in.Hard = soft, hard, hard
 	local, remote := tsi, tsr
-	if !sa.initiator {
+	if !weInitiated {
 		local, remote = tsr, tsi
 	}
-	c := &ChildSA{Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs}
+	c := &ChildSA{ike: sa, Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs,
+		nonce: minNonce(nI, nR)}
 	if sa.natt {
-		c.Peer = sa.remote
+		c.Peer = netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port())
 	}
 	if err := d.dp.InstallChild(c); err != nil {
 		d.log.Warn("installing Child SA", "peer", sa.peer.Name, "err", err)
-		return false
+		return nil
 	}
-	sa.childSPI = 0
 	sa.children = append(sa.children, c)
+	d.scheduleChildRekey(c)
 	d.log.Info("Child SA installed", "peer", sa.peer.Name, "transform", out.Transform, "esn", cs.ESN,
 		"spi_in", fmt.Sprintf("%#08x", in.SPI), "spi_out", fmt.Sprintf("%#08x", out.SPI), "local", c.Local, "remote", c.Remote)
-	return true
+	return c
+}
+
+// withoutDH drops DH transforms: a Child SA created in IKE_AUTH has no
+// KE payload, so no PFS.
+func withoutDH(ts []Transform) []Transform {
+	out := make([]Transform, 0, len(ts))
+	for _, t := range ts {
+		if t.Type != TransformDH {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func minNonce(a, b []byte) []byte {
+	if bytes.Compare(a, b) < 0 {
+		return a
+	}
+	return b
 }
 
 func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
@@ -933,7 +1017,10 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	if sap != nil && tsi != nil && tsr != nil {
 		resp, childOK = d.respondChild(sa, resp, sap, tsi, tsr)
 	}
-	sa.state = stateEstablished
+	if m.Notify(INITIAL_CONTACT) != nil {
+		d.initialContact(sa)
+	}
+	d.established(sa)
 	d.respond(sa, m, resp)
 	for k, v := range d.half {
 		if v == sa {
@@ -951,7 +1038,12 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 // payloads (or error notify) to resp.
 func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, tsr *TSPayload) ([]Payload, bool) {
 	p := sa.peer
-	chosen, err := choose(sap.Proposals, p.ESPProposals, ProtoESP)
+	theirs := make([]Proposal, len(sap.Proposals))
+	for i, pr := range sap.Proposals {
+		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
+		theirs[i] = pr
+	}
+	chosen, err := choose(theirs, p.ESPProposals, ProtoESP)
 	if err != nil || len(chosen.SPI) != 4 {
 		d.log.Info("no acceptable ESP proposal", "peer", p.Name)
 		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false
@@ -966,11 +1058,9 @@ func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, ts
 	if err != nil {
 		return append(resp, &NotifyPayload{NotifyType: TEMPORARY_FAILURE}), false
 	}
-	sa.childSPI = spi
 	peerProp := *chosen
-	if !d.installChild(sa, &peerProp, sa.nI, sa.nR, ni, nr) {
+	if d.installChild(sa, &peerProp, sa.nI, sa.nR, nil, spi, false, ni, nr) == nil {
 		d.dp.ReleaseSPI(spi)
-		sa.childSPI = 0
 		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false
 	}
 	ours := *chosen

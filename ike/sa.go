@@ -50,25 +50,39 @@ type ikeSA struct {
 	skD, skPi, skPr []byte
 	out, in         *skCipher
 
-	nextMsgID  uint32 // the ID of our next request
-	peerMsgID  uint32 // the ID expected in the peer's next request
-	lastResp   []byte // our last response, resent for a retransmitted request
-	pending    *request
-	childSPI   uint32 // inbound SPI reserved for the first Child SA
-	peerIDSeen Identity
-	children   []*ChildSA
+	nextMsgID   uint32 // the ID of our next request
+	peerMsgID   uint32 // the ID expected in the peer's next request
+	lastResp    []byte // our last response, resent for a retransmitted request
+	pending     *request
+	childSPI    uint32 // inbound SPI reserved for the first Child SA
+	peerIDSeen  Identity
+	children    []*ChildSA
+	queue       []exchange // requests waiting for the window
+	lastHeard   time.Time  // last authenticated message from the peer
+	rekeyTimer  *time.Timer
+	dpdTimer    *time.Timer
+	rekeyed     bool // replaced by a rekeyed IKE SA: children moved away
+	rekeyingIKE bool // our CREATE_CHILD_SA rekeying this IKE SA is under way
 }
 
 // request is our outstanding request, retransmitted until answered.
 type request struct {
-	msg   []byte
-	tries int
-	timer *time.Timer
-	id    uint32
+	msg        []byte
+	tries      int
+	timer      *time.Timer
+	id         uint32
+	onResponse func(*Message)
 }
 
 // ChildSA is an established pair of ESP SAs, as installed in the datapath.
 type ChildSA struct {
+	ike        *ikeSA
+	rekeyTimer *time.Timer
+	rekeying   bool     // a CREATE_CHILD_SA to replace it is under way
+	replaced   bool     // rekeyed: to be deleted
+	successor  *ChildSA // the Child SA that replaced it
+	nonce      []byte   // the lower of the nonces that created it (§2.8.1)
+
 	Peer          netip.AddrPort // the peer's NAT-T address
 	Local, Remote policy.Selectors
 	Out, In       esp.Config
@@ -90,6 +104,23 @@ func (sa *ikeSA) deriveKeys(shared []byte) error {
 	if err != nil {
 		return err
 	}
+	nonces := append(append([]byte(nil), sa.nI...), sa.nR...)
+	return sa.deriveKeysFrom(prf, prf.sum(nonces, shared))
+}
+
+// rekeyKeys derives the keys of an IKE SA that rekeys old (§2.18):
+// SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF.
+func (sa *ikeSA) rekeyKeys(old *ikeSA, shared []byte) error {
+	prf, err := newPRF(sa.suite.PRF)
+	if err != nil {
+		return err
+	}
+	seed := append(append(append([]byte(nil), shared...), sa.nI...), sa.nR...)
+	return sa.deriveKeysFrom(prf, old.prf.sum(old.skD, seed))
+}
+
+func (sa *ikeSA) deriveKeysFrom(prf *prfFunc, skeyseed []byte) error {
+	var err error
 	encr, err := newEncrSpec(sa.suite.Encr)
 	if err != nil {
 		return err
@@ -102,8 +133,7 @@ func (sa *ikeSA) deriveKeys(shared []byte) error {
 	}
 	sa.prf = prf
 	nonces := append(append([]byte(nil), sa.nI...), sa.nR...)
-	skeyseed := prf.sum(nonces, shared)
-	seed := binary.BigEndian.AppendUint64(append([]byte(nil), nonces...), sa.spiI)
+	seed := binary.BigEndian.AppendUint64(nonces, sa.spiI)
 	seed = binary.BigEndian.AppendUint64(seed, sa.spiR)
 	eLen := encr.keyLen + encr.salt
 	total := prf.size + 2*integ.keyLen + 2*eLen + 2*prf.size
@@ -213,7 +243,7 @@ func espTransform(cs ChildSuite) (esp.Transform, error) {
 
 // childKeys derives a Child SA's keys (§2.17) and returns the datapath
 // configurations for the outbound and inbound SA.
-func (sa *ikeSA) childKeys(cs ChildSuite, nI, nR, shared []byte, ourSPI, peerSPI uint32) (out, in esp.Config, err error) {
+func (sa *ikeSA) childKeys(cs ChildSuite, nI, nR, shared []byte, ourSPI, peerSPI uint32, weInitiated bool) (out, in esp.Config, err error) {
 	tr, err := espTransform(cs)
 	if err != nil {
 		return out, in, err
@@ -224,7 +254,7 @@ func (sa *ikeSA) childKeys(cs ChildSuite, nI, nR, shared []byte, ourSPI, peerSPI
 	iToR, rToI := km[:n:n], km[n:]
 	out = esp.Config{Transform: tr, SPI: peerSPI, ESN: cs.ESN}
 	in = esp.Config{Transform: tr, SPI: ourSPI, ESN: cs.ESN}
-	if sa.initiator {
+	if weInitiated {
 		out.Key, in.Key = iToR, rToI
 	} else {
 		out.Key, in.Key = rToI, iToR

@@ -1,11 +1,13 @@
 package tunnel
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +79,11 @@ type SAPair struct {
 	Local, Remote policy.Selectors
 	Out, In       *esp.SA
 
+	// Owner is the control plane's object for the pair (an *ike.ChildSA).
+	Owner any
+
 	ep      conn.Endpoint
+	seq     uint64 // install order: newer pairs win outbound (make-before-break)
 	removed atomic.Bool
 }
 
@@ -114,10 +120,12 @@ type Engine struct {
 	stats  stats
 	events chan saEvent
 
-	mu    sync.Mutex // control plane: guards pairs; never taken by the datapath
-	pairs map[*SAPair]struct{}
+	mu      sync.Mutex // control plane: guards pairs; never taken by the datapath
+	pairs   map[*SAPair]struct{}
+	nextSeq uint64
 
-	onIKE atomic.Pointer[func(msg []byte, from netip.AddrPort, natt bool)]
+	onIKE     atomic.Pointer[func(msg []byte, from netip.AddrPort, natt bool)]
+	onSAEvent atomic.Pointer[func(*SAPair, esp.Event)]
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -156,6 +164,9 @@ func New(cfg Config) (*Engine, error) {
 	e.routes.Store(&routeTable{})
 	if cfg.OnIKE != nil {
 		e.onIKE.Store(&cfg.OnIKE)
+	}
+	if cfg.OnSAEvent != nil {
+		e.onSAEvent.Store(&cfg.OnSAEvent)
 	}
 	ikeFns, ikePort, err := e.ike.Open(cfg.IKEPort)
 	if err != nil {
@@ -272,6 +283,8 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if err := insert(p.In.SPI(), p); err != nil {
 		return nil, fmt.Errorf("tunnel: inbound SA: %w", err)
 	}
+	e.nextSeq++
+	p.seq = e.nextSeq
 	e.pairs[p] = struct{}{}
 	e.rebuildRoutesLocked()
 	e.log.Info("SA pair installed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()),
@@ -314,7 +327,14 @@ type routeTable struct {
 
 func (e *Engine) rebuildRoutesLocked() {
 	rt := &routeTable{hosts: make(map[netip.Addr][]*SAPair)}
+	ordered := make([]*SAPair, 0, len(e.pairs))
 	for p := range e.pairs {
+		ordered = append(ordered, p)
+	}
+	// Newest first: a rekeyed SA takes over the traffic at once, while the
+	// old one still accepts what is in flight.
+	slices.SortFunc(ordered, func(a, b *SAPair) int { return cmp.Compare(b.seq, a.seq) })
+	for _, p := range ordered {
 		for _, s := range p.Remote {
 			if a, ok := s.Single(); ok {
 				rt.hosts[a] = append(rt.hosts[a], p)
@@ -492,6 +512,9 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	return ap
 }
 
+// SetSAEventHandler sets (or replaces) the receiver of SA lifetime events.
+func (e *Engine) SetSAEventHandler(f func(*SAPair, esp.Event)) { e.onSAEvent.Store(&f) }
+
 // SetIKEHandler sets (or replaces) the receiver of IKE messages, for a
 // control plane created after the engine.
 func (e *Engine) SetIKEHandler(f func(msg []byte, from netip.AddrPort, natt bool)) {
@@ -548,8 +571,8 @@ func (e *Engine) routineTimers() {
 			}
 			e.log.Info("SA lifetime event", "peer", ev.pair.Peer, "event", ev.ev,
 				"spi_in", fmt.Sprintf("%#08x", ev.pair.In.SPI()))
-			if e.cfg.OnSAEvent != nil {
-				e.cfg.OnSAEvent(ev.pair, ev.ev)
+			if f := e.onSAEvent.Load(); f != nil && *f != nil {
+				(*f)(ev.pair, ev.ev)
 			}
 			if ev.ev == esp.EventHardExpire {
 				e.Remove(ev.pair)

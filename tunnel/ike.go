@@ -33,6 +33,7 @@ func (e *Engine) InstallChild(c *ike.ChildSA) error {
 		return fmt.Errorf("installing Child SA: %w", err)
 	}
 	c.Handle = p
+	p.Owner = c
 	return nil
 }
 
@@ -41,4 +42,12 @@ func (e *Engine) RemoveChild(c *ike.ChildSA) {
 	if p, ok := c.Handle.(*SAPair); ok {
 		e.Remove(p)
 	}
+}
+
+// ChildInPackets returns how many packets a Child SA accepted.
+func (e *Engine) ChildInPackets(c *ike.ChildSA) uint64 {
+	if p, ok := c.Handle.(*SAPair); ok {
+		return p.In.Counters().Packets
+	}
+	return 0
 }

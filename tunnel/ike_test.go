@@ -5,7 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -45,17 +48,19 @@ type authCase struct {
 	authB      ike.PeerAuth // how A checks B
 	ikeProps   string
 	espProps   string
-	ikePropsB  string // the responder's, when it differs
+	ikePropsB  string           // the responder's, when it differs
+	childLife  [2]time.Duration // a's and b's Child SA lifetimes (0: default)
+	ikeLife    [2]time.Duration
 	wantFailed bool
 }
 
 func keyPair(t *testing.T, kind string) (crypto.Signer, crypto.PublicKey) {
 	switch kind {
 	case "ed25519":
-		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		pub, priv, _ := ed25519.GenerateKey(crand.Reader)
 		return priv, pub
 	default:
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
 		return k, &k.PublicKey
 	}
 }
@@ -81,10 +86,10 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	idB, _ := ike.ParseIdentity("b.oevpn.test")
 	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
 		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
-		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr)})
+		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0]})
 	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE),
-		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)})
+		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1]})
 	if err := a.d.Initiate("b"); err != nil {
 		t.Fatal(err)
 	}
@@ -166,4 +171,95 @@ func TestIKEAuthFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIKERekeyUnderLoad rekeys Child SAs and IKE SAs (from both sides, so
+// collisions happen too) during a TCP transfer that must arrive intact.
+func TestIKERekeyUnderLoad(t *testing.T) {
+	psk := ike.Credential{PSK: []byte("rekey rekey rekey rekey")}
+	for _, tc := range []authCase{
+		{name: "child-and-ike", credA: psk, credB: psk, authA: ike.PeerAuth{PSK: psk.PSK}, authB: ike.PeerAuth{PSK: psk.PSK},
+			childLife: [2]time.Duration{700 * time.Millisecond, 900 * time.Millisecond}, ikeLife: [2]time.Duration{1300 * time.Millisecond, 1700 * time.Millisecond}},
+		{name: "pfs-same-lifetimes", credA: psk, credB: psk, authA: ike.PeerAuth{PSK: psk.PSK}, authB: ike.PeerAuth{PSK: psk.PSK},
+			espProps: "aes128gcm16-x25519", childLife: [2]time.Duration{600 * time.Millisecond, 600 * time.Millisecond},
+			ikeLife: [2]time.Duration{time.Second, time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := connectIKE(t, tc, 0)
+			waitChild(t, a)
+			waitChild(t, b)
+			first := a.d.SAs()[0]
+			firstChild := first.Children[0].In.SPI
+			transferFor(t, a.testEndpoint, b.testEndpoint, 4*time.Second)
+			after := a.d.SAs()
+			if len(after) != 1 || after[0].SPIi == first.SPIi || after[0].State != "established" {
+				t.Fatalf("IKE SA not rekeyed: before %x, after %+v", first.SPIi, after)
+			}
+			if len(after[0].Children) == 0 || after[0].Children[0].In.SPI == firstChild {
+				t.Fatalf("Child SA not rekeyed")
+			}
+			// Old SAs are gone from the datapath: at most the current
+			// pair and one being replaced.
+			if n := len(a.eng.Pairs()); n > 2 {
+				t.Fatalf("%d SA pairs installed after the rekeys", n)
+			}
+			if err := ping(t, a.testEndpoint, b.addr, 9); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// transferFor sends pseudo-random data over TCP for d and checks its hash.
+func transferFor(t *testing.T, a, b *testEndpoint, d time.Duration) {
+	t.Helper()
+	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(b.addr, 5002))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		done <- result{sum: [32]byte(h.Sum(nil)), n: n, err: err}
+	}()
+	c, err := a.net.DialTCPAddrPort(netip.AddrPortFrom(b.addr, 5002))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	src := rand.NewChaCha8([32]byte{9})
+	buf := make([]byte, 32<<10)
+	var sent int64
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		src.Read(buf)
+		h.Write(buf)
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(buf); err != nil {
+			t.Fatalf("write after %d octets: %v", sent, err)
+		}
+		sent += int64(len(buf))
+	}
+	c.Close()
+	select {
+	case r := <-done:
+		if r.err != nil || r.n != sent || r.sum != [32]byte(h.Sum(nil)) {
+			t.Fatalf("received %d of %d octets (err %v), hash match %v", r.n, sent, r.err, r.sum == [32]byte(h.Sum(nil)))
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("transfer did not finish")
+	}
+	t.Logf("%d MB through rekeys in %v", sent>>20, d)
 }

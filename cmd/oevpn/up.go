@@ -208,6 +208,11 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 	}
 	ep.ike = d
 	ep.eng.SetIKEHandler(d.HandlePacket)
+	ep.eng.SetSAEventHandler(func(p *tunnel.SAPair, ev esp.Event) {
+		if c, ok := p.Owner.(*ike.ChildSA); ok {
+			d.ChildEvent(c, ev == esp.EventHardExpire)
+		}
+	})
 	return nil
 }
 

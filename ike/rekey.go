@@ -1,0 +1,509 @@
+package ike
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+)
+
+var errDeadPeer = errors.New("dead peer: no answer to our requests")
+
+func (p *PeerConfig) childLifetime() time.Duration { return orDur(p.ChildLifetime, time.Hour) }
+func (p *PeerConfig) ikeLifetime() time.Duration   { return orDur(p.IKELifetime, 4*time.Hour) }
+func (p *PeerConfig) dpd() time.Duration           { return orDur(p.DPD, 30*time.Second) }
+func (p *PeerConfig) retransmitBase() time.Duration {
+	return orDur(p.RetransmitBase, retransmitBase)
+}
+func (p *PeerConfig) retransmitTries() int {
+	if p.RetransmitTries > 0 {
+		return p.RetransmitTries
+	}
+	return retransmitTries
+}
+
+func orDur(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// jitter returns d minus up to 10%, so that both ends do not rekey at once.
+func jitter(d time.Duration) time.Duration {
+	return d - time.Duration(mrand.Int64N(int64(d)/10+1))
+}
+
+// exchange is a request of an established IKE SA waiting for the window.
+type exchange struct {
+	exch       ExchangeType
+	payloads   func() ([]Payload, error) // built when sent
+	onResponse func(*Message)
+}
+
+// queueRequest sends ex now if the window is free, or after the requests
+// before it were answered.
+func (d *Daemon) queueRequest(sa *ikeSA, ex exchange) {
+	if sa.pending == nil && sa.state == stateEstablished {
+		d.startRequest(sa, ex)
+		return
+	}
+	sa.queue = append(sa.queue, ex)
+}
+
+func (d *Daemon) startRequest(sa *ikeSA, ex exchange) {
+	payloads, err := ex.payloads()
+	if err != nil {
+		d.log.Warn("building request", "peer", sa.peer.Name, "exchange", ex.exch, "err", err)
+		return
+	}
+	id := sa.nextMsgID
+	b, err := sa.encrypt(ex.exch, id, false, payloads)
+	if err != nil {
+		d.log.Warn("building request", "peer", sa.peer.Name, "exchange", ex.exch, "err", err)
+		return
+	}
+	sa.nextMsgID++
+	d.sendRequest(sa, b, id, ex.onResponse)
+}
+
+// established marks sa up and starts its timers.
+func (d *Daemon) established(sa *ikeSA) {
+	sa.state = stateEstablished
+	sa.lastHeard = time.Now()
+	d.scheduleIKERekey(sa)
+	d.scheduleDPD(sa)
+}
+
+// initialContact removes the other IKE SAs with the peer that sent
+// INITIAL_CONTACT: it has lost their state (§2.4).
+func (d *Daemon) initialContact(sa *ikeSA) {
+	for _, other := range d.sas {
+		if other != sa && other.peer == sa.peer && other.state == stateEstablished {
+			d.log.Info("INITIAL_CONTACT: removing the peer's old IKE SA", "peer", sa.peer.Name,
+				"spi_i", fmt.Sprintf("%016x", other.spiI))
+			other.rekeyed = true // not a failure: no restart
+			d.teardown(other, nil)
+		}
+	}
+}
+
+// scheduleRestart re-initiates a peer after a failure, with backoff.
+func (d *Daemon) scheduleRestart(p *PeerConfig) {
+	delay := 2 * time.Second
+	if p.RetransmitBase != 0 {
+		delay = 4 * p.RetransmitBase
+	}
+	d.log.Info("will re-initiate", "peer", p.Name, "in", delay)
+	time.AfterFunc(delay, func() {
+		d.post(func() {
+			for _, sa := range d.sas {
+				if sa.peer == p {
+					return
+				}
+			}
+			if err := d.startInitiator(p); err != nil {
+				d.log.Warn("re-initiating", "peer", p.Name, "err", err)
+			}
+		})
+	})
+}
+
+// ---- dead-peer detection ----
+
+func (d *Daemon) scheduleDPD(sa *ikeSA) {
+	iv := sa.peer.dpd()
+	if iv < 0 {
+		return
+	}
+	var lastIn uint64
+	var check func()
+	check = func() {
+		d.post(func() {
+			if sa.state != stateEstablished {
+				return
+			}
+			var in uint64
+			for _, c := range sa.children {
+				in += d.dp.ChildInPackets(c)
+			}
+			if in != lastIn {
+				lastIn = in
+				sa.lastHeard = time.Now()
+			}
+			if time.Since(sa.lastHeard) >= iv && sa.pending == nil && len(sa.queue) == 0 {
+				d.log.Debug("liveness check", "peer", sa.peer.Name)
+				d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) { return nil, nil }})
+			}
+			sa.dpdTimer = time.AfterFunc(iv, check)
+		})
+	}
+	sa.dpdTimer = time.AfterFunc(iv, check)
+}
+
+// ---- Child SA rekeying (§1.3.3, §2.8) ----
+
+func (d *Daemon) scheduleChildRekey(c *ChildSA) {
+	c.rekeyTimer = time.AfterFunc(jitter(c.ike.peer.childLifetime()), func() {
+		d.post(func() { d.rekeyChild(c) })
+	})
+}
+
+// ChildEvent tells the daemon that a Child SA reached a lifetime limit in
+// the datapath (packets or bytes): a soft event starts a rekey.
+func (d *Daemon) ChildEvent(c *ChildSA, hard bool) {
+	d.post(func() {
+		if !hard {
+			d.rekeyChild(c)
+		}
+	})
+}
+
+func (d *Daemon) rekeyChild(c *ChildSA) {
+	sa := c.ike
+	if sa == nil || sa.state != stateEstablished || c.rekeying || c.replaced || !d.hasChild(sa, c) {
+		return
+	}
+	c.rekeying = true
+	var spi uint32
+	var nI []byte
+	var dhPriv any
+	var group dhGroup
+	d.queueRequest(sa, exchange{exch: CREATE_CHILD_SA,
+		payloads: func() ([]Payload, error) {
+			var err error
+			if spi, err = d.dp.ReserveSPI(); err != nil {
+				return nil, err
+			}
+			nI = randNonce()
+			props := make([]Proposal, 0, len(sa.peer.ESPProposals))
+			for _, pr := range sa.peer.ESPProposals {
+				pr.SPI = binary.BigEndian.AppendUint32(nil, spi)
+				props = append(props, pr)
+			}
+			payloads := []Payload{&NotifyPayload{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, c.In.SPI), NotifyType: REKEY_SA},
+				&SAPayload{Proposals: props}, &NoncePayload{Data: nI}}
+			if g := dhGroups(sa.peer.ESPProposals); len(g) > 0 {
+				if group, err = newDH(g[0]); err != nil {
+					return nil, err
+				}
+				var ke []byte
+				if dhPriv, ke, err = group.generate(); err != nil {
+					return nil, err
+				}
+				payloads = append(payloads, &KEPayload{Group: g[0], Data: ke})
+			}
+			return append(payloads, &TSPayload{Initiator: true, Selectors: wireSelectors(c.Local)},
+				&TSPayload{Initiator: false, Selectors: wireSelectors(c.Remote)}), nil
+		},
+		onResponse: func(m *Message) {
+			c.rekeying = false
+			nc := d.completeCreateChild(sa, m, spi, nI, group, dhPriv, true)
+			if nc == nil {
+				d.dp.ReleaseSPI(spi)
+				d.log.Warn("Child SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "notify", notifyList(m))
+				c.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyChild(c) }) })
+				return
+			}
+			if c.replaced && c.successor != nil && bytes.Compare(nc.nonce, c.successor.nonce) < 0 {
+				// Simultaneous rekey (§2.8.1): the SA with the lowest
+				// nonce is redundant, and we created it: delete it.
+				d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
+				d.deleteChild(sa, nc)
+				return
+			}
+			c.replaced = true
+			c.successor = nc
+			d.deleteChild(sa, c)
+		}})
+}
+
+func (d *Daemon) hasChild(sa *ikeSA, c *ChildSA) bool {
+	for _, x := range sa.children {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// completeCreateChild reads a CREATE_CHILD_SA response that creates a Child
+// SA and installs it.
+func (d *Daemon) completeCreateChild(sa *ikeSA, m *Message, spi uint32, nI []byte, group dhGroup, dhPriv any, weInitiated bool) *ChildSA {
+	if n := m.ErrorNotify(); n != nil {
+		return nil
+	}
+	sap, nr, tsi, tsr := Get[*SAPayload](m), Get[*NoncePayload](m), m.TS(true), m.TS(false)
+	if sap == nil || nr == nil || tsi == nil || tsr == nil || len(sap.Proposals) != 1 || len(sap.Proposals[0].SPI) != 4 {
+		return nil
+	}
+	chosen := sap.Proposals[0]
+	if _, ok := intersectExact(&chosen, sa.peer.ESPProposals); !ok {
+		return nil
+	}
+	var shared []byte
+	if cs, _ := childSuiteOf(&chosen); cs.DH != DH_NONE {
+		ke := Get[*KEPayload](m)
+		if group == nil || ke == nil || ke.Group != cs.DH || group.id() != cs.DH {
+			return nil
+		}
+		var err error
+		if shared, err = group.shared(dhPriv, ke.Data); err != nil {
+			return nil
+		}
+	}
+	return d.installChild(sa, &chosen, nI, nr.Data, shared, spi, weInitiated, tsi.Selectors, tsr.Selectors)
+}
+
+// deleteChild sends Delete for a Child SA and removes it when answered.
+func (d *Daemon) deleteChild(sa *ikeSA, c *ChildSA) {
+	d.queueRequest(sa, exchange{exch: INFORMATIONAL,
+		payloads: func() ([]Payload, error) {
+			return []Payload{&DeletePayload{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, c.In.SPI)}}}, nil
+		},
+		onResponse: func(*Message) { d.removeChild(sa, c) }})
+}
+
+func (d *Daemon) removeChild(sa *ikeSA, c *ChildSA) {
+	for i, x := range sa.children {
+		if x == c {
+			sa.children = append(sa.children[:i], sa.children[i+1:]...)
+			if c.rekeyTimer != nil {
+				c.rekeyTimer.Stop()
+			}
+			d.dp.RemoveChild(c)
+			d.log.Info("Child SA removed", "peer", sa.peer.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI))
+			return
+		}
+	}
+}
+
+// onCreateChildSA answers a CREATE_CHILD_SA request: a Child SA rekey, a new
+// Child SA, or an IKE SA rekey.
+func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
+	sap, ni := Get[*SAPayload](m), Get[*NoncePayload](m)
+	if sap == nil || ni == nil || len(sap.Proposals) == 0 {
+		return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
+	}
+	if sap.Proposals[0].Protocol == ProtoIKE {
+		return d.onRekeyIKE(sa, m, sap, ni)
+	}
+	var old *ChildSA
+	if n := m.Notify(REKEY_SA); n != nil {
+		if len(n.SPI) != 4 {
+			return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
+		}
+		spi := binary.BigEndian.Uint32(n.SPI)
+		for _, c := range sa.children {
+			if c.Out.SPI == spi && !c.replaced {
+				old = c
+			}
+		}
+		if old == nil {
+			return []Payload{&NotifyPayload{Protocol: ProtoESP, SPI: n.SPI, NotifyType: CHILD_SA_NOT_FOUND}}
+		}
+	}
+	tsi, tsr := m.TS(true), m.TS(false)
+	if tsi == nil || tsr == nil {
+		return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
+	}
+	chosen, err := choose(sap.Proposals, sa.peer.ESPProposals, ProtoESP)
+	if err != nil || len(chosen.SPI) != 4 {
+		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+	}
+	cs, err := childSuiteOf(chosen)
+	if err != nil {
+		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+	}
+	nR := randNonce()
+	resp := []Payload{}
+	var shared []byte
+	if cs.DH != DH_NONE {
+		ke := Get[*KEPayload](m)
+		if ke == nil || ke.Group != cs.DH {
+			return []Payload{&NotifyPayload{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, cs.DH)}}
+		}
+		g, err := newDH(cs.DH)
+		if err != nil {
+			return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+		}
+		priv, pub, err := g.generate()
+		if err != nil {
+			return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
+		}
+		if shared, err = g.shared(priv, ke.Data); err != nil {
+			return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
+		}
+		defer func() { resp = append(resp, &KEPayload{Group: cs.DH, Data: pub}) }()
+	}
+	ntsi, ntsr := narrow(tsi.Selectors, sa.peer.RemoteTS), narrow(tsr.Selectors, sa.peer.LocalTS)
+	if len(ntsi) == 0 || len(ntsr) == 0 {
+		return []Payload{&NotifyPayload{NotifyType: TS_UNACCEPTABLE}}
+	}
+	spi, err := d.dp.ReserveSPI()
+	if err != nil {
+		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
+	}
+	nc := d.installChild(sa, chosen, ni.Data, nR, shared, spi, false, ntsi, ntsr)
+	if nc == nil {
+		d.dp.ReleaseSPI(spi)
+		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+	}
+	if old != nil {
+		if old.rekeying {
+			// Simultaneous rekey: our own exchange decides which new
+			// SA survives when it completes (§2.8.1).
+			old.successor = nc
+		}
+		old.replaced = true
+		if old.successor == nil {
+			old.successor = nc
+		}
+		if old.rekeyTimer != nil {
+			old.rekeyTimer.Stop()
+		}
+	}
+	ours := *chosen
+	ours.SPI = binary.BigEndian.AppendUint32(nil, spi)
+	resp = append(resp, &SAPayload{Proposals: []Proposal{ours}}, &NoncePayload{Data: nR},
+		&TSPayload{Initiator: true, Selectors: ntsi}, &TSPayload{Initiator: false, Selectors: ntsr})
+	return resp
+}
+
+// ---- IKE SA rekeying (§1.3.2, §2.18) ----
+
+func (d *Daemon) scheduleIKERekey(sa *ikeSA) {
+	sa.rekeyTimer = time.AfterFunc(jitter(sa.peer.ikeLifetime()), func() {
+		d.post(func() { d.rekeyIKE(sa) })
+	})
+}
+
+func (d *Daemon) rekeyIKE(sa *ikeSA) {
+	if sa.state != stateEstablished || sa.rekeyed {
+		return
+	}
+	nsa := &ikeSA{d: d, peer: sa.peer, initiator: true, spiI: randSPI(), remote: sa.remote, natt: sa.natt, created: time.Now(),
+		peerIDSeen: sa.peerIDSeen}
+	var priv any
+	var group dhGroup
+	sa.rekeyingIKE = true
+	d.queueRequest(sa, exchange{exch: CREATE_CHILD_SA,
+		payloads: func() ([]Payload, error) {
+			props := make([]Proposal, 0, len(sa.peer.IKEProposals))
+			for _, pr := range sa.peer.IKEProposals {
+				pr.SPI = binary.BigEndian.AppendUint64(nil, nsa.spiI)
+				props = append(props, pr)
+			}
+			// Keep the current group: the peer accepted it.
+			var err error
+			if group, err = newDH(sa.suite.DH); err != nil {
+				return nil, err
+			}
+			var ke []byte
+			if priv, ke, err = group.generate(); err != nil {
+				return nil, err
+			}
+			nsa.nI = randNonce()
+			return []Payload{&SAPayload{Proposals: props}, &NoncePayload{Data: nsa.nI}, &KEPayload{Group: sa.suite.DH, Data: ke}}, nil
+		},
+		onResponse: func(m *Message) {
+			sa.rekeyingIKE = false
+			if err := d.completeRekeyIKE(sa, nsa, m, group, priv); err != nil {
+				d.log.Warn("IKE SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "err", err)
+				sa.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyIKE(sa) }) })
+			}
+		}})
+}
+
+func (d *Daemon) completeRekeyIKE(old, nsa *ikeSA, m *Message, group dhGroup, priv any) error {
+	if n := m.ErrorNotify(); n != nil {
+		return fmt.Errorf("peer answered %s", n.NotifyType.String())
+	}
+	sap, nr, ke := Get[*SAPayload](m), Get[*NoncePayload](m), Get[*KEPayload](m)
+	if sap == nil || nr == nil || ke == nil || len(sap.Proposals) != 1 || len(sap.Proposals[0].SPI) != 8 {
+		return fmt.Errorf("%w: IKE rekey response", ErrMissing)
+	}
+	chosen := sap.Proposals[0]
+	if _, ok := intersectExact(&chosen, old.peer.IKEProposals); !ok {
+		return errors.New("peer chose an IKE proposal we did not offer")
+	}
+	suite, err := suiteOf(&chosen)
+	if err != nil || suite.DH != group.id() || ke.Group != suite.DH {
+		return fmt.Errorf("DH group mismatch in the IKE rekey")
+	}
+	shared, err := group.shared(priv, ke.Data)
+	if err != nil {
+		return err
+	}
+	nsa.suite, nsa.spiR, nsa.nR = suite, binary.BigEndian.Uint64(chosen.SPI), nr.Data
+	if err := nsa.rekeyKeys(old, shared); err != nil {
+		return err
+	}
+	d.switchIKE(old, nsa)
+	// The rekey initiator deletes the old IKE SA (§1.3.2).
+	b, err := old.encrypt(INFORMATIONAL, old.nextMsgID, false, []Payload{&DeletePayload{Protocol: ProtoIKE}})
+	if err == nil {
+		old.nextMsgID++
+		old.state = stateDeleting
+		d.sendRequest(old, b, old.nextMsgID-1, nil)
+	}
+	return nil
+}
+
+// switchIKE makes nsa the peer's IKE SA, moving old's Child SAs to it.
+func (d *Daemon) switchIKE(old, nsa *ikeSA) {
+	nsa.children, old.children = old.children, nil
+	for _, c := range nsa.children {
+		c.ike = nsa
+	}
+	old.rekeyed = true
+	if old.rekeyTimer != nil {
+		old.rekeyTimer.Stop()
+	}
+	d.sas[nsa.ourSPI()] = nsa
+	d.established(nsa)
+	d.log.Info("IKE SA rekeyed", "peer", nsa.peer.Name, "spi_i", fmt.Sprintf("%016x", nsa.spiI),
+		"spi_r", fmt.Sprintf("%016x", nsa.spiR), "algorithms", nsa.suite.String())
+}
+
+func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayload) []Payload {
+	if sa.rekeyingIKE {
+		// Both ends rekey at once: ours goes on, the peer retries.
+		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
+	}
+	ke := Get[*KEPayload](m)
+	chosen, err := choose(sap.Proposals, sa.peer.IKEProposals, ProtoIKE)
+	if err != nil || len(chosen.SPI) != 8 || ke == nil {
+		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+	}
+	suite, err := suiteOf(chosen)
+	if err != nil {
+		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+	}
+	if ke.Group != suite.DH {
+		return []Payload{&NotifyPayload{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DH)}}
+	}
+	g, err := newDH(suite.DH)
+	if err != nil {
+		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
+	}
+	priv, pub, err := g.generate()
+	if err != nil {
+		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
+	}
+	shared, err := g.shared(priv, ke.Data)
+	if err != nil {
+		return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
+	}
+	nsa := &ikeSA{d: d, peer: sa.peer, spiI: binary.BigEndian.Uint64(chosen.SPI), spiR: randSPI(), remote: sa.remote, natt: sa.natt,
+		created: time.Now(), suite: suite, nI: ni.Data, nR: randNonce(), peerIDSeen: sa.peerIDSeen}
+	if err := nsa.rekeyKeys(sa, shared); err != nil {
+		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
+	}
+	d.switchIKE(sa, nsa)
+	ours := *chosen
+	ours.SPI = binary.BigEndian.AppendUint64(nil, nsa.spiR)
+	return []Payload{&SAPayload{Proposals: []Proposal{ours}}, &NoncePayload{Data: nsa.nR}, &KEPayload{Group: suite.DH, Data: pub}}
+}

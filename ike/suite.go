@@ -66,6 +66,9 @@ func ParseProposals(s string, p ProtocolID) ([]Proposal, error) {
 				hasPRF = true
 				prop.Transforms = append(prop.Transforms, Transform{Type: TransformPRF, ID: prfNames[w]})
 			case integNames[w] != 0:
+				if p == ProtoESP && integNames[w] != AUTH_HMAC_SHA2_256_128 {
+					return nil, fmt.Errorf("proposal %q: ESP with AES-CBC supports only sha256 (HMAC-SHA2-256-128)", one)
+				}
 				hasInteg = true
 				prop.Transforms = append(prop.Transforms, Transform{Type: TransformINTEG, ID: integNames[w]})
 			case dhNames[w] != 0:
@@ -119,14 +122,22 @@ func offers(prop *Proposal, t Transform) bool {
 
 // choose picks, for a responder, the first of the peer's proposals that ours
 // accept, keeping in each transform type the peer's first acceptable choice.
-// The result has one transform per type. dhRequired is false for Child SAs
-// without PFS (the DH transform, if any, must then be absent or NONE).
+// The result has one transform per type. For ESP, a DH group we propose is
+// required (PFS) unless the exchange is IKE_AUTH, which has no KE (§1.2):
+// choose with pfs false there.
 func choose(theirs, ours []Proposal, proto ProtocolID) (*Proposal, error) {
+	return chooseDH(theirs, ours, proto, true)
+}
+
+func chooseDH(theirs, ours []Proposal, proto ProtocolID, pfs bool) (*Proposal, error) {
 	for _, tp := range theirs {
 		if tp.Protocol != proto {
 			continue
 		}
 		for _, op := range ours {
+			if !pfs {
+				op.Transforms = withoutDH(op.Transforms)
+			}
 			if got, ok := intersect(&tp, &op); ok {
 				got.Num, got.SPI = tp.Num, tp.SPI
 				return got, nil
@@ -157,7 +168,7 @@ func intersect(theirs, ours *Proposal) (*Proposal, bool) {
 		}
 	}
 	for _, t := range ours.Transforms {
-		if !seen[t.Type] && !(t.Type == TransformDH && theirs.Protocol == ProtoESP) {
+		if !seen[t.Type] {
 			return nil, false
 		}
 	}

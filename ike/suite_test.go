@@ -158,6 +158,7 @@ func TestChoose(t *testing.T) {
 		lit    []Proposal // when not nil, used instead of theirs
 		proto  ProtocolID
 		tproto ProtocolID // to parse theirs with, when not proto
+		noPFS  bool       // IKE_AUTH: no KE, so no DH required
 		want   *Proposal
 	}{
 		{name: "identical", theirs: "aes256gcm16-prfsha256-x25519", ours: "aes256gcm16-prfsha256-x25519",
@@ -182,8 +183,10 @@ func TestChoose(t *testing.T) {
 		{name: "ESP keeps the peer's SPI", ours: "aes256gcm16-aes128gcm16-esn-noesn", proto: ProtoESP,
 			lit:  []Proposal{{Num: 3, Protocol: ProtoESP, SPI: []byte{0xc1, 0, 0, 7}, Transforms: []Transform{tGCM128, tNoESN}}},
 			want: &Proposal{Num: 3, Protocol: ProtoESP, SPI: []byte{0xc1, 0, 0, 7}, Transforms: []Transform{tGCM128, tNoESN}}},
-		{name: "ESP without PFS when ours has a group", theirs: "aes256gcm16-noesn", ours: "aes256gcm16-x25519-noesn",
-			proto: ProtoESP, want: &Proposal{Num: 1, Protocol: ProtoESP, Transforms: []Transform{tGCM256, tNoESN}}},
+		{name: "ESP without PFS when ours has a group (IKE_AUTH carries no KE)", theirs: "aes256gcm16-noesn", ours: "aes256gcm16-x25519-noesn",
+			proto: ProtoESP, noPFS: true, want: &Proposal{Num: 1, Protocol: ProtoESP, Transforms: []Transform{tGCM256, tNoESN}}},
+		{name: "ESP without PFS refused when ours requires it (CREATE_CHILD_SA)", theirs: "aes256gcm16-noesn", ours: "aes256gcm16-x25519-noesn",
+			proto: ProtoESP},
 		{name: "ESP with PFS", theirs: "aes256gcm16-ecp256-x25519-noesn", ours: "aes256gcm16-x25519-noesn",
 			proto: ProtoESP, want: &Proposal{Num: 1, Protocol: ProtoESP, Transforms: []Transform{tGCM256, tX25519, tNoESN}}},
 		{name: "ESP with DH NONE", ours: "aes256gcm16-noesn", proto: ProtoESP,
@@ -220,7 +223,7 @@ func TestChoose(t *testing.T) {
 				theirs = mustProposals(t, tt.theirs, p)
 			}
 			ours := mustProposals(t, tt.ours, tt.proto)
-			got, err := choose(theirs, ours, tt.proto)
+			got, err := chooseDH(theirs, ours, tt.proto, !tt.noPFS)
 			if tt.want == nil {
 				if !errors.Is(err, NO_PROPOSAL_CHOSEN) {
 					t.Fatalf("choose = %+v, %v; want NO_PROPOSAL_CHOSEN", got, err)

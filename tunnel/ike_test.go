@@ -88,7 +88,7 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
 		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0]})
 	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
-		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE),
+		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
 		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1]})
 	if err := a.d.Initiate("b"); err != nil {
 		t.Fatal(err)

@@ -55,6 +55,12 @@ type interopCase struct {
 // startOevpn writes a configuration for the case and starts the binary.
 func (l *interopLab) startOevpn(t *testing.T, c interopCase, keyFile, peerPub string, start string) (*lab.Proc, string) {
 	t.Helper()
+	return l.startOevpnExtra(t, c, keyFile, peerPub, start, "")
+}
+
+// startOevpnExtra is startOevpn with extra [[peer]] lines.
+func (l *interopLab) startOevpnExtra(t *testing.T, c interopCase, keyFile, peerPub string, start, extra string) (*lab.Proc, string) {
+	t.Helper()
 	auth := "auth = \"psk\"\npsk = \"" + ioPSK + "\""
 	switch c.auth {
 	case "ed25519", "ecdsa":
@@ -85,12 +91,17 @@ remote_id = %q
 local = [%q]
 remote = [%q]
 start = %q
-`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, ioNetS, start)
+%s
+`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, ioNetS, start, extra)
 	path := filepath.Join(l.dir, lab.Unique("cfg")+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := l.o.Start(oevpnBinary(t), "up", "-c", path)
+	t.Cleanup(func() { // this (sub)test's end, not only the namespace's
+		p.Signal(syscall.SIGKILL)
+		p.Wait(10 * time.Second)
+	})
 	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +181,7 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	}
 	l.o.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
 	l.s.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerS, ioInnerO)
+	hashedTransfer(t, l.o, l.s, ioInnerS+":5201", 0.5)
 	sas := sw.ListSAs()
 	if !strings.Contains(sas, "INSTALLED, TUNNEL-in-UDP") {
 		t.Fatalf("strongSwan SAs:\n%s", sas)
@@ -254,4 +266,110 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestLabInteropRekey rekeys the Child SA and the IKE SA under a running TCP
+// transfer, once driven by strongSwan and once by oevpn; the transfer must
+// arrive intact.
+func TestLabInteropRekey(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	for _, who := range []string{"strongswan", "oevpn"} {
+		t.Run(who+"-rekeys", func(t *testing.T) {
+			sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+				Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
+			extra := ""
+			if who == "strongswan" {
+				sc.ChildRekeyTime, sc.RekeyTime = "2s", "3s"
+			} else {
+				extra = "child_lifetime = \"2s\"\nike_lifetime = \"3s\""
+			}
+			sw := lab.StartStrongSwan(t, l.s, sc)
+			defer sw.Stop()
+			p, _ := l.startOevpnExtra(t, interopCase{auth: "psk"}, "", "", "start", extra)
+			defer func() {
+				if t.Failed() {
+					t.Logf("oevpn log:\n%s", p.Output())
+				}
+			}()
+			if err := p.WaitFor("Child SA installed", 15*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := sw.WaitInstalled(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			hashedTransfer(t, l.o, l.s, ioInnerS+":5202", 7)
+			out := p.Output()
+			if n := strings.Count(out, "Child SA installed"); n < 3 {
+				t.Fatalf("only %d Child SAs in 7 s of 2 s lifetimes", n)
+			}
+			if !strings.Contains(out, "IKE SA rekeyed") {
+				t.Fatalf("the IKE SA was not rekeyed")
+			}
+			l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+			p.Signal(syscall.SIGTERM)
+			p.Wait(10 * time.Second)
+		})
+	}
+}
+
+// TestLabInteropDeadPeer kills strongSwan: oevpn must find the peer dead,
+// clean up, and bring the tunnel back once strongSwan runs again. Then
+// strongSwan loses its state once more and initiates with INITIAL_CONTACT:
+// oevpn must drop the stale SA.
+func TestLabInteropDeadPeer(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	p, cfg := l.startOevpnExtra(t, interopCase{auth: "psk"}, "", "", "start",
+		"dpd = \"1s\"\nretransmit_timeout = \"200ms\"\nretransmit_tries = 3")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if err := p.WaitFor("Child SA installed", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.o.Run("ping", "-c", "1", "-W", "2", "-I", ioInnerO, ioInnerS)
+
+	sw.Kill()
+	if err := p.WaitFor("dead peer", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "no established SA after the peer died", func() bool {
+		for _, sa := range oevpnStatus(t, cfg).IKESAs {
+			if sa.State == "established" {
+				return false
+			}
+		}
+		return true
+	})
+	// strongSwan comes back: oevpn re-initiates by itself.
+	sw = lab.StartStrongSwan(t, l.s, sc)
+	waitUntil(t, 20*time.Second, "oevpn re-established the tunnel", func() bool {
+		return strings.Count(p.Output(), "Child SA installed") >= 2
+	})
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+
+	// strongSwan loses its state again and initiates itself this time,
+	// with INITIAL_CONTACT: oevpn keeps only the new IKE SA.
+	sw.Kill()
+	sw = lab.StartStrongSwan(t, l.s, sc)
+	if err := sw.Initiate(lab.SwanName); err != nil {
+		t.Fatalf("strongSwan initiate: %v", err)
+	}
+	if err := p.WaitFor("INITIAL_CONTACT: removing the peer's old IKE SA", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	st := oevpnStatus(t, cfg)
+	if len(st.IKESAs) != 1 || st.IKESAs[0].State != "established" || st.IKESAs[0].Initiator {
+		t.Fatalf("after INITIAL_CONTACT: %+v", st.IKESAs)
+	}
+	sw.Stop()
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
@@ -191,7 +192,9 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 	for _, p := range peers {
 		pc := &ike.PeerConfig{Name: p.Name, Addr: p.Address, IKEPort: uint16(p.IKEPort), NATTPort: uint16(p.NATTPort),
 			LocalID: p.LocalIdentity, RemoteID: p.RemoteIdentity, IKEProposals: p.IKE, ESPProposals: p.ESP,
-			LocalTS: policy.Selectors(p.Local), RemoteTS: policy.Selectors(p.Remote)}
+			LocalTS: policy.Selectors(p.Local), RemoteTS: policy.Selectors(p.Remote),
+			IKELifetime: time.Duration(p.IKELifetime), ChildLifetime: time.Duration(p.ChildLifetime), DPD: time.Duration(p.DPD),
+			RetransmitBase: time.Duration(p.RetransmitBase), RetransmitTries: p.RetransmitTries, AutoStart: p.Start == config.StartNow}
 		switch p.Auth {
 		case config.AuthPSK:
 			pc.Auth.PSK, pc.PeerAuth.PSK = []byte(p.PSK), []byte(p.PSK)

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -102,6 +103,11 @@ type Peer struct {
 	Local           []policy.Selector `toml:"local"`
 	Remote          []policy.Selector `toml:"remote"`
 	Start           string            `toml:"start"`
+	IKELifetime     Duration          `toml:"ike_lifetime"`
+	ChildLifetime   Duration          `toml:"child_lifetime"`
+	DPD             Duration          `toml:"dpd"`
+	RetransmitBase  Duration          `toml:"retransmit_timeout"`
+	RetransmitTries int               `toml:"retransmit_tries"`
 
 	// Filled in by the checks: the parsed proposals, identities and keys.
 	IKE, ESP       []ike.Proposal   `toml:"-"`
@@ -119,6 +125,19 @@ const (
 	StartNow   = "start"
 	StartNever = "none"
 )
+
+// Duration is a time.Duration written as "30s", "1h", "500ms".
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return errors.New("not a duration like \"30s\" or \"1h\"")
+	}
+	*d = Duration(v)
+	return nil
+}
 
 // Key is keying material written in hex. Its String never shows it.
 type Key []byte
@@ -398,6 +417,19 @@ func (c *Config) check() error {
 			if p.RemoteKey, err = loadPublicKey(c.resolve(p.RemotePublicKey)); err != nil {
 				return keyErr(k("remote_public_key"), "%v", err)
 			}
+		}
+		for _, dur := range []struct {
+			v    Duration
+			name string
+			min  time.Duration
+		}{{p.IKELifetime, "ike_lifetime", time.Second}, {p.ChildLifetime, "child_lifetime", time.Second},
+			{p.RetransmitBase, "retransmit_timeout", 10 * time.Millisecond}} {
+			if dur.v != 0 && time.Duration(dur.v) < dur.min {
+				return keyErr(k(dur.name), "%v is shorter than %v", time.Duration(dur.v), dur.min)
+			}
+		}
+		if p.RetransmitTries < 0 || p.RetransmitTries > 20 {
+			return keyErr(k("retransmit_tries"), "%d is outside 1..20", p.RetransmitTries)
 		}
 		switch p.Start {
 		case "":

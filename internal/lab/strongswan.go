@@ -317,6 +317,12 @@ swanctl {
 	line(2, "proposals", def(c.Proposals, "aes128gcm16-prfsha256-x25519"))
 	line(2, "dpd_delay", def(c.DPDDelay, "0s"))
 	line(2, "rekey_time", def(c.RekeyTime, "4h"))
+	if c.RekeyTime != "" {
+		// Short test lifetimes: a wide margin before the hard expiry and
+		// little jitter, so strongSwan rekeys instead of expiring.
+		line(2, "over_time", "30s")
+		line(2, "rand_time", "1s")
+	}
 	b.WriteString("        local {\n")
 	line(3, "auth", c.Auth)
 	line(3, "id", quote(c.LocalID))
@@ -332,6 +338,10 @@ swanctl {
 	line(4, "mode", "tunnel")
 	line(4, "start_action", def(c.StartAction, "none"))
 	line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
+	if c.ChildRekeyTime != "" {
+		line(4, "life_time", "60s")
+		line(4, "rand_time", "1s")
+	}
 	b.WriteString("            }\n        }\n    }\n}\nsecrets {\n")
 	if c.Auth == "psk" {
 		b.WriteString("    ike-" + SwanName + " {\n")

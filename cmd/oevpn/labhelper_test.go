@@ -1,0 +1,109 @@
+//go:build linux
+
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/internal/lab"
+)
+
+// TestMain lets lab tests run this test binary inside a namespace as a TCP
+// source or sink that hashes what it sends or receives
+// (OEVPN_LAB_HELPER="sink ADDR:PORT" or "source ADDR:PORT SECONDS").
+func TestMain(m *testing.M) {
+	if h := os.Getenv("OEVPN_LAB_HELPER"); h != "" {
+		os.Exit(labHelper(strings.Fields(h)))
+	}
+	os.Exit(m.Run())
+}
+
+func labHelper(args []string) int {
+	fail := func(err error) int { fmt.Println("error:", err); return 1 }
+	switch {
+	case len(args) == 2 && args[0] == "sink":
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println("listening")
+		c, err := ln.Accept()
+		if err != nil {
+			return fail(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("received %d %x\n", n, h.Sum(nil))
+		return 0
+	case len(args) == 3 && args[0] == "source":
+		secs, _ := strconv.ParseFloat(args[2], 64)
+		var c net.Conn
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if c, err = net.DialTimeout("tcp", args[1], time.Second); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return fail(err)
+		}
+		h := sha256.New()
+		src := rand.NewChaCha8([32]byte{7})
+		buf := make([]byte, 64<<10)
+		var n int64
+		for end := time.Now().Add(time.Duration(secs * float64(time.Second))); time.Now().Before(end); {
+			src.Read(buf)
+			h.Write(buf)
+			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write(buf); err != nil {
+				return fail(fmt.Errorf("after %d octets: %w", n, err))
+			}
+			n += int64(len(buf))
+		}
+		c.Close()
+		fmt.Printf("sent %d %x\n", n, h.Sum(nil))
+		return 0
+	}
+	return fail(fmt.Errorf("bad helper arguments %q", args))
+}
+
+// hashedTransfer runs a TCP transfer of secs seconds from src to dst (the
+// sink listening on addr in dst) and fails the test unless every octet
+// arrived.
+func hashedTransfer(t *testing.T, src, dst *lab.Netns, addr string, secs float64) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := dst.Start("env", "OEVPN_LAB_HELPER=sink "+addr, self)
+	if err := sink.WaitFor("listening", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out, err := src.Try("env", fmt.Sprintf("OEVPN_LAB_HELPER=source %s %g", addr, secs), self)
+	if err != nil {
+		t.Fatalf("TCP source: %v\n%s", err, out)
+	}
+	if err := sink.Wait(30 * time.Second); err != nil {
+		t.Fatalf("TCP sink: %v\n%s", err, sink.Output())
+	}
+	sent := strings.TrimPrefix(strings.TrimSpace(out), "sent ")
+	got := strings.TrimPrefix(strings.TrimSpace(sink.Output()), "listening\nreceived ")
+	if sent != got || sent == "" {
+		t.Fatalf("TCP transfer damaged: sent %q, received %q", sent, got)
+	}
+	n, _ := strconv.ParseInt(strings.Fields(sent)[0], 10, 64)
+	t.Logf("TCP: %d MB in %gs arrived intact (SHA-256 matches)", n>>20, secs)
+}

@@ -298,7 +298,32 @@ func TestLabInteropRekey(t *testing.T) {
 			if err := sw.WaitInstalled(10 * time.Second); err != nil {
 				t.Fatal(err)
 			}
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			if who == "strongswan" {
+				// Besides its own timers, make strongSwan rekey on cue:
+				// its libipsec does not always fire a 2 s soft lifetime.
+				go func() {
+					defer close(done)
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						case <-time.After(1500 * time.Millisecond):
+						}
+						what := "--child"
+						if i%2 == 1 {
+							what = "--ike"
+						}
+						sw.Swanctl("--rekey", what, lab.SwanName)
+					}
+				}()
+			} else {
+				close(done)
+			}
 			hashedTransfer(t, l.o, l.s, ioInnerS+":5202", 7)
+			close(stop)
+			<-done
 			out := p.Output()
 			if n := strings.Count(out, "Child SA installed"); n < 3 {
 				t.Fatalf("only %d Child SAs in 7 s of 2 s lifetimes", n)

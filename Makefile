@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-lab fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-lab fuzz demo lab-deps clean
 
 all: build
 
@@ -50,10 +50,15 @@ cross:
 	done; done
 
 ## bench: ESP vs raw AEAD table, then the lab tunnel vs veth iperf3 figures
-bench: bench-esp bench-lab
+bench: bench-esp bench-ike bench-lab
 
 bench-esp:
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchmem -benchtime 1s -count 3 ./esp | $(GO) run ./internal/tools/benchtable
+
+# IKE: full handshakes per second (X25519 + Ed25519, both ends in this
+# process) and first-packet latency through an on-demand SA.
+bench-ike:
+	$(GO) test -run '^$$' -bench 'Handshake|FirstPacket' -benchtime 3000x -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
 
 bench-lab:
 	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench' -v -timeout 20m ./cmd/oevpn

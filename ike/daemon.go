@@ -248,6 +248,27 @@ func (d *Daemon) Down(name string) (int, error) {
 	return n, err
 }
 
+// Acquire starts an IKE SA with the named peer because traffic needs it,
+// unless one exists or is being negotiated. It never blocks: the datapath
+// calls it.
+func (d *Daemon) Acquire(name string) {
+	d.post(func() {
+		p := d.peerByName(name)
+		if p == nil {
+			return
+		}
+		for _, sa := range d.sas {
+			if sa.peer == p && sa.state != stateDead {
+				return
+			}
+		}
+		d.log.Info("traffic for peer: negotiating", "peer", name)
+		if err := d.startInitiator(p); err != nil {
+			d.log.Warn("initiating on traffic", "peer", name, "err", err)
+		}
+	})
+}
+
 // SAInfo describes an IKE SA for status displays.
 type SAInfo struct {
 	Peer      string
@@ -716,6 +737,16 @@ func intersectExact(chosen *Proposal, ours []Proposal) (*Proposal, bool) {
 	return nil, false
 }
 
+// firstContact reports whether sa is the only IKE SA with its peer's address.
+func (d *Daemon) firstContact(sa *ikeSA) bool {
+	for _, other := range d.sas {
+		if other != sa && other.state != stateDead && other.peer.Addr == sa.peer.Addr {
+			return false
+		}
+	}
+	return true
+}
+
 func (d *Daemon) localID(p *PeerConfig, local netip.Addr) Identity {
 	if p.LocalID.Type != 0 {
 		return p.LocalID
@@ -746,7 +777,12 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
 		props[i] = pr
 	}
-	payloads := []Payload{id, &NotifyPayload{NotifyType: INITIAL_CONTACT}}
+	payloads := []Payload{id}
+	if d.firstContact(sa) {
+		// §2.4: only when we hold no other IKE SA with this peer, or the
+		// peer would drop SAs that are still in use.
+		payloads = append(payloads, &NotifyPayload{NotifyType: INITIAL_CONTACT})
+	}
 	if p.RemoteID.Type != 0 {
 		payloads = append(payloads, p.RemoteID.payload(false))
 	}

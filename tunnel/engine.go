@@ -122,10 +122,12 @@ type Engine struct {
 
 	mu      sync.Mutex // control plane: guards pairs; never taken by the datapath
 	pairs   map[*SAPair]struct{}
+	traps   map[string]*trap
 	nextSeq uint64
 
 	onIKE     atomic.Pointer[func(msg []byte, from netip.AddrPort, natt bool)]
 	onSAEvent atomic.Pointer[func(*SAPair, esp.Event)]
+	onAcquire atomic.Pointer[func(name string)]
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -159,6 +161,7 @@ func New(cfg Config) (*Engine, error) {
 		natt:    cfg.NewBind(),
 		events:  make(chan saEvent, 1024),
 		pairs:   make(map[*SAPair]struct{}),
+		traps:   make(map[string]*trap),
 		closing: make(chan struct{}),
 	}
 	e.routes.Store(&routeTable{})
@@ -274,6 +277,16 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if p.ep, err = e.natt.ParseEndpoint(peer.String()); err != nil {
 		return nil, fmt.Errorf("tunnel: peer %v: %w", pc.Peer, err)
 	}
+	if err := e.insert(p); err != nil {
+		return nil, err
+	}
+	e.flushHeld(p)
+	e.log.Info("SA pair installed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()),
+		"spi_out", fmt.Sprintf("%#08x", p.Out.SPI()), "transform", p.Out.Transform(), "local", p.Local, "remote", p.Remote)
+	return p, nil
+}
+
+func (e *Engine) insert(p *SAPair) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	insert := e.spis.Insert
@@ -281,15 +294,13 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 		insert = e.spis.Replace // an SPI the control plane reserved
 	}
 	if err := insert(p.In.SPI(), p); err != nil {
-		return nil, fmt.Errorf("tunnel: inbound SA: %w", err)
+		return fmt.Errorf("tunnel: inbound SA: %w", err)
 	}
 	e.nextSeq++
 	p.seq = e.nextSeq
 	e.pairs[p] = struct{}{}
 	e.rebuildRoutesLocked()
-	e.log.Info("SA pair installed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()),
-		"spi_out", fmt.Sprintf("%#08x", p.Out.SPI()), "transform", p.Out.Transform(), "local", p.Local, "remote", p.Remote)
-	return p, nil
+	return nil
 }
 
 // Remove uninstalls an SA pair; it reports whether the pair was installed.
@@ -323,6 +334,7 @@ func (e *Engine) Pairs() []*SAPair {
 type routeTable struct {
 	hosts  map[netip.Addr][]*SAPair // pairs whose remote selector is one address
 	others []*SAPair
+	traps  []*trap
 }
 
 func (e *Engine) rebuildRoutesLocked() {
@@ -343,6 +355,9 @@ func (e *Engine) rebuildRoutesLocked() {
 				break
 			}
 		}
+	}
+	for _, t := range e.traps {
+		rt.traps = append(rt.traps, t)
 	}
 	e.routes.Store(rt)
 }
@@ -393,7 +408,11 @@ func (e *Engine) routineOutbound() {
 			}
 			pair := rt.lookup(&p)
 			if pair == nil {
-				e.stats.noSA.Add(1)
+				if t := rt.trapFor(&p); t != nil {
+					e.hold(t, pkt[:p.Len])
+				} else {
+					e.stats.noSA.Add(1)
+				}
 				continue
 			}
 			if pair != cur && len(send) > 0 {

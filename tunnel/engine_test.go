@@ -28,7 +28,7 @@ type testEndpoint struct {
 	ike  chan []byte
 }
 
-func newTestEndpoint(t *testing.T, addr netip.Addr) *testEndpoint {
+func newTestEndpoint(t testing.TB, addr netip.Addr) *testEndpoint {
 	t.Helper()
 	dev, tnet, err := NewNetstack([]netip.Addr{addr}, 1400)
 	if err != nil {
@@ -341,7 +341,7 @@ func TestHardExpiryRemovesPair(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool, what string) {
+func waitFor(t testing.TB, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

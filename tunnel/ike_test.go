@@ -29,7 +29,7 @@ func newIKEEnd(t *testing.T, addr netip.Addr) *ikeEnd {
 	return &ikeEnd{testEndpoint: te}
 }
 
-func startDaemon(t *testing.T, e *ikeEnd, peer *ike.PeerConfig) {
+func startDaemon(t testing.TB, e *ikeEnd, peer *ike.PeerConfig) {
 	t.Helper()
 	d, err := ike.New(ike.Config{Datapath: e.eng, Peers: []*ike.PeerConfig{peer}})
 	if err != nil {
@@ -54,7 +54,7 @@ type authCase struct {
 	wantFailed bool
 }
 
-func keyPair(t *testing.T, kind string) (crypto.Signer, crypto.PublicKey) {
+func keyPair(t testing.TB, kind string) (crypto.Signer, crypto.PublicKey) {
 	switch kind {
 	case "ed25519":
 		pub, priv, _ := ed25519.GenerateKey(crand.Reader)
@@ -96,7 +96,7 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	return a, b
 }
 
-func waitChild(t *testing.T, e *ikeEnd) {
+func waitChild(t testing.TB, e *ikeEnd) {
 	t.Helper()
 	waitFor(t, func() bool {
 		for _, sa := range e.d.SAs() {
@@ -262,4 +262,81 @@ func transferFor(t *testing.T, a, b *testEndpoint, d time.Duration) {
 		t.Fatal("transfer did not finish")
 	}
 	t.Logf("%d MB through rekeys in %v", sent>>20, d)
+}
+
+// onDemandPair sets up a and b with a trap on a: nothing is negotiated until
+// a sends traffic to b.
+func onDemandPair(t testing.TB) (a, b *ikeEnd) {
+	t.Helper()
+	a = &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.97.0.1"))}
+	b = &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.97.0.2"))}
+	lo := netip.MustParseAddr("127.0.0.1")
+	aIKE, aNATT := a.eng.Ports()
+	bIKE, bNATT := b.eng.Ports()
+	edA, edAPub := keyPair(t, "ed25519")
+	edB, edBPub := keyPair(t, "ed25519")
+	idA, _ := ike.ParseIdentity("a.oevpn.test")
+	idB, _ := ike.ParseIdentity("b.oevpn.test")
+	props, _ := ike.ParseProposals("aes128gcm16-prfsha256-x25519", ike.ProtoIKE)
+	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
+		Auth: ike.Credential{Signer: edA}, PeerAuth: ike.PeerAuth{PublicKey: edBPub}, IKEProposals: props,
+		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr)})
+	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
+		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
+		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)})
+	a.eng.SetTrap("b", hostSel(a.addr), hostSel(b.addr))
+	a.eng.SetAcquireHandler(a.d.Acquire)
+	return a, b
+}
+
+// TestIKEOnDemand: the first packet to an on-demand peer triggers IKE, is
+// held, and is delivered through the new SA; a TCP connect does not wait
+// for a SYN retransmission.
+func TestIKEOnDemand(t *testing.T) {
+	a, b := onDemandPair(t)
+	if len(a.d.SAs()) != 0 {
+		t.Fatal("SA negotiated before any traffic")
+	}
+	l, err := b.net.ListenUDPAddrPort(netip.AddrPortFrom(b.addr, 7000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := a.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(b.addr, 7000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("first"))
+	l.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	n, _, err := l.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("held packet not delivered: %q, %v", buf[:n], err)
+	}
+	waitChild(t, a)
+
+	// A TCP connect to a peer with no SA yet: the SYN is held and sent as
+	// soon as the SA is up, well before a retransmission (1 s).
+	a.d.Down("b")
+	waitFor(t, func() bool { return len(a.eng.Pairs()) == 0 }, "SAs removed")
+	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(b.addr, 7001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	tc, err := a.net.DialTCPAddrPort(netip.AddrPortFrom(b.addr, 7001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.Close()
+	if d := time.Since(start); d > 800*time.Millisecond {
+		t.Fatalf("TCP connect through a new on-demand SA took %v: the SYN was not held", d)
+	}
 }

@@ -205,10 +205,22 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 		}
 		pcs = append(pcs, pc)
 	}
-	d, err := ike.New(ike.Config{Datapath: ep.eng, Peers: pcs, Logger: ep.log.With("component", "ike")})
+	eng := ep.eng
+	d, err := ike.New(ike.Config{Datapath: eng, Peers: pcs, Logger: ep.log.With("component", "ike"),
+		OnChange: func(peer string, up bool, err error) {
+			if !up && err != nil {
+				eng.AcquireFailed(peer) // drop held packets; the next one retries
+			}
+		}})
 	if err != nil {
 		return err
 	}
+	for _, p := range peers {
+		if p.Start == config.StartTraffic {
+			eng.SetTrap(p.Name, policy.Selectors(p.Local), policy.Selectors(p.Remote))
+		}
+	}
+	eng.SetAcquireHandler(d.Acquire)
 	ep.ike = d
 	ep.eng.SetIKEHandler(d.HandlePacket)
 	ep.eng.SetSAEventHandler(func(p *tunnel.SAPair, ev esp.Event) {

@@ -119,11 +119,12 @@ type Peer struct {
 
 // Peer auth methods and start modes.
 const (
-	AuthPSK    = "psk"
-	AuthPubkey = "pubkey"
-	AuthNull   = "null"
-	StartNow   = "start"
-	StartNever = "none"
+	AuthPSK      = "psk"
+	AuthPubkey   = "pubkey"
+	AuthNull     = "null"
+	StartNow     = "start"
+	StartTraffic = "traffic"
+	StartNever   = "none"
 )
 
 // Duration is a time.Duration written as "30s", "1h", "500ms".
@@ -434,9 +435,9 @@ func (c *Config) check() error {
 		switch p.Start {
 		case "":
 			p.Start = StartNow
-		case StartNow, StartNever:
+		case StartNow, StartTraffic, StartNever:
 		default:
-			return keyErr(k("start"), "%q is not %q or %q", p.Start, StartNow, StartNever)
+			return keyErr(k("start"), "%q is not %q, %q or %q", p.Start, StartNow, StartTraffic, StartNever)
 		}
 	}
 	return nil

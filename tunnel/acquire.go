@@ -1,0 +1,133 @@
+package tunnel
+
+import (
+	"sync"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/policy"
+)
+
+// Implementation constants of on-demand negotiation.
+const (
+	maxHeldPerTrap = 32              // packets held per trap while its SA is negotiated
+	heldTimeout    = 5 * time.Second // held packets older than this are dropped
+)
+
+// trap is an on-demand SA: traffic between Local and Remote without an SA
+// is held and the control plane is asked to negotiate one (an "acquire").
+type trap struct {
+	name          string
+	local, remote policy.Selectors
+
+	mu       sync.Mutex // guards the fields below; taken only for packets without an SA
+	held     [][]byte
+	acquired time.Time // when the acquire was raised; zero if none is under way
+}
+
+// SetTrap installs (or replaces) an on-demand trap. onAcquire is called,
+// without blocking, when the first packet needs it (set with SetAcquireHandler).
+func (e *Engine) SetTrap(name string, local, remote policy.Selectors) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.traps[name] = &trap{name: name, local: local, remote: remote}
+	e.rebuildRoutesLocked()
+}
+
+// RemoveTrap removes a trap and drops what it held.
+func (e *Engine) RemoveTrap(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.traps, name)
+	e.rebuildRoutesLocked()
+}
+
+// AcquireFailed tells the engine that the negotiation for a trap failed: its
+// held packets are dropped and the next packet raises a new acquire.
+func (e *Engine) AcquireFailed(name string) {
+	e.mu.Lock()
+	t := e.traps[name]
+	e.mu.Unlock()
+	if t != nil {
+		t.mu.Lock()
+		t.held, t.acquired = nil, time.Time{}
+		t.mu.Unlock()
+	}
+}
+
+// SetAcquireHandler sets the function told of acquires; it must not block.
+func (e *Engine) SetAcquireHandler(f func(name string)) { e.onAcquire.Store(&f) }
+
+func (rt *routeTable) trapFor(p *ipview.Packet) *trap {
+	for _, t := range rt.traps {
+		if t.remote.MatchDst(p) && t.local.MatchSrc(p) {
+			return t
+		}
+	}
+	return nil
+}
+
+// hold keeps a copy of an outbound packet for which trap t has no SA yet
+// and raises an acquire if none is under way.
+func (e *Engine) hold(t *trap, pkt []byte) {
+	now := time.Now()
+	t.mu.Lock()
+	fresh := t.acquired.IsZero() || now.Sub(t.acquired) > heldTimeout
+	if fresh {
+		t.held = t.held[:0]
+		t.acquired = now
+	}
+	if len(t.held) < maxHeldPerTrap {
+		t.held = append(t.held, append([]byte(nil), pkt...))
+	} else {
+		e.stats.noSA.Add(1)
+	}
+	t.mu.Unlock()
+	if fresh {
+		if f := e.onAcquire.Load(); f != nil && *f != nil {
+			(*f)(t.name)
+		}
+	}
+}
+
+// flushHeld sends the packets held by traps that the new pair covers.
+// It runs on the control plane, after the pair is installed.
+func (e *Engine) flushHeld(p *SAPair) {
+	e.mu.Lock()
+	traps := make([]*trap, 0, len(e.traps))
+	for _, t := range e.traps {
+		traps = append(traps, t)
+	}
+	e.mu.Unlock()
+	var send [][]byte
+	for _, t := range traps {
+		t.mu.Lock()
+		held := t.held
+		keep := held[:0:0]
+		for _, pkt := range held {
+			ip, err := ipview.Parse(pkt)
+			if err != nil || !p.Remote.MatchDst(&ip) || !p.Local.MatchSrc(&ip) {
+				keep = append(keep, pkt)
+				continue
+			}
+			buf := make([]byte, esp.Headroom+len(pkt)+esp.Tailroom)
+			copy(buf[esp.Headroom:], pkt)
+			nh := byte(ipview.ProtoIPv4)
+			if ipview.Version(pkt) == 6 {
+				nh = ipview.ProtoIPv6
+			}
+			if out, err := p.Out.Seal(buf, esp.Headroom, ip.Len, nh); err == nil {
+				send = append(send, out)
+			}
+		}
+		t.held = keep
+		if len(keep) == 0 {
+			t.acquired = time.Time{}
+		}
+		t.mu.Unlock()
+	}
+	if len(send) > 0 {
+		e.send(p, send)
+	}
+}

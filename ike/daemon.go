@@ -43,6 +43,9 @@ type Datapath interface {
 	// ChildInPackets returns how many packets the Child SA accepted, for
 	// dead-peer detection.
 	ChildInPackets(c *ChildSA) uint64
+	// SendKeepalive sends a NAT-keepalive (RFC 3948 §2.3) from the NAT-T
+	// port.
+	SendKeepalive(to netip.AddrPort) error
 }
 
 // PeerConfig is one configured peer (a "configured tunnel").
@@ -72,6 +75,9 @@ type PeerConfig struct {
 	// after RetransmitTries (default 6) sends.
 	RetransmitBase  time.Duration
 	RetransmitTries int
+	// Keepalive is the NAT-keepalive interval while IKE uses the NAT-T
+	// port (default 20s, RFC 3948 §4).
+	Keepalive time.Duration
 	// AutoStart re-initiates the IKE SA after it failed or the peer died.
 	AutoStart bool
 }
@@ -419,7 +425,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	sa.state = stateDead
 	d.answered(sa)
 	sa.queue = nil
-	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer} {
+	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer, sa.keepaliveTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -619,6 +625,10 @@ func (d *Daemon) startInitiator(p *PeerConfig) error {
 		return fmt.Errorf("ike: peer %s: no DH group in the IKE proposals", p.Name)
 	}
 	sa := &ikeSA{d: d, peer: p, initiator: true, spiI: randSPI(), remote: p.ikeAddr(), created: time.Now()}
+	if p.ikeAddr() == p.nattAddr() {
+		// Start on the NAT-T port, behind the non-ESP marker (RFC 7296 §2.23).
+		sa.natt = true
+	}
 	d.sas[sa.spiI] = sa
 	d.log.Info("initiating IKE SA", "peer", p.Name, "remote", sa.remote)
 	return d.sendInit(sa, groups[0])

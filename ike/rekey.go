@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/netip"
 	"time"
 )
 
@@ -75,6 +76,7 @@ func (d *Daemon) established(sa *ikeSA) {
 	sa.lastHeard = time.Now()
 	d.scheduleIKERekey(sa)
 	d.scheduleDPD(sa)
+	d.scheduleKeepalive(sa)
 }
 
 // initialContact removes the other IKE SAs with the peer that sent
@@ -109,6 +111,25 @@ func (d *Daemon) scheduleRestart(p *PeerConfig) {
 			}
 		})
 	})
+}
+
+func (p *PeerConfig) keepalive() time.Duration { return orDur(p.Keepalive, 20*time.Second) }
+
+// scheduleKeepalive keeps NAT mappings alive while IKE runs on the NAT-T
+// port. oevpn always encapsulates, so it does not know whether a NAT is
+// really there and sends them whenever it uses port 4500.
+func (d *Daemon) scheduleKeepalive(sa *ikeSA) {
+	var tick func()
+	tick = func() {
+		d.post(func() {
+			if sa.state != stateEstablished || !sa.natt {
+				return
+			}
+			d.dp.SendKeepalive(netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port()))
+			sa.keepaliveTimer = time.AfterFunc(sa.peer.keepalive(), tick)
+		})
+	}
+	sa.keepaliveTimer = time.AfterFunc(sa.peer.keepalive(), tick)
 }
 
 // ---- dead-peer detection ----

@@ -50,19 +50,20 @@ type ikeSA struct {
 	skD, skPi, skPr []byte
 	out, in         *skCipher
 
-	nextMsgID   uint32 // the ID of our next request
-	peerMsgID   uint32 // the ID expected in the peer's next request
-	lastResp    []byte // our last response, resent for a retransmitted request
-	pending     *request
-	childSPI    uint32 // inbound SPI reserved for the first Child SA
-	peerIDSeen  Identity
-	children    []*ChildSA
-	queue       []exchange // requests waiting for the window
-	lastHeard   time.Time  // last authenticated message from the peer
-	rekeyTimer  *time.Timer
-	dpdTimer    *time.Timer
-	rekeyed     bool // replaced by a rekeyed IKE SA: children moved away
-	rekeyingIKE bool // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	nextMsgID      uint32 // the ID of our next request
+	peerMsgID      uint32 // the ID expected in the peer's next request
+	lastResp       []byte // our last response, resent for a retransmitted request
+	pending        *request
+	childSPI       uint32 // inbound SPI reserved for the first Child SA
+	peerIDSeen     Identity
+	children       []*ChildSA
+	queue          []exchange // requests waiting for the window
+	lastHeard      time.Time  // last authenticated message from the peer
+	rekeyTimer     *time.Timer
+	dpdTimer       *time.Timer
+	keepaliveTimer *time.Timer
+	rekeyed        bool // replaced by a rekeyed IKE SA: children moved away
+	rekeyingIKE    bool // our CREATE_CHILD_SA rekeying this IKE SA is under way
 }
 
 // request is our outstanding request, retransmitted until answered.

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/oevpn/oevpn/ike"
 )
@@ -50,4 +51,13 @@ func (e *Engine) ChildInPackets(c *ike.ChildSA) uint64 {
 		return p.In.Counters().Packets
 	}
 	return 0
+}
+
+// SendKeepalive sends a NAT-keepalive (one octet 0xFF) from the NAT-T port.
+func (e *Engine) SendKeepalive(to netip.AddrPort) error {
+	ep, err := e.natt.ParseEndpoint(netip.AddrPortFrom(to.Addr().Unmap(), to.Port()).String())
+	if err != nil {
+		return err
+	}
+	return e.natt.Send([][]byte{{0xff}}, ep)
 }

@@ -41,17 +41,18 @@ func startDaemon(t testing.TB, e *ikeEnd, peer *ike.PeerConfig) {
 }
 
 type authCase struct {
-	name       string
-	credA      ike.Credential
-	credB      ike.Credential
-	authA      ike.PeerAuth // how B checks A
-	authB      ike.PeerAuth // how A checks B
-	ikeProps   string
-	espProps   string
-	ikePropsB  string           // the responder's, when it differs
-	childLife  [2]time.Duration // a's and b's Child SA lifetimes (0: default)
-	ikeLife    [2]time.Duration
-	wantFailed bool
+	name        string
+	credA       ike.Credential
+	credB       ike.Credential
+	authA       ike.PeerAuth // how B checks A
+	authB       ike.PeerAuth // how A checks B
+	ikeProps    string
+	espProps    string
+	ikePropsB   string           // the responder's, when it differs
+	childLife   [2]time.Duration // a's and b's Child SA lifetimes (0: default)
+	ikeLife     [2]time.Duration
+	startOnNATT bool // the initiator sends IKE_SA_INIT to the NAT-T port
+	keepalive   time.Duration
 }
 
 func keyPair(t testing.TB, kind string) (crypto.Signer, crypto.PublicKey) {
@@ -84,9 +85,12 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	}
 	idA, _ := ike.ParseIdentity("a.oevpn.test")
 	idB, _ := ike.ParseIdentity("b.oevpn.test")
+	if tc.startOnNATT {
+		bIKE = bNATT
+	}
 	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
 		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
-		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0]})
+		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0], Keepalive: tc.keepalive})
 	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
 		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1]})
@@ -127,6 +131,8 @@ func TestIKENetstack(t *testing.T) {
 			ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
 		{name: "legacy-cbc-modp2048", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
 			ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
+		{name: "start-on-natt-port", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, startOnNATT: true},
+		{name: "nat-keepalives", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, keepalive: 50 * time.Millisecond},
 		{name: "invalid-ke-retry-ecp256", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
 			ikeProps: "aes128gcm16-prfsha384-modp2048-ecp256", ikePropsB: "aes128gcm16-prfsha384-ecp256", espProps: "aes128gcm16-esn"},
 	}
@@ -141,6 +147,9 @@ func TestIKENetstack(t *testing.T) {
 				}
 			}
 			transfer(t, a.testEndpoint, b.testEndpoint, 2<<20)
+			if tc.keepalive != 0 {
+				waitFor(t, func() bool { return b.eng.Stats().Keepalives >= 2 }, "NAT-keepalives arrive")
+			}
 		})
 	}
 }

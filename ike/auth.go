@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -70,7 +71,9 @@ func (id Identity) payload(initiator bool) *IDPayload {
 type Credential struct {
 	PSK    []byte
 	Signer crypto.Signer
-	Null   bool
+	// Cert, if set, is Signer's X.509 certificate, sent in a CERT payload.
+	Cert *x509.Certificate
+	Null bool
 }
 
 // Method returns the AUTH method the credential uses.
@@ -80,6 +83,8 @@ func (c *Credential) Method() string {
 		return "null"
 	case c.PSK != nil:
 		return "psk"
+	case c.Cert != nil:
+		return "cert"
 	}
 	switch c.Signer.(type) {
 	case ed25519.PrivateKey:
@@ -96,7 +101,107 @@ func (c *Credential) Method() string {
 type PeerAuth struct {
 	PSK       []byte
 	PublicKey crypto.PublicKey // raw public key (RFC 7670) pinned for the peer
-	Null      bool
+	// Certs are the peer's pinned X.509 certificates (self-signed ones
+	// included); Roots are CAs that may certify the peer. The certificate
+	// must confirm the peer's identity.
+	Certs []*x509.Certificate
+	Roots *x509.CertPool
+	Null  bool
+}
+
+// usesCerts reports whether the peer authenticates with certificates.
+func (pa *PeerAuth) usesCerts() bool { return len(pa.Certs) > 0 || pa.Roots != nil }
+
+// peerKey finds the public key that must verify the peer's AUTH: the pinned
+// raw key, or the key of the peer's certificate (sent in CERT payloads, or
+// pinned), which must confirm identity id.
+func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, error) {
+	if pa.PublicKey != nil || !pa.usesCerts() {
+		return pa.PublicKey, nil
+	}
+	var chain []*x509.Certificate
+	for _, c := range sent {
+		if c.Encoding != CertX509Signature {
+			continue
+		}
+		cert, err := x509.ParseCertificate(c.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: peer's certificate: %v", ErrAuth, err)
+		}
+		chain = append(chain, cert)
+	}
+	var ee *x509.Certificate
+	switch {
+	case len(chain) > 0:
+		ee = chain[0]
+	default:
+		for _, c := range pa.Certs {
+			if certConfirms(c, id) {
+				ee = c
+				break
+			}
+		}
+		if ee == nil {
+			return nil, fmt.Errorf("%w: peer sent no certificate and none pinned confirms %v", ErrAuth, id)
+		}
+	}
+	trusted := false
+	for _, c := range pa.Certs {
+		if bytes.Equal(c.Raw, ee.Raw) {
+			trusted = true
+		}
+	}
+	if !trusted && pa.Roots != nil {
+		inter := x509.NewCertPool()
+		for _, c := range chain[min(1, len(chain)):] {
+			inter.AddCert(c)
+		}
+		_, err := ee.Verify(x509.VerifyOptions{Roots: pa.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err != nil {
+			return nil, fmt.Errorf("%w: peer's certificate %q: %v", ErrAuth, ee.Subject, err)
+		}
+		trusted = true
+	}
+	if !trusted {
+		return nil, fmt.Errorf("%w: peer's certificate %q is neither pinned nor from a trusted CA", ErrAuth, ee.Subject)
+	}
+	if !certConfirms(ee, id) {
+		return nil, fmt.Errorf("%w: certificate %q does not confirm identity %v", ErrAuth, ee.Subject, id)
+	}
+	return ee.PublicKey, nil
+}
+
+// certConfirms reports whether cert binds identity id: its subject DN, or
+// a subjectAltName of the identity's type.
+func certConfirms(cert *x509.Certificate, id Identity) bool {
+	switch id.Type {
+	case IDDERASN1D:
+		return bytes.Equal(id.Data, cert.RawSubject)
+	case IDFQDN:
+		for _, n := range cert.DNSNames {
+			if strings.EqualFold(n, string(id.Data)) {
+				return true
+			}
+		}
+	case IDRFC822:
+		for _, e := range cert.EmailAddresses {
+			if strings.EqualFold(e, string(id.Data)) {
+				return true
+			}
+		}
+	case IDIPv4, IDIPv6:
+		for _, ip := range cert.IPAddresses {
+			if a, ok := netip.AddrFromSlice(ip); ok && bytes.Equal(a.Unmap().AsSlice(), id.Data) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// CertIdentity is the identity a certificate stands for: its subject DN.
+func CertIdentity(cert *x509.Certificate) Identity {
+	return Identity{Type: IDDERASN1D, Data: cert.RawSubject}
 }
 
 // Algorithm identifiers of RFC 7427 §3 (DER AlgorithmIdentifier).

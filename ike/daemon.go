@@ -297,7 +297,7 @@ func (d *Daemon) SAs() []SAInfo {
 	d.call(func() {
 		for _, sa := range d.sas {
 			out = append(out, SAInfo{Peer: sa.peer.Name, Remote: sa.remote, Initiator: sa.initiator, State: sa.state.String(),
-				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, LocalID: sa.peer.LocalID.String(), PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
+				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, LocalID: ourID(sa.peer).String(), PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
 				Created: sa.created, Children: append([]*ChildSA(nil), sa.children...)})
 		}
 	})
@@ -772,10 +772,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 		return
 	}
 	sa.childSPI = spi
-	id := p.LocalID.payload(true)
-	if p.LocalID.Type == 0 {
-		id = Identity{Type: IDNull}.payload(true)
-	}
+	id := ourID(p).payload(true)
 	auth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, id))
 	if err != nil {
 		d.teardown(sa, err)
@@ -787,7 +784,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
 		props[i] = pr
 	}
-	payloads := []Payload{id}
+	payloads := append([]Payload{id}, certPayloads(p)...)
 	if d.firstContact(sa) {
 		// §2.4: only when we hold no other IKE SA with this peer, or the
 		// peer would drop SAs that are still in use.
@@ -829,7 +826,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
 		return
 	}
-	if err := verifyAuth(sa.prf, &p.PeerAuth, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
+	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
 		d.teardown(sa, err)
 		return
 	}
@@ -938,7 +935,46 @@ func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
 	if p.RemoteID.Type != 0 {
 		return p.RemoteID.Equal(id)
 	}
-	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull)
+	// With certificates, the certificate must confirm the identity
+	// (checked with the AUTH payload).
+	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.usesCerts()
+}
+
+// verifyPeer checks the peer's AUTH payload over octets with the key its
+// configuration or certificate gives.
+func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayload, octets []byte) error {
+	var sent []*CertPayload
+	for _, p := range m.Payloads {
+		if c, ok := p.(*CertPayload); ok && !c.Request {
+			sent = append(sent, c)
+		}
+	}
+	pa := sa.peer.PeerAuth
+	key, err := peerKey(&pa, id, sent)
+	if err != nil {
+		return err
+	}
+	pa.PublicKey = key
+	return verifyAuth(sa.prf, &pa, auth, octets)
+}
+
+// ourID returns the identity we use with p.
+func ourID(p *PeerConfig) Identity {
+	switch {
+	case p.LocalID.Type != 0:
+		return p.LocalID
+	case p.Auth.Cert != nil:
+		return CertIdentity(p.Auth.Cert)
+	}
+	return Identity{Type: IDNull}
+}
+
+// certPayloads returns our CERT payload, if we have a certificate.
+func certPayloads(p *PeerConfig) []Payload {
+	if p.Auth.Cert == nil {
+		return nil
+	}
+	return []Payload{&CertPayload{Encoding: CertX509Signature, Data: p.Auth.Cert.Raw}}
 }
 
 // ---- responder ----
@@ -1043,21 +1079,18 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
 		return
 	}
-	if err := verifyAuth(sa.prf, &p.PeerAuth, auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, idi)); err != nil {
+	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, idi)); err != nil {
 		fail(AUTHENTICATION_FAILED, err)
 		return
 	}
 	sa.peerIDSeen = peerID
-	id := p.LocalID.payload(false)
-	if p.LocalID.Type == 0 {
-		id = Identity{Type: IDNull}.payload(false)
-	}
+	id := ourID(p).payload(false)
 	ourAuth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, id))
 	if err != nil {
 		fail(AUTHENTICATION_FAILED, err)
 		return
 	}
-	resp := []Payload{id, ourAuth}
+	resp := append(append([]Payload{id}, certPayloads(p)...), ourAuth)
 	childOK := false
 	sap, tsi, tsr := Get[*SAPayload](m), m.TS(true), m.TS(false)
 	if sap != nil && tsi != nil && tsr != nil {

@@ -1,6 +1,8 @@
 package ike
 
 import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -503,6 +505,13 @@ func (p *IDPayload) String() string {
 		return string(p.Data)
 	case IDNull:
 		return "(null)"
+	case IDDERASN1D:
+		var rdn pkix.RDNSequence
+		if rest, err := asn1.Unmarshal(p.Data, &rdn); err == nil && len(rest) == 0 {
+			var n pkix.Name
+			n.FillFromRDNSequence(&rdn)
+			return n.String()
+		}
 	}
 	return fmt.Sprintf("id-type-%d:%x", p.IDType, p.Data)
 }

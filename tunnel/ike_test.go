@@ -7,7 +7,10 @@ import (
 	"crypto/elliptic"
 	crand "crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -53,6 +56,25 @@ type authCase struct {
 	ikeLife     [2]time.Duration
 	startOnNATT bool // the initiator sends IKE_SA_INIT to the NAT-T port
 	keepalive   time.Duration
+}
+
+// selfSigned makes an ECDSA P-256 certificate for name, signed by parent
+// (self-signed when parent is nil).
+func selfSigned(t testing.TB, name string, parent *x509.Certificate, parentKey crypto.Signer) (crypto.Signer, *x509.Certificate) {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		DNSNames: []string{name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: parent == nil}
+	if parent == nil {
+		parent, parentKey = tmpl, k
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, parent, &k.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return k, c
 }
 
 func keyPair(t testing.TB, kind string) (crypto.Signer, crypto.PublicKey) {
@@ -136,6 +158,18 @@ func TestIKENetstack(t *testing.T) {
 		{name: "invalid-ke-retry-ecp256", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
 			ikeProps: "aes128gcm16-prfsha384-modp2048-ecp256", ikePropsB: "aes128gcm16-prfsha384-ecp256", espProps: "aes128gcm16-esn"},
 	}
+	certKeyA, certA := selfSigned(t, "a.oevpn.test", nil, nil)
+	certKeyB, certB := selfSigned(t, "b.oevpn.test", nil, nil)
+	caKey, ca := selfSigned(t, "oevpn test CA", nil, nil)
+	caKeyA, caCertA := selfSigned(t, "a.oevpn.test", ca, caKey)
+	caKeyB, caCertB := selfSigned(t, "b.oevpn.test", ca, caKey)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	cases = append(cases,
+		authCase{name: "self-signed-certs", credA: ike.Credential{Signer: certKeyA, Cert: certA}, credB: ike.Credential{Signer: certKeyB, Cert: certB},
+			authA: ike.PeerAuth{Certs: []*x509.Certificate{certA}}, authB: ike.PeerAuth{Certs: []*x509.Certificate{certB}}},
+		authCase{name: "ca-certs", credA: ike.Credential{Signer: caKeyA, Cert: caCertA}, credB: ike.Credential{Signer: caKeyB, Cert: caCertB},
+			authA: ike.PeerAuth{Roots: roots}, authB: ike.PeerAuth{Roots: roots}})
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := connectIKE(t, tc, i)
@@ -165,6 +199,16 @@ func TestIKEAuthFailures(t *testing.T) {
 		{name: "null not accepted", credA: ike.Credential{Null: true}, credB: ike.Credential{PSK: []byte("x")},
 			authA: ike.PeerAuth{PublicKey: edAPub}, authB: ike.PeerAuth{PSK: []byte("x")}},
 	}
+	// A certificate that is not the pinned one (same name, other key), and
+	// one whose name does not match the identity.
+	kA, cA := selfSigned(t, "a.oevpn.test", nil, nil)
+	_, other := selfSigned(t, "a.oevpn.test", nil, nil)
+	kWrong, wrongName := selfSigned(t, "mallory.oevpn.test", nil, nil)
+	cases = append(cases,
+		authCase{name: "unpinned certificate", credA: ike.Credential{Signer: kA, Cert: cA}, credB: ike.Credential{PSK: []byte("x")},
+			authA: ike.PeerAuth{Certs: []*x509.Certificate{other}}, authB: ike.PeerAuth{PSK: []byte("x")}},
+		authCase{name: "certificate for another name", credA: ike.Credential{Signer: kWrong, Cert: wrongName}, credB: ike.Credential{PSK: []byte("x")},
+			authA: ike.PeerAuth{Certs: []*x509.Certificate{wrongName}}, authB: ike.PeerAuth{PSK: []byte("x")}})
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := connectIKE(t, tc, i)

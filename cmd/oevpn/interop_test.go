@@ -65,6 +65,10 @@ func (l *interopLab) startOevpnExtra(t *testing.T, c interopCase, keyFile, peerP
 	switch c.auth {
 	case "ed25519", "ecdsa":
 		auth = fmt.Sprintf("auth = \"pubkey\"\nprivate_key = %q\nremote_public_key = %q", keyFile, peerPub)
+	case "cert":
+		// keyFile holds our key, peerPub names "ours.crt|theirs.crt".
+		ours, theirs, _ := strings.Cut(peerPub, "|")
+		auth = fmt.Sprintf("auth = \"cert\"\nprivate_key = %q\ncertificate = %q\nremote_certificate = %q", keyFile, ours, theirs)
 	case "null":
 		auth = `auth = "null"`
 	}
@@ -134,6 +138,8 @@ func TestLabInteropStrongSwan(t *testing.T) {
 		{name: "ed25519/strongswan-initiates", auth: "ed25519", swanStarts: true},
 		{name: "ecdsa/oevpn-initiates", auth: "ecdsa"},
 		{name: "ecdsa/strongswan-initiates", auth: "ecdsa", swanStarts: true},
+		{name: "self-signed-cert/oevpn-initiates", auth: "cert"},
+		{name: "self-signed-cert/strongswan-initiates", auth: "cert", swanStarts: true},
 		{name: "default-proposal/aes256gcm-x25519", auth: "psk", ikeProps: "aes256gcm16-prfsha256-x25519", espProps: "aes256gcm16"},
 		{name: "chacha20poly1305", auth: "psk", ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
 		{name: "legacy-aes256-sha256-modp2048", auth: "psk", ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
@@ -156,6 +162,18 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		pubFile = filepath.Join(l.dir, lab.Unique("pub")+".pem")
 		os.WriteFile(keyFile, oPriv, 0o600)
 		os.WriteFile(pubFile, sPub, 0o644)
+	}
+	if c.auth == "cert" {
+		oKey, oCert := lab.GenerateCert(t, ioIDO)
+		sKey, sCert := lab.GenerateCert(t, ioIDS)
+		sc.Auth, sc.LocalKeyPEM, sc.LocalCertPEM, sc.RemoteCertPEM = "cert", sKey, sCert, oCert
+		keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
+		ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+		theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+		os.WriteFile(keyFile, oKey, 0o600)
+		os.WriteFile(ours, oCert, 0o644)
+		os.WriteFile(theirs, sCert, 0o644)
+		pubFile = ours + "|" + theirs
 	}
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	start := "start"

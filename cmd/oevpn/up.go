@@ -200,6 +200,9 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 			pc.Auth.PSK, pc.PeerAuth.PSK = []byte(p.PSK), []byte(p.PSK)
 		case config.AuthPubkey:
 			pc.Auth.Signer, pc.PeerAuth.PublicKey = p.Signer, p.RemoteKey
+		case config.AuthCert:
+			pc.Auth.Signer, pc.Auth.Cert = p.Signer, p.Cert
+			pc.PeerAuth.Certs, pc.PeerAuth.Roots = p.RemoteCerts, p.Roots
 		case config.AuthNull:
 			pc.Auth.Null, pc.PeerAuth.Null = true, true
 		}

@@ -98,6 +98,9 @@ type Peer struct {
 	PSK             string            `toml:"psk"`
 	PrivateKey      string            `toml:"private_key"`
 	RemotePublicKey string            `toml:"remote_public_key"`
+	Certificate     string            `toml:"certificate"`
+	RemoteCert      string            `toml:"remote_certificate"`
+	CA              string            `toml:"ca"`
 	IKEProposals    string            `toml:"ike_proposals"`
 	ESPProposals    string            `toml:"esp_proposals"`
 	Local           []policy.Selector `toml:"local"`
@@ -110,17 +113,21 @@ type Peer struct {
 	RetransmitTries int               `toml:"retransmit_tries"`
 
 	// Filled in by the checks: the parsed proposals, identities and keys.
-	IKE, ESP       []ike.Proposal   `toml:"-"`
-	LocalIdentity  ike.Identity     `toml:"-"`
-	RemoteIdentity ike.Identity     `toml:"-"`
-	Signer         crypto.Signer    `toml:"-"`
-	RemoteKey      crypto.PublicKey `toml:"-"`
+	IKE, ESP       []ike.Proposal      `toml:"-"`
+	LocalIdentity  ike.Identity        `toml:"-"`
+	RemoteIdentity ike.Identity        `toml:"-"`
+	Signer         crypto.Signer       `toml:"-"`
+	RemoteKey      crypto.PublicKey    `toml:"-"`
+	Cert           *x509.Certificate   `toml:"-"`
+	RemoteCerts    []*x509.Certificate `toml:"-"`
+	Roots          *x509.CertPool      `toml:"-"`
 }
 
 // Peer auth methods and start modes.
 const (
 	AuthPSK      = "psk"
 	AuthPubkey   = "pubkey"
+	AuthCert     = "cert"
 	AuthNull     = "null"
 	StartNow     = "start"
 	StartTraffic = "traffic"
@@ -379,13 +386,23 @@ func (c *Config) check() error {
 			if p.RemotePublicKey == "" {
 				return keyErr(k("remote_public_key"), "missing: the PEM file of the peer's public key")
 			}
+		case AuthCert:
+			if p.PrivateKey == "" {
+				return keyErr(k("private_key"), "missing: the PEM file of our private key")
+			}
+			if p.Certificate == "" {
+				return keyErr(k("certificate"), "missing: the PEM file of our certificate")
+			}
+			if p.RemoteCert == "" && p.CA == "" {
+				return keyErr(k("remote_certificate"), "missing: the peer's certificate to pin, or a ca to trust")
+			}
 		case AuthNull:
 		case "":
-			return keyErr(k("auth"), "missing: one of %q, %q, %q", AuthPSK, AuthPubkey, AuthNull)
+			return keyErr(k("auth"), "missing: one of %q, %q, %q, %q", AuthPSK, AuthPubkey, AuthCert, AuthNull)
 		default:
-			return keyErr(k("auth"), "%q is not one of %q, %q, %q", p.Auth, AuthPSK, AuthPubkey, AuthNull)
+			return keyErr(k("auth"), "%q is not one of %q, %q, %q, %q", p.Auth, AuthPSK, AuthPubkey, AuthCert, AuthNull)
 		}
-		if p.Auth != AuthNull && p.LocalID == "" {
+		if p.Auth != AuthNull && p.Auth != AuthCert && p.LocalID == "" {
 			return keyErr(k("local_id"), "missing: our identity (an address, a domain name or user@domain)")
 		}
 		var err error
@@ -410,6 +427,34 @@ func (c *Config) check() error {
 		}
 		if p.ESP, err = ike.ParseProposals(p.ESPProposals, ike.ProtoESP); err != nil {
 			return keyErr(k("esp_proposals"), "%v", err)
+		}
+		if p.Auth == AuthCert {
+			if p.Signer, err = loadPrivateKey(c.resolve(p.PrivateKey)); err != nil {
+				return keyErr(k("private_key"), "%v", err)
+			}
+			certs, err := loadCerts(c.resolve(p.Certificate))
+			if err != nil {
+				return keyErr(k("certificate"), "%v", err)
+			}
+			p.Cert = certs[0]
+			if !publicKeysEqual(p.Cert.PublicKey, p.Signer.Public()) {
+				return keyErr(k("certificate"), "the certificate is not for the key in private_key")
+			}
+			if p.RemoteCert != "" {
+				if p.RemoteCerts, err = loadCerts(c.resolve(p.RemoteCert)); err != nil {
+					return keyErr(k("remote_certificate"), "%v", err)
+				}
+			}
+			if p.CA != "" {
+				cas, err := loadCerts(c.resolve(p.CA))
+				if err != nil {
+					return keyErr(k("ca"), "%v", err)
+				}
+				p.Roots = x509.NewCertPool()
+				for _, ca := range cas {
+					p.Roots.AddCert(ca)
+				}
+			}
 		}
 		if p.Auth == AuthPubkey {
 			if p.Signer, err = loadPrivateKey(c.resolve(p.PrivateKey)); err != nil {
@@ -481,6 +526,39 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("%s: key type %T cannot sign", path, k)
 	}
 	return s, nil
+}
+
+// loadCerts reads the PEM certificates in a file.
+func loadCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, data = pem.Decode(data)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return certs, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
 }
 
 // loadPublicKey reads a PEM SubjectPublicKeyInfo ("PUBLIC KEY").

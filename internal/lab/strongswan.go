@@ -10,10 +10,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,7 +69,7 @@ type SwanConfig struct {
 	// strongSwan's default: the local address, and any remote identity.
 	// Pubkey auth needs both.
 	LocalID, RemoteID string
-	// Auth is "psk" or "pubkey" (raw public keys, no certificates), for
+	// Auth is "psk", "pubkey" (raw public keys) or "cert" (X.509), for
 	// both directions.
 	Auth string
 	// PSK is the pre-shared key for Auth "psk", used verbatim (written hex
@@ -80,6 +82,10 @@ type SwanConfig struct {
 	// RemotePubPEM is the peer's public key ("PUBLIC KEY" PEM) for Auth
 	// "pubkey".
 	RemotePubPEM []byte
+	// LocalCertPEM and RemoteCertPEM are this side's and the peer's X.509
+	// certificates for Auth "cert" (self-signed ones work: the peer's is
+	// pinned); the private key is LocalKeyPEM.
+	LocalCertPEM, RemoteCertPEM []byte
 	// Proposals and ESPProposals are swanctl proposal lists. Defaults
 	// "aes128gcm16-prfsha256-x25519" and "aes128gcm16".
 	Proposals, ESPProposals string
@@ -276,7 +282,7 @@ swanctl {
 		}
 		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
 	}
-	var localPub, remotePub string
+	var localPub, remotePub, localCert, remoteCert string
 	switch c.Auth {
 	case "psk":
 		if c.PSK == "" {
@@ -304,8 +310,28 @@ swanctl {
 			}
 		}
 		localPub, remotePub = "local.pub", "remote.pub"
+	case "cert":
+		// X.509 certificates (self-signed ones pinned as the peer's).
+		if len(c.LocalKeyPEM) == 0 || len(c.LocalCertPEM) == 0 || len(c.RemoteCertPEM) == 0 {
+			return errors.New("auth cert needs LocalKeyPEM, LocalCertPEM and RemoteCertPEM")
+		}
+		files := map[string][]byte{
+			"private/local.pem": c.LocalKeyPEM,
+			"x509/local.crt":    c.LocalCertPEM,
+			"x509/remote.crt":   c.RemoteCertPEM,
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(s.swanDir, name), data, 0o600); err != nil {
+				return err
+			}
+		}
+		localCert, remoteCert = "local.crt", "remote.crt"
 	default:
-		return fmt.Errorf("auth %q: want psk or pubkey", c.Auth)
+		return fmt.Errorf("auth %q: want psk, pubkey or cert", c.Auth)
+	}
+	authMethod := c.Auth
+	if authMethod == "cert" {
+		authMethod = "pubkey"
 	}
 
 	b.WriteString("# swanctl.conf (internal/lab)\nconnections {\n    " + SwanName + " {\n")
@@ -324,13 +350,15 @@ swanctl {
 		line(2, "rand_time", "1s")
 	}
 	b.WriteString("        local {\n")
-	line(3, "auth", c.Auth)
+	line(3, "auth", authMethod)
 	line(3, "id", quote(c.LocalID))
 	line(3, "pubkeys", localPub)
+	line(3, "certs", localCert)
 	b.WriteString("        }\n        remote {\n")
-	line(3, "auth", c.Auth)
+	line(3, "auth", authMethod)
 	line(3, "id", quote(c.RemoteID))
 	line(3, "pubkeys", remotePub)
+	line(3, "certs", remoteCert)
 	b.WriteString("        }\n        children {\n            " + SwanName + " {\n")
 	line(4, "local_ts", c.LocalTS)
 	line(4, "remote_ts", c.RemoteTS)
@@ -415,6 +443,37 @@ func GenerateKey(t testing.TB, kind string) (privPEM, pubPEM []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+}
+
+// GenerateCert makes a self-signed ECDSA P-256 certificate whose subject is
+// CN=name and whose subjectAltName is the DNS name, as strongSwan wants an
+// FQDN identity to be confirmed by the certificate. It returns the private
+// key (PKCS#8 PEM) and the certificate (PEM).
+func GenerateCert(t testing.TB, name string) (keyPEM, certPEM []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"oevpn lab"}},
+		DNSNames:              []string{name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // Swanctl runs swanctl in the namespace against this instance (its

@@ -111,3 +111,15 @@ func TestLabStrongSwanStopKill(t *testing.T) {
 		t.Errorf("SIGTERM: charon did not delete its IKE SA:\n%s", s1.Log())
 	}
 }
+
+// TestLabStrongSwanCert checks the harness's X.509 mode between two charons
+// with self-signed certificates pinned on both sides.
+func TestLabStrongSwanCert(t *testing.T) {
+	Require(t, "charon-systemd", "swanctl", "ping")
+	k1, c1 := GenerateCert(t, "sw1.lab.test")
+	k2, c2 := GenerateCert(t, "sw2.lab.test")
+	cfg1 := SwanConfig{Auth: "cert", LocalID: "sw1.lab.test", RemoteID: "sw2.lab.test", LocalKeyPEM: k1, LocalCertPEM: c1, RemoteCertPEM: c2}
+	cfg2 := SwanConfig{Auth: "cert", LocalID: "sw2.lab.test", RemoteID: "sw1.lab.test", LocalKeyPEM: k2, LocalCertPEM: c2, RemoteCertPEM: c1}
+	s1, s2 := swanPair(t, cfg1, cfg2)
+	checkTunnel(t, s1, s2)
+}

@@ -78,6 +78,9 @@ type PeerConfig struct {
 	// Keepalive is the NAT-keepalive interval while IKE uses the NAT-T
 	// port (default 20s, RFC 3948 §4).
 	Keepalive time.Duration
+	// FragmentSize is the largest encrypted IKE message sent whole when
+	// the peer supports fragmentation (default DefaultFragmentSize).
+	FragmentSize int
 	// AutoStart re-initiates the IKE SA after it failed or the peer died.
 	AutoStart bool
 }
@@ -365,22 +368,25 @@ func sigHashNotify() *NotifyPayload {
 }
 
 // send transmits msg to the peer on its current port.
-func (d *Daemon) send(sa *ikeSA, msg []byte) {
+func (d *Daemon) send(sa *ikeSA, msgs ...[]byte) {
 	to := sa.remote
-	if err := d.dp.SendIKE(msg, to, sa.natt); err != nil {
-		d.log.Warn("sending IKE message failed", "peer", sa.peer.Name, "to", to, "err", err)
+	for _, msg := range msgs {
+		if err := d.dp.SendIKE(msg, to, sa.natt); err != nil {
+			d.log.Warn("sending IKE message failed", "peer", sa.peer.Name, "to", to, "err", err)
+			return
+		}
 	}
 }
 
 // sendRequest sends a request and retransmits it with exponential backoff
 // until answered or given up.
-func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32, onResponse func(*Message)) {
+func (d *Daemon) sendRequest(sa *ikeSA, msgs [][]byte, id uint32, onResponse func(*Message)) {
 	if sa.pending != nil && sa.pending.timer != nil {
 		sa.pending.timer.Stop()
 	}
-	r := &request{msg: msg, id: id, onResponse: onResponse}
+	r := &request{msgs: msgs, id: id, onResponse: onResponse}
 	sa.pending = r
-	d.send(sa, msg)
+	d.send(sa, msgs...)
 	var arm func(delay time.Duration)
 	arm = func(delay time.Duration) {
 		r.timer = time.AfterFunc(delay, func() {
@@ -395,7 +401,7 @@ func (d *Daemon) sendRequest(sa *ikeSA, msg []byte, id uint32, onResponse func(*
 					return
 				}
 				d.log.Debug("retransmitting", "peer", sa.peer.Name, "message_id", id, "try", r.tries)
-				d.send(sa, msg)
+				d.send(sa, msgs...)
 				arm(delay * 2)
 			})
 		})
@@ -499,8 +505,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		if sa.pending == nil || m.MessageID != sa.pending.id {
 			return // late or duplicate response
 		}
-		if err := sa.decrypt(m); err != nil {
-			d.log.Debug("dropping response that does not decrypt", "peer", sa.peer.Name, "err", err)
+		if m = d.open(sa, m); m == nil {
 			return
 		}
 		sa.lastHeard = time.Now()
@@ -525,13 +530,16 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 	// A request: retransmission, or the next one in the window of 1.
 	switch {
 	case m.MessageID+1 == sa.peerMsgID && sa.lastResp != nil:
-		d.send(sa, sa.lastResp)
+		// A retransmission (for a fragmented request, its first fragment
+		// only triggers the resend, RFC 7383 §2.6.1).
+		if m.skType != PayloadSKF || fragNumber(m) == 1 {
+			d.send(sa, sa.lastResp...)
+		}
 		return
 	case m.MessageID != sa.peerMsgID:
 		return
 	}
-	if err := sa.decrypt(m); err != nil {
-		d.log.Debug("dropping request that does not decrypt", "peer", sa.peer.Name, "err", err)
+	if m = d.open(sa, m); m == nil {
 		return
 	}
 	if natt && !sa.natt {
@@ -563,16 +571,40 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 	}
 }
 
+// open decrypts m, or adds it to the message being reassembled from
+// fragments; it returns the whole decrypted message, or nil.
+func (d *Daemon) open(sa *ikeSA, m *Message) *Message {
+	if m.skType == PayloadSKF {
+		full, err := sa.reassemble(m)
+		if err != nil {
+			d.log.Debug("dropping IKE fragment", "peer", sa.peer.Name, "err", err)
+		}
+		return full
+	}
+	if err := sa.decrypt(m); err != nil {
+		d.log.Debug("dropping message that does not decrypt", "peer", sa.peer.Name, "err", err)
+		return nil
+	}
+	return m
+}
+
+func fragNumber(m *Message) int {
+	if len(m.raw) < m.skOff+payloadHeaderLen+2 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(m.raw[m.skOff+payloadHeaderLen:]))
+}
+
 // respond sends and caches the encrypted response to request m.
 func (d *Daemon) respond(sa *ikeSA, m *Message, payloads []Payload) {
-	b, err := sa.encrypt(m.Exchange, m.MessageID, true, payloads)
+	b, err := sa.encryptFrags(m.Exchange, m.MessageID, true, payloads)
 	if err != nil {
 		d.log.Error("building response", "peer", sa.peer.Name, "err", err)
 		return
 	}
 	sa.peerMsgID = m.MessageID + 1
 	sa.lastResp = b
-	d.send(sa, b)
+	d.send(sa, b...)
 }
 
 // onInformational handles Delete payloads and liveness checks.
@@ -651,14 +683,14 @@ func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
 	m.Payloads = append(m.Payloads, &SAPayload{Proposals: sa.peer.IKEProposals}, &KEPayload{Group: group, Data: sa.ke},
 		&NoncePayload{Data: sa.nI})
 	m.Payloads = append(m.Payloads, natNotifies(sa.spiI, 0, sa.remote)...)
-	m.Payloads = append(m.Payloads, sigHashNotify())
+	m.Payloads = append(m.Payloads, sigHashNotify(), &NotifyPayload{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})
 	b, err := m.Marshal()
 	if err != nil {
 		return err
 	}
 	sa.initReq = b
 	sa.state = stateInitSent
-	d.sendRequest(sa, b, 0, nil)
+	d.sendRequest(sa, [][]byte{b}, 0, nil)
 	return nil
 }
 
@@ -711,6 +743,7 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 		return
 	}
 	sa.suite, sa.spiR, sa.nR, sa.initResp = suite, m.SPIr, nr.Data, m.Raw()
+	sa.fragOK = m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil
 	if err := sa.deriveKeys(shared); err != nil {
 		d.teardown(sa, err)
 		return
@@ -796,7 +829,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 	payloads = append(payloads, auth, &SAPayload{Proposals: props},
 		&TSPayload{Initiator: true, Selectors: wireSelectors(p.LocalTS)},
 		&TSPayload{Initiator: false, Selectors: wireSelectors(p.RemoteTS)})
-	b, err := sa.encrypt(IKE_AUTH, 1, false, payloads)
+	b, err := sa.encryptFrags(IKE_AUTH, 1, false, payloads)
 	if err != nil {
 		d.teardown(sa, err)
 		return
@@ -1025,7 +1058,8 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		return
 	}
 	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite, group: g,
-		nI: ni.Data, nR: randNonce(), initReq: m.Raw(), created: time.Now(), peerMsgID: 1}
+		nI: ni.Data, nR: randNonce(), initReq: m.Raw(), created: time.Now(), peerMsgID: 1,
+		fragOK: m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil}
 	priv, pub, err := g.generate()
 	if err != nil {
 		return
@@ -1045,6 +1079,9 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		&NoncePayload{Data: sa.nR})
 	r.Payloads = append(r.Payloads, natNotifies(sa.spiI, sa.spiR, from)...)
 	r.Payloads = append(r.Payloads, sigHashNotify())
+	if sa.fragOK {
+		r.Payloads = append(r.Payloads, &NotifyPayload{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})
+	}
 	b, err := r.Marshal()
 	if err != nil {
 		return

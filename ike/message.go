@@ -115,6 +115,8 @@ type Message struct {
 	skNext PayloadType
 	skType PayloadType
 	raw    []byte
+	// decrypted is set for a message reassembled from fragments.
+	decrypted bool
 }
 
 // walk calls fn for each payload of the chain that starts with first in b.

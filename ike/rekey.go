@@ -61,7 +61,7 @@ func (d *Daemon) startRequest(sa *ikeSA, ex exchange) {
 		return
 	}
 	id := sa.nextMsgID
-	b, err := sa.encrypt(ex.exch, id, false, payloads)
+	b, err := sa.encryptFrags(ex.exch, id, false, payloads)
 	if err != nil {
 		d.log.Warn("building request", "peer", sa.peer.Name, "exchange", ex.exch, "err", err)
 		return
@@ -414,7 +414,7 @@ func (d *Daemon) rekeyIKE(sa *ikeSA) {
 		return
 	}
 	nsa := &ikeSA{d: d, peer: sa.peer, initiator: true, spiI: randSPI(), remote: sa.remote, natt: sa.natt, created: time.Now(),
-		peerIDSeen: sa.peerIDSeen}
+		peerIDSeen: sa.peerIDSeen, fragOK: sa.fragOK}
 	var priv any
 	var group dhGroup
 	sa.rekeyingIKE = true
@@ -476,7 +476,7 @@ func (d *Daemon) completeRekeyIKE(old, nsa *ikeSA, m *Message, group dhGroup, pr
 	if err == nil {
 		old.nextMsgID++
 		old.state = stateDeleting
-		d.sendRequest(old, b, old.nextMsgID-1, nil)
+		d.sendRequest(old, [][]byte{b}, old.nextMsgID-1, nil)
 	}
 	return nil
 }
@@ -527,7 +527,7 @@ func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayl
 		return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
 	}
 	nsa := &ikeSA{d: d, peer: sa.peer, spiI: binary.BigEndian.Uint64(chosen.SPI), spiR: randSPI(), remote: sa.remote, natt: sa.natt,
-		created: time.Now(), suite: suite, nI: ni.Data, nR: randNonce(), peerIDSeen: sa.peerIDSeen}
+		created: time.Now(), suite: suite, nI: ni.Data, nR: randNonce(), peerIDSeen: sa.peerIDSeen, fragOK: sa.fragOK}
 	if err := nsa.rekeyKeys(sa, shared); err != nil {
 		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
 	}

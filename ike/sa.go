@@ -50,9 +50,11 @@ type ikeSA struct {
 	skD, skPi, skPr []byte
 	out, in         *skCipher
 
-	nextMsgID      uint32 // the ID of our next request
-	peerMsgID      uint32 // the ID expected in the peer's next request
-	lastResp       []byte // our last response, resent for a retransmitted request
+	nextMsgID      uint32   // the ID of our next request
+	peerMsgID      uint32   // the ID expected in the peer's next request
+	lastResp       [][]byte // our last response (or its fragments), resent for a retransmitted request
+	fragOK         bool     // the peer supports IKE fragmentation (RFC 7383)
+	frags          *reassembly
 	pending        *request
 	childSPI       uint32 // inbound SPI reserved for the first Child SA
 	peerIDSeen     Identity
@@ -68,7 +70,7 @@ type ikeSA struct {
 
 // request is our outstanding request, retransmitted until answered.
 type request struct {
-	msg        []byte
+	msgs       [][]byte
 	tries      int
 	timer      *time.Timer
 	id         uint32
@@ -202,6 +204,9 @@ func (sa *ikeSA) encrypt(exch ExchangeType, msgID uint32, response bool, payload
 // decrypt verifies and decrypts m's SK payload and appends the inner
 // payloads to m.Payloads.
 func (sa *ikeSA) decrypt(m *Message) error {
+	if m.decrypted {
+		return nil
+	}
 	if !m.Encrypted() {
 		return ErrNoSK
 	}

@@ -56,6 +56,7 @@ type authCase struct {
 	ikeLife     [2]time.Duration
 	startOnNATT bool // the initiator sends IKE_SA_INIT to the NAT-T port
 	keepalive   time.Duration
+	fragSize    int // both ends' fragment size
 }
 
 // selfSigned makes an ECDSA P-256 certificate for name, signed by parent
@@ -112,10 +113,10 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	}
 	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
 		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
-		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0], Keepalive: tc.keepalive})
+		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0], Keepalive: tc.keepalive, FragmentSize: tc.fragSize})
 	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
-		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1]})
+		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1], FragmentSize: tc.fragSize})
 	if err := a.d.Initiate("b"); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +169,8 @@ func TestIKENetstack(t *testing.T) {
 	cases = append(cases,
 		authCase{name: "self-signed-certs", credA: ike.Credential{Signer: certKeyA, Cert: certA}, credB: ike.Credential{Signer: certKeyB, Cert: certB},
 			authA: ike.PeerAuth{Certs: []*x509.Certificate{certA}}, authB: ike.PeerAuth{Certs: []*x509.Certificate{certB}}},
+		authCase{name: "self-signed-certs-fragmented", credA: ike.Credential{Signer: certKeyA, Cert: certA}, credB: ike.Credential{Signer: certKeyB, Cert: certB},
+			authA: ike.PeerAuth{Certs: []*x509.Certificate{certA}}, authB: ike.PeerAuth{Certs: []*x509.Certificate{certB}}, fragSize: 200},
 		authCase{name: "ca-certs", credA: ike.Credential{Signer: caKeyA, Cert: caCertA}, credB: ike.Credential{Signer: caKeyB, Cert: caCertB},
 			authA: ike.PeerAuth{Roots: roots}, authB: ike.PeerAuth{Roots: roots}})
 	for i, tc := range cases {

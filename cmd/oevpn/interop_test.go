@@ -45,6 +45,7 @@ func newInteropLab(t *testing.T) *interopLab {
 
 type interopCase struct {
 	name       string
+	extra      string // more [[peer]] lines
 	teardown   string // "sigterm" (default), "down" (oevpn down), "swan" (strongSwan deletes)
 	auth       string // psk, ed25519, ecdsa, null
 	ikeProps   string // oevpn's and strongSwan's (strongSwan syntax)
@@ -140,6 +141,7 @@ func TestLabInteropStrongSwan(t *testing.T) {
 		{name: "ecdsa/strongswan-initiates", auth: "ecdsa", swanStarts: true},
 		{name: "self-signed-cert/oevpn-initiates", auth: "cert"},
 		{name: "self-signed-cert/strongswan-initiates", auth: "cert", swanStarts: true},
+		{name: "self-signed-cert/ike-fragmentation", auth: "cert", extra: "fragment_size = 300"},
 		{name: "default-proposal/aes256gcm-x25519", auth: "psk", ikeProps: "aes256gcm16-prfsha256-x25519", espProps: "aes256gcm16"},
 		{name: "chacha20poly1305", auth: "psk", ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
 		{name: "legacy-aes256-sha256-modp2048", auth: "psk", ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
@@ -180,7 +182,7 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	if c.swanStarts {
 		start = "none"
 	}
-	p, cfgPath := l.startOevpn(t, c, keyFile, pubFile, start)
+	p, cfgPath := l.startOevpnExtra(t, c, keyFile, pubFile, start, c.extra)
 	defer func() {
 		if t.Failed() {
 			t.Logf("oevpn log:\n%s", p.Output())
@@ -196,6 +198,9 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	}
 	if err := sw.WaitInstalled(10 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if c.extra == "fragment_size = 300" && !strings.Contains(sw.Log(), "received fragment #") {
+		t.Fatalf("strongSwan received no IKE fragments:\n%s", sw.Log())
 	}
 	l.o.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
 	l.s.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerS, ioInnerO)

@@ -194,7 +194,7 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 			LocalID: p.LocalIdentity, RemoteID: p.RemoteIdentity, IKEProposals: p.IKE, ESPProposals: p.ESP,
 			LocalTS: policy.Selectors(p.Local), RemoteTS: policy.Selectors(p.Remote),
 			IKELifetime: time.Duration(p.IKELifetime), ChildLifetime: time.Duration(p.ChildLifetime), DPD: time.Duration(p.DPD),
-			RetransmitBase: time.Duration(p.RetransmitBase), RetransmitTries: p.RetransmitTries, AutoStart: p.Start == config.StartNow}
+			RetransmitBase: time.Duration(p.RetransmitBase), RetransmitTries: p.RetransmitTries, FragmentSize: p.FragmentSize, AutoStart: p.Start == config.StartNow}
 		switch p.Auth {
 		case config.AuthPSK:
 			pc.Auth.PSK, pc.PeerAuth.PSK = []byte(p.PSK), []byte(p.PSK)

@@ -111,6 +111,7 @@ type Peer struct {
 	DPD             Duration          `toml:"dpd"`
 	RetransmitBase  Duration          `toml:"retransmit_timeout"`
 	RetransmitTries int               `toml:"retransmit_tries"`
+	FragmentSize    int               `toml:"fragment_size"`
 
 	// Filled in by the checks: the parsed proposals, identities and keys.
 	IKE, ESP       []ike.Proposal      `toml:"-"`
@@ -473,6 +474,9 @@ func (c *Config) check() error {
 			if dur.v != 0 && time.Duration(dur.v) < dur.min {
 				return keyErr(k(dur.name), "%v is shorter than %v", time.Duration(dur.v), dur.min)
 			}
+		}
+		if p.FragmentSize != 0 && (p.FragmentSize < 200 || p.FragmentSize > 65000) {
+			return keyErr(k("fragment_size"), "%d is outside 200..65000", p.FragmentSize)
 		}
 		if p.RetransmitTries < 0 || p.RetransmitTries > 20 {
 			return keyErr(k("retransmit_tries"), "%d is outside 1..20", p.RetransmitTries)

@@ -102,6 +102,10 @@ type Config struct {
 	Datapath Datapath
 	Peers    []*PeerConfig
 	Logger   *slog.Logger
+	// CookieThreshold is the number of half-open IKE SAs above which
+	// IKE_SA_INIT requests must carry a COOKIE (default 32; negative:
+	// always).
+	CookieThreshold int
 	// OnChange, if set, is called (on the daemon's goroutine) when an IKE
 	// SA is established or torn down.
 	OnChange func(peer string, up bool, err error)
@@ -110,15 +114,16 @@ type Config struct {
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
 // its one goroutine; the exported methods post work to it.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	dp    Datapath
-	sas   map[uint64]*ikeSA // by our SPI
-	half  map[halfKey]*ikeSA
-	calls chan func()
-	done  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	cfg     Config
+	log     *slog.Logger
+	dp      Datapath
+	sas     map[uint64]*ikeSA // by our SPI
+	half    map[halfKey]*ikeSA
+	calls   chan func()
+	done    chan struct{}
+	cookies cookieJar
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 type halfKey struct {
@@ -666,16 +671,20 @@ func (d *Daemon) startInitiator(p *PeerConfig) error {
 	return d.sendInit(sa, groups[0])
 }
 
+// sendInit sends IKE_SA_INIT with a KE for group. A retry with a COOKIE
+// keeps the nonce and KE the cookie was computed over (§2.6).
 func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
-	g, err := newDH(group)
-	if err != nil {
-		return err
+	if sa.group == nil || sa.group.id() != group || sa.cookie == nil {
+		g, err := newDH(group)
+		if err != nil {
+			return err
+		}
+		sa.group = g
+		if sa.dhPriv, sa.ke, err = g.generate(); err != nil {
+			return err
+		}
+		sa.nI = randNonce()
 	}
-	sa.group = g
-	if sa.dhPriv, sa.ke, err = g.generate(); err != nil {
-		return err
-	}
-	sa.nI = randNonce()
 	m := &Message{Header: Header{SPIi: sa.spiI, Exchange: IKE_SA_INIT, Flags: FlagInitiator}}
 	if sa.cookie != nil {
 		m.Payloads = append(m.Payloads, &NotifyPayload{NotifyType: COOKIE, Data: sa.cookie})
@@ -698,8 +707,9 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	if m.MessageID != 0 {
 		return
 	}
-	if n := m.Notify(COOKIE); n != nil && sa.cookie == nil {
+	if n := m.Notify(COOKIE); n != nil && sa.cookieTries < 3 {
 		d.answered(sa)
+		sa.cookieTries++
 		sa.cookie = n.Data
 		d.sendInit(sa, sa.group.id())
 		return
@@ -1034,6 +1044,15 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		r := &Message{Header: Header{SPIi: m.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse}, Payloads: []Payload{n}}
 		if b, err := r.Marshal(); err == nil {
 			d.dp.SendIKE(b, from, natt)
+		}
+	}
+	if d.underAttack() {
+		// §2.6: with many half-open SAs, make the initiator prove that
+		// it receives at its address before spending DH work on it.
+		c := m.Notify(COOKIE)
+		if c == nil || !d.cookies.valid(c.Data, ni.Data, from.Addr(), m.SPIi) {
+			reply(&NotifyPayload{NotifyType: COOKIE, Data: d.cookies.make(ni.Data, from.Addr(), m.SPIi)})
+			return
 		}
 	}
 	chosen, err := choose(sap.Proposals, p.IKEProposals, ProtoIKE)

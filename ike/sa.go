@@ -37,13 +37,14 @@ type ikeSA struct {
 	natt      bool           // IKE moved to the NAT-T port
 	created   time.Time
 
-	suite  Suite
-	prf    *prfFunc
-	group  dhGroup
-	dhPriv any
-	ke     []byte
-	nI, nR []byte
-	cookie []byte
+	suite       Suite
+	prf         *prfFunc
+	group       dhGroup
+	dhPriv      any
+	ke          []byte
+	nI, nR      []byte
+	cookie      []byte
+	cookieTries int
 
 	initReq, initResp []byte // the raw IKE_SA_INIT messages, for AUTH
 

@@ -34,7 +34,13 @@ func newIKEEnd(t *testing.T, addr netip.Addr) *ikeEnd {
 
 func startDaemon(t testing.TB, e *ikeEnd, peer *ike.PeerConfig) {
 	t.Helper()
-	d, err := ike.New(ike.Config{Datapath: e.eng, Peers: []*ike.PeerConfig{peer}})
+	startDaemonCfg(t, e, peer, ike.Config{})
+}
+
+func startDaemonCfg(t testing.TB, e *ikeEnd, peer *ike.PeerConfig, cfg ike.Config) {
+	t.Helper()
+	cfg.Datapath, cfg.Peers = e.eng, []*ike.PeerConfig{peer}
+	d, err := ike.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +62,8 @@ type authCase struct {
 	ikeLife     [2]time.Duration
 	startOnNATT bool // the initiator sends IKE_SA_INIT to the NAT-T port
 	keepalive   time.Duration
-	fragSize    int // both ends' fragment size
+	fragSize    int  // both ends' fragment size
+	cookies     bool // the responder demands a COOKIE
 }
 
 // selfSigned makes an ECDSA P-256 certificate for name, signed by parent
@@ -114,9 +121,13 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
 		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
 		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0], Keepalive: tc.keepalive, FragmentSize: tc.fragSize})
-	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
+	bcfg := ike.Config{}
+	if tc.cookies {
+		bcfg.CookieThreshold = -1
+	}
+	startDaemonCfg(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: tc.credB, PeerAuth: tc.authA, IKEProposals: mk(tc.ikePropsB, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
-		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1], FragmentSize: tc.fragSize})
+		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr), ChildLifetime: tc.childLife[1], IKELifetime: tc.ikeLife[1], FragmentSize: tc.fragSize}, bcfg)
 	if err := a.d.Initiate("b"); err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +165,9 @@ func TestIKENetstack(t *testing.T) {
 			ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
 		{name: "legacy-cbc-modp2048", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
 			ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
+		{name: "cookie-demanded", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, cookies: true},
+		{name: "cookie-and-invalid-ke", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, cookies: true,
+			ikeProps: "aes128gcm16-prfsha256-modp2048-x25519", ikePropsB: "aes128gcm16-prfsha256-x25519"},
 		{name: "start-on-natt-port", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, startOnNATT: true},
 		{name: "nat-keepalives", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, keepalive: 50 * time.Millisecond},
 		{name: "invalid-ke-retry-ecp256", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,

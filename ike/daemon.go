@@ -102,6 +102,10 @@ type Config struct {
 	Datapath Datapath
 	Peers    []*PeerConfig
 	Logger   *slog.Logger
+	// Authorizer, if set, has the last word on every authenticated peer
+	// (package policy implements it); a refusal fails the exchange with
+	// AUTHENTICATION_FAILED.
+	Authorizer Authorizer
 	// CookieThreshold is the number of half-open IKE SAs above which
 	// IKE_SA_INIT requests must carry a COOKIE (default 32; negative:
 	// always).
@@ -983,8 +987,13 @@ func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
 	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.usesCerts()
 }
 
+// Authorizer decides whether an authenticated peer is acceptable.
+type Authorizer interface {
+	AuthorizePeer(policy.PeerIdentity) error
+}
+
 // verifyPeer checks the peer's AUTH payload over octets with the key its
-// configuration or certificate gives.
+// configuration or certificate gives, then asks the Authorizer.
 func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayload, octets []byte) error {
 	var sent []*CertPayload
 	for _, p := range m.Payloads {
@@ -998,7 +1007,23 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 		return err
 	}
 	pa.PublicKey = key
-	return verifyAuth(sa.prf, &pa, auth, octets)
+	if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
+		return err
+	}
+	if d.cfg.Authorizer == nil {
+		return nil
+	}
+	method := "signature"
+	switch auth.Method {
+	case AuthPSK:
+		method, key = "psk", nil
+	case AuthNULL:
+		method, key = "null", nil
+	}
+	if err := d.cfg.Authorizer.AuthorizePeer(policy.PeerIdentity{Peer: sa.peer.Name, Identity: id.String(), Key: key, Method: method}); err != nil {
+		return fmt.Errorf("%w: %w", ErrAuth, err)
+	}
+	return nil
 }
 
 // ourID returns the identity we use with p.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/ike"
+	"github.com/oevpn/oevpn/policy"
 )
 
 // ikePair runs two netstack endpoints with IKE daemons configured as each
@@ -64,6 +65,7 @@ type authCase struct {
 	keepalive   time.Duration
 	fragSize    int  // both ends' fragment size
 	cookies     bool // the responder demands a COOKIE
+	authorizer  ike.Authorizer
 }
 
 // selfSigned makes an ECDSA P-256 certificate for name, signed by parent
@@ -121,7 +123,7 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	startDaemon(t, a, &ike.PeerConfig{Name: "b", Addr: lo, IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
 		Auth: tc.credA, PeerAuth: tc.authB, IKEProposals: mk(tc.ikeProps, ike.ProtoIKE), ESPProposals: mk(tc.espProps, ike.ProtoESP),
 		LocalTS: hostSel(a.addr), RemoteTS: hostSel(b.addr), ChildLifetime: tc.childLife[0], IKELifetime: tc.ikeLife[0], Keepalive: tc.keepalive, FragmentSize: tc.fragSize})
-	bcfg := ike.Config{}
+	bcfg := ike.Config{Authorizer: tc.authorizer}
 	if tc.cookies {
 		bcfg.CookieThreshold = -1
 	}
@@ -166,6 +168,7 @@ func TestIKENetstack(t *testing.T) {
 		{name: "legacy-cbc-modp2048", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
 			ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
 		{name: "cookie-demanded", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, cookies: true},
+		{name: "allowed-by-policy", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, authorizer: allowA()},
 		{name: "cookie-and-invalid-ke", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, cookies: true,
 			ikeProps: "aes128gcm16-prfsha256-modp2048-x25519", ikePropsB: "aes128gcm16-prfsha256-x25519"},
 		{name: "start-on-natt-port", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, startOnNATT: true},
@@ -221,7 +224,11 @@ func TestIKEAuthFailures(t *testing.T) {
 	kA, cA := selfSigned(t, "a.oevpn.test", nil, nil)
 	_, other := selfSigned(t, "a.oevpn.test", nil, nil)
 	kWrong, wrongName := selfSigned(t, "mallory.oevpn.test", nil, nil)
+	var onlyMallory policy.Peers
+	onlyMallory.Allow("a", []string{"mallory.oevpn.test"}, false)
 	cases = append(cases,
+		authCase{name: "refused by policy", credA: ike.Credential{PSK: []byte("y")}, credB: ike.Credential{PSK: []byte("y")},
+			authA: ike.PeerAuth{PSK: []byte("y")}, authB: ike.PeerAuth{PSK: []byte("y")}, authorizer: &onlyMallory},
 		authCase{name: "unpinned certificate", credA: ike.Credential{Signer: kA, Cert: cA}, credB: ike.Credential{PSK: []byte("x")},
 			authA: ike.PeerAuth{Certs: []*x509.Certificate{other}}, authB: ike.PeerAuth{PSK: []byte("x")}},
 		authCase{name: "certificate for another name", credA: ike.Credential{Signer: kWrong, Cert: wrongName}, credB: ike.Credential{PSK: []byte("x")},
@@ -409,4 +416,10 @@ func TestIKEOnDemand(t *testing.T) {
 	if d := time.Since(start); d > 800*time.Millisecond {
 		t.Fatalf("TCP connect through a new on-demand SA took %v: the SYN was not held", d)
 	}
+}
+
+func allowA() *policy.Peers {
+	var p policy.Peers
+	p.Allow("a", []string{"a.oevpn.test"}, false)
+	return &p
 }

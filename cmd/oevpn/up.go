@@ -189,7 +189,13 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 		return nil
 	}
 	var pcs []*ike.PeerConfig
+	authz := &policy.Peers{}
 	for _, p := range peers {
+		var ids []string
+		if p.RemoteIdentity.Type != 0 {
+			ids = append(ids, p.RemoteIdentity.String())
+		}
+		authz.Allow(p.Name, ids, p.Auth == config.AuthNull)
 		pc := &ike.PeerConfig{Name: p.Name, Addr: p.Address, IKEPort: uint16(p.IKEPort), NATTPort: uint16(p.NATTPort),
 			LocalID: p.LocalIdentity, RemoteID: p.RemoteIdentity, IKEProposals: p.IKE, ESPProposals: p.ESP,
 			LocalTS: policy.Selectors(p.Local), RemoteTS: policy.Selectors(p.Remote),
@@ -209,7 +215,7 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 		pcs = append(pcs, pc)
 	}
 	eng := ep.eng
-	d, err := ike.New(ike.Config{Datapath: eng, Peers: pcs, Logger: ep.log.With("component", "ike"),
+	d, err := ike.New(ike.Config{Datapath: eng, Peers: pcs, Logger: ep.log.With("component", "ike"), Authorizer: authz,
 		OnChange: func(peer string, up bool, err error) {
 			if !up && err != nil {
 				eng.AcquireFailed(peer) // drop held packets; the next one retries

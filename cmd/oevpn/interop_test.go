@@ -130,23 +130,31 @@ func oevpnStatus(t *testing.T, cfg string) Status {
 func TestLabInteropStrongSwan(t *testing.T) {
 	lab.Require(t, "charon-systemd", "swanctl", "ping")
 	l := newInteropLab(t)
-	cases := []interopCase{
-		{name: "psk/oevpn-initiates", auth: "psk"},
-		{name: "psk/strongswan-initiates", auth: "psk", swanStarts: true},
-		{name: "psk/oevpn-down", auth: "psk", teardown: "down"},
-		{name: "psk/strongswan-deletes", auth: "psk", teardown: "swan"},
-		{name: "ed25519/oevpn-initiates", auth: "ed25519"},
-		{name: "ed25519/strongswan-initiates", auth: "ed25519", swanStarts: true},
-		{name: "ecdsa/oevpn-initiates", auth: "ecdsa"},
-		{name: "ecdsa/strongswan-initiates", auth: "ecdsa", swanStarts: true},
-		{name: "self-signed-cert/oevpn-initiates", auth: "cert"},
-		{name: "self-signed-cert/strongswan-initiates", auth: "cert", swanStarts: true},
-		{name: "self-signed-cert/ike-fragmentation", auth: "cert", extra: "fragment_size = 300"},
-		{name: "default-proposal/aes256gcm-x25519", auth: "psk", ikeProps: "aes256gcm16-prfsha256-x25519", espProps: "aes256gcm16"},
-		{name: "chacha20poly1305", auth: "psk", ikeProps: "chacha20poly1305-prfsha256-x25519", espProps: "chacha20poly1305"},
-		{name: "legacy-aes256-sha256-modp2048", auth: "psk", ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
-		{name: "legacy/strongswan-initiates", auth: "ecdsa", ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256", swanStarts: true},
+	// The matrix of issue 3: every auth method, both directions, the
+	// default proposal, ChaCha20-Poly1305 and the legacy CBC suite.
+	proposals := []struct{ name, ike, esp string }{
+		{"default", "", ""},
+		{"chacha20poly1305", "chacha20poly1305-prfsha256-x25519", "chacha20poly1305"},
+		{"aes256-sha256-modp2048", "aes256-sha256-prfsha256-modp2048", "aes256-sha256"},
 	}
+	var cases []interopCase
+	for _, auth := range []string{"psk", "ed25519", "ecdsa", "cert"} {
+		for _, pr := range proposals {
+			for _, swanStarts := range []bool{false, true} {
+				dir := "oevpn-initiates"
+				if swanStarts {
+					dir = "strongswan-initiates"
+				}
+				cases = append(cases, interopCase{name: auth + "/" + pr.name + "/" + dir, auth: auth,
+					ikeProps: pr.ike, espProps: pr.esp, swanStarts: swanStarts})
+			}
+		}
+	}
+	cases = append(cases,
+		interopCase{name: "psk/oevpn-down", auth: "psk", teardown: "down"},
+		interopCase{name: "psk/strongswan-deletes", auth: "psk", teardown: "swan"},
+		interopCase{name: "cert/ike-fragmentation", auth: "cert", extra: "fragment_size = 300"},
+	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { l.run(t, c) })
 	}
@@ -155,6 +163,11 @@ func TestLabInteropStrongSwan(t *testing.T) {
 func (l *interopLab) run(t *testing.T, c interopCase) {
 	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
 		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, Proposals: c.ikeProps, ESPProposals: c.espProps}
+	if c.ikeProps == "" {
+		// oevpn keeps its default proposals; strongSwan is set to the
+		// default suite of issue 3 (AES-GCM-16-256, X25519, PRF SHA2-256).
+		sc.Proposals, sc.ESPProposals = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+	}
 	var keyFile, pubFile string
 	if c.auth == "ed25519" || c.auth == "ecdsa" {
 		oPriv, oPub := lab.GenerateKey(t, c.auth)
@@ -208,6 +221,12 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	sas := sw.ListSAs()
 	if !strings.Contains(sas, "INSTALLED, TUNNEL-in-UDP") {
 		t.Fatalf("strongSwan SAs:\n%s", sas)
+	}
+	want := map[string]string{"": "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
+		"chacha20poly1305-prfsha256-x25519": "CHACHA20_POLY1305/PRF_HMAC_SHA2_256/CURVE_25519",
+		"aes256-sha256-prfsha256-modp2048":  "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"}[c.ikeProps]
+	if want != "" && !strings.Contains(sas, want) {
+		t.Fatalf("strongSwan did not negotiate %s:\n%s", want, sas)
 	}
 	t.Logf("strongSwan sees:\n%s", sas)
 	st := oevpnStatus(t, cfgPath)

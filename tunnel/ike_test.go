@@ -423,3 +423,111 @@ func allowA() *policy.Peers {
 	p.Allow("a", []string{"a.oevpn.test"}, false)
 	return &p
 }
+
+// lifecyclePair sets up a (initiator) and b with PSK; tweak edits a's peer
+// configuration. It returns b's ports so that b can be brought back.
+func lifecyclePair(t *testing.T, tweak func(*ike.PeerConfig)) (a, b *ikeEnd, bIKE, bNATT uint16) {
+	t.Helper()
+	a = newIKEEnd(t, netip.MustParseAddr("10.95.0.1"))
+	b = newIKEEnd(t, netip.MustParseAddr("10.95.0.2"))
+	bIKE, bNATT = b.eng.Ports()
+	pa := lifecyclePeerA(a, bIKE, bNATT)
+	if tweak != nil {
+		tweak(pa)
+	}
+	startDaemon(t, a, pa)
+	startDaemon(t, b, lifecyclePeerB(a, b))
+	return a, b, bIKE, bNATT
+}
+
+var lifecyclePSK = []byte("lifecycle lifecycle lifecycle")
+
+func lifecyclePeerA(a *ikeEnd, bIKE, bNATT uint16) *ike.PeerConfig {
+	idA, _ := ike.ParseIdentity("a.oevpn.test")
+	idB, _ := ike.ParseIdentity("b.oevpn.test")
+	return &ike.PeerConfig{Name: "b", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: bIKE, NATTPort: bNATT, LocalID: idA, RemoteID: idB,
+		Auth: ike.Credential{PSK: lifecyclePSK}, PeerAuth: ike.PeerAuth{PSK: lifecyclePSK},
+		LocalTS: hostSel(a.addr), RemoteTS: hostSel(netip.MustParseAddr("10.95.0.2"))}
+}
+
+func lifecyclePeerB(a, b *ikeEnd) *ike.PeerConfig {
+	idA, _ := ike.ParseIdentity("a.oevpn.test")
+	idB, _ := ike.ParseIdentity("b.oevpn.test")
+	aIKE, aNATT := a.eng.Ports()
+	return &ike.PeerConfig{Name: "a", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
+		Auth: ike.Credential{PSK: lifecyclePSK}, PeerAuth: ike.PeerAuth{PSK: lifecyclePSK},
+		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)}
+}
+
+// restartB brings b back on the same ports, with no state.
+func restartB(t *testing.T, a, b *ikeEnd, bIKE, bNATT uint16) *ikeEnd {
+	t.Helper()
+	dev, tnet, err := NewNetstack([]netip.Addr{b.addr}, 1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := New(Config{Device: dev, IKEPort: bIKE, NATTPort: bNATT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	nb := &ikeEnd{testEndpoint: &testEndpoint{eng: eng, net: tnet, addr: b.addr}}
+	startDaemon(t, nb, lifecyclePeerB(a, nb))
+	return nb
+}
+
+func TestIKEDeleteFromResponder(t *testing.T) {
+	a, b, _, _ := lifecyclePair(t, nil)
+	a.d.Initiate("b")
+	waitChild(t, a)
+	waitChild(t, b)
+	if n, err := b.d.Down("a"); n != 1 || err != nil {
+		t.Fatalf("Down: %d, %v", n, err)
+	}
+	waitFor(t, func() bool { return len(a.d.SAs()) == 0 && len(a.eng.Pairs()) == 0 }, "a removes what b deleted")
+	a.d.Initiate("b")
+	waitChild(t, a)
+	if err := ping(t, a.testEndpoint, b.addr, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIKEDeadPeerAndRestart: b vanishes without a word; a finds it dead,
+// cleans up, and brings the tunnel back by itself once b runs again.
+func TestIKEDeadPeerAndRestart(t *testing.T) {
+	a, b, bIKE, bNATT := lifecyclePair(t, func(p *ike.PeerConfig) {
+		p.DPD, p.RetransmitBase, p.RetransmitTries, p.AutoStart = 100*time.Millisecond, 50*time.Millisecond, 3, true
+	})
+	a.d.Initiate("b")
+	waitChild(t, a)
+	b.eng.Close() // a crash: no Delete
+	waitFor(t, func() bool { return len(a.eng.Pairs()) == 0 }, "a removes the dead peer's SAs")
+	nb := restartB(t, a, b, bIKE, bNATT)
+	waitChild(t, a)
+	waitChild(t, nb)
+	if err := ping(t, a.testEndpoint, nb.addr, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIKEInitialContact: b loses its state and initiates again; a (which
+// does not check liveness here) drops the stale IKE SA on INITIAL_CONTACT.
+func TestIKEInitialContact(t *testing.T) {
+	a, b, bIKE, bNATT := lifecyclePair(t, func(p *ike.PeerConfig) { p.DPD = -1 })
+	a.d.Initiate("b")
+	waitChild(t, a)
+	b.eng.Close()
+	b.d.Close()
+	nb := restartB(t, a, b, bIKE, bNATT)
+	if err := nb.d.Initiate("a"); err != nil {
+		t.Fatal(err)
+	}
+	waitChild(t, nb)
+	waitFor(t, func() bool {
+		sas := a.d.SAs()
+		return len(sas) == 1 && !sas[0].Initiator && len(a.eng.Pairs()) == 1
+	}, "a keeps only the new IKE SA and its Child SA")
+	if err := ping(t, nb.testEndpoint, a.addr, 1); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -23,15 +23,23 @@ type Identity struct {
 	Data []byte
 }
 
-// ParseIdentity reads an identity: an IP address, "%null" (RFC 7619), an
-// e-mail address (ID_RFC822_ADDR) or a domain name (ID_FQDN, a leading "@"
-// is dropped as in strongSwan).
+// ParseIdentity reads an identity: an IP address, "%null" (RFC 7619), a
+// distinguished name ("C=CH, O=Example, CN=gw"; ID_DER_ASN1_DN), an e-mail
+// address (ID_RFC822_ADDR) or a domain name (ID_FQDN, a leading "@" is
+// dropped as in strongSwan).
 func ParseIdentity(s string) (Identity, error) {
 	switch {
 	case s == "":
 		return Identity{}, errors.New("empty identity")
 	case s == "%null":
 		return Identity{Type: IDNull}, nil
+	}
+	if looksLikeDN(s) {
+		der, err := parseDN(s)
+		if err != nil {
+			return Identity{}, err
+		}
+		return Identity{Type: IDDERASN1D, Data: der}, nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		if a.Is4() {
@@ -54,8 +62,14 @@ func IdentityOf(a netip.Addr) Identity {
 	return Identity{Type: IDIPv6, Data: a.AsSlice()}
 }
 
-// Equal reports whether two identities are the same.
-func (id Identity) Equal(o Identity) bool { return id.Type == o.Type && bytes.Equal(id.Data, o.Data) }
+// Equal reports whether two identities are the same (DNs compared by
+// content, not encoding).
+func (id Identity) Equal(o Identity) bool {
+	if id.Type == IDDERASN1D && o.Type == IDDERASN1D {
+		return sameDN(id.Data, o.Data)
+	}
+	return id.Type == o.Type && bytes.Equal(id.Data, o.Data)
+}
 
 // String formats the identity.
 func (id Identity) String() string {
@@ -176,7 +190,7 @@ func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, 
 func certConfirms(cert *x509.Certificate, id Identity) bool {
 	switch id.Type {
 	case IDDERASN1D:
-		return bytes.Equal(id.Data, cert.RawSubject)
+		return sameDN(id.Data, cert.RawSubject)
 	case IDFQDN:
 		for _, n := range cert.DNSNames {
 			if strings.EqualFold(n, string(id.Data)) {

@@ -470,6 +470,26 @@ func (d *Daemon) completeRekeyIKE(old, nsa *ikeSA, m *Message, group dhGroup, pr
 	if err := nsa.rekeyKeys(old, shared); err != nil {
 		return err
 	}
+	if peers := old.colliding; peers != nil {
+		old.colliding = nil
+		if bytes.Compare(minNonce(nsa.nI, nsa.nR), minNonce(peers.nI, peers.nR)) < 0 {
+			// Ours holds the lowest nonce: it is redundant and we
+			// delete it; the peer's SA wins and the peer deletes the
+			// old one (§2.8.2).
+			d.log.Info("IKE SA rekey collision: deleting our redundant IKE SA", "peer", old.peer.Name)
+			nsa.state, nsa.rekeyed = stateEstablished, true
+			d.sas[nsa.ourSPI()] = nsa
+			peers.rekeyed = false
+			d.switchIKE(old, peers)
+			d.sendDeleteIKE(nsa)
+			d.teardown(nsa, nil)
+			return nil
+		}
+		d.log.Info("IKE SA rekey collision: ours wins", "peer", old.peer.Name)
+		// The peer deletes its redundant SA (it carries no Child SA);
+		// should it not, it goes away on its own.
+		time.AfterFunc(halfOpenTimeout, func() { d.post(func() { d.teardown(peers, nil) }) })
+	}
 	d.switchIKE(old, nsa)
 	// The rekey initiator deletes the old IKE SA (§1.3.2).
 	b, err := old.encrypt(INFORMATIONAL, old.nextMsgID, false, []Payload{&DeletePayload{Protocol: ProtoIKE}})
@@ -498,8 +518,7 @@ func (d *Daemon) switchIKE(old, nsa *ikeSA) {
 }
 
 func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayload) []Payload {
-	if sa.rekeyingIKE {
-		// Both ends rekey at once: ours goes on, the peer retries.
+	if sa.rekeyed || sa.colliding != nil {
 		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
 	}
 	ke := Get[*KEPayload](m)
@@ -531,7 +550,16 @@ func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayl
 	if err := nsa.rekeyKeys(sa, shared); err != nil {
 		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
 	}
-	d.switchIKE(sa, nsa)
+	if sa.rekeyingIKE {
+		// Simultaneous rekey (§2.8.2): both new SAs come up; when our
+		// own exchange completes, the one with the lowest nonce is
+		// deleted by its initiator, the other takes the Child SAs.
+		nsa.state, nsa.rekeyed = stateEstablished, true
+		d.sas[nsa.ourSPI()] = nsa
+		sa.colliding = nsa
+	} else {
+		d.switchIKE(sa, nsa)
+	}
 	ours := *chosen
 	ours.SPI = binary.BigEndian.AppendUint64(nil, nsa.spiR)
 	return []Payload{&SAPayload{Proposals: []Proposal{ours}}, &NoncePayload{Data: nsa.nR}, &KEPayload{Group: suite.DH, Data: pub}}

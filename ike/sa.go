@@ -65,8 +65,9 @@ type ikeSA struct {
 	rekeyTimer     *time.Timer
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer
-	rekeyed        bool // replaced by a rekeyed IKE SA: children moved away
-	rekeyingIKE    bool // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	rekeyed        bool   // replaced by a rekeyed IKE SA: children moved away
+	rekeyingIKE    bool   // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	colliding      *ikeSA // the peer's rekey of this SA, made while ours ran (§2.8.2)
 }
 
 // request is our outstanding request, retransmitted until answered.

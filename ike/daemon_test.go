@@ -1,0 +1,212 @@
+package ike
+
+import (
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/policy"
+)
+
+// memDatapath joins two daemons in memory for protocol tests that need
+// exact timing (the end-to-end tests with real engines are in tunnel).
+type memDatapath struct {
+	mu       sync.Mutex
+	self     netip.AddrPort
+	peer     *Daemon
+	nextSPI  uint32
+	children map[*ChildSA]bool
+}
+
+func (m *memDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
+	m.mu.Lock()
+	p := m.peer
+	m.mu.Unlock()
+	p.HandlePacket(msg, m.self, natt)
+	return nil
+}
+func (m *memDatapath) ReserveSPI() (uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nextSPI++
+	return m.nextSPI, nil
+}
+func (m *memDatapath) ReleaseSPI(uint32) {}
+func (m *memDatapath) InstallChild(c *ChildSA) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.children[c] = true
+	return nil
+}
+func (m *memDatapath) RemoveChild(c *ChildSA) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.children, c)
+}
+func (m *memDatapath) ChildInPackets(*ChildSA) uint64     { return 0 }
+func (m *memDatapath) SendKeepalive(netip.AddrPort) error { return nil }
+func (m *memDatapath) installed() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.children)
+}
+
+// syncBuffer collects log output from both daemons.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func memPair(t *testing.T) (d1, d2 *Daemon, dp1, dp2 *memDatapath) {
+	return memPairLog(t, nil)
+}
+
+func memPairLog(t *testing.T, log *syncBuffer) (d1, d2 *Daemon, dp1, dp2 *memDatapath) {
+	t.Helper()
+	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	dp1 = &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
+	dp2 = &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
+	psk := []byte("collisions collisions")
+	ts1 := policy.Selectors{mustSelector(t, "10.0.0.1")}
+	ts2 := policy.Selectors{mustSelector(t, "10.0.0.2")}
+	mk := func(name string, self, addr netip.Addr, local, remote policy.Selectors) *PeerConfig {
+		return &PeerConfig{Name: name, Addr: addr, NATTPort: 4500, IKEPort: 4500, Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk},
+			LocalID: IdentityOf(self), RemoteID: IdentityOf(addr), LocalTS: local, RemoteTS: remote, DPD: -1}
+	}
+	var logger *slog.Logger
+	if log != nil {
+		logger = slog.New(slog.NewTextHandler(log, nil))
+	}
+	var err error
+	if d1, err = New(Config{Datapath: dp1, Peers: []*PeerConfig{mk("two", a1, a2, ts1, ts2)}, Logger: logger}); err != nil {
+		t.Fatal(err)
+	}
+	if d2, err = New(Config{Datapath: dp2, Peers: []*PeerConfig{mk("one", a2, a1, ts2, ts1)}, Logger: logger}); err != nil {
+		t.Fatal(err)
+	}
+	dp1.peer, dp2.peer = d2, d1
+	t.Cleanup(func() { d1.Close(); d2.Close() })
+	if err := d1.Initiate("two"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return oneEstablished(d1) && oneEstablished(d2) }, "IKE SA up")
+	return d1, d2, dp1, dp2
+}
+
+func mustSelector(t *testing.T, s string) policy.Selector {
+	sel, err := policy.ParseSelector(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sel
+}
+
+// oneEstablished reports whether d has exactly one established IKE SA
+// (not counting one being replaced) with one Child SA.
+func oneEstablished(d *Daemon) bool {
+	n := 0
+	ok := true
+	d.call(func() {
+		for _, sa := range d.sas {
+			if sa.state == stateEstablished && !sa.rekeyed {
+				n++
+				ok = ok && len(sa.children) == 1
+			}
+		}
+	})
+	return n == 1 && ok
+}
+
+func waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+	}
+}
+
+func current(d *Daemon) (sa *ikeSA) {
+	d.call(func() {
+		for _, s := range d.sas {
+			if s.state == stateEstablished && !s.rekeyed {
+				sa = s
+			}
+		}
+	})
+	return sa
+}
+
+// TestSimultaneousIKERekey starts an IKE SA rekey on both ends at once:
+// both must end up on the same new IKE SA, with the Child SA moved to it
+// and no other IKE SA left (RFC 7296 §2.8.2).
+func TestSimultaneousIKERekey(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		var log syncBuffer
+		d1, d2, _, _ := memPairLog(t, &log)
+		s1, s2 := current(d1), current(d2)
+		crossed(d1, d2, func() { d1.rekeyIKE(s1) }, func() { d2.rekeyIKE(s2) })
+		waitUntil(t, func() bool {
+			n1, n2 := current(d1), current(d2)
+			return n1 != nil && n2 != nil && n1 != s1 && n2 != s2 && n1.spiI == n2.spiI && n1.spiR == n2.spiR &&
+				len(d1.SAs()) == 1 && len(d2.SAs()) == 1
+		}, "both ends on the same new IKE SA, the others gone")
+		if !oneEstablished(d1) || !oneEstablished(d2) {
+			t.Fatal("Child SA not moved to the surviving IKE SA")
+		}
+		if n := strings.Count(log.String(), "IKE SA rekey collision"); n != 2 {
+			t.Fatalf("%d ends saw the collision, want 2:\n%s", n, log.String())
+		}
+	}
+}
+
+// TestSimultaneousChildRekey rekeys the Child SA from both ends at once:
+// each end must keep exactly one Child SA, the same one (§2.8.1).
+func TestSimultaneousChildRekey(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		var log syncBuffer
+		d1, d2, dp1, dp2 := memPairLog(t, &log)
+		s1, s2 := current(d1), current(d2)
+		var c1, c2 *ChildSA
+		d1.call(func() { c1 = s1.children[0] })
+		d2.call(func() { c2 = s2.children[0] })
+		crossed(d1, d2, func() { d1.rekeyChild(c1) }, func() { d2.rekeyChild(c2) })
+		waitUntil(t, func() bool {
+			if dp1.installed() != 1 || dp2.installed() != 1 {
+				return false
+			}
+			var n1, n2 *ChildSA
+			d1.call(func() { n1 = s1.children[0] })
+			d2.call(func() { n2 = s2.children[0] })
+			return n1 != c1 && n2 != c2 && n1.Out.SPI == n2.In.SPI && n2.Out.SPI == n1.In.SPI
+		}, "one common Child SA left on each end")
+		if n := strings.Count(log.String(), "deleting our redundant Child SA"); n != 1 {
+			t.Fatalf("%d ends deleted a redundant Child SA, want 1:\n%s", n, log.String())
+		}
+	}
+}
+
+// crossed runs f1 on d1 and f2 on d2 so that each one's request reaches
+// the other end while that end's own request is outstanding.
+func crossed(d1, d2 *Daemon, f1, f2 func()) {
+	gate := make(chan struct{})
+	d2.post(func() { <-gate }) // hold d2
+	d2.post(f2)                // runs before d1's request, queued next
+	d1.call(f1)
+	close(gate)
+}

@@ -277,6 +277,10 @@ func (d *Daemon) Acquire(name string) {
 		}
 		for _, sa := range d.sas {
 			if sa.peer == p && sa.state != stateDead {
+				if sa.state == stateEstablished && !sa.rekeyed && len(sa.children) == 0 {
+					// The peer deleted the last Child SA: make a new one.
+					d.createChild(sa)
+				}
 				return
 			}
 		}

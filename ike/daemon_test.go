@@ -210,3 +210,19 @@ func crossed(d1, d2 *Daemon, f1, f2 func()) {
 	d1.call(f1)
 	close(gate)
 }
+
+// TestNewChildAfterPeerDeletedIt: the peer deletes the only Child SA but
+// keeps the IKE SA; traffic (an acquire) creates a new one with
+// CREATE_CHILD_SA.
+func TestNewChildAfterPeerDeletedIt(t *testing.T) {
+	d1, d2, dp1, dp2 := memPair(t)
+	s2 := current(d2)
+	d2.call(func() { d2.deleteChild(s2, s2.children[0]) })
+	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "Child SA deleted on both ends")
+	d1.Acquire("two")
+	waitUntil(t, func() bool { return dp1.installed() == 1 && dp2.installed() == 1 && oneEstablished(d1) && oneEstablished(d2) },
+		"a new Child SA in the same IKE SA")
+	if current(d2) != s2 {
+		t.Fatal("a new IKE SA was made instead of a Child SA")
+	}
+}

@@ -8,6 +8,8 @@ import (
 	mrand "math/rand/v2"
 	"net/netip"
 	"time"
+
+	"github.com/oevpn/oevpn/policy"
 )
 
 var errDeadPeer = errors.New("dead peer: no answer to our requests")
@@ -188,6 +190,45 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 		return
 	}
 	c.rekeying = true
+	d.requestChild(sa, c, c.Local, c.Remote, func(nc *ChildSA, m *Message) {
+		c.rekeying = false
+		if nc == nil {
+			d.log.Warn("Child SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "notify", notifyList(m))
+			c.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyChild(c) }) })
+			return
+		}
+		if c.replaced && c.successor != nil && bytes.Compare(nc.nonce, c.successor.nonce) < 0 {
+			// Simultaneous rekey (§2.8.1): the SA with the lowest
+			// nonce is redundant, and we created it: delete it.
+			d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
+			d.deleteChild(sa, nc)
+			return
+		}
+		c.replaced = true
+		c.successor = nc
+		d.deleteChild(sa, c)
+	})
+}
+
+// createChild negotiates a new Child SA in an established IKE SA (when
+// traffic needs one and the peer had deleted the last).
+func (d *Daemon) createChild(sa *ikeSA) {
+	if sa.creatingChild {
+		return
+	}
+	sa.creatingChild = true
+	d.log.Info("negotiating a new Child SA", "peer", sa.peer.Name)
+	d.requestChild(sa, nil, sa.peer.LocalTS, sa.peer.RemoteTS, func(nc *ChildSA, m *Message) {
+		sa.creatingChild = false
+		if nc == nil {
+			d.log.Warn("new Child SA refused", "peer", sa.peer.Name, "notify", notifyList(m))
+		}
+	})
+}
+
+// requestChild sends a CREATE_CHILD_SA request for a new Child SA (one that
+// rekeys old, if not nil) and calls done with the installed SA or nil.
+func (d *Daemon) requestChild(sa *ikeSA, old *ChildSA, local, remote policy.Selectors, done func(*ChildSA, *Message)) {
 	var spi uint32
 	var nI []byte
 	var dhPriv any
@@ -204,8 +245,11 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 				pr.SPI = binary.BigEndian.AppendUint32(nil, spi)
 				props = append(props, pr)
 			}
-			payloads := []Payload{&NotifyPayload{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, c.In.SPI), NotifyType: REKEY_SA},
-				&SAPayload{Proposals: props}, &NoncePayload{Data: nI}}
+			var payloads []Payload
+			if old != nil {
+				payloads = append(payloads, &NotifyPayload{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.In.SPI), NotifyType: REKEY_SA})
+			}
+			payloads = append(payloads, &SAPayload{Proposals: props}, &NoncePayload{Data: nI})
 			if g := dhGroups(sa.peer.ESPProposals); len(g) > 0 {
 				if group, err = newDH(g[0]); err != nil {
 					return nil, err
@@ -216,11 +260,10 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 				}
 				payloads = append(payloads, &KEPayload{Group: g[0], Data: ke})
 			}
-			return append(payloads, &TSPayload{Initiator: true, Selectors: wireSelectors(c.Local)},
-				&TSPayload{Initiator: false, Selectors: wireSelectors(c.Remote)}), nil
+			return append(payloads, &TSPayload{Initiator: true, Selectors: wireSelectors(local)},
+				&TSPayload{Initiator: false, Selectors: wireSelectors(remote)}), nil
 		},
 		onResponse: func(m *Message) {
-			c.rekeying = false
 			nc := d.completeCreateChild(sa, m, spi, nI, group, dhPriv, true)
 			if nc == nil {
 				if m.ErrorNotify() == nil {
@@ -230,20 +273,8 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 					}})
 				}
 				d.dp.ReleaseSPI(spi)
-				d.log.Warn("Child SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "notify", notifyList(m))
-				c.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyChild(c) }) })
-				return
 			}
-			if c.replaced && c.successor != nil && bytes.Compare(nc.nonce, c.successor.nonce) < 0 {
-				// Simultaneous rekey (§2.8.1): the SA with the lowest
-				// nonce is redundant, and we created it: delete it.
-				d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
-				d.deleteChild(sa, nc)
-				return
-			}
-			c.replaced = true
-			c.successor = nc
-			d.deleteChild(sa, c)
+			done(nc, m)
 		}})
 }
 

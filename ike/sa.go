@@ -68,6 +68,7 @@ type ikeSA struct {
 	rekeyed        bool   // replaced by a rekeyed IKE SA: children moved away
 	rekeyingIKE    bool   // our CREATE_CHILD_SA rekeying this IKE SA is under way
 	colliding      *ikeSA // the peer's rekey of this SA, made while ours ran (§2.8.2)
+	creatingChild  bool   // our CREATE_CHILD_SA for a new Child SA is under way
 }
 
 // request is our outstanding request, retransmitted until answered.

@@ -440,3 +440,39 @@ func TestLabInteropDeadPeer(t *testing.T) {
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 }
+
+// TestLabInteropOnDemand: oevpn negotiates with strongSwan when the first
+// packet arrives (held, then delivered), and after strongSwan deletes the
+// Child SA but keeps the IKE SA, the next packet makes a new Child SA with
+// CREATE_CHILD_SA.
+func TestLabInteropOnDemand(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, _ := l.startOevpnExtra(t, interopCase{auth: "psk"}, "", "", "traffic", "")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if strings.Contains(p.Output(), "initiating IKE SA") {
+		t.Fatal("negotiated before any traffic")
+	}
+	// One echo request only: it must be held and delivered, not lost.
+	l.o.Run("ping", "-c", "1", "-W", "5", "-I", ioInnerO, ioInnerS)
+	if out, err := sw.Swanctl("--terminate", "--child", lab.SwanName); err != nil {
+		t.Fatalf("swanctl --terminate --child: %v\n%s", err, out)
+	}
+	if err := p.WaitFor("peer deleted a Child SA", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.o.Run("ping", "-c", "1", "-W", "5", "-I", ioInnerO, ioInnerS)
+	if !strings.Contains(p.Output(), "negotiating a new Child SA") || strings.Count(p.Output(), "IKE SA established") != 1 {
+		t.Fatal("the Child SA was not re-created inside the existing IKE SA")
+	}
+	hashedTransfer(t, l.o, l.s, ioInnerS+":5203", 0.5)
+}

@@ -220,7 +220,9 @@ func TestNewChildAfterPeerDeletedIt(t *testing.T) {
 	d2.call(func() { d2.deleteChild(s2, s2.children[0]) })
 	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "Child SA deleted on both ends")
 	d1.Acquire("two")
-	waitUntil(t, func() bool { return dp1.installed() == 1 && dp2.installed() == 1 && oneEstablished(d1) && oneEstablished(d2) },
+	waitUntil(t, func() bool {
+		return dp1.installed() == 1 && dp2.installed() == 1 && oneEstablished(d1) && oneEstablished(d2)
+	},
 		"a new Child SA in the same IKE SA")
 	if current(d2) != s2 {
 		t.Fatal("a new IKE SA was made instead of a Child SA")

@@ -1,10 +1,6 @@
 package esp
 
-import (
-	"errors"
-	"sync"
-	"sync/atomic"
-)
+import "errors"
 
 // The anti-replay window of RFC 4303 §3.4.3, kept as the bitmap of RFC 6479:
 // a ring of 64-bit blocks. The window covers size sequence numbers below the
@@ -26,16 +22,15 @@ var (
 	ErrReplay = errors.New("esp: replayed or too old sequence number")
 )
 
-// replayWindow is safe for concurrent use: check is lock-free (atomic loads
-// of the bitmap) and may see a slightly stale window; update re-checks under
-// the mutex, so a number is accepted once.
+// replayWindow belongs to the goroutine that opens an SA's packets (one at a
+// time, see SA): its fields are plain, so the per-packet path has no locked
+// instructions.
 type replayWindow struct {
-	mu     sync.Mutex      // serialises update
-	last   atomic.Uint64   // highest sequence number accepted
-	size   uint64          // window size in packets
-	mask   uint64          // len(blocks)-1
-	blocks []atomic.Uint64 // ring; len is a power of two
-	off    bool            // no replay protection: only last is kept (for ESN)
+	last   uint64   // highest sequence number accepted
+	size   uint64   // window size in packets
+	mask   uint64   // len(blocks)-1
+	blocks []uint64 // ring; len is a power of two
+	off    bool     // no replay protection: only last is kept (for ESN)
 }
 
 // init sizes the window to hold at least size packets; size < 0 turns the
@@ -49,63 +44,43 @@ func (w *replayWindow) init(size int) {
 	for (n-1)*blockBits < size {
 		n <<= 1
 	}
-	w.blocks = make([]atomic.Uint64, n)
+	w.blocks = make([]uint64, n)
 	w.mask = uint64(n - 1)
 	w.size = uint64(size)
-	w.last.Store(0)
+	w.last = 0
 }
 
 // check reports whether seq may be accepted: not zero, not older than the
 // window, not already seen. It changes nothing.
 func (w *replayWindow) check(seq uint64) bool {
-	if seq == 0 {
+	switch {
+	case seq == 0:
+		return false
+	case w.off || seq > w.last:
+		return true
+	case w.last-seq >= w.size:
 		return false
 	}
-	if w.off {
-		return true
-	}
-	last := w.last.Load()
-	if seq > last {
-		return true
-	}
-	if last-seq >= w.size {
-		return false
-	}
-	return w.blocks[(seq/blockBits)&w.mask].Load()&(1<<(seq%blockBits)) == 0
+	return w.blocks[(seq/blockBits)&w.mask]&(1<<(seq%blockBits)) == 0
 }
 
-// update records seq, which check accepted, and reports false if it was
-// accepted in the meantime by another caller.
-func (w *replayWindow) update(seq uint64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.check(seq) {
-		return false
-	}
-	last := w.last.Load()
+// update records seq, which check accepted (the window has not changed
+// since: it has one writer).
+func (w *replayWindow) update(seq uint64) {
 	if w.off {
-		if seq > last {
-			w.last.Store(seq)
-		}
-		return true
+		w.last = max(w.last, seq)
+		return
 	}
 	idx := seq / blockBits
-	if seq > last {
-		cur := last / blockBits
-		diff := idx - cur
-		if diff > uint64(len(w.blocks)) {
-			diff = uint64(len(w.blocks))
-		}
+	if seq > w.last {
+		cur := w.last / blockBits
+		diff := min(idx-cur, uint64(len(w.blocks)))
 		for i := uint64(1); i <= diff; i++ {
-			w.blocks[(cur+i)&w.mask].Store(0)
+			w.blocks[(cur+i)&w.mask] = 0
 		}
+		w.last = seq
 	}
-	b := &w.blocks[idx&w.mask]
-	b.Store(b.Load() | 1<<(seq%blockBits))
-	if seq > last {
-		w.last.Store(seq)
-	}
-	return true
+	w.blocks[idx&w.mask] |= 1 << (seq % blockBits)
 }
 
 // inferESN reconstructs the full 64-bit sequence number from its transmitted

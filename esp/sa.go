@@ -80,8 +80,9 @@ type Counters struct {
 	PaddingErrors     uint64 // inbound packets with malformed padding
 }
 
-// SA is one ESP security association. Seal and Open may be called from many
-// goroutines at once.
+// SA is one ESP security association. Seal may be called from many
+// goroutines at once; Open for one SA from one goroutine at a time (it owns
+// the replay window), as the engine does. Counters may be read anywhere.
 type SA struct {
 	transform Transform
 	spi       uint32
@@ -98,7 +99,9 @@ type SA struct {
 	seq atomic.Uint64 // outbound: last sequence number used
 
 	replay       replayWindow // inbound
-	macMu        sync.Mutex   // AES-CBC: guards c.mac
+	limitPackets uint64       // the lowest packet limit, soft or hard (fast check)
+	limitBytes   uint64
+	macMu        sync.Mutex // AES-CBC: guards c.mac
 	softRaised   atomic.Bool
 	hardRaised   atomic.Bool
 	packets      atomic.Uint64
@@ -143,6 +146,7 @@ func newSA(cfg Config) (*SA, error) {
 		sa.maxSeq = 1<<64 - 1
 	}
 	sa.replay.init(cfg.ReplayWindow)
+	sa.limitPackets, sa.limitBytes = lowest(cfg.Soft.Packets, cfg.Hard.Packets), lowest(cfg.Soft.Bytes, cfg.Hard.Bytes)
 	return sa, nil
 }
 
@@ -194,10 +198,30 @@ func (sa *SA) raise(e Event) {
 	}
 }
 
+// lowest returns the smaller non-zero limit, or no limit.
+func lowest(a, b uint64) uint64 {
+	switch {
+	case a == 0 && b == 0:
+		return 1<<64 - 1
+	case a == 0:
+		return b
+	case b == 0 || a < b:
+		return a
+	}
+	return b
+}
+
 // account adds one packet of n octets and raises the events it crosses.
 func (sa *SA) account(n int) {
 	p := sa.packets.Add(1)
 	b := sa.bytes.Add(uint64(n))
+	if p >= sa.limitPackets || b >= sa.limitBytes {
+		sa.limits(p, b)
+	}
+}
+
+// limits raises the lifetime events that p packets and b octets reach.
+func (sa *SA) limits(p, b uint64) {
 	if (sa.soft.Packets > 0 && p >= sa.soft.Packets) || (sa.soft.Bytes > 0 && b >= sa.soft.Bytes) {
 		if !sa.softRaised.Load() {
 			sa.raise(EventSoftExpire)
@@ -288,9 +312,7 @@ func (sa *SA) seal(buf []byte, off, n int, nextHeader byte, seq uint64, iv []byt
 		}
 	}
 	if sa.transform.aead() {
-		nonce := buf[start-12 : start]
-		copy(nonce, sa.c.salt[:])
-		copy(nonce[4:], ivField)
+		nonce := sa.nonce(buf[start-12:start], ivField)
 		aad := sa.aad(buf, start, seq)
 		out := sa.c.aead.Seal(buf[off:off], nonce, buf[off:end], aad)
 		if len(out) != end-off+16 {
@@ -311,6 +333,15 @@ func (sa *SA) seal(buf []byte, off, n int, nextHeader byte, seq uint64, iv []byt
 	sa.mac(buf, start, end, seq, buf[end:end])
 	sa.account(n)
 	return buf[start : end+16], nil
+}
+
+// nonce writes salt || IV (RFC 4106 §4, RFC 7634 §2) into dst, 12 octets,
+// with word moves rather than calls to memmove.
+func (sa *SA) nonce(dst, iv []byte) []byte {
+	dst = dst[:12]
+	binary.LittleEndian.PutUint32(dst, binary.LittleEndian.Uint32(sa.c.salt[:]))
+	binary.LittleEndian.PutUint64(dst[4:], binary.LittleEndian.Uint64(iv[:8]))
+	return dst
 }
 
 // aad returns the AAD of RFC 4106 §5: SPI || seq, or SPI || seq-hi || seq-lo
@@ -346,7 +377,8 @@ func (sa *SA) mac(buf []byte, start, end int, seq uint64, dst []byte) []byte {
 //  1. check the length, the SPI and the sequence number against the replay
 //     window (RFC 4303 §3.4.3) without changing it;
 //  2. verify the ICV and decrypt in place (§3.4.4);
-//  3. record the sequence number in the window;
+//  3. record the sequence number in the window (one writer per SA, so
+//     the check of step 1 still holds);
 //  4. check and strip the padding; drop dummy packets.
 
 // Open authenticates and decrypts the ESP packet buf[off:off+n] in place and
@@ -380,9 +412,7 @@ func (sa *SA) Open(buf []byte, off, n int) (inner []byte, nextHeader byte, err e
 	ctStart := off + headerLen + sa.ivLen
 	ctEnd := ctStart + ctLen
 	if sa.transform.aead() {
-		nonce := buf[start-12 : start]
-		copy(nonce, sa.c.salt[:])
-		copy(nonce[4:], buf[start+headerLen:ctStart])
+		nonce := sa.nonce(buf[start-12:start], buf[start+headerLen:ctStart])
 		if _, err := sa.c.aead.Open(buf[ctStart:ctStart], nonce, buf[ctStart:ctEnd+16], sa.aad(buf, start, seq)); err != nil {
 			sa.integrityErr.Add(1)
 			return nil, 0, ErrIntegrity
@@ -399,10 +429,7 @@ func (sa *SA) Open(buf []byte, off, n int) (inner []byte, nextHeader byte, err e
 			subtle.XORBytes(blk, blk, buf[i-16:i]) // the IV for the first block
 		}
 	}
-	if !sa.commitReplay(seq) {
-		sa.replayDrops.Add(1)
-		return nil, 0, ErrReplay
-	}
+	sa.replay.update(seq)
 	padLen := int(buf[ctEnd-2])
 	nextHeader = buf[ctEnd-1]
 	if padLen+2 > ctLen {
@@ -429,12 +456,9 @@ func (sa *SA) checkReplay(low uint32) (uint64, bool) {
 	seq := uint64(low)
 	if sa.esn {
 		var ok bool
-		if seq, ok = inferESN(sa.replay.last.Load(), sa.replay.size, low); !ok {
+		if seq, ok = inferESN(sa.replay.last, sa.replay.size, low); !ok {
 			return 0, false
 		}
 	}
 	return seq, sa.replay.check(seq)
 }
-
-// commitReplay records an authenticated sequence number.
-func (sa *SA) commitReplay(seq uint64) bool { return sa.replay.update(seq) }

@@ -269,9 +269,7 @@ func TestReplayWindowSizes(t *testing.T) {
 	for _, size := range []int{32, 64, 1000, 1024, 4096, 65536} {
 		var w replayWindow
 		w.init(size)
-		if !w.update(100000) {
-			t.Fatal("first update refused")
-		}
+		w.update(100000)
 		if !w.check(100000 - uint64(size) + 1) {
 			t.Fatalf("size %d: oldest in-window number refused", size)
 		}
@@ -308,7 +306,7 @@ func TestESNWrap(t *testing.T) {
 			out, in := testPair(t, tr, true, 0)
 			start := uint64(1<<32 - 3)
 			out.seq.Store(start - 1)
-			in.replay.last.Store(start - 1)
+			in.replay.last = start - 1
 			var pkts [][]byte
 			for i := 0; i < 8; i++ {
 				pkts = append(pkts, sealPacket(t, out, innerPacket(true, 80), 41))
@@ -319,8 +317,8 @@ func TestESNWrap(t *testing.T) {
 					t.Fatalf("packet %d (seq %#x): %v", i, start+uint64(i), err)
 				}
 			}
-			if in.replay.last.Load() != start+7 {
-				t.Fatalf("highest %#x, want %#x", in.replay.last.Load(), start+7)
+			if in.replay.last != start+7 {
+				t.Fatalf("highest %#x, want %#x", in.replay.last, start+7)
 			}
 			if _, _, err := openPacket(in, pkts[1]); !errors.Is(err, ErrReplay) {
 				t.Fatalf("replay across wrap: %v", err)

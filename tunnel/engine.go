@@ -83,6 +83,7 @@ type SAPair struct {
 	Owner any
 
 	ep      conn.Endpoint
+	peer4   bool   // the peer's outer address is IPv4
 	seq     uint64 // install order: newer pairs win outbound (make-before-break)
 	removed atomic.Bool
 }
@@ -274,6 +275,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 		return nil, fmt.Errorf("tunnel: inbound SA: %w", err)
 	}
 	peer := netip.AddrPortFrom(pc.Peer.Addr().Unmap(), pc.Peer.Port())
+	p.peer4 = peer.Addr().Is4()
 	if p.ep, err = e.natt.ParseEndpoint(peer.String()); err != nil {
 		return nil, fmt.Errorf("tunnel: peer %v: %w", pc.Peer, err)
 	}
@@ -493,6 +495,12 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			}
 			pair, ok := e.spis.Lookup(esp.Header(d).SPI())
 			if !ok || pair == nil {
+				e.stats.unknownSPI.Add(1)
+				continue
+			}
+			if addrPortOf(eps[i]).Addr().Unmap().Is4() != pair.peer4 {
+				// An SA is opened by the routine of its peer's address
+				// family only: esp.SA.Open is single-threaded per SA.
 				e.stats.unknownSPI.Add(1)
 				continue
 			}

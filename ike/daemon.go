@@ -393,7 +393,7 @@ func (d *Daemon) send(sa *ikeSA, msgs ...[]byte) {
 
 // sendRequest sends a request and retransmits it with exponential backoff
 // until answered or given up.
-func (d *Daemon) sendRequest(sa *ikeSA, msgs [][]byte, id uint32, onResponse func(*Message)) {
+func (d *Daemon) sendRequest(sa *ikeSA, msgs [][]byte, id uint32, onResponse func(*ikeSA, *Message)) {
 	if sa.pending != nil && sa.pending.timer != nil {
 		sa.pending.timer.Stop()
 	}
@@ -533,7 +533,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		case m.Exchange == INFORMATIONAL && sa.state == stateDeleting:
 			d.teardown(sa, nil)
 		case r.onResponse != nil:
-			r.onResponse(m)
+			r.onResponse(sa, m)
 		}
 		if sa.pending == nil {
 			d.answered(sa)
@@ -635,12 +635,13 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 			return nil
 		case ProtoESP:
 			var ours [][]byte
+			owner := sa.current()
 			for _, spi := range del.SPIs {
-				for i, c := range sa.children {
+				for i, c := range owner.children {
 					if len(spi) == 4 && binary.BigEndian.Uint32(spi) == c.Out.SPI {
 						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.In.SPI))
 						d.dp.RemoveChild(c)
-						sa.children = append(sa.children[:i], sa.children[i+1:]...)
+						owner.children = append(owner.children[:i], owner.children[i+1:]...)
 						d.log.Info("peer deleted a Child SA", "peer", sa.peer.Name, "spi_out", fmt.Sprintf("%#08x", c.Out.SPI))
 						break
 					}
@@ -923,7 +924,14 @@ func notifyList(m *Message) []string {
 // installChild keys and installs a Child SA of sa negotiated with chosen
 // (whose SPI is the peer's), the exchange's nonces and, with PFS, the new
 // shared secret. tsi and tsr are the exchange's final selectors.
-func (d *Daemon) installChild(sa *ikeSA, chosen *Proposal, nI, nR, shared []byte, ourSPI uint32, weInitiated bool, tsi, tsr []TrafficSelector) *ChildSA {
+func (d *Daemon) installChild(via *ikeSA, chosen *Proposal, nI, nR, shared []byte, ourSPI uint32, weInitiated bool, tsi, tsr []TrafficSelector) *ChildSA {
+	return d.installChildDeferred(via, chosen, nI, nR, shared, ourSPI, weInitiated, tsi, tsr, false)
+}
+
+func (d *Daemon) installChildDeferred(via *ikeSA, chosen *Proposal, nI, nR, shared []byte, ourSPI uint32, weInitiated bool, tsi, tsr []TrafficSelector, deferred bool) *ChildSA {
+	// Keys come from the IKE SA the exchange ran in; the Child SA belongs
+	// to the one that replaced it, if it was rekeyed meanwhile.
+	sa := via
 	cs, err := childSuiteOf(chosen)
 	if err != nil {
 		d.log.Warn("bad ESP proposal", "peer", sa.peer.Name, "err", err)
@@ -948,7 +956,7 @@ func (d *Daemon) installChild(sa *ikeSA, chosen *Proposal, nI, nR, shared []byte
 		local, remote = tsr, tsi
 	}
 	c := &ChildSA{ike: sa, Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs,
-		nonce: minNonce(nI, nR)}
+		nonce: minNonce(nI, nR), Deferred: deferred}
 	if sa.natt {
 		c.Peer = netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port())
 	}
@@ -956,7 +964,9 @@ func (d *Daemon) installChild(sa *ikeSA, chosen *Proposal, nI, nR, shared []byte
 		d.log.Warn("installing Child SA", "peer", sa.peer.Name, "err", err)
 		return nil
 	}
-	sa.children = append(sa.children, c)
+	owner := via.current()
+	c.ike = owner
+	owner.children = append(owner.children, c)
 	d.scheduleChildRekey(c)
 	d.log.Info("Child SA installed", "peer", sa.peer.Name, "transform", out.Transform, "esn", cs.ESN,
 		"spi_in", fmt.Sprintf("%#08x", in.SPI), "spi_out", fmt.Sprintf("%#08x", out.SPI), "local", c.Local, "remote", c.Remote)

@@ -43,7 +43,10 @@ func jitter(d time.Duration) time.Duration {
 type exchange struct {
 	exch       ExchangeType
 	payloads   func() ([]Payload, error) // built when sent
-	onResponse func(*Message)
+	onResponse func(*ikeSA, *Message)    // with the IKE SA the exchange ran in
+	// movable requests (Child SA operations) go on in the new IKE SA if
+	// this one is rekeyed before they are sent.
+	movable bool
 }
 
 // queueRequest sends ex now if the window is free, or after the requests
@@ -201,6 +204,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 			// Simultaneous rekey (§2.8.1): the SA with the lowest
 			// nonce is redundant, and we created it: delete it.
 			d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
+			d.dp.RemoveChild(nc) // stop sending on it now; the Delete follows
 			d.deleteChild(sa, nc)
 			return
 		}
@@ -233,7 +237,7 @@ func (d *Daemon) requestChild(sa *ikeSA, old *ChildSA, local, remote policy.Sele
 	var nI []byte
 	var dhPriv any
 	var group dhGroup
-	d.queueRequest(sa, exchange{exch: CREATE_CHILD_SA,
+	d.queueRequest(sa, exchange{exch: CREATE_CHILD_SA, movable: true,
 		payloads: func() ([]Payload, error) {
 			var err error
 			if spi, err = d.dp.ReserveSPI(); err != nil {
@@ -263,12 +267,12 @@ func (d *Daemon) requestChild(sa *ikeSA, old *ChildSA, local, remote policy.Sele
 			return append(payloads, &TSPayload{Initiator: true, Selectors: wireSelectors(local)},
 				&TSPayload{Initiator: false, Selectors: wireSelectors(remote)}), nil
 		},
-		onResponse: func(m *Message) {
-			nc := d.completeCreateChild(sa, m, spi, nI, group, dhPriv, true)
+		onResponse: func(run *ikeSA, m *Message) {
+			nc := d.completeCreateChild(run, m, spi, nI, group, dhPriv, true)
 			if nc == nil {
 				if m.ErrorNotify() == nil {
 					// The peer installed its half: have it removed.
-					d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) {
+					d.queueRequest(run.current(), exchange{exch: INFORMATIONAL, movable: true, payloads: func() ([]Payload, error) {
 						return []Payload{&DeletePayload{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, spi)}}}, nil
 					}})
 				}
@@ -317,14 +321,15 @@ func (d *Daemon) completeCreateChild(sa *ikeSA, m *Message, spi uint32, nI []byt
 
 // deleteChild sends Delete for a Child SA and removes it when answered.
 func (d *Daemon) deleteChild(sa *ikeSA, c *ChildSA) {
-	d.queueRequest(sa, exchange{exch: INFORMATIONAL,
+	d.queueRequest(sa, exchange{exch: INFORMATIONAL, movable: true,
 		payloads: func() ([]Payload, error) {
 			return []Payload{&DeletePayload{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, c.In.SPI)}}}, nil
 		},
-		onResponse: func(*Message) { d.removeChild(sa, c) }})
+		onResponse: func(*ikeSA, *Message) { d.removeChild(sa, c) }})
 }
 
-func (d *Daemon) removeChild(sa *ikeSA, c *ChildSA) {
+func (d *Daemon) removeChild(_ *ikeSA, c *ChildSA) {
+	sa := c.ike
 	for i, x := range sa.children {
 		if x == c {
 			sa.children = append(sa.children[:i], sa.children[i+1:]...)
@@ -354,7 +359,7 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 			return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
 		}
 		spi := binary.BigEndian.Uint32(n.SPI)
-		for _, c := range sa.children {
+		for _, c := range sa.current().children {
 			if c.Out.SPI == spi && !c.replaced {
 				old = c
 			}
@@ -404,7 +409,7 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 	if err != nil {
 		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}
 	}
-	nc := d.installChild(sa, chosen, ni.Data, nR, shared, spi, false, ntsi, ntsr)
+	nc := d.installChildDeferred(sa, chosen, ni.Data, nR, shared, spi, false, ntsi, ntsr, old != nil)
 	if nc == nil {
 		d.dp.ReleaseSPI(spi)
 		return []Payload{&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}}
@@ -468,7 +473,7 @@ func (d *Daemon) rekeyIKE(sa *ikeSA) {
 			nsa.nI = randNonce()
 			return []Payload{&SAPayload{Proposals: props}, &NoncePayload{Data: nsa.nI}, &KEPayload{Group: sa.suite.DH, Data: ke}}, nil
 		},
-		onResponse: func(m *Message) {
+		onResponse: func(_ *ikeSA, m *Message) {
 			sa.rekeyingIKE = false
 			if err := d.completeRekeyIKE(sa, nsa, m, group, priv); err != nil {
 				d.log.Warn("IKE SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "err", err)
@@ -538,12 +543,26 @@ func (d *Daemon) switchIKE(old, nsa *ikeSA) {
 	for _, c := range nsa.children {
 		c.ike = nsa
 	}
+	old.next = nsa
+	// Child SA requests waiting for the old SA's window go out on the
+	// new one; the others (liveness, rekey of the old SA) are moot.
+	for _, ex := range old.queue {
+		if ex.movable {
+			nsa.queue = append(nsa.queue, ex)
+		}
+	}
+	old.queue = nil
 	old.rekeyed = true
 	if old.rekeyTimer != nil {
 		old.rekeyTimer.Stop()
 	}
 	d.sas[nsa.ourSPI()] = nsa
 	d.established(nsa)
+	if nsa.pending == nil && len(nsa.queue) > 0 {
+		next := nsa.queue[0]
+		nsa.queue = nsa.queue[1:]
+		d.startRequest(nsa, next)
+	}
 	d.log.Info("IKE SA rekeyed", "peer", nsa.peer.Name, "spi_i", fmt.Sprintf("%016x", nsa.spiI),
 		"spi_r", fmt.Sprintf("%016x", nsa.spiR), "algorithms", nsa.suite.String())
 }

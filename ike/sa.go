@@ -67,6 +67,7 @@ type ikeSA struct {
 	keepaliveTimer *time.Timer
 	rekeyed        bool   // replaced by a rekeyed IKE SA: children moved away
 	rekeyingIKE    bool   // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	next           *ikeSA // the IKE SA that replaced this one
 	colliding      *ikeSA // the peer's rekey of this SA, made while ours ran (§2.8.2)
 	creatingChild  bool   // our CREATE_CHILD_SA for a new Child SA is under way
 }
@@ -77,7 +78,7 @@ type request struct {
 	tries      int
 	timer      *time.Timer
 	id         uint32
-	onResponse func(*Message)
+	onResponse func(*ikeSA, *Message)
 }
 
 // ChildSA is an established pair of ESP SAs, as installed in the datapath.
@@ -93,8 +94,21 @@ type ChildSA struct {
 	Local, Remote policy.Selectors
 	Out, In       esp.Config
 	Suite         ChildSuite
+	// Deferred asks the datapath not to send on this SA before a packet
+	// arrives on it while an older SA covers the same traffic (we answered
+	// a rekey; the peer installs its inbound SA when our answer arrives).
+	Deferred bool
 	// Handle is the datapath's, set by InstallChild.
 	Handle any
+}
+
+// current follows the chain of rekeys from sa to the IKE SA that now owns
+// the peer's Child SAs.
+func (sa *ikeSA) current() *ikeSA {
+	for i := 0; sa.next != nil && i < 16; i++ {
+		sa = sa.next
+	}
+	return sa
 }
 
 func (sa *ikeSA) ourSPI() uint64 {

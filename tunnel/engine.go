@@ -71,6 +71,11 @@ type PairConfig struct {
 	// and go to Local, or they are dropped.
 	Local, Remote policy.Selectors
 	Out, In       esp.Config
+	// Deferred keeps outbound traffic on an older pair with the same
+	// selectors until a packet arrives on this one (or the older one
+	// goes): the responder of a rekey, whose peer installs its inbound SA
+	// only when our answer arrives, must not send first (RFC 7296 §2.8).
+	Deferred bool
 }
 
 // SAPair is an installed pair of SAs.
@@ -83,8 +88,9 @@ type SAPair struct {
 	Owner any
 
 	ep      conn.Endpoint
-	peer4   bool   // the peer's outer address is IPv4
-	seq     uint64 // install order: newer pairs win outbound (make-before-break)
+	ready   atomic.Bool // may carry outbound traffic (see PairConfig.Deferred)
+	peer4   bool        // the peer's outer address is IPv4
+	seq     uint64      // install order: newer pairs win outbound (make-before-break)
 	removed atomic.Bool
 }
 
@@ -259,6 +265,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 		return nil, errors.New("tunnel: SA pair without traffic selectors")
 	}
 	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote}
+	p.ready.Store(!pc.Deferred)
 	onEvent := func(_ *esp.SA, ev esp.Event) {
 		select {
 		case e.events <- saEvent{p, ev}:
@@ -364,18 +371,23 @@ func (e *Engine) rebuildRoutesLocked() {
 	e.routes.Store(rt)
 }
 
+// lookup returns the newest pair that covers the packet and may carry
+// outbound traffic, or else the newest that covers it.
 func (rt *routeTable) lookup(p *ipview.Packet) *SAPair {
-	for _, pair := range rt.hosts[p.Dst] {
-		if pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
-			return pair
+	var fallback *SAPair
+	for _, list := range [2][]*SAPair{rt.hosts[p.Dst], rt.others} {
+		for _, pair := range list {
+			if pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
+				if pair.ready.Load() {
+					return pair
+				}
+				if fallback == nil {
+					fallback = pair
+				}
+			}
 		}
 	}
-	for _, pair := range rt.others {
-		if pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
-			return pair
-		}
-	}
-	return nil
+	return fallback
 }
 
 func newBuffers(n int) [][]byte {
@@ -517,6 +529,9 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
 				e.stats.selectorDrops.Add(1)
 				continue
+			}
+			if !pair.ready.Load() {
+				pair.ready.Store(true) // the peer uses it: so may we
 			}
 			start := cap(bufs[i]) - cap(inner)
 			write = append(write, bufs[i][start-writeOffset:start+p.Len])

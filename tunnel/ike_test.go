@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,10 +10,14 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +46,16 @@ func startDaemon(t testing.TB, e *ikeEnd, peer *ike.PeerConfig) {
 func startDaemonCfg(t testing.TB, e *ikeEnd, peer *ike.PeerConfig, cfg ike.Config) {
 	t.Helper()
 	cfg.Datapath, cfg.Peers = e.eng, []*ike.PeerConfig{peer}
+	if cfg.Logger == nil {
+		// Keep the daemon's log, and show it if the test fails.
+		var buf lockedBuffer
+		cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("IKE log of %s:\n%s", e.addr, buf.String())
+			}
+		})
+	}
 	d, err := ike.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +340,7 @@ func transferFor(t *testing.T, a, b *testEndpoint, d time.Duration) {
 		h.Write(buf)
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write(buf); err != nil {
-			t.Fatalf("write after %d octets: %v", sent, err)
+			t.Fatalf("write after %d octets: %v\na: %s\nb: %s", sent, err, dumpPairs(a.eng), dumpPairs(b.eng))
 		}
 		sent += int64(len(buf))
 	}
@@ -530,4 +545,31 @@ func TestIKEInitialContact(t *testing.T) {
 	if err := ping(t, nb.testEndpoint, a.addr, 1); err != nil {
 		t.Fatal(err)
 	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// dumpPairs describes an engine's SA pairs, for failure messages.
+func dumpPairs(e *Engine) string {
+	var sb strings.Builder
+	for _, p := range e.Pairs() {
+		fmt.Fprintf(&sb, "\n  seq %d in %08x (%d pkts) out %08x (%d pkts)", p.seq, p.In.SPI(), p.In.Counters().Packets, p.Out.SPI(), p.Out.Counters().Packets)
+	}
+	fmt.Fprintf(&sb, "\n  %+v", e.Stats())
+	return sb.String()
 }

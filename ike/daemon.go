@@ -312,7 +312,11 @@ func (d *Daemon) SAs() []SAInfo {
 	var out []SAInfo
 	d.call(func() {
 		for _, sa := range d.sas {
-			out = append(out, SAInfo{Peer: sa.peer.Name, Remote: sa.remote, Initiator: sa.initiator, State: sa.state.String(),
+			state := sa.state.String()
+			if sa.rekeyed && sa.state == stateEstablished {
+				state = "rekeyed" // replaced, or the redundant one of a collision
+			}
+			out = append(out, SAInfo{Peer: sa.peer.Name, Remote: sa.remote, Initiator: sa.initiator, State: state,
 				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, LocalID: ourID(sa.peer).String(), PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
 				Created: sa.created, Children: append([]*ChildSA(nil), sa.children...)})
 		}
@@ -631,6 +635,7 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 		switch del.Protocol {
 		case ProtoIKE:
 			d.log.Info("peer deleted the IKE SA", "peer", sa.peer.Name)
+			d.promoteColliding(sa)
 			sa.state = stateDeleting
 			return nil
 		case ProtoESP:

@@ -484,6 +484,9 @@ func (d *Daemon) rekeyIKE(sa *ikeSA) {
 
 func (d *Daemon) completeRekeyIKE(old, nsa *ikeSA, m *Message, group dhGroup, priv any) error {
 	if n := m.ErrorNotify(); n != nil {
+		if d.promoteColliding(old) {
+			return nil // the peer's rekey, which we answered, is the one
+		}
 		return fmt.Errorf("peer answered %s", n.NotifyType.String())
 	}
 	sap, nr, ke := Get[*SAPayload](m), Get[*NoncePayload](m), Get[*KEPayload](m)
@@ -535,6 +538,21 @@ func (d *Daemon) completeRekeyIKE(old, nsa *ikeSA, m *Message, group dhGroup, pr
 		d.sendRequest(old, [][]byte{b}, old.nextMsgID-1, nil)
 	}
 	return nil
+}
+
+// promoteColliding makes the peer's rekey of sa, which we answered while
+// ours ran, the peer's IKE SA: the peer finished it without seeing a
+// collision (it deletes sa, or refuses our rekey). It reports whether
+// there was one.
+func (d *Daemon) promoteColliding(sa *ikeSA) bool {
+	peers := sa.colliding
+	if peers == nil || peers.state != stateEstablished {
+		return false
+	}
+	sa.colliding = nil
+	peers.rekeyed = false
+	d.switchIKE(sa, peers)
+	return true
 }
 
 // switchIKE makes nsa the peer's IKE SA, moving old's Child SAs to it.

@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/miekg/dns v1.1.73
 	golang.org/x/crypto v0.59.0
 	golang.org/x/net v0.62.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446

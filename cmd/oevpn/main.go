@@ -30,6 +30,10 @@ Usage:
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
   oevpn demo         run two userspace endpoints in this process and show traffic
                      flowing between them through ESP
+  oevpn keygen -o FILE        write a new key pair (ed25519; -t ecdsa|rsa), mode 0600
+  oevpn dns-records -k FILE ADDRESS|FQDN
+                     print the IPSECKEY, KEY (and for RSA, TXT) records that
+                     publish the key for opportunistic IPsec
   oevpn version      print the version
 
 Run "oevpn COMMAND -h" for a command's options.
@@ -57,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDown(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout)
+	case "keygen":
+		err = cmdKeygen(args[1:], stdout, stderr)
+	case "dns-records":
+		err = cmdDNSRecords(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "oevpn %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
 	case "help", "-h", "--help":

@@ -75,3 +75,29 @@ func TestRangePrefixes(t *testing.T) {
 		}
 	}
 }
+
+func TestKeygenAndDNSRecords(t *testing.T) {
+	for _, kind := range []string{"ed25519", "ecdsa", "rsa"} {
+		p := filepath.Join(t.TempDir(), "key.pem")
+		code, out, errOut := runCLI("keygen", "-t", kind, "-o", p)
+		if code != 0 || !strings.Contains(out, "BEGIN PUBLIC KEY") {
+			t.Fatalf("keygen %s: %d %s %s", kind, code, out, errOut)
+		}
+		if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+			t.Fatalf("key file mode %v", fi.Mode())
+		}
+		if code, _, errOut := runCLI("keygen", "-o", p); code != 1 || !strings.Contains(errOut, "exists") {
+			t.Fatalf("keygen overwrote: %d %s", code, errOut)
+		}
+		code, out, errOut = runCLI("dns-records", "-k", p, "-gateway", "198.51.100.1", "192.0.2.7")
+		if code != 0 || !strings.Contains(out, "7.2.0.192.in-addr.arpa. 3600 IN IPSECKEY 10 1 ") || !strings.Contains(out, " IN KEY 16896 4 ") {
+			t.Fatalf("dns-records %s: %d\n%s%s", kind, code, out, errOut)
+		}
+		if (kind == "rsa") != strings.Contains(out, "X-IPsec-Server(10)=198.51.100.1 ") {
+			t.Fatalf("dns-records %s TXT:\n%s", kind, out)
+		}
+	}
+	if code, _, _ := runCLI("dns-records", "-k", "/nonexistent", "192.0.2.7"); code != 1 {
+		t.Fatal("missing key file accepted")
+	}
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/oevpn/oevpn/dnsoe"
+)
+
+// cmdKeygen writes a new private key (PKCS#8 PEM, mode 0600) and prints the
+// public key.
+func cmdKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kind := fs.String("t", "ed25519", "key `type`: ed25519, ecdsa (P-256) or rsa (3072 bits)")
+	out := fs.String("o", "", "write the private key to this `file` (refuses to overwrite)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" || fs.NArg() > 0 {
+		return fmt.Errorf("%w: oevpn keygen [-t ed25519|ecdsa|rsa] -o FILE", errUsage)
+	}
+	var key crypto.Signer
+	var err error
+	switch *kind {
+	case "ed25519":
+		_, key, err = ed25519.GenerateKey(rand.Reader)
+	case "ecdsa":
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "rsa":
+		key, err = rsa.GenerateKey(rand.Reader, 3072)
+	default:
+		return fmt.Errorf("%w: key type %q (want ed25519, ecdsa or rsa)", errUsage, *kind)
+	}
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Close()); err != nil {
+		os.Remove(*out)
+		return err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s (%s, mode 0600); public key:\n", *out, *kind)
+	return pem.Encode(stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+}
+
+// cmdDNSRecords prints the records that publish a key for an address or a
+// domain name.
+func cmdDNSRecords(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dns-records", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyFile := fs.String("k", "", "the `key` file: a private key (PKCS#8 PEM) or a PUBLIC KEY PEM")
+	gateway := fs.String("gateway", "", "the security gateway, an `address or @FQDN` (default: the target itself)")
+	prec := fs.Int("p", 10, "`precedence` (lower is preferred)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *keyFile == "" || fs.NArg() != 1 {
+		return fmt.Errorf("%w: oevpn dns-records -k KEYFILE [-gateway ADDR|@FQDN] [-p N] ADDRESS|FQDN", errUsage)
+	}
+	pub, err := readPublicKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	lines, err := dnsoe.Records(fs.Arg(0), *gateway, *prec, pub)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "; oevpn: opportunistic IPsec records for %s — paste into the zone, sign it with DNSSEC\n", fs.Arg(0))
+	for _, l := range lines {
+		fmt.Fprintln(stdout, l)
+	}
+	return nil
+}
+
+func readPublicKey(path string) (crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	switch blk.Type {
+	case "PUBLIC KEY":
+		return x509.ParsePKIXPublicKey(blk.Bytes)
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		if s, ok := k.(crypto.Signer); ok {
+			return s.Public(), nil
+		}
+	}
+	return nil, fmt.Errorf("%s: a %q PEM block is not a key oevpn reads", path, blk.Type)
+}

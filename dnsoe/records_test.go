@@ -1,0 +1,245 @@
+package dnsoe
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"math/big"
+	mrand "math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+func testKeys(t testing.TB) map[string]crypto.PublicKey {
+	t.Helper()
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]crypto.PublicKey{"ed25519": ed.Public(), "ecdsa-p256": &ec.PublicKey, "ecdsa-p384": &ec384.PublicKey, "rsa": &rk.PublicKey}
+}
+
+func sameKey(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
+
+// TestRecordsRoundTrip publishes each key type, parses the zone lines with
+// miekg/dns as a resolver would return them, and reads the keys back.
+func TestRecordsRoundTrip(t *testing.T) {
+	for name, pub := range testKeys(t) {
+		for _, tc := range []struct{ target, gateway string }{
+			{"192.0.2.7", ""}, {"2001:db8::7", ""}, {"192.0.2.7", "198.51.100.1"}, {"192.0.2.7", "@gw.example.org"},
+			{"host.example.org", ""}, {"2001:db8::9", "2001:db8::1"},
+		} {
+			lines, err := Records(tc.target, tc.gateway, 10, pub)
+			if err != nil {
+				t.Fatalf("%s %v: %v", name, tc, err)
+			}
+			var sawIPSECKEY, sawKEY, sawTXT bool
+			for _, l := range lines {
+				rr, err := dns.NewRR(l)
+				if err != nil {
+					t.Fatalf("%s %v: %q does not parse: %v", name, tc, l, err)
+				}
+				switch rr := rr.(type) {
+				case *dns.IPSECKEY:
+					sawIPSECKEY = true
+					dest := netip.MustParseAddr("203.0.113.1")
+					if a, err := netip.ParseAddr(tc.target); err == nil {
+						dest = a
+						if rr.Hdr.Name != ReverseName(a) {
+							t.Errorf("owner %q, want %q", rr.Hdr.Name, ReverseName(a))
+						}
+					}
+					g, err := FromIPSECKEY(rr, dest)
+					if err != nil || !sameKey(g.Key, pub) || g.Precedence != 10 {
+						t.Fatalf("%s %v: IPSECKEY %q read back as %+v, %v", name, tc, l, g, err)
+					}
+					switch {
+					case tc.gateway == "" && g.Addr != dest:
+						t.Errorf("gateway %v, want the destination %v", g.Addr, dest)
+					case strings.HasPrefix(tc.gateway, "@") && g.Name != "gw.example.org":
+						t.Errorf("gateway name %q", g.Name)
+					case tc.gateway != "" && !strings.HasPrefix(tc.gateway, "@") && g.Addr != netip.MustParseAddr(tc.gateway):
+						t.Errorf("gateway %v, want %v", g.Addr, tc.gateway)
+					}
+				case *dns.KEY:
+					sawKEY = true
+					k, err := FromKEY(rr)
+					if err != nil || !sameKey(k, pub) || rr.Flags != 0x4200 || rr.Protocol != 4 {
+						t.Fatalf("%s: KEY %q read back: %v", name, l, err)
+					}
+				case *dns.TXT:
+					sawTXT = true
+					g, err := FromTXT(strings.Join(rr.Txt, ""))
+					if err != nil || !sameKey(g.Key, pub) || g.Precedence != 10 {
+						t.Fatalf("%s: TXT %q read back as %+v, %v", name, l, g, err)
+					}
+				}
+			}
+			_, isRSA := pub.(*rsa.PublicKey)
+			hasGW := tc.gateway != "" || !strings.Contains(tc.target, "example")
+			if !sawIPSECKEY || !sawKEY || sawTXT != (isRSA && hasGW) {
+				t.Errorf("%s %v: records %q", name, tc, lines)
+			}
+		}
+	}
+}
+
+func TestFromTXT(t *testing.T) {
+	rk, _ := rsa.GenerateKey(rand.Reader, 1024)
+	key := base64.StdEncoding.EncodeToString(encodeRFC3110(&rk.PublicKey))
+	tests := []struct {
+		in   string
+		want Gateway
+		err  bool
+	}{
+		{"X-IPsec-Server(10)=192.1.1.5 " + key, Gateway{Precedence: 10, Addr: netip.MustParseAddr("192.1.1.5"), Source: "TXT"}, false},
+		{"X-IPsec-Server(5)=192.1.1.6", Gateway{Precedence: 5, Addr: netip.MustParseAddr("192.1.1.6"), Source: "TXT"}, false},
+		{"X-IPsec-Server(1)=@sg.example.com " + key[:20] + "\n " + key[20:], Gateway{Precedence: 1, Name: "sg.example.com", Source: "TXT"}, false},
+		{"v=spf1 -all", Gateway{}, true},
+		{"X-IPsec-Server(x)=192.1.1.5", Gateway{}, true},
+		{"X-IPsec-Server(300)=192.1.1.5", Gateway{}, true},
+		{"X-IPsec-Server(10)=", Gateway{}, true},
+		{"X-IPsec-Server(10)=not-an-ip", Gateway{}, true},
+		{"X-IPsec-Server(10)=192.1.1.5 AQMM...3s1Q==", Gateway{}, true}, // the draft's shortened key
+		{"X-IPsec-Server(10)=192.1.1.5 AQID", Gateway{}, true},          // too short an RSA key
+	}
+	for _, tt := range tests {
+		g, err := FromTXT(tt.in)
+		if (err != nil) != tt.err {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		if err == nil && (g.Precedence != tt.want.Precedence || g.Addr != tt.want.Addr || g.Name != tt.want.Name) {
+			t.Errorf("%q: %+v", tt.in, g)
+		}
+		if err != nil && !errors.Is(err, ErrRecord) {
+			t.Errorf("%q: error %v does not wrap ErrRecord", tt.in, err)
+		}
+	}
+}
+
+func TestParseAutoSEC(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	b64 := base64.StdEncoding.EncodeToString(der)
+	// The draft's example, with a real key, wrapped over lines.
+	text := "\"ENCR_AES_CBC-256,ENCR_3DES-\n 128;AUTH_HMAC_SHA2_512_256;MODP3072,MODP2048;\n" + b64[:30] + "\n" + b64[30:] + "\""
+	a, err := ParseAutoSEC(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameKey(a.Key, &ec.PublicKey) || a.Proposals != "aes256-sha512-prfsha512-modp2048" {
+		t.Fatalf("%+v", a)
+	}
+	a, err = ParseAutoSEC("ENCR_AES_GCM_16-256,ENCR_AES_CBC-128;AUTH_HMAC_SHA2_256_128;CURVE25519,MODP2048;" + b64)
+	if err != nil || a.Proposals != "aes256gcm16-prfsha256-x25519-modp2048,aes128-sha256-prfsha256-x25519-modp2048" {
+		t.Fatalf("%q %v", a.Proposals, err)
+	}
+	for _, bad := range []string{"", "a;b;c", "ENCR_3DES;AUTH_HMAC_MD5_96;MODP1536;" + b64, "ENCR_AES_CBC-256;;MODP2048;!!!",
+		"ENCR_AES_CBC-256;AUTH_HMAC_SHA2_256_128;MODP2048;AAAA"} {
+		if _, err := ParseAutoSEC(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestOrder(t *testing.T) {
+	gws := []Gateway{{Precedence: 20, Name: "c"}, {Precedence: 10, Name: "a"}, {Precedence: 10, Name: "b"}, {Precedence: 5, Name: "z"}}
+	seen := map[string]bool{}
+	for i := 0; i < 50; i++ {
+		o := Order(gws, mrand.New(mrand.NewPCG(uint64(i), 1)))
+		if o[0].Name != "z" || o[3].Name != "c" {
+			t.Fatalf("order %v", o)
+		}
+		seen[o[1].Name] = true
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Fatal("equal precedence never shuffled")
+	}
+}
+
+func TestKeyDecoders(t *testing.T) {
+	if _, err := KeyFromIPSECKEY(IPSECKEYDSA, []byte{1}); !errors.Is(err, ErrKeyType) {
+		t.Errorf("DSA: %v", err)
+	}
+	if _, err := KeyFromIPSECKEY(IPSECKEYECDSA, make([]byte, 64)); err == nil {
+		t.Error("point (0,0) accepted")
+	}
+	if _, err := KeyFromKEY(3, keyED25519, make([]byte, 32)); err == nil {
+		t.Error("KEY record for DNSSEC (protocol 3) accepted")
+	}
+	// An RSA key with an even modulus, an even exponent, a short modulus.
+	n := new(big.Int).Lsh(big.NewInt(1), 1100)
+	if _, err := decodeRFC3110(encodeRFC3110(&rsa.PublicKey{N: n, E: 65537})); err == nil {
+		t.Error("even modulus accepted")
+	}
+}
+
+func FuzzIPSECKEY(f *testing.F) {
+	for _, pub := range testKeys(f) {
+		lines, _ := Records("192.0.2.7", "198.51.100.1", 10, pub)
+		rr, _ := dns.NewRR(lines[0])
+		buf := make([]byte, 1024)
+		off, _ := dns.PackRR(rr, buf, 0, nil, false)
+		f.Add(buf[:off])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rr, _, err := dns.UnpackRR(b, 0)
+		if err != nil {
+			return
+		}
+		if k, ok := rr.(*dns.IPSECKEY); ok {
+			FromIPSECKEY(k, netip.MustParseAddr("192.0.2.7"))
+		}
+		if k, ok := rr.(*dns.KEY); ok {
+			FromKEY(k)
+		}
+	})
+}
+
+func FuzzTXT(f *testing.F) {
+	f.Add("X-IPsec-Server(10)=192.1.1.5 AQID")
+	f.Add("X-IPsec-Server(1)=@sg.example.com")
+	f.Fuzz(func(t *testing.T, s string) {
+		g, err := FromTXT(s)
+		if err == nil && !g.Addr.IsValid() && g.Name == "" {
+			t.Fatal("gateway without address or name")
+		}
+	})
+}
+
+func FuzzKEY(f *testing.F) {
+	for _, pub := range testKeys(f) {
+		alg, key, _ := KEYOf(pub)
+		f.Add(uint8(4), alg, key)
+	}
+	f.Fuzz(func(t *testing.T, proto, alg uint8, key []byte) {
+		KeyFromKEY(proto, alg, key)
+		KeyFromIPSECKEY(alg, key)
+	})
+}
+
+func FuzzAutoSEC(f *testing.F) {
+	f.Add("ENCR_AES_CBC-256;AUTH_HMAC_SHA2_512_256;MODP2048;AQID")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAutoSEC(s)
+		if err == nil && (a.Key == nil || a.Proposals == "") {
+			t.Fatal("accepted without a key or proposals")
+		}
+	})
+}

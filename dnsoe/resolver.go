@@ -1,0 +1,271 @@
+package dnsoe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// DNSSEC says which answers count.
+type DNSSEC int
+
+// DNSSEC modes.
+const (
+	// DNSSECRequire uses only answers the resolver validated (AD bit set
+	// by a resolver the configuration trusts).
+	DNSSECRequire DNSSEC = iota
+	// DNSSECPrefer uses unvalidated answers too, marked as such.
+	DNSSECPrefer
+	// DNSSECOff ignores DNSSEC.
+	DNSSECOff
+)
+
+// Errors of lookups.
+var (
+	ErrUnvalidated = errors.New("dnsoe: answer not validated by DNSSEC")
+	ErrNoRecord    = errors.New("dnsoe: no opportunistic IPsec record")
+	ErrBusy        = errors.New("dnsoe: too many lookups in flight")
+)
+
+// Result is what DNS says about a destination.
+type Result struct {
+	// Gateways, in order of preference (see Order).
+	Gateways []Gateway
+	// Validated is true when every answer used was DNSSEC-validated.
+	Validated bool
+	// Expires is when the answer must be looked up again (its TTL).
+	Expires time.Time
+	// Err is ErrNoRecord (cached by the zone's negative TTL),
+	// ErrUnvalidated, ErrBusy or a transport error.
+	Err error
+}
+
+// Resolver looks up opportunistic IPsec records through one recursive
+// resolver, caches answers by their TTL (negative ones by the SOA's), and
+// bounds the lookups in flight, so that a slow or dead resolver never holds
+// up more than the flows waiting for it.
+type Resolver struct {
+	// Server is the resolver's address, e.g. "127.0.0.1:53".
+	Server string
+	Mode   DNSSEC
+	// Timeout bounds one lookup (default 2s); MaxInFlight the lookups at
+	// once (default 64).
+	Timeout     time.Duration
+	MaxInFlight int
+
+	once  sync.Once
+	sem   chan struct{}
+	mu    sync.Mutex
+	cache map[netip.Addr]Result
+}
+
+func (r *Resolver) init() {
+	r.once.Do(func() {
+		n := r.MaxInFlight
+		if n <= 0 {
+			n = 64
+		}
+		r.sem = make(chan struct{}, n)
+		r.cache = map[netip.Addr]Result{}
+		if r.Timeout == 0 {
+			r.Timeout = 2 * time.Second
+		}
+	})
+}
+
+// Cached returns a cached, unexpired result for dest.
+func (r *Resolver) Cached(dest netip.Addr, now time.Time) (Result, bool) {
+	r.init()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res, ok := r.cache[dest.Unmap()]
+	if ok && now.Before(res.Expires) {
+		return res, true
+	}
+	return Result{}, false
+}
+
+// Lookup finds the gateways of dest: IPSECKEY and TXT records in its
+// reverse zone, and for a gateway named without a key, its KEY or IPSECKEY
+// record. It fails at once with ErrBusy when MaxInFlight lookups run.
+func (r *Resolver) Lookup(ctx context.Context, dest netip.Addr) Result {
+	r.init()
+	dest = dest.Unmap()
+	if res, ok := r.Cached(dest, time.Now()); ok {
+		return res
+	}
+	select {
+	case r.sem <- struct{}{}:
+		defer func() { <-r.sem }()
+	default:
+		return Result{Err: ErrBusy}
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	res := r.lookup(ctx, dest)
+	if res.Err == nil || errors.Is(res.Err, ErrNoRecord) || errors.Is(res.Err, ErrUnvalidated) {
+		r.mu.Lock()
+		r.cache[dest] = res
+		r.mu.Unlock()
+	}
+	return res
+}
+
+// answer is one query's outcome.
+type answer struct {
+	rrs       []dns.RR
+	validated bool
+	ttl       time.Duration // of the records, or the negative TTL
+	err       error
+}
+
+func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.SetEdns0(4096, r.Mode != DNSSECOff) // DO: ask for DNSSEC
+	m.AuthenticatedData = r.Mode != DNSSECOff
+	c := &dns.Client{Net: "udp"}
+	in, _, err := c.ExchangeContext(ctx, m, r.Server)
+	if err == nil && in.Truncated {
+		c.Net = "tcp"
+		in, _, err = c.ExchangeContext(ctx, m, r.Server)
+	}
+	if err != nil {
+		return answer{err: fmt.Errorf("dnsoe: %s %s: %w", name, dns.TypeToString[qtype], err)}
+	}
+	a := answer{validated: in.AuthenticatedData}
+	switch in.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+	default:
+		return answer{err: fmt.Errorf("dnsoe: %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])}
+	}
+	min := uint32(1<<31 - 1)
+	for _, rr := range in.Answer {
+		if rr.Header().Rrtype == qtype {
+			a.rrs = append(a.rrs, rr)
+			min = minU(min, rr.Header().Ttl)
+		}
+	}
+	if len(a.rrs) == 0 {
+		// Negative answer: cache by the SOA's minimum (RFC 2308 §5).
+		min = 300
+		for _, rr := range in.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				min = minU(soa.Hdr.Ttl, soa.Minttl)
+			}
+		}
+	}
+	a.ttl = time.Duration(min) * time.Second
+	return a
+}
+
+func minU(a, b uint32) uint32 {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
+	name := ReverseName(dest)
+	res := Result{Validated: true, Expires: time.Now().Add(time.Hour)}
+	use := func(a answer) bool {
+		if a.err != nil {
+			return false
+		}
+		if exp := time.Now().Add(a.ttl); exp.Before(res.Expires) {
+			res.Expires = exp
+		}
+		if len(a.rrs) == 0 {
+			return false
+		}
+		if !a.validated {
+			if r.Mode == DNSSECRequire {
+				res.Err = ErrUnvalidated
+				return false
+			}
+			if r.Mode == DNSSECPrefer {
+				res.Validated = false
+			}
+		}
+		return true
+	}
+	var transportErr error
+	if a := r.query(ctx, name, dns.TypeIPSECKEY); use(a) {
+		for _, rr := range a.rrs {
+			if g, err := FromIPSECKEY(rr.(*dns.IPSECKEY), dest); err == nil {
+				res.Gateways = append(res.Gateways, g)
+			}
+		}
+	} else if a.err != nil {
+		transportErr = a.err
+	}
+	if a := r.query(ctx, name, dns.TypeTXT); use(a) {
+		for _, rr := range a.rrs {
+			txt := strings.Join(rr.(*dns.TXT).Txt, "")
+			if !strings.HasPrefix(txt, txtPrefix) {
+				continue
+			}
+			if g, err := FromTXT(txt); err == nil {
+				res.Gateways = append(res.Gateways, g)
+			}
+		}
+	} else if a.err != nil && transportErr == nil {
+		transportErr = a.err
+	}
+	// Gateways named without a key: their KEY (or IPSECKEY) record.
+	for i := range res.Gateways {
+		g := &res.Gateways[i]
+		if g.Key != nil {
+			continue
+		}
+		owner := dns.Fqdn(g.Name)
+		if g.Name == "" {
+			owner = ReverseName(g.Addr)
+		}
+		if a := r.query(ctx, owner, dns.TypeKEY); use(a) {
+			for _, rr := range a.rrs {
+				if k, err := FromKEY(rr.(*dns.KEY)); err == nil {
+					g.Key = k
+					break
+				}
+			}
+		}
+		if g.Key == nil {
+			if a := r.query(ctx, owner, dns.TypeIPSECKEY); use(a) {
+				for _, rr := range a.rrs {
+					if kg, err := FromIPSECKEY(rr.(*dns.IPSECKEY), g.Addr); err == nil && kg.Key != nil {
+						g.Key = kg.Key
+						break
+					}
+				}
+			}
+		}
+	}
+	// Without a key there is no authenticated peer: drop such gateways.
+	kept := res.Gateways[:0]
+	for _, g := range res.Gateways {
+		if g.Key != nil {
+			kept = append(kept, g)
+		}
+	}
+	res.Gateways = Order(kept, nil)
+	switch {
+	case len(res.Gateways) > 0:
+		if res.Err == ErrUnvalidated {
+			res.Err = nil // some records validated; the others were skipped
+		}
+	case res.Err != nil:
+	case transportErr != nil:
+		res.Err = transportErr
+	default:
+		res.Err = ErrNoRecord
+	}
+	return res
+}

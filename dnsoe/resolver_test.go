@@ -1,0 +1,184 @@
+package dnsoe
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// testServer is an in-process DNS server on loopback (as miekg/dns's own
+// tests run one) answering from a fixed set of records, with the AD bit
+// set when validated is.
+type testServer struct {
+	addr      string
+	mu        sync.Mutex
+	records   map[string][]dns.RR // key: name + "/" + type
+	validated bool
+	delay     time.Duration
+	queries   atomic.Int32
+}
+
+func startTestServer(t *testing.T) *testServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{addr: pc.LocalAddr().String(), records: map[string][]dns.RR{}}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(ts.serve)}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return ts
+}
+
+func (ts *testServer) add(t *testing.T, lines ...string) {
+	t.Helper()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, l := range lines {
+		rr, err := dns.NewRR(l)
+		if err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		k := rr.Header().Name + "/" + dns.TypeToString[rr.Header().Rrtype]
+		ts.records[k] = append(ts.records[k], rr)
+	}
+}
+
+func (ts *testServer) setValidated(v bool) {
+	ts.mu.Lock()
+	ts.validated = v
+	ts.mu.Unlock()
+}
+
+func (ts *testServer) serve(w dns.ResponseWriter, req *dns.Msg) {
+	ts.queries.Add(1)
+	ts.mu.Lock()
+	delay := ts.delay
+	m := new(dns.Msg)
+	m.SetReply(req)
+	q := req.Question[0]
+	m.Answer = append(m.Answer, ts.records[q.Name+"/"+dns.TypeToString[q.Qtype]]...)
+	m.AuthenticatedData = ts.validated
+	if len(m.Answer) == 0 {
+		soa, _ := dns.NewRR(". 900 IN SOA ns. host. 1 3600 600 86400 60")
+		m.Ns = []dns.RR{soa}
+	}
+	ts.mu.Unlock()
+	time.Sleep(delay)
+	w.WriteMsg(m)
+}
+
+func TestResolverIPSECKEY(t *testing.T) {
+	ts := startTestServer(t)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dest := netip.MustParseAddr("192.0.2.7")
+	lines, _ := Records("192.0.2.7", "", 10, priv.Public())
+	ts.add(t, lines[0])
+	ts.setValidated(true)
+	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	res := r.Lookup(context.Background(), dest)
+	if res.Err != nil || len(res.Gateways) != 1 || !res.Validated || res.Gateways[0].Addr != dest || !sameKey(res.Gateways[0].Key, priv.Public()) {
+		t.Fatalf("%+v", res)
+	}
+	// Cached: no new queries until the TTL (3600 s) runs out.
+	n := ts.queries.Load()
+	r.Lookup(context.Background(), dest)
+	if ts.queries.Load() != n {
+		t.Fatal("cached answer not used")
+	}
+	if _, ok := r.Cached(dest, time.Now().Add(2*time.Hour)); ok {
+		t.Fatal("answer used past its TTL")
+	}
+}
+
+func TestResolverDNSSECModes(t *testing.T) {
+	ts := startTestServer(t)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	lines, _ := Records("192.0.2.8", "", 10, priv.Public())
+	ts.add(t, lines[0])
+	dest := netip.MustParseAddr("192.0.2.8")
+	ts.setValidated(false)
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrUnvalidated) || len(res.Gateways) != 0 {
+		t.Fatalf("require, unvalidated: %+v", res)
+	}
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 || res.Validated {
+		t.Fatalf("prefer, unvalidated: %+v", res)
+	}
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECOff}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 {
+		t.Fatalf("off: %+v", res)
+	}
+}
+
+func TestResolverTXTDelegationAndKEY(t *testing.T) {
+	ts := startTestServer(t)
+	ts.setValidated(true)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	gwKey, _, _ := ed25519.GenerateKey(rand.Reader)
+	// 192.0.2.9 delegates, key inline, to gateway 198.51.100.1; 192.0.2.10
+	// delegates without a key to 198.51.100.2, whose KEY record has it.
+	withKey, _ := Records("192.0.2.9", "198.51.100.1", 5, &rk.PublicKey)
+	ts.add(t, withKey[2])
+	gwLines, _ := Records("198.51.100.2", "", 10, gwKey)
+	ts.add(t, `10.2.0.192.in-addr.arpa. 600 IN TXT "X-IPsec-Server(7)=198.51.100.2"`, gwLines[1])
+	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	res := r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.9"))
+	if res.Err != nil || len(res.Gateways) != 1 || res.Gateways[0].Addr != netip.MustParseAddr("198.51.100.1") || !sameKey(res.Gateways[0].Key, &rk.PublicKey) {
+		t.Fatalf("inline key: %+v", res)
+	}
+	res = r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.10"))
+	if res.Err != nil || len(res.Gateways) != 1 || res.Gateways[0].Precedence != 7 || !sameKey(res.Gateways[0].Key, gwKey) {
+		t.Fatalf("KEY lookup: %+v", res)
+	}
+	if time.Until(res.Expires) > 601*time.Second {
+		t.Fatalf("expires %v: not bounded by the TXT TTL", res.Expires)
+	}
+}
+
+func TestResolverNegativeAndBusy(t *testing.T) {
+	ts := startTestServer(t)
+	ts.setValidated(true)
+	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire, MaxInFlight: 1}
+	dest := netip.MustParseAddr("192.0.2.11")
+	res := r.Lookup(context.Background(), dest)
+	if !errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("no record: %+v", res)
+	}
+	if d := time.Until(res.Expires); d > 61*time.Second || d < 50*time.Second {
+		t.Fatalf("negative answer cached for %v, want the SOA's 60 s", d)
+	}
+	n := ts.queries.Load()
+	r.Lookup(context.Background(), dest)
+	if ts.queries.Load() != n {
+		t.Fatal("negative answer not cached")
+	}
+	// One slow lookup in flight: the next one is refused at once.
+	ts.mu.Lock()
+	ts.delay = 300 * time.Millisecond
+	ts.mu.Unlock()
+	done := make(chan Result)
+	go func() { done <- r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.12")) }()
+	time.Sleep(50 * time.Millisecond)
+	if res := r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.13")); !errors.Is(res.Err, ErrBusy) {
+		t.Fatalf("second lookup: %+v", res)
+	}
+	<-done
+	// A dead resolver: the lookup ends with an error within the timeout.
+	dead := &Resolver{Server: "127.0.0.1:1", Timeout: 200 * time.Millisecond}
+	if res := dead.Lookup(context.Background(), dest); res.Err == nil || errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("dead resolver: %+v", res)
+	}
+}

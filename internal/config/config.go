@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -192,7 +193,7 @@ var ErrInsecureFile = errors.New("file holds keys but is readable by group or ot
 
 // Load reads and checks the configuration at path.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -510,7 +511,7 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%s: private key readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
 	}
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -532,9 +533,37 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	return s, nil
 }
 
+// maxFileSize bounds the configuration, key and certificate files read.
+const maxFileSize = 1 << 20
+
+// readFile reads a regular file of at most maxFileSize octets (not a
+// device or a FIFO that never ends).
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d octets", path, maxFileSize)
+	}
+	return data, nil
+}
+
 // loadCerts reads the PEM certificates in a file.
 func loadCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -567,7 +596,7 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 
 // loadPublicKey reads a PEM SubjectPublicKeyInfo ("PUBLIC KEY").
 func loadPublicKey(path string) (crypto.PublicKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}

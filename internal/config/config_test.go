@@ -133,3 +133,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestLoadRefusesDevices(t *testing.T) {
+	if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("/dev/zero: %v", err)
+	}
+	src := good + "\n[[peer]]\naddress = \"192.0.2.9\"\nlocal = [\"10.0.0.1\"]\nremote = [\"10.0.0.9\"]\nauth = \"pubkey\"\nlocal_id = \"a\"\nprivate_key = \"/dev/zero\"\nremote_public_key = \"/dev/zero\"\n"
+	if _, err := Parse("f.toml", []byte(src)); err == nil {
+		t.Fatal("a device as a key file accepted")
+	}
+}

@@ -961,7 +961,7 @@ func (d *Daemon) installChildDeferred(via *ikeSA, chosen *Proposal, nI, nR, shar
 		local, remote = tsr, tsi
 	}
 	c := &ChildSA{ike: sa, Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs,
-		nonce: minNonce(nI, nR), Deferred: deferred}
+		nonce: minNonce(nI, nR), Deferred: deferred, peerAuth: peerAuthMethod(&sa.peer.PeerAuth)}
 	if sa.natt {
 		c.Peer = netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port())
 	}

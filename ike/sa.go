@@ -88,7 +88,8 @@ type ChildSA struct {
 	rekeying   bool     // a CREATE_CHILD_SA to replace it is under way
 	replaced   bool     // rekeyed: to be deleted
 	successor  *ChildSA // the Child SA that replaced it
-	nonce      []byte   // the lower of the nonces that created it (§2.8.1)
+	peerAuth   string
+	nonce      []byte // the lower of the nonces that created it (§2.8.1)
 
 	Peer          netip.AddrPort // the peer's NAT-T address
 	Local, Remote policy.Selectors
@@ -109,6 +110,25 @@ func (sa *ikeSA) current() *ikeSA {
 		sa = sa.next
 	}
 	return sa
+}
+
+// PeerAuthMethod is how the peer of the Child SA's IKE SA authenticates:
+// "psk", "signature", "cert" or "null" (set when the SA is made; safe to
+// read from any goroutine).
+func (c *ChildSA) PeerAuthMethod() string { return c.peerAuth }
+
+func peerAuthMethod(pa *PeerAuth) string {
+	switch {
+	case pa.PSK != nil:
+		return "psk"
+	case pa.usesCerts():
+		return "cert"
+	case pa.PublicKey != nil:
+		return "signature"
+	case pa.Null:
+		return "null"
+	}
+	return ""
 }
 
 func (sa *ikeSA) ourSPI() uint64 {

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -130,4 +131,16 @@ func (e *Engine) flushHeld(p *SAPair) {
 	if len(send) > 0 {
 		e.send(p, send)
 	}
+}
+
+// TrapFor returns the name of the trap whose remote selectors contain a.
+func (e *Engine) TrapFor(a netip.Addr) (string, bool) {
+	for _, t := range e.routes.Load().traps {
+		for _, s := range t.remote {
+			if s.Contains(a) {
+				return t.name, true
+			}
+		}
+	}
+	return "", false
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/tunnel"
 )
@@ -136,9 +138,84 @@ func (ep *endpoint) serveControl(cfg *config.Config) error {
 		}
 		json.NewEncoder(w).Encode(map[string]int{"deleted_ike_sas": n})
 	})
+	mux.HandleFunc("GET /check/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		a, err := netip.ParseAddr(r.PathValue("addr"))
+		if err != nil {
+			http.Error(w, "not an IP address: "+r.PathValue("addr"), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ep.check(a))
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ep.closers = append(ep.closers, func() { srv.Close(); os.Remove(path) })
 	go srv.Serve(ln)
+	return nil
+}
+
+// Check is what GET /check/ADDR returns: what happens to traffic to ADDR.
+type Check struct {
+	Addr string `json:"addr"`
+	// Verdict is "encrypted-and-authenticated", "encrypted-unauthenticated",
+	// "pending" (an SA will be negotiated when traffic comes), "blocked"
+	// or "clear".
+	Verdict string `json:"verdict"`
+	Peer    string `json:"peer,omitempty"`
+	Reason  string `json:"reason"`
+}
+
+// check answers what happens now to traffic to a: the question the IETF 89
+// slides wanted a socket option for.
+func (ep *endpoint) check(a netip.Addr) Check {
+	a = a.Unmap()
+	c := Check{Addr: a.String()}
+	for _, p := range ep.eng.Pairs() {
+		for _, s := range p.Remote {
+			if !s.Contains(a) {
+				continue
+			}
+			c.Peer = p.Peer.String()
+			c.Verdict, c.Reason = "encrypted-and-authenticated", "static SA with pre-shared keys"
+			if ch, ok := p.Owner.(*ike.ChildSA); ok {
+				c.Reason = "IKE SA authenticated by " + ch.PeerAuthMethod()
+				if ch.PeerAuthMethod() == "null" {
+					c.Verdict, c.Reason = "encrypted-unauthenticated", "IKE SA with AUTH_NULL (RFC 7619)"
+				}
+			}
+			return c
+		}
+	}
+	if name, ok := ep.eng.TrapFor(a); ok {
+		c.Verdict, c.Peer, c.Reason = "pending", name, "an SA is negotiated with the peer when traffic comes"
+		return c
+	}
+	c.Verdict, c.Reason = "clear", "no SA and no peer covers this address: oevpn does not route it"
+	return c
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: oevpn check [-s SOCKET | -c FILE] ADDRESS", errUsage)
+	}
+	var c Check
+	if err := controlGet(sock(), "/check/"+fs.Arg(0), &c); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(c)
+	}
+	peer := ""
+	if c.Peer != "" {
+		peer = " (peer " + c.Peer + ")"
+	}
+	fmt.Fprintf(stdout, "%s: %s%s: %s\n", c.Addr, c.Verdict, peer, c.Reason)
 	return nil
 }
 

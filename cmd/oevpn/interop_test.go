@@ -229,6 +229,13 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		t.Fatalf("strongSwan did not negotiate %s:\n%s", want, sas)
 	}
 	t.Logf("strongSwan sees:\n%s", sas)
+	if out, err := exec.Command(oevpnBinary(t), "check", "-c", cfgPath, ioInnerS).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "10.2.0.1: encrypted-and-authenticated (peer 192.0.2.2:4500): IKE SA authenticated by") {
+		t.Fatalf("oevpn check %s: %v\n%s", ioInnerS, err, out)
+	}
+	if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfgPath, "203.0.113.9").CombinedOutput(); !strings.Contains(string(out), "203.0.113.9: clear") {
+		t.Fatalf("oevpn check 203.0.113.9:\n%s", out)
+	}
 	st := oevpnStatus(t, cfgPath)
 	if len(st.IKESAs) != 1 || st.IKESAs[0].State != "established" || len(st.IKESAs[0].Children) != 1 ||
 		st.IKESAs[0].Children[0].Out.Packets < 5 || st.IKESAs[0].Children[0].In.Packets < 5 || st.IKESAs[0].RemoteID != ioIDS {
@@ -452,7 +459,7 @@ func TestLabInteropOnDemand(t *testing.T) {
 		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	defer sw.Stop()
-	p, _ := l.startOevpnExtra(t, interopCase{auth: "psk"}, "", "", "traffic", "")
+	p, cfgPath := l.startOevpnExtra(t, interopCase{auth: "psk"}, "", "", "traffic", "")
 	defer func() {
 		if t.Failed() {
 			t.Logf("oevpn log:\n%s", p.Output())
@@ -461,6 +468,9 @@ func TestLabInteropOnDemand(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if strings.Contains(p.Output(), "initiating IKE SA") {
 		t.Fatal("negotiated before any traffic")
+	}
+	if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfgPath, ioInnerS).CombinedOutput(); !strings.Contains(string(out), "pending (peer sw)") {
+		t.Fatalf("oevpn check before traffic:\n%s", out)
 	}
 	// One echo request only: it must be held and delivered, not lost.
 	l.o.Run("ping", "-c", "1", "-W", "5", "-I", ioInnerO, ioInnerS)

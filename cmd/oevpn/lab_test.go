@@ -200,6 +200,12 @@ func TestLabTwoNamespaces(t *testing.T) {
 		t.Logf("tcpdump: %v", err)
 	}
 	checkCapture(t, pcap, lp)
+	for addr, want := range map[string]string{labB4: "encrypted-and-authenticated", bareB4: "clear", labB6: "encrypted-and-authenticated"} {
+		out, err := exec.Command(oevpnBinary(t), "check", "-c", lp.cfgA, addr).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), addr+": "+want) {
+			t.Errorf("oevpn check %s: %v, %s; want %s", addr, err, out, want)
+		}
+	}
 	lp.stop(t)
 }
 

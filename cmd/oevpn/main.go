@@ -28,6 +28,8 @@ Usage:
   oevpn status       show the IKE SAs, Child SAs and counters of a running endpoint
                      (-c FILE or -s SOCKET to pick it, --json for JSON)
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
+  oevpn check ADDR   what happens to traffic to ADDR now: encrypted-and-authenticated,
+                     encrypted-unauthenticated, pending, blocked or clear
   oevpn demo         run two userspace endpoints in this process and show traffic
                      flowing between them through ESP
   oevpn keygen -o FILE        write a new key pair (ed25519; -t ecdsa|rsa), mode 0600
@@ -59,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "down":
 		err = cmdDown(args[1:], stdout, stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout)
 	case "keygen":

@@ -130,8 +130,23 @@ func (pa *PeerAuth) usesCerts() bool { return len(pa.Certs) > 0 || pa.Roots != n
 // raw key, or the key of the peer's certificate (sent in CERT payloads, or
 // pinned), which must confirm identity id.
 func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, error) {
-	if pa.PublicKey != nil || !pa.usesCerts() {
+	if pa.PublicKey != nil {
+		// A raw public key the peer sends (RFC 7670, CERT encoding 15)
+		// must be the pinned one.
+		for _, c := range sent {
+			if c.Encoding != CertRawPublicKey {
+				continue
+			}
+			k, err := x509.ParsePKIXPublicKey(c.Data)
+			eq, ok := k.(interface{ Equal(crypto.PublicKey) bool })
+			if err != nil || !ok || !eq.Equal(pa.PublicKey) {
+				return nil, fmt.Errorf("%w: the raw public key the peer sent is not the one configured for it", ErrAuth)
+			}
+		}
 		return pa.PublicKey, nil
+	}
+	if !pa.usesCerts() {
+		return nil, nil
 	}
 	var chain []*x509.Certificate
 	for _, c := range sent {

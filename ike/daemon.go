@@ -486,6 +486,19 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 // receive dispatches one message.
 func (d *Daemon) receive(b []byte, from netip.AddrPort, natt bool) {
 	m, err := Parse(b)
+	var ce *CriticalError
+	if errors.As(err, &ce) {
+		if h, herr := ParseHeader(b); herr == nil && h.Exchange == IKE_SA_INIT && !h.IsResponse() && h.SPIr == 0 && d.peerByAddr(from.Addr()) != nil {
+			// §2.5: refuse an IKE_SA_INIT with a critical payload we lack.
+			r := &Message{Header: Header{SPIi: h.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse},
+				Payloads: []Payload{&NotifyPayload{NotifyType: UNSUPPORTED_CRITICAL_PAYLOAD, Data: []byte{byte(ce.Type)}}}}
+			if out, err := r.Marshal(); err == nil {
+				d.dp.SendIKE(out, from, natt)
+			}
+		}
+		d.log.Debug("unsupported critical payload", "from", from, "type", ce.Type)
+		return
+	}
 	if err != nil {
 		d.log.Debug("dropping malformed IKE message", "from", from, "err", err)
 		return
@@ -556,7 +569,13 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 	case m.MessageID != sa.peerMsgID:
 		return
 	}
-	if m = d.open(sa, m); m == nil {
+	if full, err := d.openErr(sa, m); err != nil {
+		var ce *CriticalError
+		if errors.As(err, &ce) {
+			d.respond(sa, m, []Payload{&NotifyPayload{NotifyType: UNSUPPORTED_CRITICAL_PAYLOAD, Data: []byte{byte(ce.Type)}}})
+		}
+		return
+	} else if m = full; m == nil {
 		return
 	}
 	if natt && !sa.natt {
@@ -591,18 +610,25 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 // open decrypts m, or adds it to the message being reassembled from
 // fragments; it returns the whole decrypted message, or nil.
 func (d *Daemon) open(sa *ikeSA, m *Message) *Message {
+	full, _ := d.openErr(sa, m)
+	return full
+}
+
+// openErr is open, with the reason for a nil message (nil while fragments
+// are missing).
+func (d *Daemon) openErr(sa *ikeSA, m *Message) (*Message, error) {
 	if m.skType == PayloadSKF {
 		full, err := sa.reassemble(m)
 		if err != nil {
 			d.log.Debug("dropping IKE fragment", "peer", sa.peer.Name, "err", err)
 		}
-		return full
+		return full, err
 	}
 	if err := sa.decrypt(m); err != nil {
 		d.log.Debug("dropping message that does not decrypt", "peer", sa.peer.Name, "err", err)
-		return nil
+		return nil, err
 	}
-	return m
+	return m, nil
 }
 
 func fragNumber(m *Message) int {

@@ -1,6 +1,10 @@
 package ike
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -226,5 +230,67 @@ func TestNewChildAfterPeerDeletedIt(t *testing.T) {
 		"a new Child SA in the same IKE SA")
 	if current(d2) != s2 {
 		t.Fatal("a new IKE SA was made instead of a Child SA")
+	}
+}
+
+// recordingDatapath records what a daemon sends.
+type recordingDatapath struct {
+	memDatapath
+	sent chan []byte
+}
+
+func (r *recordingDatapath) SendIKE(msg []byte, _ netip.AddrPort, _ bool) error {
+	r.sent <- append([]byte(nil), msg...)
+	return nil
+}
+
+// TestUnsupportedCriticalPayload: an IKE_SA_INIT with a critical payload
+// oevpn does not know is answered with UNSUPPORTED_CRITICAL_PAYLOAD naming
+// its type (RFC 7296 §2.5).
+func TestUnsupportedCriticalPayload(t *testing.T) {
+	from := netip.MustParseAddr("192.0.2.1")
+	dp := &recordingDatapath{memDatapath: memDatapath{children: map[*ChildSA]bool{}}, sent: make(chan []byte, 4)}
+	d, err := New(Config{Datapath: dp, Peers: []*PeerConfig{{Name: "p", Addr: from, Auth: Credential{PSK: []byte("x")},
+		LocalTS: policy.Selectors{mustSelector(t, "10.0.0.1")}, RemoteTS: policy.Selectors{mustSelector(t, "10.0.0.2")}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	m := &Message{Header: Header{SPIi: 77, Exchange: IKE_SA_INIT, Flags: FlagInitiator},
+		Payloads: []Payload{&rawPayload{pt: 222, body: []byte{1, 2, 3}}}}
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[HeaderLen+1] |= criticalBit
+	d.HandlePacket(b, netip.AddrPortFrom(from, 500), false)
+	select {
+	case out := <-dp.sent:
+		r, err := Parse(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := r.Notify(UNSUPPORTED_CRITICAL_PAYLOAD)
+		if n == nil || len(n.Data) != 1 || n.Data[0] != 222 || r.SPIi != 77 || !r.IsResponse() {
+			t.Fatalf("answer %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer")
+	}
+}
+
+func TestRawPublicKeyCert(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	spki := func(k ed25519.PublicKey) []byte { b, _ := x509.MarshalPKIXPublicKey(k); return b }
+	pa := &PeerAuth{PublicKey: pub}
+	if k, err := peerKey(pa, Identity{}, []*CertPayload{{Encoding: CertRawPublicKey, Data: spki(pub)}}); err != nil || k == nil {
+		t.Fatalf("the pinned key sent as RFC 7670 CERT: %v", err)
+	}
+	if _, err := peerKey(pa, Identity{}, []*CertPayload{{Encoding: CertRawPublicKey, Data: spki(other)}}); !errors.Is(err, ErrAuth) {
+		t.Fatalf("another key sent: %v", err)
+	}
+	if _, err := peerKey(pa, Identity{}, []*CertPayload{{Encoding: CertRawPublicKey, Data: []byte{1, 2}}}); !errors.Is(err, ErrAuth) {
+		t.Fatalf("garbage sent: %v", err)
 	}
 }

@@ -33,6 +33,14 @@ var (
 	ErrUnexpectedMsg = errors.New("ike: unexpected message")
 )
 
+// CriticalError reports a payload with the critical bit set that oevpn does
+// not implement; the answer is UNSUPPORTED_CRITICAL_PAYLOAD with its type
+// (RFC 7296 §2.5). It wraps ErrCritical.
+type CriticalError struct{ Type PayloadType }
+
+func (e *CriticalError) Error() string { return fmt.Sprintf("%v %v", ErrCritical, e.Type) }
+func (e *CriticalError) Unwrap() error { return ErrCritical }
+
 // Header is the fixed IKE header.
 type Header struct {
 	SPIi, SPIr  uint64
@@ -213,7 +221,7 @@ func decodePayload(pt PayloadType, critical bool, body []byte) (Payload, error) 
 		p = &TSPayload{Initiator: pt == PayloadTSi}
 	default:
 		if critical {
-			return nil, fmt.Errorf("%w %v", ErrCritical, pt)
+			return nil, &CriticalError{Type: pt}
 		}
 		return &rawPayload{pt: pt, body: append([]byte(nil), body...)}, nil
 	}

@@ -106,12 +106,13 @@ type Stats struct {
 	SealErrors     uint64 // outbound packets the SA refused (expired, …)
 	SendErrors     uint64 // failed batch sends
 	ControlDropped uint64 // IKE or probe messages with no handler
+	Blocked        uint64 // outbound packets dropped by policy (block, or private without an SA)
 	Keepalives     uint64 // NAT keepalives received
 }
 
 type stats struct {
 	txPackets, rxPackets, noSA, malformed, unknownSPI, decryptErrors,
-	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives atomic.Uint64
+	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives, blocked atomic.Uint64
 }
 
 // Engine runs the datapath.
@@ -135,6 +136,7 @@ type Engine struct {
 	onIKE     atomic.Pointer[func(msg []byte, from netip.AddrPort, natt bool)]
 	onSAEvent atomic.Pointer[func(*SAPair, esp.Event)]
 	onAcquire atomic.Pointer[func(name string)]
+	classes   atomic.Pointer[policy.Classes]
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -249,7 +251,7 @@ func (e *Engine) Stats() Stats {
 		TxPackets: s.txPackets.Load(), RxPackets: s.rxPackets.Load(), NoSA: s.noSA.Load(),
 		Malformed: s.malformed.Load(), UnknownSPI: s.unknownSPI.Load(), DecryptErrors: s.decryptErrors.Load(),
 		SelectorDrops: s.selectorDrops.Load(), SealErrors: s.sealErrors.Load(), SendErrors: s.sendErrors.Load(),
-		ControlDropped: s.controlDropped.Load(), Keepalives: s.keepalives.Load(),
+		ControlDropped: s.controlDropped.Load(), Keepalives: s.keepalives.Load(), Blocked: s.blocked.Load(),
 	}
 }
 
@@ -424,6 +426,8 @@ func (e *Engine) routineOutbound() {
 			if pair == nil {
 				if t := rt.trapFor(&p); t != nil {
 					e.hold(t, pkt[:p.Len])
+				} else if e.blockedByPolicy(&p) {
+					e.stats.blocked.Add(1)
 				} else {
 					e.stats.noSA.Add(1)
 				}
@@ -553,6 +557,23 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	ap, _ := netip.ParseAddrPort(ep.DstToString())
 	return ap
 }
+
+// blockedByPolicy reports whether a packet without an SA must be dropped:
+// its class is block, or private (encrypt or drop) with no SA to encrypt.
+func (e *Engine) blockedByPolicy(p *ipview.Packet) bool {
+	c := e.classes.Load()
+	if c == nil {
+		return false
+	}
+	cl := c.Lookup(p)
+	return cl == policy.ClassBlock || cl == policy.ClassPrivate
+}
+
+// SetClasses sets the connection classes for traffic no SA or trap covers.
+func (e *Engine) SetClasses(c *policy.Classes) { e.classes.Store(c) }
+
+// Classes returns the connection classes, or nil.
+func (e *Engine) Classes() *policy.Classes { return e.classes.Load() }
 
 // SetSAEventHandler sets (or replaces) the receiver of SA lifetime events.
 func (e *Engine) SetSAEventHandler(f func(*SAPair, esp.Event)) { e.onSAEvent.Store(&f) }

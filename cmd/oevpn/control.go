@@ -20,6 +20,7 @@ import (
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/config"
+	"github.com/oevpn/oevpn/policy"
 	"github.com/oevpn/oevpn/tunnel"
 )
 
@@ -188,6 +189,19 @@ func (ep *endpoint) check(a netip.Addr) Check {
 	if name, ok := ep.eng.TrapFor(a); ok {
 		c.Verdict, c.Peer, c.Reason = "pending", name, "an SA is negotiated with the peer when traffic comes"
 		return c
+	}
+	if cl := ep.eng.Classes(); cl != nil {
+		switch class := cl.ClassOf(a); class {
+		case policy.ClassBlock:
+			c.Verdict, c.Reason = "blocked", "policy: block"
+			return c
+		case policy.ClassPrivate:
+			c.Verdict, c.Reason = "blocked", "policy: private, and no SA or peer covers this address"
+			return c
+		case policy.ClassPrivateOrClear, policy.ClassClearOrPrivate:
+			c.Verdict, c.Reason = "clear", "policy: "+class.String()+", and no opportunistic peer is known"
+			return c
+		}
 	}
 	c.Verdict, c.Reason = "clear", "no SA and no peer covers this address: oevpn does not route it"
 	return c

@@ -66,6 +66,8 @@ const (
 	labA6, labB6 = "fd01:201::1", "fd01:201::2"
 	// Addresses on the same veth that no SA covers: the bare-link baseline.
 	bareA4, bareB4 = "10.202.0.1", "10.202.0.2"
+	// Addresses the policy blocks.
+	blockB4 = "10.203.0.2"
 )
 
 const labConfig = `
@@ -73,6 +75,9 @@ const labConfig = `
 mode = "tun"
 name = "%s"
 log_level = "debug"
+
+[policy]
+block = ["10.203.0.0/24"]
 
 [[sa]]
 peer = "%s:4500"
@@ -115,6 +120,7 @@ func newLabPair(t *testing.T, tr esp.Transform) *labPair {
 	}{{lp.a, lp.vethA, labA4, labA6, bareA4}, {lp.b, lp.vethB, labB4, labB6, bareB4}} {
 		x.ns.Run("ip", "addr", "add", x.v4+"/24", "dev", x.dev)
 		x.ns.Run("ip", "addr", "add", x.bare4+"/24", "dev", x.dev)
+		x.ns.Run("ip", "addr", "add", strings.Replace(x.bare4, "10.202.", "10.203.", 1)+"/24", "dev", x.dev)
 		x.ns.Run("ip", "addr", "add", x.v6+"/64", "dev", x.dev, "nodad")
 	}
 	keys := make([][]byte, 4)
@@ -200,7 +206,16 @@ func TestLabTwoNamespaces(t *testing.T) {
 		t.Logf("tcpdump: %v", err)
 	}
 	checkCapture(t, pcap, lp)
-	for addr, want := range map[string]string{labB4: "encrypted-and-authenticated", bareB4: "clear", labB6: "encrypted-and-authenticated"} {
+	// The policy blocks 10.203.0.0/24: nothing gets through, in the clear or
+	// otherwise.
+	if out, err := lp.a.Try("ping", "-c", "1", "-W", "1", blockB4); err == nil {
+		t.Errorf("ping to a blocked address succeeded:\n%s", out)
+	}
+	if st := oevpnStatus(t, lp.cfgA); st.Stats.Blocked == 0 {
+		t.Errorf("no packet counted as blocked: %+v", st.Stats)
+	}
+	for addr, want := range map[string]string{labB4: "encrypted-and-authenticated", bareB4: "clear", labB6: "encrypted-and-authenticated",
+		blockB4: "blocked"} {
 		out, err := exec.Command(oevpnBinary(t), "check", "-c", lp.cfgA, addr).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), addr+": "+want) {
 			t.Errorf("oevpn check %s: %v, %s; want %s", addr, err, out, want)

@@ -41,6 +41,10 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ep.eng.SetClasses(cfg.Policy.Classes)
+	if len(cfg.Policy.PrivateOrClear)+len(cfg.Policy.ClearOrPrivate) > 0 {
+		log.Warn("opportunistic discovery is not implemented yet: private-or-clear and clear-or-private destinations go in the clear")
+	}
 	if err := ep.installSAs(cfg.SAs); err != nil {
 		ep.Close()
 		return err
@@ -125,6 +129,11 @@ func routesFor(cfg *config.Config) []tunnel.Route {
 		pairs = append(pairs, pair{p.Local, p.Remote})
 	}
 	var routes []tunnel.Route
+	// Blocked and private destinations are routed to oevpn, which drops
+	// what no SA carries, so that nothing leaks around it.
+	for _, p := range append(append([]netip.Prefix(nil), cfg.Policy.Block...), cfg.Policy.Private...) {
+		routes = append(routes, tunnel.Route{Prefix: p.Masked()})
+	}
 	for _, sa := range pairs {
 		for _, r := range sa.remote {
 			var src netip.Addr

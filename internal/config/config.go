@@ -55,6 +55,7 @@ type Config struct {
 	Interface Interface `toml:"interface"`
 	SAs       []SA      `toml:"sa"`
 	Peers     []Peer    `toml:"peer"`
+	Policy    Policy    `toml:"policy"`
 	// Path is the file the configuration came from.
 	Path string `toml:"-"`
 }
@@ -85,6 +86,19 @@ type SA struct {
 	KeyOut       Key               `toml:"key_out"`
 	KeyIn        Key               `toml:"key_in"`
 	ReplayWindow int               `toml:"replay_window"`
+}
+
+// Policy gives connection classes to destinations no configured peer
+// covers: prefixes per class (the longest matching prefix wins).
+type Policy struct {
+	Block          []netip.Prefix `toml:"block"`
+	Clear          []netip.Prefix `toml:"clear"`
+	PrivateOrClear []netip.Prefix `toml:"private-or-clear"`
+	ClearOrPrivate []netip.Prefix `toml:"clear-or-private"`
+	Private        []netip.Prefix `toml:"private"`
+
+	// Classes is the table built from the above by the checks.
+	Classes *policy.Classes `toml:"-"`
 }
 
 // Peer is a configured IKEv2 peer.
@@ -344,6 +358,13 @@ func (c *Config) check() error {
 			return keyErr(k("replay_window"), "%d is outside 0..%d", sa.ReplayWindow, esp.MaxReplayWindow)
 		}
 	}
+	byClass := map[policy.Class][]netip.Prefix{policy.ClassBlock: c.Policy.Block, policy.ClassClear: c.Policy.Clear,
+		policy.ClassPrivateOrClear: c.Policy.PrivateOrClear, policy.ClassClearOrPrivate: c.Policy.ClearOrPrivate, policy.ClassPrivate: c.Policy.Private}
+	classes, err := policy.NewClasses(byClass, nil, nil)
+	if err != nil {
+		return keyErr("policy.block", "%v", err)
+	}
+	c.Policy.Classes = classes
 	names := map[string]bool{}
 	for i := range c.Peers {
 		p := &c.Peers[i]

@@ -2,12 +2,14 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/policy"
 )
 
 const good = `
@@ -141,5 +143,22 @@ func TestLoadRefusesDevices(t *testing.T) {
 	src := good + "\n[[peer]]\naddress = \"192.0.2.9\"\nlocal = [\"10.0.0.1\"]\nremote = [\"10.0.0.9\"]\nauth = \"pubkey\"\nlocal_id = \"a\"\nprivate_key = \"/dev/zero\"\nremote_public_key = \"/dev/zero\"\n"
 	if _, err := Parse("f.toml", []byte(src)); err == nil {
 		t.Fatal("a device as a key file accepted")
+	}
+}
+
+func TestPolicyClasses(t *testing.T) {
+	c, err := Parse("f.toml", []byte(good+"\n[policy]\nblock = [\"198.51.100.0/24\"]\nprivate = [\"203.0.113.0/24\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy.Classes.ClassOf(netip.MustParseAddr("198.51.100.9")) != policy.ClassBlock ||
+		c.Policy.Classes.ClassOf(netip.MustParseAddr("203.0.113.9")) != policy.ClassPrivate ||
+		c.Policy.Classes.ClassOf(netip.MustParseAddr("192.0.2.1")) != policy.ClassClear {
+		t.Fatal("classes not built from [policy]")
+	}
+	_, err = Parse("f.toml", []byte(good+"\n[policy]\nblock = [\"198.51.100.0/24\"]\nclear = [\"198.51.100.0/24\"]\n"))
+	var ce *Error
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "in both") || ce.Line == 0 {
+		t.Fatalf("a prefix in two classes: %v", err)
 	}
 }

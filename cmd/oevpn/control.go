@@ -208,21 +208,15 @@ func (ep *endpoint) check(a netip.Addr) Check {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	sock, asJSON, rest, err := controlCommand("check", 1, "ADDRESS", args, stderr)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: oevpn check [-s SOCKET | -c FILE] ADDRESS", errUsage)
 	}
 	var c Check
-	if err := controlGet(sock(), "/check/"+fs.Arg(0), &c); err != nil {
+	if err := controlGet(sock, "/check/"+rest[0], &c); err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		return json.NewEncoder(stdout).Encode(c)
 	}
 	peer := ""
@@ -238,6 +232,22 @@ func controlClient(path string) *http.Client {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}}}
+}
+
+// controlCommand parses the flags every control command has (-s, -c,
+// --json) and checks that it got nargs arguments; usage names them.
+func controlCommand(name string, nargs int, usage string, args []string, stderr io.Writer) (sock string, asJSON bool, rest []string, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sockFn := socketFlags(fs)
+	j := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return "", false, nil, err
+	}
+	if fs.NArg() != nargs {
+		return "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE] %s", errUsage, name, usage)
+	}
+	return sockFn(), *j, fs.Args(), nil
 }
 
 // socketFlags adds the flags that find an endpoint's control socket.
@@ -271,18 +281,15 @@ func controlGet(path, url string, out any) error {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	sock, asJSON, _, err := controlCommand("status", 0, "", args, stderr)
+	if err != nil {
 		return err
 	}
 	var st Status
-	if err := controlGet(sock(), "/status", &st); err != nil {
+	if err := controlGet(sock, "/status", &st); err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
@@ -321,17 +328,12 @@ func printChild(w io.Writer, c SAStatus) {
 func dur(s float64) string { return (time.Duration(s) * time.Second).String() }
 
 func cmdDown(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("down", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	sock, asJSON, rest, err := controlCommand("down", 1, "PEER", args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: oevpn down [-s SOCKET | -c FILE] PEER", errUsage)
-	}
-	resp, err := controlClient(sock()).Post("http://oevpn/down/"+fs.Arg(0), "application/json", nil)
+	peer := rest[0]
+	resp, err := controlClient(sock).Post("http://oevpn/down/"+peer, "application/json", nil)
 	if err != nil {
 		return fmt.Errorf("is oevpn running? %w", err)
 	}
@@ -340,12 +342,12 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 	if resp.StatusCode != http.StatusOK {
 		return errors.New(strings.TrimSpace(string(b)))
 	}
-	if *asJSON {
+	if asJSON {
 		stdout.Write(b)
 		return nil
 	}
 	var r map[string]int
 	json.Unmarshal(b, &r)
-	fmt.Fprintf(stdout, "peer %s: %d IKE SA(s) deleted\n", fs.Arg(0), r["deleted_ike_sas"])
+	fmt.Fprintf(stdout, "peer %s: %d IKE SA(s) deleted\n", peer, r["deleted_ike_sas"])
 	return nil
 }

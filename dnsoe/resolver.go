@@ -130,11 +130,16 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 	m.SetQuestion(name, qtype)
 	m.SetEdns0(4096, r.Mode != DNSSECOff) // DO: ask for DNSSEC
 	m.AuthenticatedData = r.Mode != DNSSECOff
-	c := &dns.Client{Net: "udp"}
-	in, _, err := c.ExchangeContext(ctx, m, r.Server)
-	if err == nil && in.Truncated {
-		c.Net = "tcp"
-		in, _, err = c.ExchangeContext(ctx, m, r.Server)
+	in, err := r.exchange(ctx, m)
+	if err == nil && in.Rcode == dns.RcodeServerFailure && r.Mode == DNSSECPrefer {
+		// A validating resolver answers SERVFAIL when the signatures are
+		// broken; with prefer, ask again with checking disabled and use
+		// the data as unvalidated.
+		m.CheckingDisabled = true
+		if in2, err2 := r.exchange(ctx, m); err2 == nil && in2.Rcode != dns.RcodeServerFailure {
+			in = in2
+			in.AuthenticatedData = false
+		}
 	}
 	if err != nil {
 		return answer{err: fmt.Errorf("dnsoe: %s %s: %w", name, dns.TypeToString[qtype], err)}
@@ -163,6 +168,17 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 	}
 	a.ttl = time.Duration(min) * time.Second
 	return a
+}
+
+// exchange sends m over UDP, and again over TCP if the answer is truncated.
+func (r *Resolver) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Net: "udp"}
+	in, _, err := c.ExchangeContext(ctx, m, r.Server)
+	if err == nil && in.Truncated {
+		c.Net = "tcp"
+		in, _, err = c.ExchangeContext(ctx, m, r.Server)
+	}
+	return in, err
 }
 
 func minU(a, b uint32) uint32 {

@@ -24,6 +24,7 @@ type testServer struct {
 	mu        sync.Mutex
 	records   map[string][]dns.RR // key: name + "/" + type
 	validated bool
+	bogus     bool // SERVFAIL unless checking is disabled, as a validating resolver does for broken signatures
 	delay     time.Duration
 	queries   atomic.Int32
 }
@@ -73,6 +74,9 @@ func (ts *testServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0]
 	m.Answer = append(m.Answer, ts.records[q.Name+"/"+dns.TypeToString[q.Qtype]]...)
 	m.AuthenticatedData = ts.validated
+	if ts.bogus && !req.CheckingDisabled {
+		m.Answer, m.Rcode, m.AuthenticatedData = nil, dns.RcodeServerFailure, false
+	}
 	if len(m.Answer) == 0 {
 		soa, _ := dns.NewRR(". 900 IN SOA ns. host. 1 3600 600 86400 60")
 		m.Ns = []dns.RR{soa}
@@ -180,5 +184,25 @@ func TestResolverNegativeAndBusy(t *testing.T) {
 	dead := &Resolver{Server: "127.0.0.1:1", Timeout: 200 * time.Millisecond}
 	if res := dead.Lookup(context.Background(), dest); res.Err == nil || errors.Is(res.Err, ErrNoRecord) {
 		t.Fatalf("dead resolver: %+v", res)
+	}
+}
+
+// TestResolverBrokenSignatures: a validating resolver fails a zone whose
+// signatures are broken (SERVFAIL); require gives no gateway, prefer asks
+// again with CD and uses the data, unvalidated.
+func TestResolverBrokenSignatures(t *testing.T) {
+	ts := startTestServer(t)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	lines, _ := Records("192.0.2.20", "", 10, priv.Public())
+	ts.add(t, lines[0])
+	ts.mu.Lock()
+	ts.bogus = true
+	ts.mu.Unlock()
+	dest := netip.MustParseAddr("192.0.2.20")
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); res.Err == nil || len(res.Gateways) != 0 {
+		t.Fatalf("require: %+v", res)
+	}
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 || res.Validated {
+		t.Fatalf("prefer: %+v", res)
 	}
 }

@@ -63,7 +63,16 @@ func Records(target string, gateway string, precedence int, pub crypto.PublicKey
 	}
 	lines = append(lines, fmt.Sprintf("%s 3600 IN KEY %d %d %d %s", owner, keyFlagsIPsec, keyProtocolIPsec, kalg, b64(kkey)))
 	if rk, ok := pub.(*rsa.PublicKey); ok && txtGW != "" {
-		lines = append(lines, fmt.Sprintf(`%s 3600 IN TXT "%s%d)=%s %s"`, owner, txtPrefix, precedence, txtGW, b64(encodeRFC3110(rk))))
+		// A TXT character-string holds at most 255 octets: the key goes
+		// in strings of its own, which readers join (RFC 7208 §3.3 style).
+		key := b64(encodeRFC3110(rk))
+		parts := []string{fmt.Sprintf(`"%s%d)=%s "`, txtPrefix, precedence, txtGW)}
+		for len(key) > 0 {
+			n := min(len(key), 200)
+			parts = append(parts, `"`+key[:n]+`"`)
+			key = key[n:]
+		}
+		lines = append(lines, fmt.Sprintf("%s 3600 IN TXT %s", owner, strings.Join(parts, " ")))
 	}
 	return lines, nil
 }

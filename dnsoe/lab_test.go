@@ -1,0 +1,67 @@
+//go:build linux
+
+package dnsoe
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/oevpn/oevpn/internal/lab"
+)
+
+// TestLabDNSSEC runs the resolver against real servers: Knot serving
+// DNSSEC-signed, bogus and unsigned reverse zones, and a validating Unbound
+// that trusts the signed zones' keys.
+func TestLabDNSSEC(t *testing.T) {
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rec := func(target, gw string, pub any) []string {
+		lines, err := Records(target, gw, 10, pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	signed := append(rec("192.0.2.7", "", edKey.Public()), rec("192.0.2.9", "198.51.100.1", &rk.PublicKey)[2]) // IPSECKEY+KEY of .7, TXT of .9
+	signed = append(signed, "10.2.0.192.in-addr.arpa. 300 IN PTR nokey.example.test.")
+	d := lab.StartDNS(t, []lab.DNSZone{
+		{Name: "2.0.192.in-addr.arpa", Mode: "signed", Records: signed},
+		{Name: "100.51.198.in-addr.arpa", Mode: "bogus", Records: rec("198.51.100.7", "", edKey.Public())},
+		{Name: "113.0.203.in-addr.arpa", Mode: "unsigned", Records: rec("203.0.113.7", "", edKey.Public())},
+	})
+	ctx := context.Background()
+	require := &Resolver{Server: d.Resolver, Mode: DNSSECRequire}
+	prefer := &Resolver{Server: d.Resolver, Mode: DNSSECPrefer}
+
+	res := require.Lookup(ctx, netip.MustParseAddr("192.0.2.7"))
+	if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || !sameKey(res.Gateways[0].Key, edKey.Public()) {
+		t.Fatalf("signed IPSECKEY: %+v", res)
+	}
+	res = require.Lookup(ctx, netip.MustParseAddr("192.0.2.9"))
+	if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || res.Gateways[0].Addr != netip.MustParseAddr("198.51.100.1") ||
+		!sameKey(res.Gateways[0].Key, &rk.PublicKey) {
+		t.Fatalf("signed TXT delegation: %+v", res)
+	}
+	if res := require.Lookup(ctx, netip.MustParseAddr("192.0.2.10")); !errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("signed NODATA: %+v", res)
+	}
+	// Broken signatures: nothing under require, unvalidated data under prefer.
+	if res := require.Lookup(ctx, netip.MustParseAddr("198.51.100.7")); res.Err == nil || len(res.Gateways) != 0 {
+		t.Fatalf("bogus, require: %+v", res)
+	}
+	if res := prefer.Lookup(ctx, netip.MustParseAddr("198.51.100.7")); res.Err != nil || res.Validated || len(res.Gateways) != 1 {
+		t.Fatalf("bogus, prefer: %+v", res)
+	}
+	// An unsigned zone: insecure, so only prefer uses it.
+	if res := require.Lookup(ctx, netip.MustParseAddr("203.0.113.7")); !errors.Is(res.Err, ErrUnvalidated) {
+		t.Fatalf("unsigned, require: %+v", res)
+	}
+	if res := prefer.Lookup(ctx, netip.MustParseAddr("203.0.113.7")); res.Err != nil || res.Validated || len(res.Gateways) != 1 {
+		t.Fatalf("unsigned, prefer: %+v", res)
+	}
+}

@@ -1,0 +1,223 @@
+//go:build linux
+
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// DNSZone is one zone of a DNS lab: its records (zone-file lines relative
+// to the zone, $ORIGIN is set) and how it is served.
+type DNSZone struct {
+	Name    string
+	Records []string
+	// Mode: "signed", "bogus" (signed, then the signatures over the
+	// records broken) or "unsigned".
+	Mode string
+}
+
+// DNSLab is a Knot authoritative server with DNSSEC-signed zones and a
+// validating Unbound resolver that trusts their keys, on loopback ports of
+// their own. Resolver is the address to send queries to.
+type DNSLab struct {
+	Resolver string
+	dir      string
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// StartDNS signs the zones (ldns-keygen, ldns-signzone), starts knotd and
+// unbound, and waits until the resolver answers. The test's cleanup stops
+// both.
+func StartDNS(t *testing.T, zones []DNSZone) *DNSLab {
+	t.Helper()
+	Require(t, "knotd", "knotc", "unbound", "ldns-keygen", "ldns-signzone")
+	dir := t.TempDir()
+	for _, d := range []string{"zones", "keys", "knot/db", "unbound"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	authPort, resPort := freePort(t), freePort(t)
+	auth := fmt.Sprintf("127.0.0.1@%d", authPort)
+	var knotZones, ubZones strings.Builder
+	var anchors bytes.Buffer
+	now := time.Now().UTC()
+	for _, z := range zones {
+		plain := filepath.Join(dir, "zones", z.Name+".zone")
+		var zf strings.Builder
+		fmt.Fprintf(&zf, "$ORIGIN %s.\n$TTL 300\n@ SOA ns1.%s. hostmaster.%s. ( 1 3600 600 86400 300 )\n@ NS ns1.%s.\nns1 A 127.0.0.1\n",
+			z.Name, z.Name, z.Name, z.Name)
+		for _, r := range z.Records {
+			zf.WriteString(r + "\n")
+		}
+		if err := os.WriteFile(plain, []byte(zf.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		served := plain
+		if z.Mode == "signed" || z.Mode == "bogus" {
+			run := func(args ...string) string {
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Dir = filepath.Join(dir, "keys")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+				return strings.TrimSpace(string(out))
+			}
+			ksk := run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", z.Name)
+			zsk := run("ldns-keygen", "-a", "ECDSAP256SHA256", z.Name)
+			stamp := func(t time.Time) string { return t.Format("20060102150405") }
+			run("ldns-signzone", "-o", z.Name, "-i", stamp(now.Add(-time.Hour)), "-e", stamp(now.Add(30*24*time.Hour)),
+				"-f", plain+".signed", plain, ksk, zsk)
+			ds, err := os.ReadFile(filepath.Join(dir, "keys", ksk+".ds"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			anchors.Write(ds)
+			served = plain + ".signed"
+			if z.Mode == "bogus" {
+				breakSignatures(t, served)
+			}
+		}
+		fmt.Fprintf(&knotZones, "  - domain: %q\n    file: %q\n", z.Name, served)
+		for p := z.Name + "."; p != "" && p != "."; {
+			fmt.Fprintf(&ubZones, "server:\n  local-zone: %q nodefault\n", p)
+			if i := strings.Index(p, "."); i >= 0 {
+				p = p[i+1:]
+			} else {
+				break
+			}
+		}
+		fmt.Fprintf(&ubZones, "stub-zone:\n  name: %q\n  stub-addr: %s\n", z.Name, auth)
+	}
+	anchorsPath := filepath.Join(dir, "unbound", "anchors.keys")
+	os.WriteFile(anchorsPath, anchors.Bytes(), 0o644)
+	knotConf := filepath.Join(dir, "knot", "knot.conf")
+	os.WriteFile(knotConf, []byte(fmt.Sprintf(`server:
+    rundir: %q
+    listen: %s
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: %q
+log:
+  - target: stderr
+    any: info
+template:
+  - id: default
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+zone:
+%s`, filepath.Join(dir, "knot"), auth, filepath.Join(dir, "knot", "db"), knotZones.String())), 0o644)
+	ubConf := filepath.Join(dir, "unbound", "unbound.conf")
+	os.WriteFile(ubConf, []byte(fmt.Sprintf(`server:
+  interface: 127.0.0.1@%d
+  port: %d
+  do-ip6: no
+  do-daemonize: no
+  num-threads: 1
+  so-reuseport: no
+  username: ""
+  chroot: ""
+  directory: %q
+  pidfile: %q
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  do-not-query-localhost: no
+  module-config: "validator iterator"
+  trust-anchor-file: %q
+  val-permissive-mode: no
+  harden-dnssec-stripped: yes
+  trust-anchor-signaling: no
+  prefetch: no
+  access-control: 127.0.0.0/8 allow
+remote-control:
+  control-enable: no
+stub-zone:
+  name: "."
+  stub-addr: %s
+%s`, resPort, resPort, filepath.Join(dir, "unbound"), filepath.Join(dir, "unbound", "unbound.pid"), anchorsPath, auth, ubZones.String())), 0o644)
+	if out, err := exec.Command("unbound-checkconf", ubConf).CombinedOutput(); err != nil {
+		t.Fatalf("unbound-checkconf: %v\n%s", err, out)
+	}
+	lab := &DNSLab{Resolver: fmt.Sprintf("127.0.0.1:%d", resPort), dir: dir}
+	startDaemon := func(name string, args ...string) {
+		cmd := exec.Command(args[0], args[1:]...)
+		var log bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("%s log:\n%s", name, log.String())
+			}
+		})
+	}
+	startDaemon("knotd", "knotd", "-c", knotConf)
+	waitDNS(t, fmt.Sprintf("127.0.0.1:%d", authPort), zones[0].Name, false)
+	startDaemon("unbound", "unbound", "-d", "-c", ubConf)
+	waitDNS(t, lab.Resolver, zones[0].Name, true)
+	return lab
+}
+
+// breakSignatures corrupts every RRSIG except those over the DNSKEY RRset,
+// so the zone's keys validate but its data does not.
+func breakSignatures(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && f[3] == "RRSIG" && f[4] != "DNSKEY" {
+			sig := f[len(f)-1]
+			c := byte('A')
+			if sig[0] == 'A' {
+				c = 'B'
+			}
+			f[len(f)-1] = string(c) + sig[1:]
+			line = strings.Join(f, "\t")
+		}
+		out.WriteString(line + "\n")
+	}
+	os.WriteFile(path, []byte(out.String()), 0o644)
+}
+
+func waitDNS(t *testing.T, server, zone string, recursive bool) {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(zone), dns.TypeSOA)
+	m.RecursionDesired = recursive
+	c := &dns.Client{Timeout: 500 * time.Millisecond}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if in, _, err := c.Exchange(m, server); err == nil && in.Rcode == dns.RcodeSuccess {
+			return
+		}
+	}
+	t.Fatalf("no answer from %s for %s SOA", server, zone)
+}

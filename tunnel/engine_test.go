@@ -119,35 +119,42 @@ func pingOnce(from *testEndpoint, to netip.Addr, seq int) error {
 	return nil
 }
 
-// transfer sends size pseudo-random octets over TCP from a to b and checks
-// that the SHA-256 of what arrived matches.
-func transfer(t *testing.T, a, b *testEndpoint, size int64) {
+// sinkResult is what a hashing TCP sink received.
+type sinkResult struct {
+	sum [32]byte
+	n   int64
+	err error
+}
+
+// hashSink accepts one TCP connection on b's port and reports the SHA-256
+// and length of everything it receives. The listener closes with the test.
+func hashSink(t *testing.T, b *testEndpoint, port uint16) <-chan sinkResult {
 	t.Helper()
-	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(b.addr, 5001))
+	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(b.addr, port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan sinkResult, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
-			done <- result{err: err}
+			done <- sinkResult{err: err}
 			return
 		}
 		defer c.Close()
 		h := sha256.New()
 		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		done <- r
+		done <- sinkResult{sum: [32]byte(h.Sum(nil)), n: n, err: err}
 	}()
+	return done
+}
+
+// transfer sends size pseudo-random octets over TCP from a to b and checks
+// that the SHA-256 of what arrived matches.
+func transfer(t *testing.T, a, b *testEndpoint, size int64) {
+	t.Helper()
+	done := hashSink(t, b, 5001)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := a.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(b.addr, 5001))

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"math/rand/v2"
@@ -310,28 +309,7 @@ func TestIKERekeyUnderLoad(t *testing.T) {
 // transferFor sends pseudo-random data over TCP for d and checks its hash.
 func transferFor(t *testing.T, a, b *testEndpoint, d time.Duration) {
 	t.Helper()
-	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(b.addr, 5002))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		done <- result{sum: [32]byte(h.Sum(nil)), n: n, err: err}
-	}()
+	done := hashSink(t, b, 5002)
 	c, err := a.net.DialTCPAddrPort(netip.AddrPortFrom(b.addr, 5002))
 	if err != nil {
 		t.Fatal(err)

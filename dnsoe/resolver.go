@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -58,6 +59,9 @@ type Resolver struct {
 	// once (default 64).
 	Timeout     time.Duration
 	MaxInFlight int
+	// Dialer, if set, makes the query sockets (e.g. marked so that they
+	// bypass the tunnel).
+	Dialer *net.Dialer
 
 	once  sync.Once
 	sem   chan struct{}
@@ -172,7 +176,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 
 // exchange sends m over UDP, and again over TCP if the answer is truncated.
 func (r *Resolver) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	c := &dns.Client{Net: "udp"}
+	c := &dns.Client{Net: "udp", Dialer: r.Dialer}
 	in, _, err := c.ExchangeContext(ctx, m, r.Server)
 	if err == nil && in.Truncated {
 		c.Net = "tcp"
@@ -261,6 +265,25 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 						break
 					}
 				}
+			}
+		}
+	}
+	// Gateways known only by name: their address, of dest's family.
+	for i := range res.Gateways {
+		g := &res.Gateways[i]
+		if g.Addr.IsValid() || g.Name == "" {
+			continue
+		}
+		qtype := dns.TypeA
+		if dest.Is6() {
+			qtype = dns.TypeAAAA
+		}
+		if a := r.query(ctx, dns.Fqdn(g.Name), qtype); use(a) {
+			switch rr := a.rrs[0].(type) {
+			case *dns.A:
+				g.Addr, _ = netip.AddrFromSlice(rr.A.To4())
+			case *dns.AAAA:
+				g.Addr, _ = netip.AddrFromSlice(rr.AAAA)
 			}
 		}
 	}

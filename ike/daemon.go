@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/binary"
@@ -83,6 +84,18 @@ type PeerConfig struct {
 	FragmentSize int
 	// AutoStart re-initiates the IKE SA after it failed or the peer died.
 	AutoStart bool
+
+	// Opportunistic marks a peer that opportunism made (AddPeer, or
+	// Config.Responder): it is never found by the address of a configured
+	// peer, the Authorizer is not asked (its key came from DNS, or it is
+	// unauthenticated), and it is forgotten when its last IKE SA goes.
+	Opportunistic bool
+	// LookupKey, if set, finds the public key of a peer that
+	// authenticates with a signature when PeerAuth pins none: the
+	// reverse-zone check of an opportunistic initiator
+	// (draft-richardson-ipsec-opportunistic §4.12.2). It runs on a
+	// goroutine of its own and may block.
+	LookupKey func(id Identity, addr netip.Addr) (crypto.PublicKey, error)
 }
 
 func (p *PeerConfig) ikeAddr() netip.AddrPort { return netip.AddrPortFrom(p.Addr, or(p.IKEPort, 500)) }
@@ -113,6 +126,11 @@ type Config struct {
 	// OnChange, if set, is called (on the daemon's goroutine) when an IKE
 	// SA is established or torn down.
 	OnChange func(peer string, up bool, err error)
+	// Responder, if set, is asked for the peer to answer as when an
+	// IKE_SA_INIT comes from an address no configured peer has; nil
+	// ignores the request. It runs on the daemon's goroutine and must not
+	// block. The peer it returns is added as opportunistic.
+	Responder func(from netip.AddrPort) *PeerConfig
 }
 
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
@@ -126,6 +144,7 @@ type Daemon struct {
 	calls   chan func()
 	done    chan struct{}
 	cookies cookieJar
+	dynamic map[string]*PeerConfig // opportunistic peers, by name
 	wg      sync.WaitGroup
 	once    sync.Once
 }
@@ -144,21 +163,28 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	for _, p := range cfg.Peers {
-		if len(p.IKEProposals) == 0 {
-			p.IKEProposals, _ = ParseProposals(DefaultIKEProposals, ProtoIKE)
-		}
-		if len(p.ESPProposals) == 0 {
-			p.ESPProposals, _ = ParseProposals(DefaultESPProposals, ProtoESP)
-		}
-		if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
-			return nil, fmt.Errorf("ike: peer %s: traffic selectors missing", p.Name)
+		if err := p.setDefaults(); err != nil {
+			return nil, err
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
-		calls: make(chan func(), maxPendingMessages), done: make(chan struct{})}
+		dynamic: map[string]*PeerConfig{}, calls: make(chan func(), maxPendingMessages), done: make(chan struct{})}
 	d.wg.Add(1)
 	go d.routineLoop()
 	return d, nil
+}
+
+func (p *PeerConfig) setDefaults() error {
+	if len(p.IKEProposals) == 0 {
+		p.IKEProposals, _ = ParseProposals(DefaultIKEProposals, ProtoIKE)
+	}
+	if len(p.ESPProposals) == 0 {
+		p.ESPProposals, _ = ParseProposals(DefaultESPProposals, ProtoESP)
+	}
+	if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
+		return fmt.Errorf("ike: peer %s: traffic selectors missing", p.Name)
+	}
+	return nil
 }
 
 func (d *Daemon) routineLoop() {
@@ -235,6 +261,30 @@ func (d *Daemon) Initiate(name string) error {
 			}
 		}
 		err = d.startInitiator(p)
+	})
+	return err
+}
+
+// ErrPeerExists is returned by AddPeer for a name in use.
+var ErrPeerExists = errors.New("ike: a peer with this name exists")
+
+// AddPeer adds an opportunistic peer and starts an IKE SA with it. The
+// peer is forgotten when its last IKE SA goes (OnChange tells of it).
+func (d *Daemon) AddPeer(p *PeerConfig) error {
+	p.Opportunistic = true
+	if err := p.setDefaults(); err != nil {
+		return err
+	}
+	var err error
+	d.call(func() {
+		if d.peerByName(p.Name) != nil {
+			err = fmt.Errorf("%w: %q", ErrPeerExists, p.Name)
+			return
+		}
+		d.dynamic[p.Name] = p
+		if err = d.startInitiator(p); err != nil {
+			delete(d.dynamic, p.Name)
+		}
 	})
 	return err
 }
@@ -330,7 +380,20 @@ func (d *Daemon) peerByName(name string) *PeerConfig {
 			return p
 		}
 	}
-	return nil
+	return d.dynamic[name]
+}
+
+// forgetIfUnused drops an opportunistic peer that has no IKE SA left.
+func (d *Daemon) forgetIfUnused(p *PeerConfig) {
+	if !p.Opportunistic || d.dynamic[p.Name] != p {
+		return
+	}
+	for _, sa := range d.sas {
+		if sa.peer == p {
+			return
+		}
+	}
+	delete(d.dynamic, p.Name)
 }
 
 func (d *Daemon) peerByAddr(a netip.Addr) *PeerConfig {
@@ -475,6 +538,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	} else {
 		d.log.Info("IKE SA down", "peer", sa.peer.Name)
 	}
+	d.forgetIfUnused(sa.peer)
 	if d.cfg.OnChange != nil && (wasUp || err != nil) {
 		d.cfg.OnChange(sa.peer.Name, false, err)
 	}
@@ -987,7 +1051,7 @@ func (d *Daemon) installChildDeferred(via *ikeSA, chosen *Proposal, nI, nR, shar
 		local, remote = tsr, tsi
 	}
 	c := &ChildSA{ike: sa, Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs,
-		nonce: minNonce(nI, nR), Deferred: deferred, peerAuth: peerAuthMethod(&sa.peer.PeerAuth)}
+		nonce: minNonce(nI, nR), Deferred: deferred, peerAuth: sa.peerAuthMethod()}
 	if sa.natt {
 		c.Peer = netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port())
 	}
@@ -1028,8 +1092,11 @@ func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
 		return p.RemoteID.Equal(id)
 	}
 	// With certificates, the certificate must confirm the identity
-	// (checked with the AUTH payload).
-	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.usesCerts()
+	// (checked with the AUTH payload). An opportunistic peer's key came
+	// from its address's reverse zone: the key, not the name, speaks for
+	// the address.
+	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.usesCerts() ||
+		(p.Opportunistic && p.PeerAuth.PublicKey != nil)
 }
 
 // Authorizer decides whether an authenticated peer is acceptable.
@@ -1047,6 +1114,9 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 		}
 	}
 	pa := sa.peer.PeerAuth
+	if sa.lookedUp != nil {
+		pa.PublicKey = sa.lookedUp
+	}
 	key, err := peerKey(&pa, id, sent)
 	if err != nil {
 		return err
@@ -1055,7 +1125,8 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
 		return err
 	}
-	if d.cfg.Authorizer == nil {
+	sa.peerNull = auth.Method == AuthNULL
+	if d.cfg.Authorizer == nil || sa.peer.Opportunistic {
 		return nil
 	}
 	method := "signature"
@@ -1101,10 +1172,14 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		return
 	}
 	p := d.peerByAddr(from.Addr())
+	if p == nil && d.cfg.Responder != nil {
+		p = d.responderPeer(from)
+	}
 	if p == nil {
 		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
 		return
 	}
+	defer d.forgetIfUnused(p) // an opportunistic peer that got no SA
 	sap, ke, ni := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
 	if sap == nil || ke == nil || ni == nil || m.MessageID != 0 {
 		d.log.Debug("IKE_SA_INIT without SA, KE or nonce", "from", from)
@@ -1189,6 +1264,25 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	d.send(sa, b)
 }
 
+// responderPeer asks Config.Responder for the opportunistic peer to answer
+// an initiator as.
+func (d *Daemon) responderPeer(from netip.AddrPort) *PeerConfig {
+	p := d.cfg.Responder(from)
+	if p == nil {
+		return nil
+	}
+	if old := d.dynamic[p.Name]; old != nil {
+		return old
+	}
+	p.Opportunistic = true
+	if err := p.setDefaults(); err != nil {
+		d.log.Warn("opportunistic responder", "from", from, "err", err)
+		return nil
+	}
+	d.dynamic[p.Name] = p
+	return p
+}
+
 func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	p := sa.peer
 	fail := func(n NotifyType, err error) {
@@ -1201,7 +1295,34 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 		return
 	}
 	peerID := Identity{Type: idi.IDType, Data: idi.Data}
-	if !d.acceptID(p, peerID) {
+	if p.LookupKey != nil && p.PeerAuth.PublicKey == nil && auth.Method != AuthNULL && sa.lookedUp == nil {
+		// Find the initiator's key (§4.12.2) off the daemon's goroutine;
+		// retransmissions meanwhile are ignored.
+		if sa.lookingUp {
+			return
+		}
+		sa.lookingUp = true
+		from := sa.remote.Addr()
+		go func() {
+			key, err := p.LookupKey(peerID, from)
+			d.call(func() {
+				sa.lookingUp = false
+				if sa.state != stateInitDone {
+					return
+				}
+				if err != nil {
+					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: no key for opportunistic initiator %v at %v: %w", ErrAuth, peerID, from, err))
+					return
+				}
+				sa.lookedUp = key
+				d.onAuthRequest(sa, m)
+			})
+		}()
+		return
+	}
+	// A key looked up for the identity speaks for it; otherwise the
+	// identity must be the configured one.
+	if sa.lookedUp == nil && !d.acceptID(p, peerID) {
 		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
 		return
 	}

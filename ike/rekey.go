@@ -449,7 +449,7 @@ func (d *Daemon) rekeyIKE(sa *ikeSA) {
 	if sa.state != stateEstablished || sa.rekeyed {
 		return
 	}
-	nsa := &ikeSA{d: d, peer: sa.peer, initiator: true, spiI: randSPI(), remote: sa.remote, natt: sa.natt, created: time.Now(),
+	nsa := &ikeSA{d: d, peer: sa.peer, initiator: true, spiI: randSPI(), remote: sa.remote, natt: sa.natt, peerNull: sa.peerNull, lookedUp: sa.lookedUp, created: time.Now(),
 		peerIDSeen: sa.peerIDSeen, fragOK: sa.fragOK}
 	var priv any
 	var group dhGroup
@@ -613,7 +613,7 @@ func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayl
 	if err != nil {
 		return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
 	}
-	nsa := &ikeSA{d: d, peer: sa.peer, spiI: binary.BigEndian.Uint64(chosen.SPI), spiR: randSPI(), remote: sa.remote, natt: sa.natt,
+	nsa := &ikeSA{d: d, peer: sa.peer, spiI: binary.BigEndian.Uint64(chosen.SPI), spiR: randSPI(), remote: sa.remote, natt: sa.natt, peerNull: sa.peerNull, lookedUp: sa.lookedUp,
 		created: time.Now(), suite: suite, nI: ni.Data, nR: randNonce(), peerIDSeen: sa.peerIDSeen, fragOK: sa.fragOK}
 	if err := nsa.rekeyKeys(sa, shared); err != nil {
 		return []Payload{&NotifyPayload{NotifyType: TEMPORARY_FAILURE}}

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"crypto"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -70,6 +71,9 @@ type ikeSA struct {
 	next           *ikeSA // the IKE SA that replaced this one
 	colliding      *ikeSA // the peer's rekey of this SA, made while ours ran (§2.8.2)
 	creatingChild  bool   // our CREATE_CHILD_SA for a new Child SA is under way
+	lookingUp      bool             // the peer's key is being looked up (PeerConfig.LookupKey)
+	lookedUp       crypto.PublicKey // the key found, which must verify the peer's AUTH
+	peerNull       bool             // the peer authenticated with AUTH_NULL
 }
 
 // request is our outstanding request, retransmitted until answered.
@@ -116,6 +120,17 @@ func (sa *ikeSA) current() *ikeSA {
 // "psk", "signature", "cert" or "null" (set when the SA is made; safe to
 // read from any goroutine).
 func (c *ChildSA) PeerAuthMethod() string { return c.peerAuth }
+
+// peerAuthMethod is how the peer authenticated.
+func (sa *ikeSA) peerAuthMethod() string {
+	switch {
+	case sa.peerNull:
+		return "null"
+	case sa.lookedUp != nil:
+		return "signature"
+	}
+	return peerAuthMethod(&sa.peer.PeerAuth)
+}
 
 func peerAuthMethod(pa *PeerAuth) string {
 	switch {

@@ -123,29 +123,40 @@ func (c *Classes) NeverOpportunistic(a netip.Addr) bool {
 
 // Lookup returns the class of a packet's destination.
 func (c *Classes) Lookup(p *ipview.Packet) Class {
+	class, _ := c.Match(p)
+	return class
+}
+
+// Match returns the class of a packet's destination and whether a rule
+// (prefix or exception) gave it; without one the class is clear.
+func (c *Classes) Match(p *ipview.Packet) (Class, bool) {
 	dst := p.Dst.Unmap()
 	if c.NeverOpportunistic(dst) {
-		return ClassClear
+		return ClassClear, false
 	}
 	for _, e := range c.exceptions {
 		if e.Prefix.Contains(dst) && (e.Proto == 0 || e.Proto == p.Proto) &&
 			(e.From == 0 && e.To == 0 || p.HasPorts && e.From <= p.DstPort && p.DstPort <= e.To) {
-			return e.Class
+			return e.Class, true
 		}
 	}
-	return c.ClassOf(dst)
+	return c.match(dst)
 }
 
 // ClassOf returns the class of an address by prefix alone.
 func (c *Classes) ClassOf(a netip.Addr) Class {
-	a = a.Unmap()
+	class, _ := c.match(a.Unmap())
+	return class
+}
+
+func (c *Classes) match(a netip.Addr) (Class, bool) {
 	if c.NeverOpportunistic(a) {
-		return ClassClear
+		return ClassClear, false
 	}
 	for _, r := range c.rules {
 		if r.prefix.Contains(a) {
-			return r.class
+			return r.class, true
 		}
 	}
-	return ClassClear
+	return ClassClear, false
 }

@@ -105,11 +105,19 @@ const (
 // and decides, then, whether it stays up.
 type Lifespan struct {
 	start, end time.Time
+	extended   time.Duration
 }
 
-// NewLifespan starts the initial lifespan at now.
+// NewLifespan starts the initial lifespan at now, with the draft's
+// durations.
 func NewLifespan(now time.Time) Lifespan {
-	return Lifespan{start: now, end: now.Add(InitialLifespan)}
+	return NewLifespanOf(now, InitialLifespan, ExtendedLifespan)
+}
+
+// NewLifespanOf starts an initial lifespan of the given length at now;
+// extensions last extended.
+func NewLifespanOf(now time.Time, initial, extended time.Duration) Lifespan {
+	return Lifespan{start: now, end: now.Add(initial), extended: extended}
 }
 
 // Due reports whether the lifespan is over at now.
@@ -124,7 +132,7 @@ func (l Lifespan) Next(now, lastTraffic time.Time) (next Lifespan, keep bool) {
 	if lastTraffic.IsZero() || lastTraffic.Before(half) {
 		return l, false
 	}
-	return Lifespan{start: now, end: now.Add(ExtendedLifespan)}, true
+	return Lifespan{start: now, end: now.Add(l.extended), extended: l.extended}, true
 }
 
 // End returns when the lifespan is over.

@@ -195,6 +195,16 @@ func (ss Selectors) MatchDst(p *ipview.Packet) bool {
 	return false
 }
 
+// Contains reports whether one of the selectors contains addr.
+func (ss Selectors) Contains(addr netip.Addr) bool {
+	for _, s := range ss {
+		if s.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
 // MarshalText implements encoding.TextMarshaler.
 func (s Selector) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 

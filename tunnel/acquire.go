@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/policy"
 )
@@ -101,26 +100,18 @@ func (e *Engine) flushHeld(p *SAPair) {
 		traps = append(traps, t)
 	}
 	e.mu.Unlock()
-	var send [][]byte
+	send := e.flushOE(p)
 	for _, t := range traps {
 		t.mu.Lock()
 		held := t.held
 		keep := held[:0:0]
 		for _, pkt := range held {
-			ip, err := ipview.Parse(pkt)
-			if err != nil || !p.Remote.MatchDst(&ip) || !p.Local.MatchSrc(&ip) {
+			out := sealCopy(p, pkt)
+			if out == nil {
 				keep = append(keep, pkt)
 				continue
 			}
-			buf := make([]byte, esp.Headroom+len(pkt)+esp.Tailroom)
-			copy(buf[esp.Headroom:], pkt)
-			nh := byte(ipview.ProtoIPv4)
-			if ipview.Version(pkt) == 6 {
-				nh = ipview.ProtoIPv6
-			}
-			if out, err := p.Out.Seal(buf, esp.Headroom, ip.Len, nh); err == nil {
-				send = append(send, out)
-			}
+			send = append(send, out)
 		}
 		t.held = keep
 		if len(keep) == 0 {

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
+	conn "github.com/oevpn/oevpn/internal/wgconn"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/oevpn/oevpn/esp"
@@ -55,6 +55,9 @@ type Config struct {
 	// OnProbe, if set, receives each AutoVPN probe datagram (preamble
 	// included). msg is only valid during the call.
 	OnProbe func(msg []byte, from netip.AddrPort)
+	// Clear, if set, sends packets that leave in the clear (the engine
+	// closes it); without it they are dropped and counted as NoSA.
+	Clear ClearPath
 	// OnSAEvent, if set, is told of lifetime events. It runs on the
 	// engine's timer goroutine, never on the datapath. After a hard
 	// expiry the engine removes the pair itself.
@@ -99,6 +102,7 @@ type Stats struct {
 	TxPackets      uint64 // ESP packets sent
 	RxPackets      uint64 // ESP packets decrypted and delivered
 	NoSA           uint64 // outbound packets without an SA, dropped
+	Clear          uint64 // outbound packets sent in the clear by policy
 	Malformed      uint64 // packets from the device or peers that failed to parse
 	UnknownSPI     uint64 // ESP packets for no installed SA
 	DecryptErrors  uint64 // ESP packets that failed Open (replay, integrity, …)
@@ -112,7 +116,7 @@ type Stats struct {
 
 type stats struct {
 	txPackets, rxPackets, noSA, malformed, unknownSPI, decryptErrors,
-	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives, blocked atomic.Uint64
+	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives, blocked, clear atomic.Uint64
 }
 
 // Engine runs the datapath.
@@ -137,6 +141,10 @@ type Engine struct {
 	onSAEvent atomic.Pointer[func(*SAPair, esp.Event)]
 	onAcquire atomic.Pointer[func(name string)]
 	classes   atomic.Pointer[policy.Classes]
+	onOE      atomic.Pointer[func(src, dst netip.Addr, class policy.Class)]
+	oe        sync.Map // netip.Addr → *oeDest: opportunistic destinations without an SA
+	oeHeld    atomic.Int64
+	clear     ClearPath
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -172,6 +180,7 @@ func New(cfg Config) (*Engine, error) {
 		pairs:   make(map[*SAPair]struct{}),
 		traps:   make(map[string]*trap),
 		closing: make(chan struct{}),
+		clear:   cfg.Clear,
 	}
 	e.routes.Store(&routeTable{})
 	if cfg.OnIKE != nil {
@@ -230,6 +239,9 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		close(e.closing)
 		err = errors.Join(e.ike.Close(), e.natt.Close(), e.dev.Close())
+		if e.clear != nil {
+			e.clear.Close()
+		}
 		e.wg.Wait()
 	})
 	return err
@@ -248,7 +260,7 @@ func (e *Engine) closed() bool {
 func (e *Engine) Stats() Stats {
 	s := &e.stats
 	return Stats{
-		TxPackets: s.txPackets.Load(), RxPackets: s.rxPackets.Load(), NoSA: s.noSA.Load(),
+		TxPackets: s.txPackets.Load(), RxPackets: s.rxPackets.Load(), NoSA: s.noSA.Load(), Clear: s.clear.Load(),
 		Malformed: s.malformed.Load(), UnknownSPI: s.unknownSPI.Load(), DecryptErrors: s.decryptErrors.Load(),
 		SelectorDrops: s.selectorDrops.Load(), SealErrors: s.sealErrors.Load(), SendErrors: s.sendErrors.Load(),
 		ControlDropped: s.controlDropped.Load(), Keepalives: s.keepalives.Load(), Blocked: s.blocked.Load(),
@@ -426,10 +438,8 @@ func (e *Engine) routineOutbound() {
 			if pair == nil {
 				if t := rt.trapFor(&p); t != nil {
 					e.hold(t, pkt[:p.Len])
-				} else if e.blockedByPolicy(&p) {
-					e.stats.blocked.Add(1)
 				} else {
-					e.stats.noSA.Add(1)
+					e.outboundNoSA(&p, pkt[:p.Len])
 				}
 				continue
 			}
@@ -556,17 +566,6 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	}
 	ap, _ := netip.ParseAddrPort(ep.DstToString())
 	return ap
-}
-
-// blockedByPolicy reports whether a packet without an SA must be dropped:
-// its class is block, or private (encrypt or drop) with no SA to encrypt.
-func (e *Engine) blockedByPolicy(p *ipview.Packet) bool {
-	c := e.classes.Load()
-	if c == nil {
-		return false
-	}
-	cl := c.Lookup(p)
-	return cl == policy.ClassBlock || cl == policy.ClassPrivate
 }
 
 // SetClasses sets the connection classes for traffic no SA or trap covers.

@@ -191,15 +191,27 @@ func (ep *endpoint) check(a netip.Addr) Check {
 		return c
 	}
 	if cl := ep.eng.Classes(); cl != nil {
-		switch class := cl.ClassOf(a); class {
+		class := cl.ClassOf(a)
+		if v, until, ok := ep.eng.VerdictFor(a); ok && class != policy.ClassBlock {
+			switch v {
+			case tunnel.VerdictPending:
+				c.Verdict, c.Reason = "pending", "policy: "+class.String()+"; discovery and IKE under way"
+			case tunnel.VerdictClear:
+				c.Verdict, c.Reason = "clear", fmt.Sprintf("policy: %v; opportunism failed, clear until %s", class, until.Format(time.RFC3339))
+			default:
+				c.Verdict, c.Reason = "blocked", fmt.Sprintf("policy: %v; opportunism failed, dropped until %s", class, until.Format(time.RFC3339))
+			}
+			return c
+		}
+		switch class {
 		case policy.ClassBlock:
 			c.Verdict, c.Reason = "blocked", "policy: block"
 			return c
-		case policy.ClassPrivate:
-			c.Verdict, c.Reason = "blocked", "policy: private, and no SA or peer covers this address"
+		case policy.ClassPrivate, policy.ClassPrivateOrClear:
+			c.Verdict, c.Reason = "pending", "policy: "+class.String()+"; the first packet starts discovery (DNS) and IKE"
 			return c
-		case policy.ClassPrivateOrClear, policy.ClassClearOrPrivate:
-			c.Verdict, c.Reason = "clear", "policy: "+class.String()+", and no opportunistic peer is known"
+		case policy.ClassClearOrPrivate:
+			c.Verdict, c.Reason = "clear", "policy: clear-or-private; encrypted only if the peer initiates"
 			return c
 		}
 	}

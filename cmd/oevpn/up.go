@@ -15,6 +15,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
+	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/config"
@@ -42,14 +43,11 @@ func cmdUp(args []string, stderr io.Writer) error {
 		return err
 	}
 	ep.eng.SetClasses(cfg.Policy.Classes)
-	if len(cfg.Policy.PrivateOrClear)+len(cfg.Policy.ClearOrPrivate) > 0 {
-		log.Warn("opportunistic discovery is not implemented yet: private-or-clear and clear-or-private destinations go in the clear")
-	}
 	if err := ep.installSAs(cfg.SAs); err != nil {
 		ep.Close()
 		return err
 	}
-	if err := ep.startIKE(cfg.Peers); err != nil {
+	if err := ep.startIKE(cfg); err != nil {
 		ep.Close()
 		return err
 	}
@@ -78,6 +76,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 type endpoint struct {
 	eng     *tunnel.Engine
 	ike     *ike.Daemon
+	oe      *tunnel.Opportunism // nil without opportunistic classes
 	closers []func()
 	net     *netstack.Net // netstack mode only
 	log     *slog.Logger
@@ -106,6 +105,13 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 			return nil, err
 		}
 		tcfg.Device, tcfg.Mark = dev, uint32(*in.Fwmark)
+		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 {
+			clear, err := tunnel.NewClearPath(uint32(*in.Fwmark))
+			if err != nil {
+				log.Warn("no clear path: traffic that policy sends in the clear is dropped", "err", err)
+			}
+			tcfg.Clear = clear
+		}
 	}
 	eng, err := tunnel.New(tcfg)
 	if err != nil {
@@ -129,10 +135,17 @@ func routesFor(cfg *config.Config) []tunnel.Route {
 		pairs = append(pairs, pair{p.Local, p.Remote})
 	}
 	var routes []tunnel.Route
-	// Blocked and private destinations are routed to oevpn, which drops
-	// what no SA carries, so that nothing leaks around it.
-	for _, p := range append(append([]netip.Prefix(nil), cfg.Policy.Block...), cfg.Policy.Private...) {
-		routes = append(routes, tunnel.Route{Prefix: p.Masked()})
+	// Blocked and opportunistic destinations are routed to oevpn, which
+	// drops, encrypts or re-sends in the clear (clear path) by class, so
+	// that nothing leaks around it.
+	pol := cfg.Policy
+	for _, ps := range [][]netip.Prefix{pol.Block, pol.Private, pol.PrivateOrClear, pol.ClearOrPrivate} {
+		for _, p := range ps {
+			// The source the host would use without oevpn: the clear
+			// path sends with it, and host-to-host SAs are made for it.
+			src := tunnel.SourceFor(p.Masked().Addr(), uint32(*cfg.Interface.Fwmark))
+			routes = append(routes, tunnel.Route{Prefix: p.Masked(), Src: src})
+		}
 	}
 	for _, sa := range pairs {
 		for _, r := range sa.remote {
@@ -192,9 +205,11 @@ func (ep *endpoint) installSAs(sas []config.SA) error {
 	return nil
 }
 
-// startIKE starts the IKE daemon for the configured peers.
-func (ep *endpoint) startIKE(peers []config.Peer) error {
-	if len(peers) == 0 {
+// startIKE starts the IKE daemon for the configured peers and, with
+// opportunistic classes, opportunism.
+func (ep *endpoint) startIKE(cfg *config.Config) error {
+	peers := cfg.Peers
+	if len(peers) == 0 && !cfg.Policy.Enabled() {
 		return nil
 	}
 	var pcs []*ike.PeerConfig
@@ -224,14 +239,27 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 		pcs = append(pcs, pc)
 	}
 	eng := ep.eng
-	d, err := ike.New(ike.Config{Datapath: eng, Peers: pcs, Logger: ep.log.With("component", "ike"), Authorizer: authz,
+	icfg := ike.Config{Datapath: eng, Peers: pcs, Logger: ep.log.With("component", "ike"), Authorizer: authz,
 		OnChange: func(peer string, up bool, err error) {
 			if !up && err != nil {
 				eng.AcquireFailed(peer) // drop held packets; the next one retries
 			}
-		}})
+		}}
+	if cfg.Policy.Enabled() {
+		ep.oe = ep.newOpportunism(cfg)
+		icfg.Responder = ep.oe.Responder
+		onChange := icfg.OnChange
+		icfg.OnChange = func(peer string, up bool, err error) {
+			onChange(peer, up, err)
+			ep.oe.OnChange(peer, up, err)
+		}
+	}
+	d, err := ike.New(icfg)
 	if err != nil {
 		return err
+	}
+	if ep.oe != nil {
+		ep.oe.Start(d)
 	}
 	for _, p := range peers {
 		if p.Start == config.StartTraffic {
@@ -247,6 +275,25 @@ func (ep *endpoint) startIKE(peers []config.Peer) error {
 		}
 	})
 	return nil
+}
+
+// newOpportunism configures opportunistic encryption from [opportunism].
+func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
+	o := cfg.OE
+	res := &dnsoe.Resolver{Server: o.Resolver, Mode: o.Mode, Timeout: time.Duration(o.Timeout)}
+	if cfg.Interface.Mode == config.ModeTUN {
+		res.Dialer = tunnel.MarkedDialer(uint32(*cfg.Interface.Fwmark))
+	}
+	oc := tunnel.OEConfig{Resolver: res, Timeout: time.Duration(o.Timeout), ShuntTTL: time.Duration(o.ShuntTTL),
+		Lifespan: time.Duration(o.Lifespan), ExtendedLifespan: time.Duration(o.ExtendedLifespan), Logger: ep.log.With("component", "oe"),
+		Mark: uint32(*cfg.Interface.Fwmark)}
+	if o.Signer != nil {
+		oc.Auth.Signer = o.Signer
+	} else {
+		oc.Auth.Null = true
+	}
+	ep.log.Info("opportunistic encryption on", "resolver", o.Resolver, "dnssec", o.DNSSEC, "auth", oc.Auth.Method())
+	return tunnel.NewOpportunism(ep.eng, oc)
 }
 
 // initiatePeers starts IKE with the peers configured to start at once.
@@ -268,6 +315,9 @@ func (ep *endpoint) Close() error {
 	}
 	for _, f := range ep.closers {
 		f()
+	}
+	if ep.oe != nil {
+		ep.oe.Close()
 	}
 	if ep.ike != nil {
 		ep.ike.Close()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/policy"
@@ -56,6 +57,7 @@ type Config struct {
 	SAs       []SA      `toml:"sa"`
 	Peers     []Peer    `toml:"peer"`
 	Policy    Policy    `toml:"policy"`
+	OE        OE        `toml:"opportunism"`
 	// Path is the file the configuration came from.
 	Path string `toml:"-"`
 }
@@ -99,6 +101,40 @@ type Policy struct {
 
 	// Classes is the table built from the above by the checks.
 	Classes *policy.Classes `toml:"-"`
+}
+
+// OE configures opportunistic encryption: how destinations of the
+// private and private-or-clear classes are discovered in DNS, and how we
+// authenticate to them and to opportunistic initiators.
+type OE struct {
+	// Resolver is the recursive resolver ("addr:port"); the default is
+	// the first nameserver of /etc/resolv.conf.
+	Resolver string `toml:"resolver"`
+	// DNSSEC is require, prefer or off (default require).
+	DNSSEC string `toml:"dnssec"`
+	// Auth is null (AUTH_NULL, RFC 7619: the default) or pubkey (our raw
+	// public key, published in our reverse zone, from PrivateKey).
+	Auth       string `toml:"auth"`
+	PrivateKey string `toml:"private_key"`
+	// Timeout bounds an opportunistic IKE negotiation before the
+	// destination falls back per its class (default 2s).
+	Timeout Duration `toml:"timeout"`
+	// ShuntTTL is how long a failed destination is remembered (default
+	// 15m).
+	ShuntTTL Duration `toml:"shunt_ttl"`
+	// Lifespan and ExtendedLifespan are the draft's §5.1 lifespans
+	// (defaults 1m and 20m).
+	Lifespan         Duration `toml:"lifespan"`
+	ExtendedLifespan Duration `toml:"extended_lifespan"`
+
+	Mode   dnsoe.DNSSEC  `toml:"-"`
+	Signer crypto.Signer `toml:"-"`
+}
+
+// Enabled reports whether any class makes or answers opportunistic
+// negotiations.
+func (p *Policy) Enabled() bool {
+	return len(p.Private)+len(p.PrivateOrClear)+len(p.ClearOrPrivate) > 0
 }
 
 // Peer is a configured IKEv2 peer.
@@ -365,6 +401,9 @@ func (c *Config) check() error {
 		return keyErr("policy.block", "%v", err)
 	}
 	c.Policy.Classes = classes
+	if err := c.checkOE(); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i := range c.Peers {
 		p := &c.Peers[i]
@@ -690,4 +729,79 @@ func (l locator) lineOf(table string, idx int, field string) int {
 		}
 	}
 	return header
+}
+
+// checkOE validates [opportunism] and applies its defaults.
+func (c *Config) checkOE() error {
+	o := &c.OE
+	if o.Resolver == "" {
+		o.Resolver = systemResolver()
+	} else if _, err := netip.ParseAddrPort(o.Resolver); err != nil {
+		a, err2 := netip.ParseAddr(o.Resolver)
+		if err2 != nil {
+			return keyErr("opportunism.resolver", "%q is not an address or address:port", o.Resolver)
+		}
+		o.Resolver = netip.AddrPortFrom(a, 53).String()
+	}
+	if o.DNSSEC == "" {
+		o.DNSSEC = "require"
+	}
+	switch strings.ToLower(o.DNSSEC) {
+	case "require":
+		o.Mode = dnsoe.DNSSECRequire
+	case "prefer":
+		o.Mode = dnsoe.DNSSECPrefer
+	case "off":
+		o.Mode = dnsoe.DNSSECOff
+	default:
+		return keyErr("opportunism.dnssec", "%q is not one of require, prefer, off", o.DNSSEC)
+	}
+	switch o.Auth {
+	case "", AuthNull:
+		o.Auth = AuthNull
+		if o.PrivateKey != "" {
+			return keyErr("opportunism.private_key", "set, but auth is %q: use auth = %q to authenticate with it", AuthNull, AuthPubkey)
+		}
+	case AuthPubkey:
+		if o.PrivateKey == "" {
+			return keyErr("opportunism.private_key", "missing: the PEM file of our private key (its public key is published in DNS)")
+		}
+		var err error
+		if o.Signer, err = loadPrivateKey(c.resolve(o.PrivateKey)); err != nil {
+			return keyErr("opportunism.private_key", "%v", err)
+		}
+	default:
+		return keyErr("opportunism.auth", "%q is not one of %q, %q", o.Auth, AuthNull, AuthPubkey)
+	}
+	for _, d := range []struct {
+		v        *Duration
+		def, min time.Duration
+		key      string
+	}{{&o.Timeout, 2 * time.Second, 100 * time.Millisecond, "timeout"}, {&o.ShuntTTL, 15 * time.Minute, time.Second, "shunt_ttl"},
+		{&o.Lifespan, policy.InitialLifespan, time.Second, "lifespan"}, {&o.ExtendedLifespan, policy.ExtendedLifespan, time.Second, "extended_lifespan"}} {
+		if *d.v == 0 {
+			*d.v = Duration(d.def)
+		}
+		if time.Duration(*d.v) < d.min {
+			return keyErr("opportunism."+d.key, "%v is shorter than %v", time.Duration(*d.v), d.min)
+		}
+	}
+	return nil
+}
+
+// systemResolver returns the first nameserver of /etc/resolv.conf, or
+// 127.0.0.53:53.
+func systemResolver() string {
+	data, err := os.ReadFile("/etc/resolv.conf")
+	if err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 && f[0] == "nameserver" {
+				if a, err := netip.ParseAddr(f[1]); err == nil {
+					return netip.AddrPortFrom(a, 53).String()
+				}
+			}
+		}
+	}
+	return "127.0.0.53:53"
 }

@@ -49,6 +49,14 @@ func freePort(t testing.TB) int {
 // both.
 func StartDNS(t *testing.T, zones []DNSZone) *DNSLab {
 	t.Helper()
+	return StartDNSIn(t, nil, zones)
+}
+
+// StartDNSIn is StartDNS with both servers in namespace ns (the root
+// namespace if nil). In a namespace the resolver also answers on every
+// address of it, on Resolver's port, for other namespaces.
+func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
+	t.Helper()
 	Require(t, "knotd", "knotc", "unbound", "ldns-keygen", "ldns-signzone")
 	dir := t.TempDir()
 	for _, d := range []string{"zones", "keys", "knot/db", "unbound"} {
@@ -129,8 +137,12 @@ template:
 zone:
 %s`, filepath.Join(dir, "knot"), auth, filepath.Join(dir, "knot", "db"), knotZones.String())), 0o644)
 	ubConf := filepath.Join(dir, "unbound", "unbound.conf")
+	listen, allow := "127.0.0.1", "127.0.0.0/8"
+	if ns != nil {
+		listen, allow = "0.0.0.0", "0.0.0.0/0"
+	}
 	os.WriteFile(ubConf, []byte(fmt.Sprintf(`server:
-  interface: 127.0.0.1@%d
+  interface: %s@%d
   port: %d
   do-ip6: no
   do-daemonize: no
@@ -150,19 +162,22 @@ zone:
   harden-dnssec-stripped: yes
   trust-anchor-signaling: no
   prefetch: no
-  access-control: 127.0.0.0/8 allow
+  access-control: %s allow
 remote-control:
   control-enable: no
 stub-zone:
   name: "."
   stub-addr: %s
-%s`, resPort, resPort, filepath.Join(dir, "unbound"), filepath.Join(dir, "unbound", "unbound.pid"), anchorsPath, auth, ubZones.String())), 0o644)
+%s`, listen, resPort, resPort, filepath.Join(dir, "unbound"), filepath.Join(dir, "unbound", "unbound.pid"), anchorsPath, allow, auth, ubZones.String())), 0o644)
 	if out, err := exec.Command("unbound-checkconf", ubConf).CombinedOutput(); err != nil {
 		t.Fatalf("unbound-checkconf: %v\n%s", err, out)
 	}
 	lab := &DNSLab{Resolver: fmt.Sprintf("127.0.0.1:%d", resPort), dir: dir}
 	startDaemon := func(name string, args ...string) {
 		cmd := exec.Command(args[0], args[1:]...)
+		if ns != nil {
+			cmd = ns.Cmd(args...)
+		}
 		var log bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &log, &log
 		if err := cmd.Start(); err != nil {
@@ -177,9 +192,18 @@ stub-zone:
 		})
 	}
 	startDaemon("knotd", "knotd", "-c", knotConf)
-	waitDNS(t, fmt.Sprintf("127.0.0.1:%d", authPort), zones[0].Name, false)
+	wait := func(server string, recursive bool) {
+		if ns == nil {
+			waitDNS(t, server, zones[0].Name, recursive)
+			return
+		}
+		if err := ns.Do(func() error { waitDNS(t, server, zones[0].Name, recursive); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(fmt.Sprintf("127.0.0.1:%d", authPort), false)
 	startDaemon("unbound", "unbound", "-d", "-c", ubConf)
-	waitDNS(t, lab.Resolver, zones[0].Name, true)
+	wait(lab.Resolver, true)
 	return lab
 }
 

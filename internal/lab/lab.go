@@ -8,6 +8,10 @@
 package lab
 
 import (
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -92,6 +96,35 @@ func NewNetns(t testing.TB) *Netns {
 	})
 	n.Run("ip", "link", "set", "lo", "up")
 	return n
+}
+
+// Do runs f on a thread inside the namespace: sockets f opens belong to
+// it and stay there.
+func (n *Netns) Do(f func() error) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open("/var/run/netns/" + n.Name)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering namespace %s: %w", n.Name, err)
+	}
+	ferr := f()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: it dies with the goroutine.
+		return fmt.Errorf("leaving namespace %s: %w", n.Name, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
 
 // Cmd returns a command that runs inside the namespace.

@@ -1,0 +1,291 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/internal/lab"
+)
+
+// The opportunism lab: A (oevpn, initiator, AUTH_NULL) — B (oevpn,
+// responder, raw key published as IPSECKEY) on one veth, and A — C (no
+// oevpn at all) on another. A runs the DNS servers: Knot with the signed
+// reverse zones and a validating Unbound.
+const (
+	oeA4, oeB4       = "10.77.0.1", "10.77.0.2"
+	oeA6, oeB6       = "fd77::1", "fd77::2"
+	oeAC4            = "10.78.0.1"
+	oeC4clear        = "10.78.0.3" // no record: clear under private-or-clear
+	oeC4dead         = "10.78.0.4" // IPSECKEY published, nobody answers IKE
+	oeC4private      = "10.78.0.5" // no record, class private
+	oeAC6, oeC6clear = "fd78::1", "fd78::3"
+	oeC6private      = "fd78::5"
+)
+
+type oeLab struct {
+	a, b, c          *lab.Netns
+	vethAB, vethBA   string
+	vethAC, vethCA   string
+	dir              string
+	cfgA, cfgB       string
+	procA, procB     *lab.Proc
+	dns              *lab.DNSLab
+	bKeyPEM, bPubPEM []byte
+}
+
+// records runs oevpn dns-records for key and addr and returns the record
+// lines.
+func dnsRecords(t *testing.T, keyFile, addr string, extra ...string) []string {
+	t.Helper()
+	out, err := exec.Command(oevpnBinary(t), append(append([]string{"dns-records", "-k", keyFile}, extra...), addr)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("oevpn dns-records: %v\n%s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func newOELab(t *testing.T, zoneMode string) *oeLab {
+	t.Helper()
+	lab.Require(t, "tcpdump", "ping")
+	l := &oeLab{a: lab.NewNetns(t), b: lab.NewNetns(t), c: lab.NewNetns(t), dir: t.TempDir()}
+	l.vethAB, l.vethBA = lab.Veth(t, l.a, l.b)
+	l.vethAC, l.vethCA = lab.Veth(t, l.a, l.c)
+	for _, n := range []*lab.Netns{l.a, l.b, l.c} {
+		n.Run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0")
+	}
+	l.a.Run("ip", "addr", "add", oeA4+"/24", "dev", l.vethAB)
+	l.a.Run("ip", "addr", "add", oeA6+"/64", "dev", l.vethAB, "nodad")
+	l.b.Run("ip", "addr", "add", oeB4+"/24", "dev", l.vethBA)
+	l.b.Run("ip", "addr", "add", oeB6+"/64", "dev", l.vethBA, "nodad")
+	l.a.Run("ip", "addr", "add", oeAC4+"/24", "dev", l.vethAC)
+	l.a.Run("ip", "addr", "add", oeAC6+"/64", "dev", l.vethAC, "nodad")
+	for _, a := range []string{oeC4clear + "/24", oeC4dead + "/24", oeC4private + "/24"} {
+		l.c.Run("ip", "addr", "add", a, "dev", l.vethCA)
+	}
+	for _, a := range []string{oeC6clear + "/64", oeC6private + "/64"} {
+		l.c.Run("ip", "addr", "add", a, "dev", l.vethCA, "nodad")
+	}
+
+	// B's key pair, published for B's addresses; another key for the dead
+	// address.
+	l.bKeyPEM, l.bPubPEM = lab.GenerateKey(t, "ed25519")
+	bKey := filepath.Join(l.dir, "b.pem")
+	os.WriteFile(bKey, l.bKeyPEM, 0o600)
+	deadKeyPEM, _ := lab.GenerateKey(t, "ecdsa")
+	deadKey := filepath.Join(l.dir, "dead.pem")
+	os.WriteFile(deadKey, deadKeyPEM, 0o600)
+	rev4b := dnsRecords(t, bKey, oeB4)
+	rev6b := dnsRecords(t, bKey, oeB6)
+	rev4c := dnsRecords(t, deadKey, oeC4dead)
+	l.dns = lab.StartDNSIn(t, l.a, []lab.DNSZone{
+		{Name: "0.77.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4b, "IPSECKEY")},
+		{Name: "0.78.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4c, "IPSECKEY")},
+		{Name: "7.7.d.f.ip6.arpa", Mode: zoneMode, Records: only(rev6b, "IPSECKEY")},
+		{Name: "8.7.d.f.ip6.arpa", Mode: zoneMode, Records: nil},
+	})
+	return l
+}
+
+// only keeps the records of one type.
+func only(lines []string, rrtype string) []string {
+	var out []string
+	for _, l := range lines {
+		if slices.Contains(strings.Fields(l), rrtype) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (l *oeLab) start(t *testing.T, ns *lab.Netns, name, body string) (*lab.Proc, string) {
+	t.Helper()
+	sock := filepath.Join(l.dir, name+".sock")
+	cfg := fmt.Sprintf("[interface]\nname = %q\nlog_level = \"debug\"\ncontrol = %q\n%s", lab.Unique("to"), sock, body)
+	path := filepath.Join(l.dir, name+".toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := ns.Start(oevpnBinary(t), "up", "-c", path)
+	t.Cleanup(func() {
+		p.Signal(syscall.SIGKILL)
+		p.Wait(10 * time.Second)
+		if t.Failed() {
+			t.Logf("oevpn %s log:\n%s", name, p.Output())
+		}
+	})
+	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, path
+}
+
+// startAB starts both endpoints: A opportunistic towards B's and C's nets,
+// B answering A's net with its published key.
+func (l *oeLab) startAB(t *testing.T, dnssec, extraA string) {
+	t.Helper()
+	l.procA, l.cfgA = l.start(t, l.a, "a", fmt.Sprintf(`
+[policy]
+private-or-clear = ["10.77.0.0/24", "10.78.0.0/24", "fd77::/64", "fd78::/64"]
+private = ["%s/32", "%s/128"]
+[opportunism]
+resolver = %q
+dnssec = %q
+%s
+`, oeC4private, oeC6private, l.dns.Resolver, dnssec, extraA))
+	port := l.dns.Resolver[strings.LastIndex(l.dns.Resolver, ":")+1:]
+	l.procB, l.cfgB = l.start(t, l.b, "b", fmt.Sprintf(`
+[policy]
+clear-or-private = ["10.77.0.0/24", "fd77::/64"]
+[opportunism]
+auth = "pubkey"
+private_key = %q
+resolver = "%s:%s"
+dnssec = %q
+`, filepath.Join(l.dir, "b.pem"), oeA4, port, dnssec))
+}
+
+func checkVerdict(t *testing.T, cfg, addr, want string) {
+	t.Helper()
+	out, err := exec.Command(oevpnBinary(t), "check", "-c", cfg, addr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), want) {
+		t.Errorf("oevpn check %s: want %q, got (%v):\n%s", addr, want, err, out)
+	}
+}
+
+// capture runs tcpdump on an interface of ns until the returned function
+// is called, which returns the captured IP packets.
+func capture(t *testing.T, ns *lab.Netns, iface string) func() []ipview.Packet {
+	t.Helper()
+	pcap := filepath.Join(t.TempDir(), iface+".pcap")
+	dump := ns.Start("tcpdump", "-i", iface, "-nn", "-U", "-s", "256", "-w", pcap, "ip or ip6")
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return func() []ipview.Packet {
+		time.Sleep(200 * time.Millisecond)
+		dump.Signal(syscall.SIGINT)
+		dump.Wait(10 * time.Second)
+		data, err := os.ReadFile(pcap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, frames, err := lab.ReadPcap(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []ipview.Packet
+		for _, f := range frames {
+			if ip := f.IPPayload(); ip != nil {
+				if p, err := ipview.Parse(capturedIP(ip)); err == nil {
+					out = append(out, p)
+				}
+			}
+		}
+		return out
+	}
+}
+
+// clearBetween counts captured packets from x to y that are not IKE or
+// ESP (UDP 500/4500).
+func clearBetween(pkts []ipview.Packet, x, y string) int {
+	a, b := netip.MustParseAddr(x), netip.MustParseAddr(y)
+	n := 0
+	for _, p := range pkts {
+		if p.Src != a || p.Dst != b {
+			continue
+		}
+		if p.Proto == ipview.ProtoUDP && (p.DstPort == 500 || p.DstPort == 4500 || p.SrcPort == 500 || p.SrcPort == 4500) {
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+func TestLabOpportunisticIPSECKEY(t *testing.T) {
+	l := newOELab(t, "signed")
+	l.startAB(t, "require", "")
+	stopAB := capture(t, l.a, l.vethAB)
+	stopAC := capture(t, l.c, l.vethCA)
+
+	// Host-to-host OE via a validated IPSECKEY, IPv4 and IPv6: the first
+	// packets are held and delivered, nothing crosses in the clear.
+	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeB4)
+	hashedTransfer(t, l.a, l.b, oeB4+":7001", 1)
+	hashedTransfer(t, l.a, l.b, "["+oeB6+"]:7002", 1)
+	l.a.Run("ping", "-6", "-c", "3", "-i", "0.2", "-W", "3", oeB6)
+
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+	checkVerdict(t, l.cfgA, oeB6, "encrypted-and-authenticated")
+	checkVerdict(t, l.cfgB, oeA4, "encrypted-unauthenticated")
+
+	// No record, private-or-clear: the clear path delivers, once looked up.
+	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeC4clear)
+	l.a.Run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "3", oeC6clear)
+	hashedTransferTo(t, l.a, l.c, oeC4clear+":7003")
+	checkVerdict(t, l.cfgA, oeC4clear, "clear")
+
+	// No record, private: dropped, and nothing leaks.
+	for _, dst := range []string{oeC4private, oeC6private} {
+		if out, err := l.a.Try("ping", "-c", "2", "-i", "0.3", "-W", "1", dst); err == nil {
+			t.Errorf("ping %s (private, no record) got through:\n%s", dst, out)
+		}
+		checkVerdict(t, l.cfgA, dst, "blocked")
+	}
+	// A key is published but nobody answers IKE: hard fail, nothing in
+	// the clear although the class is private-or-clear.
+	if out, err := l.a.Try("ping", "-c", "4", "-i", "0.5", "-W", "1", oeC4dead); err == nil {
+		t.Errorf("ping %s (published key, no IKE) got through:\n%s", oeC4dead, out)
+	}
+	waitUntil(t, 10*time.Second, "the dead peer to be given up", func() bool {
+		return strings.Contains(l.procA.Output(), "no gateway answered")
+	})
+	checkVerdict(t, l.cfgA, oeC4dead, "blocked")
+
+	ab, ac := stopAB(), stopAC()
+	if n := clearBetween(ab, oeA4, oeB4) + clearBetween(ab, oeA6, oeB6); n > 0 {
+		t.Errorf("%d packets between A and B in the clear", n)
+	}
+	for _, dst := range []string{oeC4private, oeC4dead} {
+		if n := clearBetween(ac, oeAC4, dst); n > 0 {
+			t.Errorf("%d packets to %s in the clear", n, dst)
+		}
+	}
+	if n := clearBetween(ac, oeAC6, oeC6private); n > 0 {
+		t.Errorf("%d packets to %s in the clear", n, oeC6private)
+	}
+	if n := clearBetween(ac, oeAC4, oeC4clear); n == 0 {
+		t.Errorf("no clear packets to %s: the clear path did not carry the fallback", oeC4clear)
+	}
+	// The negative cache: one lookup for the no-record address, however
+	// many packets.
+	if n := strings.Count(l.procA.Output(), "dst="+oeC4clear+" class=private-or-clear verdict=clear"); n != 1 {
+		t.Errorf("%s fell back %d times, want once (negative cache)", oeC4clear, n)
+	}
+}
+
+// hashedTransferTo is hashedTransfer for a short fixed transfer.
+func hashedTransferTo(t *testing.T, src, dst *lab.Netns, addr string) {
+	t.Helper()
+	hashedTransfer(t, src, dst, addr, 0.3)
+}
+
+var _ = strconv.Itoa

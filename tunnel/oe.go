@@ -1,0 +1,428 @@
+package tunnel
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oevpn/oevpn/dnsoe"
+	"github.com/oevpn/oevpn/ike"
+	"github.com/oevpn/oevpn/policy"
+)
+
+// OEConfig configures opportunistic encryption.
+type OEConfig struct {
+	// Resolver finds destinations' gateways and keys in DNS.
+	Resolver *dnsoe.Resolver
+	// Auth is how we authenticate to opportunistic peers: a private key
+	// whose public key we publish (Signer), or AUTH_NULL (Null).
+	Auth ike.Credential
+	// Timeout bounds one opportunistic IKE negotiation (default 2s):
+	// a peer that does not answer falls back per the class.
+	Timeout time.Duration
+	// ShuntTTL is how long a failure is remembered (default 15m).
+	ShuntTTL time.Duration
+	// Lifespan and ExtendedLifespan are the §5.1 lifespans (defaults 1m
+	// and 20m).
+	Lifespan, ExtendedLifespan time.Duration
+	Logger                     *slog.Logger
+	// Mark is the fwmark of oevpn's own sockets (routing lookups for our
+	// address).
+	Mark uint32
+}
+
+// Opportunism runs opportunistic encryption on an engine: for traffic of
+// the private and private-or-clear classes without an SA it looks the
+// destination up in DNS, negotiates with the gateway found (failing over
+// to the next one), and otherwise sets the fallback verdict; it answers
+// opportunistic initiators; it tears idle tunnels down at the end of
+// their lifespan.
+type Opportunism struct {
+	cfg  OEConfig
+	eng  *Engine
+	log  *slog.Logger
+	ike  *ike.Daemon
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	tunnels map[string]*oeTunnel // by IKE peer name
+}
+
+// oeTunnel is one opportunistic peer, negotiating or up.
+type oeTunnel struct {
+	name      string
+	src, dst  netip.Addr
+	class     policy.Class
+	gateways  []dnsoe.Gateway // not yet tried, for failover
+	initiator bool
+	up        bool
+	life      policy.Lifespan
+	packets   uint64 // packets through its SAs at the last check
+	traffic   time.Time
+	keyExpiry time.Time // when the DNS answer that gave the key runs out
+	key       crypto.PublicKey
+}
+
+// Peer names of opportunistic tunnels: by whom initiated, and the address.
+func initiatorName(dst netip.Addr) string { return "oe-out-" + dst.String() }
+func responderName(src netip.Addr) string { return "oe-in-" + src.String() }
+
+// NewOpportunism creates the manager. Call Start with the IKE daemon,
+// whose Config.Responder and Config.OnChange must lead to Responder and
+// OnChange.
+func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.ShuntTTL <= 0 {
+		cfg.ShuntTTL = 15 * time.Minute
+	}
+	if cfg.Lifespan <= 0 {
+		cfg.Lifespan = policy.InitialLifespan
+	}
+	if cfg.ExtendedLifespan <= 0 {
+		cfg.ExtendedLifespan = policy.ExtendedLifespan
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
+}
+
+// Start hooks the manager to the engine's acquires and starts the
+// lifespan checks.
+func (o *Opportunism) Start(d *ike.Daemon) {
+	o.ike = d
+	o.eng.SetOpportunist(o.acquire)
+	interval := min(o.cfg.Lifespan/4, 5*time.Second)
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-o.stop:
+				return
+			case now := <-t.C:
+				o.checkLifespans(now)
+			}
+		}
+	}()
+}
+
+// Close stops the lifespan checks.
+func (o *Opportunism) Close() {
+	select {
+	case <-o.stop:
+	default:
+		close(o.stop)
+	}
+	o.wg.Wait()
+}
+
+// acquire is the engine's call for a destination without an SA.
+func (o *Opportunism) acquire(src, dst netip.Addr, class policy.Class) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		o.discover(src, dst, class)
+	}()
+}
+
+// discover looks dst up and starts IKE with its best gateway, or decides
+// the fallback.
+func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
+	start := time.Now()
+	res := o.cfg.Resolver.Lookup(context.Background(), dst)
+	if res.Err != nil || len(res.Gateways) == 0 {
+		err := res.Err
+		if err == nil {
+			err = dnsoe.ErrNoRecord
+		}
+		ttl := o.cfg.ShuntTTL
+		if !errors.Is(err, dnsoe.ErrNoRecord) && !errors.Is(err, dnsoe.ErrUnvalidated) {
+			ttl = min(ttl, time.Minute) // the resolver failed: ask again soon
+		} else if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl && errors.Is(err, dnsoe.ErrNoRecord) {
+			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
+		}
+		o.fallback(dst, class, false, ttl, err.Error())
+		return
+	}
+	t := &oeTunnel{name: initiatorName(dst), src: src, dst: dst, class: class, gateways: res.Gateways, initiator: true, keyExpiry: res.Expires}
+	o.mu.Lock()
+	if old, busy := o.tunnels[t.name]; busy {
+		o.mu.Unlock()
+		if old.up {
+			o.ike.Acquire(t.name) // its IKE SA lost its Child SA: make one
+		}
+		return
+	}
+	o.tunnels[t.name] = t
+	o.mu.Unlock()
+	o.log.Info("opportunistic peer found in DNS", "dst", dst, "gateways", len(res.Gateways), "validated", res.Validated,
+		"lookup", time.Since(start).Round(time.Microsecond))
+	o.tryNext(t)
+}
+
+// tryNext starts IKE with the tunnel's next gateway; with none left, the
+// destination published a key and we could not reach it: hard fail, drop.
+func (o *Opportunism) tryNext(t *oeTunnel) {
+	for {
+		o.mu.Lock()
+		if len(t.gateways) == 0 {
+			delete(o.tunnels, t.name)
+			o.mu.Unlock()
+			o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "no gateway answered")
+			return
+		}
+		g := t.gateways[0]
+		t.gateways = t.gateways[1:]
+		t.key = g.Key
+		o.mu.Unlock()
+		pc, err := o.initiatorPeer(t, g)
+		if err == nil {
+			err = o.ike.AddPeer(pc)
+		}
+		if err == nil {
+			o.log.Info("negotiating opportunistically", "dst", t.dst, "gateway", pc.Addr, "source", g.Source, "auth", o.cfg.Auth.Method())
+			time.AfterFunc(3*o.cfg.Timeout, func() { o.checkStuck(t) })
+			return
+		}
+		if errors.Is(err, ike.ErrPeerExists) {
+			return // an earlier negotiation still runs
+		}
+		o.log.Warn("opportunistic gateway unusable", "dst", t.dst, "gateway", g.Addr, "err", err)
+	}
+}
+
+func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConfig, error) {
+	if !g.Addr.IsValid() {
+		return nil, fmt.Errorf("gateway %q has no address", g.Name)
+	}
+	pc := &ike.PeerConfig{Name: t.name, Addr: g.Addr, Auth: o.cfg.Auth, PeerAuth: ike.PeerAuth{PublicKey: g.Key},
+		LocalTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.src, t.src.BitLen()))},
+		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.dst, t.dst.BitLen()))},
+		// Short retransmissions: 4 sends over about Timeout.
+		RetransmitBase: o.cfg.Timeout / 8, RetransmitTries: 4}
+	if o.cfg.Auth.Signer != nil {
+		pc.LocalID = ike.IdentityOf(t.src) // the address our key is published for
+	}
+	if g.Name != "" {
+		id, err := ike.ParseIdentity(g.Name)
+		if err != nil {
+			return nil, err
+		}
+		pc.RemoteID = id
+	}
+	if g.Proposals != "" {
+		props, err := ike.ParseProposals(g.Proposals, ike.ProtoIKE)
+		if err != nil {
+			return nil, fmt.Errorf("gateway's AutoSEC algorithms: %w", err)
+		}
+		pc.IKEProposals = props
+	}
+	return pc, nil
+}
+
+// checkStuck ends a negotiation whose IKE SA came up without a Child SA
+// for the destination: it published a key, so its traffic is dropped.
+func (o *Opportunism) checkStuck(t *oeTunnel) {
+	o.mu.Lock()
+	up := t.up
+	o.mu.Unlock()
+	if v, _, ok := o.eng.VerdictFor(t.dst); ok && v == VerdictPending && up {
+		o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "no Child SA for the destination")
+	}
+}
+
+// fallback decides what dst's traffic gets after opportunism failed: by
+// its class, except that a destination that published a key never gets
+// plaintext (hard fail).
+func (o *Opportunism) fallback(dst netip.Addr, class policy.Class, published bool, ttl time.Duration, reason string) {
+	v := VerdictDrop
+	if class.FailsOpen() && !published {
+		v = VerdictClear
+	}
+	o.log.Info("opportunism failed: falling back", "dst", dst, "class", class, "verdict", v, "for", ttl, "reason", reason)
+	o.eng.Decide(dst, v, time.Now().Add(ttl))
+}
+
+// Responder is the IKE daemon's Config.Responder: an initiator whose
+// address's class answers opportunistic peers gets a host-to-host tunnel
+// for its own address. It may authenticate with AUTH_NULL or with a key
+// its reverse zone publishes (§4.12.2).
+func (o *Opportunism) Responder(from netip.AddrPort) *ike.PeerConfig {
+	a := from.Addr().Unmap()
+	c := o.eng.Classes()
+	if c == nil || !c.ClassOf(a).Responds() {
+		return nil
+	}
+	any4, any6 := policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0")), policy.PrefixSelector(netip.MustParsePrefix("::/0"))
+	var id ike.Identity
+	if src := SourceFor(a, o.cfg.Mark); src.IsValid() && o.cfg.Auth.Signer != nil {
+		id = ike.IdentityOf(src) // the address our key is published for
+	}
+	return &ike.PeerConfig{Name: responderName(a), Addr: a, Auth: o.cfg.Auth, LocalID: id,
+		PeerAuth: ike.PeerAuth{Null: true}, LookupKey: o.lookupKey,
+		LocalTS:  policy.Selectors{any4, any6},
+		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(a, a.BitLen()))}}
+}
+
+// ErrNotDelegated is returned when an initiator's reverse zone does not
+// name it as a gateway for its address.
+var ErrNotDelegated = errors.New("tunnel: the reverse zone does not name this initiator")
+
+// lookupKey finds the key of an opportunistic initiator that claims to
+// speak for addr: addr's reverse zone must name it (by address or FQDN).
+func (o *Opportunism) lookupKey(id ike.Identity, addr netip.Addr) (crypto.PublicKey, error) {
+	res := o.cfg.Resolver.Lookup(context.Background(), addr)
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	for _, g := range res.Gateways {
+		if g.Addr == addr && id.Equal(ike.IdentityOf(addr)) {
+			return g.Key, nil
+		}
+		if g.Name != "" {
+			if gid, err := ike.ParseIdentity(g.Name); err == nil && gid.Equal(id) {
+				return g.Key, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w (identity %v, address %v)", ErrNotDelegated, id, addr)
+}
+
+// OnChange is to be called from the IKE daemon's Config.OnChange (on its
+// goroutine: it must not call the daemon back synchronously).
+func (o *Opportunism) OnChange(peer string, up bool, err error) {
+	o.mu.Lock()
+	t := o.tunnels[peer]
+	if t == nil {
+		if !up {
+			o.mu.Unlock()
+			return
+		}
+		// An initiator's tunnel (or one that rekeyed into being).
+		var a netip.Addr
+		if s, ok := strings.CutPrefix(peer, "oe-in-"); ok {
+			a, _ = netip.ParseAddr(s)
+		}
+		if !a.IsValid() {
+			o.mu.Unlock()
+			return
+		}
+		t = &oeTunnel{name: peer, dst: a}
+		o.tunnels[peer] = t
+	}
+	switch {
+	case up:
+		if !t.up {
+			t.up, t.life, t.traffic = true, policy.NewLifespanOf(time.Now(), o.cfg.Lifespan, o.cfg.ExtendedLifespan), time.Now()
+		}
+		o.mu.Unlock()
+		o.eng.Forget(t.dst) // no shunt for a destination we now talk to
+	case t.up || !t.initiator:
+		delete(o.tunnels, peer)
+		o.mu.Unlock()
+	default:
+		o.mu.Unlock()
+		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "err", err)
+		// Not on the daemon's goroutine, which is calling us.
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.tryNext(t)
+		}()
+	}
+}
+
+// checkLifespans tears down the tunnels whose lifespan ended without
+// traffic in its last half (§5.1, §5.2), and those whose DNS key ran out
+// and is no longer published.
+func (o *Opportunism) checkLifespans(now time.Time) {
+	counts := map[netip.Addr]uint64{}
+	for _, p := range o.eng.Pairs() {
+		for _, s := range p.Remote {
+			if a, ok := s.Single(); ok {
+				counts[a] += p.In.Counters().Packets + p.Out.Counters().Packets
+			}
+		}
+	}
+	var down, recheck []*oeTunnel
+	o.mu.Lock()
+	for _, t := range o.tunnels {
+		if !t.up {
+			continue
+		}
+		if n := counts[t.dst]; n != t.packets {
+			t.packets, t.traffic = n, now
+		}
+		if t.life.Due(now) {
+			next, keep := t.life.Next(now, t.traffic)
+			if !keep {
+				down = append(down, t)
+				continue
+			}
+			t.life = next
+		}
+		if t.initiator && !t.keyExpiry.IsZero() && now.After(t.keyExpiry) {
+			t.keyExpiry = time.Time{} // one re-check at a time
+			recheck = append(recheck, t)
+		}
+	}
+	o.mu.Unlock()
+	for _, t := range down {
+		o.log.Info("opportunistic tunnel idle at the end of its lifespan: deleting", "peer", t.name, "dst", t.dst)
+		o.ike.Down(t.name)
+	}
+	for _, t := range recheck {
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.recheckKey(t)
+		}()
+	}
+}
+
+// recheckKey looks the tunnel's key up again after its TTL: a key that is
+// no longer published ends the tunnel.
+func (o *Opportunism) recheckKey(t *oeTunnel) {
+	res := o.cfg.Resolver.Lookup(context.Background(), t.dst)
+	for _, g := range res.Gateways {
+		if k, ok := g.Key.(interface{ Equal(crypto.PublicKey) bool }); ok && k.Equal(t.key) {
+			o.mu.Lock()
+			t.keyExpiry = res.Expires
+			o.mu.Unlock()
+			return
+		}
+	}
+	o.log.Warn("opportunistic peer's key is no longer published: deleting", "peer", t.name, "dst", t.dst, "err", res.Err)
+	o.ike.Down(t.name)
+}
+
+// Tunnel describes an opportunistic tunnel for status displays.
+type Tunnel struct {
+	Peer   string
+	Dst    netip.Addr
+	Up     bool
+	Expiry time.Time // end of the current lifespan
+}
+
+// Tunnels returns the opportunistic tunnels.
+func (o *Opportunism) Tunnels() []Tunnel {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []Tunnel
+	for _, t := range o.tunnels {
+		out = append(out, Tunnel{Peer: t.name, Dst: t.dst, Up: t.up, Expiry: t.life.End()})
+	}
+	return out
+}

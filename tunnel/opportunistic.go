@@ -1,0 +1,240 @@
+package tunnel
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/policy"
+)
+
+// Bounds of the packets held while opportunistic discovery and IKE run.
+const (
+	maxHeldPerDest = 32   // per destination
+	maxHeldOE      = 4096 // in all
+	// pendingTimeout is how long a destination may stay pending before
+	// the next packet raises a new acquire (the control plane normally
+	// decides long before).
+	pendingTimeout = 30 * time.Second
+)
+
+// Verdict is what the engine does with a destination's packets when no SA
+// carries them.
+type Verdict uint8
+
+// Verdicts.
+const (
+	// VerdictPending holds the packets while discovery and IKE run.
+	VerdictPending Verdict = iota
+	// VerdictClear sends them in the clear (clear path).
+	VerdictClear
+	// VerdictDrop drops them.
+	VerdictDrop
+)
+
+var verdictNames = [...]string{"pending", "clear", "drop"}
+
+func (v Verdict) String() string { return verdictNames[v] }
+
+// oeDest is the state of one opportunistic destination without an SA.
+type oeDest struct {
+	mu      sync.Mutex // taken only for packets without an SA
+	verdict Verdict
+	held    [][]byte
+	since   time.Time // when the acquire was raised (pending)
+	until   time.Time // when a clear or drop verdict runs out
+}
+
+// SetOpportunist sets the function told that a destination of an
+// opportunistic class (private, private-or-clear) has traffic and no SA.
+// It must not block; it answers later with Decide, or by installing an SA
+// pair that covers dst (which sends the held packets through it).
+func (e *Engine) SetOpportunist(f func(src, dst netip.Addr, class policy.Class)) { e.onOE.Store(&f) }
+
+// Decide sets a destination's verdict until the given time, and sends (or
+// drops) the packets held for it: the negative cache of opportunism.
+func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
+	dst = dst.Unmap()
+	d := &oeDest{verdict: v, until: until}
+	var held [][]byte
+	if old, ok := e.oe.Swap(dst, d); ok {
+		o := old.(*oeDest)
+		o.mu.Lock()
+		held, o.held = o.held, nil
+		o.mu.Unlock()
+		e.oeHeld.Add(-int64(len(held)))
+	}
+	for _, pkt := range held {
+		e.emit(v, pkt)
+	}
+}
+
+// Forget removes a destination's clear or drop verdict (the negative
+// cache): its next packet without an SA raises a new acquire. A pending
+// destination keeps its held packets for the SA being installed.
+func (e *Engine) Forget(dst netip.Addr) {
+	dst = dst.Unmap()
+	if v, ok := e.oe.Load(dst); ok {
+		d := v.(*oeDest)
+		d.mu.Lock()
+		pending := d.verdict == VerdictPending
+		d.mu.Unlock()
+		if !pending {
+			e.oe.CompareAndDelete(dst, d)
+		}
+	}
+}
+
+// VerdictFor returns a destination's current verdict, if it has one.
+func (e *Engine) VerdictFor(dst netip.Addr) (Verdict, time.Time, bool) {
+	v, ok := e.oe.Load(dst.Unmap())
+	if !ok {
+		return 0, time.Time{}, false
+	}
+	d := v.(*oeDest)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.verdict != VerdictPending && !time.Now().Before(d.until) {
+		return 0, time.Time{}, false
+	}
+	return d.verdict, d.until, true
+}
+
+// outboundNoSA handles a packet that no SA pair or trap covers, by the
+// class of its destination.
+func (e *Engine) outboundNoSA(p *ipview.Packet, pkt []byte) {
+	c := e.classes.Load()
+	if c == nil {
+		e.stats.noSA.Add(1)
+		return
+	}
+	class, explicit := c.Match(p)
+	switch {
+	case class == policy.ClassBlock:
+		e.stats.blocked.Add(1)
+	case class.Initiates():
+		e.opportunistic(p, pkt, class)
+	case explicit:
+		e.emit(VerdictClear, pkt) // clear, clear-or-private
+	default:
+		// No class: a configured tunnel's destination without its SA.
+		e.stats.noSA.Add(1)
+	}
+}
+
+// opportunistic handles a packet of an opportunistic class without an SA:
+// by its destination's verdict, or held while a new acquire runs.
+func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class) {
+	dst := p.Dst.Unmap()
+	now := time.Now()
+	v, ok := e.oe.Load(dst)
+	if !ok {
+		v, ok = e.oe.LoadOrStore(dst, &oeDest{since: now})
+		if !ok {
+			// A new acquire: hold the packet, then tell the control plane.
+			e.holdOE(v.(*oeDest), pkt)
+			if f := e.onOE.Load(); f != nil && *f != nil {
+				(*f)(p.Src.Unmap(), dst, class)
+			}
+			return
+		}
+	}
+	d := v.(*oeDest)
+	d.mu.Lock()
+	verdict, stale := d.verdict, false
+	switch verdict {
+	case VerdictPending:
+		stale = now.Sub(d.since) > pendingTimeout
+	default:
+		stale = !now.Before(d.until)
+	}
+	d.mu.Unlock()
+	if stale {
+		e.oe.CompareAndDelete(dst, d)
+		e.opportunistic(p, pkt, class)
+		return
+	}
+	if verdict == VerdictPending {
+		e.holdOE(d, pkt)
+		return
+	}
+	e.emit(verdict, pkt)
+}
+
+func (e *Engine) holdOE(d *oeDest, pkt []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.verdict != VerdictPending || len(d.held) >= maxHeldPerDest || e.oeHeld.Load() >= maxHeldOE {
+		e.stats.noSA.Add(1)
+		return
+	}
+	e.oeHeld.Add(1)
+	d.held = append(d.held, append([]byte(nil), pkt...))
+}
+
+// emit sends a packet in the clear or drops it, by verdict.
+func (e *Engine) emit(v Verdict, pkt []byte) {
+	switch {
+	case v == VerdictDrop:
+		e.stats.blocked.Add(1)
+	case e.clear == nil:
+		e.stats.noSA.Add(1)
+	default:
+		if err := e.clear.Send(pkt); err != nil {
+			e.stats.sendErrors.Add(1)
+			return
+		}
+		e.stats.clear.Add(1)
+	}
+}
+
+// flushOE sends the packets held for opportunistic destinations that the
+// new pair covers through it, and forgets those destinations.
+func (e *Engine) flushOE(p *SAPair) [][]byte {
+	var send [][]byte
+	e.oe.Range(func(k, v any) bool {
+		dst := k.(netip.Addr)
+		if !p.Remote.Contains(dst) {
+			return true
+		}
+		d := v.(*oeDest)
+		d.mu.Lock()
+		held := d.held
+		d.held = nil
+		pending := d.verdict == VerdictPending
+		d.mu.Unlock()
+		e.oeHeld.Add(-int64(len(held)))
+		if pending {
+			e.oe.CompareAndDelete(dst, d)
+		}
+		for _, pkt := range held {
+			if out := sealCopy(p, pkt); out != nil {
+				send = append(send, out)
+			}
+		}
+		return true
+	})
+	return send
+}
+
+// sealCopy encrypts a held packet into a new buffer, or returns nil if the
+// pair does not carry it.
+func sealCopy(p *SAPair, pkt []byte) []byte {
+	ip, err := ipview.Parse(pkt)
+	if err != nil || !p.Remote.MatchDst(&ip) || !p.Local.MatchSrc(&ip) {
+		return nil
+	}
+	buf := make([]byte, esp.Headroom+len(pkt)+esp.Tailroom)
+	copy(buf[esp.Headroom:], pkt)
+	nh := byte(ipview.ProtoIPv4)
+	if ipview.Version(pkt) == 6 {
+		nh = ipview.ProtoIPv6
+	}
+	out, err := p.Out.Seal(buf, esp.Headroom, ip.Len, nh)
+	if err != nil {
+		return nil
+	}
+	return out
+}

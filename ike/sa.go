@@ -66,11 +66,11 @@ type ikeSA struct {
 	rekeyTimer     *time.Timer
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer
-	rekeyed        bool   // replaced by a rekeyed IKE SA: children moved away
-	rekeyingIKE    bool   // our CREATE_CHILD_SA rekeying this IKE SA is under way
-	next           *ikeSA // the IKE SA that replaced this one
-	colliding      *ikeSA // the peer's rekey of this SA, made while ours ran (§2.8.2)
-	creatingChild  bool   // our CREATE_CHILD_SA for a new Child SA is under way
+	rekeyed        bool             // replaced by a rekeyed IKE SA: children moved away
+	rekeyingIKE    bool             // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	next           *ikeSA           // the IKE SA that replaced this one
+	colliding      *ikeSA           // the peer's rekey of this SA, made while ours ran (§2.8.2)
+	creatingChild  bool             // our CREATE_CHILD_SA for a new Child SA is under way
 	lookingUp      bool             // the peer's key is being looked up (PeerConfig.LookupKey)
 	lookedUp       crypto.PublicKey // the key found, which must verify the peer's AUTH
 	peerNull       bool             // the peer authenticated with AUTH_NULL

@@ -208,7 +208,7 @@ func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConf
 		return nil, fmt.Errorf("gateway %q has no address", g.Name)
 	}
 	pc := &ike.PeerConfig{Name: t.name, Addr: g.Addr, Auth: o.cfg.Auth, PeerAuth: ike.PeerAuth{PublicKey: g.Key},
-		LocalTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.src, t.src.BitLen()))},
+		LocalTS:  policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.src, t.src.BitLen()))},
 		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.dst, t.dst.BitLen()))},
 		// Short retransmissions: 4 sends over about Timeout.
 		RetransmitBase: o.cfg.Timeout / 8, RetransmitTries: 4}

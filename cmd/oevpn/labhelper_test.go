@@ -75,6 +75,31 @@ func labHelper(args []string) int {
 		c.Close()
 		fmt.Printf("sent %d %x\n", n, h.Sum(nil))
 		return 0
+	case len(args) == 2 && args[0] == "accept":
+		// Accept and close connections until killed.
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println("listening")
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return fail(err)
+			}
+			c.Close()
+		}
+	case len(args) == 2 && args[0] == "connect":
+		// One TCP connect, timed.
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", args[1], 5*time.Second)
+		if err != nil {
+			return fail(err)
+		}
+		d := time.Since(start)
+		c.Close()
+		fmt.Printf("connect %d\n", d.Microseconds())
+		return 0
 	}
 	return fail(fmt.Errorf("bad helper arguments %q", args))
 }

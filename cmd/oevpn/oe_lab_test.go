@@ -95,11 +95,12 @@ func newOELab(t *testing.T, zoneMode string) *oeLab {
 	rev4b := dnsRecords(t, bKey, oeB4)
 	rev6b := dnsRecords(t, bKey, oeB6)
 	rev4c := dnsRecords(t, deadKey, oeC4dead)
+	// The first zone is always signed: StartDNS waits for its SOA.
 	l.dns = lab.StartDNSIn(t, l.a, []lab.DNSZone{
+		{Name: "8.7.d.f.ip6.arpa", Mode: "signed", Records: nil},
 		{Name: "0.77.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4b, "IPSECKEY")},
 		{Name: "0.78.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4c, "IPSECKEY")},
 		{Name: "7.7.d.f.ip6.arpa", Mode: zoneMode, Records: only(rev6b, "IPSECKEY")},
-		{Name: "8.7.d.f.ip6.arpa", Mode: zoneMode, Records: nil},
 	})
 	return l
 }
@@ -288,4 +289,93 @@ func hashedTransferTo(t *testing.T, src, dst *lab.Netns, addr string) {
 	hashedTransfer(t, src, dst, addr, 0.3)
 }
 
-var _ = strconv.Itoa
+// connectTimes times n TCP connects from src to addr (a helper accepting
+// in dst); before each, prepare runs (e.g. to tear the SA down).
+func connectTimes(t *testing.T, src, dst *lab.Netns, addr string, n int, prepare func()) []time.Duration {
+	t.Helper()
+	self, _ := os.Executable()
+	srv := dst.Start("env", "OEVPN_LAB_HELPER=accept "+addr, self)
+	if err := srv.WaitFor("listening", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Signal(syscall.SIGKILL)
+	var out []time.Duration
+	for i := 0; i < n; i++ {
+		if prepare != nil {
+			prepare()
+		}
+		res, err := src.Try("env", "OEVPN_LAB_HELPER=connect "+addr, self)
+		if err != nil {
+			t.Fatalf("connect %d to %s: %v\n%s", i, addr, err, res)
+		}
+		us, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(res), "connect "))
+		if err != nil {
+			t.Fatalf("connect helper said %q", res)
+		}
+		out = append(out, time.Duration(us)*time.Microsecond)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestLabOpportunisticConnectTime measures a TCP connect to an OE host
+// whose SA does not exist yet (held SYN, DNS answer cached, IKE, flush)
+// against the same connect without oevpn. No connect may wait for a SYN
+// retransmit (1 s).
+func TestLabOpportunisticConnectTime(t *testing.T) {
+	l := newOELab(t, "signed")
+	plain := connectTimes(t, l.a, l.b, oeB4+":7010", 20, nil)
+	l.startAB(t, "require", "")
+	down := func() {
+		exec.Command(oevpnBinary(t), "down", "-c", l.cfgA, "oe-out-"+oeB4).Run()
+		waitUntil(t, 5*time.Second, "the SA to go", func() bool {
+			out, _ := exec.Command(oevpnBinary(t), "check", "-c", l.cfgA, oeB4).CombinedOutput()
+			return !strings.Contains(string(out), "encrypted")
+		})
+	}
+	oe := connectTimes(t, l.a, l.b, oeB4+":7011", 20, down)
+	t.Logf("TCP connect, median of 20: plain %v (max %v); to an OE host with no SA yet %v (max %v)",
+		plain[len(plain)/2], plain[len(plain)-1], oe[len(oe)/2], oe[len(oe)-1])
+	if oe[len(oe)-1] >= time.Second {
+		t.Errorf("a connect took %v: the SYN was retransmitted, not held", oe[len(oe)-1])
+	}
+	if n := strings.Count(l.procA.Output(), "IKE SA established"); n < 20 {
+		t.Errorf("%d IKE SAs established, want one per connect (20)", n)
+	}
+}
+
+// TestLabOpportunisticDNSSEC: with broken signatures there is no OE under
+// require (private-or-clear falls back to clear), and OE under prefer; an
+// idle tunnel is deleted at the end of its lifespan.
+func TestLabOpportunisticDNSSEC(t *testing.T) {
+	l := newOELab(t, "bogus")
+	l.startAB(t, "require", "")
+	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
+	checkVerdict(t, l.cfgA, oeB4, "clear")
+	if strings.Contains(l.procA.Output(), "initiating IKE SA") {
+		t.Errorf("IKE started on a bogus DNS answer under dnssec = require")
+	}
+	l.procA.Signal(syscall.SIGTERM)
+	l.procA.Wait(10 * time.Second)
+
+	l.procA, l.cfgA = l.start(t, l.a, "a2", fmt.Sprintf(`
+[policy]
+private-or-clear = ["10.77.0.0/24"]
+[opportunism]
+resolver = %q
+dnssec = "prefer"
+lifespan = "2s"
+extended_lifespan = "2s"
+`, l.dns.Resolver))
+	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+	if !strings.Contains(l.procA.Output(), "validated=false") {
+		t.Errorf("the bogus answer was not marked unvalidated")
+	}
+	// Idle: the lifespan ends, A sends Delete, B removes its SAs.
+	waitUntil(t, 15*time.Second, "the idle tunnel to be deleted", func() bool {
+		return strings.Contains(l.procA.Output(), "idle at the end of its lifespan") &&
+			strings.Contains(l.procB.Output(), `msg="IKE SA down" component=ike peer=oe-in-`+oeA4)
+	})
+	checkVerdict(t, l.cfgA, oeB4, "pending")
+}

@@ -379,3 +379,60 @@ extended_lifespan = "2s"
 	})
 	checkVerdict(t, l.cfgA, oeB4, "pending")
 }
+
+// TestLabInteropOpportunistic: oevpn initiates opportunistically to a
+// strongSwan responder whose raw public key it learned only from an
+// IPSECKEY record (gateway 192.0.2.2 for 10.2.0.1, DNSSEC-validated);
+// oevpn authenticates with its own raw key, which strongSwan is
+// configured with (strongSwan has no AUTH_NULL).
+func TestLabInteropOpportunistic(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	swKey, swPub := lab.GenerateKey(t, "ed25519")
+	oKey, oPub := lab.GenerateKey(t, "ed25519")
+	swPubFile, oKeyFile := filepath.Join(l.dir, "sw.pub"), filepath.Join(l.dir, "o.pem")
+	os.WriteFile(swPubFile, swPub, 0o600)
+	os.WriteFile(oKeyFile, oKey, 0o600)
+	recs := dnsRecords(t, swPubFile, ioInnerS, "-gateway", ioOuterS)
+	dns := lab.StartDNSIn(t, l.o, []lab.DNSZone{{Name: "0.2.10.in-addr.arpa", Mode: "signed", Records: only(recs, "IPSECKEY")}})
+	// The underlay route to strongSwan's inner net, as the host would have
+	// it without oevpn.
+	l.o.Run("ip", "route", "add", ioNetS, "via", ioOuterS, "src", ioInnerO)
+
+	sw := lab.StartStrongSwan(t, l.s, lab.SwanConfig{LocalAddr: ioOuterS, LocalID: ioOuterS, RemoteID: ioInnerO,
+		Auth: "pubkey", LocalKeyPEM: swKey, RemotePubPEM: oPub, LocalTS: ioNetS, RemoteTS: ioNetO})
+	defer sw.Stop()
+	cfg := fmt.Sprintf(`[interface]
+name = %q
+log_level = "debug"
+control = %q
+[policy]
+private-or-clear = [%q]
+[opportunism]
+resolver = %q
+auth = "pubkey"
+private_key = %q
+`, lab.Unique("to"), filepath.Join(l.dir, "o.sock"), ioNetS, dns.Resolver, oKeyFile)
+	path := filepath.Join(l.dir, "o.toml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	p := l.o.Start(oevpnBinary(t), "up", "-c", path)
+	t.Cleanup(func() {
+		p.Signal(syscall.SIGKILL)
+		p.Wait(10 * time.Second)
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	})
+	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.o.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", ioInnerS)
+	hashedTransfer(t, l.o, l.s, ioInnerS+":7020", 1)
+	checkVerdict(t, path, ioInnerS, "encrypted-and-authenticated")
+	if !strings.Contains(p.Output(), "source=IPSECKEY") || !strings.Contains(p.Output(), "validated=true") {
+		t.Errorf("the peer was not found through a validated IPSECKEY record")
+	}
+	if sas := sw.ListSAs(); !strings.Contains(sas, "INSTALLED") {
+		t.Errorf("strongSwan lists no installed Child SA:\n%s", sas)
+	}
+}

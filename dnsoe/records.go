@@ -122,6 +122,26 @@ func FromKEY(rr *dns.KEY) (crypto.PublicKey, error) {
 	return KeyFromKEY(rr.Protocol, rr.Algorithm, key)
 }
 
+// FromKEYRecord reads a KEY record published for dest itself: the IP
+// AutoSEC text (draft-kechel-ip-autosec §2.1, the record's whole RDATA as
+// text, since a KEY RR has no text field: publish it as "KEY \\# LEN HEX"),
+// or a plain KEY record with protocol IPsec (draft-richardson §7.3).
+func FromKEYRecord(rr *dns.KEY, dest netip.Addr) (Gateway, error) {
+	key, err := decodeB64(rr.PublicKey)
+	if err != nil {
+		return Gateway{}, err
+	}
+	raw := append([]byte{byte(rr.Flags >> 8), byte(rr.Flags), rr.Protocol, rr.Algorithm}, key...)
+	if a, err := ParseAutoSEC(string(raw)); err == nil {
+		return Gateway{Precedence: 10, Addr: dest, Key: a.Key, Source: "AutoSEC", Proposals: a.Proposals}, nil
+	}
+	k, err := KeyFromKEY(rr.Protocol, rr.Algorithm, key)
+	if err != nil {
+		return Gateway{}, err
+	}
+	return Gateway{Precedence: 10, Addr: dest, Key: k, Source: "KEY"}, nil
+}
+
 // Order sorts gateways by precedence, lowest first; gateways of equal
 // precedence are shuffled, so that multihomed destinations spread over
 // their gateways and a failed one is followed by the others (draft §10).

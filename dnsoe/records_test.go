@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/big"
 	mrand "math/rand/v2"
 	"net/netip"
@@ -231,7 +232,36 @@ func FuzzKEY(f *testing.F) {
 	f.Fuzz(func(t *testing.T, proto, alg uint8, key []byte) {
 		KeyFromKEY(proto, alg, key)
 		KeyFromIPSECKEY(alg, key)
+		rr := &dns.KEY{DNSKEY: dns.DNSKEY{Protocol: proto, Algorithm: alg, PublicKey: base64.StdEncoding.EncodeToString(key)}}
+		if g, err := FromKEYRecord(rr, netip.MustParseAddr("192.0.2.1")); err == nil && g.Key == nil {
+			t.Fatal("a KEY record accepted without a key")
+		}
 	})
+}
+
+// TestKEYRecordAutoSEC reads the AutoSEC text from a KEY record's RDATA
+// as a zone file gives it (RFC 3597 generic form), and a plain KEY record.
+func TestKEYRecordAutoSEC(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	text := "ENCR_AES_GCM_16-256, ENCR_AES_CBC-128;AUTH_HMAC_SHA2_256_128;CURVE25519,MODP2048;" + base64.StdEncoding.EncodeToString(der)
+	rr, err := dns.NewRR(fmt.Sprintf("2.0.0.10.in-addr.arpa. 300 IN KEY \\# %d %x", len(text), text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := netip.MustParseAddr("10.0.0.2")
+	g, err := FromKEYRecord(rr.(*dns.KEY), dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Source != "AutoSEC" || g.Addr != dest || !pub.Equal(g.Key) || !strings.HasPrefix(g.Proposals, "aes256gcm16-prfsha256-x25519-modp2048") {
+		t.Fatalf("got %+v", g)
+	}
+	alg, key, _ := KEYOf(pub)
+	plain := &dns.KEY{DNSKEY: dns.DNSKEY{Flags: 0x0200, Protocol: 4, Algorithm: alg, PublicKey: base64.StdEncoding.EncodeToString(key)}}
+	if g, err := FromKEYRecord(plain, dest); err != nil || g.Source != "KEY" || !pub.Equal(g.Key) {
+		t.Fatalf("plain KEY: %+v, %v", g, err)
+	}
 }
 
 func FuzzAutoSEC(f *testing.F) {

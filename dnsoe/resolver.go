@@ -239,6 +239,19 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	} else if a.err != nil && transportErr == nil {
 		transportErr = a.err
 	}
+	// Neither: a KEY record of the destination itself (plain, or IP
+	// AutoSEC).
+	if len(res.Gateways) == 0 && res.Err == nil {
+		if a := r.query(ctx, name, dns.TypeKEY); use(a) {
+			for _, rr := range a.rrs {
+				if g, err := FromKEYRecord(rr.(*dns.KEY), dest); err == nil {
+					res.Gateways = append(res.Gateways, g)
+				}
+			}
+		} else if a.err != nil && transportErr == nil {
+			transportErr = a.err
+		}
+	}
 	// Gateways named without a key: their KEY (or IPSECKEY) record.
 	for i := range res.Gateways {
 		g := &res.Gateways[i]

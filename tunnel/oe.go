@@ -35,6 +35,24 @@ type OEConfig struct {
 	// Mark is the fwmark of oevpn's own sockets (routing lookups for our
 	// address).
 	Mark uint32
+	// ID is our identity with a raw key when it is not our address (an
+	// FQDN that our records name as gateway).
+	ID ike.Identity
+}
+
+// localID is the identity we send from address src: none with AUTH_NULL
+// (ID_NULL), else the configured one or the address our key is published
+// for.
+func (o *Opportunism) localID(src netip.Addr) ike.Identity {
+	switch {
+	case o.cfg.Auth.Signer == nil:
+		return ike.Identity{}
+	case o.cfg.ID.Type != 0:
+		return o.cfg.ID
+	case src.IsValid():
+		return ike.IdentityOf(src)
+	}
+	return ike.Identity{}
 }
 
 // Opportunism runs opportunistic encryption on an engine: for traffic of
@@ -212,9 +230,7 @@ func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConf
 		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.dst, t.dst.BitLen()))},
 		// Short retransmissions: 4 sends over about Timeout.
 		RetransmitBase: o.cfg.Timeout / 8, RetransmitTries: 4}
-	if o.cfg.Auth.Signer != nil {
-		pc.LocalID = ike.IdentityOf(t.src) // the address our key is published for
-	}
+	pc.LocalID = o.localID(t.src)
 	if g.Name != "" {
 		id, err := ike.ParseIdentity(g.Name)
 		if err != nil {
@@ -266,10 +282,7 @@ func (o *Opportunism) Responder(from netip.AddrPort) *ike.PeerConfig {
 		return nil
 	}
 	any4, any6 := policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0")), policy.PrefixSelector(netip.MustParsePrefix("::/0"))
-	var id ike.Identity
-	if src := SourceFor(a, o.cfg.Mark); src.IsValid() && o.cfg.Auth.Signer != nil {
-		id = ike.IdentityOf(src) // the address our key is published for
-	}
+	id := o.localID(SourceFor(a, o.cfg.Mark))
 	return &ike.PeerConfig{Name: responderName(a), Addr: a, Auth: o.cfg.Auth, LocalID: id,
 		PeerAuth: ike.PeerAuth{Null: true}, LookupKey: o.lookupKey,
 		LocalTS:  policy.Selectors{any4, any6},

@@ -3,6 +3,10 @@
 package main
 
 import (
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net/netip"
 	"os"
@@ -64,6 +68,27 @@ func dnsRecords(t *testing.T, keyFile, addr string, extra ...string) []string {
 
 func newOELab(t *testing.T, zoneMode string) *oeLab {
 	t.Helper()
+	return newOELabWith(t, "ed25519", func(l *oeLab, bKey string) []lab.DNSZone {
+		deadKeyPEM, _ := lab.GenerateKey(t, "ecdsa")
+		deadKey := filepath.Join(l.dir, "dead.pem")
+		os.WriteFile(deadKey, deadKeyPEM, 0o600)
+		rev4b := dnsRecords(t, bKey, oeB4)
+		rev6b := dnsRecords(t, bKey, oeB6)
+		rev4c := dnsRecords(t, deadKey, oeC4dead)
+		// The first zone is always signed: StartDNS waits for its SOA.
+		return []lab.DNSZone{
+			{Name: "8.7.d.f.ip6.arpa", Mode: "signed", Records: nil},
+			{Name: "0.77.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4b, "IPSECKEY")},
+			{Name: "0.78.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4c, "IPSECKEY")},
+			{Name: "7.7.d.f.ip6.arpa", Mode: zoneMode, Records: only(rev6b, "IPSECKEY")},
+		}
+	})
+}
+
+// newOELabWith builds the lab with a key of kind for B (in b.pem) and the
+// zones that zones returns.
+func newOELabWith(t *testing.T, kind string, zones func(l *oeLab, bKey string) []lab.DNSZone) *oeLab {
+	t.Helper()
 	lab.Require(t, "tcpdump", "ping")
 	l := &oeLab{a: lab.NewNetns(t), b: lab.NewNetns(t), c: lab.NewNetns(t), dir: t.TempDir()}
 	l.vethAB, l.vethBA = lab.Veth(t, l.a, l.b)
@@ -83,25 +108,10 @@ func newOELab(t *testing.T, zoneMode string) *oeLab {
 	for _, a := range []string{oeC6clear + "/64", oeC6private + "/64"} {
 		l.c.Run("ip", "addr", "add", a, "dev", l.vethCA, "nodad")
 	}
-
-	// B's key pair, published for B's addresses; another key for the dead
-	// address.
-	l.bKeyPEM, l.bPubPEM = lab.GenerateKey(t, "ed25519")
+	l.bKeyPEM, l.bPubPEM = lab.GenerateKey(t, kind)
 	bKey := filepath.Join(l.dir, "b.pem")
 	os.WriteFile(bKey, l.bKeyPEM, 0o600)
-	deadKeyPEM, _ := lab.GenerateKey(t, "ecdsa")
-	deadKey := filepath.Join(l.dir, "dead.pem")
-	os.WriteFile(deadKey, deadKeyPEM, 0o600)
-	rev4b := dnsRecords(t, bKey, oeB4)
-	rev6b := dnsRecords(t, bKey, oeB6)
-	rev4c := dnsRecords(t, deadKey, oeC4dead)
-	// The first zone is always signed: StartDNS waits for its SOA.
-	l.dns = lab.StartDNSIn(t, l.a, []lab.DNSZone{
-		{Name: "8.7.d.f.ip6.arpa", Mode: "signed", Records: nil},
-		{Name: "0.77.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4b, "IPSECKEY")},
-		{Name: "0.78.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4c, "IPSECKEY")},
-		{Name: "7.7.d.f.ip6.arpa", Mode: zoneMode, Records: only(rev6b, "IPSECKEY")},
-	})
+	l.dns = lab.StartDNSIn(t, l.a, zones(l, bKey))
 	return l
 }
 
@@ -140,7 +150,7 @@ func (l *oeLab) start(t *testing.T, ns *lab.Netns, name, body string) (*lab.Proc
 
 // startAB starts both endpoints: A opportunistic towards B's and C's nets,
 // B answering A's net with its published key.
-func (l *oeLab) startAB(t *testing.T, dnssec, extraA string) {
+func (l *oeLab) startAB(t *testing.T, dnssec, extraA string, extraB ...string) {
 	t.Helper()
 	l.procA, l.cfgA = l.start(t, l.a, "a", fmt.Sprintf(`
 [policy]
@@ -160,7 +170,8 @@ auth = "pubkey"
 private_key = %q
 resolver = "%s:%s"
 dnssec = %q
-`, filepath.Join(l.dir, "b.pem"), oeA4, port, dnssec))
+%s
+`, filepath.Join(l.dir, "b.pem"), oeA4, port, dnssec, strings.Join(extraB, "\n")))
 }
 
 func checkVerdict(t *testing.T, cfg, addr, want string) {
@@ -434,5 +445,67 @@ private_key = %q
 	}
 	if sas := sw.ListSAs(); !strings.Contains(sas, "INSTALLED") {
 		t.Errorf("strongSwan lists no installed Child SA:\n%s", sas)
+	}
+}
+
+// TestLabOpportunisticSources: the other discovery sources, each the only
+// record of B: the TXT delegation with the key inline (RSA) and without
+// (KEY lookup), a gateway known by FQDN (forward A and KEY records, FQDN
+// identity), and an IP AutoSEC KEY record whose algorithms become the
+// IKE proposal.
+func TestLabOpportunisticSources(t *testing.T) {
+	rev := "0.77.10.in-addr.arpa"
+	owner := "2." + rev + "."
+	cases := []struct {
+		name, kind, source, idB string
+		zones                   func(t *testing.T, bKey string) []lab.DNSZone
+	}{
+		{"txt-inline-rsa", "rsa", "TXT", "", func(t *testing.T, bKey string) []lab.DNSZone {
+			return []lab.DNSZone{{Name: rev, Mode: "signed", Records: only(dnsRecords(t, bKey, oeB4), "TXT")}}
+		}},
+		{"txt-key-lookup", "ed25519", "TXT", "", func(t *testing.T, bKey string) []lab.DNSZone {
+			recs := append(only(dnsRecords(t, bKey, oeB4), "KEY"), owner+` 300 IN TXT "X-IPsec-Server(10)=`+oeB4+`"`)
+			return []lab.DNSZone{{Name: rev, Mode: "signed", Records: recs}}
+		}},
+		{"fqdn-gateway", "ed25519", "TXT", "b.oe.test", func(t *testing.T, bKey string) []lab.DNSZone {
+			fwd := append(only(dnsRecords(t, bKey, "b.oe.test"), "KEY"), "b 300 IN A "+oeB4)
+			return []lab.DNSZone{
+				{Name: rev, Mode: "signed", Records: []string{owner + ` 300 IN TXT "X-IPsec-Server(10)=@b.oe.test"`}},
+				{Name: "oe.test", Mode: "signed", Records: fwd},
+			}
+		}},
+		{"autosec", "ed25519", "AutoSEC", "", func(t *testing.T, bKey string) []lab.DNSZone {
+			pemData, _ := os.ReadFile(bKey)
+			blk, _ := pem.Decode(pemData)
+			k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			der, _ := x509.MarshalPKIXPublicKey(k.(crypto.Signer).Public())
+			text := "ENCR_AES_GCM_16-128;AUTH_HMAC_SHA2_256_128;CURVE25519;" + base64.StdEncoding.EncodeToString(der)
+			return []lab.DNSZone{{Name: rev, Mode: "signed", Records: []string{fmt.Sprintf(`%s 300 IN KEY \# %d %x`, owner, len(text), text)}}}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := newOELabWith(t, c.kind, func(l *oeLab, bKey string) []lab.DNSZone { return c.zones(t, bKey) })
+			var extraB []string
+			if c.idB != "" {
+				extraB = append(extraB, fmt.Sprintf("id = %q", c.idB))
+			}
+			l.startAB(t, "require", "", extraB...)
+			l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeB4)
+			hashedTransfer(t, l.a, l.b, oeB4+":7030", 0.5)
+			checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+			if !strings.Contains(l.procA.Output(), "source="+c.source) {
+				t.Errorf("the gateway did not come from a %s record", c.source)
+			}
+			if c.source == "AutoSEC" {
+				st := oevpnStatus(t, l.cfgA)
+				if len(st.IKESAs) == 0 || !strings.Contains(st.IKESAs[0].Algorithms, "GCM_16-128") {
+					t.Errorf("the IKE SA does not use the AutoSEC record's AES-GCM-128: %+v", st.IKESAs)
+				}
+			}
+		})
 	}
 }

@@ -286,7 +286,7 @@ func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 	}
 	oc := tunnel.OEConfig{Resolver: res, Timeout: time.Duration(o.Timeout), ShuntTTL: time.Duration(o.ShuntTTL),
 		Lifespan: time.Duration(o.Lifespan), ExtendedLifespan: time.Duration(o.ExtendedLifespan), Logger: ep.log.With("component", "oe"),
-		Mark: uint32(*cfg.Interface.Fwmark)}
+		Mark: uint32(*cfg.Interface.Fwmark), ID: o.Identity}
 	if o.Signer != nil {
 		oc.Auth.Signer = o.Signer
 	} else {

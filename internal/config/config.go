@@ -116,6 +116,9 @@ type OE struct {
 	// public key, published in our reverse zone, from PrivateKey).
 	Auth       string `toml:"auth"`
 	PrivateKey string `toml:"private_key"`
+	// ID is our identity with auth = "pubkey" when it is not our
+	// address: the FQDN a TXT or IPSECKEY record names as gateway.
+	ID string `toml:"id"`
 	// Timeout bounds an opportunistic IKE negotiation before the
 	// destination falls back per its class (default 2s).
 	Timeout Duration `toml:"timeout"`
@@ -127,8 +130,9 @@ type OE struct {
 	Lifespan         Duration `toml:"lifespan"`
 	ExtendedLifespan Duration `toml:"extended_lifespan"`
 
-	Mode   dnsoe.DNSSEC  `toml:"-"`
-	Signer crypto.Signer `toml:"-"`
+	Mode     dnsoe.DNSSEC  `toml:"-"`
+	Signer   crypto.Signer `toml:"-"`
+	Identity ike.Identity  `toml:"-"`
 }
 
 // Enabled reports whether any class makes or answers opportunistic
@@ -759,8 +763,8 @@ func (c *Config) checkOE() error {
 	switch o.Auth {
 	case "", AuthNull:
 		o.Auth = AuthNull
-		if o.PrivateKey != "" {
-			return keyErr("opportunism.private_key", "set, but auth is %q: use auth = %q to authenticate with it", AuthNull, AuthPubkey)
+		if o.PrivateKey != "" || o.ID != "" {
+			return keyErr("opportunism.auth", "is %q, but private_key or id is set: use auth = %q to authenticate with the key", AuthNull, AuthPubkey)
 		}
 	case AuthPubkey:
 		if o.PrivateKey == "" {
@@ -769,6 +773,11 @@ func (c *Config) checkOE() error {
 		var err error
 		if o.Signer, err = loadPrivateKey(c.resolve(o.PrivateKey)); err != nil {
 			return keyErr("opportunism.private_key", "%v", err)
+		}
+		if o.ID != "" {
+			if o.Identity, err = ike.ParseIdentity(o.ID); err != nil {
+				return keyErr("opportunism.id", "%v", err)
+			}
 		}
 	default:
 		return keyErr("opportunism.auth", "%q is not one of %q, %q", o.Auth, AuthNull, AuthPubkey)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/policy"
@@ -109,6 +110,40 @@ func TestLoadRefusesReadableKeys(t *testing.T) {
 	}
 }
 
+func TestOpportunism(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "oe.pem")
+	os.WriteFile(key, []byte(ed25519PEM), 0o600)
+	c, err := Parse("f.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.OE; o.Auth != AuthNull || o.DNSSEC != "require" || o.Timeout != Duration(2*time.Second) || o.ShuntTTL != Duration(15*time.Minute) || o.Resolver == "" {
+		t.Errorf("defaults: %+v", o)
+	}
+	c, err = Parse(filepath.Join(dir, "f.toml"), []byte(good+"[opportunism]\nresolver = \"192.0.2.53\"\nauth = \"pubkey\"\nprivate_key = \"oe.pem\"\nid = \"gw.example.org\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OE.Resolver != "192.0.2.53:53" || c.OE.Signer == nil || c.OE.Identity.String() != "gw.example.org" {
+		t.Errorf("parsed: %+v", c.OE)
+	}
+	for _, tt := range []struct{ body, key, msg string }{
+		{`dnssec = "maybe"`, "opportunism.dnssec", "not one of"},
+		{`auth = "psk"`, "opportunism.auth", "not one of"},
+		{`auth = "pubkey"`, "opportunism.private_key", "missing"},
+		{`private_key = "oe.pem"`, "opportunism.auth", "use auth"},
+		{`resolver = "dns.example"`, "opportunism.resolver", "not an address"},
+		{`timeout = "1ms"`, "opportunism.timeout", "shorter than"},
+	} {
+		_, err := Parse("f.toml", []byte(good+"[opportunism]\n"+tt.body+"\n"))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tt.key || ce.Line == 0 || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%s: got %v", tt.body, err)
+		}
+	}
+}
+
 func TestExampleConfigParses(t *testing.T) {
 	data, err := os.ReadFile("../../config.example.toml")
 	if err != nil {
@@ -162,3 +197,9 @@ func TestPolicyClasses(t *testing.T) {
 		t.Fatalf("a prefix in two classes: %v", err)
 	}
 }
+
+// ed25519PEM is a throwaway test key.
+const ed25519PEM = `-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIPhrJW0NNGy2XQGKT1YK6NUnPcFmolws3cqJugl/4zxF
+-----END PRIVATE KEY-----
+`

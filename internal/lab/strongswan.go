@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -427,8 +428,10 @@ func GenerateKey(t testing.TB, kind string) (privPEM, pubPEM []byte) {
 		_, priv, err = ed25519.GenerateKey(rand.Reader)
 	case "ecdsa":
 		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "rsa":
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
 	default:
-		t.Fatalf("GenerateKey: kind %q: want ed25519 or ecdsa", kind)
+		t.Fatalf("GenerateKey: kind %q: want ed25519, ecdsa or rsa", kind)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,7 @@ type oeLab struct {
 	cfgA, cfgB       string
 	procA, procB     *lab.Proc
 	dns              *lab.DNSLab
+	dnsB             *lab.DNSLab // B's own resolver, if it has one
 	bKeyPEM, bPubPEM []byte
 }
 
@@ -161,17 +162,21 @@ resolver = %q
 dnssec = %q
 %s
 `, oeC4private, oeC6private, l.dns.Resolver, dnssec, extraA))
-	port := l.dns.Resolver[strings.LastIndex(l.dns.Resolver, ":")+1:]
+	// B asks A's resolver (through the veth) unless it has its own.
+	resolverB := oeA4 + l.dns.Resolver[strings.LastIndex(l.dns.Resolver, ":"):]
+	if l.dnsB != nil {
+		resolverB = l.dnsB.Resolver
+	}
 	l.procB, l.cfgB = l.start(t, l.b, "b", fmt.Sprintf(`
 [policy]
 clear-or-private = ["10.77.0.0/24", "fd77::/64"]
 [opportunism]
 auth = "pubkey"
 private_key = %q
-resolver = "%s:%s"
+resolver = %q
 dnssec = %q
 %s
-`, filepath.Join(l.dir, "b.pem"), oeA4, port, dnssec, strings.Join(extraB, "\n")))
+`, filepath.Join(l.dir, "b.pem"), resolverB, dnssec, strings.Join(extraB, "\n")))
 }
 
 func checkVerdict(t *testing.T, cfg, addr, want string) {
@@ -507,5 +512,49 @@ func TestLabOpportunisticSources(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLabOpportunisticResponderCheck: A authenticates with its raw key.
+// B, the responder, accepts it only if A's reverse zone names A with that
+// key (draft-richardson §4.12.2); with an unpublished key B refuses, and
+// A, whose peer published a key, sends nothing in the clear.
+func TestLabOpportunisticResponderCheck(t *testing.T) {
+	aKeyPEM, _ := lab.GenerateKey(t, "ecdsa")
+	otherPEM, _ := lab.GenerateKey(t, "ecdsa")
+	var zones []lab.DNSZone
+	l := newOELabWith(t, "ed25519", func(l *oeLab, bKey string) []lab.DNSZone {
+		aKey := filepath.Join(l.dir, "a.pem")
+		os.WriteFile(aKey, aKeyPEM, 0o600)
+		recs := append(only(dnsRecords(t, bKey, oeB4), "IPSECKEY"), only(dnsRecords(t, aKey, oeA4), "IPSECKEY")...)
+		zones = []lab.DNSZone{{Name: "0.77.10.in-addr.arpa", Mode: "signed", Records: recs}}
+		return zones
+	})
+	// B's resolver must not sit behind the tunnel it is asked about: B
+	// gets servers of its own, with the same zone.
+	l.dnsB = lab.StartDNSIn(t, l.b, zones)
+	l.startAB(t, "require", fmt.Sprintf("auth = \"pubkey\"\nprivate_key = %q", filepath.Join(l.dir, "a.pem")))
+	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeB4)
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+	checkVerdict(t, l.cfgB, oeA4, "encrypted-and-authenticated")
+	l.procA.Signal(syscall.SIGTERM)
+	l.procA.Wait(10 * time.Second)
+	l.procB.Signal(syscall.SIGTERM)
+	l.procB.Wait(10 * time.Second)
+
+	// The same with a key that A's zone does not publish.
+	other := filepath.Join(l.dir, "other.pem")
+	os.WriteFile(other, otherPEM, 0o600)
+	l.startAB(t, "require", fmt.Sprintf("auth = \"pubkey\"\nprivate_key = %q", other))
+	stop := capture(t, l.a, l.vethAB)
+	if out, err := l.a.Try("ping", "-c", "3", "-i", "0.3", "-W", "1", oeB4); err == nil {
+		t.Errorf("ping got through although B cannot verify A's key:\n%s", out)
+	}
+	waitUntil(t, 5*time.Second, "B to refuse A's key", func() bool {
+		return strings.Contains(l.procB.Output(), "authentication failed")
+	})
+	checkVerdict(t, l.cfgA, oeB4, "blocked")
+	if n := clearBetween(stop(), oeA4, oeB4); n > 0 {
+		t.Errorf("%d packets from A to B in the clear", n)
 	}
 }

@@ -98,9 +98,79 @@ type Policy struct {
 	PrivateOrClear []netip.Prefix `toml:"private-or-clear"`
 	ClearOrPrivate []netip.Prefix `toml:"clear-or-private"`
 	Private        []netip.Prefix `toml:"private"`
+	// Exceptions give one protocol and port range a class of its own.
+	Exceptions []Exception `toml:"exception"`
 
 	// Classes is the table built from the above by the checks.
 	Classes *policy.Classes `toml:"-"`
+}
+
+// Exception is one [[policy.exception]]: traffic to Prefix (default: every
+// address) with protocol Proto ("tcp", "udp", "icmp", "icmpv6" or a number;
+// default any) and destination Port ("22" or "6000-6010"; default any)
+// gets Class, whatever the prefix lists say.
+type Exception struct {
+	Prefix string `toml:"prefix"`
+	Proto  string `toml:"proto"`
+	Port   string `toml:"port"`
+	Class  string `toml:"class"`
+}
+
+var protoNumbers = map[string]uint8{"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+
+// parse turns the exception into policy form.
+func (e *Exception) parse(key string) ([]policy.Exception, error) {
+	class, err := policy.ParseClass(e.Class)
+	if err != nil {
+		return nil, keyErr(key+".class", "%v", err)
+	}
+	pe := policy.Exception{Class: class}
+	if e.Proto != "" {
+		p, ok := protoNumbers[strings.ToLower(e.Proto)]
+		if !ok {
+			n, err := strconv.ParseUint(e.Proto, 10, 8)
+			if err != nil {
+				return nil, keyErr(key+".proto", "%q is not tcp, udp, icmp, icmpv6, sctp or a protocol number", e.Proto)
+			}
+			p = uint8(n)
+		}
+		pe.Proto = p
+	}
+	if e.Port != "" {
+		if pe.Proto != 6 && pe.Proto != 17 && pe.Proto != 132 {
+			return nil, keyErr(key+".port", "a port needs proto tcp, udp or sctp")
+		}
+		lo, hi, ok := strings.Cut(e.Port, "-")
+		if !ok {
+			hi = lo
+		}
+		a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		b, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+		if err1 != nil || err2 != nil || a == 0 || a > b {
+			return nil, keyErr(key+".port", "%q is not a port or a range like \"6000-6010\"", e.Port)
+		}
+		pe.From, pe.To = uint16(a), uint16(b)
+	}
+	var prefixes []netip.Prefix
+	if e.Prefix == "" {
+		prefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	} else {
+		p, err := netip.ParsePrefix(e.Prefix)
+		if err != nil {
+			a, err2 := netip.ParseAddr(e.Prefix)
+			if err2 != nil {
+				return nil, keyErr(key+".prefix", "%q is not a prefix or an address", e.Prefix)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		prefixes = []netip.Prefix{p.Masked()}
+	}
+	var out []policy.Exception
+	for _, p := range prefixes {
+		pe.Prefix = p
+		out = append(out, pe)
+	}
+	return out, nil
 }
 
 // OE configures opportunistic encryption: how destinations of the
@@ -400,7 +470,15 @@ func (c *Config) check() error {
 	}
 	byClass := map[policy.Class][]netip.Prefix{policy.ClassBlock: c.Policy.Block, policy.ClassClear: c.Policy.Clear,
 		policy.ClassPrivateOrClear: c.Policy.PrivateOrClear, policy.ClassClearOrPrivate: c.Policy.ClearOrPrivate, policy.ClassPrivate: c.Policy.Private}
-	classes, err := policy.NewClasses(byClass, nil, nil)
+	var exceptions []policy.Exception
+	for i := range c.Policy.Exceptions {
+		ex, err := c.Policy.Exceptions[i].parse(fmt.Sprintf("policy.exception[%d]", i))
+		if err != nil {
+			return err
+		}
+		exceptions = append(exceptions, ex...)
+	}
+	classes, err := policy.NewClasses(byClass, exceptions, nil)
 	if err != nil {
 		return keyErr("policy.block", "%v", err)
 	}
@@ -689,10 +767,11 @@ func (l locator) find(k toml.Key) int {
 
 // findDotted locates a key written as "table.key" or "table[i].key".
 func (l locator) findDotted(key string) int {
-	table, field, ok := strings.Cut(key, ".")
-	if !ok {
+	dot := strings.LastIndex(key, ".")
+	if dot < 0 {
 		return 0
 	}
+	table, field := key[:dot], key[dot+1:]
 	idx := -1
 	if open := strings.Index(table, "["); open >= 0 {
 		idx, _ = strconv.Atoi(strings.TrimSuffix(table[open+1:], "]"))

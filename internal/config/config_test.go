@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/policy"
 )
 
@@ -140,6 +141,49 @@ func TestOpportunism(t *testing.T) {
 		var ce *Error
 		if !errors.As(err, &ce) || ce.Key != tt.key || ce.Line == 0 || !strings.Contains(err.Error(), tt.msg) {
 			t.Errorf("%s: got %v", tt.body, err)
+		}
+	}
+}
+
+func TestPolicyExceptions(t *testing.T) {
+	src := good + `
+[policy]
+private = ["10.9.0.0/16"]
+[[policy.exception]]
+proto = "tcp"
+port = "22"
+class = "clear"
+[[policy.exception]]
+prefix = "10.9.1.1"
+class = "block"
+`
+	c, err := Parse("f.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		dst   string
+		proto uint8
+		port  uint16
+		want  policy.Class
+	}{{"10.9.0.5", 6, 22, policy.ClassClear}, {"10.9.0.5", 6, 23, policy.ClassPrivate}, {"10.9.0.5", 17, 22, policy.ClassPrivate},
+		{"10.9.1.1", 17, 53, policy.ClassBlock}, {"2001:db8::1", 6, 22, policy.ClassClear}} {
+		p := ipview.Packet{Dst: netip.MustParseAddr(tt.dst), Proto: tt.proto, DstPort: tt.port, HasPorts: true}
+		if got := c.Policy.Classes.Lookup(&p); got != tt.want {
+			t.Errorf("%s proto %d port %d: %v, want %v", tt.dst, tt.proto, tt.port, got, tt.want)
+		}
+	}
+	for _, tt := range []struct{ body, key, msg string }{
+		{"class = \"maybe\"", "policy.exception[0].class", "unknown connection class"},
+		{"class = \"clear\"\nproto = \"gre2\"", "policy.exception[0].proto", "not tcp"},
+		{"class = \"clear\"\nport = \"22\"", "policy.exception[0].port", "needs proto"},
+		{"class = \"clear\"\nproto = \"udp\"\nport = \"9-1\"", "policy.exception[0].port", "not a port"},
+		{"class = \"clear\"\nprefix = \"10.0.0.0/33\"", "policy.exception[0].prefix", "not a prefix"},
+	} {
+		_, err := Parse("f.toml", []byte(good+"[[policy.exception]]\n"+tt.body+"\n"))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tt.key || ce.Line < 17 || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%q: got %v (%+v)", tt.body, err, ce)
 		}
 	}
 }

@@ -421,6 +421,51 @@ func (o *Opportunism) recheckKey(t *oeTunnel) {
 	o.ike.Down(t.name)
 }
 
+// Trigger starts opportunism for dst without waiting for a packet (the
+// DNS-triggered mode) and returns, at the latest when ctx is done, whether
+// an application may be given the address: Withhold when its traffic would
+// be dropped (a published key but no tunnel, or private with no key).
+func (o *Opportunism) Trigger(ctx context.Context, dst netip.Addr) dnsoe.Verdict {
+	dst = dst.Unmap()
+	c := o.eng.Classes()
+	if c == nil {
+		return dnsoe.Proceed
+	}
+	class := c.ClassOf(dst)
+	if !class.Initiates() {
+		return dnsoe.Proceed // not routed to us: nothing to set up
+	}
+	started := false
+	for {
+		if o.eng.HasSA(dst) {
+			return dnsoe.Proceed
+		}
+		if v, _, ok := o.eng.VerdictFor(dst); ok && v != VerdictPending {
+			if v == VerdictDrop {
+				return dnsoe.Withhold
+			}
+			return dnsoe.Proceed
+		}
+		if !started {
+			started = true
+			src := SourceFor(dst, o.cfg.Mark)
+			if !src.IsValid() {
+				return dnsoe.Proceed // no route: the application will find out
+			}
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				o.discover(src, dst, class)
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return dnsoe.Proceed // still negotiating: the datapath holds the first packets
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // Tunnel describes an opportunistic tunnel for status displays.
 type Tunnel struct {
 	Peer   string

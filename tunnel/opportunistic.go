@@ -102,6 +102,20 @@ func (e *Engine) VerdictFor(dst netip.Addr) (Verdict, time.Time, bool) {
 	return d.verdict, d.until, true
 }
 
+// HasSA reports whether an SA pair carries traffic to dst.
+func (e *Engine) HasSA(dst netip.Addr) bool {
+	rt := e.routes.Load()
+	if len(rt.hosts[dst.Unmap()]) > 0 {
+		return true
+	}
+	for _, p := range rt.others {
+		if p.Remote.Contains(dst.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
 // outboundNoSA handles a packet that no SA pair or trap covers, by the
 // class of its destination.
 func (e *Engine) outboundNoSA(p *ipview.Packet, pkt []byte) {

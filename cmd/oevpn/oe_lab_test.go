@@ -82,6 +82,8 @@ func newOELab(t *testing.T, zoneMode string) *oeLab {
 			{Name: "0.77.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4b, "IPSECKEY")},
 			{Name: "0.78.10.in-addr.arpa", Mode: zoneMode, Records: only(rev4c, "IPSECKEY")},
 			{Name: "7.7.d.f.ip6.arpa", Mode: zoneMode, Records: only(rev6b, "IPSECKEY")},
+			{Name: "oe.test", Mode: "signed", Records: []string{"b A " + oeB4, "b AAAA " + oeB6, "clear A " + oeC4clear,
+				"dead A " + oeC4dead, "mixed A " + oeB4, "mixed A " + oeC4dead}},
 		}
 	})
 }
@@ -556,5 +558,49 @@ func TestLabOpportunisticResponderCheck(t *testing.T) {
 	checkVerdict(t, l.cfgA, oeB4, "blocked")
 	if n := clearBetween(stop(), oeA4, oeB4); n > 0 {
 		t.Errorf("%d packets from A to B in the clear", n)
+	}
+}
+
+// TestLabOpportunisticDNSTriggered: applications in A resolve names
+// through oevpn's DNS stub (A's resolv.conf names it). The answer comes
+// when the tunnel is up; an address that published a key but cannot be
+// reached is withheld (SERVFAIL when it is the only one); addresses with no
+// record are answered at once.
+func TestLabOpportunisticDNSTriggered(t *testing.T) {
+	lab.Require(t, "drill", "getent")
+	l := newOELab(t, "signed")
+	etc := filepath.Join("/etc/netns", l.a.Name)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver 127.0.0.1\noptions timeout:5 attempts:1\n"), 0o644)
+	l.startAB(t, "require", "dns_listen = \"127.0.0.1:53\"\ndns_wait = \"3s\"\ntimeout = \"1s\"")
+
+	out := l.a.Run("drill", "b.oe.test", "@127.0.0.1", "A")
+	if !strings.Contains(out, oeB4) {
+		t.Fatalf("no address in the stub's answer:\n%s", out)
+	}
+	// The tunnel was up before the answer came.
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+	// A real client by name, through the C library's resolver.
+	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", "b.oe.test")
+	if out := l.a.Run("getent", "ahostsv6", "b.oe.test"); !strings.Contains(out, oeB6) {
+		t.Errorf("getent ahostsv6: %s", out)
+	}
+	checkVerdict(t, l.cfgA, oeB6, "encrypted-and-authenticated")
+
+	if out := l.a.Run("drill", "clear.oe.test", "@127.0.0.1", "A"); !strings.Contains(out, oeC4clear) {
+		t.Errorf("no-record address withheld:\n%s", out)
+	}
+	out, _ = l.a.Try("drill", "dead.oe.test", "@127.0.0.1", "A")
+	if !strings.Contains(out, "SERVFAIL") || strings.Contains(out, oeC4dead) {
+		t.Errorf("an address with a published key and no IKE was handed out:\n%s", out)
+	}
+	if out := l.a.Run("drill", "mixed.oe.test", "@127.0.0.1", "A"); !strings.Contains(out, oeB4) || strings.Contains(out, oeC4dead) {
+		t.Errorf("mixed answer not filtered:\n%s", out)
+	}
+	if out, err := l.a.Try("ping", "-c", "1", "-W", "1", "dead.oe.test"); err == nil {
+		t.Errorf("ping dead.oe.test resolved and got through:\n%s", out)
 	}
 }

@@ -260,6 +260,10 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 	}
 	if ep.oe != nil {
 		ep.oe.Start(d)
+		if err := ep.startStub(cfg); err != nil {
+			d.Close()
+			return err
+		}
 	}
 	for _, p := range peers {
 		if p.Start == config.StartTraffic {
@@ -294,6 +298,25 @@ func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 	}
 	ep.log.Info("opportunistic encryption on", "resolver", o.Resolver, "dnssec", o.DNSSEC, "auth", oc.Auth.Method())
 	return tunnel.NewOpportunism(ep.eng, oc)
+}
+
+// startStub starts the DNS-triggered stub, if configured.
+func (ep *endpoint) startStub(cfg *config.Config) error {
+	o := cfg.OE
+	if o.DNSListen == "" {
+		return nil
+	}
+	stub := &dnsoe.Stub{Listen: o.DNSListen, Upstream: o.Resolver, Wait: time.Duration(o.DNSWait), Trigger: ep.oe.Trigger,
+		Logger: ep.log.With("component", "dns-stub")}
+	if cfg.Interface.Mode == config.ModeTUN {
+		stub.Dialer = tunnel.MarkedDialer(uint32(*cfg.Interface.Fwmark))
+	}
+	if err := stub.Start(); err != nil {
+		return fmt.Errorf("opportunism.dns_listen: %w", err)
+	}
+	ep.closers = append(ep.closers, stub.Close)
+	ep.log.Info("DNS-triggered stub listening", "addr", o.DNSListen, "upstream", o.Resolver, "wait", time.Duration(o.DNSWait))
+	return nil
 }
 
 // initiatePeers starts IKE with the peers configured to start at once.

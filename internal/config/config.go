@@ -199,6 +199,11 @@ type OE struct {
 	// (defaults 1m and 20m).
 	Lifespan         Duration `toml:"lifespan"`
 	ExtendedLifespan Duration `toml:"extended_lifespan"`
+	// DNSListen, if set, runs the DNS-triggered stub on this address
+	// (e.g. "127.0.0.1:53"); DNSWait bounds how long it holds an answer
+	// for the tunnels of its addresses (default 2s).
+	DNSListen string   `toml:"dns_listen"`
+	DNSWait   Duration `toml:"dns_wait"`
 
 	Mode     dnsoe.DNSSEC  `toml:"-"`
 	Signer   crypto.Signer `toml:"-"`
@@ -829,6 +834,11 @@ func (c *Config) checkOE() error {
 	if o.DNSSEC == "" {
 		o.DNSSEC = "require"
 	}
+	if o.DNSListen != "" {
+		if _, err := netip.ParseAddrPort(o.DNSListen); err != nil {
+			return keyErr("opportunism.dns_listen", "%q is not address:port (e.g. \"127.0.0.1:53\")", o.DNSListen)
+		}
+	}
 	switch strings.ToLower(o.DNSSEC) {
 	case "require":
 		o.Mode = dnsoe.DNSSECRequire
@@ -866,7 +876,8 @@ func (c *Config) checkOE() error {
 		def, min time.Duration
 		key      string
 	}{{&o.Timeout, 2 * time.Second, 100 * time.Millisecond, "timeout"}, {&o.ShuntTTL, 15 * time.Minute, time.Second, "shunt_ttl"},
-		{&o.Lifespan, policy.InitialLifespan, time.Second, "lifespan"}, {&o.ExtendedLifespan, policy.ExtendedLifespan, time.Second, "extended_lifespan"}} {
+		{&o.Lifespan, policy.InitialLifespan, time.Second, "lifespan"}, {&o.ExtendedLifespan, policy.ExtendedLifespan, time.Second, "extended_lifespan"},
+		{&o.DNSWait, 2 * time.Second, 10 * time.Millisecond, "dns_wait"}} {
 		if *d.v == 0 {
 			*d.v = Duration(d.def)
 		}

@@ -9,6 +9,8 @@ import (
 	"crypto/rsa"
 	"errors"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/oevpn/oevpn/internal/lab"
@@ -34,17 +36,60 @@ func TestLabDNSSEC(t *testing.T) {
 		{Name: "100.51.198.in-addr.arpa", Mode: "bogus", Records: rec("198.51.100.7", "", edKey.Public())},
 		{Name: "113.0.203.in-addr.arpa", Mode: "unsigned", Records: rec("203.0.113.7", "", edKey.Public())},
 	})
+	anchors, err := LoadTrustAnchors(d.Anchors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, own := range []bool{false, true} {
+		var ta *TrustAnchors
+		if own {
+			ta = anchors // oevpn validates itself; Unbound only fetches
+		}
+		t.Run(map[bool]string{false: "resolver-validates", true: "own-validation"}[own], func(t *testing.T) {
+			checkLabDNSSEC(t, &Resolver{Server: d.Resolver, Mode: DNSSECRequire, Anchors: ta},
+				&Resolver{Server: d.Resolver, Mode: DNSSECPrefer, Anchors: ta}, edKey.Public(), &rk.PublicKey)
+		})
+	}
+	// Own validation with an anchor for another zone only: nothing
+	// validates.
+	other, err := ParseTrustAnchors(strings.NewReader(anchorFor(t, d.Anchors, "100.51.198.in-addr.arpa.")), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := &Resolver{Server: d.Resolver, Mode: DNSSECRequire, Anchors: other}
+	if res := wrong.Lookup(context.Background(), netip.MustParseAddr("192.0.2.7")); !errors.Is(res.Err, ErrUnvalidated) {
+		t.Fatalf("no anchor for the zone: %+v", res)
+	}
+}
+
+// anchorFor returns the lines of the anchors file for one zone.
+func anchorFor(t *testing.T, path, zone string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, zone) {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no anchor for %s in %s", zone, data)
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+func checkLabDNSSEC(t *testing.T, require, prefer *Resolver, edKey, rsaKey any) {
 	ctx := context.Background()
-	require := &Resolver{Server: d.Resolver, Mode: DNSSECRequire}
-	prefer := &Resolver{Server: d.Resolver, Mode: DNSSECPrefer}
 
 	res := require.Lookup(ctx, netip.MustParseAddr("192.0.2.7"))
-	if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || !sameKey(res.Gateways[0].Key, edKey.Public()) {
+	if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || !sameKey(res.Gateways[0].Key, edKey) {
 		t.Fatalf("signed IPSECKEY: %+v", res)
 	}
 	res = require.Lookup(ctx, netip.MustParseAddr("192.0.2.9"))
 	if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || res.Gateways[0].Addr != netip.MustParseAddr("198.51.100.1") ||
-		!sameKey(res.Gateways[0].Key, &rk.PublicKey) {
+		!sameKey(res.Gateways[0].Key, rsaKey) {
 		t.Fatalf("signed TXT delegation: %+v", res)
 	}
 	if res := require.Lookup(ctx, netip.MustParseAddr("192.0.2.10")); !errors.Is(res.Err, ErrNoRecord) {

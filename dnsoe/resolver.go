@@ -62,6 +62,13 @@ type Resolver struct {
 	// Dialer, if set, makes the query sockets (e.g. marked so that they
 	// bypass the tunnel).
 	Dialer *net.Dialer
+	// Anchors, if set, make the Resolver validate DNSSEC itself, from
+	// these trust anchors, instead of trusting the resolver's AD bit: it
+	// asks with checking disabled and checks the signatures up to an
+	// anchor.
+	Anchors *TrustAnchors
+
+	val *validator
 
 	once  sync.Once
 	sem   chan struct{}
@@ -76,6 +83,9 @@ func (r *Resolver) init() {
 			n = 64
 		}
 		r.sem = make(chan struct{}, n)
+		if r.Anchors != nil {
+			r.val = &validator{anchors: r.Anchors, query: r.raw}
+		}
 		r.cache = map[netip.Addr]Result{}
 		if r.Timeout == 0 {
 			r.Timeout = 2 * time.Second
@@ -129,7 +139,20 @@ type answer struct {
 	err       error
 }
 
+// raw asks name/qtype with DNSSEC records and checking disabled (for
+// oevpn's own validation).
+func (r *Resolver) raw(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.SetEdns0(4096, true)
+	m.CheckingDisabled = true
+	return r.exchange(ctx, m)
+}
+
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer {
+	if r.val != nil && r.Mode != DNSSECOff {
+		return r.queryValidating(ctx, name, qtype)
+	}
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.SetEdns0(4096, r.Mode != DNSSECOff) // DO: ask for DNSSEC
@@ -148,7 +171,33 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 	if err != nil {
 		return answer{err: fmt.Errorf("dnsoe: %s %s: %w", name, dns.TypeToString[qtype], err)}
 	}
-	a := answer{validated: in.AuthenticatedData}
+	return parseAnswer(name, qtype, in, in.AuthenticatedData)
+}
+
+// queryValidating asks with checking disabled and validates the answer
+// against the trust anchors.
+func (r *Resolver) queryValidating(ctx context.Context, name string, qtype uint16) answer {
+	in, err := r.raw(ctx, name, qtype)
+	if err != nil {
+		return answer{err: fmt.Errorf("dnsoe: %s %s: %w", name, dns.TypeToString[qtype], err)}
+	}
+	a := parseAnswer(name, qtype, in, false)
+	if a.err == nil && len(a.rrs) > 0 {
+		var sigs []*dns.RRSIG
+		for _, rr := range in.Answer {
+			if sig, ok := rr.(*dns.RRSIG); ok && sig.TypeCovered == qtype && strings.EqualFold(sig.Hdr.Name, a.rrs[0].Header().Name) {
+				sigs = append(sigs, sig)
+			}
+		}
+		a.validated = r.val.verify(ctx, a.rrs, sigs, 0)
+	}
+	return a
+}
+
+// parseAnswer keeps the records of qtype (one RRset: the first owner's) and
+// the TTL to cache the answer, or the negative TTL.
+func parseAnswer(name string, qtype uint16, in *dns.Msg, validated bool) answer {
+	a := answer{validated: validated}
 	switch in.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 	default:
@@ -156,7 +205,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 	}
 	min := uint32(1<<31 - 1)
 	for _, rr := range in.Answer {
-		if rr.Header().Rrtype == qtype {
+		if rr.Header().Rrtype == qtype && (len(a.rrs) == 0 || strings.EqualFold(rr.Header().Name, a.rrs[0].Header().Name)) {
 			a.rrs = append(a.rrs, rr)
 			min = minU(min, rr.Header().Ttl)
 		}

@@ -73,7 +73,6 @@ func sendUDP(t *testing.T, from *testEndpoint, dst netip.Addr, n int) {
 	}
 }
 
-
 func TestOpportunisticHoldAndDecide(t *testing.T) {
 	a, rc, acq := oeEndpoint(t)
 	dst := netip.MustParseAddr("10.98.0.7")

@@ -376,6 +376,23 @@ func TestLabOpportunisticDNSSEC(t *testing.T) {
 	l.procA.Signal(syscall.SIGTERM)
 	l.procA.Wait(10 * time.Second)
 
+	// The same with oevpn's own validation from the zones' DS records.
+	l.procA, l.cfgA = l.start(t, l.a, "a-own", fmt.Sprintf(`
+[policy]
+private-or-clear = ["10.77.0.0/24"]
+[opportunism]
+resolver = %q
+dnssec = "require"
+trust_anchors = %q
+`, l.dns.Resolver, l.dns.Anchors))
+	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
+	checkVerdict(t, l.cfgA, oeB4, "clear")
+	if strings.Contains(l.procA.Output(), "initiating IKE SA") {
+		t.Errorf("IKE started on a bogus DNS answer under own validation")
+	}
+	l.procA.Signal(syscall.SIGTERM)
+	l.procA.Wait(10 * time.Second)
+
 	l.procA, l.cfgA = l.start(t, l.a, "a2", fmt.Sprintf(`
 [policy]
 private-or-clear = ["10.77.0.0/24"]
@@ -466,21 +483,22 @@ func TestLabOpportunisticSources(t *testing.T) {
 	cases := []struct {
 		name, kind, source, idB string
 		zones                   func(t *testing.T, bKey string) []lab.DNSZone
+		ownValidation           bool // oevpn validates DNSSEC from the zones' DS records
 	}{
 		{"txt-inline-rsa", "rsa", "TXT", "", func(t *testing.T, bKey string) []lab.DNSZone {
 			return []lab.DNSZone{{Name: rev, Mode: "signed", Records: only(dnsRecords(t, bKey, oeB4), "TXT")}}
-		}},
+		}, false},
 		{"txt-key-lookup", "ed25519", "TXT", "", func(t *testing.T, bKey string) []lab.DNSZone {
 			recs := append(only(dnsRecords(t, bKey, oeB4), "KEY"), owner+` 300 IN TXT "X-IPsec-Server(10)=`+oeB4+`"`)
 			return []lab.DNSZone{{Name: rev, Mode: "signed", Records: recs}}
-		}},
+		}, true},
 		{"fqdn-gateway", "ed25519", "TXT", "b.oe.test", func(t *testing.T, bKey string) []lab.DNSZone {
 			fwd := append(only(dnsRecords(t, bKey, "b.oe.test"), "KEY"), "b 300 IN A "+oeB4)
 			return []lab.DNSZone{
 				{Name: rev, Mode: "signed", Records: []string{owner + ` 300 IN TXT "X-IPsec-Server(10)=@b.oe.test"`}},
 				{Name: "oe.test", Mode: "signed", Records: fwd},
 			}
-		}},
+		}, true},
 		{"autosec", "ed25519", "AutoSEC", "", func(t *testing.T, bKey string) []lab.DNSZone {
 			pemData, _ := os.ReadFile(bKey)
 			blk, _ := pem.Decode(pemData)
@@ -491,7 +509,7 @@ func TestLabOpportunisticSources(t *testing.T) {
 			der, _ := x509.MarshalPKIXPublicKey(k.(crypto.Signer).Public())
 			text := "ENCR_AES_GCM_16-128;AUTH_HMAC_SHA2_256_128;CURVE25519;" + base64.StdEncoding.EncodeToString(der)
 			return []lab.DNSZone{{Name: rev, Mode: "signed", Records: []string{fmt.Sprintf(`%s 300 IN KEY \# %d %x`, owner, len(text), text)}}}
-		}},
+		}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -500,9 +518,16 @@ func TestLabOpportunisticSources(t *testing.T) {
 			if c.idB != "" {
 				extraB = append(extraB, fmt.Sprintf("id = %q", c.idB))
 			}
-			l.startAB(t, "require", "", extraB...)
+			extraA := ""
+			if c.ownValidation {
+				extraA = fmt.Sprintf("trust_anchors = %q", l.dns.Anchors)
+			}
+			l.startAB(t, "require", extraA, extraB...)
 			l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeB4)
 			hashedTransfer(t, l.a, l.b, oeB4+":7030", 0.5)
+			if c.ownValidation && !strings.Contains(l.procA.Output(), "validation=\"own, from") {
+				t.Errorf("oevpn did not validate DNSSEC itself")
+			}
 			checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
 			if !strings.Contains(l.procA.Output(), "source="+c.source) {
 				t.Errorf("the gateway did not come from a %s record", c.source)

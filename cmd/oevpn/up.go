@@ -284,7 +284,7 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 // newOpportunism configures opportunistic encryption from [opportunism].
 func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 	o := cfg.OE
-	res := &dnsoe.Resolver{Server: o.Resolver, Mode: o.Mode, Timeout: time.Duration(o.Timeout)}
+	res := &dnsoe.Resolver{Server: o.Resolver, Mode: o.Mode, Timeout: time.Duration(o.Timeout), Anchors: o.Anchors}
 	if cfg.Interface.Mode == config.ModeTUN {
 		res.Dialer = tunnel.MarkedDialer(uint32(*cfg.Interface.Fwmark))
 	}
@@ -296,7 +296,11 @@ func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 	} else {
 		oc.Auth.Null = true
 	}
-	ep.log.Info("opportunistic encryption on", "resolver", o.Resolver, "dnssec", o.DNSSEC, "auth", oc.Auth.Method())
+	validation := "resolver's AD bit"
+	if o.Anchors != nil {
+		validation = "own, from " + o.TrustAnchors
+	}
+	ep.log.Info("opportunistic encryption on", "resolver", o.Resolver, "dnssec", o.DNSSEC, "validation", validation, "auth", oc.Auth.Method())
 	return tunnel.NewOpportunism(ep.eng, oc)
 }
 

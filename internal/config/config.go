@@ -182,6 +182,10 @@ type OE struct {
 	Resolver string `toml:"resolver"`
 	// DNSSEC is require, prefer or off (default require).
 	DNSSEC string `toml:"dnssec"`
+	// TrustAnchors, if set, is a file of DS or DNSKEY records from which
+	// oevpn validates DNSSEC itself instead of trusting the resolver's
+	// AD bit.
+	TrustAnchors string `toml:"trust_anchors"`
 	// Auth is null (AUTH_NULL, RFC 7619: the default) or pubkey (our raw
 	// public key, published in our reverse zone, from PrivateKey).
 	Auth       string `toml:"auth"`
@@ -205,9 +209,10 @@ type OE struct {
 	DNSListen string   `toml:"dns_listen"`
 	DNSWait   Duration `toml:"dns_wait"`
 
-	Mode     dnsoe.DNSSEC  `toml:"-"`
-	Signer   crypto.Signer `toml:"-"`
-	Identity ike.Identity  `toml:"-"`
+	Mode     dnsoe.DNSSEC        `toml:"-"`
+	Anchors  *dnsoe.TrustAnchors `toml:"-"`
+	Signer   crypto.Signer       `toml:"-"`
+	Identity ike.Identity        `toml:"-"`
 }
 
 // Enabled reports whether any class makes or answers opportunistic
@@ -833,6 +838,12 @@ func (c *Config) checkOE() error {
 	}
 	if o.DNSSEC == "" {
 		o.DNSSEC = "require"
+	}
+	if o.TrustAnchors != "" {
+		var err error
+		if o.Anchors, err = dnsoe.LoadTrustAnchors(c.resolve(o.TrustAnchors)); err != nil {
+			return keyErr("opportunism.trust_anchors", "%v", err)
+		}
 	}
 	if o.DNSListen != "" {
 		if _, err := netip.ParseAddrPort(o.DNSListen); err != nil {

@@ -136,6 +136,8 @@ func TestOpportunism(t *testing.T) {
 		{`private_key = "oe.pem"`, "opportunism.auth", "use auth"},
 		{`resolver = "dns.example"`, "opportunism.resolver", "not an address"},
 		{`timeout = "1ms"`, "opportunism.timeout", "shorter than"},
+		{`trust_anchors = "/nonexistent"`, "opportunism.trust_anchors", "no such file"},
+		{`dns_listen = "localhost"`, "opportunism.dns_listen", "not address:port"},
 	} {
 		_, err := Parse("f.toml", []byte(good+"[opportunism]\n"+tt.body+"\n"))
 		var ce *Error

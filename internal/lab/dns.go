@@ -31,7 +31,10 @@ type DNSZone struct {
 // their own. Resolver is the address to send queries to.
 type DNSLab struct {
 	Resolver string
-	dir      string
+	// Anchors is a file of the signed zones' DS records (the trust
+	// anchors Unbound uses).
+	Anchors string
+	dir     string
 }
 
 func freePort(t testing.TB) int {
@@ -172,7 +175,7 @@ stub-zone:
 	if out, err := exec.Command("unbound-checkconf", ubConf).CombinedOutput(); err != nil {
 		t.Fatalf("unbound-checkconf: %v\n%s", err, out)
 	}
-	lab := &DNSLab{Resolver: fmt.Sprintf("127.0.0.1:%d", resPort), dir: dir}
+	lab := &DNSLab{Resolver: fmt.Sprintf("127.0.0.1:%d", resPort), Anchors: anchorsPath, dir: dir}
 	startDaemon := func(name string, args ...string) {
 		cmd := exec.Command(args[0], args[1:]...)
 		if ns != nil {

@@ -228,8 +228,9 @@ func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConf
 	pc := &ike.PeerConfig{Name: t.name, Addr: g.Addr, Auth: o.cfg.Auth, PeerAuth: ike.PeerAuth{PublicKey: g.Key},
 		LocalTS:  policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.src, t.src.BitLen()))},
 		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(t.dst, t.dst.BitLen()))},
-		// Short retransmissions: 4 sends over about Timeout.
-		RetransmitBase: o.cfg.Timeout / 8, RetransmitTries: 4}
+		// Short retransmissions: sends at 0, T/15, 3T/15 and 7T/15, and
+		// the peer is given up at T (the doubling backoff sums to 15).
+		RetransmitBase: o.cfg.Timeout / 15, RetransmitTries: 4}
 	pc.LocalID = o.localID(t.src)
 	if g.Name != "" {
 		id, err := ike.ParseIdentity(g.Name)
@@ -378,15 +379,18 @@ func (o *Opportunism) checkLifespans(now time.Time) {
 		if n := counts[t.dst]; n != t.packets {
 			t.packets, t.traffic = n, now
 		}
+		extended := false
 		if t.life.Due(now) {
 			next, keep := t.life.Next(now, t.traffic)
 			if !keep {
 				down = append(down, t)
 				continue
 			}
-			t.life = next
+			t.life, extended = next, true
 		}
-		if t.initiator && !t.keyExpiry.IsZero() && now.After(t.keyExpiry) {
+		// The key is checked again when its TTL runs out, and at every
+		// extension (more often than the IKE SA is rekeyed).
+		if t.initiator && !t.keyExpiry.IsZero() && (now.After(t.keyExpiry) || extended) {
 			t.keyExpiry = time.Time{} // one re-check at a time
 			recheck = append(recheck, t)
 		}

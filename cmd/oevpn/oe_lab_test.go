@@ -629,3 +629,27 @@ func TestLabOpportunisticDNSTriggered(t *testing.T) {
 		t.Errorf("ping dead.oe.test resolved and got through:\n%s", out)
 	}
 }
+
+// TestLabOpportunisticFailover: B's address has two IPSECKEY records; the
+// preferred gateway (on C) runs no IKE. oevpn gives up on it after the
+// short opportunistic timeout and fails over to the next, B itself
+// (multihoming, draft §10).
+func TestLabOpportunisticFailover(t *testing.T) {
+	l := newOELabWith(t, "ed25519", func(l *oeLab, bKey string) []lab.DNSZone {
+		deadKeyPEM, _ := lab.GenerateKey(t, "ecdsa")
+		deadKey := filepath.Join(l.dir, "dead.pem")
+		os.WriteFile(deadKey, deadKeyPEM, 0o600)
+		recs := append(only(dnsRecords(t, deadKey, oeB4, "-gateway", oeC4dead, "-p", "5"), "IPSECKEY"),
+			only(dnsRecords(t, bKey, oeB4, "-p", "20"), "IPSECKEY")...)
+		return []lab.DNSZone{{Name: "0.77.10.in-addr.arpa", Mode: "signed", Records: recs}}
+	})
+	l.startAB(t, "require", `timeout = "1s"`)
+	start := time.Now()
+	hashedTransfer(t, l.a, l.b, oeB4+":7040", 0.3)
+	t.Logf("first connection through the second gateway after %v", time.Since(start).Round(time.Millisecond))
+	out := l.procA.Output()
+	if !strings.Contains(out, "gateway="+oeC4dead) || !strings.Contains(out, `msg="negotiating opportunistically" component=oe dst=`+oeB4+" gateway="+oeB4) {
+		t.Errorf("did not try %s first and then %s", oeC4dead, oeB4)
+	}
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+}

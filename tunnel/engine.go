@@ -58,6 +58,11 @@ type Config struct {
 	// Clear, if set, sends packets that leave in the clear (the engine
 	// closes it); without it they are dropped and counted as NoSA.
 	Clear ClearPath
+	// ForwardDial, if set and Clear is not, makes the clear path a
+	// forwarder: TCP and UDP flows are terminated in a userspace stack and
+	// re-originated with ForwardDial (netstack mode, or where raw sockets
+	// are unavailable).
+	ForwardDial DialFunc
 	// OnSAEvent, if set, is told of lifetime events. It runs on the
 	// engine's timer goroutine, never on the datapath. After a hard
 	// expiry the engine removes the pair itself.
@@ -156,6 +161,16 @@ type saEvent struct {
 	ev   esp.Event
 }
 
+// writeDevice writes one packet to the device (the clear forwarder's
+// answers); it is not on the fast path.
+func (e *Engine) writeDevice(pkt []byte) {
+	buf := make([]byte, writeOffset+len(pkt))
+	copy(buf[writeOffset:], pkt)
+	if _, err := e.dev.Write([][]byte{buf}, writeOffset); err != nil && !e.closed() {
+		e.log.Debug("writing a forwarded packet to the device failed", "err", err)
+	}
+}
+
 // ErrClosed is returned by operations on a closed engine.
 var ErrClosed = errors.New("tunnel: engine closed")
 
@@ -183,6 +198,17 @@ func New(cfg Config) (*Engine, error) {
 		clear:   cfg.Clear,
 	}
 	e.routes.Store(&routeTable{})
+	if e.clear == nil && cfg.ForwardDial != nil {
+		mtu, err := cfg.Device.MTU()
+		if err != nil || mtu <= 0 {
+			mtu = 1420
+		}
+		fwd, err := newForwarder(mtu, cfg.ForwardDial, e.writeDevice)
+		if err != nil {
+			return nil, err
+		}
+		e.clear = fwd
+	}
 	if cfg.OnIKE != nil {
 		e.onIKE.Store(&cfg.OnIKE)
 	}

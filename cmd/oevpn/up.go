@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -98,6 +99,9 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 			return nil, err
 		}
 		tcfg.Device, ep.net = dev, tnet
+		// No raw sockets here: flows that leave in the clear are
+		// terminated and re-originated from host sockets.
+		tcfg.ForwardDial = (&net.Dialer{}).DialContext
 	default:
 		dev, err := tunnel.CreateOSTUN(tunnel.OSConfig{Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
 			Routes: routesFor(cfg), Mark: uint32(*in.Fwmark), Table: in.Table, Logger: log})

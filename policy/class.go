@@ -112,6 +112,19 @@ func NewClasses(byClass map[Class][]netip.Prefix, exceptions []Exception, own []
 	return c, nil
 }
 
+// WithOwn returns a copy of the table in which addrs are the endpoint's
+// own addresses too.
+func (c *Classes) WithOwn(addrs []netip.Addr) *Classes {
+	n := &Classes{rules: c.rules, exceptions: c.exceptions, own: make(map[netip.Addr]bool, len(c.own)+len(addrs))}
+	for a := range c.own {
+		n.own[a] = true
+	}
+	for _, a := range addrs {
+		n.own[a.Unmap()] = true
+	}
+	return n
+}
+
 // NeverOpportunistic reports whether a is an address opportunism must
 // never apply to.
 func (c *Classes) NeverOpportunistic(a netip.Addr) bool {

@@ -86,3 +86,15 @@ func BenchmarkClassLookup(b *testing.B) {
 		c.Lookup(p)
 	}
 }
+
+func TestClassesWithOwn(t *testing.T) {
+	c, err := NewClasses(map[Class][]netip.Prefix{ClassPrivate: {netip.MustParsePrefix("10.0.0.0/8")}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := c.WithOwn([]netip.Addr{netip.MustParseAddr("10.1.2.3")})
+	if c.ClassOf(netip.MustParseAddr("10.1.2.3")) != ClassPrivate || own.ClassOf(netip.MustParseAddr("10.1.2.3")) != ClassClear ||
+		own.ClassOf(netip.MustParseAddr("10.1.2.4")) != ClassPrivate {
+		t.Fatal("own addresses not exempted, or the original changed")
+	}
+}

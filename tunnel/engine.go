@@ -149,6 +149,7 @@ type Engine struct {
 	onOE      atomic.Pointer[func(src, dst netip.Addr, class policy.Class)]
 	oe        sync.Map // netip.Addr → *oeDest: opportunistic destinations without an SA
 	oeHeld    atomic.Int64
+	oeDests   atomic.Int64
 	clear     ClearPath
 
 	closeOnce sync.Once
@@ -653,6 +654,7 @@ func (e *Engine) routineTimers() {
 				p.Out.Tick(now)
 				p.In.Tick(now)
 			}
+			e.sweepOE(now)
 		case ev := <-e.events:
 			if ev.pair.removed.Load() {
 				continue

@@ -12,8 +12,9 @@ import (
 
 // Bounds of the packets held while opportunistic discovery and IKE run.
 const (
-	maxHeldPerDest = 32   // per destination
-	maxHeldOE      = 4096 // in all
+	maxHeldPerDest = 32    // per destination
+	maxHeldOE      = 4096  // in all
+	maxOEDests     = 65536 // destinations with a verdict (the negative cache)
 	// pendingTimeout is how long a destination may stay pending before
 	// the next packet raises a new acquire (the control plane normally
 	// decides long before).
@@ -59,7 +60,11 @@ func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	dst = dst.Unmap()
 	d := &oeDest{verdict: v, until: until}
 	var held [][]byte
-	if old, ok := e.oe.Swap(dst, d); ok {
+	old, ok := e.oe.Swap(dst, d)
+	if !ok {
+		e.oeDests.Add(1)
+	}
+	if ok {
 		o := old.(*oeDest)
 		o.mu.Lock()
 		held, o.held = o.held, nil
@@ -82,7 +87,7 @@ func (e *Engine) Forget(dst netip.Addr) {
 		pending := d.verdict == VerdictPending
 		d.mu.Unlock()
 		if !pending {
-			e.oe.CompareAndDelete(dst, d)
+			e.forget(dst, d)
 		}
 	}
 }
@@ -145,8 +150,13 @@ func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class)
 	now := time.Now()
 	v, ok := e.oe.Load(dst)
 	if !ok {
+		if e.oeDests.Load() >= maxOEDests {
+			e.stats.noSA.Add(1) // too many destinations at once: no state for more
+			return
+		}
 		v, ok = e.oe.LoadOrStore(dst, &oeDest{since: now})
 		if !ok {
+			e.oeDests.Add(1)
 			// A new acquire: hold the packet, then tell the control plane.
 			e.holdOE(v.(*oeDest), pkt)
 			if f := e.onOE.Load(); f != nil && *f != nil {
@@ -166,7 +176,7 @@ func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class)
 	}
 	d.mu.Unlock()
 	if stale {
-		e.oe.CompareAndDelete(dst, d)
+		e.forget(dst, d)
 		e.opportunistic(p, pkt, class)
 		return
 	}
@@ -221,7 +231,7 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 		d.mu.Unlock()
 		e.oeHeld.Add(-int64(len(held)))
 		if pending {
-			e.oe.CompareAndDelete(dst, d)
+			e.forget(dst, d)
 		}
 		for _, pkt := range held {
 			if out := sealCopy(p, pkt); out != nil {
@@ -231,6 +241,33 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 		return true
 	})
 	return send
+}
+
+// forget removes dst's state d (unless it was replaced meanwhile).
+func (e *Engine) forget(dst netip.Addr, d *oeDest) {
+	if e.oe.CompareAndDelete(dst, d) {
+		d.mu.Lock()
+		e.oeHeld.Add(-int64(len(d.held)))
+		d.held = nil
+		d.mu.Unlock()
+		e.oeDests.Add(-1)
+	}
+}
+
+// sweepOE removes verdicts that ran out and pending destinations that the
+// control plane never decided, so that the table holds only live state.
+func (e *Engine) sweepOE(now time.Time) {
+	e.oe.Range(func(k, v any) bool {
+		d := v.(*oeDest)
+		d.mu.Lock()
+		stale := d.verdict == VerdictPending && now.Sub(d.since) > pendingTimeout ||
+			d.verdict != VerdictPending && !now.Before(d.until)
+		d.mu.Unlock()
+		if stale {
+			e.forget(k.(netip.Addr), d)
+		}
+		return true
+	})
 }
 
 // sealCopy encrypts a held packet into a new buffer, or returns nil if the

@@ -167,3 +167,19 @@ func TestOpportunisticFlushOnInstall(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestOpportunisticSweep: verdicts that ran out leave the table without a
+// packet to notice them.
+func TestOpportunisticSweep(t *testing.T) {
+	a, _, _ := oeEndpoint(t)
+	for i := 0; i < 100; i++ {
+		a.eng.Decide(netip.AddrFrom4([4]byte{10, 98, 1, byte(i)}), VerdictClear, time.Now().Add(-time.Second))
+	}
+	if n := a.eng.oeDests.Load(); n != 100 {
+		t.Fatalf("%d destinations, want 100", n)
+	}
+	a.eng.sweepOE(time.Now())
+	if n := a.eng.oeDests.Load(); n != 0 {
+		t.Fatalf("%d destinations after the sweep, want 0", n)
+	}
+}

@@ -43,7 +43,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ep.eng.SetClasses(cfg.Policy.Classes)
+	ep.eng.SetClasses(cfg.Policy.Classes.WithOwn(ownAddresses(cfg)))
 	if err := ep.installSAs(cfg.SAs); err != nil {
 		ep.Close()
 		return err
@@ -124,6 +124,25 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 	}
 	ep.eng = eng
 	return ep, nil
+}
+
+// ownAddresses returns the endpoint's own addresses (the host's, in TUN
+// mode, and the configured ones), which are never opportunistic.
+func ownAddresses(cfg *config.Config) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range cfg.Interface.Addresses {
+		out = append(out, p.Addr())
+	}
+	if cfg.Interface.Mode == config.ModeTUN {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if p, err := netip.ParsePrefix(a.String()); err == nil {
+					out = append(out, p.Addr())
+				}
+			}
+		}
+	}
+	return out
 }
 
 // routesFor returns the prefixes to route into the TUN: every remote

@@ -506,6 +506,9 @@ func (c *Config) check() error {
 		if names[p.Name] {
 			return keyErr(k("name"), "%q names two peers", p.Name)
 		}
+		if strings.HasPrefix(p.Name, "oe-") {
+			return keyErr(k("name"), "%q: names starting with \"oe-\" are opportunistic peers", p.Name)
+		}
 		names[p.Name] = true
 		if !p.Address.IsValid() {
 			return keyErr(k("address"), "missing: the peer's IP address")

@@ -227,6 +227,15 @@ func TestLoadRefusesDevices(t *testing.T) {
 	}
 }
 
+func TestOpportunisticPeerNamesReserved(t *testing.T) {
+	src := good + "\n[[peer]]\nname = \"oe-out-192.0.2.9\"\naddress = \"192.0.2.9\"\nlocal = [\"10.0.0.1\"]\nremote = [\"10.0.0.9\"]\nauth = \"null\"\n"
+	_, err := Parse("f.toml", []byte(src))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "peer[0].name" || !strings.Contains(err.Error(), "opportunistic") {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestPolicyClasses(t *testing.T) {
 	c, err := Parse("f.toml", []byte(good+"\n[policy]\nblock = [\"198.51.100.0/24\"]\nprivate = [\"203.0.113.0/24\"]\n"))
 	if err != nil {

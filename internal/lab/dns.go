@@ -196,11 +196,15 @@ stub-zone:
 	}
 	startDaemon("knotd", "knotd", "-c", knotConf)
 	wait := func(server string, recursive bool) {
+		// t.Fatal must not run inside Do: the thread would die in the
+		// namespace.
+		var err error
 		if ns == nil {
-			waitDNS(t, server, zones[0].Name, recursive)
-			return
+			err = waitDNS(server, zones[0].Name, recursive)
+		} else if derr := ns.Do(func() error { return waitDNS(server, zones[0].Name, recursive) }); derr != nil {
+			err = derr
 		}
-		if err := ns.Do(func() error { waitDNS(t, server, zones[0].Name, recursive); return nil }); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -235,16 +239,15 @@ func breakSignatures(t *testing.T, path string) {
 	os.WriteFile(path, []byte(out.String()), 0o644)
 }
 
-func waitDNS(t *testing.T, server, zone string, recursive bool) {
-	t.Helper()
+func waitDNS(server, zone string, recursive bool) error {
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(zone), dns.TypeSOA)
 	m.RecursionDesired = recursive
 	c := &dns.Client{Timeout: 500 * time.Millisecond}
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if in, _, err := c.Exchange(m, server); err == nil && in.Rcode == dns.RcodeSuccess {
-			return
+			return nil
 		}
 	}
-	t.Fatalf("no answer from %s for %s SOA", server, zone)
+	return fmt.Errorf("no answer from %s for %s SOA", server, zone)
 }

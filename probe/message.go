@@ -47,7 +47,8 @@ type Message struct {
 func (m *Message) check() error {
 	switch m.Type {
 	case Request:
-		if m.NonceR == nil || m.NAT == nil {
+		// NAT-Detect carries an IPv4 address: IPv6 requests go without.
+		if m.NonceR == nil || m.NAT == nil && !(len(m.Fragment) > 0 && m.Fragment[0]>>4 == 6) {
 			return malformed("probe request without Nonce-R or NAT-Detect")
 		}
 	case Response, Complete:

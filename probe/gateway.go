@@ -1,0 +1,462 @@
+package probe
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of the exchange.
+const (
+	// DefaultRetransmit is the wait before a message is sent again; each
+	// message is sent at most three times (draft §6).
+	DefaultRetransmit = time.Second
+	maxSends          = 3
+	// DefaultPeerInterval is how long a gateway waits before probing the
+	// same peer host again (draft §6: at most once per 24 hours).
+	DefaultPeerInterval = 24 * time.Hour
+	// DefaultCompleteTTL is how long a completed probe waits for the
+	// peer's IKE_SA_INIT.
+	DefaultCompleteTTL = 30 * time.Second
+	// maxProbes bounds the probes under way and completed.
+	maxProbes = 4096
+	// maxPeers bounds the per-peer rate-limit table.
+	maxPeers = 1 << 16
+)
+
+// Flow is the addresses and ports of a fragment's packet.
+type Flow struct {
+	Src, Dst         netip.Addr
+	Proto            uint8
+	SrcPort, DstPort uint16
+}
+
+// FlowOf reads the flow of a packet fragment (IP header and 8 octets).
+func FlowOf(frag []byte) (Flow, error) {
+	var f Flow
+	var l4 []byte
+	switch {
+	case len(frag) >= 20 && frag[0]>>4 == 4:
+		ihl := int(frag[0]&0x0f) * 4
+		if ihl < 20 || len(frag) < ihl+4 {
+			return f, malformed("fragment shorter than its IPv4 header")
+		}
+		f.Src, f.Dst, f.Proto = netip.AddrFrom4([4]byte(frag[12:16])), netip.AddrFrom4([4]byte(frag[16:20])), frag[9]
+		l4 = frag[ihl:]
+	case len(frag) >= 44 && frag[0]>>4 == 6:
+		f.Src, f.Dst, f.Proto = netip.AddrFrom16([16]byte(frag[8:24])), netip.AddrFrom16([16]byte(frag[24:40])), frag[6]
+		l4 = frag[40:]
+	default:
+		return f, malformed("fragment is not an IP packet")
+	}
+	if f.Proto == 6 || f.Proto == 17 || f.Proto == 132 {
+		f.SrcPort, f.DstPort = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
+	}
+	return f, nil
+}
+
+// Sender sends probe messages from this gateway's own address; the engine
+// implements it.
+type Sender interface {
+	// SendICMP sends an ICMPv4 message (encoded, checksum included) to dst.
+	SendICMP(dst netip.Addr, icmp []byte) error
+	// SendUDP sends a UDP datagram from the NAT-T port to dst.
+	SendUDP(dst netip.AddrPort, msg []byte) error
+}
+
+// Completed is a probe exchange that ended well: what the IKE SA that
+// follows may protect.
+type Completed struct {
+	// Gateway is the peer gateway (G2 for G1, G1 for G2).
+	Gateway netip.Addr
+	NonceR  []byte
+	// Local is the single address this side proved it stands in front
+	// of; Remote the peer's.
+	Local, Remote netip.Addr
+	// NAT is set when NAT-Detect showed a translation between the
+	// gateways; Public is then the address and port the peer gateway saw
+	// for our host's flow.
+	NAT    bool
+	Public netip.AddrPort
+	// Flow is the triggering flow as our host sends it.
+	Flow Flow
+}
+
+// Config configures a Gateway.
+type Config struct {
+	Sender Sender
+	// Nonces mints and checks this gateway's nonces (a fresh set if nil).
+	Nonces *Nonces
+	// Live, as G1, reports whether a probe request's fragment (a packet
+	// from the peer host to our host, as the peer gateway saw it) belongs
+	// to a connection our host opened; nil accepts all.
+	Live func(Flow) bool
+	// OnComplete, as G1, is told that a probe completed: start IKE with
+	// c.Gateway carrying c.NonceR. It must not block.
+	OnComplete func(c Completed)
+	// Retransmit, PeerInterval and CompleteTTL override the defaults.
+	Retransmit, PeerInterval, CompleteTTL time.Duration
+	// Now, if set, is the clock (tests).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Stats count the gateway's messages.
+type Stats struct {
+	Requests, Responses, Completes uint64 // sent, retransmissions included
+	Dropped                        uint64 // received and dropped: malformed, forged, stale, unexpected
+	Limited                        uint64 // probes not sent: peer probed within PeerInterval
+	Completed                      uint64 // exchanges completed (either role)
+}
+
+// Gateway runs both roles of the probe exchange: G2, which probes the
+// peer of a reply its protected host sends, and G1, which answers probes
+// for its hosts. Safe for concurrent use.
+type Gateway struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	probing   map[string]*probeState // G2: by Nonce-R
+	completed map[string]*probeState // G2: by Nonce-R, awaiting IKE_SA_INIT
+	lastProbe map[netip.Addr]time.Time
+	answered  map[string]natSeen // G1: by Nonce-I, what NAT-Detect said
+	closed    bool
+
+	requests, responses, completes, dropped, limited, done atomic.Uint64
+}
+
+// natSeen is G1's note of a request's NAT-Detect, until the Complete.
+type natSeen struct {
+	nat     bool
+	public  netip.AddrPort
+	expires time.Time
+}
+
+// probeState is one of G2's exchanges.
+type probeState struct {
+	peer     netip.Addr // H1, the probed host
+	frag     []byte
+	msg      *Message // the request, then the complete
+	gateway  netip.Addr
+	sends    int
+	timer    *time.Timer
+	deadline time.Time
+}
+
+// NewGateway creates a Gateway.
+func NewGateway(cfg Config) *Gateway {
+	if cfg.Nonces == nil {
+		cfg.Nonces = &Nonces{Now: cfg.Now}
+	}
+	if cfg.Retransmit <= 0 {
+		cfg.Retransmit = DefaultRetransmit
+	}
+	if cfg.PeerInterval <= 0 {
+		cfg.PeerInterval = DefaultPeerInterval
+	}
+	if cfg.CompleteTTL <= 0 {
+		cfg.CompleteTTL = DefaultCompleteTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Gateway{cfg: cfg, log: cfg.Logger, probing: map[string]*probeState{}, completed: map[string]*probeState{},
+		lastProbe: map[netip.Addr]time.Time{}, answered: map[string]natSeen{}}
+}
+
+func (g *Gateway) now() time.Time {
+	if g.cfg.Now != nil {
+		return g.cfg.Now()
+	}
+	return time.Now()
+}
+
+// Stats returns the counters.
+func (g *Gateway) Stats() Stats {
+	return Stats{Requests: g.requests.Load(), Responses: g.responses.Load(), Completes: g.completes.Load(),
+		Dropped: g.dropped.Load(), Limited: g.limited.Load(), Completed: g.done.Load()}
+}
+
+// Close stops the retransmissions.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for _, m := range []map[string]*probeState{g.probing, g.completed} {
+		for _, s := range m {
+			if s.timer != nil {
+				s.timer.Stop()
+			}
+		}
+	}
+}
+
+// ErrLimited is returned by Probe when the peer was probed within the
+// peer interval.
+var ErrLimited = errors.New("probe: peer probed recently")
+
+// Probe starts the exchange as G2 for reply, a packet our protected host
+// sends to a peer host with no SA: a Probe Request goes to the peer host
+// (ICMP for IPv4, UDP/4500 for IPv6), sent again up to twice until the
+// peer's gateway answers.
+func (g *Gateway) Probe(reply []byte) error {
+	frag := Fragment(reply)
+	f, err := FlowOf(frag)
+	if err != nil {
+		return err
+	}
+	now := g.now()
+	g.mu.Lock()
+	if last, ok := g.lastProbe[f.Dst]; ok && now.Sub(last) < g.cfg.PeerInterval {
+		g.mu.Unlock()
+		g.limited.Add(1)
+		return ErrLimited
+	}
+	g.pruneLocked(now)
+	if len(g.probing)+len(g.completed) >= maxProbes || len(g.lastProbe) >= maxPeers {
+		g.mu.Unlock()
+		g.limited.Add(1)
+		return ErrLimited
+	}
+	g.lastProbe[f.Dst] = now
+	m := &Message{Type: Request, NonceR: g.cfg.Nonces.Mint(f.Dst, frag), Fragment: frag}
+	if f.Dst.Is4() {
+		// As G2 sees the peer host's flow: the reply's destination.
+		m.NAT = &NATDetect{Addr: f.Dst, Port: f.DstPort}
+	}
+	s := &probeState{peer: f.Dst, frag: frag, msg: m, deadline: now.Add(time.Duration(maxSends) * g.cfg.Retransmit)}
+	g.probing[string(m.NonceR)] = s
+	g.sendLocked(s)
+	g.mu.Unlock()
+	g.log.Info("AutoVPN: probing the peer of a reply", "peer", f.Dst, "host", f.Src)
+	return nil
+}
+
+// sendLocked sends s.msg and arms its retransmission.
+func (g *Gateway) sendLocked(s *probeState) {
+	if g.closed {
+		return
+	}
+	s.sends++
+	switch s.msg.Type {
+	case Request:
+		g.requests.Add(1)
+		if s.peer.Is4() {
+			g.cfg.Sender.SendICMP(s.peer, s.msg.AppendICMP(nil))
+		} else {
+			g.cfg.Sender.SendUDP(netip.AddrPortFrom(s.peer, 4500), s.msg.AppendUDP(nil))
+		}
+	case Complete:
+		g.completes.Add(1)
+		if s.gateway.Is4() {
+			g.cfg.Sender.SendICMP(s.gateway, s.msg.AppendICMP(nil))
+		} else {
+			g.cfg.Sender.SendUDP(netip.AddrPortFrom(s.gateway, 4500), s.msg.AppendUDP(nil))
+		}
+	}
+	if s.sends < maxSends {
+		s.timer = time.AfterFunc(g.cfg.Retransmit, func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if s.msg.Type == Request && g.probing[string(s.msg.NonceR)] == s ||
+				s.msg.Type == Complete && g.completed[string(s.msg.NonceR)] == s {
+				g.sendLocked(s)
+			}
+		})
+	}
+}
+
+// pruneLocked forgets expired exchanges and rate-limit entries.
+func (g *Gateway) pruneLocked(now time.Time) {
+	for k, s := range g.probing {
+		if now.After(s.deadline) {
+			delete(g.probing, k)
+		}
+	}
+	for k, s := range g.completed {
+		if now.After(s.deadline) {
+			if s.timer != nil {
+				s.timer.Stop()
+			}
+			delete(g.completed, k)
+		}
+	}
+	if len(g.lastProbe) > maxPeers/2 {
+		for a, t := range g.lastProbe {
+			if now.Sub(t) >= g.cfg.PeerInterval {
+				delete(g.lastProbe, a)
+			}
+		}
+	}
+}
+
+// HandleICMP takes an ICMPv4 message (from the ICMP header on) that came
+// from src and was addressed to dst. It returns false for ICMP that is not
+// a probe, which the caller passes on; probes are consumed, and dropped
+// silently when unacceptable.
+func (g *Gateway) HandleICMP(icmp []byte, src, dst netip.Addr) bool {
+	m, err := ParseICMP(icmp)
+	if errors.Is(err, ErrNotProbe) {
+		return false
+	}
+	if err != nil {
+		g.drop("malformed ICMP probe", src, err)
+		return true
+	}
+	g.handle(m, netip.AddrPortFrom(src, 0), dst)
+	return true
+}
+
+// HandleUDP takes a UDP/4500 probe message (preamble included) from src,
+// addressed to dst.
+func (g *Gateway) HandleUDP(msg []byte, src netip.AddrPort, dst netip.Addr) {
+	m, err := ParseUDP(msg)
+	if err != nil {
+		g.drop("malformed UDP probe", src.Addr(), err)
+		return
+	}
+	g.handle(m, src, dst)
+}
+
+func (g *Gateway) drop(why string, src netip.Addr, err error) {
+	g.dropped.Add(1)
+	g.log.Debug("AutoVPN: dropping "+why, "from", src, "err", err)
+}
+
+func (g *Gateway) handle(m *Message, src netip.AddrPort, dst netip.Addr) {
+	switch m.Type {
+	case Request:
+		g.onRequest(m, src.Addr())
+	case Response:
+		g.onResponse(m, src, dst)
+	case Complete:
+		g.onComplete(m, src.Addr(), dst)
+	}
+}
+
+// onRequest, as G1: a peer gateway probes one of our hosts. Answer with a
+// Probe Response addressed to the peer host, statelessly.
+func (g *Gateway) onRequest(m *Message, from netip.Addr) {
+	f, err := FlowOf(m.Fragment)
+	if err != nil {
+		g.drop("probe request", from, err)
+		return
+	}
+	if g.cfg.Live != nil && !g.cfg.Live(f) {
+		g.drop("probe request for no live connection", from, nil)
+		return
+	}
+	r := &Message{Type: Response, NonceI: g.cfg.Nonces.Mint(from, m.Fragment), NonceR: m.NonceR}
+	// NAT-Detect is what G2 saw as our host's address and port; the
+	// fragment, rewritten by a NAT on the way, what our host uses.
+	if m.NAT != nil {
+		seen := natSeen{public: netip.AddrPortFrom(m.NAT.Addr, m.NAT.Port), expires: g.now().Add(g.cfg.CompleteTTL)}
+		seen.nat = m.NAT.Addr != f.Dst || m.NAT.Port != f.DstPort
+		g.mu.Lock()
+		if len(g.answered) >= maxProbes {
+			for k, v := range g.answered {
+				if g.now().After(v.expires) {
+					delete(g.answered, k)
+				}
+			}
+		}
+		if len(g.answered) < maxProbes {
+			g.answered[string(r.NonceI)] = seen
+		}
+		g.mu.Unlock()
+	}
+	g.responses.Add(1)
+	g.cfg.Sender.SendUDP(netip.AddrPortFrom(f.Src, 4500), r.AppendUDP(nil))
+	g.log.Info("AutoVPN: answering a probe", "gateway", from, "host", f.Dst, "peer", f.Src)
+}
+
+// onResponse, as G2: the peer's gateway answered our request (addressed
+// to our host, dst). Check Nonce-R and send Probe Complete to it.
+func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.probing[string(m.NonceR)]
+	if s == nil {
+		if c := g.completed[string(m.NonceR)]; c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() {
+			g.sendLocked(c) // our Complete was lost: the response came again
+			return
+		}
+		g.dropLocked("probe response with an unknown or stale Nonce-R", from.Addr())
+		return
+	}
+	f, _ := FlowOf(s.frag)
+	if !g.cfg.Nonces.Valid(m.NonceR, s.peer, s.frag) || f.Src != dst {
+		g.dropLocked("probe response with an invalid Nonce-R", from.Addr())
+		return
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	delete(g.probing, string(m.NonceR))
+	c := &probeState{peer: s.peer, frag: s.frag, gateway: from.Addr(), deadline: g.now().Add(g.cfg.CompleteTTL),
+		msg: &Message{Type: Complete, NonceI: m.NonceI, NonceR: m.NonceR, Fragment: s.frag}}
+	g.completed[string(m.NonceR)] = c
+	g.sendLocked(c)
+	g.log.Info("AutoVPN: probe answered; waiting for IKE", "gateway", from.Addr(), "peer", s.peer)
+}
+
+func (g *Gateway) dropLocked(why string, src netip.Addr) {
+	g.dropped.Add(1)
+	g.log.Debug("AutoVPN: dropping "+why, "from", src)
+}
+
+// onComplete, as G1: check our Nonce-I and start IKE.
+func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
+	if !g.cfg.Nonces.Valid(m.NonceI, from, m.Fragment) {
+		g.drop("probe complete with an invalid Nonce-I", from, nil)
+		return
+	}
+	f, err := FlowOf(m.Fragment)
+	if err != nil {
+		g.drop("probe complete", from, err)
+		return
+	}
+	g.done.Add(1)
+	c := Completed{Gateway: from, NonceR: m.NonceR, Local: f.Dst, Remote: f.Src,
+		Flow: Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}}
+	g.mu.Lock()
+	seen, ok := g.answered[string(m.NonceI)]
+	delete(g.answered, string(m.NonceI))
+	g.mu.Unlock()
+	if ok && seen.nat {
+		// Behind a NAT: the peer knows our host by the public address,
+		// which is the one we proved we stand in front of.
+		c.NAT, c.Public, c.Local = true, seen.public, seen.public.Addr()
+	}
+	if g.cfg.OnComplete != nil {
+		g.cfg.OnComplete(c)
+	}
+}
+
+// Accept, as G2, checks the AutoVPN Nonce of an IKE_SA_INIT from gateway:
+// it must be the Nonce-R of a probe completed with that gateway. It
+// returns what the IKE SA may protect (Local: our host; Remote: the peer
+// host) and forgets the probe.
+func (g *Gateway) Accept(nonceR []byte, gateway netip.Addr) (Completed, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.completed[string(nonceR)]
+	if c == nil || c.gateway != gateway.Unmap() || g.now().After(c.deadline) {
+		g.dropped.Add(1)
+		return Completed{}, false
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	delete(g.completed, string(nonceR))
+	g.done.Add(1)
+	f, _ := FlowOf(c.frag)
+	return Completed{Gateway: gateway, NonceR: bytes.Clone(nonceR), Local: f.Src, Remote: f.Dst,
+		Flow: Flow{Src: f.Src, Dst: f.Dst, Proto: f.Proto, SrcPort: f.SrcPort, DstPort: f.DstPort}}, true
+}

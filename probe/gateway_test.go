@@ -1,0 +1,262 @@
+package probe
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	g1Addr, g2Addr = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	h1Addr, h2Addr = netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.2.0.2")
+)
+
+// wire joins two gateways: what G2 sends to H1 is intercepted by G1, what
+// G1 sends to H2 by G2, and what G2 sends to G1 reaches G1. drop, if set,
+// loses messages.
+type wire struct {
+	mu        sync.Mutex
+	g1, g2    *Gateway
+	drop      func(kind string, n int) bool
+	counts    map[string]int
+	completed []Completed
+	captured  [][]byte // every message, for replay tests
+}
+
+type end struct {
+	w    *wire
+	self netip.Addr
+}
+
+func (e end) SendICMP(dst netip.Addr, icmp []byte) error {
+	e.w.deliver("icmp", func() { e.w.g1.HandleICMP(icmp, e.self, dst) }, icmp)
+	return nil
+}
+
+func (e end) SendUDP(dst netip.AddrPort, msg []byte) error {
+	e.w.deliver("udp", func() { e.w.g2.HandleUDP(msg, netip.AddrPortFrom(e.self, 4500), dst.Addr()) }, msg)
+	return nil
+}
+
+func (w *wire) deliver(kind string, f func(), msg []byte) {
+	w.mu.Lock()
+	w.counts[kind]++
+	n := w.counts[kind]
+	w.captured = append(w.captured, bytes.Clone(msg))
+	lose := w.drop != nil && w.drop(kind, n)
+	w.mu.Unlock()
+	if !lose {
+		go f()
+	}
+}
+
+func newWire(t *testing.T, now func() time.Time) *wire {
+	w := &wire{counts: map[string]int{}}
+	w.g1 = NewGateway(Config{Sender: end{w, g1Addr}, Retransmit: 30 * time.Millisecond, Now: now,
+		OnComplete: func(c Completed) { w.mu.Lock(); w.completed = append(w.completed, c); w.mu.Unlock() }})
+	w.g2 = NewGateway(Config{Sender: end{w, g2Addr}, Retransmit: 30 * time.Millisecond, Now: now})
+	t.Cleanup(w.g1.Close)
+	t.Cleanup(w.g2.Close)
+	return w
+}
+
+// synAck is H2's reply to H1: 10.2.0.2:80 → 10.1.0.2:40000, SYN+ACK.
+func synAck() []byte {
+	p := make([]byte, 40)
+	p[0], p[9] = 0x45, 6
+	binary.BigEndian.PutUint16(p[2:], 40)
+	copy(p[12:], h2Addr.AsSlice())
+	copy(p[16:], h1Addr.AsSlice())
+	binary.BigEndian.PutUint16(p[20:], 80)
+	binary.BigEndian.PutUint16(p[22:], 40000)
+	p[33] = 0x12
+	return p
+}
+
+func (w *wire) waitCompleted(t *testing.T, n int) []Completed {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		w.mu.Lock()
+		c := append([]Completed(nil), w.completed...)
+		w.mu.Unlock()
+		if len(c) >= n {
+			return c
+		}
+	}
+	t.Fatalf("%d probes completed, want %d", len(w.completed), n)
+	return nil
+}
+
+func TestExchange(t *testing.T) {
+	w := newWire(t, nil)
+	if err := w.g2.Probe(synAck()); err != nil {
+		t.Fatal(err)
+	}
+	c := w.waitCompleted(t, 1)[0]
+	if c.Gateway != g2Addr || c.Local != h1Addr || c.Remote != h2Addr || c.NAT {
+		t.Fatalf("G1 completed %+v", c)
+	}
+	if c.Flow.Src != h1Addr || c.Flow.SrcPort != 40000 || c.Flow.DstPort != 80 {
+		t.Fatalf("flow %+v", c.Flow)
+	}
+	// G2 accepts the IKE_SA_INIT nonce once, from G1 only.
+	if _, ok := w.g2.Accept(c.NonceR, netip.MustParseAddr("192.0.2.99")); ok {
+		t.Fatal("nonce accepted from another gateway")
+	}
+	a, ok := w.g2.Accept(c.NonceR, g1Addr)
+	if !ok || a.Local != h2Addr || a.Remote != h1Addr {
+		t.Fatalf("G2 accept %+v %v", a, ok)
+	}
+	if _, ok := w.g2.Accept(c.NonceR, g1Addr); ok {
+		t.Fatal("nonce accepted twice")
+	}
+	bogus := bytes.Clone(c.NonceR)
+	bogus[3] ^= 1
+	if _, ok := w.g2.Accept(bogus, g1Addr); ok {
+		t.Fatal("wrong nonce accepted")
+	}
+	// The peer is not probed again within 24 hours.
+	if err := w.g2.Probe(synAck()); err != ErrLimited {
+		t.Fatalf("second probe: %v", err)
+	}
+}
+
+func TestRetransmissions(t *testing.T) {
+	// The first two requests and the first complete are lost.
+	w := newWire(t, nil)
+	w.drop = func(kind string, n int) bool { return kind == "icmp" && (n == 1 || n == 2 || n == 4) }
+	w.g2.Probe(synAck())
+	w.waitCompleted(t, 1)
+	time.Sleep(100 * time.Millisecond)
+	st := w.g2.Stats()
+	if st.Requests != 3 || st.Completes < 2 || st.Completes > 3 {
+		t.Fatalf("G2 %+v", st)
+	}
+	// Never more than three sends of a message, even when all are lost.
+	w2 := newWire(t, nil)
+	w2.drop = func(string, int) bool { return true }
+	w2.g2.Probe(synAck())
+	time.Sleep(200 * time.Millisecond)
+	if st := w2.g2.Stats(); st.Requests != 3 {
+		t.Fatalf("%d requests sent into the void, want 3", st.Requests)
+	}
+}
+
+func TestForgedAndReplayed(t *testing.T) {
+	w := newWire(t, nil)
+	w.g2.Probe(synAck())
+	w.waitCompleted(t, 1)
+	time.Sleep(50 * time.Millisecond)
+	before := w.g1.Stats().Completed
+	// A forged Complete: right shape, Nonce-I not ours.
+	f := &Message{Type: Complete, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17), Fragment: Fragment(synAck())}
+	w.g1.HandleICMP(f.AppendICMP(nil), g2Addr, g1Addr)
+	// A complete from another address than the one we answered.
+	w.mu.Lock()
+	var complete []byte
+	for _, m := range w.captured {
+		if p, err := ParseICMP(m); err == nil && p.Type == Complete {
+			complete = m
+		}
+	}
+	w.mu.Unlock()
+	w.g1.HandleICMP(complete, netip.MustParseAddr("192.0.2.66"), g1Addr)
+	// A forged response to G2: unknown Nonce-R.
+	r := &Message{Type: Response, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17)}
+	w.g2.HandleUDP(r.AppendUDP(nil), netip.AddrPortFrom(g1Addr, 4500), h2Addr)
+	// Truncated and mis-sized messages.
+	w.g2.HandleUDP(r.AppendUDP(nil)[:PreambleLen+5], netip.AddrPortFrom(g1Addr, 4500), h2Addr)
+	short := &Message{Type: Response, NonceI: []byte{1, 2, 3}, NonceR: bytes.Repeat([]byte{8}, 17)}
+	w.g2.HandleUDP(short.AppendUDP(nil), netip.AddrPortFrom(g1Addr, 4500), h2Addr)
+	if w.g1.Stats().Completed != before {
+		t.Fatal("G1 completed a forged exchange")
+	}
+	if d1, d2 := w.g1.Stats().Dropped, w.g2.Stats().Dropped; d1 < 2 || d2 < 3 {
+		t.Fatalf("dropped: G1 %d, G2 %d", d1, d2)
+	}
+}
+
+func TestStaleKey(t *testing.T) {
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	w := newWire(t, clock)
+	w.g1.cfg.Nonces.Rollover = time.Minute
+	w.drop = func(kind string, n int) bool { return kind == "icmp" && n >= 2 } // completes are lost
+	w.g2.Probe(synAck())
+	time.Sleep(150 * time.Millisecond)
+	var complete []byte
+	w.mu.Lock()
+	for _, m := range w.captured {
+		if p, err := ParseICMP(m); err == nil && p.Type == Complete {
+			complete = m
+		}
+	}
+	w.mu.Unlock()
+	if complete == nil {
+		t.Fatal("no complete captured")
+	}
+	// Two key rollovers later the Complete is stale.
+	mu.Lock()
+	now = now.Add(3 * time.Minute)
+	mu.Unlock()
+	w.g1.HandleICMP(complete, g2Addr, g1Addr)
+	if w.g1.Stats().Completed != 0 {
+		t.Fatal("a complete with a retired key was accepted")
+	}
+}
+
+func TestNATDetect(t *testing.T) {
+	w := newWire(t, nil)
+	// A NAT between the gateways: G2 saw H1 as 198.51.100.7:61000; the
+	// NAT rewrote the fragment inside the ICMP error back to H1.
+	public := netip.MustParseAddrPort("198.51.100.7:61000")
+	reply := synAck()
+	copy(reply[16:], public.Addr().AsSlice())
+	binary.BigEndian.PutUint16(reply[22:], public.Port())
+	frag := Fragment(reply)
+	m := &Message{Type: Request, NonceR: w.g2.cfg.Nonces.Mint(public.Addr(), frag), NAT: &NATDetect{Addr: public.Addr(), Port: public.Port()}}
+	translated := Fragment(synAck())
+	m.Fragment = translated
+	w.g1.HandleICMP(m.AppendICMP(nil), g2Addr, h1Addr)
+	// Complete as G2 would send it, with the same (translated) fragment.
+	var resp *Message
+	w.mu.Lock()
+	for _, b := range w.captured {
+		if p, err := ParseUDP(b); err == nil && p.Type == Response {
+			resp = p
+		}
+	}
+	w.mu.Unlock()
+	if resp == nil {
+		time.Sleep(20 * time.Millisecond)
+		w.mu.Lock()
+		for _, b := range w.captured {
+			if p, err := ParseUDP(b); err == nil && p.Type == Response {
+				resp = p
+			}
+		}
+		w.mu.Unlock()
+	}
+	if resp == nil {
+		t.Fatal("no response")
+	}
+	done := &Message{Type: Complete, NonceI: resp.NonceI, NonceR: resp.NonceR, Fragment: translated}
+	w.g1.HandleICMP(done.AppendICMP(nil), g2Addr, g1Addr)
+	c := w.waitCompleted(t, 1)[0]
+	if !c.NAT || c.Public != public || c.Local != public.Addr() || c.Flow.Src != h1Addr {
+		t.Fatalf("NAT not detected: %+v", c)
+	}
+}
+
+func TestNotAProbe(t *testing.T) {
+	w := newWire(t, nil)
+	plain := []byte{3, 3, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint16(plain[2:], checksum(plain))
+	if w.g1.HandleICMP(plain, g2Addr, h1Addr) {
+		t.Fatal("a port unreachable was consumed")
+	}
+}

@@ -73,7 +73,7 @@ var payloadNames = map[PayloadType]string{
 	PayloadSA: "SA", PayloadKE: "KE", PayloadIDi: "IDi", PayloadIDr: "IDr", PayloadCERT: "CERT",
 	PayloadCERTREQ: "CERTREQ", PayloadAUTH: "AUTH", PayloadNonce: "No", PayloadNotify: "N",
 	PayloadDelete: "D", PayloadVendor: "V", PayloadTSi: "TSi", PayloadTSr: "TSr", PayloadSK: "SK",
-	PayloadCP: "CP", PayloadEAP: "EAP", PayloadSKF: "SKF",
+	PayloadCP: "CP", PayloadEAP: "EAP", PayloadSKF: "SKF", PayloadAutoVPNNonce: "AutoVPN-Nonce", PayloadContactDetails: "Contact-Details",
 }
 
 func (p PayloadType) String() string {
@@ -231,6 +231,7 @@ var notifyNames = map[NotifyType]string{
 	NAT_DETECTION_DESTINATION_IP: "NAT_DETECTION_DESTINATION_IP", COOKIE: "COOKIE",
 	USE_TRANSPORT_MODE: "USE_TRANSPORT_MODE", REKEY_SA: "REKEY_SA",
 	IKEV2_FRAGMENTATION_SUPPORTED: "IKEV2_FRAGMENTATION_SUPPORTED", SIGNATURE_HASH_ALGORITHMS: "SIGNATURE_HASH_ALGORITHMS",
+	AUTOVPN_SHARED_SECRET: "AUTOVPN_SHARED_SECRET",
 }
 
 func (n NotifyType) String() string {

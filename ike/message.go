@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"unicode/utf8"
 )
 
 // Wire layout of the IKE header (RFC 7296 §3.1) and the generic payload
@@ -219,6 +220,10 @@ func decodePayload(pt PayloadType, critical bool, body []byte) (Payload, error) 
 		p = new(VendorPayload)
 	case PayloadTSi, PayloadTSr:
 		p = &TSPayload{Initiator: pt == PayloadTSi}
+	case PayloadAutoVPNNonce:
+		p = new(AutoVPNNoncePayload)
+	case PayloadContactDetails:
+		p = new(ContactDetailsPayload)
 	default:
 		if critical {
 			return nil, &CriticalError{Type: pt}
@@ -672,6 +677,42 @@ func (*VendorPayload) Type() PayloadType { return PayloadVendor }
 func (p *VendorPayload) marshal(b []byte) ([]byte, error) { return append(b, p.Data...), nil }
 func (p *VendorPayload) unmarshal(b []byte) error {
 	p.Data = append([]byte(nil), b...)
+	return nil
+}
+
+// AutoVPNNoncePayload carries the Nonce-R of a completed AutoVPN probe in
+// the first IKE_SA_INIT message (draft-sheffer-autovpn §8.1.1).
+type AutoVPNNoncePayload struct{ Nonce []byte }
+
+// Type implements Payload.
+func (*AutoVPNNoncePayload) Type() PayloadType { return PayloadAutoVPNNonce }
+
+func (p *AutoVPNNoncePayload) marshal(b []byte) ([]byte, error) { return append(b, p.Nonce...), nil }
+func (p *AutoVPNNoncePayload) unmarshal(b []byte) error {
+	if len(b) < 8 || len(b) > 64 {
+		return fmt.Errorf("%w: AutoVPN nonce of %d octets", ErrMalformed, len(b))
+	}
+	p.Nonce = append([]byte(nil), b...)
+	return nil
+}
+
+// maxContactDetails bounds the Contact Details text.
+const maxContactDetails = 1024
+
+// ContactDetailsPayload is the human-readable UTF-8 text a gateway sends
+// in IKE_AUTH to help the other side's administrator verify it (§8.1.2).
+// It is shown as plain text only.
+type ContactDetailsPayload struct{ Text string }
+
+// Type implements Payload.
+func (*ContactDetailsPayload) Type() PayloadType { return PayloadContactDetails }
+
+func (p *ContactDetailsPayload) marshal(b []byte) ([]byte, error) { return append(b, p.Text...), nil }
+func (p *ContactDetailsPayload) unmarshal(b []byte) error {
+	if len(b) > maxContactDetails || !utf8.Valid(b) {
+		return fmt.Errorf("%w: Contact Details of %d octets, or not UTF-8", ErrMalformed, len(b))
+	}
+	p.Text = string(b)
 	return nil
 }
 

@@ -105,6 +105,8 @@ func testMessages() []messageCase {
 			SPIs: [][]byte{{0xc0, 0, 0, 1}, {0xc0, 0, 0, 2}, {0xc0, 0, 0, 3}}}}},
 		{"Vendor", IKE_SA_INIT, FlagInitiator, []Payload{&VendorPayload{Data: []byte("oevpn test vendor id")}}},
 		{"Vendor empty", IKE_SA_INIT, FlagInitiator, []Payload{&VendorPayload{}}},
+		{"AutoVPN Nonce", IKE_SA_INIT, FlagInitiator, []Payload{&AutoVPNNoncePayload{Nonce: seq(9, 17)}}},
+		{"Contact Details", IKE_AUTH, FlagInitiator, []Payload{&ContactDetailsPayload{Text: "Operated by Example Inc. — call 555-1212"}}},
 		{"TSi IPv4", IKE_AUTH, FlagInitiator, []Payload{&TSPayload{Initiator: true, Selectors: []TrafficSelector{
 			{Protocol: 0, StartPort: 0, EndPort: 65535, Start: addr("10.0.0.0"), End: addr("10.0.0.255")}}}}},
 		{"TSr IPv6", IKE_AUTH, FlagResponse, []Payload{&TSPayload{Selectors: []TrafficSelector{
@@ -301,7 +303,7 @@ func TestParseUnknownPayload(t *testing.T) {
 	}
 
 	// CP and EAP are defined by RFC 7296 but not implemented: same rule.
-	for _, pt := range []PayloadType{150, PayloadCP, PayloadEAP, PayloadAutoVPNNonce} {
+	for _, pt := range []PayloadType{150, PayloadCP, PayloadEAP} {
 		_, err := Parse(rawMessage(nonce, rawPL{pt, criticalBit, []byte{1, 2, 3, 4}}, notify))
 		if !errors.Is(err, ErrCritical) {
 			t.Errorf("critical payload %v: err = %v, want ErrCritical", pt, err)

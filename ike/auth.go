@@ -121,15 +121,33 @@ type PeerAuth struct {
 	Certs []*x509.Certificate
 	Roots *x509.CertPool
 	Null  bool
+	// LeapOfFaith, if set, accepts any certificate the peer sends that
+	// confirms its identity and verifies its AUTH, subject to this
+	// function (AutoVPN: the trust store refuses untrusted and
+	// conflicting certificates).
+	LeapOfFaith func(cert *x509.Certificate) error
+	// SharedSecret, if set, returns the AutoVPN shared secret kept for a
+	// peer identity, with which the peer may authenticate instead of its
+	// certificate (draft-sheffer-autovpn §9.2).
+	SharedSecret func(id Identity) []byte
 }
 
 // usesCerts reports whether the peer authenticates with certificates.
-func (pa *PeerAuth) usesCerts() bool { return len(pa.Certs) > 0 || pa.Roots != nil }
+func (pa *PeerAuth) usesCerts() bool {
+	return len(pa.Certs) > 0 || pa.Roots != nil || pa.LeapOfFaith != nil
+}
 
 // peerKey finds the public key that must verify the peer's AUTH: the pinned
 // raw key, or the key of the peer's certificate (sent in CERT payloads, or
 // pinned), which must confirm identity id.
 func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, error) {
+	k, _, err := peerKeyCert(pa, id, sent)
+	return k, err
+}
+
+// peerKeyCert is peerKey that also returns the peer's certificate, when it
+// authenticates with one.
+func peerKeyCert(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, *x509.Certificate, error) {
 	if pa.PublicKey != nil {
 		// A raw public key the peer sends (RFC 7670, CERT encoding 15)
 		// must be the pinned one.
@@ -140,13 +158,13 @@ func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, 
 			k, err := x509.ParsePKIXPublicKey(c.Data)
 			eq, ok := k.(interface{ Equal(crypto.PublicKey) bool })
 			if err != nil || !ok || !eq.Equal(pa.PublicKey) {
-				return nil, fmt.Errorf("%w: the raw public key the peer sent is not the one configured for it", ErrAuth)
+				return nil, nil, fmt.Errorf("%w: the raw public key the peer sent is not the one configured for it", ErrAuth)
 			}
 		}
-		return pa.PublicKey, nil
+		return pa.PublicKey, nil, nil
 	}
 	if !pa.usesCerts() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var chain []*x509.Certificate
 	for _, c := range sent {
@@ -155,7 +173,7 @@ func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, 
 		}
 		cert, err := x509.ParseCertificate(c.Data)
 		if err != nil {
-			return nil, fmt.Errorf("%w: peer's certificate: %v", ErrAuth, err)
+			return nil, nil, fmt.Errorf("%w: peer's certificate: %v", ErrAuth, err)
 		}
 		chain = append(chain, cert)
 	}
@@ -171,7 +189,7 @@ func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, 
 			}
 		}
 		if ee == nil {
-			return nil, fmt.Errorf("%w: peer sent no certificate and none pinned confirms %v", ErrAuth, id)
+			return nil, nil, fmt.Errorf("%w: peer sent no certificate and none pinned confirms %v", ErrAuth, id)
 		}
 	}
 	trusted := false
@@ -187,17 +205,23 @@ func peerKey(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicKey, 
 		}
 		_, err := ee.Verify(x509.VerifyOptions{Roots: pa.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		if err != nil {
-			return nil, fmt.Errorf("%w: peer's certificate %q: %v", ErrAuth, ee.Subject, err)
+			return nil, nil, fmt.Errorf("%w: peer's certificate %q: %v", ErrAuth, ee.Subject, err)
+		}
+		trusted = true
+	}
+	if !certConfirms(ee, id) {
+		return nil, nil, fmt.Errorf("%w: certificate %q does not confirm identity %v", ErrAuth, ee.Subject, id)
+	}
+	if !trusted && pa.LeapOfFaith != nil {
+		if err := pa.LeapOfFaith(ee); err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrAuth, err)
 		}
 		trusted = true
 	}
 	if !trusted {
-		return nil, fmt.Errorf("%w: peer's certificate %q is neither pinned nor from a trusted CA", ErrAuth, ee.Subject)
+		return nil, nil, fmt.Errorf("%w: peer's certificate %q is neither pinned nor from a trusted CA", ErrAuth, ee.Subject)
 	}
-	if !certConfirms(ee, id) {
-		return nil, fmt.Errorf("%w: certificate %q does not confirm identity %v", ErrAuth, ee.Subject, id)
-	}
-	return ee.PublicKey, nil
+	return ee.PublicKey, ee, nil
 }
 
 // certConfirms reports whether cert binds identity id: its subject DN, or

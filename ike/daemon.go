@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -96,6 +97,35 @@ type PeerConfig struct {
 	// (draft-richardson-ipsec-opportunistic §4.12.2). It runs on a
 	// goroutine of its own and may block.
 	LookupKey func(id Identity, addr netip.Addr) (crypto.PublicKey, error)
+
+	// AutoVPN (draft-sheffer-autovpn §8): AutoVPNNonce, as initiator, is
+	// the Nonce-R of the completed probe, sent in IKE_SA_INIT; Contact is
+	// sent as Contact Details in IKE_AUTH; SendSharedSecret asks for a
+	// shared secret with AUTOVPN_SHARED_SECRET in IKE_AUTH.
+	AutoVPNNonce     []byte
+	Contact          string
+	SendSharedSecret bool
+	// OnEstablished, if set, is told (on the daemon's goroutine; it must
+	// not block) what the IKE_AUTH exchange revealed about the peer.
+	OnEstablished func(EstablishedInfo)
+}
+
+// EstablishedInfo is what an IKE SA's authentication said about the peer.
+type EstablishedInfo struct {
+	Peer   string
+	Remote netip.AddrPort
+	PeerID Identity
+	// Cert is the certificate the peer sent (with a shared secret: the
+	// one it now uses, perhaps a rolled one).
+	Cert *x509.Certificate
+	// BySharedSecret is set when the peer authenticated with the AutoVPN
+	// shared secret.
+	BySharedSecret bool
+	// Contact is the peer's Contact Details, plain text.
+	Contact string
+	// SharedSecret is set when either side sent AUTOVPN_SHARED_SECRET:
+	// prf+(SK_d, "shared secret for AutoVPN") of this IKE SA.
+	SharedSecret []byte
 }
 
 func (p *PeerConfig) ikeAddr() netip.AddrPort { return netip.AddrPortFrom(p.Addr, or(p.IKEPort, 500)) }
@@ -127,10 +157,11 @@ type Config struct {
 	// SA is established or torn down.
 	OnChange func(peer string, up bool, err error)
 	// Responder, if set, is asked for the peer to answer as when an
-	// IKE_SA_INIT comes from an address no configured peer has; nil
-	// ignores the request. It runs on the daemon's goroutine and must not
+	// IKE_SA_INIT comes from an address no configured peer has, with the
+	// AutoVPN Nonce the request carried (nil if none); nil ignores the
+	// request. It runs on the daemon's goroutine and must not
 	// block. The peer it returns is added as opportunistic.
-	Responder func(from netip.AddrPort) *PeerConfig
+	Responder func(from netip.AddrPort, autovpnNonce []byte) *PeerConfig
 }
 
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
@@ -795,6 +826,9 @@ func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
 	}
 	m.Payloads = append(m.Payloads, &SAPayload{Proposals: sa.peer.IKEProposals}, &KEPayload{Group: group, Data: sa.ke},
 		&NoncePayload{Data: sa.nI})
+	if sa.peer.AutoVPNNonce != nil {
+		m.Payloads = append(m.Payloads, &AutoVPNNoncePayload{Nonce: sa.peer.AutoVPNNonce})
+	}
 	m.Payloads = append(m.Payloads, natNotifies(sa.spiI, 0, sa.remote)...)
 	m.Payloads = append(m.Payloads, sigHashNotify(), &NotifyPayload{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})
 	b, err := m.Marshal()
@@ -940,6 +974,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 	if p.RemoteID.Type != 0 {
 		payloads = append(payloads, p.RemoteID.payload(false))
 	}
+	payloads = append(payloads, autovpnPayloads(sa)...)
 	payloads = append(payloads, auth, &SAPayload{Proposals: props},
 		&TSPayload{Initiator: true, Selectors: wireSelectors(p.LocalTS)},
 		&TSPayload{Initiator: false, Selectors: wireSelectors(p.RemoteTS)})
@@ -978,7 +1013,9 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		return
 	}
 	sa.peerIDSeen = peerID
+	readAutoVPN(sa, m)
 	d.established(sa)
+	d.reportEstablished(sa)
 	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
 		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR))
 	if d.cfg.OnChange != nil {
@@ -1117,7 +1154,26 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	if sa.lookedUp != nil {
 		pa.PublicKey = sa.lookedUp
 	}
-	key, err := peerKey(&pa, id, sent)
+	if auth.Method == AuthPSK && pa.PSK == nil && pa.SharedSecret != nil {
+		// AutoVPN: the shared secret authenticates the peer, whatever
+		// certificate it now presents (§9.2), which is kept for a roll.
+		if pa.PSK = pa.SharedSecret(id); pa.PSK == nil {
+			return fmt.Errorf("%w: peer used a shared secret, and none is kept for %v", ErrAuth, id)
+		}
+		if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
+			return err
+		}
+		sa.bySecret = true
+		sa.authSecret = pa.PSK
+		for _, c := range sent {
+			if cert, err := x509.ParseCertificate(c.Data); err == nil && c.Encoding == CertX509Signature && certConfirms(cert, id) {
+				sa.peerCert = cert
+				break
+			}
+		}
+		return nil
+	}
+	key, cert, err := peerKeyCert(&pa, id, sent)
 	if err != nil {
 		return err
 	}
@@ -1125,6 +1181,7 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
 		return err
 	}
+	sa.peerCert = cert
 	sa.peerNull = auth.Method == AuthNULL
 	if d.cfg.Authorizer == nil || sa.peer.Opportunistic {
 		return nil
@@ -1161,6 +1218,49 @@ func certPayloads(p *PeerConfig) []Payload {
 	return []Payload{&CertPayload{Encoding: CertX509Signature, Data: p.Auth.Cert.Raw}}
 }
 
+// ---- AutoVPN (draft-sheffer-autovpn §8) ----
+
+// sharedSecretLabel is the prf+ seed of the AutoVPN shared secret (§9.2).
+const sharedSecretLabel = "shared secret for AutoVPN"
+
+// autovpnPayloads returns our Contact Details and AUTOVPN_SHARED_SECRET
+// for an IKE_AUTH message, as the peer's configuration asks.
+func autovpnPayloads(sa *ikeSA) []Payload {
+	var out []Payload
+	if sa.peer.Contact != "" {
+		out = append(out, &ContactDetailsPayload{Text: sa.peer.Contact})
+	}
+	if sa.peer.SendSharedSecret {
+		sa.sentSecretReq = true
+		out = append(out, &NotifyPayload{NotifyType: AUTOVPN_SHARED_SECRET})
+	}
+	return out
+}
+
+// readAutoVPN notes the AutoVPN payloads of the peer's IKE_AUTH message.
+func readAutoVPN(sa *ikeSA, m *Message) {
+	if c := Get[*ContactDetailsPayload](m); c != nil {
+		sa.peerContact = c.Text
+	}
+	if m.Notify(AUTOVPN_SHARED_SECRET) != nil {
+		sa.sentSecretReq = true
+	}
+}
+
+// reportEstablished tells the peer's OnEstablished what IKE_AUTH revealed.
+func (d *Daemon) reportEstablished(sa *ikeSA) {
+	p := sa.peer
+	if p.OnEstablished == nil {
+		return
+	}
+	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: sa.peerCert,
+		BySharedSecret: sa.bySecret, Contact: sa.peerContact}
+	if sa.sentSecretReq {
+		info.SharedSecret = sa.prf.plus(sa.skD, []byte(sharedSecretLabel), sa.prf.size)
+	}
+	p.OnEstablished(info)
+}
+
 // ---- responder ----
 
 func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
@@ -1171,15 +1271,6 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		}
 		return
 	}
-	p := d.peerByAddr(from.Addr())
-	if p == nil && d.cfg.Responder != nil {
-		p = d.responderPeer(from)
-	}
-	if p == nil {
-		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
-		return
-	}
-	defer d.forgetIfUnused(p) // an opportunistic peer that got no SA
 	sap, ke, ni := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
 	if sap == nil || ke == nil || ni == nil || m.MessageID != 0 {
 		d.log.Debug("IKE_SA_INIT without SA, KE or nonce", "from", from)
@@ -1193,13 +1284,27 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	}
 	if d.underAttack() {
 		// §2.6: with many half-open SAs, make the initiator prove that
-		// it receives at its address before spending DH work on it.
+		// it receives at its address before spending DH work on it (or
+		// using up an AutoVPN probe).
 		c := m.Notify(COOKIE)
 		if c == nil || !d.cookies.valid(c.Data, ni.Data, from.Addr(), m.SPIi) {
 			reply(&NotifyPayload{NotifyType: COOKIE, Data: d.cookies.make(ni.Data, from.Addr(), m.SPIi)})
 			return
 		}
 	}
+	p := d.peerByAddr(from.Addr())
+	if p == nil && d.cfg.Responder != nil {
+		var nonce []byte
+		if av := Get[*AutoVPNNoncePayload](m); av != nil {
+			nonce = av.Nonce
+		}
+		p = d.responderPeer(from, nonce)
+	}
+	if p == nil {
+		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
+		return
+	}
+	defer d.forgetIfUnused(p) // an opportunistic peer that got no SA
 	chosen, err := choose(sap.Proposals, p.IKEProposals, ProtoIKE)
 	if err != nil {
 		d.log.Info("no acceptable IKE proposal", "peer", p.Name, "from", from)
@@ -1266,8 +1371,8 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 
 // responderPeer asks Config.Responder for the opportunistic peer to answer
 // an initiator as.
-func (d *Daemon) responderPeer(from netip.AddrPort) *PeerConfig {
-	p := d.cfg.Responder(from)
+func (d *Daemon) responderPeer(from netip.AddrPort, nonce []byte) *PeerConfig {
+	p := d.cfg.Responder(from, nonce)
 	if p == nil {
 		return nil
 	}
@@ -1331,13 +1436,18 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 		return
 	}
 	sa.peerIDSeen = peerID
+	readAutoVPN(sa, m)
 	id := ourID(p).payload(false)
-	ourAuth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, id))
+	cred := &p.Auth
+	if sa.bySecret {
+		cred = &Credential{PSK: sa.authSecret} // answer with the secret the peer used
+	}
+	ourAuth, err := makeAuth(sa.prf, cred, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, id))
 	if err != nil {
 		fail(AUTHENTICATION_FAILED, err)
 		return
 	}
-	resp := append(append([]Payload{id}, certPayloads(p)...), ourAuth)
+	resp := append(append(append([]Payload{id}, certPayloads(p)...), autovpnPayloads(sa)...), ourAuth)
 	childOK := false
 	sap, tsi, tsr := Get[*SAPayload](m), m.TS(true), m.TS(false)
 	if sap != nil && tsi != nil && tsr != nil {
@@ -1348,6 +1458,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	}
 	d.established(sa)
 	d.respond(sa, m, resp)
+	d.reportEstablished(sa)
 	for k, v := range d.half {
 		if v == sa {
 			delete(d.half, k)

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"crypto"
+	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -66,14 +67,19 @@ type ikeSA struct {
 	rekeyTimer     *time.Timer
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer
-	rekeyed        bool             // replaced by a rekeyed IKE SA: children moved away
-	rekeyingIKE    bool             // our CREATE_CHILD_SA rekeying this IKE SA is under way
-	next           *ikeSA           // the IKE SA that replaced this one
-	colliding      *ikeSA           // the peer's rekey of this SA, made while ours ran (§2.8.2)
-	creatingChild  bool             // our CREATE_CHILD_SA for a new Child SA is under way
-	lookingUp      bool             // the peer's key is being looked up (PeerConfig.LookupKey)
-	lookedUp       crypto.PublicKey // the key found, which must verify the peer's AUTH
-	peerNull       bool             // the peer authenticated with AUTH_NULL
+	rekeyed        bool              // replaced by a rekeyed IKE SA: children moved away
+	rekeyingIKE    bool              // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	next           *ikeSA            // the IKE SA that replaced this one
+	colliding      *ikeSA            // the peer's rekey of this SA, made while ours ran (§2.8.2)
+	creatingChild  bool              // our CREATE_CHILD_SA for a new Child SA is under way
+	lookingUp      bool              // the peer's key is being looked up (PeerConfig.LookupKey)
+	lookedUp       crypto.PublicKey  // the key found, which must verify the peer's AUTH
+	peerNull       bool              // the peer authenticated with AUTH_NULL
+	peerCert       *x509.Certificate // the certificate the peer presented
+	bySecret       bool              // the peer authenticated with the AutoVPN shared secret
+	authSecret     []byte            // that secret: we answer with it too
+	sentSecretReq  bool              // AUTOVPN_SHARED_SECRET was in an IKE_AUTH message of this SA
+	peerContact    string            // the peer's Contact Details
 }
 
 // request is our outstanding request, retransmitted until answered.

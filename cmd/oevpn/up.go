@@ -270,7 +270,12 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 		}}
 	if cfg.Policy.Enabled() {
 		ep.oe = ep.newOpportunism(cfg)
-		icfg.Responder = ep.oe.Responder
+		icfg.Responder = func(from netip.AddrPort, autovpnNonce []byte) *ike.PeerConfig {
+			if autovpnNonce != nil {
+				return nil // an AutoVPN initiator: not ours to answer without AutoVPN
+			}
+			return ep.oe.Responder(from)
+		}
 		onChange := icfg.OnChange
 		icfg.OnChange = func(peer string, up bool, err error) {
 			onChange(peer, up, err)

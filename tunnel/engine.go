@@ -52,9 +52,6 @@ type Config struct {
 	// marker) and the address it came from; natt tells whether it came
 	// on the NAT-T port. msg is only valid during the call.
 	OnIKE func(msg []byte, from netip.AddrPort, natt bool)
-	// OnProbe, if set, receives each AutoVPN probe datagram (preamble
-	// included). msg is only valid during the call.
-	OnProbe func(msg []byte, from netip.AddrPort)
 	// Clear, if set, sends packets that leave in the clear (the engine
 	// closes it); without it they are dropped and counted as NoSA.
 	Clear ClearPath
@@ -150,6 +147,8 @@ type Engine struct {
 	oe        sync.Map // netip.Addr → *oeDest: opportunistic destinations without an SA
 	oeHeld    atomic.Int64
 	oeDests   atomic.Int64
+	onProbe   atomic.Pointer[func(msg []byte, from netip.AddrPort, to netip.Addr)]
+	autovpn   atomic.Pointer[AutoVPN]
 	clear     ClearPath
 
 	closeOnce sync.Once
@@ -620,11 +619,28 @@ func (e *Engine) deliverIKE(msg []byte, ep conn.Endpoint, natt bool) {
 }
 
 func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {
-	if e.cfg.OnProbe == nil {
+	f := e.onProbe.Load()
+	if f == nil || *f == nil {
 		e.stats.controlDropped.Add(1)
 		return
 	}
-	e.cfg.OnProbe(msg, addrPortOf(ep))
+	(*f)(msg, addrPortOf(ep), ep.SrcIP())
+}
+
+// SetProbeHandler sets the receiver of AutoVPN probe datagrams that reach
+// the NAT-T port (preamble included; msg is valid during the call only):
+// the sender and the local address they were sent to.
+func (e *Engine) SetProbeHandler(f func(msg []byte, from netip.AddrPort, to netip.Addr)) {
+	e.onProbe.Store(&f)
+}
+
+// sendNATT sends one datagram from the NAT-T port.
+func (e *Engine) sendNATT(msg []byte, to netip.AddrPort) error {
+	ep, err := e.natt.ParseEndpoint(netip.AddrPortFrom(to.Addr().Unmap(), to.Port()).String())
+	if err != nil {
+		return err
+	}
+	return e.natt.Send([][]byte{msg}, ep)
 }
 
 // SendIKE sends an IKE message to a peer from the IKE port, or from the

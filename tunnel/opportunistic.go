@@ -124,6 +124,10 @@ func (e *Engine) HasSA(dst netip.Addr) bool {
 // outboundNoSA handles a packet that no SA pair or trap covers, by the
 // class of its destination.
 func (e *Engine) outboundNoSA(p *ipview.Packet, pkt []byte) {
+	if av := e.autovpn.Load(); av != nil && av.covers(p) {
+		av.outbound(p, pkt)
+		return
+	}
 	c := e.classes.Load()
 	if c == nil {
 		e.stats.noSA.Add(1)

@@ -22,6 +22,15 @@ type OSConfig struct {
 	// routed into the TUN still leave by the physical interface.
 	Mark  uint32
 	Table int
+	// Protected are the prefixes of the hosts an AutoVPN gateway stands in
+	// front of: all traffic from and to them (except oevpn's own, marked,
+	// and what leaves the TUN) is routed into the device, through table
+	// Table+1. Needs Mark.
+	Protected []netip.Prefix
+	// ProtectedHost is set in host mode: the protected addresses are
+	// this host's own, and its own traffic goes through the device too.
+	// In gateway mode only forwarded traffic does.
+	ProtectedHost bool
 	// Logger receives the commands run; nil discards.
 	Logger *slog.Logger
 }

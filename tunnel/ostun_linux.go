@@ -112,7 +112,10 @@ func (d *OSDevice) configure() error {
 		}
 		d.undo = append(d.undo, func() error { return d.ip(f, "rule", "del", "priority", prio) })
 	}
-	if fams[false] {
+	if err := d.configureProtected(); err != nil {
+		return err
+	}
+	if fams[false] || len(d.cfg.Protected) > 0 {
 		// Reverse-path filtering must see the mark of our own packets.
 		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/src_valid_mark", []byte("1"), 0); err != nil {
 			d.log.Warn("could not set net.ipv4.conf.all.src_valid_mark=1", "err", err)
@@ -121,19 +124,76 @@ func (d *OSDevice) configure() error {
 	return nil
 }
 
+// configureProtected routes the traffic of protected hosts into the
+// device (AutoVPN gateway mode): rules, in order, send marked packets
+// (oevpn's own) and packets that come out of the TUN to the main table,
+// and the rest from or to a protected prefix to table Table+1, whose
+// default route is the device.
+func (d *OSDevice) configureProtected() error {
+	if len(d.cfg.Protected) == 0 {
+		return nil
+	}
+	if d.cfg.Mark == 0 {
+		return errors.New("tunnel: protected prefixes need a fwmark")
+	}
+	name, mark := d.cfg.Name, fmt.Sprintf("%#x", d.cfg.Mark)
+	table := strconv.Itoa(d.cfg.Table + 1)
+	base := d.rulePriority() - 8
+	fams := map[bool]bool{}
+	for _, p := range d.cfg.Protected {
+		fams[p.Addr().Is6()] = true
+	}
+	for v6 := range fams {
+		f := family(v6)
+		def := "0.0.0.0/0"
+		if v6 {
+			def = "::/0"
+		}
+		if err := d.ip(f, "route", "replace", def, "dev", name, "table", table); err != nil {
+			return err
+		}
+		rules := [][]string{{"fwmark", mark, "lookup", "main"}, {"iif", name, "lookup", "main"}}
+		if !d.cfg.ProtectedHost {
+			// The gateway's own packets (e.g. ICMP "fragmentation
+			// needed" to its hosts) do not go through AutoVPN.
+			rules = append(rules, []string{"iif", "lo", "lookup", "main"})
+		}
+		for _, p := range d.cfg.Protected {
+			if p.Addr().Is6() == v6 {
+				rules = append(rules, []string{"from", p.Masked().String(), "lookup", table}, []string{"to", p.Masked().String(), "lookup", table})
+			}
+		}
+		for i, r := range rules {
+			prio := strconv.Itoa(base + min(i, 7))
+			if err := d.ip(append(append([]string{f, "rule", "add"}, r...), "priority", prio)...); err != nil {
+				return err
+			}
+			d.undo = append(d.undo, func() error { return d.ip(f, "rule", "del", "priority", prio) })
+		}
+	}
+	// Decrypted packets come out of the TUN with the peer host's source,
+	// which the strict reverse-path filter would drop.
+	os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/rp_filter", []byte("2"), 0)
+	return nil
+}
+
 // rulePriority is the priority of our policy-routing rules: fixed per table
 // so that a later run finds and removes rules a crashed run left.
 func (d *OSDevice) rulePriority() int { return 20000 + d.cfg.Table%10000 }
 
 func (d *OSDevice) removeStaleRules() {
-	prio := strconv.Itoa(d.rulePriority())
-	for _, f := range []string{"-4", "-6"} {
-		for i := 0; i < 16 && d.ip(f, "rule", "del", "priority", prio) == nil; i++ {
-			d.log.Info("removed a stale routing rule", "family", f, "priority", prio)
+	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
+		prio := strconv.Itoa(p)
+		for _, f := range []string{"-4", "-6"} {
+			for i := 0; i < 16 && d.ip(f, "rule", "del", "priority", prio) == nil; i++ {
+				d.log.Info("removed a stale routing rule", "family", f, "priority", prio)
+			}
 		}
 	}
-	d.ip("-4", "route", "flush", "table", strconv.Itoa(d.cfg.Table))
-	d.ip("-6", "route", "flush", "table", strconv.Itoa(d.cfg.Table))
+	for _, t := range []int{d.cfg.Table, d.cfg.Table + 1} {
+		d.ip("-4", "route", "flush", "table", strconv.Itoa(t))
+		d.ip("-6", "route", "flush", "table", strconv.Itoa(t))
+	}
 }
 
 // Close removes the rules and closes the device, which takes its addresses

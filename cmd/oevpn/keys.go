@@ -8,12 +8,16 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/oevpn/oevpn/dnsoe"
 )
@@ -25,11 +29,21 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	kind := fs.String("t", "ed25519", "key `type`: ed25519, ecdsa (P-256) or rsa (3072 bits)")
 	out := fs.String("o", "", "write the private key to this `file` (refuses to overwrite)")
+	certDN := fs.String("cert", "", "also make a self-signed certificate with this subject `DN`, e.g. \"CN=gw1.example.org, O=Example\" (AutoVPN)")
+	certOut := fs.String("cert-out", "", "write the certificate to this `file` (with -cert)")
+	days := fs.Int("days", 3650, "the certificate's validity in `days`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *out == "" || fs.NArg() > 0 {
-		return fmt.Errorf("%w: oevpn keygen [-t ed25519|ecdsa|rsa] -o FILE", errUsage)
+	if *out == "" || fs.NArg() > 0 || (*certDN == "") != (*certOut == "") {
+		return fmt.Errorf("%w: oevpn keygen [-t ed25519|ecdsa|rsa] -o FILE [-cert DN -cert-out FILE]", errUsage)
+	}
+	var subject pkix.Name
+	if *certDN != "" {
+		var err error
+		if subject, err = parseDN(*certDN); err != nil {
+			return fmt.Errorf("%w: -cert: %v", errUsage, err)
+		}
 	}
 	var key crypto.Signer
 	var err error
@@ -57,6 +71,12 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Close()); err != nil {
 		os.Remove(*out)
 		return err
+	}
+	if *certDN != "" {
+		if err := writeSelfSigned(*certOut, subject, key, *days); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote %s: self-signed certificate for %q\n", *certOut, subject.String())
 	}
 	pub, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
@@ -117,4 +137,58 @@ func readPublicKey(path string) (crypto.PublicKey, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s: a %q PEM block is not a key oevpn reads", path, blk.Type)
+}
+
+// parseDN reads "CN=a, O=b, OU=c, C=CH, L=x, ST=y" into a name.
+func parseDN(s string) (pkix.Name, error) {
+	var n pkix.Name
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || v == "" {
+			return n, fmt.Errorf("%q is not KEY=VALUE", part)
+		}
+		switch strings.ToUpper(strings.TrimSpace(k)) {
+		case "CN":
+			n.CommonName = v
+		case "O":
+			n.Organization = append(n.Organization, v)
+		case "OU":
+			n.OrganizationalUnit = append(n.OrganizationalUnit, v)
+		case "C":
+			n.Country = append(n.Country, v)
+		case "L":
+			n.Locality = append(n.Locality, v)
+		case "ST":
+			n.Province = append(n.Province, v)
+		default:
+			return n, fmt.Errorf("unknown attribute %q (want CN, O, OU, C, L or ST)", k)
+		}
+	}
+	if n.CommonName == "" {
+		return n, errors.New("a CN is needed")
+	}
+	return n, nil
+}
+
+// writeSelfSigned writes a self-signed certificate for key (AutoVPN peers
+// present them and are trusted by leap of faith).
+func writeSelfSigned(path string, subject pkix.Name, key crypto.Signer, days int) error {
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: subject, NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(time.Duration(days) * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: der}), f.Close()); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }

@@ -32,7 +32,13 @@ Usage:
                      encrypted-unauthenticated, pending, blocked or clear
   oevpn demo         run two userspace endpoints in this process and show traffic
                      flowing between them through ESP
-  oevpn keygen -o FILE        write a new key pair (ed25519; -t ecdsa|rsa), mode 0600
+  oevpn peers        list the AutoVPN peers of the trust store: fingerprint, state,
+                     shared secret, last seen, DN, contact details
+  oevpn trust|untrust|forget FINGERPRINT|DN
+                     mark an AutoVPN peer trusted or untrusted, or forget it
+                     (-store FILE works on the trust store while oevpn is down)
+  oevpn keygen -o FILE        write a new key pair (ed25519; -t ecdsa|rsa), mode 0600;
+                     with -cert DN -cert-out FILE also a self-signed certificate (AutoVPN)
   oevpn dns-records -k FILE ADDRESS|FQDN
                      print the IPSECKEY, KEY (and for RSA, TXT) records that
                      publish the key for opportunistic IPsec
@@ -63,6 +69,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDown(args[1:], stdout, stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout, stderr)
+	case "peers":
+		err = cmdPeers(args[1:], stdout, stderr)
+	case "trust", "untrust", "forget":
+		err = cmdTrust(args[0])(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout)
 	case "keygen":

@@ -78,6 +78,8 @@ type endpoint struct {
 	eng     *tunnel.Engine
 	ike     *ike.Daemon
 	oe      *tunnel.Opportunism // nil without opportunistic classes
+	av      *tunnel.AutoVPN     // nil without [autovpn]
+	trust   *policy.TrustStore
 	closers []func()
 	net     *netstack.Net // netstack mode only
 	log     *slog.Logger
@@ -104,12 +106,13 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		tcfg.ForwardDial = (&net.Dialer{}).DialContext
 	default:
 		dev, err := tunnel.CreateOSTUN(tunnel.OSConfig{Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
-			Routes: routesFor(cfg), Mark: uint32(*in.Fwmark), Table: in.Table, Logger: log})
+			Routes: routesFor(cfg), Mark: uint32(*in.Fwmark), Table: in.Table, Protected: cfg.AutoVPN.Protected,
+			ProtectedHost: cfg.AutoVPN.Mode == "host", Logger: log})
 		if err != nil {
 			return nil, err
 		}
 		tcfg.Device, tcfg.Mark = dev, uint32(*in.Fwmark)
-		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 {
+		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 || cfg.AutoVPN.Enabled() {
 			clear, err := tunnel.NewClearPath(uint32(*in.Fwmark))
 			if err != nil {
 				log.Warn("no clear path: traffic that policy sends in the clear is dropped", "err", err)
@@ -232,7 +235,7 @@ func (ep *endpoint) installSAs(sas []config.SA) error {
 // opportunistic classes, opportunism.
 func (ep *endpoint) startIKE(cfg *config.Config) error {
 	peers := cfg.Peers
-	if len(peers) == 0 && !cfg.Policy.Enabled() {
+	if len(peers) == 0 && !cfg.Policy.Enabled() && !cfg.AutoVPN.Enabled() {
 		return nil
 	}
 	var pcs []*ike.PeerConfig
@@ -270,21 +273,40 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 		}}
 	if cfg.Policy.Enabled() {
 		ep.oe = ep.newOpportunism(cfg)
+	}
+	if cfg.AutoVPN.Enabled() {
+		var err error
+		if ep.av, err = ep.newAutoVPN(cfg); err != nil {
+			return err
+		}
+	}
+	if ep.oe != nil || ep.av != nil {
 		icfg.Responder = func(from netip.AddrPort, autovpnNonce []byte) *ike.PeerConfig {
-			if autovpnNonce != nil {
-				return nil // an AutoVPN initiator: not ours to answer without AutoVPN
+			switch {
+			case autovpnNonce != nil && ep.av != nil:
+				return ep.av.Responder(from, autovpnNonce)
+			case autovpnNonce == nil && ep.oe != nil:
+				return ep.oe.Responder(from)
 			}
-			return ep.oe.Responder(from)
+			return nil
 		}
 		onChange := icfg.OnChange
 		icfg.OnChange = func(peer string, up bool, err error) {
 			onChange(peer, up, err)
-			ep.oe.OnChange(peer, up, err)
+			if ep.oe != nil {
+				ep.oe.OnChange(peer, up, err)
+			}
+			if ep.av != nil {
+				ep.av.OnChange(peer, up, err)
+			}
 		}
 	}
 	d, err := ike.New(icfg)
 	if err != nil {
 		return err
+	}
+	if ep.av != nil {
+		ep.av.Start(d)
 	}
 	if ep.oe != nil {
 		ep.oe.Start(d)
@@ -332,6 +354,37 @@ func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 	return tunnel.NewOpportunism(ep.eng, oc)
 }
 
+// newAutoVPN opens the trust store and prepares AutoVPN from [autovpn].
+func (ep *endpoint) newAutoVPN(cfg *config.Config) (*tunnel.AutoVPN, error) {
+	a := cfg.AutoVPN
+	store, err := policy.OpenTrustStore(a.TrustStore)
+	if err != nil {
+		return nil, fmt.Errorf("autovpn.trust_store: %w", err)
+	}
+	store.UnverifiedTTL = time.Duration(a.UnverifiedTTL)
+	ep.trust = store
+	fallback := map[policy.TrustState]tunnel.Verdict{}
+	for state, v := range a.Fallback {
+		st := policy.TrustState(state)
+		if state == "unknown" {
+			st = ""
+		}
+		fallback[st] = tunnel.VerdictClear
+		if v == "drop" {
+			fallback[st] = tunnel.VerdictDrop
+		}
+	}
+	av, err := tunnel.NewAutoVPN(ep.eng, tunnel.AutoVPNConfig{Protected: a.Protected, Cert: a.Cert,
+		Signer: ike.Credential{Signer: a.Signer, Cert: a.Cert}, Contact: a.Contact, Store: store, SharedSecret: *a.SharedSecret,
+		Fallback: fallback, Mark: uint32(*cfg.Interface.Fwmark), Logger: ep.log.With("component", "autovpn")})
+	if err != nil {
+		return nil, err
+	}
+	ep.log.Info("AutoVPN on", "protected", a.Protected, "certificate", a.Cert.Subject.String(),
+		"fingerprint", policy.Fingerprint(a.Cert.Raw)[:16], "trust_store", a.TrustStore)
+	return av, nil
+}
+
 // startStub starts the DNS-triggered stub, if configured.
 func (ep *endpoint) startStub(cfg *config.Config) error {
 	o := cfg.OE
@@ -373,6 +426,9 @@ func (ep *endpoint) Close() error {
 	}
 	if ep.oe != nil {
 		ep.oe.Close()
+	}
+	if ep.av != nil {
+		ep.av.Close()
 	}
 	if ep.ike != nil {
 		ep.ike.Close()

@@ -58,6 +58,7 @@ type Config struct {
 	Peers     []Peer    `toml:"peer"`
 	Policy    Policy    `toml:"policy"`
 	OE        OE        `toml:"opportunism"`
+	AutoVPN   AutoVPN   `toml:"autovpn"`
 	// Path is the file the configuration came from.
 	Path string `toml:"-"`
 }
@@ -104,6 +105,40 @@ type Policy struct {
 	// Classes is the table built from the above by the checks.
 	Classes *policy.Classes `toml:"-"`
 }
+
+// AutoVPN configures the AutoVPN probe handshake (draft-sheffer-autovpn).
+type AutoVPN struct {
+	// Protected are the hosts we stand in front of (gateway mode), or
+	// our own addresses (host mode). AutoVPN is off without them.
+	Protected []netip.Prefix `toml:"protected"`
+	// Mode is "gateway" (the default: we forward for the protected hosts)
+	// or "host" (protected are our own addresses).
+	Mode string `toml:"mode"`
+	// Certificate and PrivateKey are ours (`oevpn keygen -cert`).
+	Certificate string `toml:"certificate"`
+	PrivateKey  string `toml:"private_key"`
+	// Contact is sent to peers as Contact Details.
+	Contact string `toml:"contact"`
+	// TrustStore is the file of peer certificates (default
+	// /var/lib/oevpn/DEVICE.trust, or beside the configuration).
+	TrustStore string `toml:"trust_store"`
+	// UnverifiedTTL is how long an unverified peer is kept after it was
+	// last seen (default 30 days).
+	UnverifiedTTL Duration `toml:"unverified_ttl"`
+	// SharedSecret asks new peers for an AutoVPN shared secret (default
+	// true).
+	SharedSecret *bool `toml:"shared_secret"`
+	// Fallback is what traffic to a peer gets when no SA can be had, by
+	// the peer's trust state: clear or drop (§9.4). Keys: unknown,
+	// unverified, trusted, untrusted, managed.
+	Fallback map[string]string `toml:"fallback"`
+
+	Cert   *x509.Certificate `toml:"-"`
+	Signer crypto.Signer     `toml:"-"`
+}
+
+// Enabled reports whether AutoVPN is configured.
+func (a *AutoVPN) Enabled() bool { return len(a.Protected) > 0 }
 
 // Exception is one [[policy.exception]]: traffic to Prefix (default: every
 // address) with protocol Proto ("tcp", "udp", "icmp", "icmpv6" or a number;
@@ -494,6 +529,9 @@ func (c *Config) check() error {
 	}
 	c.Policy.Classes = classes
 	if err := c.checkOE(); err != nil {
+		return err
+	}
+	if err := c.checkAutoVPN(); err != nil {
 		return err
 	}
 	names := map[string]bool{}
@@ -917,4 +955,69 @@ func systemResolver() string {
 		}
 	}
 	return "127.0.0.53:53"
+}
+
+// checkAutoVPN validates [autovpn] and applies its defaults.
+func (c *Config) checkAutoVPN() error {
+	a := &c.AutoVPN
+	if !a.Enabled() {
+		if a.Certificate != "" || a.PrivateKey != "" {
+			return keyErr("autovpn.protected", "missing: the hosts (or own addresses) AutoVPN protects")
+		}
+		return nil
+	}
+	switch a.Mode {
+	case "":
+		a.Mode = "gateway"
+	case "gateway", "host":
+	default:
+		return keyErr("autovpn.mode", "%q is not gateway or host", a.Mode)
+	}
+	if c.Interface.Mode != ModeTUN {
+		return keyErr("autovpn.protected", "AutoVPN needs mode = %q (it routes and intercepts the hosts' packets)", ModeTUN)
+	}
+	if c.Interface.Table+1 == 253 {
+		return keyErr("interface.table", "AutoVPN uses table+1, which must not be 253 (default)")
+	}
+	if a.Certificate == "" {
+		return keyErr("autovpn.certificate", "missing: our certificate (oevpn keygen -cert DN)")
+	}
+	if a.PrivateKey == "" {
+		return keyErr("autovpn.private_key", "missing: the PEM file of our private key")
+	}
+	var err error
+	if a.Signer, err = loadPrivateKey(c.resolve(a.PrivateKey)); err != nil {
+		return keyErr("autovpn.private_key", "%v", err)
+	}
+	certs, err := loadCerts(c.resolve(a.Certificate))
+	if err != nil {
+		return keyErr("autovpn.certificate", "%v", err)
+	}
+	a.Cert = certs[0]
+	if !publicKeysEqual(a.Cert.PublicKey, a.Signer.Public()) {
+		return keyErr("autovpn.certificate", "the certificate is not for the key in private_key")
+	}
+	if a.TrustStore == "" {
+		a.TrustStore = "/var/lib/oevpn/" + c.Interface.Name + ".trust"
+	} else {
+		a.TrustStore = c.resolve(a.TrustStore)
+	}
+	if a.UnverifiedTTL == 0 {
+		a.UnverifiedTTL = Duration(policy.DefaultUnverifiedTTL)
+	}
+	if a.SharedSecret == nil {
+		t := true
+		a.SharedSecret = &t
+	}
+	for state, v := range a.Fallback {
+		switch state {
+		case "unknown", "unverified", "trusted", "untrusted", "managed":
+		default:
+			return keyErr("autovpn.fallback", "%q is not a trust state (unknown, unverified, trusted, untrusted, managed)", state)
+		}
+		if v != "clear" && v != "drop" {
+			return keyErr("autovpn.fallback", "%s = %q: want \"clear\" or \"drop\"", state, v)
+		}
+	}
+	return nil
 }

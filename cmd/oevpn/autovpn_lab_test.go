@@ -1,0 +1,209 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/internal/lab"
+)
+
+// The AutoVPN lab: H1 — G1 — G2 — H2, each a namespace. G1 and G2 run
+// oevpn in gateway mode for 10.1.0.0/24 and 10.2.0.0/24; the hosts know
+// nothing about it.
+const (
+	avH1, avG1lan, avG1, avG2, avG2lan, avH2 = "10.1.0.2", "10.1.0.1", "192.0.2.1", "192.0.2.2", "10.2.0.1", "10.2.0.2"
+)
+
+type avLab struct {
+	h1, g1, g2, h2         *lab.Netns
+	wanG1, wanG2           string // the G1–G2 veth ends
+	dir                    string
+	cfgG1, cfgG2           string
+	procG1, procG2         *lab.Proc
+	storeG1, storeG2       string
+	certG1, certG2, keyDir string
+}
+
+func newAVLab(t *testing.T) *avLab {
+	t.Helper()
+	lab.Require(t, "tcpdump", "ping")
+	l := &avLab{h1: lab.NewNetns(t), g1: lab.NewNetns(t), g2: lab.NewNetns(t), h2: lab.NewNetns(t), dir: t.TempDir()}
+	h1, g1lan := lab.Veth(t, l.h1, l.g1)
+	l.wanG1, l.wanG2 = lab.Veth(t, l.g1, l.g2)
+	g2lan, h2 := lab.Veth(t, l.g2, l.h2)
+	l.h1.Run("ip", "addr", "add", avH1+"/24", "dev", h1)
+	l.h1.Run("ip", "route", "add", "default", "via", avG1lan)
+	l.g1.Run("ip", "addr", "add", avG1lan+"/24", "dev", g1lan)
+	l.g1.Run("ip", "addr", "add", avG1+"/24", "dev", l.wanG1)
+	l.g1.Run("ip", "route", "add", "10.2.0.0/24", "via", avG2)
+	l.g2.Run("ip", "addr", "add", avG2+"/24", "dev", l.wanG2)
+	l.g2.Run("ip", "addr", "add", avG2lan+"/24", "dev", g2lan)
+	l.g2.Run("ip", "route", "add", "10.1.0.0/24", "via", avG1)
+	l.h2.Run("ip", "addr", "add", avH2+"/24", "dev", h2)
+	l.h2.Run("ip", "route", "add", "default", "via", avG2lan)
+	for _, g := range []*lab.Netns{l.g1, l.g2} {
+		g.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	}
+	// Without oevpn the hosts talk in the clear.
+	l.h1.Run("ping", "-c", "1", "-W", "2", avH2)
+	for _, g := range []string{"g1", "g2"} {
+		out, err := exec.Command(oevpnBinary(t), "keygen", "-t", "ecdsa", "-o", filepath.Join(l.dir, g+".key"),
+			"-cert", "CN="+g+".autovpn.test, O=AutoVPN lab", "-cert-out", filepath.Join(l.dir, g+".crt")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("keygen: %v\n%s", err, out)
+		}
+	}
+	l.storeG1, l.storeG2 = filepath.Join(l.dir, "g1.trust"), filepath.Join(l.dir, "g2.trust")
+	return l
+}
+
+func (l *avLab) startGateway(t *testing.T, ns *lab.Netns, name, protected, extra string) (*lab.Proc, string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`[interface]
+name = %q
+log_level = "debug"
+control = %q
+[autovpn]
+protected = [%q]
+certificate = %q
+private_key = %q
+trust_store = %q
+contact = "%s of the AutoVPN lab; fingerprint on request"
+%s
+`, lab.Unique("av"), filepath.Join(l.dir, name+".sock"), protected, filepath.Join(l.dir, name+".crt"), filepath.Join(l.dir, name+".key"),
+		filepath.Join(l.dir, name+".trust"), name, extra)
+	path := filepath.Join(l.dir, name+".toml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	p := ns.Start(oevpnBinary(t), "up", "-c", path)
+	t.Cleanup(func() {
+		p.Signal(syscall.SIGKILL)
+		p.Wait(10 * time.Second)
+		if t.Failed() {
+			t.Logf("oevpn %s log:\n%s", name, p.Output())
+		}
+	})
+	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, path
+}
+
+func (l *avLab) start(t *testing.T) {
+	t.Helper()
+	l.procG1, l.cfgG1 = l.startGateway(t, l.g1, "g1", "10.1.0.0/24", "")
+	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", "10.2.0.0/24", "")
+}
+
+func (l *avLab) stop(t *testing.T) {
+	for _, p := range []*lab.Proc{l.procG1, l.procG2} {
+		p.Signal(syscall.SIGTERM)
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Errorf("oevpn exit: %v", err)
+		}
+	}
+}
+
+// switchover reads a capture of the G1–G2 link and returns when the
+// flow's first clear packet and the first ESP packet passed, and whether a
+// clear packet of the flow followed the first ESP one.
+func switchover(t *testing.T, pcap string) (firstClear, firstESP time.Time, clearAfter int) {
+	t.Helper()
+	data, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, recs, err := lab.ReadPcapRecords(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := netip.MustParseAddr(avH1), netip.MustParseAddr(avH2)
+	for _, r := range recs {
+		ip := r.Frame.IPPayload()
+		if ip == nil {
+			continue
+		}
+		p, err := ipview.Parse(capturedIP(ip))
+		if err != nil {
+			continue
+		}
+		switch {
+		case p.Proto == ipview.ProtoTCP && (p.Src == h1 && p.Dst == h2 || p.Src == h2 && p.Dst == h1):
+			if firstClear.IsZero() {
+				firstClear = r.Time
+			}
+			if !firstESP.IsZero() {
+				clearAfter++
+			}
+		case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.SrcPort == 4500:
+			l4 := ip[headerLen(ip)+8:]
+			if len(l4) >= 8 && binary.BigEndian.Uint32(l4) != 0 {
+				if kind, _ := esp.Classify(l4); kind == esp.KindESP && firstESP.IsZero() {
+					firstESP = r.Time
+				}
+			}
+		}
+	}
+	return
+}
+
+// TestLabAutoVPNGateways: a TCP connection H1 → H2 starts in the clear;
+// G2 sees H2's reply and probes, G1 answers, IKE comes up with
+// self-signed certificates, and the rest of that very connection travels
+// in ESP: the transfer arrives intact.
+func TestLabAutoVPNGateways(t *testing.T) {
+	l := newAVLab(t)
+	l.start(t)
+	pcap := filepath.Join(t.TempDir(), "wan.pcap")
+	dump := l.g1.Start("tcpdump", "-i", l.wanG1, "-nn", "-U", "-s", "200", "-w", pcap, "ip")
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hashedTransfer(t, l.h1, l.h2, avH2+":7100", 2)
+	time.Sleep(200 * time.Millisecond)
+	dump.Signal(syscall.SIGINT)
+	dump.Wait(10 * time.Second)
+	firstClear, firstESP, clearAfter := switchover(t, pcap)
+	if firstClear.IsZero() || firstESP.IsZero() {
+		t.Fatalf("the capture lacks the clear start (%v) or ESP (%v)", firstClear, firstESP)
+	}
+	t.Logf("first clear packet to first ESP packet: %v; clear packets after the switch: %d", firstESP.Sub(firstClear), clearAfter)
+	if clearAfter > 10 {
+		t.Errorf("%d clear packets of the connection after ESP started", clearAfter)
+	}
+	// Ping goes through the SA now.
+	l.h1.Run("ping", "-c", "2", "-W", "2", avH2)
+	st := oevpnStatus(t, l.cfgG1)
+	if len(st.IKESAs) == 0 || len(st.IKESAs[0].Children) == 0 {
+		t.Fatalf("G1 has no Child SA: %+v", st)
+	}
+	if c := st.IKESAs[0].Children[0]; c.Local != "["+avH1+"]" || c.Remote != "["+avH2+"]" {
+		t.Errorf("the Child SA is not for exactly the two hosts: %s === %s", c.Local, c.Remote)
+	}
+	// Both trust stores know the other gateway, unverified, with its
+	// contact details and a shared secret.
+	out, err := exec.Command(oevpnBinary(t), "peers", "-c", l.cfgG1).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unverified") || !strings.Contains(string(out), "g2.autovpn.test") ||
+		!strings.Contains(string(out), "g2 of the AutoVPN lab") || !strings.Contains(string(out), "yes") {
+		t.Errorf("oevpn peers on G1 (%v):\n%s", err, out)
+	}
+	waitUntil(t, 5*time.Second, "G2's store to hold G1 with a shared secret", func() bool {
+		out, _ := exec.Command(oevpnBinary(t), "peers", "-c", l.cfgG2, "--json").CombinedOutput()
+		return strings.Contains(string(out), "g1.autovpn.test") && strings.Contains(string(out), `"shared_secret":true`)
+	})
+	l.stop(t)
+}
+
+var _ = slices.Sort[[]int]

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/oevpn/oevpn/policy"
+)
+
+// PeerInfo is one AutoVPN peer as GET /autovpn/peers returns it. The
+// contact details are the peer's own words: plain text, never markup.
+type PeerInfo struct {
+	Fingerprint  string    `json:"fingerprint"`
+	DN           string    `json:"dn"`
+	State        string    `json:"state"`
+	Contact      string    `json:"contact"`
+	FirstSeen    time.Time `json:"first_seen"`
+	LastSeen     time.Time `json:"last_seen"`
+	SharedSecret bool      `json:"shared_secret"`
+}
+
+func peerInfo(p policy.Peer) PeerInfo {
+	return PeerInfo{Fingerprint: p.Fingerprint, DN: p.DN, State: string(p.State), Contact: p.Contact,
+		FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, SharedSecret: len(p.SharedSecret) > 0}
+}
+
+// handleTrustStore serves the AutoVPN trust store on the control socket.
+func (ep *endpoint) handleTrustStore(mux *http.ServeMux) {
+	mux.HandleFunc("GET /autovpn/peers", func(w http.ResponseWriter, r *http.Request) {
+		if ep.trust == nil {
+			http.Error(w, "AutoVPN is not configured", http.StatusNotFound)
+			return
+		}
+		out := []PeerInfo{}
+		for _, p := range ep.trust.Peers() {
+			out = append(out, peerInfo(p))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST /autovpn/peers/{key}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		if ep.trust == nil {
+			http.Error(w, "AutoVPN is not configured", http.StatusNotFound)
+			return
+		}
+		p, err := trustAction(ep.trust, r.PathValue("action"), r.PathValue("key"))
+		if err != nil {
+			status := http.StatusBadRequest
+			if errors.Is(err, policy.ErrNoPeer) {
+				status = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(p)
+	})
+}
+
+// trustAction applies trust, untrust or forget to the peer key names.
+func trustAction(s *policy.TrustStore, action, key string) (*PeerInfo, error) {
+	switch action {
+	case "trust", "untrust":
+		st := policy.Trusted
+		if action == "untrust" {
+			st = policy.Untrusted
+		}
+		p, err := s.SetState(key, st)
+		if err != nil {
+			return nil, err
+		}
+		info := peerInfo(*p)
+		return &info, nil
+	case "forget":
+		return nil, s.Forget(key)
+	}
+	return nil, fmt.Errorf("unknown action %q", action)
+}
+
+// storeFlags adds -store, to work on a trust-store file directly while
+// oevpn is not running.
+func trustCommand(name string, nargs int, usage string, args []string, stderr io.Writer) (sock, store string, asJSON bool, rest []string, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sockFn := socketFlags(fs)
+	st := fs.String("store", "", "work on this trust-store `file` directly (oevpn must not be running on it)")
+	j := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return "", "", false, nil, err
+	}
+	if fs.NArg() != nargs {
+		return "", "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE | -store FILE] %s", errUsage, name, usage)
+	}
+	return sockFn(), *st, *j, fs.Args(), nil
+}
+
+func cmdPeers(args []string, stdout, stderr io.Writer) error {
+	sock, store, asJSON, _, err := trustCommand("peers", 0, "", args, stderr)
+	if err != nil {
+		return err
+	}
+	var peers []PeerInfo
+	if store != "" {
+		s, err := policy.OpenTrustStore(store)
+		if err != nil {
+			return err
+		}
+		for _, p := range s.Peers() {
+			peers = append(peers, peerInfo(p))
+		}
+	} else if err := controlGet(sock, "/autovpn/peers", &peers); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(peers)
+	}
+	if len(peers) == 0 {
+		fmt.Fprintln(stdout, "no AutoVPN peers known")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FINGERPRINT\tSTATE\tSHARED SECRET\tLAST SEEN\tDN")
+	for _, p := range peers {
+		secret := "no"
+		if p.SharedSecret {
+			secret = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Fingerprint[:16], p.State, secret, p.LastSeen.Format(time.RFC3339), p.DN)
+	}
+	tw.Flush()
+	for _, p := range peers {
+		if p.Contact != "" {
+			// Plain text, one line: no control characters reach the terminal.
+			fmt.Fprintf(stdout, "%s contact: %s\n", p.Fingerprint[:16], strings.Map(printable, p.Contact))
+		}
+	}
+	return nil
+}
+
+// printable replaces control characters, so that a peer's contact details
+// cannot drive the terminal.
+func printable(r rune) rune {
+	if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+		return '?'
+	}
+	return r
+}
+
+// cmdTrust returns the command that applies action to one peer.
+func cmdTrust(action string) func(args []string, stdout, stderr io.Writer) error {
+	return func(args []string, stdout, stderr io.Writer) error {
+		sock, store, asJSON, rest, err := trustCommand(action, 1, "FINGERPRINT|DN", args, stderr)
+		if err != nil {
+			return err
+		}
+		var info *PeerInfo
+		if store != "" {
+			s, err := policy.OpenTrustStore(store)
+			if err != nil {
+				return err
+			}
+			if info, err = trustAction(s, action, rest[0]); err != nil {
+				return err
+			}
+		} else {
+			resp, err := controlClient(sock).Post("http://oevpn/autovpn/peers/"+url.PathEscape(rest[0])+"/"+action, "application/json", nil)
+			if err != nil {
+				return fmt.Errorf("is oevpn running? %w", err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return errors.New(strings.TrimSpace(string(b)))
+			}
+			json.Unmarshal(b, &info)
+		}
+		if asJSON {
+			return json.NewEncoder(stdout).Encode(info)
+		}
+		if info == nil {
+			fmt.Fprintf(stdout, "%s: forgotten\n", rest[0])
+			return nil
+		}
+		fmt.Fprintf(stdout, "%s %s: %s\n", info.Fingerprint[:16], info.DN, info.State)
+		return nil
+	}
+}

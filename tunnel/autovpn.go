@@ -1,0 +1,426 @@
+package tunnel
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oevpn/oevpn/ike"
+	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/policy"
+	"github.com/oevpn/oevpn/probe"
+)
+
+// AutoVPNConfig configures AutoVPN (draft-sheffer-autovpn).
+type AutoVPNConfig struct {
+	// Protected are the hosts this gateway stands in front of (gateway
+	// mode), or this host's own addresses (host mode).
+	Protected []netip.Prefix
+	// Cert and Signer are our (usually self-signed) certificate and key.
+	Cert   *x509.Certificate
+	Signer ike.Credential
+	// Contact is sent as Contact Details.
+	Contact string
+	// Store is the trust store of peer certificates.
+	Store *policy.TrustStore
+	// SharedSecret asks each new peer for an AutoVPN shared secret.
+	SharedSecret bool
+	// Fallback is what traffic to a peer host gets when no SA can be had,
+	// by the trust state of the peer gateway ("" for unknown): clear or
+	// drop (§9.4). Unlisted states fall back to clear.
+	Fallback map[policy.TrustState]Verdict
+	// Mark is the fwmark of our own sockets.
+	Mark uint32
+	// Probe tunes the probe exchange (tests); Sender is set by the engine.
+	Probe  probe.Config
+	Logger *slog.Logger
+}
+
+// Flow-table bounds.
+const (
+	maxFlows = 1 << 16
+	flowIdle = 2 * time.Minute
+)
+
+// flowKey is a connection as seen from our protected host.
+type flowKey struct {
+	proto         uint8
+	local, remote netip.Addr
+	lport, rport  uint16
+}
+
+type flowState struct {
+	inboundFirst bool // the peer host opened it
+	last         time.Time
+}
+
+// AutoVPN runs the AutoVPN probe handshake and its IKE SAs on an engine:
+// as G2 it probes the peers of replies its protected hosts send, as G1 it
+// answers probes for its hosts and then initiates IKE; both sides
+// authenticate with certificates kept in the trust store.
+type AutoVPN struct {
+	cfg  AutoVPNConfig
+	eng  *Engine
+	log  *slog.Logger
+	gw   *probe.Gateway
+	ike  *ike.Daemon
+	icmp *icmpSocket
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex
+	flows map[flowKey]*flowState
+	// hints maps a gateway's address to the DN last authenticated there:
+	// only to choose the shared secret to authenticate with first, never
+	// to decide trust (peers are found by DN, §9.1).
+	hints map[netip.Addr]string
+
+	probesSent, intercepted atomic.Uint64
+}
+
+// NewAutoVPN prepares AutoVPN on eng; Start hooks it up.
+func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
+	if cfg.Store == nil || cfg.Cert == nil {
+		return nil, errors.New("tunnel: AutoVPN needs a certificate and a trust store")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	icmp, err := newICMPSocket(cfg.Mark)
+	if err != nil {
+		return nil, err
+	}
+	a := &AutoVPN{cfg: cfg, eng: eng, log: cfg.Logger, icmp: icmp, stop: make(chan struct{}),
+		flows: map[flowKey]*flowState{}, hints: map[netip.Addr]string{}}
+	pc := cfg.Probe
+	pc.Sender = a
+	pc.Live = a.live
+	pc.OnComplete = a.onProbeComplete
+	pc.Logger = cfg.Logger
+	a.gw = probe.NewGateway(pc)
+	return a, nil
+}
+
+// Start runs AutoVPN with the IKE daemon, whose Config.Responder must
+// hand AutoVPN nonces to Responder.
+func (a *AutoVPN) Start(d *ike.Daemon) {
+	a.ike = d
+	a.eng.autovpn.Store(a)
+	a.eng.SetProbeHandler(func(msg []byte, from netip.AddrPort, to netip.Addr) { a.gw.HandleUDP(msg, from, to) })
+	a.wg.Add(1)
+	go a.routineICMP()
+}
+
+// Close stops AutoVPN.
+func (a *AutoVPN) Close() {
+	a.eng.autovpn.CompareAndSwap(a, nil)
+	close(a.stop)
+	a.wg.Wait()
+	a.icmp.close()
+	a.gw.Close()
+}
+
+// SendICMP implements probe.Sender.
+func (a *AutoVPN) SendICMP(dst netip.Addr, icmp []byte) error {
+	a.probesSent.Add(1)
+	return a.icmp.send(dst, icmp)
+}
+
+// SendUDP implements probe.Sender: from the NAT-T port.
+func (a *AutoVPN) SendUDP(dst netip.AddrPort, msg []byte) error {
+	a.probesSent.Add(1)
+	return a.eng.sendNATT(msg, dst)
+}
+
+// routineICMP hands probe messages addressed to this host to the probe
+// gateway (Probe Complete, and Probe Request in host mode).
+func (a *AutoVPN) routineICMP() {
+	defer a.wg.Done()
+	buf := make([]byte, 65535)
+	for {
+		select {
+		case <-a.stop:
+			return
+		default:
+		}
+		src, dst, icmp, err := a.icmp.receive(buf)
+		if err != nil || len(icmp) < 2 || icmp[0] != 12 {
+			continue
+		}
+		a.gw.HandleICMP(icmp, src, dst)
+	}
+}
+
+func (a *AutoVPN) protected(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range a.cfg.Protected {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// covers reports whether a packet without an SA is AutoVPN's: between a
+// protected host and another.
+func (a *AutoVPN) covers(p *ipview.Packet) bool {
+	return a.protected(p.Src) != a.protected(p.Dst)
+}
+
+// outbound handles a packet between a protected host and a peer host that
+// no SA carries: probes addressed to our hosts are intercepted; the rest
+// is noted in the flow table and forwarded in the clear (or dropped, by
+// the fallback verdict), and a reply of our host starts a probe.
+func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
+	now := time.Now()
+	if a.protected(p.Dst) {
+		if a.intercept(p, pkt) {
+			a.intercepted.Add(1)
+			return
+		}
+		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, now)
+		a.eng.emit(VerdictClear, pkt)
+		return
+	}
+	reply := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, now)
+	if p.Proto == ipview.ProtoTCP && len(pkt) >= ipHeaderLen(pkt)+14 && pkt[ipHeaderLen(pkt)+13]&0x12 == 0x12 {
+		reply = true // SYN+ACK: our host answers a connection
+	}
+	v, _, decided := a.eng.VerdictFor(p.Dst)
+	if reply && !decided {
+		if err := a.gw.Probe(pkt); err == nil {
+			a.log.Info("AutoVPN: clear reply from a protected host; probing the peer", "host", p.Src, "peer", p.Dst)
+		}
+	}
+	if decided && v == VerdictDrop {
+		a.eng.emit(VerdictDrop, pkt)
+		return
+	}
+	a.eng.emit(VerdictClear, pkt)
+}
+
+func ipHeaderLen(pkt []byte) int {
+	if pkt[0]>>4 == 4 {
+		return int(pkt[0]&0x0f) * 4
+	}
+	return 40
+}
+
+// intercept takes probe messages addressed to our hosts (gateway mode:
+// they pass through us): ICMP Parameter Problem with our objects, and UDP
+// to port 4500 behind the preamble.
+func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
+	hl := ipHeaderLen(pkt)
+	switch {
+	case p.Proto == ipview.ProtoICMP && len(pkt) > hl+1 && pkt[hl] == 12:
+		return a.gw.HandleICMP(pkt[hl:p.Len], p.Src, p.Dst)
+	case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.Len >= hl+8+probe.PreambleLen:
+		msg := pkt[hl+8 : p.Len]
+		if [16]byte(msg[:probe.PreambleLen]) == probe.Preamble {
+			a.gw.HandleUDP(msg, netip.AddrPortFrom(p.Src, p.SrcPort), p.Dst)
+			return true
+		}
+	}
+	return false
+}
+
+// noteFlow records a packet of a flow and reports whether the flow was
+// opened by the peer host.
+func (a *AutoVPN) noteFlow(k flowKey, inbound bool, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.flows[k]
+	if f == nil || now.Sub(f.last) > flowIdle {
+		if len(a.flows) >= maxFlows {
+			for fk, fs := range a.flows {
+				if now.Sub(fs.last) > flowIdle || len(a.flows) >= maxFlows {
+					delete(a.flows, fk)
+				}
+				if len(a.flows) < maxFlows*3/4 {
+					break
+				}
+			}
+		}
+		f = &flowState{inboundFirst: inbound}
+		a.flows[k] = f
+	}
+	f.last = now
+	return f.inboundFirst
+}
+
+// live, as G1, checks that a probe's fragment (a packet from the peer
+// host to our host) belongs to a connection our host opened recently.
+func (a *AutoVPN) live(f probe.Flow) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fs := a.flows[flowKey{f.Proto, f.Dst, f.Src, f.DstPort, f.SrcPort}]
+	return fs != nil && !fs.inboundFirst && time.Since(fs.last) < flowIdle
+}
+
+// dnOf returns the printable DN of an identity (DER_ASN1_DN), or its
+// string.
+func dnOf(id ike.Identity) string {
+	if id.Type == ike.IDDERASN1D {
+		var rdn pkix.RDNSequence
+		if rest, err := asn1.Unmarshal(id.Data, &rdn); err == nil && len(rest) == 0 {
+			var n pkix.Name
+			n.FillFromRDNSequence(&rdn)
+			return n.String()
+		}
+	}
+	return id.String()
+}
+
+// peerAuth is how AutoVPN peers authenticate: a certificate decided by
+// the trust store, or the shared secret kept for the peer's DN.
+func (a *AutoVPN) peerAuth() ike.PeerAuth {
+	return ike.PeerAuth{
+		LeapOfFaith: func(c *x509.Certificate) error {
+			_, err := a.cfg.Store.Check(c, time.Now())
+			return err
+		},
+		SharedSecret: func(id ike.Identity) []byte {
+			if p, ok := a.cfg.Store.ByDN(dnOf(id)); ok && p.State != policy.Untrusted {
+				return p.SharedSecret
+			}
+			return nil
+		},
+	}
+}
+
+// credential is our credential towards a gateway: the shared secret of
+// the DN last seen there, if any, else our certificate.
+func (a *AutoVPN) credential(gateway netip.Addr) ike.Credential {
+	c := a.cfg.Signer
+	a.mu.Lock()
+	dn := a.hints[gateway]
+	a.mu.Unlock()
+	if p, ok := a.cfg.Store.ByDN(dn); ok && len(p.SharedSecret) > 0 && p.State != policy.Untrusted {
+		c.PSK = p.SharedSecret
+	}
+	return c
+}
+
+func single(a netip.Addr) policy.Selectors {
+	return policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(a, a.BitLen()))}
+}
+
+// onProbeComplete, as G1: the probe completed; initiate IKE carrying its
+// Nonce-R, for exactly the two hosts.
+func (a *AutoVPN) onProbeComplete(c probe.Completed) {
+	name := fmt.Sprintf("av-out-%s-%s", c.Gateway, c.Remote)
+	pc := &ike.PeerConfig{Name: name, Addr: c.Gateway, Auth: a.credential(c.Gateway), PeerAuth: a.peerAuth(),
+		AutoVPNNonce: c.NonceR, LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
+		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished, RetransmitBase: 250 * time.Millisecond, RetransmitTries: 4}
+	a.wg.Add(1)
+	go func() { // not on the caller's goroutine: AddPeer waits for the daemon
+		defer a.wg.Done()
+		if err := a.ike.AddPeer(pc); err != nil && !errors.Is(err, ike.ErrPeerExists) {
+			a.log.Warn("AutoVPN: starting IKE", "gateway", c.Gateway, "err", err)
+			return
+		}
+		a.log.Info("AutoVPN: probe complete; initiating IKE", "gateway", c.Gateway, "local", c.Local, "remote", c.Remote, "nat", c.NAT)
+	}()
+}
+
+// Responder, as G2, answers an IKE_SA_INIT that carries an AutoVPN nonce:
+// only for a probe completed with that gateway, and only for the two
+// hosts of that probe.
+func (a *AutoVPN) Responder(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
+	c, ok := a.gw.Accept(nonce, from.Addr())
+	if !ok {
+		a.log.Info("AutoVPN: IKE_SA_INIT with an unknown AutoVPN nonce refused", "from", from)
+		return nil
+	}
+	return &ike.PeerConfig{Name: fmt.Sprintf("av-in-%s-%s", c.Gateway, c.Remote), Addr: from.Addr(), Auth: a.credential(from.Addr()),
+		PeerAuth: a.peerAuth(), LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
+		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished}
+}
+
+// onEstablished records a successful exchange in the trust store: the
+// certificate (unknown → unverified), contact details, a new shared
+// secret, or a certificate rolled under the shared secret.
+func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
+	if i.Cert == nil {
+		return
+	}
+	dn := i.Cert.Subject.String()
+	a.mu.Lock()
+	a.hints[i.Remote.Addr()] = dn
+	a.mu.Unlock()
+	now := time.Now()
+	// The store writes its file: not on the daemon's goroutine.
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if i.BySharedSecret {
+			if p, ok := a.cfg.Store.ByDN(dn); ok && p.Fingerprint != policy.Fingerprint(i.Cert.Raw) {
+				if err := a.cfg.Store.RollCertificate(i.Cert, now); err == nil {
+					a.log.Info("AutoVPN: peer rolled its certificate (authenticated by the shared secret)", "dn", dn)
+				}
+			}
+		}
+		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, now)
+		if err != nil {
+			a.log.Warn("AutoVPN: trust store", "dn", dn, "err", err)
+			return
+		}
+		if len(i.SharedSecret) > 0 && len(p.SharedSecret) == 0 {
+			if err := a.cfg.Store.SetSharedSecret(dn, i.SharedSecret); err == nil {
+				a.log.Info("AutoVPN: shared secret made with the peer", "dn", dn)
+			}
+		}
+		a.log.Info("AutoVPN: peer authenticated", "dn", dn, "state", p.State, "fingerprint", p.Fingerprint[:16],
+			"contact", strings.TrimSpace(i.Contact))
+	}()
+}
+
+// OnChange is to be called from the IKE daemon's OnChange: a failed
+// AutoVPN negotiation sets the fallback verdict for the peer host.
+func (a *AutoVPN) OnChange(peer string, up bool, err error) {
+	if up || err == nil || !strings.HasPrefix(peer, "av-out-") {
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(peer, "av-out-"), "-")
+	if len(parts) != 2 {
+		return
+	}
+	gw, err1 := netip.ParseAddr(parts[0])
+	host, err2 := netip.ParseAddr(parts[1])
+	if err1 != nil || err2 != nil {
+		return
+	}
+	state := policy.TrustState("")
+	a.mu.Lock()
+	dn := a.hints[gw]
+	a.mu.Unlock()
+	if p, ok := a.cfg.Store.ByDN(dn); ok {
+		state = p.State
+	}
+	v, ok := a.cfg.Fallback[state]
+	if !ok {
+		v = VerdictClear
+	}
+	a.log.Info("AutoVPN: no SA with the peer; falling back", "peer", host, "gateway", gw, "trust", state, "verdict", v, "err", err)
+	a.eng.Decide(host, v, time.Now().Add(time.Hour))
+}
+
+// Stats are AutoVPN's counters.
+type AutoVPNStats struct {
+	Probe       probe.Stats
+	Intercepted uint64
+}
+
+// Stats returns the counters.
+func (a *AutoVPN) Stats() AutoVPNStats {
+	return AutoVPNStats{Probe: a.gw.Stats(), Intercepted: a.intercepted.Load()}
+}

@@ -1439,8 +1439,15 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	readAutoVPN(sa, m)
 	id := ourID(p).payload(false)
 	cred := &p.Auth
-	if sa.bySecret {
-		cred = &Credential{PSK: sa.authSecret} // answer with the secret the peer used
+	switch {
+	case sa.bySecret:
+		cred = &Credential{PSK: sa.authSecret, Cert: p.Auth.Cert} // answer with the secret the peer used
+	case p.PeerAuth.SharedSecret != nil:
+		// AutoVPN: a shared secret with this peer is used in preference
+		// to our certificate (§9.2), so that we may roll ours.
+		if secret := p.PeerAuth.SharedSecret(peerID); secret != nil {
+			cred = &Credential{PSK: secret, Cert: p.Auth.Cert}
+		}
 	}
 	ourAuth, err := makeAuth(sa.prf, cred, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, id))
 	if err != nil {

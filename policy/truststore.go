@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -57,6 +58,9 @@ type Peer struct {
 	SharedSecret []byte
 	Contact      string // the peer's Contact Details, plain text
 	Cert         []byte // DER
+	// LastAddr is the address the peer was last authenticated at: only a
+	// hint of which shared secret to try first, never a reason to trust.
+	LastAddr netip.Addr
 }
 
 // Errors of the trust store.
@@ -125,7 +129,7 @@ func OpenTrustStore(path string) (*TrustStore, error) {
 }
 
 // header starts the file.
-const storeHeader = "# oevpn AutoVPN trust store: state fingerprint first-seen last-seen shared-secret certificate DN contact\n"
+const storeHeader = "# oevpn AutoVPN trust store: state fingerprint first-seen last-seen shared-secret certificate DN contact [last-address]\n"
 
 // ParseTrustStore reads the file format; name is used in errors, which
 // give the line.
@@ -206,8 +210,10 @@ func parsePeer(line string) (*Peer, error) {
 		return nil, errors.New("contact: want a quoted string")
 	}
 	p.Contact, _ = strconv.Unquote(cQ)
-	if strings.TrimSpace(rest[len(cQ):]) != "" {
-		return nil, errors.New("text after the contact")
+	if tail := strings.TrimSpace(rest[len(cQ):]); tail != "" {
+		if p.LastAddr, err = netip.ParseAddr(tail); err != nil {
+			return nil, fmt.Errorf("last address %q: %v", tail, err)
+		}
 	}
 	if p.DN != cert.Subject.String() {
 		return nil, fmt.Errorf("DN %q is not the certificate's subject %q", p.DN, cert.Subject.String())
@@ -220,8 +226,12 @@ func (p *Peer) line() string {
 	if len(p.SharedSecret) > 0 {
 		secret = hex.EncodeToString(p.SharedSecret)
 	}
-	return fmt.Sprintf("%s %s %s %s %s %s %s %s\n", p.State, p.Fingerprint, p.FirstSeen.UTC().Format(time.RFC3339),
-		p.LastSeen.UTC().Format(time.RFC3339), secret, base64.StdEncoding.EncodeToString(p.Cert), strconv.Quote(p.DN), strconv.Quote(p.Contact))
+	addr := ""
+	if p.LastAddr.IsValid() {
+		addr = " " + p.LastAddr.String()
+	}
+	return fmt.Sprintf("%s %s %s %s %s %s %s %s%s\n", p.State, p.Fingerprint, p.FirstSeen.UTC().Format(time.RFC3339),
+		p.LastSeen.UTC().Format(time.RFC3339), secret, base64.StdEncoding.EncodeToString(p.Cert), strconv.Quote(p.DN), strconv.Quote(p.Contact), addr)
 }
 
 // saveLocked writes the store: a temporary file in the same directory,
@@ -304,7 +314,7 @@ func (s *TrustStore) Check(cert *x509.Certificate, now time.Time) (*Peer, error)
 // Seen records a successful IKE exchange with the certificate: an unknown
 // one becomes unverified (Figure 6); the contact details and last-seen
 // time are updated. The store is written before Seen returns.
-func (s *TrustStore) Seen(cert *x509.Certificate, contact string, now time.Time) (*Peer, error) {
+func (s *TrustStore) Seen(cert *x509.Certificate, contact string, addr netip.Addr, now time.Time) (*Peer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dn := cert.Subject.String()
@@ -320,6 +330,9 @@ func (s *TrustStore) Seen(cert *x509.Certificate, contact string, now time.Time)
 		return nil, fmt.Errorf("%w: %s", ErrUntrusted, dn)
 	}
 	p.LastSeen = now
+	if addr.IsValid() {
+		p.LastAddr = addr
+	}
 	if contact != "" {
 		p.Contact = contact
 	}
@@ -386,6 +399,23 @@ func (s *TrustStore) SetSharedSecret(dn string, secret []byte) error {
 	}
 	p.SharedSecret = bytes.Clone(secret)
 	return s.saveLocked()
+}
+
+// ByAddr returns the entry last authenticated at addr: a hint only.
+func (s *TrustStore) ByAddr(addr netip.Addr) (*Peer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var best *Peer
+	for _, p := range s.peers {
+		if p.LastAddr == addr && (best == nil || p.LastSeen.After(best.LastSeen)) {
+			best = p
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	c := *best
+	return &c, true
 }
 
 // ByDN returns the entry of a DN, if it is known.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +45,7 @@ func TestTrustStoreStates(t *testing.T) {
 	if p, err := s.Check(g2, now); p != nil || err != nil {
 		t.Fatalf("unknown: %v %v", p, err)
 	}
-	p, err := s.Seen(g2, "operated by Example; call 555-1212", now)
+	p, err := s.Seen(g2, "operated by Example; call 555-1212", netip.Addr{}, now)
 	if err != nil || p.State != Unverified || p.DN != g2.Subject.String() {
 		t.Fatalf("seen: %+v %v", p, err)
 	}
@@ -56,7 +57,7 @@ func TestTrustStoreStates(t *testing.T) {
 	if _, err := s.Check(impostor, now); !errors.Is(err, ErrConflict) {
 		t.Fatalf("conflict: %v", err)
 	}
-	if _, err := s.Seen(impostor, "", now); !errors.Is(err, ErrConflict) {
+	if _, err := s.Seen(impostor, "", netip.Addr{}, now); !errors.Is(err, ErrConflict) {
 		t.Fatalf("conflict on seen: %v", err)
 	}
 	// Manual marking, by fingerprint prefix.
@@ -66,7 +67,7 @@ func TestTrustStoreStates(t *testing.T) {
 	if _, err := s.Check(g2, now); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("untrusted: %v", err)
 	}
-	if _, err := s.Seen(g2, "", now); !errors.Is(err, ErrUntrusted) {
+	if _, err := s.Seen(g2, "", netip.Addr{}, now); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("untrusted seen: %v", err)
 	}
 	if p, err := s.SetState(g2.Subject.String(), Trusted); err != nil || p.State != Trusted {
@@ -103,8 +104,8 @@ func TestTrustStoreExpiryAndSecret(t *testing.T) {
 	s.UnverifiedTTL = 8 * 24 * time.Hour
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	a, b := selfSigned(t, "a.example"), selfSigned(t, "b.example")
-	s.Seen(a, "", now)
-	s.Seen(b, "", now)
+	s.Seen(a, "", netip.Addr{}, now)
+	s.Seen(b, "", netip.Addr{}, now)
 	if err := s.SetSharedSecret(b.Subject.String(), make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +252,7 @@ func trustWriter(path string) {
 			NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
 		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 		c, _ := x509.ParseCertificate(der)
-		if _, err := s.Seen(c, "writer", time.Now()); err != nil {
+		if _, err := s.Seen(c, "writer", netip.Addr{}, time.Now()); err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}

@@ -79,10 +79,6 @@ type AutoVPN struct {
 
 	mu    sync.Mutex
 	flows map[flowKey]*flowState
-	// hints maps a gateway's address to the DN last authenticated there:
-	// only to choose the shared secret to authenticate with first, never
-	// to decide trust (peers are found by DN, §9.1).
-	hints map[netip.Addr]string
 
 	probesSent, intercepted atomic.Uint64
 }
@@ -100,7 +96,7 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 		return nil, err
 	}
 	a := &AutoVPN{cfg: cfg, eng: eng, log: cfg.Logger, icmp: icmp, stop: make(chan struct{}),
-		flows: map[flowKey]*flowState{}, hints: map[netip.Addr]string{}}
+		flows: map[flowKey]*flowState{}}
 	pc := cfg.Probe
 	pc.Sender = a
 	pc.Live = a.live
@@ -298,13 +294,11 @@ func (a *AutoVPN) peerAuth() ike.PeerAuth {
 }
 
 // credential is our credential towards a gateway: the shared secret of
-// the DN last seen there, if any, else our certificate.
+// the peer last authenticated at that address, if any (a hint: the peer
+// must still prove the secret), else our certificate.
 func (a *AutoVPN) credential(gateway netip.Addr) ike.Credential {
 	c := a.cfg.Signer
-	a.mu.Lock()
-	dn := a.hints[gateway]
-	a.mu.Unlock()
-	if p, ok := a.cfg.Store.ByDN(dn); ok && len(p.SharedSecret) > 0 && p.State != policy.Untrusted {
+	if p, ok := a.cfg.Store.ByAddr(gateway.Unmap()); ok && len(p.SharedSecret) > 0 && p.State != policy.Untrusted {
 		c.PSK = p.SharedSecret
 	}
 	return c
@@ -341,7 +335,7 @@ func (a *AutoVPN) Responder(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
 		a.log.Info("AutoVPN: IKE_SA_INIT with an unknown AutoVPN nonce refused", "from", from)
 		return nil
 	}
-	return &ike.PeerConfig{Name: fmt.Sprintf("av-in-%s-%s", c.Gateway, c.Remote), Addr: from.Addr(), Auth: a.credential(from.Addr()),
+	return &ike.PeerConfig{Name: fmt.Sprintf("av-in-%s-%s", c.Gateway, c.Remote), Addr: from.Addr(), Auth: a.cfg.Signer,
 		PeerAuth: a.peerAuth(), LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
 		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished}
 }
@@ -354,9 +348,6 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 		return
 	}
 	dn := i.Cert.Subject.String()
-	a.mu.Lock()
-	a.hints[i.Remote.Addr()] = dn
-	a.mu.Unlock()
 	now := time.Now()
 	// The store writes its file: not on the daemon's goroutine.
 	a.wg.Add(1)
@@ -369,7 +360,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 				}
 			}
 		}
-		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, now)
+		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), now)
 		if err != nil {
 			a.log.Warn("AutoVPN: trust store", "dn", dn, "err", err)
 			return
@@ -400,10 +391,7 @@ func (a *AutoVPN) OnChange(peer string, up bool, err error) {
 		return
 	}
 	state := policy.TrustState("")
-	a.mu.Lock()
-	dn := a.hints[gw]
-	a.mu.Unlock()
-	if p, ok := a.cfg.Store.ByDN(dn); ok {
+	if p, ok := a.cfg.Store.ByAddr(gw); ok {
 		state = p.State
 	}
 	v, ok := a.cfg.Fallback[state]

@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -253,4 +254,76 @@ func TestLabAutoVPNSwitchTime(t *testing.T) {
 	}
 	slices.Sort(times)
 	t.Logf("first clear packet to first ESP packet, 20 runs: median %v, min %v, max %v", times[10], times[0], times[19])
+}
+
+// TestLabAutoVPNTrust: G1 learns G2 by leap of faith; after G1 marks it
+// untrusted, G2's certificate is refused whoever initiates and (fallback
+// untrusted = drop) H1's traffic to H2 is dropped. Trusted again, G2 then
+// rolls its certificate (same DN, new key): the shared secret still
+// authenticates it, and G1's store takes the new certificate.
+func TestLabAutoVPNTrust(t *testing.T) {
+	l := newAVLab(t)
+	l.start(t)
+	hashedTransfer(t, l.h1, l.h2, avH2+":7300", 0.3)
+	var peers []PeerInfo
+	waitUntil(t, 5*time.Second, "G1 to store G2 with a shared secret", func() bool {
+		out, _ := exec.Command(oevpnBinary(t), "peers", "-c", l.cfgG1, "--json").Output()
+		peers = nil
+		json.Unmarshal(out, &peers)
+		return len(peers) == 1 && peers[0].SharedSecret
+	})
+	fp := peers[0].Fingerprint
+	if out, err := exec.Command(oevpnBinary(t), "untrust", "-c", l.cfgG1, fp[:12]).CombinedOutput(); err != nil || !strings.Contains(string(out), "untrusted") {
+		t.Fatalf("oevpn untrust: %v\n%s", err, out)
+	}
+	l.stop(t)
+
+	// Untrusted: refused, and H1's traffic to H2 dropped after the refusal.
+	l.procG1, l.cfgG1 = l.startGateway(t, l.g1, "g1", "10.1.0.0/24", "[autovpn.fallback]\nuntrusted = \"drop\"")
+	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", "10.2.0.0/24", "")
+	stop := l.captureWAN(t)
+	self, _ := os.Executable()
+	l.h2.Start("env", "OEVPN_LAB_HELPER=accept "+avH2+":7301", self)
+	time.Sleep(200 * time.Millisecond)
+	l.h1.Try("env", "OEVPN_LAB_HELPER=connect "+avH2+":7301", self)
+	if err := l.procG1.WaitFor("untrusted", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.procG1.WaitFor("falling back", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.h1.Try("ping", "-c", "2", "-W", "1", avH2); err == nil {
+		t.Errorf("traffic to the untrusted peer's host got through:\n%s", out)
+	}
+	if _, esp, _ := switchover(t, stop()); !esp.IsZero() {
+		t.Error("ESP with an untrusted peer")
+	}
+	if out, err := exec.Command(oevpnBinary(t), "trust", "-c", l.cfgG1, fp).CombinedOutput(); err != nil || !strings.Contains(string(out), "trusted") {
+		t.Fatalf("oevpn trust: %v\n%s", err, out)
+	}
+	l.stop(t)
+
+	// G2 rolls its certificate: same DN, new key.
+	os.Remove(filepath.Join(l.dir, "g2.key"))
+	os.Remove(filepath.Join(l.dir, "g2.crt"))
+	if out, err := exec.Command(oevpnBinary(t), "keygen", "-t", "ecdsa", "-o", filepath.Join(l.dir, "g2.key"),
+		"-cert", "CN=g2.autovpn.test, O=AutoVPN lab", "-cert-out", filepath.Join(l.dir, "g2.crt")).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	l.start(t)
+	stop = l.captureWAN(t)
+	hashedTransfer(t, l.h1, l.h2, avH2+":7302", 0.3)
+	if _, esp, _ := switchover(t, stop()); esp.IsZero() {
+		t.Error("no ESP after the certificate roll")
+	}
+	waitUntil(t, 5*time.Second, "G1 to take G2's new certificate", func() bool {
+		out, _ := exec.Command(oevpnBinary(t), "peers", "-c", l.cfgG1, "--json").Output()
+		peers = nil
+		json.Unmarshal(out, &peers)
+		return len(peers) == 1 && peers[0].Fingerprint != fp && peers[0].State == "trusted"
+	})
+	if !strings.Contains(l.procG1.Output(), "rolled its certificate") {
+		t.Error("G1 did not log the roll")
+	}
+	l.stop(t)
 }

@@ -391,7 +391,9 @@ func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 		return
 	}
 	f, _ := FlowOf(s.frag)
-	if !g.cfg.Nonces.Valid(m.NonceR, s.peer, s.frag) || f.Src != dst {
+	// The response must be addressed to our host (the reply's sender);
+	// dst is unknown when it reached our own socket (host mode).
+	if !g.cfg.Nonces.Valid(m.NonceR, s.peer, s.frag) || dst.IsValid() && f.Src != dst.Unmap() {
 		g.dropLocked("probe response with an invalid Nonce-R", from.Addr())
 		return
 	}

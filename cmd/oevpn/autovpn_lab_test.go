@@ -327,3 +327,85 @@ func TestLabAutoVPNTrust(t *testing.T) {
 	}
 	l.stop(t)
 }
+
+// TestLabAutoVPNHostMode: the gateways are the hosts themselves (H1 = G1,
+// H2 = G2, host mode, their own addresses protected). Then H1 runs no
+// oevpn: an innocent receiver of G2's probes, whose connection is
+// unaffected, and which G2 probes three times at most.
+func TestLabAutoVPNHostMode(t *testing.T) {
+	lab.Require(t, "tcpdump", "ping")
+	l := &avLab{g1: lab.NewNetns(t), g2: lab.NewNetns(t), dir: t.TempDir()}
+	l.h1, l.h2 = l.g1, l.g2
+	l.wanG1, l.wanG2 = lab.Veth(t, l.g1, l.g2)
+	l.g1.Run("ip", "addr", "add", avG1+"/24", "dev", l.wanG1)
+	l.g2.Run("ip", "addr", "add", avG2+"/24", "dev", l.wanG2)
+	for _, g := range []string{"g1", "g2"} {
+		if out, err := exec.Command(oevpnBinary(t), "keygen", "-t", "ed25519", "-o", filepath.Join(l.dir, g+".key"),
+			"-cert", "CN="+g+".host.test", "-cert-out", filepath.Join(l.dir, g+".crt")).CombinedOutput(); err != nil {
+			t.Fatalf("keygen: %v\n%s", err, out)
+		}
+	}
+	l.procG1, l.cfgG1 = l.startGateway(t, l.g1, "g1", avG1+"/32", `mode = "host"`)
+	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", avG2+"/32", `mode = "host"`)
+	stop := l.captureWAN(t)
+	hashedTransfer(t, l.g1, l.g2, avG2+":7400", 1)
+	pcap := stop()
+	data, _ := os.ReadFile(pcap)
+	_, recs, _ := lab.ReadPcapRecords(data)
+	// Per direction: when the first ESP packet left that side, and the
+	// last clear packet of the connection from it.
+	firstESP, lastClear := map[netip.Addr]time.Time{}, map[netip.Addr]time.Time{}
+	espN := 0
+	for _, r := range recs {
+		ip := r.Frame.IPPayload()
+		if ip == nil {
+			continue
+		}
+		p, err := ipview.Parse(capturedIP(ip))
+		if err != nil {
+			continue
+		}
+		switch {
+		case p.Proto == ipview.ProtoTCP && (p.DstPort == 7400 || p.SrcPort == 7400):
+			lastClear[p.Src] = r.Time
+		case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.SrcPort == 4500:
+			if l4 := ip[headerLen(ip)+8:]; len(l4) >= 8 {
+				if kind, _ := esp.Classify(l4); kind == esp.KindESP {
+					espN++
+					if _, ok := firstESP[p.Src]; !ok {
+						firstESP[p.Src] = r.Time
+					}
+				}
+			}
+		}
+	}
+	for _, side := range []string{avG1, avG2} {
+		a := netip.MustParseAddr(side)
+		f, c := firstESP[a], lastClear[a]
+		t.Logf("host mode, from %s: first ESP %v after the last clear packet", side, f.Sub(c))
+		if f.IsZero() || c.Sub(f) > 50*time.Millisecond {
+			t.Errorf("from %s the connection did not move into ESP (first ESP %v, last clear %v)", side, f, c)
+		}
+	}
+	if espN < 100 {
+		t.Errorf("only %d ESP packets", espN)
+	}
+	checkVerdict(t, l.cfgG1, avG2, "encrypted-and-authenticated")
+	l.stop(t)
+
+	// H1 without oevpn: an innocent receiver.
+	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", avG2+"/32", `mode = "host"`)
+	hashedTransfer(t, l.g1, l.g2, avG2+":7401", 0.5)
+	time.Sleep(3500 * time.Millisecond) // the retransmissions
+	st := oevpnStatus(t, l.cfgG2)
+	if st.AutoVPN == nil || st.AutoVPN.Probe.Requests != 3 || st.AutoVPN.Probe.Completed != 0 || len(st.IKESAs) != 0 {
+		t.Errorf("G2 against an innocent receiver: %+v, IKE SAs %d", st.AutoVPN, len(st.IKESAs))
+	}
+	// Another connection: not probed again within 24 hours.
+	hashedTransfer(t, l.g1, l.g2, avG2+":7402", 0.2)
+	if st := oevpnStatus(t, l.cfgG2); st.AutoVPN.Probe.Requests != 3 || st.AutoVPN.Probe.Limited == 0 {
+		t.Errorf("the innocent receiver was probed again: %+v", st.AutoVPN)
+	}
+	l.procG2.Signal(syscall.SIGTERM)
+	l.procG2.Wait(10 * time.Second)
+}

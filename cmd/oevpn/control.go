@@ -36,6 +36,8 @@ type Status struct {
 	IKESAs  []IKEStatus  `json:"ike_sas"`
 	Static  []SAStatus   `json:"static_sas"`
 	Stats   tunnel.Stats `json:"datapath"`
+	// AutoVPN counts the probe messages, when AutoVPN runs.
+	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
 }
 
 // IKEStatus describes one IKE SA.
@@ -80,6 +82,10 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 	ikePort, natt := ep.eng.Ports()
 	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
 		Stats: ep.eng.Stats()}
+	if ep.av != nil {
+		avs := ep.av.Stats()
+		st.AutoVPN = &avs
+	}
 	owned := map[*tunnel.SAPair]bool{}
 	if ep.ike != nil {
 		for _, sa := range ep.ike.SAs() {

@@ -190,6 +190,30 @@ class = "block"
 	}
 }
 
+func TestAutoVPNConfig(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "gw.key")
+	os.WriteFile(key, []byte(ed25519PEM), 0o600)
+	tun := strings.Replace(good, `mode = "netstack"`, `mode = "tun"`, 1)
+	for _, tt := range []struct{ body, key, msg string }{
+		{`protected = ["10.1.0.0/24"]`, "autovpn.certificate", "missing"},
+		{"protected = [\"10.1.0.0/24\"]\ncertificate = \"x.crt\"", "autovpn.private_key", "missing"},
+		{"protected = [\"10.1.0.0/24\"]\ncertificate = \"x.crt\"\nprivate_key = \"gw.key\"", "autovpn.certificate", "no such file"},
+		{"protected = [\"10.1.0.0/24\"]\nmode = \"router\"", "autovpn.mode", "not gateway or host"},
+		{`certificate = "x.crt"`, "autovpn.protected", "missing"},
+	} {
+		_, err := Parse(filepath.Join(dir, "f.toml"), []byte(tun+"[autovpn]\n"+tt.body+"\n"))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tt.key || ce.Line == 0 || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%q: got %v", tt.body, err)
+		}
+	}
+	_, err := Parse("f.toml", []byte(good+"[autovpn]\nprotected = [\"10.1.0.0/24\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "needs mode") {
+		t.Errorf("AutoVPN in netstack mode: %v", err)
+	}
+}
+
 func TestExampleConfigParses(t *testing.T) {
 	data, err := os.ReadFile("../../config.example.toml")
 	if err != nil {

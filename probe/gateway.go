@@ -60,6 +60,47 @@ func FlowOf(frag []byte) (Flow, error) {
 	return f, nil
 }
 
+// Original returns the probe fragment for a reply: the header of a packet
+// of the original direction, as the peer host would have sent it (the
+// reply's addresses and ports swapped; for TCP the sequence number is the
+// reply's acknowledgment number), with a correct IPv4 header checksum.
+func Original(reply []byte) ([]byte, error) {
+	frag := Fragment(reply)
+	if _, err := FlowOf(frag); err != nil {
+		return nil, err
+	}
+	var l4 []byte
+	switch frag[0] >> 4 {
+	case 4:
+		ihl := int(frag[0]&0x0f) * 4
+		s, d := [4]byte(frag[12:16]), [4]byte(frag[16:20])
+		copy(frag[12:], d[:])
+		copy(frag[16:], s[:])
+		frag[10], frag[11] = 0, 0
+		binary.BigEndian.PutUint16(frag[10:], checksum(frag[:ihl]))
+		l4 = frag[ihl:]
+	case 6:
+		s, d := [16]byte(frag[8:24]), [16]byte(frag[24:40])
+		copy(frag[8:], d[:])
+		copy(frag[24:], s[:])
+		l4 = frag[40:]
+	}
+	proto := frag[9]
+	if frag[0]>>4 == 6 {
+		proto = frag[6]
+	}
+	if proto == 6 || proto == 17 || proto == 132 {
+		sp, dp := [2]byte(l4[0:2]), [2]byte(l4[2:4])
+		copy(l4[0:], dp[:])
+		copy(l4[2:], sp[:])
+	}
+	if off := len(frag) - 8; proto == 6 && len(reply) >= off+12 {
+		// The reply's acknowledgment number, at offset 8 of TCP.
+		copy(l4[4:8], reply[off+8:off+12])
+	}
+	return frag, nil
+}
+
 // Sender sends probe messages from this gateway's own address; the engine
 // implements it.
 type Sender interface {
@@ -93,8 +134,8 @@ type Config struct {
 	// Nonces mints and checks this gateway's nonces (a fresh set if nil).
 	Nonces *Nonces
 	// Live, as G1, reports whether a probe request's fragment (a packet
-	// from the peer host to our host, as the peer gateway saw it) belongs
-	// to a connection our host opened; nil accepts all.
+	// of our host's connection to the peer host, translated back by any
+	// NAT) belongs to a connection our host opened; nil accepts all.
 	Live func(Flow) bool
 	// OnComplete, as G1, is told that a probe completed: start IKE with
 	// c.Gateway carrying c.NonceR. It must not block.
@@ -206,14 +247,20 @@ var ErrLimited = errors.New("probe: peer probed recently")
 // (ICMP for IPv4, UDP/4500 for IPv6), sent again up to twice until the
 // peer's gateway answers.
 func (g *Gateway) Probe(reply []byte) error {
-	frag := Fragment(reply)
+	frag, err := Original(reply)
+	if err != nil {
+		return err
+	}
+	// The fragment is of the peer host's (original) direction, as an ICMP
+	// error about its packet would carry: NATs relate it to the
+	// connection and translate it back to the host behind them.
 	f, err := FlowOf(frag)
 	if err != nil {
 		return err
 	}
 	now := g.now()
 	g.mu.Lock()
-	if last, ok := g.lastProbe[f.Dst]; ok && now.Sub(last) < g.cfg.PeerInterval {
+	if last, ok := g.lastProbe[f.Src]; ok && now.Sub(last) < g.cfg.PeerInterval {
 		g.mu.Unlock()
 		g.limited.Add(1)
 		return ErrLimited
@@ -224,17 +271,17 @@ func (g *Gateway) Probe(reply []byte) error {
 		g.limited.Add(1)
 		return ErrLimited
 	}
-	g.lastProbe[f.Dst] = now
-	m := &Message{Type: Request, NonceR: g.cfg.Nonces.Mint(f.Dst, frag), Fragment: frag}
-	if f.Dst.Is4() {
-		// As G2 sees the peer host's flow: the reply's destination.
-		m.NAT = &NATDetect{Addr: f.Dst, Port: f.DstPort}
+	g.lastProbe[f.Src] = now
+	m := &Message{Type: Request, NonceR: g.cfg.Nonces.Mint(f.Src, frag), Fragment: frag}
+	if f.Src.Is4() {
+		// The peer host's address and port as we see them.
+		m.NAT = &NATDetect{Addr: f.Src, Port: f.SrcPort}
 	}
-	s := &probeState{peer: f.Dst, frag: frag, msg: m, deadline: now.Add(time.Duration(maxSends) * g.cfg.Retransmit)}
+	s := &probeState{peer: f.Src, frag: frag, msg: m, deadline: now.Add(time.Duration(maxSends) * g.cfg.Retransmit)}
 	g.probing[string(m.NonceR)] = s
 	g.sendLocked(s)
 	g.mu.Unlock()
-	g.log.Info("AutoVPN: probing the peer of a reply", "peer", f.Dst, "host", f.Src)
+	g.log.Info("AutoVPN: probing the peer of a reply", "peer", f.Src, "host", f.Dst)
 	return nil
 }
 
@@ -357,7 +404,7 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 	// fragment, rewritten by a NAT on the way, what our host uses.
 	if m.NAT != nil {
 		seen := natSeen{public: netip.AddrPortFrom(m.NAT.Addr, m.NAT.Port), expires: g.now().Add(g.cfg.CompleteTTL)}
-		seen.nat = m.NAT.Addr != f.Dst || m.NAT.Port != f.DstPort
+		seen.nat = m.NAT.Addr != f.Src || m.NAT.Port != f.SrcPort
 		g.mu.Lock()
 		if len(g.answered) >= maxProbes {
 			for k, v := range g.answered {
@@ -372,8 +419,8 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 		g.mu.Unlock()
 	}
 	g.responses.Add(1)
-	g.cfg.Sender.SendUDP(netip.AddrPortFrom(f.Src, 4500), r.AppendUDP(nil))
-	g.log.Info("AutoVPN: answering a probe", "gateway", from, "host", f.Dst, "peer", f.Src)
+	g.cfg.Sender.SendUDP(netip.AddrPortFrom(f.Dst, 4500), r.AppendUDP(nil))
+	g.log.Info("AutoVPN: answering a probe", "gateway", from, "host", f.Src, "peer", f.Dst)
 }
 
 // onResponse, as G2: the peer's gateway answered our request (addressed
@@ -393,7 +440,7 @@ func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 	f, _ := FlowOf(s.frag)
 	// The response must be addressed to our host (the reply's sender);
 	// dst is unknown when it reached our own socket (host mode).
-	if !g.cfg.Nonces.Valid(m.NonceR, s.peer, s.frag) || dst.IsValid() && f.Src != dst.Unmap() {
+	if !g.cfg.Nonces.Valid(m.NonceR, s.peer, s.frag) || dst.IsValid() && f.Dst != dst.Unmap() {
 		g.dropLocked("probe response with an invalid Nonce-R", from.Addr())
 		return
 	}
@@ -425,8 +472,7 @@ func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
 		return
 	}
 	g.done.Add(1)
-	c := Completed{Gateway: from, NonceR: m.NonceR, Local: f.Dst, Remote: f.Src,
-		Flow: Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}}
+	c := Completed{Gateway: from, NonceR: m.NonceR, Local: f.Src, Remote: f.Dst, Flow: f}
 	g.mu.Lock()
 	seen, ok := g.answered[string(m.NonceI)]
 	delete(g.answered, string(m.NonceI))
@@ -459,6 +505,6 @@ func (g *Gateway) Accept(nonceR []byte, gateway netip.Addr) (Completed, bool) {
 	delete(g.completed, string(nonceR))
 	g.done.Add(1)
 	f, _ := FlowOf(c.frag)
-	return Completed{Gateway: gateway, NonceR: bytes.Clone(nonceR), Local: f.Src, Remote: f.Dst,
-		Flow: Flow{Src: f.Src, Dst: f.Dst, Proto: f.Proto, SrcPort: f.SrcPort, DstPort: f.DstPort}}, true
+	return Completed{Gateway: gateway, NonceR: bytes.Clone(nonceR), Local: f.Dst, Remote: f.Src,
+		Flow: Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}}, true
 }

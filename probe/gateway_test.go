@@ -152,7 +152,8 @@ func TestForgedAndReplayed(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	before := w.g1.Stats().Completed
 	// A forged Complete: right shape, Nonce-I not ours.
-	f := &Message{Type: Complete, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17), Fragment: Fragment(synAck())}
+	orig, _ := Original(synAck())
+	f := &Message{Type: Complete, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17), Fragment: orig}
 	w.g1.HandleICMP(f.AppendICMP(nil), g2Addr, g1Addr)
 	// A complete from another address than the one we answered.
 	w.mu.Lock()
@@ -217,9 +218,9 @@ func TestNATDetect(t *testing.T) {
 	reply := synAck()
 	copy(reply[16:], public.Addr().AsSlice())
 	binary.BigEndian.PutUint16(reply[22:], public.Port())
-	frag := Fragment(reply)
+	frag, _ := Original(reply)
 	m := &Message{Type: Request, NonceR: w.g2.cfg.Nonces.Mint(public.Addr(), frag), NAT: &NATDetect{Addr: public.Addr(), Port: public.Port()}}
-	translated := Fragment(synAck())
+	translated, _ := Original(synAck())
 	m.Fragment = translated
 	w.g1.HandleICMP(m.AppendICMP(nil), g2Addr, h1Addr)
 	// Complete as G2 would send it, with the same (translated) fragment.
@@ -258,5 +259,21 @@ func TestNotAProbe(t *testing.T) {
 	binary.BigEndian.PutUint16(plain[2:], checksum(plain))
 	if w.g1.HandleICMP(plain, g2Addr, h1Addr) {
 		t.Fatal("a port unreachable was consumed")
+	}
+}
+
+func TestOriginal(t *testing.T) {
+	reply := synAck()
+	binary.BigEndian.PutUint32(reply[28:], 0x01020304) // the reply's ACK number
+	o, err := Original(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := FlowOf(o)
+	if f.Src != h1Addr || f.Dst != h2Addr || f.SrcPort != 40000 || f.DstPort != 80 || checksum(o[:20]) != 0 {
+		t.Fatalf("original %+v (header checksum %#x)", f, checksum(o[:20]))
+	}
+	if binary.BigEndian.Uint32(o[24:]) != 0x01020304 {
+		t.Fatalf("sequence number % x, want the reply's acknowledgment", o[24:28])
 	}
 }

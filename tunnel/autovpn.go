@@ -258,7 +258,7 @@ func (a *AutoVPN) noteFlow(k flowKey, inbound bool, now time.Time) bool {
 func (a *AutoVPN) live(f probe.Flow) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	fs := a.flows[flowKey{f.Proto, f.Dst, f.Src, f.DstPort, f.SrcPort}]
+	fs := a.flows[flowKey{f.Proto, f.Src, f.Dst, f.SrcPort, f.DstPort}]
 	return fs != nil && !fs.inboundFirst && time.Since(fs.last) < flowIdle
 }
 
@@ -315,6 +315,11 @@ func (a *AutoVPN) onProbeComplete(c probe.Completed) {
 	pc := &ike.PeerConfig{Name: name, Addr: c.Gateway, Auth: a.credential(c.Gateway), PeerAuth: a.peerAuth(),
 		AutoVPNNonce: c.NonceR, LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
 		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished, RetransmitBase: 250 * time.Millisecond, RetransmitTries: 4}
+	if c.NAT {
+		// Behind a NAT: the SA is for the public address the peer knows
+		// our host by; we translate our host's traffic ourselves.
+		a.eng.AddNAT(c.Flow.Src, c.Public.Addr(), c.Remote, c.Flow.Proto, c.Flow.SrcPort, c.Public.Port())
+	}
 	a.wg.Add(1)
 	go func() { // not on the caller's goroutine: AddPeer waits for the daemon
 		defer a.wg.Done()
@@ -378,7 +383,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 // OnChange is to be called from the IKE daemon's OnChange: a failed
 // AutoVPN negotiation sets the fallback verdict for the peer host.
 func (a *AutoVPN) OnChange(peer string, up bool, err error) {
-	if up || err == nil || !strings.HasPrefix(peer, "av-out-") {
+	if up || !strings.HasPrefix(peer, "av-out-") {
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(peer, "av-out-"), "-")
@@ -389,6 +394,10 @@ func (a *AutoVPN) OnChange(peer string, up bool, err error) {
 	host, err2 := netip.ParseAddr(parts[1])
 	if err1 != nil || err2 != nil {
 		return
+	}
+	a.eng.RemoveNATFor(host)
+	if err == nil {
+		return // deleted, not failed
 	}
 	state := policy.TrustState("")
 	if p, ok := a.cfg.Store.ByAddr(gw); ok {

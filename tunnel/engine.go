@@ -149,6 +149,7 @@ type Engine struct {
 	oeDests   atomic.Int64
 	onProbe   atomic.Pointer[func(msg []byte, from netip.AddrPort, to netip.Addr)]
 	autovpn   atomic.Pointer[AutoVPN]
+	nat       atomic.Pointer[natTable] // AutoVPN behind a NAT: translations of the hosts' traffic
 	clear     ClearPath
 
 	closeOnce sync.Once
@@ -462,6 +463,16 @@ func (e *Engine) routineOutbound() {
 			}
 			pair := rt.lookup(&p)
 			if pair == nil {
+				// AutoVPN behind a NAT: the SA is for the public address.
+				if nt := e.nat.Load(); nt != nil {
+					if q, ok := nt.outboundView(&p); ok {
+						if pair = rt.lookup(&q); pair != nil {
+							nt.natOutbound(pkt, &p)
+						}
+					}
+				}
+			}
+			if pair == nil {
 				if t := rt.trapFor(&p); t != nil {
 					e.hold(t, pkt[:p.Len])
 				} else {
@@ -572,6 +583,9 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			}
 			if !pair.ready.Load() {
 				pair.ready.Store(true) // the peer uses it: so may we
+			}
+			if nt := e.nat.Load(); nt != nil {
+				nt.natInbound(inner, &p)
 			}
 			start := cap(bufs[i]) - cap(inner)
 			write = append(write, bufs[i][start-writeOffset:start+p.Len])

@@ -409,3 +409,100 @@ func TestLabAutoVPNHostMode(t *testing.T) {
 	l.procG2.Signal(syscall.SIGTERM)
 	l.procG2.Wait(10 * time.Second)
 }
+
+// TestLabAutoVPNNAT: G1 sits behind a NAT (nftables masquerade). G2 sees
+// H1's connection from the NAT's address and port; NAT-Detect tells G1,
+// which makes the SA for that public address and translates H1's traffic
+// itself, so the connection H2 knows survives the switch into ESP.
+func TestLabAutoVPNNAT(t *testing.T) {
+	lab.Require(t, "tcpdump", "ping", "nft")
+	l := &avLab{h1: lab.NewNetns(t), g1: lab.NewNetns(t), g2: lab.NewNetns(t), h2: lab.NewNetns(t), dir: t.TempDir()}
+	nat := lab.NewNetns(t)
+	h1, g1lan := lab.Veth(t, l.h1, l.g1)
+	g1wan, natIn := lab.Veth(t, l.g1, nat)
+	natOut, g2wan := lab.Veth(t, nat, l.g2)
+	g2lan, h2 := lab.Veth(t, l.g2, l.h2)
+	l.wanG1, l.wanG2 = natOut, g2wan // capture beyond the NAT
+	const pub = "192.0.2.1"
+	l.h1.Run("ip", "addr", "add", avH1+"/24", "dev", h1)
+	l.h1.Run("ip", "route", "add", "default", "via", avG1lan)
+	l.g1.Run("ip", "addr", "add", avG1lan+"/24", "dev", g1lan)
+	l.g1.Run("ip", "addr", "add", "192.168.0.2/24", "dev", g1wan)
+	l.g1.Run("ip", "route", "add", "default", "via", "192.168.0.1")
+	nat.Run("ip", "addr", "add", "192.168.0.1/24", "dev", natIn)
+	nat.Run("ip", "addr", "add", pub+"/24", "dev", natOut)
+	nat.Run("ip", "route", "add", "10.1.0.0/24", "via", "192.168.0.2")
+	nat.Run("ip", "route", "add", "10.2.0.0/24", "via", avG2)
+	l.g2.Run("ip", "addr", "add", avG2+"/24", "dev", g2wan)
+	l.g2.Run("ip", "addr", "add", avG2lan+"/24", "dev", g2lan)
+	l.h2.Run("ip", "addr", "add", avH2+"/24", "dev", h2)
+	l.h2.Run("ip", "route", "add", "default", "via", avG2lan)
+	for _, g := range []*lab.Netns{l.g1, l.g2, nat} {
+		g.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	}
+	nat.Run("nft", "add table ip nat")
+	nat.Run("nft", "add chain ip nat post { type nat hook postrouting priority 100 ; }")
+	nat.Run("nft", "add rule ip nat post oifname "+natOut+" masquerade")
+	l.h1.Run("ping", "-c", "1", "-W", "2", avH2)
+	for _, g := range []string{"g1", "g2"} {
+		if out, err := exec.Command(oevpnBinary(t), "keygen", "-t", "ecdsa", "-o", filepath.Join(l.dir, g+".key"),
+			"-cert", "CN="+g+".nat.test", "-cert-out", filepath.Join(l.dir, g+".crt")).CombinedOutput(); err != nil {
+			t.Fatalf("keygen: %v\n%s", err, out)
+		}
+	}
+	l.procG1, l.cfgG1 = l.startGateway(t, l.g1, "g1", "10.1.0.0/24", "")
+	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", "10.2.0.0/24", "")
+	pcap := filepath.Join(t.TempDir(), "nat.pcap")
+	dump := l.g2.Start("tcpdump", "-i", g2wan, "-nn", "-U", "-s", "200", "-w", pcap, "ip")
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hashedTransfer(t, l.h1, l.h2, avH2+":7500", 2)
+	time.Sleep(200 * time.Millisecond)
+	dump.Signal(syscall.SIGINT)
+	dump.Wait(10 * time.Second)
+	if !strings.Contains(l.procG1.Output(), "nat=true") {
+		t.Fatal("G1 did not detect the NAT")
+	}
+	// On the far side of the NAT: H2's connection is with the NAT's
+	// address, first in the clear, then only in ESP.
+	data, _ := os.ReadFile(pcap)
+	_, recs, _ := lab.ReadPcapRecords(data)
+	var firstClear, firstESP, lastClear time.Time
+	for _, r := range recs {
+		ip := r.Frame.IPPayload()
+		if ip == nil {
+			continue
+		}
+		p, err := ipview.Parse(capturedIP(ip))
+		if err != nil {
+			continue
+		}
+		switch {
+		case p.Proto == ipview.ProtoTCP && (p.DstPort == 7500 || p.SrcPort == 7500):
+			if firstClear.IsZero() {
+				firstClear = r.Time
+			}
+			if p.Src == netip.MustParseAddr(pub) {
+				lastClear = r.Time
+			}
+		case p.Proto == ipview.ProtoUDP && (p.DstPort == 4500 || p.SrcPort == 4500):
+			if l4 := ip[headerLen(ip)+8:]; len(l4) >= 8 && p.Src == netip.MustParseAddr(pub) {
+				if kind, _ := esp.Classify(l4); kind == esp.KindESP && firstESP.IsZero() {
+					firstESP = r.Time
+				}
+			}
+		}
+	}
+	if firstClear.IsZero() || firstESP.IsZero() {
+		t.Fatalf("no clear start (%v) or no ESP from behind the NAT (%v)", firstClear, firstESP)
+	}
+	if lastClear.Sub(firstESP) > 50*time.Millisecond {
+		t.Errorf("clear packets from H1 continued %v after ESP began", lastClear.Sub(firstESP))
+	}
+	t.Logf("behind a NAT: first clear packet to first ESP packet %v", firstESP.Sub(firstClear))
+	st := oevpnStatus(t, l.cfgG1)
+	if len(st.IKESAs) == 0 || len(st.IKESAs[0].Children) == 0 || st.IKESAs[0].Children[0].Local != "["+pub+"]" {
+		t.Errorf("G1's SA is not for the public address: %+v", st.IKESAs)
+	}
+}

@@ -400,11 +400,16 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 		return
 	}
 	r := &Message{Type: Response, NonceI: g.cfg.Nonces.Mint(from, m.Fragment), NonceR: m.NonceR}
-	// NAT-Detect is what G2 saw as our host's address and port; the
-	// fragment, rewritten by a NAT on the way, what our host uses.
-	if m.NAT != nil {
-		seen := natSeen{public: netip.AddrPortFrom(m.NAT.Addr, m.NAT.Port), expires: g.now().Add(g.cfg.CompleteTTL)}
-		seen.nat = m.NAT.Addr != f.Src || m.NAT.Port != f.SrcPort
+	// Remember the answer until its Complete (which must come once, for
+	// a request we answered). NAT-Detect is what G2 saw as our host's
+	// address and port; the fragment, rewritten by a NAT on the way, what
+	// our host uses.
+	{
+		seen := natSeen{expires: g.now().Add(g.cfg.CompleteTTL)}
+		if m.NAT != nil {
+			seen.public = netip.AddrPortFrom(m.NAT.Addr, m.NAT.Port)
+			seen.nat = m.NAT.Addr != f.Src || m.NAT.Port != f.SrcPort
+		}
 		g.mu.Lock()
 		if len(g.answered) >= maxProbes {
 			for k, v := range g.answered {
@@ -430,7 +435,7 @@ func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 	defer g.mu.Unlock()
 	s := g.probing[string(m.NonceR)]
 	if s == nil {
-		if c := g.completed[string(m.NonceR)]; c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() {
+		if c := g.completed[string(m.NonceR)]; c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() && c.sends < maxSends {
 			g.sendLocked(c) // our Complete was lost: the response came again
 			return
 		}
@@ -471,13 +476,17 @@ func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
 		g.drop("probe complete", from, err)
 		return
 	}
-	g.done.Add(1)
-	c := Completed{Gateway: from, NonceR: m.NonceR, Local: f.Src, Remote: f.Dst, Flow: f}
 	g.mu.Lock()
 	seen, ok := g.answered[string(m.NonceI)]
 	delete(g.answered, string(m.NonceI))
 	g.mu.Unlock()
-	if ok && seen.nat {
+	if !ok || g.now().After(seen.expires) {
+		g.drop("probe complete replayed, or for no request we answered", from, nil)
+		return
+	}
+	g.done.Add(1)
+	c := Completed{Gateway: from, NonceR: m.NonceR, Local: f.Src, Remote: f.Dst, Flow: f}
+	if seen.nat {
 		// Behind a NAT: the peer knows our host by the public address,
 		// which is the one we proved we stand in front of.
 		c.NAT, c.Public, c.Local = true, seen.public, seen.public.Addr()

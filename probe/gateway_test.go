@@ -12,6 +12,8 @@ import (
 var (
 	g1Addr, g2Addr = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	h1Addr, h2Addr = netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.2.0.2")
+	g1v6, h1v6     = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8:1::2")
+	h2v6           = netip.MustParseAddr("2001:db8:2::2")
 )
 
 // wire joins two gateways: what G2 sends to H1 is intercepted by G1, what
@@ -37,7 +39,12 @@ func (e end) SendICMP(dst netip.Addr, icmp []byte) error {
 }
 
 func (e end) SendUDP(dst netip.AddrPort, msg []byte) error {
-	e.w.deliver("udp", func() { e.w.g2.HandleUDP(msg, netip.AddrPortFrom(e.self, 4500), dst.Addr()) }, msg)
+	// To H1 or G1: G1 takes it; to H2: G2 does.
+	to := e.w.g2
+	if a := dst.Addr(); a == h1Addr || a == g1Addr || a == h1v6 || a == g1v6 {
+		to = e.w.g1
+	}
+	e.w.deliver("udp", func() { to.HandleUDP(msg, netip.AddrPortFrom(e.self, 4500), dst.Addr()) }, msg)
 	return nil
 }
 
@@ -151,6 +158,16 @@ func TestForgedAndReplayed(t *testing.T) {
 	w.waitCompleted(t, 1)
 	time.Sleep(50 * time.Millisecond)
 	before := w.g1.Stats().Completed
+	// The genuine Complete, replayed: refused (it was used).
+	w.mu.Lock()
+	var genuine []byte
+	for _, m := range w.captured {
+		if p, err := ParseICMP(m); err == nil && p.Type == Complete {
+			genuine = m
+		}
+	}
+	w.mu.Unlock()
+	w.g1.HandleICMP(genuine, g2Addr, g1Addr)
 	// A forged Complete: right shape, Nonce-I not ours.
 	orig, _ := Original(synAck())
 	f := &Message{Type: Complete, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17), Fragment: orig}
@@ -275,5 +292,35 @@ func TestOriginal(t *testing.T) {
 	}
 	if binary.BigEndian.Uint32(o[24:]) != 0x01020304 {
 		t.Fatalf("sequence number % x, want the reply's acknowledgment", o[24:28])
+	}
+}
+
+// TestExchangeIPv6: over IPv6 every message is UDP/4500 with the fragment
+// in its own payload.
+func TestExchangeIPv6(t *testing.T) {
+	w := newWire(t, nil)
+	g2v6 := netip.MustParseAddr("2001:db8::2")
+	w.g2.cfg.Sender = end{w, g2v6}
+	w.g1.cfg.Sender = end{w, g1v6}
+	reply := make([]byte, 60)
+	reply[0], reply[6], reply[7] = 0x60, 6, 64
+	binary.BigEndian.PutUint16(reply[4:], 20)
+	copy(reply[8:], h2v6.AsSlice())
+	copy(reply[24:], h1v6.AsSlice())
+	binary.BigEndian.PutUint16(reply[40:], 443)
+	binary.BigEndian.PutUint16(reply[42:], 50000)
+	reply[53] = 0x12
+	if err := w.g2.Probe(reply); err != nil {
+		t.Fatal(err)
+	}
+	c := w.waitCompleted(t, 1)[0]
+	if c.Gateway != g2v6 || c.Local != h1v6 || c.Remote != h2v6 || c.Flow.SrcPort != 50000 {
+		t.Fatalf("completed %+v", c)
+	}
+	if w.counts["icmp"] != 0 || w.counts["udp"] < 3 {
+		t.Fatalf("messages %v: IPv6 must use UDP only", w.counts)
+	}
+	if _, ok := w.g2.Accept(c.NonceR, g1v6); !ok {
+		t.Fatal("G2 did not accept the IPv6 exchange's nonce")
 	}
 }

@@ -91,6 +91,9 @@ type TrustStore struct {
 	// UnverifiedTTL is how long an unverified entry without a shared
 	// secret lives after it was last seen (default DefaultUnverifiedTTL).
 	UnverifiedTTL time.Duration
+	// Roots, if set, are trusted third parties: a certificate they issued
+	// is trusted on its first successful exchange (Figure 6).
+	Roots *x509.CertPool
 
 	mu    sync.Mutex
 	peers map[string]*Peer // by DN
@@ -325,6 +328,11 @@ func (s *TrustStore) Seen(cert *x509.Certificate, contact string, addr netip.Add
 	if p == nil {
 		p = &Peer{State: Unverified, Fingerprint: Fingerprint(cert.Raw), DN: dn, FirstSeen: now, Cert: cert.Raw}
 		s.peers[dn] = p
+	}
+	if p.State == Unverified && s.Roots != nil {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: s.Roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			p.State = Trusted // vouched for by a trusted third party
+		}
 	}
 	if p.State == Untrusted {
 		return nil, fmt.Errorf("%w: %s", ErrUntrusted, dn)

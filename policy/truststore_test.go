@@ -259,3 +259,25 @@ func trustWriter(path string) {
 		fmt.Printf("stored %d\n", n)
 	}
 }
+
+func TestTrustStoreThirdParty(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "gw.managed.example"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &k.PublicKey, caKey)
+	leaf, _ := x509.ParseCertificate(der)
+	s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
+	s.Roots = x509.NewCertPool()
+	s.Roots.AddCert(ca)
+	if p, err := s.Seen(leaf, "", netip.Addr{}, time.Now()); err != nil || p.State != Trusted {
+		t.Fatalf("CA-issued certificate: %+v %v", p, err)
+	}
+	if p, err := s.Seen(selfSigned(t, "stranger.example"), "", netip.Addr{}, time.Now()); err != nil || p.State != Unverified {
+		t.Fatalf("self-signed certificate: %+v %v", p, err)
+	}
+}

@@ -362,6 +362,7 @@ func (ep *endpoint) newAutoVPN(cfg *config.Config) (*tunnel.AutoVPN, error) {
 		return nil, fmt.Errorf("autovpn.trust_store: %w", err)
 	}
 	store.UnverifiedTTL = time.Duration(a.UnverifiedTTL)
+	store.Roots = a.Roots
 	ep.trust = store
 	fallback := map[policy.TrustState]tunnel.Verdict{}
 	for state, v := range a.Fallback {

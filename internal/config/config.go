@@ -119,6 +119,9 @@ type AutoVPN struct {
 	PrivateKey  string `toml:"private_key"`
 	// Contact is sent to peers as Contact Details.
 	Contact string `toml:"contact"`
+	// CA, if set, is a PEM file of trusted third parties: a peer whose
+	// certificate one of them issued is trusted at once.
+	CA string `toml:"ca"`
 	// TrustStore is the file of peer certificates (default
 	// /var/lib/oevpn/DEVICE.trust, or beside the configuration).
 	TrustStore string `toml:"trust_store"`
@@ -135,6 +138,7 @@ type AutoVPN struct {
 
 	Cert   *x509.Certificate `toml:"-"`
 	Signer crypto.Signer     `toml:"-"`
+	Roots  *x509.CertPool    `toml:"-"`
 }
 
 // Enabled reports whether AutoVPN is configured.
@@ -996,6 +1000,16 @@ func (c *Config) checkAutoVPN() error {
 	a.Cert = certs[0]
 	if !publicKeysEqual(a.Cert.PublicKey, a.Signer.Public()) {
 		return keyErr("autovpn.certificate", "the certificate is not for the key in private_key")
+	}
+	if a.CA != "" {
+		cas, err := loadCerts(c.resolve(a.CA))
+		if err != nil {
+			return keyErr("autovpn.ca", "%v", err)
+		}
+		a.Roots = x509.NewCertPool()
+		for _, ca := range cas {
+			a.Roots.AddCert(ca)
+		}
 	}
 	if a.TrustStore == "" {
 		a.TrustStore = "/var/lib/oevpn/" + c.Interface.Name + ".trust"

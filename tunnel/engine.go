@@ -60,6 +60,12 @@ type Config struct {
 	// re-originated with ForwardDial (netstack mode, or where raw sockets
 	// are unavailable).
 	ForwardDial DialFunc
+	// Bypass, if set, routes destinations around the device while the
+	// negative cache sends them in the clear (an OSDevice does).
+	Bypass interface {
+		AddBypass(netip.Addr) error
+		RemoveBypass(netip.Addr) error
+	}
 	// OnSAEvent, if set, is told of lifetime events. It runs on the
 	// engine's timer goroutine, never on the datapath. After a hard
 	// expiry the engine removes the pair itself.

@@ -74,6 +74,15 @@ func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	for _, pkt := range held {
 		e.emit(v, pkt)
 	}
+	if b := e.cfg.Bypass; b != nil && v == VerdictClear && e.clear != nil {
+		// Later flows to dst need not pass through us until the verdict
+		// runs out.
+		if err := b.AddBypass(dst); err != nil {
+			e.log.Debug("bypass route", "dst", dst, "err", err)
+			return
+		}
+		time.AfterFunc(time.Until(until), func() { b.RemoveBypass(dst) })
+	}
 }
 
 // Forget removes a destination's clear or drop verdict (the negative

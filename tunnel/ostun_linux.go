@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -20,6 +22,42 @@ type OSDevice struct {
 	cfg  OSConfig
 	log  *slog.Logger
 	undo []func() error
+
+	mu       sync.Mutex
+	bypasses map[netip.Addr]bool
+}
+
+// AddBypass sends traffic to dst around the device ("throw" route in our
+// table): a destination the negative cache sends in the clear no longer
+// passes through oevpn at all.
+func (d *OSDevice) AddBypass(dst netip.Addr) error {
+	if d.cfg.Mark == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bypasses[dst] {
+		return nil
+	}
+	if err := d.ip(family(dst.Is6()), "route", "replace", "throw", netip.PrefixFrom(dst, dst.BitLen()).String(), "table", strconv.Itoa(d.cfg.Table)); err != nil {
+		return err
+	}
+	if d.bypasses == nil {
+		d.bypasses = map[netip.Addr]bool{}
+	}
+	d.bypasses[dst] = true
+	return nil
+}
+
+// RemoveBypass undoes AddBypass.
+func (d *OSDevice) RemoveBypass(dst netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.bypasses[dst] {
+		return nil
+	}
+	delete(d.bypasses, dst)
+	return d.ip(family(dst.Is6()), "route", "del", "throw", netip.PrefixFrom(dst, dst.BitLen()).String(), "table", strconv.Itoa(d.cfg.Table))
 }
 
 // CreateOSTUN creates the TUN device (with TSO/GRO offloads where the kernel
@@ -200,6 +238,12 @@ func (d *OSDevice) removeStaleRules() {
 // and routes with it.
 func (d *OSDevice) Close() error {
 	var errs []error
+	d.mu.Lock()
+	for dst := range d.bypasses {
+		d.ip(family(dst.Is6()), "route", "del", "throw", netip.PrefixFrom(dst, dst.BitLen()).String(), "table", strconv.Itoa(d.cfg.Table))
+	}
+	d.bypasses = nil
+	d.mu.Unlock()
 	for i := len(d.undo) - 1; i >= 0; i-- {
 		errs = append(errs, d.undo[i]())
 	}

@@ -5,6 +5,7 @@ package tunnel
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -34,3 +35,9 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 	}
 	return &OSDevice{Device: dev}, nil
 }
+
+// AddBypass is not implemented here: nothing is routed around the device.
+func (d *OSDevice) AddBypass(netip.Addr) error { return nil }
+
+// RemoveBypass undoes AddBypass.
+func (d *OSDevice) RemoveBypass(netip.Addr) error { return nil }

@@ -261,6 +261,15 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 	l.a.Run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "3", oeC6clear)
 	hashedTransferTo(t, l.a, l.c, oeC4clear+":7003")
 	checkVerdict(t, l.cfgA, oeC4clear, "clear")
+	// The negative cache routes the destination around oevpn meanwhile.
+	if out := l.a.Run("ip", "route", "show", "table", "20293"); !strings.Contains(out, "throw "+oeC4clear) {
+		t.Errorf("no bypass route for %s:\n%s", oeC4clear, out)
+	}
+	before := oevpnStatus(t, l.cfgA).Stats.Clear
+	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeC4clear)
+	if after := oevpnStatus(t, l.cfgA).Stats.Clear; after != before {
+		t.Errorf("bypassed traffic still went through oevpn's clear path (%d → %d packets)", before, after)
+	}
 
 	// No record, private: dropped, and nothing leaks.
 	for _, dst := range []string{oeC4private, oeC6private} {

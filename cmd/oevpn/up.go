@@ -111,7 +111,7 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		if err != nil {
 			return nil, err
 		}
-		tcfg.Device, tcfg.Mark = dev, uint32(*in.Fwmark)
+		tcfg.Device, tcfg.Mark, tcfg.Bypass = dev, uint32(*in.Fwmark), dev
 		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 || cfg.AutoVPN.Enabled() {
 			clear, err := tunnel.NewClearPath(uint32(*in.Fwmark))
 			if err != nil {

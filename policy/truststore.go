@@ -70,6 +70,8 @@ var (
 	// ErrConflict refuses a certificate whose DN belongs to another
 	// known certificate (§9.3).
 	ErrConflict = errors.New("policy: another certificate is known for this DN")
+	// ErrRevoked refuses a certificate its issuer revoked.
+	ErrRevoked = errors.New("policy: the peer's certificate is revoked")
 	// ErrNoPeer is returned for a fingerprint or DN not in the store.
 	ErrNoPeer = errors.New("policy: no such peer in the trust store")
 	// ErrStoreFile wraps errors of the store's file.
@@ -94,6 +96,9 @@ type TrustStore struct {
 	// Roots, if set, are trusted third parties: a certificate they issued
 	// is trusted on its first successful exchange (Figure 6).
 	Roots *x509.CertPool
+	// CRLs are revocation lists, each already checked against its issuer:
+	// a revoked certificate is deleted from the store and refused (§9.1).
+	CRLs []*x509.RevocationList
 
 	mu    sync.Mutex
 	peers map[string]*Peer // by DN
@@ -297,6 +302,13 @@ func (s *TrustStore) Check(cert *x509.Certificate, now time.Time) (*Peer, error)
 	defer s.mu.Unlock()
 	dn := cert.Subject.String()
 	p := s.peers[dn]
+	if s.revoked(cert) {
+		if p != nil && p.Fingerprint == Fingerprint(cert.Raw) {
+			delete(s.peers, dn) // revoked certificates leave the table
+			s.saveLocked()
+		}
+		return nil, fmt.Errorf("%w: %s (serial %s)", ErrRevoked, dn, cert.SerialNumber)
+	}
 	if p != nil && s.expiredLocked(p, now) {
 		delete(s.peers, dn)
 		s.saveLocked()
@@ -312,6 +324,21 @@ func (s *TrustStore) Check(cert *x509.Certificate, now time.Time) (*Peer, error)
 	}
 	c := *p
 	return &c, nil
+}
+
+// revoked reports whether a CRL of the certificate's issuer lists it.
+func (s *TrustStore) revoked(cert *x509.Certificate) bool {
+	for _, crl := range s.CRLs {
+		if !bytes.Equal(crl.RawIssuer, cert.RawIssuer) {
+			continue
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Seen records a successful IKE exchange with the certificate: an unknown

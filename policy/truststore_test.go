@@ -281,3 +281,40 @@ func TestTrustStoreThirdParty(t *testing.T) {
 		t.Fatalf("self-signed certificate: %+v %v", p, err)
 	}
 }
+
+func TestTrustStoreRevocation(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(serial int64, cn string) *x509.Certificate {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		c, _ := x509.ParseCertificate(der)
+		return c
+	}
+	good, bad := issue(10, "good.example"), issue(11, "bad.example")
+	s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
+	s.Seen(good, "", netip.Addr{}, time.Now())
+	s.Seen(bad, "", netip.Addr{}, time.Now())
+	crlDER, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(),
+		NextUpdate:                time.Now().Add(time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: big.NewInt(11), RevocationTime: time.Now()}}}, ca, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, _ := x509.ParseRevocationList(crlDER)
+	s.CRLs = []*x509.RevocationList{crl}
+	if _, err := s.Check(bad, time.Now()); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked certificate: %v", err)
+	}
+	if _, ok := s.ByDN(bad.Subject.String()); ok {
+		t.Fatal("the revoked certificate is still in the store")
+	}
+	if p, err := s.Check(good, time.Now()); p == nil || err != nil {
+		t.Fatalf("a certificate the CRL does not list: %v", err)
+	}
+}

@@ -363,6 +363,7 @@ func (ep *endpoint) newAutoVPN(cfg *config.Config) (*tunnel.AutoVPN, error) {
 	}
 	store.UnverifiedTTL = time.Duration(a.UnverifiedTTL)
 	store.Roots = a.Roots
+	store.CRLs = a.CRLs
 	ep.trust = store
 	fallback := map[policy.TrustState]tunnel.Verdict{}
 	for state, v := range a.Fallback {

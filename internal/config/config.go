@@ -122,6 +122,9 @@ type AutoVPN struct {
 	// CA, if set, is a PEM file of trusted third parties: a peer whose
 	// certificate one of them issued is trusted at once.
 	CA string `toml:"ca"`
+	// CRL lists PEM or DER revocation lists of the CA: revoked peer
+	// certificates are deleted from the trust store and refused.
+	CRL []string `toml:"crl"`
 	// TrustStore is the file of peer certificates (default
 	// /var/lib/oevpn/DEVICE.trust, or beside the configuration).
 	TrustStore string `toml:"trust_store"`
@@ -136,9 +139,10 @@ type AutoVPN struct {
 	// unverified, trusted, untrusted, managed.
 	Fallback map[string]string `toml:"fallback"`
 
-	Cert   *x509.Certificate `toml:"-"`
-	Signer crypto.Signer     `toml:"-"`
-	Roots  *x509.CertPool    `toml:"-"`
+	Cert   *x509.Certificate      `toml:"-"`
+	Signer crypto.Signer          `toml:"-"`
+	Roots  *x509.CertPool         `toml:"-"`
+	CRLs   []*x509.RevocationList `toml:"-"`
 }
 
 // Enabled reports whether AutoVPN is configured.
@@ -1001,15 +1005,25 @@ func (c *Config) checkAutoVPN() error {
 	if !publicKeysEqual(a.Cert.PublicKey, a.Signer.Public()) {
 		return keyErr("autovpn.certificate", "the certificate is not for the key in private_key")
 	}
+	var caCerts []*x509.Certificate
 	if a.CA != "" {
-		cas, err := loadCerts(c.resolve(a.CA))
-		if err != nil {
+		if caCerts, err = loadCerts(c.resolve(a.CA)); err != nil {
 			return keyErr("autovpn.ca", "%v", err)
 		}
 		a.Roots = x509.NewCertPool()
-		for _, ca := range cas {
+		for _, ca := range caCerts {
 			a.Roots.AddCert(ca)
 		}
+	}
+	for i, path := range a.CRL {
+		if a.CA == "" {
+			return keyErr("autovpn.crl", "revocation lists need the ca that signs them")
+		}
+		crl, err := loadCRL(c.resolve(path), caCerts)
+		if err != nil {
+			return keyErr("autovpn.crl", "crl[%d]: %v", i, err)
+		}
+		a.CRLs = append(a.CRLs, crl)
 	}
 	if a.TrustStore == "" {
 		a.TrustStore = "/var/lib/oevpn/" + c.Interface.Name + ".trust"
@@ -1034,4 +1048,26 @@ func (c *Config) checkAutoVPN() error {
 		}
 	}
 	return nil
+}
+
+// loadCRL reads a PEM or DER revocation list and checks its signature by
+// one of the CAs.
+func loadCRL(path string, issuers []*x509.Certificate) (*x509.RevocationList, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if blk, _ := pem.Decode(data); blk != nil {
+		data = blk.Bytes
+	}
+	crl, err := x509.ParseRevocationList(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, ca := range issuers {
+		if crl.CheckSignatureFrom(ca) == nil {
+			return crl, nil
+		}
+	}
+	return nil, errors.New("not signed by the configured ca")
 }

@@ -118,8 +118,9 @@ func (l *avLab) stop(t *testing.T) {
 }
 
 // switchover reads a capture of the G1–G2 link and returns when the
-// flow's first clear packet and the first ESP packet passed, and whether a
-// clear packet of the flow followed the first ESP one.
+// flow's first clear packet and the first ESP packet passed, and how many
+// clear packets of the flow a side sent after its own first ESP packet
+// (the two sides switch about a round trip apart).
 func switchover(t *testing.T, pcap string) (firstClear, firstESP time.Time, clearAfter int) {
 	t.Helper()
 	data, err := os.ReadFile(pcap)
@@ -131,6 +132,8 @@ func switchover(t *testing.T, pcap string) (firstClear, firstESP time.Time, clea
 		t.Fatal(err)
 	}
 	h1, h2 := netip.MustParseAddr(avH1), netip.MustParseAddr(avH2)
+	gatewayOf := map[netip.Addr]netip.Addr{h1: netip.MustParseAddr(avG1), h2: netip.MustParseAddr(avG2)}
+	espFrom := map[netip.Addr]bool{}
 	for _, r := range recs {
 		ip := r.Frame.IPPayload()
 		if ip == nil {
@@ -145,14 +148,17 @@ func switchover(t *testing.T, pcap string) (firstClear, firstESP time.Time, clea
 			if firstClear.IsZero() {
 				firstClear = r.Time
 			}
-			if !firstESP.IsZero() {
+			if espFrom[gatewayOf[p.Src]] {
 				clearAfter++
 			}
 		case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.SrcPort == 4500:
 			l4 := ip[headerLen(ip)+8:]
 			if len(l4) >= 8 && binary.BigEndian.Uint32(l4) != 0 {
-				if kind, _ := esp.Classify(l4); kind == esp.KindESP && firstESP.IsZero() {
-					firstESP = r.Time
+				if kind, _ := esp.Classify(l4); kind == esp.KindESP {
+					espFrom[p.Src] = true
+					if firstESP.IsZero() {
+						firstESP = r.Time
+					}
 				}
 			}
 		}

@@ -108,6 +108,10 @@ type PeerConfig struct {
 	// OnEstablished, if set, is told (on the daemon's goroutine; it must
 	// not block) what the IKE_AUTH exchange revealed about the peer.
 	OnEstablished func(EstablishedInfo)
+	// OnIKERekey, if set, is told (on the daemon's goroutine; it must not
+	// block) that the IKE SA was rekeyed, by either side: opportunism
+	// checks then that the peer's key is still published.
+	OnIKERekey func()
 }
 
 // EstablishedInfo is what an IKE SA's authentication said about the peer.

@@ -583,6 +583,9 @@ func (d *Daemon) switchIKE(old, nsa *ikeSA) {
 	}
 	d.log.Info("IKE SA rekeyed", "peer", nsa.peer.Name, "spi_i", fmt.Sprintf("%016x", nsa.spiI),
 		"spi_r", fmt.Sprintf("%016x", nsa.spiR), "algorithms", nsa.suite.String())
+	if nsa.peer.OnIKERekey != nil {
+		nsa.peer.OnIKERekey()
+	}
 }
 
 func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayload) []Payload {

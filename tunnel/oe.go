@@ -31,7 +31,9 @@ type OEConfig struct {
 	// Lifespan and ExtendedLifespan are the §5.1 lifespans (defaults 1m
 	// and 20m).
 	Lifespan, ExtendedLifespan time.Duration
-	Logger                     *slog.Logger
+	// IKELifetime is when opportunistic IKE SAs are rekeyed (default 4h).
+	IKELifetime time.Duration
+	Logger      *slog.Logger
 	// Mark is the fwmark of oevpn's own sockets (routing lookups for our
 	// address).
 	Mark uint32
@@ -232,6 +234,16 @@ func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConf
 		// the peer is given up at T (the doubling backoff sums to 15).
 		RetransmitBase: o.cfg.Timeout / 15, RetransmitTries: 4}
 	pc.LocalID = o.localID(t.src)
+	pc.IKELifetime = o.cfg.IKELifetime
+	pc.OnIKERekey = func() {
+		// The key is checked again at every IKE SA rekey.
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.log.Info("IKE SA rekeyed: checking that the peer's key is still published", "dst", t.dst)
+			o.recheckKey(t)
+		}()
+	}
 	if g.Name != "" {
 		id, err := ike.ParseIdentity(g.Name)
 		if err != nil {

@@ -662,3 +662,19 @@ func TestLabOpportunisticFailover(t *testing.T) {
 	}
 	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
 }
+
+// TestLabOpportunisticRekeyRecheck: at every IKE SA rekey the peer's key
+// is looked up again; still published, the tunnel carries on, and a
+// transfer across the rekeys arrives intact.
+func TestLabOpportunisticRekeyRecheck(t *testing.T) {
+	l := newOELab(t, "signed")
+	l.startAB(t, "require", `ike_lifetime = "2s"`)
+	hashedTransfer(t, l.a, l.b, oeB4+":7050", 4)
+	if n := strings.Count(l.procA.Output(), "IKE SA rekeyed: checking that the peer's key is still published"); n == 0 {
+		t.Error("no key re-check at the IKE SA rekeys")
+	}
+	if strings.Contains(l.procA.Output(), "no longer published") {
+		t.Error("the published key was taken for a missing one")
+	}
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+}

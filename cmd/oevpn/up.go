@@ -339,7 +339,7 @@ func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 		res.Dialer = tunnel.MarkedDialer(uint32(*cfg.Interface.Fwmark))
 	}
 	oc := tunnel.OEConfig{Resolver: res, Timeout: time.Duration(o.Timeout), ShuntTTL: time.Duration(o.ShuntTTL),
-		Lifespan: time.Duration(o.Lifespan), ExtendedLifespan: time.Duration(o.ExtendedLifespan), Logger: ep.log.With("component", "oe"),
+		Lifespan: time.Duration(o.Lifespan), ExtendedLifespan: time.Duration(o.ExtendedLifespan), IKELifetime: time.Duration(o.IKELifetime), Logger: ep.log.With("component", "oe"),
 		Mark: uint32(*cfg.Interface.Fwmark), ID: o.Identity}
 	if o.Signer != nil {
 		oc.Auth.Signer = o.Signer

@@ -246,6 +246,9 @@ type OE struct {
 	// (defaults 1m and 20m).
 	Lifespan         Duration `toml:"lifespan"`
 	ExtendedLifespan Duration `toml:"extended_lifespan"`
+	// IKELifetime is when opportunistic IKE SAs are rekeyed (default
+	// 4h); the peer's key is checked in DNS again at each rekey.
+	IKELifetime Duration `toml:"ike_lifetime"`
 	// DNSListen, if set, runs the DNS-triggered stub on this address
 	// (e.g. "127.0.0.1:53"); DNSWait bounds how long it holds an answer
 	// for the tunnels of its addresses (default 2s).
@@ -937,7 +940,7 @@ func (c *Config) checkOE() error {
 		key      string
 	}{{&o.Timeout, 2 * time.Second, 100 * time.Millisecond, "timeout"}, {&o.ShuntTTL, 15 * time.Minute, time.Second, "shunt_ttl"},
 		{&o.Lifespan, policy.InitialLifespan, time.Second, "lifespan"}, {&o.ExtendedLifespan, policy.ExtendedLifespan, time.Second, "extended_lifespan"},
-		{&o.DNSWait, 2 * time.Second, 10 * time.Millisecond, "dns_wait"}} {
+		{&o.DNSWait, 2 * time.Second, 10 * time.Millisecond, "dns_wait"}, {&o.IKELifetime, 4 * time.Hour, time.Second, "ike_lifetime"}} {
 		if *d.v == 0 {
 			*d.v = Duration(d.def)
 		}

@@ -54,10 +54,4 @@ func (e *Engine) ChildInPackets(c *ike.ChildSA) uint64 {
 }
 
 // SendKeepalive sends a NAT-keepalive (one octet 0xFF) from the NAT-T port.
-func (e *Engine) SendKeepalive(to netip.AddrPort) error {
-	ep, err := e.natt.ParseEndpoint(netip.AddrPortFrom(to.Addr().Unmap(), to.Port()).String())
-	if err != nil {
-		return err
-	}
-	return e.natt.Send([][]byte{{0xff}}, ep)
-}
+func (e *Engine) SendKeepalive(to netip.AddrPort) error { return e.sendNATT([]byte{0xff}, to) }

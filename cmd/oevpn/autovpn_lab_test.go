@@ -418,6 +418,9 @@ func TestLabAutoVPNHostMode(t *testing.T) {
 	if st.AutoVPN == nil || st.AutoVPN.Probe.Requests != 3 || st.AutoVPN.Probe.Completed != 0 || len(st.IKESAs) != 0 {
 		t.Errorf("G2 against an innocent receiver: %+v, IKE SAs %d", st.AutoVPN, len(st.IKESAs))
 	}
+	if out, err := exec.Command(oevpnBinary(t), "status", "-c", l.cfgG2).CombinedOutput(); err != nil || !strings.Contains(string(out), "3 requests") {
+		t.Errorf("oevpn status does not show the probes (%v):\n%s", err, out)
+	}
 	// Another connection: not probed again within 24 hours.
 	hashedTransfer(t, l.g1, l.g2, avG2+":7402", 0.2)
 	if st := oevpnStatus(t, l.cfgG2); st.AutoVPN.Probe.Requests != 3 || st.AutoVPN.Probe.Limited == 0 {

@@ -335,6 +335,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if len(st.IKESAs)+len(st.Static) == 0 {
 		fmt.Fprintf(tw, "\nno SAs\n")
 	}
+	if a := st.AutoVPN; a != nil {
+		p := a.Probe
+		fmt.Fprintf(tw, "\nautovpn\tprobes sent: %d requests, %d responses, %d completes\tcompleted %d\tdropped %d\tnot sent (24 h limit) %d\tintercepted %d\n",
+			p.Requests, p.Responses, p.Completes, p.Completed, p.Dropped, p.Limited, a.Intercepted)
+	}
 	return tw.Flush()
 }
 

@@ -1009,10 +1009,12 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	}
 	peerID := Identity{Type: idr.IDType, Data: idr.Data}
 	if !d.acceptID(p, peerID) {
+		d.sendDeleteIKE(sa) // the responder thinks the SA is up (§2.21.2)
 		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
 		return
 	}
 	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
+		d.sendDeleteIKE(sa) // the responder thinks the SA is up (§2.21.2)
 		d.teardown(sa, err)
 		return
 	}

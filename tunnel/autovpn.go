@@ -79,6 +79,9 @@ type AutoVPN struct {
 
 	mu    sync.Mutex
 	flows map[flowKey]*flowState
+	// initiated maps the IKE peers we started after a probe to their
+	// gateway and the peer host.
+	initiated map[string]probe.Completed
 
 	probesSent, intercepted atomic.Uint64
 }
@@ -96,7 +99,7 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 		return nil, err
 	}
 	a := &AutoVPN{cfg: cfg, eng: eng, log: cfg.Logger, icmp: icmp, stop: make(chan struct{}),
-		flows: map[flowKey]*flowState{}}
+		flows: map[flowKey]*flowState{}, initiated: map[string]probe.Completed{}}
 	pc := cfg.Probe
 	pc.Sender = a
 	pc.Live = a.live
@@ -315,6 +318,9 @@ func (a *AutoVPN) onProbeComplete(c probe.Completed) {
 	pc := &ike.PeerConfig{Name: name, Addr: c.Gateway, Auth: a.credential(c.Gateway), PeerAuth: a.peerAuth(),
 		AutoVPNNonce: c.NonceR, LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
 		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished, RetransmitBase: 250 * time.Millisecond, RetransmitTries: 4}
+	a.mu.Lock()
+	a.initiated[name] = c
+	a.mu.Unlock()
 	if c.NAT {
 		// Behind a NAT: the SA is for the public address the peer knows
 		// our host by; we translate our host's traffic ourselves.
@@ -383,18 +389,17 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 // OnChange is to be called from the IKE daemon's OnChange: a failed
 // AutoVPN negotiation sets the fallback verdict for the peer host.
 func (a *AutoVPN) OnChange(peer string, up bool, err error) {
-	if up || !strings.HasPrefix(peer, "av-out-") {
+	if up {
 		return
 	}
-	parts := strings.Split(strings.TrimPrefix(peer, "av-out-"), "-")
-	if len(parts) != 2 {
+	a.mu.Lock()
+	c, ok := a.initiated[peer]
+	delete(a.initiated, peer)
+	a.mu.Unlock()
+	if !ok {
 		return
 	}
-	gw, err1 := netip.ParseAddr(parts[0])
-	host, err2 := netip.ParseAddr(parts[1])
-	if err1 != nil || err2 != nil {
-		return
-	}
+	gw, host := c.Gateway, c.Remote
 	a.eng.RemoveNATFor(host)
 	if err == nil {
 		return // deleted, not failed

@@ -42,17 +42,18 @@ type OEConfig struct {
 	ID ike.Identity
 }
 
-// localID is the identity we send from address src: none with AUTH_NULL
-// (ID_NULL), else the configured one or the address our key is published
-// for.
-func (o *Opportunism) localID(src netip.Addr) ike.Identity {
+// localID is the identity we send: none with AUTH_NULL (ID_NULL), else the
+// configured one or the address our key is published for, which src
+// returns (asked only then).
+func (o *Opportunism) localID(src func() netip.Addr) ike.Identity {
 	switch {
 	case o.cfg.Auth.Signer == nil:
 		return ike.Identity{}
 	case o.cfg.ID.Type != 0:
 		return o.cfg.ID
-	case src.IsValid():
-		return ike.IdentityOf(src)
+	}
+	if a := src(); a.IsValid() {
+		return ike.IdentityOf(a)
 	}
 	return ike.Identity{}
 }
@@ -233,7 +234,7 @@ func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConf
 		// Short retransmissions: sends at 0, T/15, 3T/15 and 7T/15, and
 		// the peer is given up at T (the doubling backoff sums to 15).
 		RetransmitBase: o.cfg.Timeout / 15, RetransmitTries: 4}
-	pc.LocalID = o.localID(t.src)
+	pc.LocalID = o.localID(func() netip.Addr { return t.src })
 	pc.IKELifetime = o.cfg.IKELifetime
 	pc.OnIKERekey = func() {
 		// The key is checked again at every IKE SA rekey.
@@ -295,7 +296,7 @@ func (o *Opportunism) Responder(from netip.AddrPort) *ike.PeerConfig {
 		return nil
 	}
 	any4, any6 := policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0")), policy.PrefixSelector(netip.MustParsePrefix("::/0"))
-	id := o.localID(SourceFor(a, o.cfg.Mark))
+	id := o.localID(func() netip.Addr { return SourceFor(a, o.cfg.Mark) })
 	return &ike.PeerConfig{Name: responderName(a), Addr: a, Auth: o.cfg.Auth, LocalID: id,
 		PeerAuth: ike.PeerAuth{Null: true}, LookupKey: o.lookupKey,
 		LocalTS:  policy.Selectors{any4, any6},

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/internal/lab"
 )
@@ -87,19 +85,7 @@ contact = "%s of the AutoVPN lab; fingerprint on request"
 `, lab.Unique("av"), filepath.Join(l.dir, name+".sock"), protected, filepath.Join(l.dir, name+".crt"), filepath.Join(l.dir, name+".key"),
 		filepath.Join(l.dir, name+".trust"), name, extra)
 	path := filepath.Join(l.dir, name+".toml")
-	os.WriteFile(path, []byte(cfg), 0o600)
-	p := ns.Start(oevpnBinary(t), "up", "-c", path)
-	t.Cleanup(func() {
-		p.Signal(syscall.SIGKILL)
-		p.Wait(10 * time.Second)
-		if t.Failed() {
-			t.Logf("oevpn %s log:\n%s", name, p.Output())
-		}
-	})
-	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return p, path
+	return runOevpn(t, ns, name, path, cfg), path
 }
 
 func (l *avLab) start(t *testing.T) {
@@ -123,43 +109,22 @@ func (l *avLab) stop(t *testing.T) {
 // (the two sides switch about a round trip apart).
 func switchover(t *testing.T, pcap string) (firstClear, firstESP time.Time, clearAfter int) {
 	t.Helper()
-	data, err := os.ReadFile(pcap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, recs, err := lab.ReadPcapRecords(data)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h1, h2 := netip.MustParseAddr(avH1), netip.MustParseAddr(avH2)
 	gatewayOf := map[netip.Addr]netip.Addr{h1: netip.MustParseAddr(avG1), h2: netip.MustParseAddr(avG2)}
 	espFrom := map[netip.Addr]bool{}
-	for _, r := range recs {
-		ip := r.Frame.IPPayload()
-		if ip == nil {
-			continue
-		}
-		p, err := ipview.Parse(capturedIP(ip))
-		if err != nil {
-			continue
-		}
+	for _, p := range readCapture(t, pcap) {
 		switch {
 		case p.Proto == ipview.ProtoTCP && (p.Src == h1 && p.Dst == h2 || p.Src == h2 && p.Dst == h1):
 			if firstClear.IsZero() {
-				firstClear = r.Time
+				firstClear = p.Time
 			}
 			if espFrom[gatewayOf[p.Src]] {
 				clearAfter++
 			}
-		case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.SrcPort == 4500:
-			l4 := ip[headerLen(ip)+8:]
-			if len(l4) >= 8 && binary.BigEndian.Uint32(l4) != 0 {
-				if kind, _ := esp.Classify(l4); kind == esp.KindESP {
-					espFrom[p.Src] = true
-					if firstESP.IsZero() {
-						firstESP = r.Time
-					}
-				}
+		case p.ESP:
+			espFrom[p.Src] = true
+			if firstESP.IsZero() {
+				firstESP = p.Time
 			}
 		}
 	}
@@ -371,33 +336,18 @@ func TestLabAutoVPNHostMode(t *testing.T) {
 	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", avG2+"/32", `mode = "host"`)
 	stop := l.captureWAN(t)
 	hashedTransfer(t, l.g1, l.g2, avG2+":7400", 1)
-	pcap := stop()
-	data, _ := os.ReadFile(pcap)
-	_, recs, _ := lab.ReadPcapRecords(data)
 	// Per direction: when the first ESP packet left that side, and the
 	// last clear packet of the connection from it.
 	firstESP, lastClear := map[netip.Addr]time.Time{}, map[netip.Addr]time.Time{}
 	espN := 0
-	for _, r := range recs {
-		ip := r.Frame.IPPayload()
-		if ip == nil {
-			continue
-		}
-		p, err := ipview.Parse(capturedIP(ip))
-		if err != nil {
-			continue
-		}
+	for _, p := range readCapture(t, stop()) {
 		switch {
 		case p.Proto == ipview.ProtoTCP && (p.DstPort == 7400 || p.SrcPort == 7400):
-			lastClear[p.Src] = r.Time
-		case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.SrcPort == 4500:
-			if l4 := ip[headerLen(ip)+8:]; len(l4) >= 8 {
-				if kind, _ := esp.Classify(l4); kind == esp.KindESP {
-					espN++
-					if _, ok := firstESP[p.Src]; !ok {
-						firstESP[p.Src] = r.Time
-					}
-				}
+			lastClear[p.Src] = p.Time
+		case p.ESP:
+			espN++
+			if _, ok := firstESP[p.Src]; !ok {
+				firstESP[p.Src] = p.Time
 			}
 		}
 	}
@@ -491,32 +441,18 @@ func TestLabAutoVPNNAT(t *testing.T) {
 	}
 	// On the far side of the NAT: H2's connection is with the NAT's
 	// address, first in the clear, then only in ESP.
-	data, _ := os.ReadFile(pcap)
-	_, recs, _ := lab.ReadPcapRecords(data)
 	var firstClear, firstESP, lastClear time.Time
-	for _, r := range recs {
-		ip := r.Frame.IPPayload()
-		if ip == nil {
-			continue
-		}
-		p, err := ipview.Parse(capturedIP(ip))
-		if err != nil {
-			continue
-		}
+	for _, p := range readCapture(t, pcap) {
 		switch {
 		case p.Proto == ipview.ProtoTCP && (p.DstPort == 7500 || p.SrcPort == 7500):
 			if firstClear.IsZero() {
-				firstClear = r.Time
+				firstClear = p.Time
 			}
 			if p.Src == netip.MustParseAddr(pub) {
-				lastClear = r.Time
+				lastClear = p.Time
 			}
-		case p.Proto == ipview.ProtoUDP && (p.DstPort == 4500 || p.SrcPort == 4500):
-			if l4 := ip[headerLen(ip)+8:]; len(l4) >= 8 && p.Src == netip.MustParseAddr(pub) {
-				if kind, _ := esp.Classify(l4); kind == esp.KindESP && firstESP.IsZero() {
-					firstESP = r.Time
-				}
-			}
+		case p.ESP && p.Src == netip.MustParseAddr(pub) && firstESP.IsZero():
+			firstESP = p.Time
 		}
 	}
 	if firstClear.IsZero() || firstESP.IsZero() {
@@ -535,25 +471,10 @@ func TestLabAutoVPNNAT(t *testing.T) {
 // espFrom counts the ESP packets a gateway sent in a capture.
 func espFrom(t *testing.T, pcap, from string) int {
 	t.Helper()
-	data, err := os.ReadFile(pcap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, recs, _ := lab.ReadPcapRecords(data)
 	n := 0
-	for _, r := range recs {
-		ip := r.Frame.IPPayload()
-		if ip == nil {
-			continue
-		}
-		p, err := ipview.Parse(capturedIP(ip))
-		if err != nil || p.Src != netip.MustParseAddr(from) || p.Proto != ipview.ProtoUDP || p.DstPort != 4500 {
-			continue
-		}
-		if l4 := ip[headerLen(ip)+8:]; len(l4) >= 8 {
-			if kind, _ := esp.Classify(l4); kind == esp.KindESP {
-				n++
-			}
+	for _, p := range readCapture(t, pcap) {
+		if p.ESP && p.Src == netip.MustParseAddr(from) {
+			n++
 		}
 	}
 	return n

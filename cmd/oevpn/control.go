@@ -299,6 +299,21 @@ func controlGet(path, url string, out any) error {
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// controlPost sends a POST to the control socket and returns the body of
+// a 200 answer; other answers become the error they carry.
+func controlPost(path, url string) ([]byte, error) {
+	resp, err := controlClient(path).Post("http://oevpn"+url, "application/json", nil)
+	if err != nil {
+		return nil, fmt.Errorf("is oevpn running? %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, errors.New(strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	sock, asJSON, _, err := controlCommand("status", 0, "", args, stderr)
 	if err != nil {
@@ -357,14 +372,9 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	peer := rest[0]
-	resp, err := controlClient(sock).Post("http://oevpn/down/"+peer, "application/json", nil)
+	b, err := controlPost(sock, "/down/"+peer)
 	if err != nil {
-		return fmt.Errorf("is oevpn running? %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(strings.TrimSpace(string(b)))
+		return err
 	}
 	if asJSON {
 		stdout.Write(b)

@@ -99,18 +99,7 @@ start = %q
 %s
 `, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, ioNetS, start, extra)
 	path := filepath.Join(l.dir, lab.Unique("cfg")+".toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := l.o.Start(oevpnBinary(t), "up", "-c", path)
-	t.Cleanup(func() { // this (sub)test's end, not only the namespace's
-		p.Signal(syscall.SIGKILL)
-		p.Wait(10 * time.Second)
-	})
-	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return p, path
+	return runOevpn(t, l.o, "oevpn", path, cfg), path
 }
 
 // oevpnStatus runs `oevpn status --json` against the endpoint.

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/internal/lab"
 )
@@ -134,6 +135,14 @@ func (l *oeLab) start(t *testing.T, ns *lab.Netns, name, body string) (*lab.Proc
 	sock := filepath.Join(l.dir, name+".sock")
 	cfg := fmt.Sprintf("[interface]\nname = %q\nlog_level = \"debug\"\ncontrol = %q\n%s", lab.Unique("to"), sock, body)
 	path := filepath.Join(l.dir, name+".toml")
+	return runOevpn(t, ns, name, path, cfg), path
+}
+
+// runOevpn writes the configuration cfg to path (mode 0600) and runs
+// `oevpn up -c path` in ns until it says "endpoint up". The process is
+// killed at the end of the (sub)test, and its output logged if that failed.
+func runOevpn(t *testing.T, ns *lab.Netns, name, path, cfg string) *lab.Proc {
+	t.Helper()
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +157,7 @@ func (l *oeLab) start(t *testing.T, ns *lab.Netns, name, body string) (*lab.Proc
 	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return p, path
+	return p
 }
 
 // startAB starts both endpoints: A opportunistic towards B's and C's nets,
@@ -202,24 +211,54 @@ func capture(t *testing.T, ns *lab.Netns, iface string) func() []ipview.Packet {
 		time.Sleep(200 * time.Millisecond)
 		dump.Signal(syscall.SIGINT)
 		dump.Wait(10 * time.Second)
-		data, err := os.ReadFile(pcap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, frames, err := lab.ReadPcap(data)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var out []ipview.Packet
-		for _, f := range frames {
-			if ip := f.IPPayload(); ip != nil {
-				if p, err := ipview.Parse(capturedIP(ip)); err == nil {
-					out = append(out, p)
-				}
-			}
+		for _, c := range readCapture(t, pcap) {
+			out = append(out, c.Packet)
 		}
 		return out
 	}
+}
+
+// capPacket is one captured IP packet: when it passed, its header, and
+// whether it is ESP in UDP/4500.
+type capPacket struct {
+	Time time.Time
+	ipview.Packet
+	ESP bool
+}
+
+// readCapture returns the IP packets of a pcap file, those truncated to
+// the snap length included; it skips what does not parse.
+func readCapture(t *testing.T, path string) []capPacket {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, recs, err := lab.ReadPcapRecords(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []capPacket
+	for _, r := range recs {
+		ip := r.Frame.IPPayload()
+		if ip == nil {
+			continue
+		}
+		p, err := ipview.Parse(capturedIP(ip))
+		if err != nil {
+			continue
+		}
+		c := capPacket{Time: r.Time, Packet: p}
+		if p.Proto == ipview.ProtoUDP && (p.DstPort == 4500 || p.SrcPort == 4500) {
+			if l4 := ip[headerLen(ip)+8:]; len(l4) >= 8 {
+				kind, _ := esp.Classify(l4)
+				c.ESP = kind == esp.KindESP
+			}
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // clearBetween counts captured packets from x to y that are not IKE or
@@ -458,18 +497,7 @@ auth = "pubkey"
 private_key = %q
 `, lab.Unique("to"), filepath.Join(l.dir, "o.sock"), ioNetS, dns.Resolver, oKeyFile)
 	path := filepath.Join(l.dir, "o.toml")
-	os.WriteFile(path, []byte(cfg), 0o600)
-	p := l.o.Start(oevpnBinary(t), "up", "-c", path)
-	t.Cleanup(func() {
-		p.Signal(syscall.SIGKILL)
-		p.Wait(10 * time.Second)
-		if t.Failed() {
-			t.Logf("oevpn log:\n%s", p.Output())
-		}
-	})
-	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p := runOevpn(t, l.o, "o", path, cfg)
 	l.o.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", ioInnerS)
 	hashedTransfer(t, l.o, l.s, ioInnerS+":7020", 1)
 	checkVerdict(t, path, ioInnerS, "encrypted-and-authenticated")

@@ -85,7 +85,8 @@ func trustAction(s *policy.TrustStore, action, key string) (*PeerInfo, error) {
 	return nil, fmt.Errorf("unknown action %q", action)
 }
 
-// storeFlags adds -store, to work on a trust-store file directly while
+// trustCommand parses the flags of the trust-store commands: those of
+// every control command, and -store, to work on a trust-store file directly while
 // oevpn is not running.
 func trustCommand(name string, nargs int, usage string, args []string, stderr io.Writer) (sock, store string, asJSON bool, rest []string, err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -171,14 +172,9 @@ func cmdTrust(action string) func(args []string, stdout, stderr io.Writer) error
 				return err
 			}
 		} else {
-			resp, err := controlClient(sock).Post("http://oevpn/autovpn/peers/"+url.PathEscape(rest[0])+"/"+action, "application/json", nil)
+			b, err := controlPost(sock, "/autovpn/peers/"+url.PathEscape(rest[0])+"/"+action)
 			if err != nil {
-				return fmt.Errorf("is oevpn running? %w", err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				return errors.New(strings.TrimSpace(string(b)))
+				return err
 			}
 			json.Unmarshal(b, &info)
 		}

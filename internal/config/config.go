@@ -715,13 +715,9 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%s: private key readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
 	}
-	data, err := readFile(path)
+	blk, err := readPEM(path)
 	if err != nil {
 		return nil, err
-	}
-	blk, _ := pem.Decode(data)
-	if blk == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
 	if err != nil {
@@ -798,8 +794,8 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
-// loadPublicKey reads a PEM SubjectPublicKeyInfo ("PUBLIC KEY").
-func loadPublicKey(path string) (crypto.PublicKey, error) {
+// readPEM reads the first PEM block of a file.
+func readPEM(path string) (*pem.Block, error) {
 	data, err := readFile(path)
 	if err != nil {
 		return nil, err
@@ -807,6 +803,15 @@ func loadPublicKey(path string) (crypto.PublicKey, error) {
 	blk, _ := pem.Decode(data)
 	if blk == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	return blk, nil
+}
+
+// loadPublicKey reads a PEM SubjectPublicKeyInfo ("PUBLIC KEY").
+func loadPublicKey(path string) (crypto.PublicKey, error) {
+	blk, err := readPEM(path)
+	if err != nil {
+		return nil, err
 	}
 	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	if err != nil {

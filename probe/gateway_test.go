@@ -60,6 +60,23 @@ func (w *wire) deliver(kind string, f func(), msg []byte) {
 	}
 }
 
+// last returns the last captured message of a type, encoded and decoded.
+func (w *wire) last(typ MsgType) ([]byte, *Message) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.captured) - 1; i >= 0; i-- {
+		b := w.captured[i]
+		m, err := ParseICMP(b)
+		if err != nil {
+			m, err = ParseUDP(b)
+		}
+		if err == nil && m.Type == typ {
+			return b, m
+		}
+	}
+	return nil, nil
+}
+
 func newWire(t *testing.T, now func() time.Time) *wire {
 	w := &wire{counts: map[string]int{}}
 	w.g1 = NewGateway(Config{Sender: end{w, g1Addr}, Retransmit: 30 * time.Millisecond, Now: now,
@@ -159,28 +176,13 @@ func TestForgedAndReplayed(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	before := w.g1.Stats().Completed
 	// The genuine Complete, replayed: refused (it was used).
-	w.mu.Lock()
-	var genuine []byte
-	for _, m := range w.captured {
-		if p, err := ParseICMP(m); err == nil && p.Type == Complete {
-			genuine = m
-		}
-	}
-	w.mu.Unlock()
-	w.g1.HandleICMP(genuine, g2Addr, g1Addr)
+	complete, _ := w.last(Complete)
+	w.g1.HandleICMP(complete, g2Addr, g1Addr)
 	// A forged Complete: right shape, Nonce-I not ours.
 	orig, _ := Original(synAck())
 	f := &Message{Type: Complete, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17), Fragment: orig}
 	w.g1.HandleICMP(f.AppendICMP(nil), g2Addr, g1Addr)
 	// A complete from another address than the one we answered.
-	w.mu.Lock()
-	var complete []byte
-	for _, m := range w.captured {
-		if p, err := ParseICMP(m); err == nil && p.Type == Complete {
-			complete = m
-		}
-	}
-	w.mu.Unlock()
 	w.g1.HandleICMP(complete, netip.MustParseAddr("192.0.2.66"), g1Addr)
 	// A forged response to G2: unknown Nonce-R.
 	r := &Message{Type: Response, NonceI: bytes.Repeat([]byte{7}, 17), NonceR: bytes.Repeat([]byte{8}, 17)}
@@ -206,14 +208,7 @@ func TestStaleKey(t *testing.T) {
 	w.drop = func(kind string, n int) bool { return kind == "icmp" && n >= 2 } // completes are lost
 	w.g2.Probe(synAck())
 	time.Sleep(150 * time.Millisecond)
-	var complete []byte
-	w.mu.Lock()
-	for _, m := range w.captured {
-		if p, err := ParseICMP(m); err == nil && p.Type == Complete {
-			complete = m
-		}
-	}
-	w.mu.Unlock()
+	complete, _ := w.last(Complete)
 	if complete == nil {
 		t.Fatal("no complete captured")
 	}
@@ -241,23 +236,10 @@ func TestNATDetect(t *testing.T) {
 	m.Fragment = translated
 	w.g1.HandleICMP(m.AppendICMP(nil), g2Addr, h1Addr)
 	// Complete as G2 would send it, with the same (translated) fragment.
-	var resp *Message
-	w.mu.Lock()
-	for _, b := range w.captured {
-		if p, err := ParseUDP(b); err == nil && p.Type == Response {
-			resp = p
-		}
-	}
-	w.mu.Unlock()
+	_, resp := w.last(Response)
 	if resp == nil {
 		time.Sleep(20 * time.Millisecond)
-		w.mu.Lock()
-		for _, b := range w.captured {
-			if p, err := ParseUDP(b); err == nil && p.Type == Response {
-				resp = p
-			}
-		}
-		w.mu.Unlock()
+		_, resp = w.last(Response)
 	}
 	if resp == nil {
 		t.Fatal("no response")

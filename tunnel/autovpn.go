@@ -37,8 +37,8 @@ type AutoVPNConfig struct {
 	// by the trust state of the peer gateway ("" for unknown): clear or
 	// drop (§9.4). Unlisted states fall back to clear.
 	Fallback map[policy.TrustState]Verdict
-	// Mark is the fwmark of our own sockets.
-	Mark uint32
+	// Outside is how our own sockets leave.
+	Outside Outside
 	// Probe tunes the probe exchange (tests); Sender is set by the engine.
 	Probe  probe.Config
 	Logger *slog.Logger
@@ -94,7 +94,7 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	icmp, err := newICMPSocket(cfg.Mark)
+	icmp, err := newICMPSocket(cfg.Outside)
 	if err != nil {
 		return nil, err
 	}

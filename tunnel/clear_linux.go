@@ -15,14 +15,15 @@ type rawClearPath struct {
 	fd4, fd6 int
 }
 
-// NewClearPath opens the raw sockets of the clear path, marked with mark.
+// NewClearPath opens the raw sockets of the clear path, which leave by o.
 // It needs CAP_NET_RAW.
-func NewClearPath(mark uint32) (ClearPath, error) {
+func NewClearPath(o Outside) (ClearPath, error) {
 	c := &rawClearPath{fd4: -1, fd6: -1}
 	for _, f := range []struct {
-		fd     *int
-		family int
-	}{{&c.fd4, unix.AF_INET}, {&c.fd6, unix.AF_INET6}} {
+		fd      *int
+		family  int
+		network string
+	}{{&c.fd4, unix.AF_INET, "ip4"}, {&c.fd6, unix.AF_INET6, "ip6"}} {
 		fd, err := unix.Socket(f.family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
 			if f.family == unix.AF_INET6 && err == unix.EAFNOSUPPORT {
@@ -32,11 +33,9 @@ func NewClearPath(mark uint32) (ClearPath, error) {
 			return nil, fmt.Errorf("tunnel: clear path: raw socket: %w", err)
 		}
 		*f.fd = fd
-		if mark != 0 {
-			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
-				c.Close()
-				return nil, fmt.Errorf("tunnel: clear path: SO_MARK: %w", err)
-			}
+		if err := o.apply(f.network, uintptr(fd)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("tunnel: clear path: %w", err)
 		}
 	}
 	return c, nil

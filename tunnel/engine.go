@@ -40,9 +40,9 @@ type Config struct {
 	// IKEPort and NATTPort are the UDP ports to listen on (500 and 4500
 	// in production); 0 picks a free port (tests).
 	IKEPort, NATTPort uint16
-	// Mark, if not 0, is set as SO_MARK on the outer sockets (Linux) so
-	// that policy routing keeps them out of the TUN.
-	Mark uint32
+	// Outside is applied to the outer sockets (IKE, ESP) so that they
+	// stay out of the TUN; the zero value applies nothing.
+	Outside Outside
 	// Logger receives the engine's log; nil discards it.
 	Logger *slog.Logger
 	// NewBind creates the UDP transport for one port; nil means
@@ -232,14 +232,10 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("tunnel: listening on NAT-T port %d: %w", cfg.NATTPort, err)
 	}
 	e.ports = [2]uint16{ikePort, nattPort}
-	if cfg.Mark != 0 {
-		for _, b := range []conn.Bind{e.ike, e.natt} {
-			if err := b.SetMark(cfg.Mark); err != nil {
-				e.ike.Close()
-				e.natt.Close()
-				return nil, fmt.Errorf("tunnel: setting SO_MARK %#x on the outer sockets: %w", cfg.Mark, err)
-			}
-		}
+	if err := cfg.Outside.applyBinds(e.ike, e.natt); err != nil {
+		e.ike.Close()
+		e.natt.Close()
+		return nil, fmt.Errorf("tunnel: outer sockets: %w", err)
 	}
 	for _, fn := range ikeFns {
 		e.start(func() { e.routineInbound(fn, e.ike, false) })

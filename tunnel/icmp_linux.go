@@ -12,16 +12,14 @@ import (
 // every ICMP message addressed to this host.
 type icmpSocket struct{ fd int }
 
-func newICMPSocket(mark uint32) (*icmpSocket, error) {
+func newICMPSocket(o Outside) (*icmpSocket, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: raw ICMP socket (needs CAP_NET_RAW): %w", err)
 	}
-	if mark != 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("tunnel: raw ICMP socket: SO_MARK: %w", err)
-		}
+	if err := o.apply("ip4", uintptr(fd)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tunnel: raw ICMP socket: %w", err)
 	}
 	// A receive timeout, so that the reader notices the socket closing.
 	tv := unix.Timeval{Usec: 200000}

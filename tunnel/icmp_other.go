@@ -9,7 +9,7 @@ import (
 
 type icmpSocket struct{}
 
-func newICMPSocket(mark uint32) (*icmpSocket, error) {
+func newICMPSocket(Outside) (*icmpSocket, error) {
 	return nil, errors.New("tunnel: AutoVPN needs raw ICMP sockets, which only the Linux build has")
 }
 

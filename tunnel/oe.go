@@ -34,9 +34,9 @@ type OEConfig struct {
 	// IKELifetime is when opportunistic IKE SAs are rekeyed (default 4h).
 	IKELifetime time.Duration
 	Logger      *slog.Logger
-	// Mark is the fwmark of oevpn's own sockets (routing lookups for our
+	// Outside is how oevpn's own sockets leave (routing lookups for our
 	// address).
-	Mark uint32
+	Outside Outside
 	// ID is our identity with a raw key when it is not our address (an
 	// FQDN that our records name as gateway).
 	ID ike.Identity
@@ -296,7 +296,7 @@ func (o *Opportunism) Responder(from netip.AddrPort) *ike.PeerConfig {
 		return nil
 	}
 	any4, any6 := policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0")), policy.PrefixSelector(netip.MustParsePrefix("::/0"))
-	id := o.localID(func() netip.Addr { return SourceFor(a, o.cfg.Mark) })
+	id := o.localID(func() netip.Addr { return o.cfg.Outside.SourceFor(a) })
 	return &ike.PeerConfig{Name: responderName(a), Addr: a, Auth: o.cfg.Auth, LocalID: id,
 		PeerAuth: ike.PeerAuth{Null: true}, LookupKey: o.lookupKey,
 		LocalTS:  policy.Selectors{any4, any6},
@@ -465,7 +465,7 @@ func (o *Opportunism) Trigger(ctx context.Context, dst netip.Addr) dnsoe.Verdict
 		}
 		if !started {
 			started = true
-			src := SourceFor(dst, o.cfg.Mark)
+			src := o.cfg.Outside.SourceFor(dst)
 			if !src.IsValid() {
 				return dnsoe.Proceed // no route: the application will find out
 			}

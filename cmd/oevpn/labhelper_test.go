@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +20,9 @@ import (
 
 // TestMain lets lab tests run this test binary inside a namespace as a TCP
 // source or sink that hashes what it sends or receives
-// (OEVPN_LAB_HELPER="sink ADDR:PORT" or "source ADDR:PORT SECONDS").
+// (OEVPN_LAB_HELPER="sink ADDR:PORT" or "source ADDR:PORT SECONDS"), a TCP
+// acceptor and timed connector ("accept", "connect"), or a UDP echo server
+// and client ("echo ADDR:PORT", "ask ADDR:PORT").
 func TestMain(m *testing.M) {
 	if h := os.Getenv("OEVPN_LAB_HELPER"); h != "" {
 		os.Exit(labHelper(strings.Fields(h)))
@@ -100,8 +103,69 @@ func labHelper(args []string) int {
 		c.Close()
 		fmt.Printf("connect %d\n", d.Microseconds())
 		return 0
+	case len(args) == 2 && args[0] == "echo":
+		// Echo UDP datagrams until killed, saying whom from.
+		c, err := net.ListenPacket("udp", args[1])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println("listening")
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Println("from", from)
+			c.WriteTo(buf[:n], from)
+		}
+	case len(args) == 2 && args[0] == "ask":
+		// One UDP request and its echo; a datagram may be lost, so up to
+		// three tries.
+		c, err := net.Dial("udp", args[1])
+		if err != nil {
+			return fail(err)
+		}
+		msg := []byte("oevpn lab " + strconv.Itoa(os.Getpid()))
+		buf := make([]byte, 2048)
+		for try := 0; try < 3; try++ {
+			c.Write(msg)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(buf)
+			if err == nil && string(buf[:n]) == string(msg) {
+				fmt.Println("echoed")
+				return 0
+			}
+		}
+		return fail(fmt.Errorf("no echo from %s", args[1]))
 	}
 	return fail(fmt.Errorf("bad helper arguments %q", args))
+}
+
+// udpEcho sends a datagram from src to addr (an echo server in dst) and
+// fails the test unless it is echoed; it returns the address the server
+// saw the datagram come from.
+func udpEcho(t *testing.T, src, dst *lab.Netns, addr string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := dst.Start("env", "OEVPN_LAB_HELPER=echo "+addr, self)
+	defer srv.Signal(syscall.SIGKILL)
+	if err := srv.WaitFor("listening", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := src.Try("env", "OEVPN_LAB_HELPER=ask "+addr, self); err != nil {
+		t.Fatalf("UDP to %s: %v\n%s", addr, err, out)
+	}
+	for _, l := range strings.Split(srv.Output(), "\n") {
+		if from, ok := strings.CutPrefix(l, "from "); ok {
+			return from
+		}
+	}
+	t.Fatalf("the echo server at %s saw nothing", addr)
+	return ""
 }
 
 // hashedTransfer runs a TCP transfer of secs seconds from src to dst (the

@@ -49,6 +49,7 @@ type oeLab struct {
 	dns              *lab.DNSLab
 	dnsB             *lab.DNSLab // B's own resolver, if it has one
 	bKeyPEM, bPubPEM []byte
+	wrapA            []string // runs A's oevpn through this command
 }
 
 // records runs oevpn dns-records for key and addr and returns the record
@@ -135,18 +136,23 @@ func (l *oeLab) start(t *testing.T, ns *lab.Netns, name, body string) (*lab.Proc
 	sock := filepath.Join(l.dir, name+".sock")
 	cfg := fmt.Sprintf("[interface]\nname = %q\nlog_level = \"debug\"\ncontrol = %q\n%s", lab.Unique("to"), sock, body)
 	path := filepath.Join(l.dir, name+".toml")
-	return runOevpn(t, ns, name, path, cfg), path
+	var wrap []string
+	if ns == l.a {
+		wrap = l.wrapA
+	}
+	return runOevpn(t, ns, name, path, cfg, wrap...), path
 }
 
 // runOevpn writes the configuration cfg to path (mode 0600) and runs
-// `oevpn up -c path` in ns until it says "endpoint up". The process is
-// killed at the end of the (sub)test, and its output logged if that failed.
-func runOevpn(t *testing.T, ns *lab.Netns, name, path, cfg string) *lab.Proc {
+// `oevpn up -c path` in ns, through the command wrap if given, until it
+// says "endpoint up". The process is killed at the end of the (sub)test,
+// and its output logged if that failed.
+func runOevpn(t *testing.T, ns *lab.Netns, name, path, cfg string, wrap ...string) *lab.Proc {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := ns.Start(oevpnBinary(t), "up", "-c", path)
+	p := ns.Start(slices.Concat(wrap, []string{oevpnBinary(t), "up", "-c", path})...)
 	t.Cleanup(func() {
 		p.Signal(syscall.SIGKILL)
 		p.Wait(10 * time.Second)
@@ -346,6 +352,63 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 	// many packets.
 	if n := strings.Count(l.procA.Output(), "dst="+oeC4clear+" class=private-or-clear verdict=clear"); n != 1 {
 		t.Errorf("%s fell back %d times, want once (negative cache)", oeC4clear, n)
+	}
+}
+
+// TestLabOpportunisticForwarder: where oevpn may not open raw sockets (here
+// it runs without CAP_NET_RAW; on Windows and macOS it never has them), the
+// clear path is the forwarder: flows that fall back to clear are terminated
+// in a userspace stack and re-originated from host sockets that leave by
+// the outside, the mark here. Opportunistic encryption is unaffected. With
+// interface.outside, as on Windows and macOS, those sockets are bound to
+// that interface and leave by it whatever the routing table says.
+func TestLabOpportunisticForwarder(t *testing.T) {
+	lab.Require(t, "setpriv")
+	l := newOELab(t, "signed")
+	l.wrapA = []string{"setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"}
+	l.startAB(t, "require", "")
+	if !strings.Contains(l.procA.Output(), "clear path: forwarding TCP and UDP flows") {
+		t.Fatalf("A without CAP_NET_RAW did not fall back to the forwarder")
+	}
+	stopAB := capture(t, l.a, l.vethAB)
+	stopAC := capture(t, l.c, l.vethCA)
+
+	hashedTransferTo(t, l.a, l.b, oeB4+":7001")
+	hashedTransferTo(t, l.a, l.c, oeC4clear+":7003")
+	hashedTransferTo(t, l.a, l.c, "["+oeC6clear+"]:7004")
+	if from := udpEcho(t, l.a, l.c, oeC4clear+":7005"); !strings.HasPrefix(from, oeAC4+":") {
+		t.Errorf("the forwarded datagram came from %s, want A's address %s", from, oeAC4)
+	}
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+	checkVerdict(t, l.cfgA, oeC4clear, "clear")
+	// The forwarder terminated those flows: no bypass route may take
+	// their rest around it.
+	if out := l.a.Run("ip", "route", "show", "table", "20293"); strings.Contains(out, "throw") {
+		t.Errorf("bypass routes with the forwarder:\n%s", out)
+	}
+	ab, ac := stopAB(), stopAC()
+	if n := clearBetween(ab, oeA4, oeB4); n > 0 {
+		t.Errorf("%d packets between A and B in the clear", n)
+	}
+	if clearBetween(ac, oeAC4, oeC4clear) == 0 || clearBetween(ac, oeAC6, oeC6clear) == 0 {
+		t.Errorf("no clear packets from A to C: the forwarder did not carry the fallback")
+	}
+	l.procA.Signal(syscall.SIGTERM)
+	l.procA.Wait(10 * time.Second)
+
+	// interface.outside: C's address is routed the wrong way (to B) in
+	// A's main table, but the forwarder's sockets are bound to A's
+	// interface towards C.
+	l.a.Run("ip", "route", "add", oeC4clear+"/32", "dev", l.vethAB)
+	l.procA, l.cfgA = l.start(t, l.a, "a-outside", fmt.Sprintf(`outside = %q
+[policy]
+private-or-clear = ["10.78.0.0/24"]
+[opportunism]
+resolver = %q
+`, l.vethAC, l.dns.Resolver))
+	hashedTransferTo(t, l.a, l.c, oeC4clear+":7006")
+	if from := udpEcho(t, l.a, l.c, oeC4clear+":7007"); !strings.HasPrefix(from, oeAC4+":") {
+		t.Errorf("the forwarded datagram came from %s, want A's address %s", from, oeAC4)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -81,7 +82,8 @@ type endpoint struct {
 	av      *tunnel.AutoVPN     // nil without [autovpn]
 	trust   *policy.TrustStore
 	closers []func()
-	net     *netstack.Net // netstack mode only
+	net     *netstack.Net  // netstack mode only
+	outside tunnel.Outside // how our own packets leave, TUN mode only
 	log     *slog.Logger
 }
 
@@ -105,17 +107,25 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		// terminated and re-originated from host sockets.
 		tcfg.ForwardDial = (&net.Dialer{}).DialContext
 	default:
+		ep.outside = outsideFor(in, log)
 		dev, err := tunnel.CreateOSTUN(tunnel.OSConfig{Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
-			Routes: routesFor(cfg), Mark: uint32(*in.Fwmark), Table: in.Table, Protected: cfg.AutoVPN.Protected,
+			Routes: routesFor(cfg, ep.outside), Mark: uint32(*in.Fwmark), Table: in.Table, Protected: cfg.AutoVPN.Protected,
 			ProtectedHost: cfg.AutoVPN.Mode == "host", Logger: log})
 		if err != nil {
 			return nil, err
 		}
-		tcfg.Device, tcfg.Mark, tcfg.Bypass = dev, uint32(*in.Fwmark), dev
+		tcfg.Device, tcfg.Outside, tcfg.Bypass = dev, ep.outside, dev
 		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 || cfg.AutoVPN.Enabled() {
-			clear, err := tunnel.NewClearPath(uint32(*in.Fwmark))
+			// Raw sockets where we may open them; else the forwarder
+			// terminates flows and re-originates them from sockets
+			// that leave by the outside.
+			clear, err := tunnel.NewClearPath(ep.outside)
 			if err != nil {
-				log.Warn("no clear path: traffic that policy sends in the clear is dropped", "err", err)
+				log.Info("clear path: forwarding TCP and UDP flows from host sockets", "reason", err)
+				tcfg.ForwardDial = ep.outside.Dialer().DialContext
+				// A bypass route would take the rest of a flow
+				// that the forwarder terminated around it.
+				tcfg.Bypass = nil
 			}
 			tcfg.Clear = clear
 		}
@@ -127,6 +137,26 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 	}
 	ep.eng = eng
 	return ep, nil
+}
+
+// outsideFor returns how the endpoint's own packets leave the host. On
+// Linux the fwmark keeps them out of the TUN, and [interface] outside, if
+// set, also binds them to that interface. Elsewhere there are no marks:
+// they are bound to the outside interface, by default the one of the
+// default route when oevpn starts (before anything is routed into the TUN).
+func outsideFor(in config.Interface, log *slog.Logger) tunnel.Outside {
+	o := tunnel.Outside{Mark: uint32(*in.Fwmark), Interface: in.Outside}
+	if o.Interface != "" || runtime.GOOS == "linux" {
+		return o
+	}
+	name, err := tunnel.DetectOutside(in.Name)
+	if err != nil {
+		log.Warn("oevpn's own packets follow the routing table: do not route their destinations into the TUN, or set interface.outside", "err", err)
+		return o
+	}
+	log.Info("outside interface", "name", name)
+	o.Interface = name
+	return o
 }
 
 // ownAddresses returns the endpoint's own addresses (the host's, in TUN
@@ -150,8 +180,9 @@ func ownAddresses(cfg *config.Config) []netip.Addr {
 
 // routesFor returns the prefixes to route into the TUN: every remote
 // selector, with the local selector's address of the same family as source
-// when it is a single address (host-to-host).
-func routesFor(cfg *config.Config) []tunnel.Route {
+// when it is a single address (host-to-host). outside looks up the sources
+// of opportunistic prefixes.
+func routesFor(cfg *config.Config, outside tunnel.Outside) []tunnel.Route {
 	type pair struct{ local, remote []policy.Selector }
 	var pairs []pair
 	for _, sa := range cfg.SAs {
@@ -169,7 +200,7 @@ func routesFor(cfg *config.Config) []tunnel.Route {
 		for _, p := range ps {
 			// The source the host would use without oevpn: the clear
 			// path sends with it, and host-to-host SAs are made for it.
-			src := tunnel.SourceFor(p.Masked().Addr(), uint32(*cfg.Interface.Fwmark))
+			src := outside.SourceFor(p.Masked().Addr())
 			routes = append(routes, tunnel.Route{Prefix: p.Masked(), Src: src})
 		}
 	}
@@ -336,11 +367,11 @@ func (ep *endpoint) newOpportunism(cfg *config.Config) *tunnel.Opportunism {
 	o := cfg.OE
 	res := &dnsoe.Resolver{Server: o.Resolver, Mode: o.Mode, Timeout: time.Duration(o.Timeout), Anchors: o.Anchors}
 	if cfg.Interface.Mode == config.ModeTUN {
-		res.Dialer = tunnel.MarkedDialer(uint32(*cfg.Interface.Fwmark))
+		res.Dialer = ep.outside.Dialer()
 	}
 	oc := tunnel.OEConfig{Resolver: res, Timeout: time.Duration(o.Timeout), ShuntTTL: time.Duration(o.ShuntTTL),
 		Lifespan: time.Duration(o.Lifespan), ExtendedLifespan: time.Duration(o.ExtendedLifespan), IKELifetime: time.Duration(o.IKELifetime), Logger: ep.log.With("component", "oe"),
-		Mark: uint32(*cfg.Interface.Fwmark), ID: o.Identity}
+		Outside: ep.outside, ID: o.Identity}
 	if o.Signer != nil {
 		oc.Auth.Signer = o.Signer
 	} else {
@@ -378,7 +409,7 @@ func (ep *endpoint) newAutoVPN(cfg *config.Config) (*tunnel.AutoVPN, error) {
 	}
 	av, err := tunnel.NewAutoVPN(ep.eng, tunnel.AutoVPNConfig{Protected: a.Protected, Cert: a.Cert,
 		Signer: ike.Credential{Signer: a.Signer, Cert: a.Cert}, Contact: a.Contact, Store: store, SharedSecret: *a.SharedSecret,
-		Fallback: fallback, Mark: uint32(*cfg.Interface.Fwmark), Logger: ep.log.With("component", "autovpn")})
+		Fallback: fallback, Outside: ep.outside, Logger: ep.log.With("component", "autovpn")})
 	if err != nil {
 		return nil, err
 	}
@@ -396,7 +427,7 @@ func (ep *endpoint) startStub(cfg *config.Config) error {
 	stub := &dnsoe.Stub{Listen: o.DNSListen, Upstream: o.Resolver, Wait: time.Duration(o.DNSWait), Trigger: ep.oe.Trigger,
 		Logger: ep.log.With("component", "dns-stub")}
 	if cfg.Interface.Mode == config.ModeTUN {
-		stub.Dialer = tunnel.MarkedDialer(uint32(*cfg.Interface.Fwmark))
+		stub.Dialer = ep.outside.Dialer()
 	}
 	if err := stub.Start(); err != nil {
 		return fmt.Errorf("opportunism.dns_listen: %w", err)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -73,6 +74,7 @@ type Interface struct {
 	NATTPort  *int           `toml:"natt_port"`
 	Fwmark    *int64         `toml:"fwmark"`
 	Table     int            `toml:"table"`
+	Outside   string         `toml:"outside"`
 	LogLevel  string         `toml:"log_level"`
 	Control   string         `toml:"control"`
 }
@@ -474,6 +476,14 @@ func (c *Config) check() error {
 	}
 	if in.Table < 1 || in.Table > 0x7fffffff || in.Table == 253 || in.Table == 254 || in.Table == 255 {
 		return keyErr("interface.table", "%d is not a usable routing table (not default, main or local)", in.Table)
+	}
+	if in.Outside != "" {
+		if in.Mode != ModeTUN {
+			return keyErr("interface.outside", "only a %q device has an outside interface", ModeTUN)
+		}
+		if _, err := net.InterfaceByName(in.Outside); err != nil {
+			return keyErr("interface.outside", "no interface %q on this host", in.Outside)
+		}
 	}
 	if in.Control == "" {
 		in.Control = DefaultControl(in.Name)

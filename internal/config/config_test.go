@@ -66,6 +66,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad hex", `key_out = "000102030405060708090a0b0c0d0e0f10111213"`, `key_out = "xyz"`, 15, "key_out", "hex"},
 		{"missing local", `local = ["10.0.0.1"]`, ``, 8, "sa[0].local", "missing"},
 		{"mtu", `mode = "netstack"`, "mode = \"netstack\"\nmtu = 100", 4, "interface.mtu", "outside"},
+		{"outside, netstack", `mode = "netstack"`, "mode = \"netstack\"\noutside = \"lo\"", 4, "interface.outside", "only a \"tun\" device"},
+		{"outside, missing", `mode = "netstack"`, "mode = \"tun\"\noutside = \"no-such-if0\"", 4, "interface.outside", `no interface "no-such-if0"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,9 @@
 // Package wgconn is wireguard-go's conn package (MIT, WireGuard LLC) with one
 // fix oevpn needs and upstream lacks: StdNetBind.Send sent IPv6 datagrams
 // to a corrupted address after an IPv4 send (see bind_std.go, "oevpn:").
-// Drop it for golang.zx2c4.com/wireguard/conn once upstream has the fix.
+// It adds StdNetBind.Control (control_oevpn.go), to set socket options on
+// the open sockets. Drop the copy for golang.zx2c4.com/wireguard/conn once
+// upstream has the fix and a way to set options.
 package wgconn
 
 import (

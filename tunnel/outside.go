@@ -1,0 +1,143 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	conn "github.com/oevpn/oevpn/internal/wgconn"
+)
+
+// Outside says how oevpn's own packets leave the host without entering the
+// TUN device: its IKE and ESP datagrams, its DNS queries and the clear
+// path. On Linux the mark does it (policy routing sends marked packets by
+// the main table); on macOS and Windows, where there are no marks, the
+// sockets are bound to the outside interface (IP_BOUND_IF, IP_UNICAST_IF).
+type Outside struct {
+	// Mark is the Linux SO_MARK of our sockets; 0 sets none.
+	Mark uint32
+	// Interface, if set, is the interface our sockets are bound to
+	// (SO_BINDTODEVICE on Linux).
+	Interface string
+}
+
+// ErrNoOutside is returned when no interface outside the TUN device carries
+// a default route.
+var ErrNoOutside = errors.New("tunnel: no default route outside the TUN device")
+
+// Dialer returns a dialer whose sockets leave by o.
+func (o Outside) Dialer() *net.Dialer {
+	if o == (Outside{}) {
+		return &net.Dialer{}
+	}
+	return &net.Dialer{Control: o.control}
+}
+
+// control applies o to a socket before it connects to address; network
+// is the dialer's ("udp4", "tcp6", ...). Loopback never enters the TUN:
+// sockets to it are left unbound (a resolver on 127.0.0.1 stays reachable).
+func (o Outside) control(network, address string, c syscall.RawConn) error {
+	if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().Unmap().IsLoopback() {
+		o.Interface = ""
+	}
+	var serr error
+	err := c.Control(func(fd uintptr) { serr = o.apply(network, fd) })
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// apply applies o to an open socket of network ("udp4", "udp6", ...).
+func (o Outside) apply(network string, fd uintptr) error {
+	if o.Interface == "" {
+		return o.setMark(fd)
+	}
+	ifi, err := net.InterfaceByName(o.Interface)
+	if err != nil {
+		return fmt.Errorf("tunnel: outside interface %q: %w", o.Interface, err)
+	}
+	if err := o.setMark(fd); err != nil {
+		return err
+	}
+	v6 := len(network) > 0 && network[len(network)-1] == '6'
+	if err := bindToInterface(fd, ifi, v6); err != nil {
+		return fmt.Errorf("tunnel: binding a socket to %q: %w", o.Interface, err)
+	}
+	return nil
+}
+
+// SourceFor returns the source address the host's own routes (those o's
+// sockets follow, not the TUN) pick for dst, or an invalid address. It
+// sends nothing: a UDP connect only looks the route up.
+func (o Outside) SourceFor(dst netip.Addr) netip.Addr {
+	c, err := o.Dialer().DialContext(context.Background(), "udp", netip.AddrPortFrom(dst, 9).String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	defer c.Close()
+	ap, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	return ap.Addr().Unmap()
+}
+
+// DetectOutside returns the interface of the host's default route, IPv4
+// first, other than the device named exclude. Call it before routing into
+// the TUN device. Only route lookups are made; nothing is sent.
+func DetectOutside(exclude string) (string, error) {
+	// Documentation addresses (RFC 5737, RFC 3849) stand for "anywhere".
+	for _, dst := range []string{"192.0.2.1:9", "[2001:db8::1]:9"} {
+		c, err := net.Dial("udp", dst)
+		if err != nil {
+			continue
+		}
+		src, _ := netip.ParseAddrPort(c.LocalAddr().String())
+		c.Close()
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return "", fmt.Errorf("tunnel: listing interfaces: %w", err)
+		}
+		for _, ifi := range ifs {
+			if ifi.Name == exclude || !hasAddr(&ifi, src.Addr().Unmap()) {
+				continue
+			}
+			return ifi.Name, nil
+		}
+	}
+	return "", ErrNoOutside
+}
+
+func hasAddr(ifi *net.Interface, a netip.Addr) bool {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return false
+	}
+	for _, ad := range addrs {
+		if p, err := netip.ParsePrefix(ad.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// applyBinds applies o to the open sockets of binds, which must be able
+// to take socket options (conn.StdNetBind) unless o is the zero value.
+func (o Outside) applyBinds(binds ...conn.Bind) error {
+	if o == (Outside{}) {
+		return nil
+	}
+	for _, b := range binds {
+		cb, ok := b.(interface {
+			Control(func(network string, fd uintptr) error) error
+		})
+		if !ok {
+			return fmt.Errorf("tunnel: %T cannot take socket options", b)
+		}
+		if err := cb.Control(o.apply); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -36,6 +36,11 @@ type Status struct {
 	IKESAs  []IKEStatus  `json:"ike_sas"`
 	Static  []SAStatus   `json:"static_sas"`
 	Stats   tunnel.Stats `json:"datapath"`
+	// ClearPath is how packets leave in the clear: "raw" sockets, the
+	// "forwarder", or "none" (dropped).
+	ClearPath string `json:"clear_path"`
+	// Outside is the interface oevpn's own sockets are bound to, if any.
+	Outside string `json:"outside,omitempty"`
 	// AutoVPN counts the probe messages, when AutoVPN runs.
 	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
 }
@@ -81,7 +86,7 @@ func pairStatus(p *tunnel.SAPair, alg string) SAStatus {
 func (ep *endpoint) status(cfg *config.Config) Status {
 	ikePort, natt := ep.eng.Ports()
 	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
-		Stats: ep.eng.Stats()}
+		Stats: ep.eng.Stats(), ClearPath: ep.clearPath, Outside: ep.outside.Interface}
 	if ep.av != nil {
 		avs := ep.av.Stats()
 		st.AutoVPN = &avs
@@ -266,23 +271,26 @@ func controlCommand(name string, nargs int, usage string, args []string, stderr 
 	if fs.NArg() != nargs {
 		return "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE] %s", errUsage, name, usage)
 	}
-	return sockFn(), *j, fs.Args(), nil
+	sock, err = sockFn()
+	return sock, *j, fs.Args(), err
 }
 
 // socketFlags adds the flags that find an endpoint's control socket.
-func socketFlags(fs *flag.FlagSet) func() string {
+func socketFlags(fs *flag.FlagSet) func() (string, error) {
 	sock := fs.String("s", "", "control `socket` (default: from -c, or "+config.DefaultControl(config.DefaultName)+")")
 	cfgPath := fs.String("c", "", "the endpoint's configuration `file`, to find its control socket")
-	return func() string {
+	return func() (string, error) {
 		if *sock != "" {
-			return *sock
+			return *sock, nil
 		}
 		if *cfgPath != "" {
-			if c, err := config.Load(*cfgPath); err == nil {
-				return c.Interface.Control
+			c, err := config.Load(*cfgPath)
+			if err != nil {
+				return "", err
 			}
+			return c.Interface.Control, nil
 		}
-		return config.DefaultControl(config.DefaultName)
+		return config.DefaultControl(config.DefaultName), nil
 	}
 }
 
@@ -328,7 +336,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
-	fmt.Fprintf(stdout, "oevpn %s  device %s (%s)  ports ike %d natt %d\n", st.Version, st.Device, st.Mode, st.Ports[0], st.Ports[1])
+	fmt.Fprintf(stdout, "oevpn %s  device %s (%s)  ports ike %d natt %d  clear path %s\n", st.Version, st.Device, st.Mode, st.Ports[0], st.Ports[1], st.ClearPath)
+	if st.Outside != "" {
+		fmt.Fprintf(stdout, "own packets leave by %s\n", st.Outside)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, sa := range st.IKESAs {
 		role := "responder"

@@ -45,6 +45,17 @@ func TestUpBadConfig(t *testing.T) {
 	if code, _, errOut := runCLI("up", "-c", filepath.Join(t.TempDir(), "missing.toml")); code != 1 || !strings.Contains(errOut, "no such file") {
 		t.Fatalf("missing file: exit %d, stderr %q", code, errOut)
 	}
+	// What shows only on this host: before any device is created.
+	os.WriteFile(p, []byte("[interface]\nname = \"oetest0\"\noutside = \"no-such-if0\"\n"), 0o600)
+	code, _, errOut = runCLI("up", "-c", p)
+	if code != 1 || !strings.Contains(errOut, p+`:3: interface.outside: no interface "no-such-if0" on this host`) {
+		t.Fatalf("missing outside interface: exit %d, stderr %q", code, errOut)
+	}
+	// The control commands name a broken configuration instead of
+	// guessing the socket.
+	if code, _, errOut := runCLI("status", "-c", filepath.Join(t.TempDir(), "missing.toml")); code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("status with a missing configuration: exit %d, stderr %q", code, errOut)
+	}
 }
 
 func TestDemo(t *testing.T) {

@@ -306,6 +306,9 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 	l.a.Run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "3", oeC6clear)
 	hashedTransferTo(t, l.a, l.c, oeC4clear+":7003")
 	checkVerdict(t, l.cfgA, oeC4clear, "clear")
+	if st := oevpnStatus(t, l.cfgA); st.ClearPath != "raw" {
+		t.Errorf("clear path %q, want raw sockets", st.ClearPath)
+	}
 	// The negative cache routes the destination around oevpn meanwhile.
 	if out := l.a.Run("ip", "route", "show", "table", "20293"); !strings.Contains(out, "throw "+oeC4clear) {
 		t.Errorf("no bypass route for %s:\n%s", oeC4clear, out)
@@ -367,8 +370,8 @@ func TestLabOpportunisticForwarder(t *testing.T) {
 	l := newOELab(t, "signed")
 	l.wrapA = []string{"setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"}
 	l.startAB(t, "require", "")
-	if !strings.Contains(l.procA.Output(), "clear path: forwarding TCP and UDP flows") {
-		t.Fatalf("A without CAP_NET_RAW did not fall back to the forwarder")
+	if st := oevpnStatus(t, l.cfgA); st.ClearPath != "forwarder" || st.Outside != "" {
+		t.Fatalf("A without CAP_NET_RAW: clear path %q, outside %q; want the forwarder, no interface", st.ClearPath, st.Outside)
 	}
 	stopAB := capture(t, l.a, l.vethAB)
 	stopAC := capture(t, l.c, l.vethCA)
@@ -406,6 +409,13 @@ private-or-clear = ["10.78.0.0/24"]
 [opportunism]
 resolver = %q
 `, l.vethAC, l.dns.Resolver))
+	if st := oevpnStatus(t, l.cfgA); st.ClearPath != "forwarder" || st.Outside != l.vethAC {
+		t.Fatalf("clear path %q, outside %q; want the forwarder, %q", st.ClearPath, st.Outside, l.vethAC)
+	}
+	out, err := exec.Command(oevpnBinary(t), "status", "-c", l.cfgA).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "clear path forwarder") || !strings.Contains(string(out), "own packets leave by "+l.vethAC) {
+		t.Errorf("oevpn status does not say how packets leave (%v):\n%s", err, out)
+	}
 	hashedTransferTo(t, l.a, l.c, oeC4clear+":7006")
 	if from := udpEcho(t, l.a, l.c, oeC4clear+":7007"); !strings.HasPrefix(from, oeAC4+":") {
 		t.Errorf("the forwarded datagram came from %s, want A's address %s", from, oeAC4)

@@ -100,7 +100,8 @@ func trustCommand(name string, nargs int, usage string, args []string, stderr io
 	if fs.NArg() != nargs {
 		return "", "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE | -store FILE] %s", errUsage, name, usage)
 	}
-	return sockFn(), *st, *j, fs.Args(), nil
+	sock, err = sockFn()
+	return sock, *st, *j, fs.Args(), err
 }
 
 func cmdPeers(args []string, stdout, stderr io.Writer) error {

@@ -76,21 +76,22 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // endpoint is one running oevpn endpoint.
 type endpoint struct {
-	eng     *tunnel.Engine
-	ike     *ike.Daemon
-	oe      *tunnel.Opportunism // nil without opportunistic classes
-	av      *tunnel.AutoVPN     // nil without [autovpn]
-	trust   *policy.TrustStore
-	closers []func()
-	net     *netstack.Net  // netstack mode only
-	outside tunnel.Outside // how our own packets leave, TUN mode only
-	log     *slog.Logger
+	eng       *tunnel.Engine
+	ike       *ike.Daemon
+	oe        *tunnel.Opportunism // nil without opportunistic classes
+	av        *tunnel.AutoVPN     // nil without [autovpn]
+	trust     *policy.TrustStore
+	closers   []func()
+	net       *netstack.Net  // netstack mode only
+	outside   tunnel.Outside // how our own packets leave, TUN mode only
+	clearPath string         // "raw", "forwarder" or "none", for status
+	log       *slog.Logger
 }
 
 // startEndpoint creates the device and starts the datapath.
 func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 	in := cfg.Interface
-	ep := &endpoint{log: log}
+	ep := &endpoint{log: log, clearPath: "none"}
 	tcfg := tunnel.Config{IKEPort: uint16(*in.IKEPort), NATTPort: uint16(*in.NATTPort), Logger: log}
 	switch in.Mode {
 	case config.ModeNetstack:
@@ -106,8 +107,13 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		// No raw sockets here: flows that leave in the clear are
 		// terminated and re-originated from host sockets.
 		tcfg.ForwardDial = (&net.Dialer{}).DialContext
+		ep.clearPath = "forwarder"
 	default:
-		ep.outside = outsideFor(in, log)
+		outside, err := outsideFor(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		ep.outside = outside
 		dev, err := tunnel.CreateOSTUN(tunnel.OSConfig{Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
 			Routes: routesFor(cfg, ep.outside), Mark: uint32(*in.Fwmark), Table: in.Table, Protected: cfg.AutoVPN.Protected,
 			ProtectedHost: cfg.AutoVPN.Mode == "host", Logger: log})
@@ -126,6 +132,9 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 				// A bypass route would take the rest of a flow
 				// that the forwarder terminated around it.
 				tcfg.Bypass = nil
+				ep.clearPath = "forwarder"
+			} else {
+				ep.clearPath = "raw"
 			}
 			tcfg.Clear = clear
 		}
@@ -144,19 +153,26 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 // set, also binds them to that interface. Elsewhere there are no marks:
 // they are bound to the outside interface, by default the one of the
 // default route when oevpn starts (before anything is routed into the TUN).
-func outsideFor(in config.Interface, log *slog.Logger) tunnel.Outside {
+func outsideFor(cfg *config.Config, log *slog.Logger) (tunnel.Outside, error) {
+	in := cfg.Interface
 	o := tunnel.Outside{Mark: uint32(*in.Fwmark), Interface: in.Outside}
-	if o.Interface != "" || runtime.GOOS == "linux" {
-		return o
+	if o.Interface != "" {
+		if _, err := net.InterfaceByName(o.Interface); err != nil {
+			return o, cfg.KeyError("interface.outside", fmt.Errorf("no interface %q on this host", o.Interface))
+		}
+		return o, nil
+	}
+	if runtime.GOOS == "linux" {
+		return o, nil
 	}
 	name, err := tunnel.DetectOutside(in.Name)
 	if err != nil {
 		log.Warn("oevpn's own packets follow the routing table: do not route their destinations into the TUN, or set interface.outside", "err", err)
-		return o
+		return o, nil
 	}
 	log.Info("outside interface", "name", name)
 	o.Interface = name
-	return o
+	return o, nil
 }
 
 // ownAddresses returns the endpoint's own addresses (the host's, in TUN

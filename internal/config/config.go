@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -62,6 +61,14 @@ type Config struct {
 	AutoVPN   AutoVPN   `toml:"autovpn"`
 	// Path is the file the configuration came from.
 	Path string `toml:"-"`
+	loc  locator
+}
+
+// KeyError returns err about key ("interface.outside", "sa[1].spi_in") as an
+// *Error naming the file and the key's line, for what only shows when the
+// configuration is used (an interface that does not exist on this host).
+func (c *Config) KeyError(key string, err error) error {
+	return &Error{File: c.Path, Line: c.loc.findDotted(key), Key: key, Err: err}
 }
 
 // Interface configures the local endpoint.
@@ -406,6 +413,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	c.Path = name
 	loc := locator{lines: strings.Split(string(data), "\n")}
+	c.loc = loc
 	if un := md.Undecoded(); len(un) > 0 {
 		k := un[0]
 		return nil, &Error{File: name, Line: loc.find(k), Key: k.String(), Err: errors.New("unknown key")}
@@ -477,13 +485,8 @@ func (c *Config) check() error {
 	if in.Table < 1 || in.Table > 0x7fffffff || in.Table == 253 || in.Table == 254 || in.Table == 255 {
 		return keyErr("interface.table", "%d is not a usable routing table (not default, main or local)", in.Table)
 	}
-	if in.Outside != "" {
-		if in.Mode != ModeTUN {
-			return keyErr("interface.outside", "only a %q device has an outside interface", ModeTUN)
-		}
-		if _, err := net.InterfaceByName(in.Outside); err != nil {
-			return keyErr("interface.outside", "no interface %q on this host", in.Outside)
-		}
+	if in.Outside != "" && in.Mode != ModeTUN {
+		return keyErr("interface.outside", "only a %q device has an outside interface", ModeTUN)
 	}
 	if in.Control == "" {
 		in.Control = DefaultControl(in.Name)

@@ -161,6 +161,12 @@ type Engine struct {
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
+	// inbound counts the routines that write decrypted packets to the
+	// device, and devMu guards the forwarder's writes: the device is
+	// closed only when no write is under way (a netstack device panics
+	// on a packet it answers while closing).
+	inbound sync.WaitGroup
+	devMu   sync.RWMutex
 }
 
 type saEvent struct {
@@ -173,7 +179,12 @@ type saEvent struct {
 func (e *Engine) writeDevice(pkt []byte) {
 	buf := make([]byte, writeOffset+len(pkt))
 	copy(buf[writeOffset:], pkt)
-	if _, err := e.dev.Write([][]byte{buf}, writeOffset); err != nil && !e.closed() {
+	e.devMu.RLock()
+	defer e.devMu.RUnlock()
+	if e.closed() {
+		return
+	}
+	if _, err := e.dev.Write([][]byte{buf}, writeOffset); err != nil {
 		e.log.Debug("writing a forwarded packet to the device failed", "err", err)
 	}
 }
@@ -205,6 +216,15 @@ func New(cfg Config) (*Engine, error) {
 		clear:   cfg.Clear,
 	}
 	e.routes.Store(&routeTable{})
+	// fail undoes what New did so far; the engine owns Clear.
+	fail := func(err error) (*Engine, error) {
+		e.ike.Close()
+		e.natt.Close()
+		if e.clear != nil {
+			e.clear.Close()
+		}
+		return nil, err
+	}
 	if e.clear == nil && cfg.ForwardDial != nil {
 		mtu, err := cfg.Device.MTU()
 		if err != nil || mtu <= 0 {
@@ -212,7 +232,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		fwd, err := newForwarder(mtu, cfg.ForwardDial, e.writeDevice)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		e.clear = fwd
 	}
@@ -224,24 +244,22 @@ func New(cfg Config) (*Engine, error) {
 	}
 	ikeFns, ikePort, err := e.ike.Open(cfg.IKEPort)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: listening on IKE port %d: %w", cfg.IKEPort, err)
+		return fail(fmt.Errorf("tunnel: listening on IKE port %d: %w", cfg.IKEPort, err))
 	}
 	nattFns, nattPort, err := e.natt.Open(cfg.NATTPort)
 	if err != nil {
-		e.ike.Close()
-		return nil, fmt.Errorf("tunnel: listening on NAT-T port %d: %w", cfg.NATTPort, err)
+		return fail(fmt.Errorf("tunnel: listening on NAT-T port %d: %w", cfg.NATTPort, err))
 	}
 	e.ports = [2]uint16{ikePort, nattPort}
 	if err := cfg.Outside.applyBinds(e.ike, e.natt); err != nil {
-		e.ike.Close()
-		e.natt.Close()
-		return nil, fmt.Errorf("tunnel: outer sockets: %w", err)
+		return fail(fmt.Errorf("tunnel: outer sockets: %w", err))
 	}
+	e.inbound.Add(len(ikeFns) + len(nattFns))
 	for _, fn := range ikeFns {
-		e.start(func() { e.routineInbound(fn, e.ike, false) })
+		e.start(func() { defer e.inbound.Done(); e.routineInbound(fn, e.ike, false) })
 	}
 	for _, fn := range nattFns {
-		e.start(func() { e.routineInbound(fn, e.natt, true) })
+		e.start(func() { defer e.inbound.Done(); e.routineInbound(fn, e.natt, true) })
 	}
 	e.start(e.routineOutbound)
 	e.start(e.routineTimers)
@@ -262,12 +280,17 @@ func (e *Engine) start(f func()) {
 func (e *Engine) Ports() (ike, natt uint16) { return e.ports[0], e.ports[1] }
 
 // Close stops the datapath, closes the sockets and the device, and waits
-// for every goroutine to finish.
+// for every goroutine to finish. The device is closed last, once nothing
+// writes to it any more.
 func (e *Engine) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
+		e.devMu.Lock()
 		close(e.closing)
-		err = errors.Join(e.ike.Close(), e.natt.Close(), e.dev.Close())
+		e.devMu.Unlock()
+		err = errors.Join(e.ike.Close(), e.natt.Close())
+		e.inbound.Wait()
+		err = errors.Join(err, e.dev.Close())
 		if e.clear != nil {
 			e.clear.Close()
 		}

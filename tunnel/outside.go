@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
+	"time"
 
 	conn "github.com/oevpn/oevpn/internal/wgconn"
 )
@@ -37,11 +39,16 @@ func (o Outside) Dialer() *net.Dialer {
 }
 
 // control applies o to a socket before it connects to address; network
-// is the dialer's ("udp4", "tcp6", ...). Loopback never enters the TUN:
-// sockets to it are left unbound (a resolver on 127.0.0.1 stays reachable).
+// is the dialer's ("udp4", "tcp6", ...). The host's own addresses never
+// enter the TUN: sockets to them are left unbound (a resolver on 127.0.0.1
+// or on a bridge of this host stays reachable).
 func (o Outside) control(network, address string, c syscall.RawConn) error {
-	if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().Unmap().IsLoopback() {
-		o.Interface = ""
+	if o.Interface != "" {
+		if ap, err := netip.ParseAddrPort(address); err == nil {
+			if a := ap.Addr().Unmap(); a.IsLoopback() || host.get().local[a] {
+				o.Interface = ""
+			}
+		}
 	}
 	var serr error
 	err := c.Control(func(fd uintptr) { serr = o.apply(network, fd) })
@@ -56,9 +63,13 @@ func (o Outside) apply(network string, fd uintptr) error {
 	if o.Interface == "" {
 		return o.setMark(fd)
 	}
-	ifi, err := net.InterfaceByName(o.Interface)
-	if err != nil {
-		return fmt.Errorf("tunnel: outside interface %q: %w", o.Interface, err)
+	ifi := host.get().byName[o.Interface]
+	if ifi == nil {
+		// Perhaps new since the last look.
+		var err error
+		if ifi, err = net.InterfaceByName(o.Interface); err != nil {
+			return fmt.Errorf("tunnel: outside interface %q: %w", o.Interface, err)
+		}
 	}
 	if err := o.setMark(fd); err != nil {
 		return err
@@ -68,6 +79,45 @@ func (o Outside) apply(network string, fd uintptr) error {
 		return fmt.Errorf("tunnel: binding a socket to %q: %w", o.Interface, err)
 	}
 	return nil
+}
+
+// host is a snapshot of the host's interfaces and addresses, taken again
+// when older than hostViewTTL: sockets are bound per flow and per DNS
+// query, and listing interfaces is not cheap (on Windows especially).
+var host hostView
+
+const hostViewTTL = 2 * time.Second
+
+type hostView struct {
+	mu   sync.Mutex
+	at   time.Time
+	snap hostSnapshot
+}
+
+type hostSnapshot struct {
+	byName map[string]*net.Interface
+	local  map[netip.Addr]bool
+}
+
+func (h *hostView) get() hostSnapshot {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Since(h.at) < hostViewTTL && h.snap.byName != nil {
+		return h.snap
+	}
+	s := hostSnapshot{byName: map[string]*net.Interface{}, local: map[netip.Addr]bool{}}
+	ifs, _ := net.Interfaces()
+	for i := range ifs {
+		s.byName[ifs[i].Name] = &ifs[i]
+		addrs, _ := ifs[i].Addrs()
+		for _, ad := range addrs {
+			if p, err := netip.ParsePrefix(ad.String()); err == nil {
+				s.local[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	h.snap, h.at = s, time.Now()
+	return s
 }
 
 // SourceFor returns the source address the host's own routes (those o's

@@ -70,7 +70,7 @@ func TestLabOutside(t *testing.T) {
 		}
 	}()
 	var lo net.Listener
-	if err := x.Do(func() (err error) { lo, err = net.Listen("tcp", "127.0.0.1:7"); return err }); err != nil {
+	if err := x.Do(func() (err error) { lo, err = net.Listen("tcp", "0.0.0.0:7"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer lo.Close()
@@ -96,6 +96,7 @@ func TestLabOutside(t *testing.T) {
 		{"marked", Outside{Mark: 0x91}, "10.91.0.2:7", true, "10.91.0.1"},
 		{"bound to the veth", bound, "10.91.0.2:7", true, "10.91.0.1"},
 		{"bound, to loopback", bound, "127.0.0.1:7", true, "127.0.0.1"},
+		{"bound, to another address of this host", bound, "10.92.0.1:7", true, "10.92.0.1"},
 	} {
 		var err error
 		var src netip.Addr

@@ -420,6 +420,20 @@ resolver = %q
 	if from := udpEcho(t, l.a, l.c, oeC4clear+":7007"); !strings.HasPrefix(from, oeAC4+":") {
 		t.Errorf("the forwarded datagram came from %s, want A's address %s", from, oeAC4)
 	}
+	l.procA.Signal(syscall.SIGTERM)
+	l.procA.Wait(10 * time.Second)
+
+	// No mark and no outside interface: nothing could keep the clear
+	// path's packets out of the TUN, so there is none.
+	l.procA, l.cfgA = l.start(t, l.a, "a-nomark", fmt.Sprintf(`fwmark = 0
+[policy]
+private-or-clear = ["10.78.0.0/24"]
+[opportunism]
+resolver = %q
+`, l.dns.Resolver))
+	if st := oevpnStatus(t, l.cfgA); st.ClearPath != "none" {
+		t.Errorf("without mark or outside: clear path %q, want none", st.ClearPath)
+	}
 }
 
 // hashedTransferTo is hashedTransfer for a short fixed transfer.

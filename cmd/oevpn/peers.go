@@ -100,7 +100,9 @@ func trustCommand(name string, nargs int, usage string, args []string, stderr io
 	if fs.NArg() != nargs {
 		return "", "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE | -store FILE] %s", errUsage, name, usage)
 	}
-	sock, err = sockFn()
+	if *st == "" {
+		sock, err = sockFn()
+	}
 	return sock, *st, *j, fs.Args(), err
 }
 

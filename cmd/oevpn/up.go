@@ -122,21 +122,10 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		}
 		tcfg.Device, tcfg.Outside, tcfg.Bypass = dev, ep.outside, dev
 		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 || cfg.AutoVPN.Enabled() {
-			// Raw sockets where we may open them; else the forwarder
-			// terminates flows and re-originates them from sockets
-			// that leave by the outside.
-			clear, err := tunnel.NewClearPath(ep.outside)
-			if err != nil {
-				log.Info("clear path: forwarding TCP and UDP flows from host sockets", "reason", err)
-				tcfg.ForwardDial = ep.outside.Dialer().DialContext
-				// A bypass route would take the rest of a flow
-				// that the forwarder terminated around it.
-				tcfg.Bypass = nil
-				ep.clearPath = "forwarder"
-			} else {
-				ep.clearPath = "raw"
+			if err := ep.openClearPath(&tcfg); err != nil {
+				dev.Close()
+				return nil, err
 			}
-			tcfg.Clear = clear
 		}
 	}
 	eng, err := tunnel.New(tcfg)
@@ -146,6 +135,32 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 	}
 	ep.eng = eng
 	return ep, nil
+}
+
+// openClearPath sets up the clear path of an OS TUN device: raw sockets
+// where we may open them, else the forwarder, which terminates flows and
+// re-originates them from sockets that leave by the outside. Without an
+// outside (no mark, no interface) there is none: what we sent would come
+// straight back into the TUN.
+func (ep *endpoint) openClearPath(tcfg *tunnel.Config) error {
+	if ep.outside == (tunnel.Outside{}) {
+		ep.log.Warn("no clear path: with no fwmark and no outside interface, packets sent in the clear would come back into the TUN; traffic that policy sends in the clear is dropped")
+		return nil
+	}
+	clear, err := tunnel.NewClearPath(ep.outside)
+	switch {
+	case err == nil:
+		tcfg.Clear, ep.clearPath = clear, "raw"
+	case errors.Is(err, tunnel.ErrNoClearPath) || errors.Is(err, os.ErrPermission):
+		ep.log.Info("clear path: forwarding TCP and UDP flows from host sockets", "reason", err)
+		tcfg.ForwardDial, ep.clearPath = ep.outside.Dialer().DialContext, "forwarder"
+		// A bypass route would take the rest of a flow that the
+		// forwarder terminated around it.
+		tcfg.Bypass = nil
+	default:
+		return err
+	}
+	return nil
 }
 
 // outsideFor returns how the endpoint's own packets leave the host. On

@@ -66,13 +66,15 @@ func connect(t *testing.T, a, b *testEndpoint, tr esp.Transform) (ab, ba *SAPair
 	crand.Read(k2)
 	spi1, spi2 := 0x1000+rand.Uint32()%0x10000, 0x20000+rand.Uint32()%0x10000
 	var err error
-	ab, err = a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
-		Out: esp.Config{Transform: tr, SPI: spi1, Key: k1, ESN: true}, In: esp.Config{Transform: tr, SPI: spi2, Key: k2, ESN: true}})
+	// b's pair first: a's install may flush packets a held, and b must
+	// know their SPI by then.
+	ba, err = b.eng.Install(PairConfig{Peer: a.nattAddr(), Local: hostSel(b.addr), Remote: hostSel(a.addr),
+		Out: esp.Config{Transform: tr, SPI: spi2, Key: k2, ESN: true}, In: esp.Config{Transform: tr, SPI: spi1, Key: k1, ESN: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ba, err = b.eng.Install(PairConfig{Peer: a.nattAddr(), Local: hostSel(b.addr), Remote: hostSel(a.addr),
-		Out: esp.Config{Transform: tr, SPI: spi2, Key: k2, ESN: true}, In: esp.Config{Transform: tr, SPI: spi1, Key: k1, ESN: true}})
+	ab, err = a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: spi1, Key: k1, ESN: true}, In: esp.Config{Transform: tr, SPI: spi2, Key: k2, ESN: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,6 +96,9 @@ func newForwarder(mtu int, dial DialFunc, writeBack func(pkt []byte)) (*forwarde
 
 // Send takes a packet that must leave in the clear.
 func (f *forwarder) Send(pkt []byte) error {
+	if len(pkt) == 0 {
+		return errors.New("tunnel: forwarder: empty packet")
+	}
 	proto := header.IPv4ProtocolNumber
 	switch pkt[0] >> 4 {
 	case 4:

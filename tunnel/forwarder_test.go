@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +127,39 @@ func TestForwarderClearPath(t *testing.T) {
 	}
 	if eng.Stats().Clear == 0 {
 		t.Fatal("no packet counted as clear")
+	}
+}
+
+// TestForwarderMalformed: whatever reaches the forwarder, it neither
+// panics nor dials.
+func TestForwarderMalformed(t *testing.T) {
+	var dials atomic.Int32
+	f, err := newForwarder(1400, func(context.Context, string, string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("no")
+	}, func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, pkt := range [][]byte{
+		nil,
+		{0x45},
+		{0x60, 0, 0, 0},
+		{0x15, 0, 0, 20},
+		append([]byte{0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}, make([]byte, 7)...),             // TCP cut short
+		append([]byte{0x45, 0, 0xff, 0xff, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}, 0, 53, 0, 53, 0, 8, 0, 0), // length lies
+	} {
+		f.Send(pkt)
+	}
+	if err := f.Send(nil); err == nil {
+		t.Error("an empty packet was accepted")
+	}
+	if err := f.Send([]byte{0x15}); err == nil {
+		t.Error("a packet of IP version 1 was accepted")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := dials.Load(); n != 0 {
+		t.Errorf("%d dials for malformed packets", n)
 	}
 }

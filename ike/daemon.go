@@ -327,8 +327,13 @@ func (d *Daemon) AddPeer(p *PeerConfig) error {
 // ErrNoSuchPeer is returned for a peer name that is not configured.
 var ErrNoSuchPeer = errors.New("ike: no such peer")
 
-// Down deletes the named peer's IKE SAs (sending Delete) and their Child SAs.
-// It reports how many IKE SAs it deleted.
+// ErrDown is what OnChange is told when Down ends a negotiation that had
+// not come up: it did not fail, and nothing retries it, but whoever waits
+// for it (held packets) must stop waiting.
+var ErrDown = errors.New("ike: negotiation stopped by Down")
+
+// Down deletes the named peer's IKE SAs (sending Delete) and their Child SAs,
+// and stops its negotiations. It reports how many IKE SAs it deleted.
 func (d *Daemon) Down(name string) (int, error) {
 	n := 0
 	var err error
@@ -341,10 +346,14 @@ func (d *Daemon) Down(name string) (int, error) {
 			if sa.peer.Name != name {
 				continue
 			}
-			if sa.state == stateEstablished {
+			var why error
+			switch {
+			case sa.state == stateEstablished:
 				d.sendDeleteIKE(sa)
+			case !sa.rekeyed:
+				why = ErrDown
 			}
-			d.teardown(sa, nil)
+			d.teardown(sa, why)
 			n++
 		}
 	})
@@ -568,7 +577,8 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 			delete(d.half, k)
 		}
 	}
-	if err != nil {
+	failed := err != nil && !errors.Is(err, ErrDown)
+	if failed {
 		d.log.Warn("IKE SA failed", "peer", sa.peer.Name, "err", err)
 	} else {
 		d.log.Info("IKE SA down", "peer", sa.peer.Name)
@@ -577,7 +587,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	if d.cfg.OnChange != nil && (wasUp || err != nil) {
 		d.cfg.OnChange(sa.peer.Name, false, err)
 	}
-	if err != nil && sa.peer.AutoStart && !sa.rekeyed {
+	if failed && sa.peer.AutoStart && !sa.rekeyed {
 		d.scheduleRestart(sa.peer)
 	}
 }

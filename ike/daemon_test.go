@@ -294,3 +294,52 @@ func TestRawPublicKeyCert(t *testing.T) {
 		t.Fatalf("garbage sent: %v", err)
 	}
 }
+
+// deafDatapath sends nothing anywhere: a peer that never answers.
+type deafDatapath struct{ memDatapath }
+
+func (*deafDatapath) SendIKE([]byte, netip.AddrPort, bool) error { return nil }
+
+// TestDownStopsNegotiation: Down during a negotiation tells OnChange with
+// ErrDown (those waiting for it stop waiting), and an auto-start peer is
+// not restarted: the operator asked for it to stop.
+func TestDownStopsNegotiation(t *testing.T) {
+	type change struct {
+		peer string
+		up   bool
+		err  error
+	}
+	changes := make(chan change, 4)
+	dp := &deafDatapath{memDatapath{nextSPI: 0x1000, children: map[*ChildSA]bool{}}}
+	psk := []byte("nobody answers nobody answers")
+	p := &PeerConfig{Name: "deaf", Addr: netip.MustParseAddr("192.0.2.9"), NATTPort: 4500, IKEPort: 500,
+		Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk}, LocalTS: policy.Selectors{mustSelector(t, "10.0.0.1")},
+		RemoteTS: policy.Selectors{mustSelector(t, "10.0.0.9")}, DPD: -1, AutoStart: true,
+		RetransmitBase: 20 * time.Millisecond}
+	d, err := New(Config{Datapath: dp, Peers: []*PeerConfig{p},
+		OnChange: func(peer string, up bool, err error) { changes <- change{peer, up, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Initiate("deaf"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Down("deaf"); n != 1 || err != nil {
+		t.Fatalf("Down = %d, %v; want one negotiation stopped", n, err)
+	}
+	select {
+	case c := <-changes:
+		if c.peer != "deaf" || c.up || !errors.Is(c.err, ErrDown) {
+			t.Fatalf("OnChange(%q, %v, %v); want (deaf, false, ErrDown)", c.peer, c.up, c.err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("OnChange was not told that the negotiation stopped")
+	}
+	time.Sleep(300 * time.Millisecond) // a restart would come after 4 × 20 ms
+	n := 0
+	d.call(func() { n = len(d.sas) })
+	if n != 0 {
+		t.Fatalf("%d IKE SAs after Down: the stopped negotiation was restarted", n)
+	}
+}

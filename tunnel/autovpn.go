@@ -401,8 +401,8 @@ func (a *AutoVPN) OnChange(peer string, up bool, err error) {
 	}
 	gw, host := c.Gateway, c.Remote
 	a.eng.RemoveNATFor(host)
-	if err == nil {
-		return // deleted, not failed
+	if err == nil || errors.Is(err, ike.ErrDown) {
+		return // deleted or stopped, not failed
 	}
 	state := policy.TrustState("")
 	if p, ok := a.cfg.Store.ByAddr(gw); ok {

@@ -359,6 +359,13 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 	case t.up || !t.initiator:
 		delete(o.tunnels, peer)
 		o.mu.Unlock()
+	case errors.Is(err, ike.ErrDown):
+		// Stopped by the operator: not a failure, so no shunt; the
+		// next packet starts again.
+		delete(o.tunnels, peer)
+		o.mu.Unlock()
+		o.log.Info("opportunistic negotiation stopped", "dst", t.dst)
+		o.eng.Abandon(t.dst)
 	default:
 		o.mu.Unlock()
 		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "err", err)

@@ -101,6 +101,20 @@ func (e *Engine) Forget(dst netip.Addr) {
 	}
 }
 
+// Abandon removes a destination's state, pending or not, and drops the
+// packets held for it: its next packet without an SA raises a new acquire
+// (the negotiation was stopped, neither failed nor done).
+func (e *Engine) Abandon(dst netip.Addr) {
+	dst = dst.Unmap()
+	if v, ok := e.oe.Load(dst); ok {
+		d := v.(*oeDest)
+		d.mu.Lock()
+		e.stats.noSA.Add(uint64(len(d.held)))
+		d.mu.Unlock()
+		e.forget(dst, d)
+	}
+}
+
 // VerdictFor returns a destination's current verdict, if it has one.
 func (e *Engine) VerdictFor(dst netip.Addr) (Verdict, time.Time, bool) {
 	v, ok := e.oe.Load(dst.Unmap())

@@ -170,6 +170,14 @@ func runOevpn(t *testing.T, ns *lab.Netns, name, path, cfg string, wrap ...strin
 // B answering A's net with its published key.
 func (l *oeLab) startAB(t *testing.T, dnssec, extraA string, extraB ...string) {
 	t.Helper()
+	l.startA(t, dnssec, extraA)
+	l.startB(t, dnssec, extraB...)
+}
+
+// startA starts A, opportunistic towards B's and C's nets; extra goes in
+// its [opportunism].
+func (l *oeLab) startA(t *testing.T, dnssec, extra string) {
+	t.Helper()
 	l.procA, l.cfgA = l.start(t, l.a, "a", fmt.Sprintf(`
 [policy]
 private-or-clear = ["10.77.0.0/24", "10.78.0.0/24", "fd77::/64", "fd78::/64"]
@@ -178,7 +186,12 @@ private = ["%s/32", "%s/128"]
 resolver = %q
 dnssec = %q
 %s
-`, oeC4private, oeC6private, l.dns.Resolver, dnssec, extraA))
+`, oeC4private, oeC6private, l.dns.Resolver, dnssec, extra))
+}
+
+// startB starts B, answering A's net with its published key.
+func (l *oeLab) startB(t *testing.T, dnssec string, extra ...string) {
+	t.Helper()
 	// B asks A's resolver (through the veth) unless it has its own.
 	resolverB := oeA4 + l.dns.Resolver[strings.LastIndex(l.dns.Resolver, ":"):]
 	if l.dnsB != nil {
@@ -193,7 +206,7 @@ private_key = %q
 resolver = %q
 dnssec = %q
 %s
-`, filepath.Join(l.dir, "b.pem"), resolverB, dnssec, strings.Join(extraB, "\n")))
+`, filepath.Join(l.dir, "b.pem"), resolverB, dnssec, strings.Join(extra, "\n")))
 }
 
 func checkVerdict(t *testing.T, cfg, addr, want string) {
@@ -433,6 +446,31 @@ resolver = %q
 `, l.dns.Resolver))
 	if st := oevpnStatus(t, l.cfgA); st.ClearPath != "none" {
 		t.Errorf("without mark or outside: clear path %q, want none", st.ClearPath)
+	}
+}
+
+// TestLabOpportunisticStoppedNegotiation: `oevpn down` during an
+// opportunistic negotiation (B is not running yet) is not a failure: there
+// is no shunt, and once B runs the next packet negotiates again at once.
+func TestLabOpportunisticStoppedNegotiation(t *testing.T) {
+	l := newOELab(t, "signed")
+	l.startA(t, "require", `timeout = "20s"`)
+	ping := l.a.Start("ping", "-c", "1", "-W", "1", oeB4)
+	defer ping.Signal(syscall.SIGKILL)
+	if err := l.procA.WaitFor("negotiating opportunistically", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(oevpnBinary(t), "down", "-c", l.cfgA, "oe-out-"+oeB4).CombinedOutput(); err != nil {
+		t.Fatalf("oevpn down: %v\n%s", err, out)
+	}
+	if err := l.procA.WaitFor("opportunistic negotiation stopped", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.startB(t, "require")
+	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
+	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
+	if strings.Contains(l.procA.Output(), "falling back") {
+		t.Errorf("the stopped negotiation was taken for a failure")
 	}
 }
 

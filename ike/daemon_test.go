@@ -221,7 +221,7 @@ func crossed(d1, d2 *Daemon, f1, f2 func()) {
 func TestNewChildAfterPeerDeletedIt(t *testing.T) {
 	d1, d2, dp1, dp2 := memPair(t)
 	s2 := current(d2)
-	d2.call(func() { d2.deleteChild(s2, s2.children[0]) })
+	d2.call(func() { d2.deleteChild(s2.children[0]) })
 	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "Child SA deleted on both ends")
 	d1.Acquire("two")
 	waitUntil(t, func() bool {
@@ -231,6 +231,17 @@ func TestNewChildAfterPeerDeletedIt(t *testing.T) {
 	if current(d2) != s2 {
 		t.Fatal("a new IKE SA was made instead of a Child SA")
 	}
+}
+
+// TestChildHardLifetime: at its hard lifetime a Child SA leaves the
+// datapath and the peer is told with a Delete, though nothing rekeyed it.
+func TestChildHardLifetime(t *testing.T) {
+	d1, _, dp1, dp2 := memPair(t)
+	s1 := current(d1)
+	var c *ChildSA
+	d1.call(func() { c = s1.children[0] })
+	d1.ChildEvent(c, true)
+	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "the Child SA removed on both ends")
 }
 
 // recordingDatapath records what a daemon sends.

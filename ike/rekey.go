@@ -178,11 +178,19 @@ func (d *Daemon) scheduleChildRekey(c *ChildSA) {
 }
 
 // ChildEvent tells the daemon that a Child SA reached a lifetime limit in
-// the datapath (packets or bytes): a soft event starts a rekey.
+// the datapath: a soft event starts a rekey; at the hard one the Child SA
+// is removed and the peer told (RFC 7296 §2.8), whatever became of its
+// rekey.
 func (d *Daemon) ChildEvent(c *ChildSA, hard bool) {
 	d.post(func() {
 		if !hard {
 			d.rekeyChild(c)
+			return
+		}
+		d.dp.RemoveChild(c)
+		if sa := c.ike; sa != nil && sa.state != stateDead && d.hasChild(sa, c) {
+			d.log.Warn("Child SA past its hard lifetime: removed", "peer", sa.peer.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI))
+			d.deleteChild(c)
 		}
 	})
 }
@@ -205,12 +213,12 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 			// nonce is redundant, and we created it: delete it.
 			d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
 			d.dp.RemoveChild(nc) // stop sending on it now; the Delete follows
-			d.deleteChild(sa, nc)
+			d.deleteChild(nc)
 			return
 		}
 		c.replaced = true
 		c.successor = nc
-		d.deleteChild(sa, c)
+		d.deleteChild(c)
 	})
 }
 
@@ -319,16 +327,19 @@ func (d *Daemon) completeCreateChild(sa *ikeSA, m *Message, spi uint32, nI []byt
 	return d.installChild(sa, &chosen, nI, nr.Data, shared, spi, weInitiated, tsi.Selectors, tsr.Selectors)
 }
 
-// deleteChild sends Delete for a Child SA and removes it when answered.
-func (d *Daemon) deleteChild(sa *ikeSA, c *ChildSA) {
-	d.queueRequest(sa, exchange{exch: INFORMATIONAL, movable: true,
+// deleteChild sends Delete for a Child SA and removes it when answered. It
+// goes by the IKE SA that owns the Child SA now: the one that negotiated it
+// may have been rekeyed meanwhile, and a request queued there would never
+// be sent (the Child SA would stay installed).
+func (d *Daemon) deleteChild(c *ChildSA) {
+	d.queueRequest(c.ike.current(), exchange{exch: INFORMATIONAL, movable: true,
 		payloads: func() ([]Payload, error) {
 			return []Payload{&DeletePayload{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, c.In.SPI)}}}, nil
 		},
-		onResponse: func(*ikeSA, *Message) { d.removeChild(sa, c) }})
+		onResponse: func(*ikeSA, *Message) { d.removeChild(c) }})
 }
 
-func (d *Daemon) removeChild(_ *ikeSA, c *ChildSA) {
+func (d *Daemon) removeChild(c *ChildSA) {
 	sa := c.ike
 	for i, x := range sa.children {
 		if x == c {

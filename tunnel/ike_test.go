@@ -297,7 +297,7 @@ func TestIKERekeyUnderLoad(t *testing.T) {
 			// Old SAs leave the datapath: at most the current pair and
 			// one being replaced. Rekeys go on meanwhile, and a collision
 			// briefly adds a redundant pair, so look for a while: leaked
-			// pairs would never fall back.
+			// pairs (a rekey every 600 ms) would not go.
 			n := len(a.eng.Pairs())
 			for deadline := time.Now().Add(3 * time.Second); n > 2 && time.Now().Before(deadline); n = len(a.eng.Pairs()) {
 				time.Sleep(20 * time.Millisecond)

@@ -45,7 +45,7 @@ func (o Outside) Dialer() *net.Dialer {
 func (o Outside) control(network, address string, c syscall.RawConn) error {
 	if o.Interface != "" {
 		if ap, err := netip.ParseAddrPort(address); err == nil {
-			if a := ap.Addr().Unmap(); a.IsLoopback() || host.get().local[a] {
+			if a := ap.Addr().Unmap(); a.IsLoopback() || host.get().local[a] != "" {
 				o.Interface = ""
 			}
 		}
@@ -96,27 +96,31 @@ type hostView struct {
 
 type hostSnapshot struct {
 	byName map[string]*net.Interface
-	local  map[netip.Addr]bool
+	local  map[netip.Addr]string // the host's addresses, and whose they are
 }
 
 func (h *hostView) get() hostSnapshot {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if time.Since(h.at) < hostViewTTL && h.snap.byName != nil {
-		return h.snap
+	if time.Since(h.at) >= hostViewTTL || h.snap.byName == nil {
+		h.snap, h.at = readHost(), time.Now()
 	}
-	s := hostSnapshot{byName: map[string]*net.Interface{}, local: map[netip.Addr]bool{}}
+	return h.snap
+}
+
+// readHost lists the host's interfaces and addresses now.
+func readHost() hostSnapshot {
+	s := hostSnapshot{byName: map[string]*net.Interface{}, local: map[netip.Addr]string{}}
 	ifs, _ := net.Interfaces()
 	for i := range ifs {
 		s.byName[ifs[i].Name] = &ifs[i]
 		addrs, _ := ifs[i].Addrs()
 		for _, ad := range addrs {
 			if p, err := netip.ParsePrefix(ad.String()); err == nil {
-				s.local[p.Addr().Unmap()] = true
+				s.local[p.Addr().Unmap()] = ifs[i].Name
 			}
 		}
 	}
-	h.snap, h.at = s, time.Now()
 	return s
 }
 
@@ -137,39 +141,14 @@ func (o Outside) SourceFor(dst netip.Addr) netip.Addr {
 // first, other than the device named exclude. Call it before routing into
 // the TUN device. Only route lookups are made; nothing is sent.
 func DetectOutside(exclude string) (string, error) {
+	local := readHost().local
 	// Documentation addresses (RFC 5737, RFC 3849) stand for "anywhere".
-	for _, dst := range []string{"192.0.2.1:9", "[2001:db8::1]:9"} {
-		c, err := net.Dial("udp", dst)
-		if err != nil {
-			continue
-		}
-		src, _ := netip.ParseAddrPort(c.LocalAddr().String())
-		c.Close()
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return "", fmt.Errorf("tunnel: listing interfaces: %w", err)
-		}
-		for _, ifi := range ifs {
-			if ifi.Name == exclude || !hasAddr(&ifi, src.Addr().Unmap()) {
-				continue
-			}
-			return ifi.Name, nil
+	for _, dst := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")} {
+		if name := local[(Outside{}).SourceFor(dst)]; name != "" && name != exclude {
+			return name, nil
 		}
 	}
 	return "", ErrNoOutside
-}
-
-func hasAddr(ifi *net.Interface, a netip.Addr) bool {
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return false
-	}
-	for _, ad := range addrs {
-		if p, err := netip.ParsePrefix(ad.String()); err == nil && p.Addr().Unmap() == a {
-			return true
-		}
-	}
-	return false
 }
 
 // applyBinds applies o to the open sockets of binds, which must be able

@@ -291,21 +291,18 @@ func (g *Gateway) sendLocked(s *probeState) {
 		return
 	}
 	s.sends++
-	switch s.msg.Type {
-	case Request:
-		g.requests.Add(1)
-		if s.peer.Is4() {
-			g.cfg.Sender.SendICMP(s.peer, s.msg.AppendICMP(nil))
-		} else {
-			g.cfg.Sender.SendUDP(netip.AddrPortFrom(s.peer, 4500), s.msg.AppendUDP(nil))
-		}
-	case Complete:
+	to := s.peer
+	if s.msg.Type == Complete {
+		to = s.gateway
 		g.completes.Add(1)
-		if s.gateway.Is4() {
-			g.cfg.Sender.SendICMP(s.gateway, s.msg.AppendICMP(nil))
-		} else {
-			g.cfg.Sender.SendUDP(netip.AddrPortFrom(s.gateway, 4500), s.msg.AppendUDP(nil))
-		}
+	} else {
+		g.requests.Add(1)
+	}
+	// IPv4 carries the message in ICMP, IPv6 in UDP/4500 (see README).
+	if to.Is4() {
+		g.cfg.Sender.SendICMP(to, s.msg.AppendICMP(nil))
+	} else {
+		g.cfg.Sender.SendUDP(netip.AddrPortFrom(to, 4500), s.msg.AppendUDP(nil))
 	}
 	if s.sends < maxSends {
 		s.timer = time.AfterFunc(g.cfg.Retransmit, func() {

@@ -138,16 +138,9 @@ func switchover(t *testing.T, pcap string) (firstClear, firstESP time.Time, clea
 func TestLabAutoVPNGateways(t *testing.T) {
 	l := newAVLab(t)
 	l.start(t)
-	pcap := filepath.Join(t.TempDir(), "wan.pcap")
-	dump := l.g1.Start("tcpdump", "-i", l.wanG1, "-nn", "-U", "-s", "200", "-w", pcap, "ip")
-	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	stop := l.captureWAN(t)
 	hashedTransfer(t, l.h1, l.h2, avH2+":7100", 2)
-	time.Sleep(200 * time.Millisecond)
-	dump.Signal(syscall.SIGINT)
-	dump.Wait(10 * time.Second)
-	firstClear, firstESP, clearAfter := switchover(t, pcap)
+	firstClear, firstESP, clearAfter := switchover(t, stop())
 	if firstClear.IsZero() || firstESP.IsZero() {
 		t.Fatalf("the capture lacks the clear start (%v) or ESP (%v)", firstClear, firstESP)
 	}
@@ -182,17 +175,7 @@ func TestLabAutoVPNGateways(t *testing.T) {
 // it, which returns the file.
 func (l *avLab) captureWAN(t *testing.T) func() string {
 	t.Helper()
-	pcap := filepath.Join(t.TempDir(), lab.Unique("wan")+".pcap")
-	dump := l.g1.Start("tcpdump", "-i", l.wanG1, "-nn", "-U", "-s", "200", "-w", pcap, "ip")
-	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return func() string {
-		time.Sleep(100 * time.Millisecond)
-		dump.Signal(syscall.SIGINT)
-		dump.Wait(10 * time.Second)
-		return pcap
-	}
+	return tcpdump(t, l.g1, l.wanG1, "ip")
 }
 
 // TestLabAutoVPNSwitchTime measures, 20 times with fresh gateways (the
@@ -427,15 +410,9 @@ func TestLabAutoVPNNAT(t *testing.T) {
 	}
 	l.procG1, l.cfgG1 = l.startGateway(t, l.g1, "g1", "10.1.0.0/24", "")
 	l.procG2, l.cfgG2 = l.startGateway(t, l.g2, "g2", "10.2.0.0/24", "")
-	pcap := filepath.Join(t.TempDir(), "nat.pcap")
-	dump := l.g2.Start("tcpdump", "-i", g2wan, "-nn", "-U", "-s", "200", "-w", pcap, "ip")
-	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	stop := tcpdump(t, l.g2, g2wan, "ip")
 	hashedTransfer(t, l.h1, l.h2, avH2+":7500", 2)
-	time.Sleep(200 * time.Millisecond)
-	dump.Signal(syscall.SIGINT)
-	dump.Wait(10 * time.Second)
+	pcap := stop()
 	if !strings.Contains(l.procG1.Output(), "nat=true") {
 		t.Fatal("G1 did not detect the NAT")
 	}

@@ -184,11 +184,7 @@ func TestLabTwoNamespaces(t *testing.T) {
 	lp := newLabPair(t, esp.AESGCM256)
 
 	// Capture on B's side of the veth while traffic flows.
-	pcap := filepath.Join(t.TempDir(), "veth.pcap")
-	dump := lp.b.Start("tcpdump", "-i", lp.vethB, "-nn", "-U", "-s", "256", "-w", pcap, "ip or ip6")
-	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	stop := tcpdump(t, lp.b, lp.vethB, "ip or ip6")
 
 	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
 	lp.a.Run("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", labB6)
@@ -200,12 +196,7 @@ func TestLabTwoNamespaces(t *testing.T) {
 	t.Logf("iperf3 TCP through the tunnel (2 s): %.2f Gbit/s", gbps)
 	srv.Wait(10 * time.Second)
 
-	time.Sleep(300 * time.Millisecond)
-	dump.Signal(syscall.SIGINT)
-	if err := dump.Wait(10 * time.Second); err != nil {
-		t.Logf("tcpdump: %v", err)
-	}
-	checkCapture(t, pcap, lp)
+	checkCapture(t, stop(), lp)
 	// The policy blocks 10.203.0.0/24: nothing gets through, in the clear or
 	// otherwise.
 	if out, err := lp.a.Try("ping", "-c", "1", "-W", "1", blockB4); err == nil {

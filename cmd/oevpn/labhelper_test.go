@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -140,6 +141,23 @@ func labHelper(args []string) int {
 		return fail(fmt.Errorf("no echo from %s", args[1]))
 	}
 	return fail(fmt.Errorf("bad helper arguments %q", args))
+}
+
+// tcpdump captures the packets that filter takes on iface in ns, into a new
+// pcap file, until the returned function is called; that returns the file.
+func tcpdump(t *testing.T, ns *lab.Netns, iface, filter string) func() string {
+	t.Helper()
+	pcap := filepath.Join(t.TempDir(), lab.Unique(iface)+".pcap")
+	dump := ns.Start("tcpdump", "-i", iface, "-nn", "-U", "-s", "256", "-w", pcap, filter)
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return func() string {
+		time.Sleep(200 * time.Millisecond) // the last packets reach the file
+		dump.Signal(syscall.SIGINT)
+		dump.Wait(10 * time.Second)
+		return pcap
+	}
 }
 
 // udpEcho sends a datagram from src to addr (an echo server in dst) and

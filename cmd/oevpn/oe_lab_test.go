@@ -189,6 +189,12 @@ dnssec = %q
 `, oeC4private, oeC6private, l.dns.Resolver, dnssec, extra))
 }
 
+// stopA stops A, to start it again with another configuration.
+func (l *oeLab) stopA() {
+	l.procA.Signal(syscall.SIGTERM)
+	l.procA.Wait(10 * time.Second)
+}
+
 // startB starts B, answering A's net with its published key.
 func (l *oeLab) startB(t *testing.T, dnssec string, extra ...string) {
 	t.Helper()
@@ -221,17 +227,10 @@ func checkVerdict(t *testing.T, cfg, addr, want string) {
 // is called, which returns the captured IP packets.
 func capture(t *testing.T, ns *lab.Netns, iface string) func() []ipview.Packet {
 	t.Helper()
-	pcap := filepath.Join(t.TempDir(), iface+".pcap")
-	dump := ns.Start("tcpdump", "-i", iface, "-nn", "-U", "-s", "256", "-w", pcap, "ip or ip6")
-	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	stop := tcpdump(t, ns, iface, "ip or ip6")
 	return func() []ipview.Packet {
-		time.Sleep(200 * time.Millisecond)
-		dump.Signal(syscall.SIGINT)
-		dump.Wait(10 * time.Second)
 		var out []ipview.Packet
-		for _, c := range readCapture(t, pcap) {
+		for _, c := range readCapture(t, stop()) {
 			out = append(out, c.Packet)
 		}
 		return out
@@ -409,8 +408,7 @@ func TestLabOpportunisticForwarder(t *testing.T) {
 	if clearBetween(ac, oeAC4, oeC4clear) == 0 || clearBetween(ac, oeAC6, oeC6clear) == 0 {
 		t.Errorf("no clear packets from A to C: the forwarder did not carry the fallback")
 	}
-	l.procA.Signal(syscall.SIGTERM)
-	l.procA.Wait(10 * time.Second)
+	l.stopA()
 
 	// interface.outside: C's address is routed the wrong way (to B) in
 	// A's main table, but the forwarder's sockets are bound to A's
@@ -433,8 +431,7 @@ resolver = %q
 	if from := udpEcho(t, l.a, l.c, oeC4clear+":7007"); !strings.HasPrefix(from, oeAC4+":") {
 		t.Errorf("the forwarded datagram came from %s, want A's address %s", from, oeAC4)
 	}
-	l.procA.Signal(syscall.SIGTERM)
-	l.procA.Wait(10 * time.Second)
+	l.stopA()
 
 	// No mark and no outside interface: nothing could keep the clear
 	// path's packets out of the TUN, so there is none.
@@ -546,8 +543,7 @@ func TestLabOpportunisticDNSSEC(t *testing.T) {
 	if strings.Contains(l.procA.Output(), "initiating IKE SA") {
 		t.Errorf("IKE started on a bogus DNS answer under dnssec = require")
 	}
-	l.procA.Signal(syscall.SIGTERM)
-	l.procA.Wait(10 * time.Second)
+	l.stopA()
 
 	// The same with oevpn's own validation from the zones' DS records.
 	l.procA, l.cfgA = l.start(t, l.a, "a-own", fmt.Sprintf(`
@@ -563,8 +559,7 @@ trust_anchors = %q
 	if strings.Contains(l.procA.Output(), "initiating IKE SA") {
 		t.Errorf("IKE started on a bogus DNS answer under own validation")
 	}
-	l.procA.Signal(syscall.SIGTERM)
-	l.procA.Wait(10 * time.Second)
+	l.stopA()
 
 	l.procA, l.cfgA = l.start(t, l.a, "a2", fmt.Sprintf(`
 [policy]
@@ -726,8 +721,7 @@ func TestLabOpportunisticResponderCheck(t *testing.T) {
 	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeB4)
 	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
 	checkVerdict(t, l.cfgB, oeA4, "encrypted-and-authenticated")
-	l.procA.Signal(syscall.SIGTERM)
-	l.procA.Wait(10 * time.Second)
+	l.stopA()
 	l.procB.Signal(syscall.SIGTERM)
 	l.procB.Wait(10 * time.Second)
 

@@ -32,6 +32,10 @@ var (
 	ErrUnvalidated = errors.New("dnsoe: answer not validated by DNSSEC")
 	ErrNoRecord    = errors.New("dnsoe: no opportunistic IPsec record")
 	ErrBusy        = errors.New("dnsoe: too many lookups in flight")
+	// ErrBogus means the zone is signed but an answer (records or a denial
+	// of existence) failed validation: someone may be forging answers, so
+	// it is never taken as "no record".
+	ErrBogus = errors.New("dnsoe: DNSSEC validation failed (bogus answer)")
 )
 
 // Result is what DNS says about a destination.
@@ -129,6 +133,13 @@ func (r *Resolver) Lookup(ctx context.Context, dest netip.Addr) Result {
 		r.mu.Unlock()
 	}
 	return res
+}
+
+// LookupResponder is Lookup for the keys of initiators that reached us:
+// remote parties choose those addresses, so these lookups have a budget
+// of their own and cannot starve the lookups for our own traffic.
+func (r *Resolver) LookupResponder(ctx context.Context, dest netip.Addr) Result {
+	return r.Lookup(ctx, dest)
 }
 
 // answer is one query's outcome.

@@ -1,6 +1,7 @@
 package dnsoe
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -19,9 +20,14 @@ type DNSSEC int
 // DNSSEC modes.
 const (
 	// DNSSECRequire uses only answers the resolver validated (AD bit set
-	// by a resolver the configuration trusts).
+	// by a resolver the configuration trusts), or that oevpn validated
+	// itself from its trust anchors; a denial of existence counts only
+	// when validated too.
 	DNSSECRequire DNSSEC = iota
-	// DNSSECPrefer uses unvalidated answers too, marked as such.
+	// DNSSECPrefer uses unvalidated answers too, marked as such, but
+	// never a bogus one (a signed zone's answer that failed validation):
+	// a SERVFAIL from the resolver is a failure, not a reason to ask
+	// again with checking disabled.
 	DNSSECPrefer
 	// DNSSECOff ignores DNSSEC.
 	DNSSECOff
@@ -44,55 +50,106 @@ type Result struct {
 	Gateways []Gateway
 	// Validated is true when every answer used was DNSSEC-validated.
 	Validated bool
-	// Expires is when the answer must be looked up again (its TTL).
+	// Expires is when the answer must be looked up again (its TTL; for
+	// errors, ErrorTTL).
 	Expires time.Time
 	// Err is ErrNoRecord (cached by the zone's negative TTL),
-	// ErrUnvalidated, ErrBusy or a transport error.
+	// ErrUnvalidated, ErrBogus, ErrBusy or a transport error.
 	Err error
 }
 
+// Defaults of the Resolver's limits.
+const (
+	DefaultTimeout              = 2 * time.Second
+	DefaultMaxInFlight          = 64
+	DefaultMaxResponderInFlight = 16
+	DefaultMaxCache             = 8192
+	DefaultErrorTTL             = 5 * time.Second
+)
+
 // Resolver looks up opportunistic IPsec records through one recursive
-// resolver, caches answers by their TTL (negative ones by the SOA's), and
-// bounds the lookups in flight, so that a slow or dead resolver never holds
-// up more than the flows waiting for it.
+// resolver, caches answers by their TTL (negative ones by the SOA's,
+// failures for ErrorTTL), shares one lookup among the callers that want
+// the same destination at once, and bounds the lookups in flight, so that
+// a slow or dead resolver never holds up more than the flows waiting for
+// it, and the cache, so that remote parties choosing addresses cannot
+// grow it without end.
 type Resolver struct {
 	// Server is the resolver's address, e.g. "127.0.0.1:53".
 	Server string
 	Mode   DNSSEC
-	// Timeout bounds one lookup (default 2s); MaxInFlight the lookups at
-	// once (default 64).
-	Timeout     time.Duration
-	MaxInFlight int
+	// Timeout bounds one lookup (default 2s).
+	Timeout time.Duration
+	// MaxInFlight bounds the lookups at once for our own traffic
+	// (default 64), MaxResponderInFlight those of LookupResponder
+	// (default 16), each failing at once with ErrBusy when full.
+	MaxInFlight          int
+	MaxResponderInFlight int
+	// MaxCache bounds the destinations cached (default 8192): expired
+	// entries go first, then the least recently used.
+	MaxCache int
+	// ErrorTTL is how long a failed lookup (transport error, SERVFAIL,
+	// ErrBogus) is remembered (default 5s), so that a flood of failing
+	// lookups does not hammer the resolver.
+	ErrorTTL time.Duration
 	// Dialer, if set, makes the query sockets (e.g. marked so that they
 	// bypass the tunnel).
 	Dialer *net.Dialer
 	// Anchors, if set, make the Resolver validate DNSSEC itself, from
 	// these trust anchors, instead of trusting the resolver's AD bit: it
-	// asks with checking disabled and checks the signatures up to an
-	// anchor.
+	// asks with checking disabled and checks the signatures and denials
+	// of existence up to an anchor.
 	Anchors *TrustAnchors
+
+	// xchg, if set, replaces the network (tests).
+	xchg func(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
 
 	val *validator
 
-	once  sync.Once
-	sem   chan struct{}
-	mu    sync.Mutex
-	cache map[netip.Addr]Result
+	once      sync.Once
+	sem       chan struct{}
+	respSem   chan struct{}
+	mu        sync.Mutex
+	cache     map[netip.Addr]*list.Element // of *cacheEntry, in lru
+	lru       *list.List                   // most recently used first
+	lastSweep time.Time
+	flight    map[netip.Addr]*call
+}
+
+type cacheEntry struct {
+	dest netip.Addr
+	res  Result
+}
+
+// call is a lookup in flight, which later callers for the same
+// destination wait for.
+type call struct {
+	done chan struct{}
+	res  Result
 }
 
 func (r *Resolver) init() {
 	r.once.Do(func() {
-		n := r.MaxInFlight
-		if n <= 0 {
-			n = 64
+		orDefault := func(n, d int) int {
+			if n <= 0 {
+				return d
+			}
+			return n
 		}
-		r.sem = make(chan struct{}, n)
+		r.sem = make(chan struct{}, orDefault(r.MaxInFlight, DefaultMaxInFlight))
+		r.respSem = make(chan struct{}, orDefault(r.MaxResponderInFlight, DefaultMaxResponderInFlight))
+		r.MaxCache = orDefault(r.MaxCache, DefaultMaxCache)
 		if r.Anchors != nil {
 			r.val = &validator{anchors: r.Anchors, query: r.raw}
 		}
-		r.cache = map[netip.Addr]Result{}
-		if r.Timeout == 0 {
-			r.Timeout = 2 * time.Second
+		r.cache = map[netip.Addr]*list.Element{}
+		r.lru = list.New()
+		r.flight = map[netip.Addr]*call{}
+		if r.Timeout <= 0 {
+			r.Timeout = DefaultTimeout
+		}
+		if r.ErrorTTL <= 0 {
+			r.ErrorTTL = DefaultErrorTTL
 		}
 	})
 }
@@ -102,11 +159,48 @@ func (r *Resolver) Cached(dest netip.Addr, now time.Time) (Result, bool) {
 	r.init()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res, ok := r.cache[dest.Unmap()]
-	if ok && now.Before(res.Expires) {
-		return res, true
+	return r.cachedLocked(dest.Unmap(), now)
+}
+
+func (r *Resolver) cachedLocked(dest netip.Addr, now time.Time) (Result, bool) {
+	e, ok := r.cache[dest]
+	if !ok {
+		return Result{}, false
 	}
-	return Result{}, false
+	ce := e.Value.(*cacheEntry)
+	if !now.Before(ce.res.Expires) {
+		return Result{}, false
+	}
+	r.lru.MoveToFront(e)
+	return ce.res, true
+}
+
+// storeLocked caches res for dest, making room first when the cache is
+// full: every expired entry goes (at most once a second, the sweep
+// costing the cache's size), then the least recently used.
+func (r *Resolver) storeLocked(dest netip.Addr, res Result, now time.Time) {
+	if e, ok := r.cache[dest]; ok {
+		e.Value.(*cacheEntry).res = res
+		r.lru.MoveToFront(e)
+		return
+	}
+	if len(r.cache) >= r.MaxCache && now.Sub(r.lastSweep) >= time.Second {
+		r.lastSweep = now
+		for e := r.lru.Back(); e != nil; {
+			prev := e.Prev()
+			if ce := e.Value.(*cacheEntry); !now.Before(ce.res.Expires) {
+				r.lru.Remove(e)
+				delete(r.cache, ce.dest)
+			}
+			e = prev
+		}
+	}
+	for len(r.cache) >= r.MaxCache {
+		e := r.lru.Back()
+		r.lru.Remove(e)
+		delete(r.cache, e.Value.(*cacheEntry).dest)
+	}
+	r.cache[dest] = r.lru.PushFront(&cacheEntry{dest: dest, res: res})
 }
 
 // Lookup finds the gateways of dest: IPSECKEY and TXT records in its
@@ -114,40 +208,76 @@ func (r *Resolver) Cached(dest netip.Addr, now time.Time) (Result, bool) {
 // record. It fails at once with ErrBusy when MaxInFlight lookups run.
 func (r *Resolver) Lookup(ctx context.Context, dest netip.Addr) Result {
 	r.init()
-	dest = dest.Unmap()
-	if res, ok := r.Cached(dest, time.Now()); ok {
-		return res
-	}
-	select {
-	case r.sem <- struct{}{}:
-		defer func() { <-r.sem }()
-	default:
-		return Result{Err: ErrBusy}
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
-	defer cancel()
-	res := r.lookup(ctx, dest)
-	if res.Err == nil || errors.Is(res.Err, ErrNoRecord) || errors.Is(res.Err, ErrUnvalidated) {
-		r.mu.Lock()
-		r.cache[dest] = res
-		r.mu.Unlock()
-	}
-	return res
+	return r.do(ctx, dest, r.sem)
 }
 
 // LookupResponder is Lookup for the keys of initiators that reached us:
 // remote parties choose those addresses, so these lookups have a budget
-// of their own and cannot starve the lookups for our own traffic.
+// of their own (MaxResponderInFlight) and cannot starve the lookups for
+// our own traffic.
 func (r *Resolver) LookupResponder(ctx context.Context, dest netip.Addr) Result {
-	return r.Lookup(ctx, dest)
+	r.init()
+	return r.do(ctx, dest, r.respSem)
+}
+
+// do answers from the cache, or joins the lookup of dest in flight, or
+// runs one within budget.
+func (r *Resolver) do(ctx context.Context, dest netip.Addr, budget chan struct{}) Result {
+	dest = dest.Unmap()
+	r.mu.Lock()
+	if res, ok := r.cachedLocked(dest, time.Now()); ok {
+		r.mu.Unlock()
+		return res
+	}
+	if c, ok := r.flight[dest]; ok {
+		r.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.res
+		case <-ctx.Done():
+			return Result{Err: fmt.Errorf("dnsoe: %v: %w", dest, ctx.Err())}
+		}
+	}
+	select {
+	case budget <- struct{}{}:
+	default:
+		r.mu.Unlock()
+		return Result{Err: ErrBusy}
+	}
+	c := &call{done: make(chan struct{})}
+	r.flight[dest] = c
+	r.mu.Unlock()
+
+	// The lookup is shared: one caller giving up must not end it for the
+	// others, so it runs for Timeout whatever ctx says.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout)
+	res := r.lookup(lctx, dest)
+	cancel()
+	<-budget
+	now := time.Now()
+	if res.Err != nil && !errors.Is(res.Err, ErrNoRecord) && !errors.Is(res.Err, ErrUnvalidated) {
+		res.Expires = now.Add(r.ErrorTTL) // a failure: remembered briefly
+	}
+	r.mu.Lock()
+	r.storeLocked(dest, res, now)
+	delete(r.flight, dest)
+	r.mu.Unlock()
+	c.res = res
+	close(c.done)
+	return res
 }
 
 // answer is one query's outcome.
 type answer struct {
 	rrs       []dns.RR
 	validated bool
-	ttl       time.Duration // of the records, or the negative TTL
-	err       error
+	// bogus: the zone is signed and the answer failed (own) validation.
+	bogus bool
+	// unproven: a denial of existence that nobody validated (no AD bit
+	// from the resolver), which under DNSSECRequire is not "no record".
+	unproven bool
+	ttl      time.Duration // of the records, or the negative TTL
+	err      error
 }
 
 // raw asks name/qtype with DNSSEC records and checking disabled (for
@@ -169,73 +299,94 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 	m.SetEdns0(4096, r.Mode != DNSSECOff) // DO: ask for DNSSEC
 	m.AuthenticatedData = r.Mode != DNSSECOff
 	in, err := r.exchange(ctx, m)
-	if err == nil && in.Rcode == dns.RcodeServerFailure && r.Mode == DNSSECPrefer {
-		// A validating resolver answers SERVFAIL when the signatures are
-		// broken; with prefer, ask again with checking disabled and use
-		// the data as unvalidated.
-		m.CheckingDisabled = true
-		if in2, err2 := r.exchange(ctx, m); err2 == nil && in2.Rcode != dns.RcodeServerFailure {
-			in = in2
-			in.AuthenticatedData = false
-		}
-	}
 	if err != nil {
 		return answer{err: fmt.Errorf("dnsoe: %s %s: %w", name, dns.TypeToString[qtype], err)}
 	}
-	return parseAnswer(name, qtype, in, in.AuthenticatedData)
+	if err := rcodeErr(name, qtype, in); err != nil {
+		return answer{err: err}
+	}
+	a := answer{rrs: follow(name, qtype, in), validated: in.AuthenticatedData && r.Mode != DNSSECOff}
+	a.ttl = ttlOf(a.rrs, in)
+	a.unproven = len(a.rrs) == 0 && !a.validated
+	return a
 }
 
 // queryValidating asks with checking disabled and validates the answer
 // against the trust anchors.
 func (r *Resolver) queryValidating(ctx context.Context, name string, qtype uint16) answer {
 	in, err := r.raw(ctx, name, qtype)
+	if err == nil {
+		err = rcodeErr(name, qtype, in)
+	}
 	if err != nil {
 		return answer{err: fmt.Errorf("dnsoe: %s %s: %w", name, dns.TypeToString[qtype], err)}
 	}
-	a := parseAnswer(name, qtype, in, false)
-	if a.err == nil && len(a.rrs) > 0 {
-		var sigs []*dns.RRSIG
-		for _, rr := range in.Answer {
-			if sig, ok := rr.(*dns.RRSIG); ok && sig.TypeCovered == qtype && strings.EqualFold(sig.Hdr.Name, a.rrs[0].Header().Name) {
-				sigs = append(sigs, sig)
-			}
-		}
-		a.validated = r.val.verify(ctx, a.rrs, sigs, 0)
+	c, err := r.val.check(ctx, name, qtype, in)
+	if err != nil {
+		return answer{err: fmt.Errorf("dnsoe: %s %s: validating: %w", name, dns.TypeToString[qtype], err)}
 	}
-	return a
+	return answer{rrs: c.rrs, validated: c.sec == secure, bogus: c.sec == bogus, ttl: min(ttlOf(c.rrs, in), c.ttl)}
 }
 
-// parseAnswer keeps the records of qtype (one RRset: the first owner's) and
-// the TTL to cache the answer, or the negative TTL.
-func parseAnswer(name string, qtype uint16, in *dns.Msg, validated bool) answer {
-	a := answer{validated: validated}
+func rcodeErr(name string, qtype uint16, in *dns.Msg) error {
 	switch in.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
-	default:
-		return answer{err: fmt.Errorf("dnsoe: %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])}
+		return nil
 	}
-	min := uint32(1<<31 - 1)
-	for _, rr := range in.Answer {
-		if rr.Header().Rrtype == qtype && (len(a.rrs) == 0 || strings.EqualFold(rr.Header().Name, a.rrs[0].Header().Name)) {
-			a.rrs = append(a.rrs, rr)
-			min = minU(min, rr.Header().Ttl)
+	return fmt.Errorf("dnsoe: %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])
+}
+
+// follow returns the RRset of qtype owned by name in the answer, or by the
+// end of the CNAME/DNAME chain from name; records owned by any other name
+// are never used.
+func follow(name string, qtype uint16, in *dns.Msg) []dns.RR {
+	name = canonical(name)
+	for hop := 0; hop <= maxChain; hop++ {
+		if set, _ := rrset(in.Answer, name, qtype); len(set) > 0 {
+			return set
 		}
+		if cn, _ := rrset(in.Answer, name, dns.TypeCNAME); len(cn) == 1 {
+			name = canonical(cn[0].(*dns.CNAME).Target)
+			continue
+		}
+		next := ""
+		for _, rr := range in.Answer {
+			if d, ok := rr.(*dns.DNAME); ok && dns.IsSubDomain(d.Hdr.Name, name) && !sameName(d.Hdr.Name, name) {
+				next = canonical(strings.TrimSuffix(name, canonical(d.Hdr.Name)) + canonical(d.Target))
+				break
+			}
+		}
+		if _, ok := dns.IsDomainName(next); next == "" || !ok || len(next) > 255 {
+			return nil
+		}
+		name = next
 	}
-	if len(a.rrs) == 0 {
-		// Negative answer: cache by the SOA's minimum (RFC 2308 §5).
-		min = 300
+	return nil
+}
+
+// ttlOf is how long rrs may be cached, or for a denial, the negative TTL
+// of the SOA (RFC 2308 §5; 300 s without one).
+func ttlOf(rrs []dns.RR, in *dns.Msg) time.Duration {
+	ttl := uint32(1<<31 - 1)
+	for _, rr := range rrs {
+		ttl = min(ttl, rr.Header().Ttl)
+	}
+	if len(rrs) == 0 {
+		ttl = 300
 		for _, rr := range in.Ns {
 			if soa, ok := rr.(*dns.SOA); ok {
-				min = minU(soa.Hdr.Ttl, soa.Minttl)
+				ttl = min(soa.Hdr.Ttl, soa.Minttl)
 			}
 		}
 	}
-	a.ttl = time.Duration(min) * time.Second
-	return a
+	return time.Duration(ttl) * time.Second
 }
 
 // exchange sends m over UDP, and again over TCP if the answer is truncated.
 func (r *Resolver) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	if r.xchg != nil {
+		return r.xchg(ctx, m)
+	}
 	c := &dns.Client{Net: "udp", Dialer: r.Dialer}
 	in, _, err := c.ExchangeContext(ctx, m, r.Server)
 	if err == nil && in.Truncated {
@@ -245,24 +396,29 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	return in, err
 }
 
-func minU(a, b uint32) uint32 {
-	if a < b {
-		return a
-	}
-	return b
-}
-
 func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	name := ReverseName(dest)
 	res := Result{Validated: true, Expires: time.Now().Add(time.Hour)}
+	var transportErr error
+	sawBogus := false
 	use := func(a answer) bool {
-		if a.err != nil {
+		switch {
+		case a.err != nil:
+			if transportErr == nil {
+				transportErr = a.err
+			}
+			return false
+		case a.bogus:
+			sawBogus = true // a failed validation gives neither records nor "no record"
 			return false
 		}
 		if exp := time.Now().Add(a.ttl); exp.Before(res.Expires) {
 			res.Expires = exp
 		}
 		if len(a.rrs) == 0 {
+			if a.unproven && r.Mode == DNSSECRequire && res.Err == nil {
+				res.Err = ErrUnvalidated
+			}
 			return false
 		}
 		if !a.validated {
@@ -276,15 +432,12 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 		}
 		return true
 	}
-	var transportErr error
 	if a := r.query(ctx, name, dns.TypeIPSECKEY); use(a) {
 		for _, rr := range a.rrs {
 			if g, err := FromIPSECKEY(rr.(*dns.IPSECKEY), dest); err == nil {
 				res.Gateways = append(res.Gateways, g)
 			}
 		}
-	} else if a.err != nil {
-		transportErr = a.err
 	}
 	if a := r.query(ctx, name, dns.TypeTXT); use(a) {
 		for _, rr := range a.rrs {
@@ -296,8 +449,6 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 				res.Gateways = append(res.Gateways, g)
 			}
 		}
-	} else if a.err != nil && transportErr == nil {
-		transportErr = a.err
 	}
 	// Neither: a KEY record of the destination itself (plain, or IP
 	// AutoSEC).
@@ -373,9 +524,11 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 		if res.Err == ErrUnvalidated {
 			res.Err = nil // some records validated; the others were skipped
 		}
-	case res.Err != nil:
+	case sawBogus:
+		res.Err = fmt.Errorf("%w (%s)", ErrBogus, name)
 	case transportErr != nil:
 		res.Err = transportErr
+	case res.Err != nil:
 	default:
 		res.Err = ErrNoRecord
 	}

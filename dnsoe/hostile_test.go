@@ -1,0 +1,219 @@
+package dnsoe
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// dnssecWorld is a signed reverse tree served in process: the anchored
+// zone 0.192.in-addr.arpa (NSEC3 with opt-out) delegates to the victim's
+// zone 2.0.192 (signed, NSEC), to 5.0.192 (signed, NSEC3), to an unsigned
+// 3.0.192, and to 66.0.192, a correctly signed zone that the attacker
+// controls.
+type dnssecWorld struct {
+	srv                   *zoneServer
+	anchors               *TrustAnchors
+	top, victim, v3, evil *tzone
+	victimKey, evilKey    ed25519.PublicKey
+	evilPriv              ed25519.PrivateKey
+}
+
+func ipseckeyLine(t *testing.T, addr string, pub ed25519.PublicKey) string {
+	t.Helper()
+	lines, err := Records(addr, "", 10, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines[0]
+}
+
+func newDNSSECWorld(t *testing.T) *dnssecWorld {
+	t.Helper()
+	w := &dnssecWorld{}
+	w.victimKey, _, _ = ed25519.GenerateKey(rand.Reader)
+	w.evilKey, w.evilPriv, _ = ed25519.GenerateKey(rand.Reader)
+	w.top = newTZone(t, "0.192.in-addr.arpa.", true)
+	w.top.nsec3, w.top.optOut = true, true
+	w.victim = newTZone(t, "2.0.192.in-addr.arpa.", true)
+	w.victim.add(t, ipseckeyLine(t, "192.0.2.7", w.victimKey), "10.2.0.192.in-addr.arpa. 300 IN PTR host.example.")
+	w.v3 = newTZone(t, "5.0.192.in-addr.arpa.", true)
+	w.v3.nsec3 = true
+	w.v3.add(t, ipseckeyLine(t, "192.0.5.7", w.victimKey), "10.5.0.192.in-addr.arpa. 300 IN PTR host.example.")
+	unsigned := newTZone(t, "3.0.192.in-addr.arpa.", false)
+	unsigned.add(t, ipseckeyLine(t, "192.0.3.7", w.victimKey))
+	w.evil = newTZone(t, "66.0.192.in-addr.arpa.", true)
+	w.evil.add(t, ipseckeyLine(t, "192.0.66.7", w.evilKey))
+	for _, c := range []*tzone{w.victim, w.v3, unsigned, w.evil} {
+		w.top.delegate(t, c)
+	}
+	w.srv = startZoneServer(t, w.top, w.victim, w.v3, unsigned, w.evil)
+	var err error
+	w.anchors, err = ParseTrustAnchors(strings.NewReader(w.top.key.ToDS(dns.SHA256).String()+"\n"), "anchors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *dnssecWorld) resolver(mode DNSSEC) *Resolver {
+	return &Resolver{Server: w.srv.addr, Mode: mode, Anchors: w.anchors}
+}
+
+// evilSet is an IPSECKEY RRset with the attacker's key, owned by owner.
+func (w *dnssecWorld) evilSet(t *testing.T, owner string) []dns.RR {
+	rr, err := dns.NewRR(ipseckeyLine(t, "192.0.66.7", w.evilKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr.Header().Name = owner
+	return []dns.RR{rr}
+}
+
+// TestOwnValidationAccepts: the in-process signed tree validates: records,
+// NSEC and NSEC3 denials (NODATA and NXDOMAIN), and an unsigned zone
+// proven insecure by its parent's NSEC3 opt-out span.
+func TestOwnValidationAccepts(t *testing.T) {
+	w := newDNSSECWorld(t)
+	ctx := context.Background()
+	for _, mode := range []DNSSEC{DNSSECRequire, DNSSECPrefer} {
+		r := w.resolver(mode)
+		for _, addr := range []string{"192.0.2.7", "192.0.5.7"} {
+			res := r.Lookup(ctx, netip.MustParseAddr(addr))
+			if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || !sameKey(res.Gateways[0].Key, w.victimKey) {
+				t.Errorf("mode %d, %s: %+v", mode, addr, res)
+			}
+		}
+		for _, addr := range []string{"192.0.2.10", "192.0.2.99", "192.0.5.10", "192.0.5.99", "192.0.9.9"} {
+			if res := r.Lookup(ctx, netip.MustParseAddr(addr)); !errors.Is(res.Err, ErrNoRecord) {
+				t.Errorf("mode %d, %s (denial): %+v", mode, addr, res)
+			}
+		}
+		if res := r.Lookup(ctx, netip.MustParseAddr("192.0.3.99")); !errors.Is(res.Err, ErrNoRecord) {
+			t.Errorf("mode %d, insecure NXDOMAIN: %+v", mode, res)
+		}
+	}
+	if res := w.resolver(DNSSECRequire).Lookup(ctx, netip.MustParseAddr("192.0.3.7")); !errors.Is(res.Err, ErrUnvalidated) {
+		t.Errorf("require, insecure zone: %+v", res)
+	}
+	if res := w.resolver(DNSSECPrefer).Lookup(ctx, netip.MustParseAddr("192.0.3.7")); res.Err != nil || res.Validated || len(res.Gateways) != 1 {
+		t.Errorf("prefer, insecure zone: %+v", res)
+	}
+}
+
+// TestOwnValidationAttacks performs the attacks of an on-path attacker
+// against own validation (trust_anchors): it answers the victim's
+// IPSECKEY query (or the DS query of its zone) with a correctly signed set
+// of its own zone, with a wrong signer, unsigned, or with a forged denial.
+// Each must be refused as ErrBogus: neither the attacker's key nor "no
+// record".
+func TestOwnValidationAttacks(t *testing.T) {
+	w := newDNSSECWorld(t)
+	victim := "7.2.0.192.in-addr.arpa."
+	victim3 := "7.5.0.192.in-addr.arpa."
+	evilOwner := "7.66.0.192.in-addr.arpa."
+	nxFor := func(name string, qtype uint16) *dns.Msg { // an honest answer for another name
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		return w.srv.respond(m)
+	}
+	msg := func(rcode int, answer, ns []dns.RR) *dns.Msg {
+		return &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: rcode}, Answer: answer, Ns: ns}
+	}
+	soa := w.victim.withSig(w.victim.origin, dns.TypeSOA)
+	cases := []struct {
+		name   string
+		target string // whose IPSECKEY query is forged
+		qtype  uint16
+		forge  func() *dns.Msg
+	}{
+		{"wrong owner, signed by the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			return msg(0, w.evil.withSig(evilOwner, dns.TypeIPSECKEY), nil)
+		}},
+		{"victim's name, signed by the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			set := w.evilSet(t, victim)
+			return msg(0, append(set, w.evil.sign(t, set)), nil)
+		}},
+		{"victim's name, attacker's key claiming the victim's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			set := w.evilSet(t, victim)
+			return msg(0, append(set, signWith(t, set, w.victim.origin, w.evil.key, w.evil.priv)), nil)
+		}},
+		{"unsigned set in a signed zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			return msg(0, w.evilSet(t, victim), nil)
+		}},
+		{"both sets, the attacker's first", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			return msg(0, append(w.evil.withSig(evilOwner, dns.TypeIPSECKEY), w.evilSet(t, victim)...), nil)
+		}},
+		{"NXDOMAIN without proof", victim, dns.TypeIPSECKEY, func() *dns.Msg { return msg(dns.RcodeNameError, nil, soa) }},
+		{"NODATA without proof", victim, dns.TypeIPSECKEY, func() *dns.Msg { return msg(0, nil, soa) }},
+		{"NXDOMAIN proven in the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			return nxFor("99.66.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
+		}},
+		{"NODATA with the NSEC of another name", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			return nxFor("10.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
+		}},
+		{"NXDOMAIN with another name's NSEC proof", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			return nxFor("99.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
+		}},
+		{"NXDOMAIN rcode on a NODATA proof", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			m := nxFor("10.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
+			m.Rcode = dns.RcodeNameError
+			return m
+		}},
+		{"NSEC3: NXDOMAIN with another name's proof", victim3, dns.TypeIPSECKEY, func() *dns.Msg {
+			return nxFor("99.5.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
+		}},
+		{"NSEC3: NODATA with another name's proof", victim3, dns.TypeIPSECKEY, func() *dns.Msg {
+			return nxFor("10.5.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
+		}},
+		{"NSEC3: NODATA without proof", victim3, dns.TypeIPSECKEY, func() *dns.Msg {
+			return msg(0, nil, w.v3.withSig(w.v3.origin, dns.TypeSOA))
+		}},
+		{"NSEC3: unsigned set", victim3, dns.TypeIPSECKEY, func() *dns.Msg {
+			return msg(0, w.evilSet(t, victim3), nil)
+		}},
+		{"downgrade: the victim zone's DS denied without proof", w.victim.origin, dns.TypeDS, func() *dns.Msg {
+			return msg(0, nil, w.top.withSig(w.top.origin, dns.TypeSOA))
+		}},
+		{"downgrade: the victim zone's DS denied with the opt-out proof of the unsigned zone", w.victim.origin, dns.TypeDS, func() *dns.Msg {
+			return nxFor("3.0.192.in-addr.arpa.", dns.TypeDS)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			forged := tc.forge()
+			w.srv.setHook(func(q dns.Question, honest *dns.Msg) *dns.Msg {
+				if canonical(q.Name) == tc.target && q.Qtype == tc.qtype {
+					return forged.Copy()
+				}
+				if tc.qtype == dns.TypeDS && q.Qtype == dns.TypeIPSECKEY {
+					// With its zone "insecure", the attacker's unsigned set.
+					return msg(0, w.evilSet(t, q.Name), nil)
+				}
+				return nil
+			})
+			defer w.srv.setHook(nil)
+			dest := netip.MustParseAddr("192.0.2.7")
+			if strings.HasSuffix(tc.target, "5.0.192.in-addr.arpa.") {
+				dest = netip.MustParseAddr("192.0.5.7")
+			}
+			for _, mode := range []DNSSEC{DNSSECRequire, DNSSECPrefer} {
+				res := w.resolver(mode).Lookup(context.Background(), dest)
+				for _, g := range res.Gateways {
+					if sameKey(g.Key, w.evilKey) {
+						t.Fatalf("mode %d: the attacker's key was accepted: %+v", mode, res)
+					}
+				}
+				if !errors.Is(res.Err, ErrBogus) {
+					t.Errorf("mode %d: %+v, want ErrBogus", mode, res)
+				}
+			}
+		})
+	}
+}

@@ -207,3 +207,134 @@ func TestResolverBrokenSignatures(t *testing.T) {
 		t.Fatalf("prefer: %+v", res)
 	}
 }
+
+// TestResolverDenialWithoutAD: under require, with the resolver's AD bit as
+// the only validation, a denial without AD is not "no record" (an
+// attacker on the path to the resolver could have forged it).
+func TestResolverDenialWithoutAD(t *testing.T) {
+	ts := startTestServer(t)
+	ts.setValidated(false)
+	dest := netip.MustParseAddr("192.0.2.30")
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrUnvalidated) {
+		t.Fatalf("require: %+v, want ErrUnvalidated", res)
+	}
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("prefer: %+v, want ErrNoRecord", res)
+	}
+	ts.setValidated(true)
+	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("require, AD: %+v, want ErrNoRecord", res)
+	}
+}
+
+// TestResolverResponderBudget: remote initiators choose the addresses of
+// LookupResponder; a flood of them against a slow resolver must not make
+// the lookups for our own traffic fail with ErrBusy.
+func TestResolverResponderBudget(t *testing.T) {
+	ts := startTestServer(t)
+	ts.setValidated(true)
+	ts.mu.Lock()
+	ts.delay = 300 * time.Millisecond
+	ts.mu.Unlock()
+	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.LookupResponder(context.Background(), netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	res := r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.40"))
+	wg.Wait()
+	if errors.Is(res.Err, ErrBusy) {
+		t.Fatalf("our own lookup refused during a flood of responder lookups: %v", res.Err)
+	}
+	if !errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("own lookup: %+v", res)
+	}
+}
+
+// TestResolverSharesLookups: N concurrent lookups of one destination make
+// the queries of one lookup.
+func TestResolverSharesLookups(t *testing.T) {
+	ts := startTestServer(t)
+	ts.setValidated(true)
+	ts.mu.Lock()
+	ts.delay = 100 * time.Millisecond
+	ts.mu.Unlock()
+	(&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.41"))
+	one := ts.queries.Load()
+	ts.queries.Store(0)
+	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	dest := netip.MustParseAddr("192.0.2.42")
+	var wg sync.WaitGroup
+	var busy atomic.Int32
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res := r.Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
+				busy.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := ts.queries.Load(); n != one || busy.Load() != 0 {
+		t.Fatalf("50 concurrent lookups of one name made %d queries (one lookup makes %d), %d failed", n, one, busy.Load())
+	}
+}
+
+// TestResolverCachesErrors: a failing resolver is asked once per ErrorTTL
+// for a destination, not once per lookup.
+func TestResolverCachesErrors(t *testing.T) {
+	ts := startTestServer(t)
+	ts.mu.Lock()
+	ts.bogus = true // SERVFAIL
+	ts.mu.Unlock()
+	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire, ErrorTTL: 300 * time.Millisecond}
+	dest := netip.MustParseAddr("192.0.2.43")
+	first := r.Lookup(context.Background(), dest)
+	if first.Err == nil || errors.Is(first.Err, ErrNoRecord) {
+		t.Fatalf("SERVFAIL: %+v", first)
+	}
+	n := ts.queries.Load()
+	for range 100 {
+		if res := r.Lookup(context.Background(), dest); res.Err == nil {
+			t.Fatalf("%+v", res)
+		}
+	}
+	if ts.queries.Load() != n {
+		t.Fatalf("100 lookups of a failing destination made %d queries, want none", ts.queries.Load()-n)
+	}
+	time.Sleep(350 * time.Millisecond)
+	r.Lookup(context.Background(), dest)
+	if ts.queries.Load() == n {
+		t.Fatal("a failure was remembered past ErrorTTL")
+	}
+}
+
+// TestResolverCacheBounded: 100k distinct destinations (remote parties
+// choose them) leave at most MaxCache entries.
+func TestResolverCacheBounded(t *testing.T) {
+	r := &Resolver{Mode: DNSSECOff}
+	r.xchg = func(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
+		out := new(dns.Msg)
+		out.SetRcode(m, dns.RcodeNameError)
+		return out, nil
+	}
+	for i := range 100_000 {
+		r.LookupResponder(context.Background(), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	r.mu.Lock()
+	n, l := len(r.cache), r.lru.Len()
+	r.mu.Unlock()
+	if n > DefaultMaxCache || n != l {
+		t.Fatalf("cache holds %d entries (list %d), want at most %d", n, l, DefaultMaxCache)
+	}
+	// The most recent is kept.
+	if _, ok := r.Cached(netip.AddrFrom4([4]byte{10, 1, 134, 159}), time.Now()); !ok {
+		t.Fatal("the most recent entry was evicted")
+	}
+}

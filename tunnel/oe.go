@@ -310,7 +310,7 @@ var ErrNotDelegated = errors.New("tunnel: the reverse zone does not name this in
 // lookupKey finds the key of an opportunistic initiator that claims to
 // speak for addr: addr's reverse zone must name it (by address or FQDN).
 func (o *Opportunism) lookupKey(id ike.Identity, addr netip.Addr) (crypto.PublicKey, error) {
-	res := o.cfg.Resolver.Lookup(context.Background(), addr)
+	res := o.cfg.Resolver.LookupResponder(context.Background(), addr)
 	if res.Err != nil {
 		return nil, res.Err
 	}

@@ -2,6 +2,9 @@ package dnsoe
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
 	"strings"
@@ -63,9 +66,18 @@ func ParseAutoSEC(text string) (AutoSEC, error) {
 		return a, err
 	}
 	if pk, err := x509.ParsePKIXPublicKey(der); err == nil {
+		switch k := pk.(type) {
+		case *rsa.PublicKey:
+			if err := checkRSA(k); err != nil {
+				return a, fmt.Errorf("AutoSEC key: %w", err)
+			}
+		case *ecdsa.PublicKey, ed25519.PublicKey:
+		default:
+			return a, fmt.Errorf("%w: AutoSEC key of type %T", ErrKeyType, pk)
+		}
 		a.Key = pk
 	} else if a.Key, err = decodeRFC3110(der); err != nil {
-		return a, fmt.Errorf("%w: AutoSEC key is neither a SubjectPublicKeyInfo nor an RFC 3110 RSA key", ErrRecord)
+		return a, fmt.Errorf("%w: AutoSEC key is neither a SubjectPublicKeyInfo nor an RFC 3110 RSA key (%v)", ErrRecord, err)
 	}
 	a.Proposals, err = a.proposals()
 	return a, err

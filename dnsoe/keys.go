@@ -44,6 +44,17 @@ const (
 	keyFlagsIPsec    = 0x4200 // no-auth off, zone key off: an end entity key (draft §7.1)
 )
 
+// Bounds of the RSA keys taken from DNS: a key outside them is refused
+// with an error. Verifying with a huge modulus or exponent costs the
+// daemon seconds for one signature; a short modulus can be factored.
+const (
+	MinRSABits = 2048
+	MaxRSABits = 8192
+	// The public exponent must be odd and in [3, MaxRSAExponent] (what
+	// crypto/rsa accepts, and below the 2^32 RFC 3110 keys use).
+	MaxRSAExponent = 1<<31 - 1
+)
+
 // decodeRFC3110 reads an RSA public key in the format of RFC 3110 §2:
 // exponent length (1 octet, or 0 and 2 octets), exponent, modulus.
 func decodeRFC3110(b []byte) (*rsa.PublicKey, error) {
@@ -57,15 +68,33 @@ func decodeRFC3110(b []byte) (*rsa.PublicKey, error) {
 		}
 		elen, off = int(b[1])<<8|int(b[2]), 3
 	}
-	if elen == 0 || elen > 8 || len(b) < off+elen+64 {
-		return nil, fmt.Errorf("%w: RSA key of %d octets with a %d-octet exponent", ErrRecord, len(b), elen)
+	if elen == 0 || elen > 4 || len(b) < off+elen+MinRSABits/8 || len(b) > off+elen+MaxRSABits/8 {
+		return nil, fmt.Errorf("%w: RSA key of %d octets with a %d-octet exponent (want a %d to %d-bit modulus, an exponent below 2^32)",
+			ErrRecord, len(b), elen, MinRSABits, MaxRSABits)
 	}
+	k := &rsa.PublicKey{N: new(big.Int).SetBytes(b[off+elen:])}
 	e := new(big.Int).SetBytes(b[off : off+elen])
-	n := new(big.Int).SetBytes(b[off+elen:])
-	if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 || n.BitLen() < 1024 || n.Bit(0) == 0 {
-		return nil, fmt.Errorf("%w: unusable RSA key (modulus %d bits)", ErrRecord, n.BitLen())
+	if !e.IsInt64() || e.Int64() > MaxRSAExponent {
+		return nil, fmt.Errorf("%w: RSA exponent %v above %d", ErrRecord, e, MaxRSAExponent)
 	}
-	return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
+	k.E = int(e.Int64())
+	if err := checkRSA(k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// checkRSA refuses RSA keys outside the bounds above.
+func checkRSA(k *rsa.PublicKey) error {
+	switch bits := k.N.BitLen(); {
+	case bits < MinRSABits || bits > MaxRSABits:
+		return fmt.Errorf("%w: RSA modulus of %d bits (want %d to %d)", ErrRecord, bits, MinRSABits, MaxRSABits)
+	case k.N.Bit(0) == 0:
+		return fmt.Errorf("%w: even RSA modulus", ErrRecord)
+	case k.E < 3 || k.E > MaxRSAExponent || k.E%2 == 0:
+		return fmt.Errorf("%w: RSA exponent %d (want odd, 3 to %d)", ErrRecord, k.E, MaxRSAExponent)
+	}
+	return nil
 }
 
 // encodeRFC3110 writes an RSA public key as RFC 3110 §2 does.

@@ -101,7 +101,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 }
 
 func TestFromTXT(t *testing.T) {
-	rk, _ := rsa.GenerateKey(rand.Reader, 1024)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
 	key := base64.StdEncoding.EncodeToString(encodeRFC3110(&rk.PublicKey))
 	tests := []struct {
 		in   string
@@ -272,4 +272,84 @@ func FuzzAutoSEC(f *testing.F) {
 			t.Fatal("accepted without a key or proposals")
 		}
 	})
+}
+
+// rsaOf is an RSA public key with a random odd modulus of bits bits (no
+// need for primes: the decoders never see the private key).
+func rsaOf(t *testing.T, bits, e int) *rsa.PublicKey {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), uint(bits-1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetBit(n, bits-1, 1).SetBit(n, 0, 1)
+	return &rsa.PublicKey{N: n, E: e}
+}
+
+// TestRSAKeyBounds: a record with a huge RSA key (which costs the daemon
+// about a second per verification) or a weak one is refused, with an
+// error, by every decoder that takes keys from DNS.
+func TestRSAKeyBounds(t *testing.T) {
+	dest := netip.MustParseAddr("192.0.2.7")
+	decoders := map[string]func(k *rsa.PublicKey) error{
+		"IPSECKEY": func(k *rsa.PublicKey) error {
+			_, err := FromIPSECKEY(&dns.IPSECKEY{Precedence: 10, GatewayType: 0, Algorithm: IPSECKEYRSA,
+				PublicKey: base64.StdEncoding.EncodeToString(encodeRFC3110(k))}, dest)
+			return err
+		},
+		"TXT": func(k *rsa.PublicKey) error {
+			_, err := FromTXT("X-IPsec-Server(10)=192.0.2.7 " + base64.StdEncoding.EncodeToString(encodeRFC3110(k)))
+			return err
+		},
+		"KEY": func(k *rsa.PublicKey) error {
+			_, err := FromKEY(&dns.KEY{DNSKEY: dns.DNSKEY{Flags: 0x4200, Protocol: 4, Algorithm: 8,
+				PublicKey: base64.StdEncoding.EncodeToString(encodeRFC3110(k))}})
+			return err
+		},
+		"AutoSEC SPKI": func(k *rsa.PublicKey) error {
+			der, err := x509.MarshalPKIXPublicKey(k)
+			if err != nil {
+				return err
+			}
+			_, err = ParseAutoSEC("ENCR_AES_GCM_16-256;AUTH_HMAC_SHA2_256_128;CURVE25519;" + base64.StdEncoding.EncodeToString(der))
+			return err
+		},
+		"AutoSEC RFC 3110": func(k *rsa.PublicKey) error {
+			_, err := ParseAutoSEC("ENCR_AES_GCM_16-256;AUTH_HMAC_SHA2_256_128;CURVE25519;" + base64.StdEncoding.EncodeToString(encodeRFC3110(k)))
+			return err
+		},
+	}
+	tests := []struct {
+		name   string
+		key    *rsa.PublicKey
+		accept bool
+	}{
+		{"2048 bits", rsaOf(t, 2048, 65537), true},
+		{"8192 bits", rsaOf(t, 8192, 65537), true},
+		{"16384 bits", rsaOf(t, 16384, 65537), false},
+		{"8200 bits", rsaOf(t, 8200, 65537), false},
+		{"1024 bits", rsaOf(t, 1024, 65537), false},
+		{"exponent 3", rsaOf(t, 2048, 3), true},
+		{"exponent 1", rsaOf(t, 2048, 1), false},
+		{"even exponent", rsaOf(t, 2048, 65536), false},
+		{"exponent 2^31-1", rsaOf(t, 2048, 1<<31-1), true},
+	}
+	for _, tt := range tests {
+		for name, dec := range decoders {
+			err := dec(tt.key)
+			if (err == nil) != tt.accept {
+				t.Errorf("%s, %s: %v", tt.name, name, err)
+			}
+		}
+	}
+	// An exponent above 2^32 (RFC 3110 allows up to 4096 bits of it).
+	k := rsaOf(t, 2048, 3)
+	b := append([]byte{5, 1, 0, 0, 0, 1}, k.N.Bytes()...)
+	if _, err := decodeRFC3110(b); err == nil {
+		t.Error("a 2^32+1 exponent was accepted")
+	}
+	b = append([]byte{0, 2, 0}, append(make([]byte, 511), 3)...)
+	if _, err := decodeRFC3110(append(b, k.N.Bytes()...)); err == nil {
+		t.Error("a 512-octet exponent was accepted")
+	}
 }

@@ -25,7 +25,7 @@ type dnssecWorld struct {
 	evilPriv              ed25519.PrivateKey
 }
 
-func ipseckeyLine(t *testing.T, addr string, pub ed25519.PublicKey) string {
+func ipseckeyLine(t testing.TB, addr string, pub ed25519.PublicKey) string {
 	t.Helper()
 	lines, err := Records(addr, "", 10, pub)
 	if err != nil {
@@ -35,6 +35,15 @@ func ipseckeyLine(t *testing.T, addr string, pub ed25519.PublicKey) string {
 }
 
 func newDNSSECWorld(t *testing.T) *dnssecWorld {
+	t.Helper()
+	w := buildDNSSECWorld(t)
+	w.srv.listen(t)
+	return w
+}
+
+// buildDNSSECWorld makes the zones and their in-process server, without a
+// socket.
+func buildDNSSECWorld(t testing.TB) *dnssecWorld {
 	t.Helper()
 	w := &dnssecWorld{}
 	w.victimKey, _, _ = ed25519.GenerateKey(rand.Reader)
@@ -53,7 +62,7 @@ func newDNSSECWorld(t *testing.T) *dnssecWorld {
 	for _, c := range []*tzone{w.victim, w.v3, unsigned, w.evil} {
 		w.top.delegate(t, c)
 	}
-	w.srv = startZoneServer(t, w.top, w.victim, w.v3, unsigned, w.evil)
+	w.srv = newZoneServer(t, w.top, w.victim, w.v3, unsigned, w.evil)
 	var err error
 	w.anchors, err = ParseTrustAnchors(strings.NewReader(w.top.key.ToDS(dns.SHA256).String()+"\n"), "anchors")
 	if err != nil {
@@ -67,7 +76,7 @@ func (w *dnssecWorld) resolver(mode DNSSEC) *Resolver {
 }
 
 // evilSet is an IPSECKEY RRset with the attacker's key, owned by owner.
-func (w *dnssecWorld) evilSet(t *testing.T, owner string) []dns.RR {
+func (w *dnssecWorld) evilSet(t testing.TB, owner string) []dns.RR {
 	rr, err := dns.NewRR(ipseckeyLine(t, "192.0.66.7", w.evilKey))
 	if err != nil {
 		t.Fatal(err)
@@ -216,4 +225,60 @@ func TestOwnValidationAttacks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzValidate feeds hostile answers to own DNSSEC validation: the answer
+// to query number pick of a lookup is the fuzzer's message, the others
+// come from the correctly signed tree. It must never panic, and a gateway
+// it returns must carry the key the victim's zone signed.
+func FuzzValidate(f *testing.F) {
+	w := buildDNSSECWorld(f)
+	honest := func(name string, qtype uint16) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		b, err := w.srv.respond(m).Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		return b
+	}
+	seeds := [][]byte{
+		honest("7.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY),
+		honest("7.66.0.192.in-addr.arpa.", dns.TypeIPSECKEY),
+		honest("99.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY),
+		honest("10.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY),
+		honest("99.5.0.192.in-addr.arpa.", dns.TypeIPSECKEY),
+		honest("10.5.0.192.in-addr.arpa.", dns.TypeIPSECKEY),
+		honest("2.0.192.in-addr.arpa.", dns.TypeDS),
+		honest("3.0.192.in-addr.arpa.", dns.TypeDS),
+		honest("2.0.192.in-addr.arpa.", dns.TypeDNSKEY),
+		honest("0.192.in-addr.arpa.", dns.TypeDNSKEY),
+	}
+	for i, s := range seeds {
+		f.Add(s, uint8(i), uint8(i))
+	}
+	dests := []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("192.0.5.7"), netip.MustParseAddr("192.0.2.99"),
+		netip.MustParseAddr("192.0.3.7"), netip.MustParseAddr("192.0.5.10"), netip.MustParseAddr("192.0.2.10")}
+	f.Fuzz(func(t *testing.T, data []byte, pick, dest uint8) {
+		forged := new(dns.Msg)
+		if forged.Unpack(data) != nil {
+			return
+		}
+		n := 0
+		r := &Resolver{Mode: DNSSECRequire, Anchors: w.anchors}
+		r.xchg = func(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
+			if n++; n-1 == int(pick%16) {
+				out := forged.Copy()
+				out.Id = m.Id
+				return out, nil
+			}
+			return w.srv.respond(m), nil
+		}
+		res := r.Lookup(context.Background(), dests[int(dest)%len(dests)])
+		for _, g := range res.Gateways {
+			if !sameKey(g.Key, w.victimKey) {
+				t.Fatalf("a key the victim's zone did not sign was returned: %+v", res)
+			}
+		}
+	})
 }

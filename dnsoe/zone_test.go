@@ -30,7 +30,7 @@ type tzone struct {
 
 const tzTTL = 300
 
-func newTZone(t *testing.T, origin string, signed bool) *tzone {
+func newTZone(t testing.TB, origin string, signed bool) *tzone {
 	t.Helper()
 	z := &tzone{origin: canonical(origin), signed: signed, sets: map[string]map[uint16][]dns.RR{}, sigs: map[string]map[uint16]*dns.RRSIG{}}
 	if signed {
@@ -58,7 +58,7 @@ func (z *tzone) put(rr dns.RR) {
 	z.sets[n][h.Rrtype] = append(z.sets[n][h.Rrtype], rr)
 }
 
-func (z *tzone) add(t *testing.T, lines ...string) {
+func (z *tzone) add(t testing.TB, lines ...string) {
 	t.Helper()
 	for _, l := range lines {
 		rr, err := dns.NewRR(l)
@@ -70,7 +70,7 @@ func (z *tzone) add(t *testing.T, lines ...string) {
 }
 
 // delegate makes child a zone cut of z, signed (with a DS) when child is.
-func (z *tzone) delegate(t *testing.T, child *tzone) {
+func (z *tzone) delegate(t testing.TB, child *tzone) {
 	z.add(t, child.origin+" 300 IN NS ns."+child.origin)
 	if child.signed {
 		ds := child.key.ToDS(dns.SHA256)
@@ -80,7 +80,7 @@ func (z *tzone) delegate(t *testing.T, child *tzone) {
 }
 
 // signWith returns an RRSIG over set by key/priv for signer, valid now.
-func signWith(t *testing.T, set []dns.RR, signer string, key *dns.DNSKEY, priv crypto.Signer) *dns.RRSIG {
+func signWith(t testing.TB, set []dns.RR, signer string, key *dns.DNSKEY, priv crypto.Signer) *dns.RRSIG {
 	t.Helper()
 	h := set[0].Header()
 	now := time.Now()
@@ -93,7 +93,7 @@ func signWith(t *testing.T, set []dns.RR, signer string, key *dns.DNSKEY, priv c
 	return sig
 }
 
-func (z *tzone) sign(t *testing.T, set []dns.RR) *dns.RRSIG {
+func (z *tzone) sign(t testing.TB, set []dns.RR) *dns.RRSIG {
 	return signWith(t, set, z.origin, z.key, z.priv)
 }
 
@@ -103,7 +103,7 @@ func (z *tzone) delegation(n string) bool {
 }
 
 // finish builds the denial chain and signs every authoritative RRset.
-func (z *tzone) finish(t *testing.T) {
+func (z *tzone) finish(t testing.TB) {
 	t.Helper()
 	if !z.signed {
 		return
@@ -275,23 +275,29 @@ type zoneServer struct {
 	queries atomic.Int32
 }
 
-func startZoneServer(t *testing.T, zones ...*tzone) *zoneServer {
+// newZoneServer finishes the zones and serves them in process
+// (respond); listen puts them on a loopback socket.
+func newZoneServer(t testing.TB, zones ...*tzone) *zoneServer {
 	t.Helper()
 	for _, z := range zones {
 		z.finish(t)
 	}
+	return &zoneServer{zones: zones}
+}
+
+func (zs *zoneServer) listen(t testing.TB) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	zs := &zoneServer{addr: pc.LocalAddr().String(), zones: zones}
+	zs.addr = pc.LocalAddr().String()
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(zs.serve), UDPSize: 65535}
 	started := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(started) }
 	go srv.ActivateAndServe()
 	<-started
 	t.Cleanup(func() { srv.Shutdown() })
-	return zs
 }
 
 func (zs *zoneServer) setHook(h func(q dns.Question, honest *dns.Msg) *dns.Msg) {

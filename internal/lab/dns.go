@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,10 @@ type DNSZone struct {
 	// Mode: "signed", "bogus" (signed, then the signatures over the
 	// records broken) or "unsigned".
 	Mode string
+	// Denial, for a signed zone: "nsec" (the default), "nsec3" (no
+	// iterations, a salt) or "nsec3-optout" (unsigned delegations left
+	// out of the chain, RFC 5155 §6).
+	Denial string
 }
 
 // DNSLab is a Knot authoritative server with DNSSEC-signed zones and a
@@ -58,6 +63,10 @@ func StartDNS(t *testing.T, zones []DNSZone) *DNSLab {
 // StartDNSIn is StartDNS with both servers in namespace ns (the root
 // namespace if nil). In a namespace the resolver also answers on every
 // address of it, on Resolver's port, for other namespaces.
+//
+// A zone below another zone of the list is delegated from it (NS, glue,
+// and the DS when the child is signed), so that validators can walk the
+// chain from the parent's anchor.
 func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
 	t.Helper()
 	Require(t, "knotd", "knotc", "unbound", "ldns-keygen", "ldns-signzone")
@@ -70,13 +79,26 @@ func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
 	var knotZones, ubZones strings.Builder
 	var anchors bytes.Buffer
 	now := time.Now().UTC()
-	for _, z := range zones {
+	// Children first: a parent's zone file gets its children's DS.
+	order := append([]DNSZone(nil), zones...)
+	sort.SliceStable(order, func(i, j int) bool { return dns.CountLabel(order[i].Name) > dns.CountLabel(order[j].Name) })
+	delegations := map[string][]string{} // parent zone: lines
+	for _, z := range order {
 		plain := filepath.Join(dir, "zones", z.Name+".zone")
 		var zf strings.Builder
 		fmt.Fprintf(&zf, "$ORIGIN %s.\n$TTL 300\n@ SOA ns1.%s. hostmaster.%s. ( 1 3600 600 86400 300 )\n@ NS ns1.%s.\nns1 A 127.0.0.1\n",
 			z.Name, z.Name, z.Name, z.Name)
-		for _, r := range z.Records {
+		for _, r := range append(z.Records, delegations[z.Name]...) {
 			zf.WriteString(r + "\n")
+		}
+		parent := ""
+		for _, p := range zones {
+			if p.Name != z.Name && dns.IsSubDomain(p.Name+".", z.Name+".") && dns.CountLabel(p.Name) > dns.CountLabel(parent) {
+				parent = p.Name
+			}
+		}
+		if parent != "" {
+			delegations[parent] = append(delegations[parent], fmt.Sprintf("%s. NS ns1.%s.", z.Name, z.Name), fmt.Sprintf("ns1.%s. A 127.0.0.1", z.Name))
 		}
 		if err := os.WriteFile(plain, []byte(zf.String()), 0o644); err != nil {
 			t.Fatal(err)
@@ -95,13 +117,25 @@ func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
 			ksk := run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", z.Name)
 			zsk := run("ldns-keygen", "-a", "ECDSAP256SHA256", z.Name)
 			stamp := func(t time.Time) string { return t.Format("20060102150405") }
-			run("ldns-signzone", "-o", z.Name, "-i", stamp(now.Add(-time.Hour)), "-e", stamp(now.Add(30*24*time.Hour)),
-				"-f", plain+".signed", plain, ksk, zsk)
+			args := []string{"ldns-signzone", "-o", z.Name, "-i", stamp(now.Add(-time.Hour)), "-e", stamp(now.Add(30 * 24 * time.Hour))}
+			switch z.Denial {
+			case "", "nsec":
+			case "nsec3":
+				args = append(args, "-n", "-t", "0", "-s", "ab12")
+			case "nsec3-optout":
+				args = append(args, "-n", "-t", "0", "-s", "ab12", "-p")
+			default:
+				t.Fatalf("zone %s: denial %q", z.Name, z.Denial)
+			}
+			run(append(args, "-f", plain+".signed", plain, ksk, zsk)...)
 			ds, err := os.ReadFile(filepath.Join(dir, "keys", ksk+".ds"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			anchors.Write(ds)
+			if parent != "" {
+				delegations[parent] = append(delegations[parent], strings.TrimSpace(string(ds)))
+			}
 			served = plain + ".signed"
 			if z.Mode == "bogus" {
 				breakSignatures(t, served)

@@ -533,9 +533,15 @@ func TestLabOpportunisticConnectTime(t *testing.T) {
 }
 
 // TestLabOpportunisticDNSSEC: with broken signatures there is no OE under
-// require (private-or-clear falls back to clear), and OE under prefer; an
-// idle tunnel is deleted at the end of its lifespan.
+// require or prefer (private-or-clear falls back to clear); an unsigned
+// zone gives OE under prefer; an idle tunnel is deleted at the end of its
+// lifespan.
 func TestLabOpportunisticDNSSEC(t *testing.T) {
+	t.Run("bogus", testLabOpportunisticBogus)
+	t.Run("unsigned-prefer", testLabOpportunisticUnsignedPrefer)
+}
+
+func testLabOpportunisticBogus(t *testing.T) {
 	l := newOELab(t, "bogus")
 	l.startAB(t, "require", "")
 	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
@@ -561,6 +567,24 @@ trust_anchors = %q
 	}
 	l.stopA()
 
+	// prefer: a bogus answer is no more used than under require.
+	l.procA, l.cfgA = l.start(t, l.a, "a-prefer", fmt.Sprintf(`
+[policy]
+private-or-clear = ["10.77.0.0/24"]
+[opportunism]
+resolver = %q
+dnssec = "prefer"
+`, l.dns.Resolver))
+	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
+	checkVerdict(t, l.cfgA, oeB4, "clear")
+	if strings.Contains(l.procA.Output(), "initiating IKE SA") {
+		t.Errorf("IKE started on a bogus DNS answer under dnssec = prefer")
+	}
+}
+
+func testLabOpportunisticUnsignedPrefer(t *testing.T) {
+	l := newOELab(t, "unsigned")
+	l.startB(t, "prefer")
 	l.procA, l.cfgA = l.start(t, l.a, "a2", fmt.Sprintf(`
 [policy]
 private-or-clear = ["10.77.0.0/24"]
@@ -573,7 +597,7 @@ extended_lifespan = "2s"
 	l.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "3", oeB4)
 	checkVerdict(t, l.cfgA, oeB4, "encrypted-and-authenticated")
 	if !strings.Contains(l.procA.Output(), "validated=false") {
-		t.Errorf("the bogus answer was not marked unvalidated")
+		t.Errorf("the unsigned answer was not marked unvalidated")
 	}
 	// Idle: the lifespan ends, A sends Delete, B removes its SAs.
 	waitUntil(t, 15*time.Second, "the idle tunnel to be deleted", func() bool {

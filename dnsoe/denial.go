@@ -2,6 +2,7 @@ package dnsoe
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +79,8 @@ func (v *validator) proofs(z zone, in *dns.Msg, now time.Time) *proofs {
 				continue
 			}
 		}
+		// NSEC and NSEC3 records are never expanded from a wildcard.
+		sigs = slices.DeleteFunc(sigs, func(s *dns.RRSIG) bool { return int(s.Labels) != dns.CountLabel(h.Name) })
 		ttl, ok := v.verify(set, sigs, z, now)
 		if !ok {
 			continue

@@ -51,10 +51,14 @@ func buildDNSSECWorld(t testing.TB) *dnssecWorld {
 	w.top = newTZone(t, "0.192.in-addr.arpa.", true)
 	w.top.nsec3, w.top.optOut = true, true
 	w.victim = newTZone(t, "2.0.192.in-addr.arpa.", true)
-	w.victim.add(t, ipseckeyLine(t, "192.0.2.7", w.victimKey), "10.2.0.192.in-addr.arpa. 300 IN PTR host.example.")
+	w.victim.add(t, ipseckeyLine(t, "192.0.2.7", w.victimKey), "10.2.0.192.in-addr.arpa. 300 IN PTR host.example.",
+		"9.2.0.192.in-addr.arpa. 300 IN CNAME 9.5.0.192.in-addr.arpa.") // RFC 2317 style, into another zone
 	w.v3 = newTZone(t, "5.0.192.in-addr.arpa.", true)
 	w.v3.nsec3 = true
 	w.v3.add(t, ipseckeyLine(t, "192.0.5.7", w.victimKey), "10.5.0.192.in-addr.arpa. 300 IN PTR host.example.")
+	nine, _ := dns.NewRR(ipseckeyLine(t, "192.0.5.7", w.victimKey))
+	nine.Header().Name = "9.5.0.192.in-addr.arpa."
+	w.v3.put(nine)
 	unsigned := newTZone(t, "3.0.192.in-addr.arpa.", false)
 	unsigned.add(t, ipseckeyLine(t, "192.0.3.7", w.victimKey))
 	w.evil = newTZone(t, "66.0.192.in-addr.arpa.", true)
@@ -93,7 +97,7 @@ func TestOwnValidationAccepts(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []DNSSEC{DNSSECRequire, DNSSECPrefer} {
 		r := w.resolver(mode)
-		for _, addr := range []string{"192.0.2.7", "192.0.5.7"} {
+		for _, addr := range []string{"192.0.2.7", "192.0.5.7", "192.0.2.9"} {
 			res := r.Lookup(ctx, netip.MustParseAddr(addr))
 			if res.Err != nil || !res.Validated || len(res.Gateways) != 1 || !sameKey(res.Gateways[0].Key, w.victimKey) {
 				t.Errorf("mode %d, %s: %+v", mode, addr, res)
@@ -158,6 +162,14 @@ func TestOwnValidationAttacks(t *testing.T) {
 		}},
 		{"both sets, the attacker's first", victim, dns.TypeIPSECKEY, func() *dns.Msg {
 			return msg(0, append(w.evil.withSig(evilOwner, dns.TypeIPSECKEY), w.evilSet(t, victim)...), nil)
+		}},
+		{"unsigned CNAME to the attacker's signed set", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			cn, _ := dns.NewRR(victim + " 300 IN CNAME " + evilOwner)
+			return msg(0, append([]dns.RR{cn}, w.evil.withSig(evilOwner, dns.TypeIPSECKEY)...), nil)
+		}},
+		{"CNAME signed by the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
+			cn, _ := dns.NewRR(victim + " 300 IN CNAME " + evilOwner)
+			return msg(0, append([]dns.RR{cn, w.evil.sign(t, []dns.RR{cn})}, w.evil.withSig(evilOwner, dns.TypeIPSECKEY)...), nil)
 		}},
 		{"NXDOMAIN without proof", victim, dns.TypeIPSECKEY, func() *dns.Msg { return msg(dns.RcodeNameError, nil, soa) }},
 		{"NODATA without proof", victim, dns.TypeIPSECKEY, func() *dns.Msg { return msg(0, nil, soa) }},

@@ -307,6 +307,13 @@ func (v *validator) cut(ctx context.Context, z zone, n string) (zoneCut, error) 
 				c, ttl = zoneCut{kind: cutSecure, keys: keys}, t
 			}
 		}
+	case len(rrsetOnly(in.Answer, n, dns.TypeCNAME)) > 0:
+		// A CNAME (RFC 2317 classless reverse delegation): no zone cut
+		// here, once z's signature over it checks.
+		cn, sigs := rrset(in.Answer, n, dns.TypeCNAME)
+		if t, ok := v.verify(cn, sigs, z, now); ok {
+			c.kind, ttl = cutNone, t
+		}
 	case len(in.Answer) == 0:
 		d := v.denial(z, n, dns.TypeDS, in, now)
 		ttl = d.ttl
@@ -477,6 +484,12 @@ func rrset(rrs []dns.RR, name string, qtype uint16) ([]dns.RR, []*dns.RRSIG) {
 		}
 	}
 	return set, sigs
+}
+
+// rrsetOnly is rrset without the signatures.
+func rrsetOnly(rrs []dns.RR, name string, qtype uint16) []dns.RR {
+	set, _ := rrset(rrs, name, qtype)
+	return set
 }
 
 // checked is the outcome of validating one answer.

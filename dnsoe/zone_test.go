@@ -227,6 +227,10 @@ func (z *tzone) answer(req *dns.Msg) *dns.Msg {
 		m.Answer = set
 		return m
 	}
+	if set := z.withSig(n, dns.TypeCNAME); len(set) > 0 {
+		m.Answer = set // the server chases it
+		return m
+	}
 	m.Ns = z.withSig(z.origin, dns.TypeSOA)
 	if !z.signed {
 		if z.sets[n] == nil {
@@ -322,7 +326,19 @@ func (zs *zoneServer) respond(req *dns.Msg) *dns.Msg {
 		m := new(dns.Msg)
 		return m.SetRcode(req, dns.RcodeRefused)
 	}
-	return best.answer(req)
+	m := best.answer(req)
+	// Chase a CNAME, as a recursive resolver does.
+	if len(m.Answer) > 0 {
+		if cn, ok := m.Answer[0].(*dns.CNAME); ok && q.Qtype != dns.TypeCNAME && req.Id != 0xffff {
+			next := req.Copy()
+			next.Question[0].Name = cn.Target
+			next.Id = 0xffff // once
+			more := zs.respond(next)
+			m.Answer = append(m.Answer, more.Answer...)
+			m.Ns, m.Rcode = more.Ns, more.Rcode
+		}
+	}
+	return m
 }
 
 func (zs *zoneServer) serve(w dns.ResponseWriter, req *dns.Msg) {

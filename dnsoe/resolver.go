@@ -346,8 +346,10 @@ func follow(name string, qtype uint16, in *dns.Msg) []dns.RR {
 			return set
 		}
 		if cn, _ := rrset(in.Answer, name, dns.TypeCNAME); len(cn) == 1 {
-			name = canonical(cn[0].(*dns.CNAME).Target)
-			continue
+			if cn, ok := cn[0].(*dns.CNAME); ok {
+				name = canonical(cn.Target)
+				continue
+			}
 		}
 		next := ""
 		for _, rr := range in.Answer {
@@ -434,14 +436,20 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	}
 	if a := r.query(ctx, name, dns.TypeIPSECKEY); use(a) {
 		for _, rr := range a.rrs {
-			if g, err := FromIPSECKEY(rr.(*dns.IPSECKEY), dest); err == nil {
-				res.Gateways = append(res.Gateways, g)
+			if rr, ok := rr.(*dns.IPSECKEY); ok {
+				if g, err := FromIPSECKEY(rr, dest); err == nil {
+					res.Gateways = append(res.Gateways, g)
+				}
 			}
 		}
 	}
 	if a := r.query(ctx, name, dns.TypeTXT); use(a) {
 		for _, rr := range a.rrs {
-			txt := strings.Join(rr.(*dns.TXT).Txt, "")
+			t, ok := rr.(*dns.TXT)
+			if !ok {
+				continue
+			}
+			txt := strings.Join(t.Txt, "")
 			if !strings.HasPrefix(txt, txtPrefix) {
 				continue
 			}
@@ -455,8 +463,10 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	if len(res.Gateways) == 0 && res.Err == nil {
 		if a := r.query(ctx, name, dns.TypeKEY); use(a) {
 			for _, rr := range a.rrs {
-				if g, err := FromKEYRecord(rr.(*dns.KEY), dest); err == nil {
-					res.Gateways = append(res.Gateways, g)
+				if rr, ok := rr.(*dns.KEY); ok {
+					if g, err := FromKEYRecord(rr, dest); err == nil {
+						res.Gateways = append(res.Gateways, g)
+					}
 				}
 			}
 		} else if a.err != nil && transportErr == nil {
@@ -475,18 +485,22 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 		}
 		if a := r.query(ctx, owner, dns.TypeKEY); use(a) {
 			for _, rr := range a.rrs {
-				if k, err := FromKEY(rr.(*dns.KEY)); err == nil {
-					g.Key = k
-					break
+				if rr, ok := rr.(*dns.KEY); ok {
+					if k, err := FromKEY(rr); err == nil {
+						g.Key = k
+						break
+					}
 				}
 			}
 		}
 		if g.Key == nil {
 			if a := r.query(ctx, owner, dns.TypeIPSECKEY); use(a) {
 				for _, rr := range a.rrs {
-					if kg, err := FromIPSECKEY(rr.(*dns.IPSECKEY), g.Addr); err == nil && kg.Key != nil {
-						g.Key = kg.Key
-						break
+					if rr, ok := rr.(*dns.IPSECKEY); ok {
+						if kg, err := FromIPSECKEY(rr, g.Addr); err == nil && kg.Key != nil {
+							g.Key = kg.Key
+							break
+						}
 					}
 				}
 			}

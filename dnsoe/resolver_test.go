@@ -338,3 +338,23 @@ func TestResolverCacheBounded(t *testing.T) {
 		t.Fatal("the most recent entry was evicted")
 	}
 }
+
+// TestResolverWrongOwner: a record set owned by another name than the one
+// asked is never used, even with the AD bit.
+func TestResolverWrongOwner(t *testing.T) {
+	ts := startTestServer(t)
+	ts.setValidated(true)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	lines, _ := Records("198.51.100.50", "", 10, priv.Public())
+	rr, err := dns.NewRR(lines[0]) // owned by 50.100.51.198.in-addr.arpa.
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.mu.Lock()
+	ts.records["50.2.0.192.in-addr.arpa./IPSECKEY"] = []dns.RR{rr}
+	ts.mu.Unlock()
+	res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.50"))
+	if len(res.Gateways) != 0 || !errors.Is(res.Err, ErrNoRecord) {
+		t.Fatalf("%+v", res)
+	}
+}

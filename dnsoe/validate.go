@@ -297,7 +297,9 @@ func (v *validator) cut(ctx context.Context, z zone, n string) (zoneCut, error) 
 		if t, ok := v.verify(set, sigs, z, now); ok {
 			var ds []*dns.DS
 			for _, rr := range set {
-				ds = append(ds, rr.(*dns.DS))
+				if d, ok := rr.(*dns.DS); ok {
+					ds = append(ds, d)
+				}
 			}
 			keys, err := v.keysOf(ctx, n, ds)
 			if err != nil {
@@ -394,7 +396,9 @@ func (v *validator) checkKeys(zone string, ds []*dns.DS, in *dns.Msg, now time.T
 	set, sigs := rrset(in.Answer, zone, dns.TypeDNSKEY)
 	var keys []*dns.DNSKEY
 	for _, rr := range set {
-		keys = append(keys, rr.(*dns.DNSKEY))
+		if k, ok := rr.(*dns.DNSKEY); ok {
+			keys = append(keys, k)
+		}
 	}
 	if ds == nil {
 		ds = v.anchors.ds[zone]
@@ -538,7 +542,11 @@ func (v *validator) check(ctx context.Context, name string, qtype uint16, in *dn
 				}
 				out.ttl = min(out.ttl, ttl)
 			}
-			name = canonical(cn[0].(*dns.CNAME).Target)
+			target, ok := cn[0].(*dns.CNAME)
+			if !ok {
+				return checked{sec: bogus}, nil
+			}
+			name = canonical(target.Target)
 			continue
 		}
 		if next, ok, err := v.dname(ctx, name, in, &out, now); err != nil {

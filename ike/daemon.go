@@ -164,8 +164,15 @@ type Config struct {
 	// IKE_SA_INIT comes from an address no configured peer has, with the
 	// AutoVPN Nonce the request carried (nil if none); nil ignores the
 	// request. It runs on the daemon's goroutine and must not
-	// block. The peer it returns is added as opportunistic.
+	// block. The peer it returns is added as opportunistic. Responder
+	// only checks an AutoVPN nonce: it is spent by ClaimAutoVPNNonce.
 	Responder func(from netip.AddrPort, autovpnNonce []byte) *PeerConfig
+	// ClaimAutoVPNNonce, if set, spends the AutoVPN nonce of an
+	// IKE_SA_INIT that Responder answered, once the request is otherwise
+	// acceptable (proposal and KE group chosen), so that the initiator's
+	// retry after INVALID_KE_PAYLOAD still finds its nonce; false drops
+	// the request. It runs on the daemon's goroutine.
+	ClaimAutoVPNNonce func(from netip.AddrPort, autovpnNonce []byte) bool
 }
 
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
@@ -1309,12 +1316,12 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		}
 	}
 	p := d.peerByAddr(from.Addr())
+	var avNonce []byte // AutoVPN: spent only once the request is acceptable
 	if p == nil && d.cfg.Responder != nil {
-		var nonce []byte
 		if av := Get[*AutoVPNNoncePayload](m); av != nil {
-			nonce = av.Nonce
+			avNonce = av.Nonce
 		}
-		p = d.responderPeer(from, nonce)
+		p = d.responderPeer(from, avNonce)
 	}
 	if p == nil {
 		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
@@ -1340,6 +1347,10 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	g, err := newDH(suite.DH)
 	if err != nil {
 		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	if avNonce != nil && d.cfg.ClaimAutoVPNNonce != nil && !d.cfg.ClaimAutoVPNNonce(from, avNonce) {
+		d.log.Info("IKE_SA_INIT with an AutoVPN nonce already spent", "from", from)
 		return
 	}
 	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite, group: g,

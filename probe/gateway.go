@@ -493,23 +493,38 @@ func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
 	}
 }
 
-// Accept, as G2, checks the AutoVPN Nonce of an IKE_SA_INIT from gateway:
-// it must be the Nonce-R of a probe completed with that gateway. It
-// returns what the IKE SA may protect (Local: our host; Remote: the peer
-// host) and forgets the probe.
+// Lookup, as G2, checks the AutoVPN Nonce of an IKE_SA_INIT from gateway
+// without spending it: it must be the Nonce-R of a probe completed with
+// that gateway. It returns what the IKE SA may protect (Local: our host;
+// Remote: the peer host). Accept spends the nonce, once the IKE_SA_INIT
+// is otherwise acceptable.
+func (g *Gateway) Lookup(nonceR []byte, gateway netip.Addr) (Completed, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.completedLocked(nonceR, gateway, false)
+}
+
+// Accept, as G2, spends the AutoVPN Nonce that Lookup found: a nonce is
+// good for one IKE SA.
 func (g *Gateway) Accept(nonceR []byte, gateway netip.Addr) (Completed, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.completedLocked(nonceR, gateway, true)
+}
+
+func (g *Gateway) completedLocked(nonceR []byte, gateway netip.Addr, spend bool) (Completed, bool) {
 	c := g.completed[string(nonceR)]
 	if c == nil || c.gateway != gateway.Unmap() || g.now().After(c.deadline) {
 		g.dropped.Add(1)
 		return Completed{}, false
 	}
-	if c.timer != nil {
-		c.timer.Stop()
+	if spend {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		delete(g.completed, string(nonceR))
+		g.done.Add(1)
 	}
-	delete(g.completed, string(nonceR))
-	g.done.Add(1)
 	f, _ := FlowOf(c.frag)
 	return Completed{Gateway: gateway, NonceR: bytes.Clone(nonceR), Local: f.Dst, Remote: f.Src,
 		Flow: Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}}, true

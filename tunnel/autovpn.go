@@ -110,7 +110,8 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 }
 
 // Start runs AutoVPN with the IKE daemon, whose Config.Responder must
-// hand AutoVPN nonces to Responder.
+// hand AutoVPN nonces to Responder, and Config.ClaimAutoVPNNonce be
+// ClaimNonce.
 func (a *AutoVPN) Start(d *ike.Daemon) {
 	a.ike = d
 	a.eng.autovpn.Store(a)
@@ -339,9 +340,10 @@ func (a *AutoVPN) onProbeComplete(c probe.Completed) {
 
 // Responder, as G2, answers an IKE_SA_INIT that carries an AutoVPN nonce:
 // only for a probe completed with that gateway, and only for the two
-// hosts of that probe.
+// hosts of that probe. It does not spend the nonce: ClaimNonce does, once
+// the daemon found the request's proposal and KE acceptable.
 func (a *AutoVPN) Responder(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
-	c, ok := a.gw.Accept(nonce, from.Addr())
+	c, ok := a.gw.Lookup(nonce, from.Addr())
 	if !ok {
 		a.log.Info("AutoVPN: IKE_SA_INIT with an unknown AutoVPN nonce refused", "from", from)
 		return nil
@@ -349,6 +351,13 @@ func (a *AutoVPN) Responder(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
 	return &ike.PeerConfig{Name: fmt.Sprintf("av-in-%s-%s", c.Gateway, c.Remote), Addr: from.Addr(), Auth: a.cfg.Signer,
 		PeerAuth: a.peerAuth(), LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
 		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished}
+}
+
+// ClaimNonce is the IKE daemon's Config.ClaimAutoVPNNonce: it spends the
+// probe's nonce, so that it starts one IKE SA only.
+func (a *AutoVPN) ClaimNonce(from netip.AddrPort, nonce []byte) bool {
+	_, ok := a.gw.Accept(nonce, from.Addr())
+	return ok
 }
 
 // onEstablished records a successful exchange in the trust store: the

@@ -1180,20 +1180,22 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	if auth.Method == AuthPSK && pa.PSK == nil && pa.SharedSecret != nil {
 		// AutoVPN: the shared secret authenticates the peer, whatever
 		// certificate it now presents (§9.2), which is kept for a roll.
-		if pa.PSK = pa.SharedSecret(id); pa.PSK == nil {
-			return fmt.Errorf("%w: peer used a shared secret, and none is kept for %v", ErrAuth, id)
+		var cert *x509.Certificate
+		for _, c := range sent {
+			if pc, err := x509.ParseCertificate(c.Data); err == nil && c.Encoding == CertX509Signature && certConfirms(pc, id) {
+				cert = pc
+				break
+			}
+		}
+		if pa.PSK = pa.SharedSecret(id, cert); pa.PSK == nil {
+			return fmt.Errorf("%w: peer used a shared secret, and none is kept (or usable) for %v", ErrAuth, id)
 		}
 		if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
 			return err
 		}
 		sa.bySecret = true
 		sa.authSecret = pa.PSK
-		for _, c := range sent {
-			if cert, err := x509.ParseCertificate(c.Data); err == nil && c.Encoding == CertX509Signature && certConfirms(cert, id) {
-				sa.peerCert = cert
-				break
-			}
-		}
+		sa.peerCert = cert
 		return nil
 	}
 	key, cert, err := peerKeyCert(&pa, id, sent)
@@ -1472,7 +1474,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	case p.PeerAuth.SharedSecret != nil:
 		// AutoVPN: a shared secret with this peer is used in preference
 		// to our certificate (§9.2), so that we may roll ours.
-		if secret := p.PeerAuth.SharedSecret(peerID); secret != nil {
+		if secret := p.PeerAuth.SharedSecret(peerID, sa.peerCert); secret != nil {
 			cred = &Credential{PSK: secret, Cert: p.Auth.Cert}
 		}
 	}

@@ -280,30 +280,35 @@ func dnOf(id ike.Identity) string {
 	return id.String()
 }
 
-// peerAuth is how AutoVPN peers authenticate: a certificate decided by
-// the trust store, or the shared secret kept for the peer's DN.
+// peerAuth is how AutoVPN peers authenticate: a certificate or the shared
+// secret kept for the peer's DN, both decided by the trust store's Accept.
 func (a *AutoVPN) peerAuth() ike.PeerAuth {
 	return ike.PeerAuth{
 		LeapOfFaith: func(c *x509.Certificate) error {
-			_, err := a.cfg.Store.Check(c, time.Now())
+			_, err := a.cfg.Store.Accept(c.Subject.String(), c, false, time.Now())
 			return err
 		},
-		SharedSecret: func(id ike.Identity) []byte {
-			if p, ok := a.cfg.Store.ByDN(dnOf(id)); ok && p.State != policy.Untrusted {
-				return p.SharedSecret
+		SharedSecret: func(id ike.Identity, c *x509.Certificate) []byte {
+			p, err := a.cfg.Store.Accept(dnOf(id), c, true, time.Now())
+			if err != nil {
+				a.log.Info("AutoVPN: shared secret refused", "id", dnOf(id), "err", err)
+				return nil
 			}
-			return nil
+			return p.SharedSecret
 		},
 	}
 }
 
 // credential is our credential towards a gateway: the shared secret of
-// the peer last authenticated at that address, if any (a hint: the peer
-// must still prove the secret), else our certificate.
+// the peer last authenticated at that address, if the trust store still
+// accepts it (a hint: the peer must still prove the secret), else our
+// certificate.
 func (a *AutoVPN) credential(gateway netip.Addr) ike.Credential {
 	c := a.cfg.Signer
-	if p, ok := a.cfg.Store.ByAddr(gateway.Unmap()); ok && len(p.SharedSecret) > 0 && p.State != policy.Untrusted {
-		c.PSK = p.SharedSecret
+	if p, ok := a.cfg.Store.ByAddr(gateway.Unmap()); ok && len(p.SharedSecret) > 0 {
+		if p, err := a.cfg.Store.Accept(p.DN, nil, true, time.Now()); err == nil {
+			c.PSK = p.SharedSecret
+		}
 	}
 	return c
 }
@@ -373,16 +378,12 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if i.BySharedSecret {
-			if p, ok := a.cfg.Store.ByDN(dn); ok && p.Fingerprint != policy.Fingerprint(i.Cert.Raw) {
-				if err := a.cfg.Store.RollCertificate(i.Cert, now); err == nil {
-					a.log.Info("AutoVPN: peer rolled its certificate (authenticated by the shared secret)", "dn", dn)
-				}
-			}
-		}
-		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), now)
+		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), i.BySharedSecret, now)
 		if err != nil {
-			a.log.Warn("AutoVPN: trust store", "dn", dn, "err", err)
+			// Refused since IKE_AUTH (revoked, untrusted meanwhile): the
+			// SA goes.
+			a.log.Warn("AutoVPN: trust store refuses the peer; deleting its SA", "dn", dn, "err", err)
+			a.ike.Down(i.Peer)
 			return
 		}
 		if len(i.SharedSecret) > 0 && len(p.SharedSecret) == 0 {
@@ -391,7 +392,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 			}
 		}
 		a.log.Info("AutoVPN: peer authenticated", "dn", dn, "state", p.State, "fingerprint", p.Fingerprint[:16],
-			"contact", strings.TrimSpace(i.Contact))
+			"by_shared_secret", i.BySharedSecret, "contact", strings.TrimSpace(i.Contact))
 	}()
 }
 

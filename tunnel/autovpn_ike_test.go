@@ -2,9 +2,14 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"log/slog"
+	"math/big"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -33,9 +38,9 @@ func (p *autovpnPair) infos() (a, b []ike.EstablishedInfo) {
 
 type autovpnCase struct {
 	nonce, accept []byte
-	trust2        func(*x509.Certificate) error // G2's leap of faith
-	secret1       []byte                        // G1 authenticates with this shared secret
-	secret2       func(ike.Identity) []byte     // G2's kept secrets
+	trust2        func(*x509.Certificate) error                // G2's leap of faith
+	secret1       []byte                                       // G1 authenticates with this shared secret
+	secret2       func(ike.Identity, *x509.Certificate) []byte // G2's kept secrets
 	askSecret     bool
 }
 
@@ -80,7 +85,7 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 	if c.secret1 != nil {
 		// With a shared secret we authenticate with it, and so does the peer.
 		k1.PSK = c.secret1
-		pa1.SharedSecret = func(ike.Identity) []byte { return c.secret1 }
+		pa1.SharedSecret = func(ike.Identity, *x509.Certificate) []byte { return c.secret1 }
 	}
 	err = d1.AddPeer(&ike.PeerConfig{Name: "av-out", Addr: lo, IKEPort: g2IKE, NATTPort: g2NATT, Auth: k1,
 		PeerAuth: pa1, AutoVPNNonce: c.nonce,
@@ -144,7 +149,7 @@ func TestAutoVPNIKESharedSecret(t *testing.T) {
 	secret := bytes.Repeat([]byte{0x5e}, 32)
 	rolled, k2 := certCred(t, "g1.autovpn.test"), certCred(t, "g2.autovpn.test")
 	refuseCerts := func(*x509.Certificate) error { return errors.New("conflict: another certificate is known for this DN") }
-	kept := func(id ike.Identity) []byte {
+	kept := func(id ike.Identity, _ *x509.Certificate) []byte {
 		if id.String() == rolled.Cert.Subject.String() {
 			return secret
 		}
@@ -273,6 +278,7 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 		t.Fatal(err)
 	}
 	r.g2.d = d2
+	r.av.ike = d2
 	r.g2.eng.SetIKEHandler(d2.HandlePacket)
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: r.g1.eng, Logger: logger("G1")})
@@ -284,7 +290,7 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 	t.Cleanup(d1.Close)
 	pc := &ike.PeerConfig{Name: "av-out", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: g2IKE, NATTPort: g2NATT, Auth: k1,
 		PeerAuth: ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}, AutoVPNNonce: nonceR,
-		LocalTS: hostSel(r.g1.addr), RemoteTS: hostSel(r.g2.addr), RetransmitBase: 50 * time.Millisecond, RetransmitTries: 3}
+		LocalTS: hostSel(r.g1.addr), RemoteTS: hostSel(r.g2.addr), RetransmitBase: 250 * time.Millisecond, RetransmitTries: 4}
 	for _, o := range opts {
 		o(pc)
 	}
@@ -321,5 +327,71 @@ func TestAutoVPNIKEInvalidKERetry(t *testing.T) {
 	// Spent now: the same nonce starts no second IKE SA.
 	if _, ok := r.av.gw.Lookup(r.nonce, netip.MustParseAddr("127.0.0.1")); ok {
 		t.Fatal("the probe nonce is still good after the IKE SA it started")
+	}
+}
+
+// TestAutoVPNIKERefusedSharedSecret performs issue 10 item 11: G1 has a
+// shared secret with G2, and G2's operator untrusts G1, or G1's CA
+// revokes its certificate. G1 authenticating with the shared secret must
+// be refused like its certificate would be.
+func TestAutoVPNIKERefusedSharedSecret(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "AutoVPN lab CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(crand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	secret := bytes.Repeat([]byte{0x5e}, 32)
+	for _, tc := range []struct {
+		name  string
+		mark  func(t *testing.T, s *policy.TrustStore, g1 *x509.Certificate)
+		refus bool
+	}{
+		{"kept", func(*testing.T, *policy.TrustStore, *x509.Certificate) {}, false},
+		{"untrusted", func(t *testing.T, s *policy.TrustStore, g1 *x509.Certificate) {
+			if _, err := s.SetState(g1.Subject.String(), policy.Untrusted); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"revoked", func(t *testing.T, s *policy.TrustStore, g1 *x509.Certificate) {
+			der, err := x509.CreateRevocationList(crand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(),
+				NextUpdate:                time.Now().Add(time.Hour),
+				RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: g1.SerialNumber, RevocationTime: time.Now()}}}, ca, caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crl, _ := x509.ParseRevocationList(der)
+			s.CRLs = []*x509.RevocationList{crl}
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, c := selfSigned(t, "g1.autovpn.test", ca, caKey)
+			k1, k2 := ike.Credential{Signer: k, Cert: c}, certCred(t, "g2.autovpn.test")
+			store := openStore(t)
+			if _, err := store.Seen(c, "G1", netip.Addr{}, false, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.SetSharedSecret(c.Subject.String(), secret); err != nil {
+				t.Fatal(err)
+			}
+			tc.mark(t, store, c)
+			r := startRealG2(t, store, k1, k2, "", func(pc *ike.PeerConfig) {
+				pc.Auth.PSK = secret
+				pc.PeerAuth.SharedSecret = func(ike.Identity, *x509.Certificate) []byte { return secret }
+			})
+			if !tc.refus {
+				waitChild(t, r.g2)
+				return
+			}
+			waitFor(t, func() bool { return len(r.g1.d.SAs()) == 0 }, "G1's refused IKE SA to go")
+			for _, sa := range r.g2.d.SAs() {
+				if sa.State == "established" {
+					t.Fatalf("G2 let a peer with a %s certificate in by its shared secret: %+v", tc.name, sa)
+				}
+			}
+			if p, ok := store.ByDN(c.Subject.String()); tc.name == "revoked" && ok {
+				t.Fatalf("the revoked peer is still in the trust store: %+v", p)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"bytes"
+	"container/list"
 	"encoding/binary"
 	"errors"
 	"log/slog"
@@ -23,10 +24,9 @@ const (
 	// DefaultCompleteTTL is how long a completed probe waits for the
 	// peer's IKE_SA_INIT.
 	DefaultCompleteTTL = 30 * time.Second
-	// maxProbes bounds the probes under way and completed.
+	// maxProbes bounds the probes under way and completed; when full, a
+	// new probe takes the place of the oldest one under way.
 	maxProbes = 4096
-	// maxPeers bounds the per-peer rate-limit table.
-	maxPeers = 1 << 16
 )
 
 // Flow is the addresses and ports of a fragment's packet.
@@ -151,7 +151,8 @@ type Config struct {
 type Stats struct {
 	Requests, Responses, Completes uint64 // sent, retransmissions included
 	Dropped                        uint64 // received and dropped: malformed, forged, stale, unexpected
-	Limited                        uint64 // probes not sent: peer probed within PeerInterval
+	Limited                        uint64 // probes not sent: peer probed within PeerInterval, or its prefix's rate
+	Unpaid                         uint64 // probes not sent: the flow brought fewer bytes than the probe costs
 	Completed                      uint64 // exchanges completed (either role)
 }
 
@@ -163,13 +164,14 @@ type Gateway struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	probing   map[string]*probeState // G2: by Nonce-R
-	completed map[string]*probeState // G2: by Nonce-R, awaiting IKE_SA_INIT
-	lastProbe map[netip.Addr]time.Time
+	probing   exchanges          // G2: by Nonce-R
+	completed exchanges          // G2: by Nonce-R, awaiting IKE_SA_INIT
+	peers     peerTable          // G2: whom we probed, within PeerInterval
+	prefixes  prefixLimiter      // G2: probes per source prefix
 	answered  map[string]natSeen // G1: by Nonce-I, what NAT-Detect said
 	closed    bool
 
-	requests, responses, completes, dropped, limited, done atomic.Uint64
+	requests, responses, completes, dropped, limited, unpaid, done atomic.Uint64
 }
 
 // natSeen is G1's note of a request's NAT-Detect, until the Complete.
@@ -184,10 +186,56 @@ type probeState struct {
 	peer     netip.Addr // H1, the probed host
 	frag     []byte
 	msg      *Message // the request, then the complete
+	wire     []byte   // msg, encoded
 	gateway  netip.Addr
 	sends    int
 	timer    *time.Timer
 	deadline time.Time
+	elem     *list.Element // in its exchanges' order
+}
+
+// exchanges are G2's exchanges of one stage, by Nonce-R, in the order
+// they expire (they are added with the same lifetime).
+type exchanges struct {
+	m     map[string]*probeState
+	order list.List // of *probeState, first to expire first
+}
+
+func (x *exchanges) len() int                      { return len(x.m) }
+func (x *exchanges) get(nonceR []byte) *probeState { return x.m[string(nonceR)] }
+
+func (x *exchanges) add(s *probeState) {
+	if x.m == nil {
+		x.m = map[string]*probeState{}
+	}
+	x.m[string(s.msg.NonceR)] = s
+	s.elem = x.order.PushBack(s)
+}
+
+// remove forgets s and stops its retransmission.
+func (x *exchanges) remove(s *probeState) {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if x.m[string(s.msg.NonceR)] == s {
+		delete(x.m, string(s.msg.NonceR))
+		x.order.Remove(s.elem)
+	}
+}
+
+// oldest returns the exchange that expires first.
+func (x *exchanges) oldest() *probeState {
+	if e := x.order.Front(); e != nil {
+		return e.Value.(*probeState)
+	}
+	return nil
+}
+
+// prune forgets the exchanges expired at now.
+func (x *exchanges) prune(now time.Time) {
+	for s := x.oldest(); s != nil && now.After(s.deadline); s = x.oldest() {
+		x.remove(s)
+	}
 }
 
 // NewGateway creates a Gateway.
@@ -207,8 +255,7 @@ func NewGateway(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger, probing: map[string]*probeState{}, completed: map[string]*probeState{},
-		lastProbe: map[netip.Addr]time.Time{}, answered: map[string]natSeen{}}
+	return &Gateway{cfg: cfg, log: cfg.Logger, answered: map[string]natSeen{}}
 }
 
 func (g *Gateway) now() time.Time {
@@ -221,7 +268,7 @@ func (g *Gateway) now() time.Time {
 // Stats returns the counters.
 func (g *Gateway) Stats() Stats {
 	return Stats{Requests: g.requests.Load(), Responses: g.responses.Load(), Completes: g.completes.Load(),
-		Dropped: g.dropped.Load(), Limited: g.limited.Load(), Completed: g.done.Load()}
+		Dropped: g.dropped.Load(), Limited: g.limited.Load(), Unpaid: g.unpaid.Load(), Completed: g.done.Load()}
 }
 
 // Close stops the retransmissions.
@@ -229,8 +276,8 @@ func (g *Gateway) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
-	for _, m := range []map[string]*probeState{g.probing, g.completed} {
-		for _, s := range m {
+	for _, x := range []*exchanges{&g.probing, &g.completed} {
+		for _, s := range x.m {
 			if s.timer != nil {
 				s.timer.Stop()
 			}
@@ -238,15 +285,36 @@ func (g *Gateway) Close() {
 	}
 }
 
-// ErrLimited is returned by Probe when the peer was probed within the
-// peer interval.
-var ErrLimited = errors.New("probe: peer probed recently")
+// Errors of Probe.
+var (
+	// ErrLimited refuses a probe of a peer probed within the peer
+	// interval, or of a source prefix over its rate.
+	ErrLimited = errors.New("probe: peer probed recently")
+	// ErrUnpaid refuses a probe that would send more bytes than the
+	// flow that triggered it brought.
+	ErrUnpaid = errors.New("probe: the flow is too small to pay for a probe")
+)
+
+// minProbeCost is the least a probe can cost, in bytes (IPv6: IP, UDP
+// and the smallest request, sent maxSends times).
+const minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 48)
 
 // Probe starts the exchange as G2 for reply, a packet our protected host
 // sends to a peer host with no SA: a Probe Request goes to the peer host
 // (ICMP for IPv4, UDP/4500 for IPv6), sent again up to twice until the
 // peer's gateway answers.
-func (g *Gateway) Probe(reply []byte) error {
+//
+// paid is the number of bytes (of IP packets) the peer host has sent us
+// in the reply's flow. A probe whose messages, retransmissions included,
+// would cost as much or more is refused with ErrUnpaid: whoever triggers
+// probes with spoofed sources gets fewer bytes reflected than it sent
+// (a spoofed SYN alone never pays). A peer probed within the peer
+// interval, or a source prefix over its token bucket, gets ErrLimited.
+func (g *Gateway) Probe(reply []byte, paid int) error {
+	if paid <= minProbeCost {
+		g.unpaid.Add(1)
+		return ErrUnpaid
+	}
 	frag, err := Original(reply)
 	if err != nil {
 		return err
@@ -258,31 +326,56 @@ func (g *Gateway) Probe(reply []byte) error {
 	if err != nil {
 		return err
 	}
+	m := &Message{Type: Request, Fragment: frag}
+	if f.Src.Is4() {
+		// The peer host's address and port as we see them.
+		m.NAT = &NATDetect{Addr: f.Src, Port: f.SrcPort}
+	}
+	m.NonceR = make([]byte, 1+nonceMACLen) // sized for the cost; minted below
+	if cost := maxSends * wireLen(f.Src, m); paid <= cost {
+		g.unpaid.Add(1)
+		return ErrUnpaid
+	}
 	now := g.now()
 	g.mu.Lock()
-	if last, ok := g.lastProbe[f.Src]; ok && now.Sub(last) < g.cfg.PeerInterval {
+	if last, ok := g.peers.last(f.Src); ok && now.Sub(last) < g.cfg.PeerInterval || !g.prefixes.allow(f.Src, now) {
 		g.mu.Unlock()
 		g.limited.Add(1)
 		return ErrLimited
 	}
 	g.pruneLocked(now)
-	if len(g.probing)+len(g.completed) >= maxProbes || len(g.lastProbe) >= maxPeers {
+	if g.probing.len()+g.completed.len() >= maxProbes && !g.evictProbeLocked() {
 		g.mu.Unlock()
 		g.limited.Add(1)
 		return ErrLimited
 	}
-	g.lastProbe[f.Src] = now
-	m := &Message{Type: Request, NonceR: g.cfg.Nonces.Mint(f.Src, frag), Fragment: frag}
-	if f.Src.Is4() {
-		// The peer host's address and port as we see them.
-		m.NAT = &NATDetect{Addr: f.Src, Port: f.SrcPort}
-	}
+	g.peers.probed(f.Src, now, g.cfg.PeerInterval)
+	m.NonceR = g.cfg.Nonces.Mint(f.Src, frag)
 	s := &probeState{peer: f.Src, frag: frag, msg: m, deadline: now.Add(time.Duration(maxSends) * g.cfg.Retransmit)}
-	g.probing[string(m.NonceR)] = s
+	g.probing.add(s)
 	g.sendLocked(s)
 	g.mu.Unlock()
 	g.log.Info("AutoVPN: probing the peer of a reply", "peer", f.Src, "host", f.Dst)
 	return nil
+}
+
+// wireLen is the size of m's packet to dst: IP header included.
+func wireLen(dst netip.Addr, m *Message) int {
+	if dst.Is4() {
+		return 20 + len(m.AppendICMP(nil))
+	}
+	return 40 + 8 + len(m.AppendUDP(nil))
+}
+
+// evictProbeLocked makes room for a probe: the probe under way that
+// expires first goes (completed ones, which the peer answered, stay).
+func (g *Gateway) evictProbeLocked() bool {
+	s := g.probing.oldest()
+	if s == nil {
+		return false
+	}
+	g.probing.remove(s)
+	return true
 }
 
 // sendLocked sends s.msg and arms its retransmission.
@@ -300,44 +393,32 @@ func (g *Gateway) sendLocked(s *probeState) {
 	}
 	// IPv4 carries the message in ICMP, IPv6 in UDP/4500 (see README).
 	if to.Is4() {
-		g.cfg.Sender.SendICMP(to, s.msg.AppendICMP(nil))
+		if s.wire == nil {
+			s.wire = s.msg.AppendICMP(nil)
+		}
+		g.cfg.Sender.SendICMP(to, s.wire)
 	} else {
-		g.cfg.Sender.SendUDP(netip.AddrPortFrom(to, 4500), s.msg.AppendUDP(nil))
+		if s.wire == nil {
+			s.wire = s.msg.AppendUDP(nil)
+		}
+		g.cfg.Sender.SendUDP(netip.AddrPortFrom(to, 4500), s.wire)
 	}
 	if s.sends < maxSends {
 		s.timer = time.AfterFunc(g.cfg.Retransmit, func() {
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			if s.msg.Type == Request && g.probing[string(s.msg.NonceR)] == s ||
-				s.msg.Type == Complete && g.completed[string(s.msg.NonceR)] == s {
+			if s.msg.Type == Request && g.probing.get(s.msg.NonceR) == s ||
+				s.msg.Type == Complete && g.completed.get(s.msg.NonceR) == s {
 				g.sendLocked(s)
 			}
 		})
 	}
 }
 
-// pruneLocked forgets expired exchanges and rate-limit entries.
+// pruneLocked forgets expired exchanges.
 func (g *Gateway) pruneLocked(now time.Time) {
-	for k, s := range g.probing {
-		if now.After(s.deadline) {
-			delete(g.probing, k)
-		}
-	}
-	for k, s := range g.completed {
-		if now.After(s.deadline) {
-			if s.timer != nil {
-				s.timer.Stop()
-			}
-			delete(g.completed, k)
-		}
-	}
-	if len(g.lastProbe) > maxPeers/2 {
-		for a, t := range g.lastProbe {
-			if now.Sub(t) >= g.cfg.PeerInterval {
-				delete(g.lastProbe, a)
-			}
-		}
-	}
+	g.probing.prune(now)
+	g.completed.prune(now)
 }
 
 // HandleICMP takes an ICMPv4 message (from the ICMP header on) that came
@@ -430,9 +511,9 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := g.probing[string(m.NonceR)]
+	s := g.probing.get(m.NonceR)
 	if s == nil {
-		if c := g.completed[string(m.NonceR)]; c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() && c.sends < maxSends {
+		if c := g.completed.get(m.NonceR); c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() && c.sends < maxSends {
 			g.sendLocked(c) // our Complete was lost: the response came again
 			return
 		}
@@ -446,13 +527,11 @@ func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 		g.dropLocked("probe response with an invalid Nonce-R", from.Addr())
 		return
 	}
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	delete(g.probing, string(m.NonceR))
+	g.probing.remove(s)
+	g.peers.answer(s.peer)
 	c := &probeState{peer: s.peer, frag: s.frag, gateway: from.Addr(), deadline: g.now().Add(g.cfg.CompleteTTL),
 		msg: &Message{Type: Complete, NonceI: m.NonceI, NonceR: m.NonceR, Fragment: s.frag}}
-	g.completed[string(m.NonceR)] = c
+	g.completed.add(c)
 	g.sendLocked(c)
 	g.log.Info("AutoVPN: probe answered; waiting for IKE", "gateway", from.Addr(), "peer", s.peer)
 }
@@ -513,16 +592,13 @@ func (g *Gateway) Accept(nonceR []byte, gateway netip.Addr) (Completed, bool) {
 }
 
 func (g *Gateway) completedLocked(nonceR []byte, gateway netip.Addr, spend bool) (Completed, bool) {
-	c := g.completed[string(nonceR)]
+	c := g.completed.get(nonceR)
 	if c == nil || c.gateway != gateway.Unmap() || g.now().After(c.deadline) {
 		g.dropped.Add(1)
 		return Completed{}, false
 	}
 	if spend {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		delete(g.completed, string(nonceR))
+		g.completed.remove(c)
 		g.done.Add(1)
 	}
 	f, _ := FlowOf(c.frag)

@@ -60,6 +60,7 @@ type flowKey struct {
 type flowState struct {
 	inboundFirst bool // the peer host opened it
 	last         time.Time
+	in           int // bytes the peer host sent (IP lengths): what a probe may cost
 }
 
 // AutoVPN runs the AutoVPN probe handshake and its IKE SAs on an engine:
@@ -187,17 +188,19 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 			a.intercepted.Add(1)
 			return
 		}
-		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, now)
+		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, p.Len, now)
 		a.eng.emit(VerdictClear, pkt)
 		return
 	}
-	reply := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, now)
+	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, now)
 	if p.Proto == ipview.ProtoTCP && len(pkt) >= ipHeaderLen(pkt)+14 && pkt[ipHeaderLen(pkt)+13]&0x12 == 0x12 {
 		reply = true // SYN+ACK: our host answers a connection
 	}
 	v, _, decided := a.eng.VerdictFor(p.Dst)
 	if reply && !decided {
-		if err := a.gw.Probe(pkt); err == nil {
+		// Only a flow that brought more bytes than the probe costs pays
+		// for one: spoofed SYNs alone reflect nothing.
+		if err := a.gw.Probe(pkt, paid); err == nil {
 			a.log.Info("AutoVPN: clear reply from a protected host; probing the peer", "host", p.Src, "peer", p.Dst)
 		}
 	}
@@ -233,9 +236,10 @@ func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
 	return false
 }
 
-// noteFlow records a packet of a flow and reports whether the flow was
-// opened by the peer host.
-func (a *AutoVPN) noteFlow(k flowKey, inbound bool, now time.Time) bool {
+// noteFlow records a packet of a flow (n bytes from the peer host, when
+// inbound) and reports whether the flow was opened by the peer host, and
+// how many bytes it has sent.
+func (a *AutoVPN) noteFlow(k flowKey, inbound bool, n int, now time.Time) (peerOpened bool, in int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	f := a.flows[k]
@@ -254,7 +258,10 @@ func (a *AutoVPN) noteFlow(k flowKey, inbound bool, now time.Time) bool {
 		a.flows[k] = f
 	}
 	f.last = now
-	return f.inboundFirst
+	if inbound {
+		f.in += n
+	}
+	return f.inboundFirst, f.in
 }
 
 // live, as G1, checks that a probe's fragment (a packet from the peer
@@ -378,6 +385,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		old, known := a.cfg.Store.ByDN(dn)
 		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), i.BySharedSecret, now)
 		if err != nil {
 			// Refused since IKE_AUTH (revoked, untrusted meanwhile): the
@@ -385,6 +393,9 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 			a.log.Warn("AutoVPN: trust store refuses the peer; deleting its SA", "dn", dn, "err", err)
 			a.ike.Down(i.Peer)
 			return
+		}
+		if known && old.Fingerprint != p.Fingerprint {
+			a.log.Info("AutoVPN: peer rolled its certificate (authenticated by the shared secret)", "dn", dn)
 		}
 		if len(i.SharedSecret) > 0 && len(p.SharedSecret) == 0 {
 			if err := a.cfg.Store.SetSharedSecret(dn, i.SharedSecret); err == nil {

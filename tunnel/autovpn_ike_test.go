@@ -203,7 +203,7 @@ func completeProbe(t *testing.T, h1, h2 netip.Addr) (*probe.Gateway, []byte) {
 	l.g2 = probe.NewGateway(probe.Config{Sender: probeEnd{l, netip.MustParseAddr("127.0.0.2")}})
 	t.Cleanup(l.g1.Close)
 	t.Cleanup(l.g2.Close)
-	if err := l.g2.Probe(tcpSynAck(h2, h1)); err != nil {
+	if err := l.g2.Probe(tcpSynAck(h2, h1), 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -875,6 +875,9 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	}
 	if n := m.Notify(INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 {
 		g := binary.BigEndian.Uint16(n.Data)
+		if g == sa.group.id() {
+			return // the same answer to a retransmission of the request before the switch
+		}
 		for _, ours := range dhGroups(sa.peer.IKEProposals) {
 			if ours == g && g != sa.group.id() {
 				d.answered(sa)

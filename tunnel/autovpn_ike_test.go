@@ -90,7 +90,7 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 	err = d1.AddPeer(&ike.PeerConfig{Name: "av-out", Addr: lo, IKEPort: g2IKE, NATTPort: g2NATT, Auth: k1,
 		PeerAuth: pa1, AutoVPNNonce: c.nonce,
 		LocalTS: hostSel(p.g1.addr), RemoteTS: hostSel(p.g2.addr), Contact: "G1 — call 555-0101", SendSharedSecret: c.askSecret,
-		RetransmitBase: 50 * time.Millisecond, RetransmitTries: 3,
+		RetransmitBase: 250 * time.Millisecond, RetransmitTries: 4,
 		OnEstablished: func(i ike.EstablishedInfo) { p.mu.Lock(); p.info1 = append(p.info1, i); p.mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)

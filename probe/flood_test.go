@@ -202,3 +202,20 @@ func TestProbeUnpaid(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestAnswerFlood: as G1, a flood of probe requests (from a server our
+// host talks to, say) fills the table of answers awaiting their Complete;
+// a real probe must still complete.
+func TestAnswerFlood(t *testing.T) {
+	w := newWire(t, nil)
+	w.drop = func(kind string, n int) bool { return kind == "udp" && n <= maxProbes+100 } // the flood's responses
+	for i := 0; i < maxProbes+100; i++ {
+		frag, _ := Original(synAckTo(spoofed(i)))
+		m := &Message{Type: Request, NonceR: nonce(byte(i)), NAT: &NATDetect{Addr: spoofed(i), Port: 40000}, Fragment: frag}
+		w.g1.HandleICMP(m.AppendICMP(nil), netip.MustParseAddr("203.0.113.9"), spoofed(i))
+	}
+	if err := w.g2.Probe(synAck(), paidInFull); err != nil {
+		t.Fatal(err)
+	}
+	w.waitCompleted(t, 1)
+}

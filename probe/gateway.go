@@ -164,11 +164,11 @@ type Gateway struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	probing   exchanges          // G2: by Nonce-R
-	completed exchanges          // G2: by Nonce-R, awaiting IKE_SA_INIT
-	peers     peerTable          // G2: whom we probed, within PeerInterval
-	prefixes  prefixLimiter      // G2: probes per source prefix
-	answered  map[string]natSeen // G1: by Nonce-I, what NAT-Detect said
+	probing   exchanges            // G2: by Nonce-R
+	completed exchanges            // G2: by Nonce-R, awaiting IKE_SA_INIT
+	peers     peerTable            // G2: whom we probed, within PeerInterval
+	prefixes  prefixLimiter        // G2: probes per source prefix
+	answered  lru[string, natSeen] // G1: by Nonce-I, what NAT-Detect said
 	closed    bool
 
 	requests, responses, completes, dropped, limited, unpaid, done atomic.Uint64
@@ -255,7 +255,7 @@ func NewGateway(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger, answered: map[string]natSeen{}}
+	return &Gateway{cfg: cfg, log: cfg.Logger}
 }
 
 func (g *Gateway) now() time.Time {
@@ -489,16 +489,13 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 			seen.nat = m.NAT.Addr != f.Src || m.NAT.Port != f.SrcPort
 		}
 		g.mu.Lock()
-		if len(g.answered) >= maxProbes {
-			for k, v := range g.answered {
-				if g.now().After(v.expires) {
-					delete(g.answered, k)
-				}
-			}
+		// Full: the oldest answer goes (they are added with the same
+		// lifetime, so it is also the first to expire).
+		if g.answered.len() >= maxProbes {
+			k, _, _ := g.answered.oldest()
+			g.answered.remove(k)
 		}
-		if len(g.answered) < maxProbes {
-			g.answered[string(r.NonceI)] = seen
-		}
+		g.answered.put(string(r.NonceI), seen)
 		g.mu.Unlock()
 	}
 	g.responses.Add(1)
@@ -553,8 +550,8 @@ func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
 		return
 	}
 	g.mu.Lock()
-	seen, ok := g.answered[string(m.NonceI)]
-	delete(g.answered, string(m.NonceI))
+	seen, ok := g.answered.get(string(m.NonceI))
+	g.answered.remove(string(m.NonceI))
 	g.mu.Unlock()
 	if !ok || g.now().After(seen.expires) {
 		g.drop("probe complete replayed, or for no request we answered", from, nil)

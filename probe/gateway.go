@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -295,6 +296,11 @@ var (
 	ErrUnpaid = errors.New("probe: the flow is too small to pay for a probe")
 )
 
+// ProvenPeer, as Probe's paid, says that the peer host proved it
+// receives at its address (it completed a TCP handshake with our host):
+// a probe then reflects nothing onto anyone else, whatever its size.
+const ProvenPeer = math.MaxInt
+
 // minProbeCost is the least a probe can cost, in bytes (IPv6: IP, UDP
 // and the smallest request, sent maxSends times).
 const minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 48)
@@ -305,7 +311,7 @@ const minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 4
 // peer's gateway answers.
 //
 // paid is the number of bytes (of IP packets) the peer host has sent us
-// in the reply's flow. A probe whose messages, retransmissions included,
+// in the reply's flow, or ProvenPeer. A probe whose messages, retransmissions included,
 // would cost as much or more is refused with ErrUnpaid: whoever triggers
 // probes with spoofed sources gets fewer bytes reflected than it sent
 // (a spoofed SYN alone never pays). A peer probed within the peer

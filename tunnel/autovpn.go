@@ -60,8 +60,16 @@ type flowKey struct {
 type flowState struct {
 	inboundFirst bool // the peer host opened it
 	last         time.Time
-	in           int // bytes the peer host sent (IP lengths): what a probe may cost
+	in           int  // bytes the peer host sent (IP lengths): what a probe may cost
+	synAcked     bool // our host answered the peer's SYN
 }
+
+// TCP flags.
+const (
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
 
 // AutoVPN runs the AutoVPN probe handshake and its IKE SAs on an engine:
 // as G2 it probes the peers of replies its protected hosts send, as G1 it
@@ -188,18 +196,20 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 			a.intercepted.Add(1)
 			return
 		}
-		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, p.Len, now)
+		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, p.Len, 0, now)
 		a.eng.emit(VerdictClear, pkt)
 		return
 	}
-	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, now)
-	if p.Proto == ipview.ProtoTCP && len(pkt) >= ipHeaderLen(pkt)+14 && pkt[ipHeaderLen(pkt)+13]&0x12 == 0x12 {
-		reply = true // SYN+ACK: our host answers a connection
+	var flags byte
+	if hl := ipHeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
+		flags = pkt[hl+13]
 	}
+	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, flags, now)
 	v, _, decided := a.eng.VerdictFor(p.Dst)
 	if reply && !decided {
-		// Only a flow that brought more bytes than the probe costs pays
-		// for one: spoofed SYNs alone reflect nothing.
+		// Only a flow that brought more bytes than the probe costs, or a
+		// TCP handshake the peer completed, pays for a probe: spoofed
+		// SYNs reflect nothing.
 		if err := a.gw.Probe(pkt, paid); err == nil {
 			a.log.Info("AutoVPN: clear reply from a protected host; probing the peer", "host", p.Src, "peer", p.Dst)
 		}
@@ -236,10 +246,14 @@ func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
 	return false
 }
 
-// noteFlow records a packet of a flow (n bytes from the peer host, when
-// inbound) and reports whether the flow was opened by the peer host, and
-// how many bytes it has sent.
-func (a *AutoVPN) noteFlow(k flowKey, inbound bool, n int, now time.Time) (peerOpened bool, in int) {
+// noteFlow records a packet of a flow: n bytes from the peer host when
+// inbound, else a packet of our host with TCP flags tcpFlags (0 for other
+// protocols). For our host's packets it reports whether they reply to
+// the peer host (the flow is the peer's, or our host answered its SYN),
+// and what the peer has paid for a probe: the bytes it sent in the flow,
+// or probe.ProvenPeer once it completed the TCP handshake. In host mode
+// no inbound packet passes here, and only the handshake counts.
+func (a *AutoVPN) noteFlow(k flowKey, inbound bool, n int, tcpFlags byte, now time.Time) (reply bool, paid int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	f := a.flows[k]
@@ -260,8 +274,18 @@ func (a *AutoVPN) noteFlow(k flowKey, inbound bool, n int, now time.Time) (peerO
 	f.last = now
 	if inbound {
 		f.in += n
+		return f.inboundFirst, f.in
 	}
-	return f.inboundFirst, f.in
+	switch {
+	case tcpFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK:
+		f.synAcked = true
+	case f.synAcked && tcpFlags&(tcpSYN|tcpRST) == 0:
+		// After our SYN+ACK, a segment that is neither SYN nor RST: the
+		// peer acknowledged our SYN+ACK, so it receives at its address;
+		// probing it reflects nothing onto anyone else.
+		return true, probe.ProvenPeer
+	}
+	return f.inboundFirst || f.synAcked, f.in
 }
 
 // live, as G1, checks that a probe's fragment (a packet from the peer

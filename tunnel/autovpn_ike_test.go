@@ -395,3 +395,45 @@ func TestAutoVPNIKERefusedSharedSecret(t *testing.T) {
 		})
 	}
 }
+
+// flowStep is a packet of a flow: the peer host's (n bytes), or our
+// host's with TCP flags.
+type flowStep struct {
+	inbound bool
+	n       int
+	flags   byte
+}
+
+// TestAutoVPNFlowPays: what a flow has paid for a probe (issue 10 item
+// 10), in gateway mode (G2 sees the peer's packets) and host mode (it
+// sees only its host's).
+func TestAutoVPNFlowPays(t *testing.T) {
+	now := time.Now()
+	k := flowKey{6, netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("198.18.0.1"), 80, 40000}
+	for _, c := range []struct {
+		name  string
+		steps []flowStep
+		reply bool
+		paid  int
+	}{
+		{"spoofed SYN, our SYN+ACK", []flowStep{{true, 60, 0}, {false, 0, tcpSYN | tcpACK}}, true, 60},
+		{"spoofed SYN, our SYN+ACK twice, then RST", []flowStep{{true, 60, 0}, {false, 0, tcpSYN | tcpACK}, {false, 0, tcpSYN | tcpACK}, {false, 0, tcpRST | tcpACK}}, true, 60},
+		{"host mode: our SYN+ACK", []flowStep{{false, 0, tcpSYN | tcpACK}}, true, 0},
+		{"host mode: handshake completed", []flowStep{{false, 0, tcpSYN | tcpACK}, {false, 0, tcpACK}}, true, probe.ProvenPeer},
+		{"gateway mode: the peer sent data", []flowStep{{true, 60, 0}, {false, 0, tcpSYN | tcpACK}, {true, 1500, 0}, {true, 1500, 0}, {false, 0, tcpRST}}, true, 3060},
+		{"a flow our host opened", []flowStep{{false, 0, tcpSYN}, {true, 60, 0}, {false, 0, tcpACK}}, false, 60},
+	} {
+		a := &AutoVPN{flows: map[flowKey]*flowState{}}
+		var reply bool
+		var paid int
+		for _, s := range c.steps {
+			r, p := a.noteFlow(k, s.inbound, s.n, s.flags, now)
+			if !s.inbound {
+				reply, paid = r, p
+			}
+		}
+		if reply != c.reply || paid != c.paid {
+			t.Errorf("%s: reply %v paid %d, want %v %d", c.name, reply, paid, c.reply, c.paid)
+		}
+	}
+}

@@ -219,3 +219,25 @@ func TestAnswerFlood(t *testing.T) {
 	}
 	w.waitCompleted(t, 1)
 }
+
+// TestProbeEvictedRetried: a flood of probes (from peers that complete
+// TCP handshakes at their own addresses, say) pushes a real peer's probe
+// out while it is under way; the real peer's next reply must probe it
+// again, not find it "probed recently" for 24 hours.
+func TestProbeEvictedRetried(t *testing.T) {
+	m := &meter{to: map[netip.Addr]int{}}
+	g := NewGateway(Config{Sender: m, Retransmit: time.Hour})
+	defer g.Close()
+	peer := netip.MustParseAddr("10.7.0.9")
+	if err := g.Probe(synAckTo(peer), ProvenPeer); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < maxProbes; i++ {
+		if err := g.Probe(synAckTo(spoofed(i)), ProvenPeer); err != nil {
+			t.Fatalf("probe %d: %v", i, err)
+		}
+	}
+	if err := g.Probe(synAckTo(peer), ProvenPeer); err != nil {
+		t.Fatalf("the real peer, its probe pushed out: %v", err)
+	}
+}

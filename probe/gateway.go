@@ -374,13 +374,16 @@ func wireLen(dst netip.Addr, m *Message) int {
 }
 
 // evictProbeLocked makes room for a probe: the probe under way that
-// expires first goes (completed ones, which the peer answered, stay).
+// expires first goes (completed ones, which the peer answered, stay),
+// and its peer is forgotten too, so that its next reply probes it again
+// rather than leaving it unprobed for the peer interval.
 func (g *Gateway) evictProbeLocked() bool {
 	s := g.probing.oldest()
 	if s == nil {
 		return false
 	}
 	g.probing.remove(s)
+	g.peers.tried.remove(s.peer)
 	return true
 }
 

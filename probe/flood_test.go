@@ -187,6 +187,9 @@ func TestProbePrefixLimit(t *testing.T) {
 // TestProbeUnpaid: a trigger that brought fewer bytes than the probe
 // costs is refused, and leaves no state.
 func TestProbeUnpaid(t *testing.T) {
+	if minProbeCost > 3*144 || maxProbeCost < 3*198 {
+		t.Fatalf("cost bounds %d..%d miss the IPv6 (3 × 144) or IPv4 (3 × 198) probe", minProbeCost, maxProbeCost)
+	}
 	m := &meter{to: map[netip.Addr]int{}}
 	g := NewGateway(Config{Sender: m})
 	defer g.Close()

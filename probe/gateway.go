@@ -301,9 +301,15 @@ var (
 // a probe then reflects nothing onto anyone else, whatever its size.
 const ProvenPeer = math.MaxInt
 
-// minProbeCost is the least a probe can cost, in bytes (IPv6: IP, UDP
-// and the smallest request, sent maxSends times).
-const minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 48)
+// minProbeCost and maxProbeCost bound what a probe costs, in bytes of IP
+// packets sent maxSends times: the smallest IPv6 request (IP, UDP, the
+// preamble, Version, Nonce-R and the 48-octet fragment), and the largest
+// IPv4 one (IP, ICMP, the 128-octet original datagram, the extension
+// header, Version, Nonce-R and NAT-Detect).
+const (
+	minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 48)
+	maxProbeCost = maxSends * (20 + icmpHeaderLen + minOriginal + 4 + 7 + 4 + MaxNonce + 4 + natDetectLen)
+)
 
 // Probe starts the exchange as G2 for reply, a packet our protected host
 // sends to a peer host with no SA: a Probe Request goes to the peer host
@@ -311,10 +317,10 @@ const minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 4
 // peer's gateway answers.
 //
 // paid is the number of bytes (of IP packets) the peer host has sent us
-// in the reply's flow, or ProvenPeer. A probe whose messages, retransmissions included,
-// would cost as much or more is refused with ErrUnpaid: whoever triggers
-// probes with spoofed sources gets fewer bytes reflected than it sent
-// (a spoofed SYN alone never pays). A peer probed within the peer
+// in the reply's flow, or ProvenPeer. A probe whose messages,
+// retransmissions included, would cost as much or more is refused with
+// ErrUnpaid: whoever triggers probes with spoofed sources gets fewer
+// bytes reflected than it sent (a spoofed SYN alone never pays). A peer probed within the peer
 // interval, or a source prefix over its token bucket, gets ErrLimited.
 func (g *Gateway) Probe(reply []byte, paid int) error {
 	if paid <= minProbeCost {
@@ -337,10 +343,12 @@ func (g *Gateway) Probe(reply []byte, paid int) error {
 		// The peer host's address and port as we see them.
 		m.NAT = &NATDetect{Addr: f.Src, Port: f.SrcPort}
 	}
-	m.NonceR = make([]byte, 1+nonceMACLen) // sized for the cost; minted below
-	if cost := maxSends * wireLen(f.Src, m); paid <= cost {
-		g.unpaid.Add(1)
-		return ErrUnpaid
+	if paid <= maxProbeCost {
+		m.NonceR = make([]byte, 1+nonceMACLen) // sized for the cost; minted below
+		if cost := maxSends * wireLen(f.Src, m); paid <= cost {
+			g.unpaid.Add(1)
+			return ErrUnpaid
+		}
 	}
 	now := g.now()
 	g.mu.Lock()

@@ -128,8 +128,10 @@ type PeerAuth struct {
 	LeapOfFaith func(cert *x509.Certificate) error
 	// SharedSecret, if set, returns the AutoVPN shared secret kept for a
 	// peer identity, with which the peer may authenticate instead of its
-	// certificate (draft-sheffer-autovpn §9.2).
-	SharedSecret func(id Identity) []byte
+	// certificate (draft-sheffer-autovpn §9.2); cert is the certificate
+	// the peer presents for that identity (nil if none), so that the
+	// trust store can refuse it (revoked) before the secret is used.
+	SharedSecret func(id Identity, cert *x509.Certificate) []byte
 }
 
 // usesCerts reports whether the peer authenticates with certificates.

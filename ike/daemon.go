@@ -164,8 +164,15 @@ type Config struct {
 	// IKE_SA_INIT comes from an address no configured peer has, with the
 	// AutoVPN Nonce the request carried (nil if none); nil ignores the
 	// request. It runs on the daemon's goroutine and must not
-	// block. The peer it returns is added as opportunistic.
+	// block. The peer it returns is added as opportunistic. Responder
+	// only checks an AutoVPN nonce: it is spent by ClaimAutoVPNNonce.
 	Responder func(from netip.AddrPort, autovpnNonce []byte) *PeerConfig
+	// ClaimAutoVPNNonce, if set, spends the AutoVPN nonce of an
+	// IKE_SA_INIT that Responder answered, once the request is otherwise
+	// acceptable (proposal and KE group chosen), so that the initiator's
+	// retry after INVALID_KE_PAYLOAD still finds its nonce; false drops
+	// the request. It runs on the daemon's goroutine.
+	ClaimAutoVPNNonce func(from netip.AddrPort, autovpnNonce []byte) bool
 }
 
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
@@ -868,6 +875,9 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	}
 	if n := m.Notify(INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 {
 		g := binary.BigEndian.Uint16(n.Data)
+		if g == sa.group.id() {
+			return // the same answer to a retransmission of the request before the switch
+		}
 		for _, ours := range dhGroups(sa.peer.IKEProposals) {
 			if ours == g && g != sa.group.id() {
 				d.answered(sa)
@@ -1173,20 +1183,22 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	if auth.Method == AuthPSK && pa.PSK == nil && pa.SharedSecret != nil {
 		// AutoVPN: the shared secret authenticates the peer, whatever
 		// certificate it now presents (§9.2), which is kept for a roll.
-		if pa.PSK = pa.SharedSecret(id); pa.PSK == nil {
-			return fmt.Errorf("%w: peer used a shared secret, and none is kept for %v", ErrAuth, id)
+		var cert *x509.Certificate
+		for _, c := range sent {
+			if pc, err := x509.ParseCertificate(c.Data); err == nil && c.Encoding == CertX509Signature && certConfirms(pc, id) {
+				cert = pc
+				break
+			}
+		}
+		if pa.PSK = pa.SharedSecret(id, cert); pa.PSK == nil {
+			return fmt.Errorf("%w: peer used a shared secret, and none is kept (or usable) for %v", ErrAuth, id)
 		}
 		if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
 			return err
 		}
 		sa.bySecret = true
 		sa.authSecret = pa.PSK
-		for _, c := range sent {
-			if cert, err := x509.ParseCertificate(c.Data); err == nil && c.Encoding == CertX509Signature && certConfirms(cert, id) {
-				sa.peerCert = cert
-				break
-			}
-		}
+		sa.peerCert = cert
 		return nil
 	}
 	key, cert, err := peerKeyCert(&pa, id, sent)
@@ -1309,12 +1321,12 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		}
 	}
 	p := d.peerByAddr(from.Addr())
+	var avNonce []byte // AutoVPN: spent only once the request is acceptable
 	if p == nil && d.cfg.Responder != nil {
-		var nonce []byte
 		if av := Get[*AutoVPNNoncePayload](m); av != nil {
-			nonce = av.Nonce
+			avNonce = av.Nonce
 		}
-		p = d.responderPeer(from, nonce)
+		p = d.responderPeer(from, avNonce)
 	}
 	if p == nil {
 		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
@@ -1340,6 +1352,10 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	g, err := newDH(suite.DH)
 	if err != nil {
 		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	if avNonce != nil && d.cfg.ClaimAutoVPNNonce != nil && !d.cfg.ClaimAutoVPNNonce(from, avNonce) {
+		d.log.Info("IKE_SA_INIT with an AutoVPN nonce already spent", "from", from)
 		return
 	}
 	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite, group: g,
@@ -1461,7 +1477,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	case p.PeerAuth.SharedSecret != nil:
 		// AutoVPN: a shared secret with this peer is used in preference
 		// to our certificate (§9.2), so that we may roll ours.
-		if secret := p.PeerAuth.SharedSecret(peerID); secret != nil {
+		if secret := p.PeerAuth.SharedSecret(peerID, sa.peerCert); secret != nil {
 			cred = &Credential{PSK: secret, Cert: p.Auth.Cert}
 		}
 	}

@@ -293,18 +293,55 @@ func (s *TrustStore) expiredLocked(p *Peer, now time.Time) bool {
 	return p.State == Unverified && len(p.SharedSecret) == 0 && now.Sub(p.LastSeen) > ttl
 }
 
-// Check decides on a peer's certificate before it is used: unknown
-// (nil, nil), known (its entry), or refused: untrusted, or a different
-// certificate for a known DN (a conflict, §9.3). Expired unverified
-// entries are forgotten first.
-func (s *TrustStore) Check(cert *x509.Certificate, now time.Time) (*Peer, error) {
+// Accept is the trust store's one decision on a peer gateway, asked by
+// every path that lets an AutoVPN peer in: a certificate taken on a leap
+// of faith or issued by one of Roots (cert set, bySecret false), the
+// shared secret kept for a DN (bySecret true; cert is the certificate the
+// peer presents with it, if any), and the recording of a finished
+// exchange (Seen). dn is the DN the peer claims; cert, if set, must be
+// for it.
+//
+// A peer is refused when its kept or presented certificate is revoked
+// (the entry is then deleted), when it is marked untrusted, when it
+// claims a shared secret none is kept for, or when it presents, without
+// the shared secret, another certificate than the one known for its DN
+// (a conflict, §9.3). Otherwise Accept returns a copy of its entry, or
+// nil for an unknown peer. Expired unverified entries are forgotten
+// first.
+func (s *TrustStore) Accept(dn string, cert *x509.Certificate, bySecret bool, now time.Time) (*Peer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	dn := cert.Subject.String()
+	p, err := s.decideLocked(dn, cert, bySecret, now)
+	if p == nil || err != nil {
+		return nil, err
+	}
+	c := *p
+	return &c, nil
+}
+
+// Check is Accept for a certificate presented without the shared secret.
+func (s *TrustStore) Check(cert *x509.Certificate, now time.Time) (*Peer, error) {
+	return s.Accept(cert.Subject.String(), cert, false, now)
+}
+
+// decideLocked is Accept on the store itself: it returns the entry (nil
+// for an unknown peer), not a copy.
+func (s *TrustStore) decideLocked(dn string, cert *x509.Certificate, bySecret bool, now time.Time) (*Peer, error) {
+	if cert != nil && cert.Subject.String() != dn {
+		return nil, fmt.Errorf("%w: certificate %q presented for DN %q", ErrConflict, cert.Subject.String(), dn)
+	}
+	if !bySecret && cert == nil {
+		return nil, fmt.Errorf("%w: %s presents neither a certificate nor the shared secret", ErrNoPeer, dn)
+	}
 	p := s.peers[dn]
-	if s.revoked(cert) {
+	if p != nil && s.revokedDER(p.Cert) {
+		delete(s.peers, dn) // revoked certificates leave the table, and their secret with them
+		s.saveLocked()
+		return nil, fmt.Errorf("%w: %s (the certificate kept for it)", ErrRevoked, dn)
+	}
+	if cert != nil && s.revoked(cert) {
 		if p != nil && p.Fingerprint == Fingerprint(cert.Raw) {
-			delete(s.peers, dn) // revoked certificates leave the table
+			delete(s.peers, dn)
 			s.saveLocked()
 		}
 		return nil, fmt.Errorf("%w: %s (serial %s)", ErrRevoked, dn, cert.SerialNumber)
@@ -315,15 +352,14 @@ func (s *TrustStore) Check(cert *x509.Certificate, now time.Time) (*Peer, error)
 		p = nil
 	}
 	switch {
-	case p == nil:
-		return nil, nil
-	case p.Fingerprint != Fingerprint(cert.Raw):
-		return nil, fmt.Errorf("%w: %s (known %s, presented %s)", ErrConflict, dn, p.Fingerprint[:16], Fingerprint(cert.Raw)[:16])
-	case p.State == Untrusted:
+	case p != nil && p.State == Untrusted:
 		return nil, fmt.Errorf("%w: %s", ErrUntrusted, dn)
+	case bySecret && (p == nil || len(p.SharedSecret) == 0):
+		return nil, fmt.Errorf("%w: no shared secret is kept for %s", ErrNoPeer, dn)
+	case !bySecret && p != nil && p.Fingerprint != Fingerprint(cert.Raw):
+		return nil, fmt.Errorf("%w: %s (known %s, presented %s)", ErrConflict, dn, p.Fingerprint[:16], Fingerprint(cert.Raw)[:16])
 	}
-	c := *p
-	return &c, nil
+	return p, nil
 }
 
 // revoked reports whether a CRL of the certificate's issuer lists it.
@@ -341,28 +377,40 @@ func (s *TrustStore) revoked(cert *x509.Certificate) bool {
 	return false
 }
 
-// Seen records a successful IKE exchange with the certificate: an unknown
-// one becomes unverified (Figure 6); the contact details and last-seen
+// revokedDER is revoked for a kept certificate.
+func (s *TrustStore) revokedDER(der []byte) bool {
+	if len(s.CRLs) == 0 {
+		return false
+	}
+	cert, err := x509.ParseCertificate(der)
+	return err == nil && s.revoked(cert)
+}
+
+// Seen records a successful IKE exchange with the certificate, after
+// asking Accept (bySecret: the peer proved the shared secret): an unknown
+// certificate becomes unverified, or trusted if one of Roots issued it
+// (Figure 6); a new certificate proved by the shared secret replaces the
+// kept one (a roll, §9.2); the contact details, address and last-seen
 // time are updated. The store is written before Seen returns.
-func (s *TrustStore) Seen(cert *x509.Certificate, contact string, addr netip.Addr, now time.Time) (*Peer, error) {
+func (s *TrustStore) Seen(cert *x509.Certificate, contact string, addr netip.Addr, bySecret bool, now time.Time) (*Peer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dn := cert.Subject.String()
-	p := s.peers[dn]
-	if p != nil && p.Fingerprint != Fingerprint(cert.Raw) {
-		return nil, fmt.Errorf("%w: %s", ErrConflict, dn)
+	p, err := s.decideLocked(dn, cert, bySecret, now)
+	if err != nil {
+		return nil, err
 	}
-	if p == nil {
+	switch {
+	case p == nil:
 		p = &Peer{State: Unverified, Fingerprint: Fingerprint(cert.Raw), DN: dn, FirstSeen: now, Cert: cert.Raw}
 		s.peers[dn] = p
+	case p.Fingerprint != Fingerprint(cert.Raw): // bySecret: a roll
+		p.Cert, p.Fingerprint = cert.Raw, Fingerprint(cert.Raw)
 	}
 	if p.State == Unverified && s.Roots != nil {
 		if _, err := cert.Verify(x509.VerifyOptions{Roots: s.Roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
 			p.State = Trusted // vouched for by a trusted third party
 		}
-	}
-	if p.State == Untrusted {
-		return nil, fmt.Errorf("%w: %s", ErrUntrusted, dn)
 	}
 	p.LastSeen = now
 	if addr.IsValid() {
@@ -475,18 +523,4 @@ func (s *TrustStore) Peers() []Peer {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].DN < out[j].DN })
 	return out
-}
-
-// RollCertificate replaces a peer's certificate with a new one for the
-// same DN, which only an exchange authenticated by the shared secret may
-// do (§9.2).
-func (s *TrustStore) RollCertificate(cert *x509.Certificate, now time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.peers[cert.Subject.String()]
-	if p == nil || len(p.SharedSecret) == 0 {
-		return fmt.Errorf("%w: no shared secret for %s", ErrConflict, cert.Subject.String())
-	}
-	p.Cert, p.Fingerprint, p.LastSeen = cert.Raw, Fingerprint(cert.Raw), now
-	return s.saveLocked()
 }

@@ -45,7 +45,7 @@ func TestTrustStoreStates(t *testing.T) {
 	if p, err := s.Check(g2, now); p != nil || err != nil {
 		t.Fatalf("unknown: %v %v", p, err)
 	}
-	p, err := s.Seen(g2, "operated by Example; call 555-1212", netip.Addr{}, now)
+	p, err := s.Seen(g2, "operated by Example; call 555-1212", netip.Addr{}, false, now)
 	if err != nil || p.State != Unverified || p.DN != g2.Subject.String() {
 		t.Fatalf("seen: %+v %v", p, err)
 	}
@@ -57,7 +57,7 @@ func TestTrustStoreStates(t *testing.T) {
 	if _, err := s.Check(impostor, now); !errors.Is(err, ErrConflict) {
 		t.Fatalf("conflict: %v", err)
 	}
-	if _, err := s.Seen(impostor, "", netip.Addr{}, now); !errors.Is(err, ErrConflict) {
+	if _, err := s.Seen(impostor, "", netip.Addr{}, false, now); !errors.Is(err, ErrConflict) {
 		t.Fatalf("conflict on seen: %v", err)
 	}
 	// Manual marking, by fingerprint prefix.
@@ -67,7 +67,7 @@ func TestTrustStoreStates(t *testing.T) {
 	if _, err := s.Check(g2, now); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("untrusted: %v", err)
 	}
-	if _, err := s.Seen(g2, "", netip.Addr{}, now); !errors.Is(err, ErrUntrusted) {
+	if _, err := s.Seen(g2, "", netip.Addr{}, false, now); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("untrusted seen: %v", err)
 	}
 	if p, err := s.SetState(g2.Subject.String(), Trusted); err != nil || p.State != Trusted {
@@ -104,8 +104,8 @@ func TestTrustStoreExpiryAndSecret(t *testing.T) {
 	s.UnverifiedTTL = 8 * 24 * time.Hour
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	a, b := selfSigned(t, "a.example"), selfSigned(t, "b.example")
-	s.Seen(a, "", netip.Addr{}, now)
-	s.Seen(b, "", netip.Addr{}, now)
+	s.Seen(a, "", netip.Addr{}, false, now)
+	s.Seen(b, "", netip.Addr{}, false, now)
 	if err := s.SetSharedSecret(b.Subject.String(), make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
@@ -116,16 +116,19 @@ func TestTrustStoreExpiryAndSecret(t *testing.T) {
 	if p, err := s.Check(b, later); p == nil || err != nil {
 		t.Fatalf("entry pinned by a shared secret expired: %v", err)
 	}
-	// A certificate roll for b's DN, allowed by the shared secret.
+	// A certificate roll for b's DN, allowed by the shared secret only.
 	b2 := selfSigned(t, "b.example")
-	if err := s.RollCertificate(b2, later); err != nil {
+	if _, err := s.Seen(b2, "", netip.Addr{}, false, later); !errors.Is(err, ErrConflict) {
+		t.Fatalf("roll without the secret: %v", err)
+	}
+	if _, err := s.Seen(b2, "", netip.Addr{}, true, later); err != nil {
 		t.Fatal(err)
 	}
 	if p, err := s.Check(b2, later); p == nil || err != nil {
 		t.Fatalf("rolled certificate: %v", err)
 	}
-	if err := s.RollCertificate(selfSigned(t, "c.example"), later); !errors.Is(err, ErrConflict) {
-		t.Fatalf("roll without a secret: %v", err)
+	if _, err := s.Seen(selfSigned(t, "c.example"), "", netip.Addr{}, true, later); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("a shared secret claimed for a DN that has none: %v", err)
 	}
 }
 
@@ -252,7 +255,7 @@ func trustWriter(path string) {
 			NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
 		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 		c, _ := x509.ParseCertificate(der)
-		if _, err := s.Seen(c, "writer", netip.Addr{}, time.Now()); err != nil {
+		if _, err := s.Seen(c, "writer", netip.Addr{}, false, time.Now()); err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
@@ -274,10 +277,10 @@ func TestTrustStoreThirdParty(t *testing.T) {
 	s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
 	s.Roots = x509.NewCertPool()
 	s.Roots.AddCert(ca)
-	if p, err := s.Seen(leaf, "", netip.Addr{}, time.Now()); err != nil || p.State != Trusted {
+	if p, err := s.Seen(leaf, "", netip.Addr{}, false, time.Now()); err != nil || p.State != Trusted {
 		t.Fatalf("CA-issued certificate: %+v %v", p, err)
 	}
-	if p, err := s.Seen(selfSigned(t, "stranger.example"), "", netip.Addr{}, time.Now()); err != nil || p.State != Unverified {
+	if p, err := s.Seen(selfSigned(t, "stranger.example"), "", netip.Addr{}, false, time.Now()); err != nil || p.State != Unverified {
 		t.Fatalf("self-signed certificate: %+v %v", p, err)
 	}
 }
@@ -298,8 +301,8 @@ func TestTrustStoreRevocation(t *testing.T) {
 	}
 	good, bad := issue(10, "good.example"), issue(11, "bad.example")
 	s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
-	s.Seen(good, "", netip.Addr{}, time.Now())
-	s.Seen(bad, "", netip.Addr{}, time.Now())
+	s.Seen(good, "", netip.Addr{}, false, time.Now())
+	s.Seen(bad, "", netip.Addr{}, false, time.Now())
 	crlDER, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(),
 		NextUpdate:                time.Now().Add(time.Hour),
 		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: big.NewInt(11), RevocationTime: time.Now()}}}, ca, caKey)
@@ -316,5 +319,86 @@ func TestTrustStoreRevocation(t *testing.T) {
 	}
 	if p, err := s.Check(good, time.Now()); p == nil || err != nil {
 		t.Fatalf("a certificate the CRL does not list: %v", err)
+	}
+}
+
+// TestTrustStoreEveryPathRefuses performs issue 10 item 11 on the store:
+// a peer with a shared secret is untrusted, or its certificate revoked;
+// every way in (the shared secret, with or without a rolled certificate,
+// the certificate itself, a CA-issued certificate's first exchange) must
+// be refused.
+func TestTrustStoreEveryPathRefuses(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(serial int64, cn string) *x509.Certificate {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		c, _ := x509.ParseCertificate(der)
+		return c
+	}
+	revoke := func(serials ...int64) []*x509.RevocationList {
+		var entries []x509.RevocationListEntry
+		for _, n := range serials {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: big.NewInt(n), RevocationTime: time.Now()})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(),
+			NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, ca, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, _ := x509.ParseRevocationList(der)
+		return []*x509.RevocationList{crl}
+	}
+	now := time.Now()
+	secret := make([]byte, 32)
+	for _, tc := range []struct {
+		name string
+		mark func(s *TrustStore, dn string)
+		want error
+	}{
+		{"untrusted", func(s *TrustStore, dn string) { s.SetState(dn, Untrusted) }, ErrUntrusted},
+		{"revoked", func(s *TrustStore, dn string) { s.CRLs = revoke(20) }, ErrRevoked},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
+			peer := issue(20, "gw.example")
+			dn := peer.Subject.String()
+			if _, err := s.Seen(peer, "", netip.Addr{}, false, now); err != nil {
+				t.Fatal(err)
+			}
+			s.SetSharedSecret(dn, secret)
+			tc.mark(s, dn)
+			rolled := issue(21, "gw.example")
+			paths := []struct {
+				name string
+				try  func() error
+			}{
+				{"shared secret", func() error { _, err := s.Accept(dn, nil, true, now); return err }},
+				{"shared secret with a rolled certificate", func() error { _, err := s.Accept(dn, rolled, true, now); return err }},
+				{"certificate", func() error { _, err := s.Check(peer, now); return err }},
+				{"exchange recorded", func() error { _, err := s.Seen(peer, "", netip.Addr{}, false, now); return err }},
+				{"exchange recorded by the shared secret", func() error { _, err := s.Seen(rolled, "", netip.Addr{}, true, now); return err }},
+			}
+			for _, p := range paths {
+				// Revocation deletes the entry: the secret path then finds
+				// no secret, the certificate paths the CRL again.
+				if err := p.try(); !errors.Is(err, tc.want) && !(tc.want == ErrRevoked && errors.Is(err, ErrNoPeer)) {
+					t.Errorf("%s: %v, want %v", p.name, err, tc.want)
+				}
+			}
+		})
+	}
+	// A CA-issued certificate, revoked, on its first exchange.
+	s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
+	s.Roots = x509.NewCertPool()
+	s.Roots.AddCert(ca)
+	s.CRLs = revoke(30)
+	if p, err := s.Seen(issue(30, "managed.example"), "", netip.Addr{}, false, now); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked CA-issued certificate recorded: %+v, %v", p, err)
 	}
 }

@@ -2,9 +2,11 @@ package probe
 
 import (
 	"bytes"
+	"container/list"
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -23,10 +25,9 @@ const (
 	// DefaultCompleteTTL is how long a completed probe waits for the
 	// peer's IKE_SA_INIT.
 	DefaultCompleteTTL = 30 * time.Second
-	// maxProbes bounds the probes under way and completed.
+	// maxProbes bounds the probes under way and completed; when full, a
+	// new probe takes the place of the oldest one under way.
 	maxProbes = 4096
-	// maxPeers bounds the per-peer rate-limit table.
-	maxPeers = 1 << 16
 )
 
 // Flow is the addresses and ports of a fragment's packet.
@@ -151,7 +152,8 @@ type Config struct {
 type Stats struct {
 	Requests, Responses, Completes uint64 // sent, retransmissions included
 	Dropped                        uint64 // received and dropped: malformed, forged, stale, unexpected
-	Limited                        uint64 // probes not sent: peer probed within PeerInterval
+	Limited                        uint64 // probes not sent: peer probed within PeerInterval, or its prefix's rate
+	Unpaid                         uint64 // probes not sent: the flow brought fewer bytes than the probe costs
 	Completed                      uint64 // exchanges completed (either role)
 }
 
@@ -163,13 +165,14 @@ type Gateway struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	probing   map[string]*probeState // G2: by Nonce-R
-	completed map[string]*probeState // G2: by Nonce-R, awaiting IKE_SA_INIT
-	lastProbe map[netip.Addr]time.Time
-	answered  map[string]natSeen // G1: by Nonce-I, what NAT-Detect said
+	probing   exchanges            // G2: by Nonce-R
+	completed exchanges            // G2: by Nonce-R, awaiting IKE_SA_INIT
+	peers     peerTable            // G2: whom we probed, within PeerInterval
+	prefixes  prefixLimiter        // G2: probes per source prefix
+	answered  lru[string, natSeen] // G1: by Nonce-I, what NAT-Detect said
 	closed    bool
 
-	requests, responses, completes, dropped, limited, done atomic.Uint64
+	requests, responses, completes, dropped, limited, unpaid, done atomic.Uint64
 }
 
 // natSeen is G1's note of a request's NAT-Detect, until the Complete.
@@ -184,10 +187,56 @@ type probeState struct {
 	peer     netip.Addr // H1, the probed host
 	frag     []byte
 	msg      *Message // the request, then the complete
+	wire     []byte   // msg, encoded
 	gateway  netip.Addr
 	sends    int
 	timer    *time.Timer
 	deadline time.Time
+	elem     *list.Element // in its exchanges' order
+}
+
+// exchanges are G2's exchanges of one stage, by Nonce-R, in the order
+// they expire (they are added with the same lifetime).
+type exchanges struct {
+	m     map[string]*probeState
+	order list.List // of *probeState, first to expire first
+}
+
+func (x *exchanges) len() int                      { return len(x.m) }
+func (x *exchanges) get(nonceR []byte) *probeState { return x.m[string(nonceR)] }
+
+func (x *exchanges) add(s *probeState) {
+	if x.m == nil {
+		x.m = map[string]*probeState{}
+	}
+	x.m[string(s.msg.NonceR)] = s
+	s.elem = x.order.PushBack(s)
+}
+
+// remove forgets s and stops its retransmission.
+func (x *exchanges) remove(s *probeState) {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if x.m[string(s.msg.NonceR)] == s {
+		delete(x.m, string(s.msg.NonceR))
+		x.order.Remove(s.elem)
+	}
+}
+
+// oldest returns the exchange that expires first.
+func (x *exchanges) oldest() *probeState {
+	if e := x.order.Front(); e != nil {
+		return e.Value.(*probeState)
+	}
+	return nil
+}
+
+// prune forgets the exchanges expired at now.
+func (x *exchanges) prune(now time.Time) {
+	for s := x.oldest(); s != nil && now.After(s.deadline); s = x.oldest() {
+		x.remove(s)
+	}
 }
 
 // NewGateway creates a Gateway.
@@ -207,8 +256,7 @@ func NewGateway(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger, probing: map[string]*probeState{}, completed: map[string]*probeState{},
-		lastProbe: map[netip.Addr]time.Time{}, answered: map[string]natSeen{}}
+	return &Gateway{cfg: cfg, log: cfg.Logger}
 }
 
 func (g *Gateway) now() time.Time {
@@ -221,7 +269,7 @@ func (g *Gateway) now() time.Time {
 // Stats returns the counters.
 func (g *Gateway) Stats() Stats {
 	return Stats{Requests: g.requests.Load(), Responses: g.responses.Load(), Completes: g.completes.Load(),
-		Dropped: g.dropped.Load(), Limited: g.limited.Load(), Completed: g.done.Load()}
+		Dropped: g.dropped.Load(), Limited: g.limited.Load(), Unpaid: g.unpaid.Load(), Completed: g.done.Load()}
 }
 
 // Close stops the retransmissions.
@@ -229,8 +277,8 @@ func (g *Gateway) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
-	for _, m := range []map[string]*probeState{g.probing, g.completed} {
-		for _, s := range m {
+	for _, x := range []*exchanges{&g.probing, &g.completed} {
+		for _, s := range x.m {
 			if s.timer != nil {
 				s.timer.Stop()
 			}
@@ -238,15 +286,47 @@ func (g *Gateway) Close() {
 	}
 }
 
-// ErrLimited is returned by Probe when the peer was probed within the
-// peer interval.
-var ErrLimited = errors.New("probe: peer probed recently")
+// Errors of Probe.
+var (
+	// ErrLimited refuses a probe of a peer probed within the peer
+	// interval, or of a source prefix over its rate.
+	ErrLimited = errors.New("probe: peer probed recently")
+	// ErrUnpaid refuses a probe that would send more bytes than the
+	// flow that triggered it brought.
+	ErrUnpaid = errors.New("probe: the flow is too small to pay for a probe")
+)
+
+// ProvenPeer, as Probe's paid, says that the peer host proved it
+// receives at its address (it completed a TCP handshake with our host):
+// a probe then reflects nothing onto anyone else, whatever its size.
+const ProvenPeer = math.MaxInt
+
+// minProbeCost and maxProbeCost bound what a probe costs, in bytes of IP
+// packets sent maxSends times: the smallest IPv6 request (IP, UDP, the
+// preamble, Version, Nonce-R and the 48-octet fragment), and the largest
+// IPv4 one (IP, ICMP, the 128-octet original datagram, the extension
+// header, Version, Nonce-R and NAT-Detect).
+const (
+	minProbeCost = maxSends * (40 + 8 + PreambleLen + 7 + 4 + MinNonce + 4 + 48)
+	maxProbeCost = maxSends * (20 + icmpHeaderLen + minOriginal + 4 + 7 + 4 + MaxNonce + 4 + natDetectLen)
+)
 
 // Probe starts the exchange as G2 for reply, a packet our protected host
 // sends to a peer host with no SA: a Probe Request goes to the peer host
 // (ICMP for IPv4, UDP/4500 for IPv6), sent again up to twice until the
 // peer's gateway answers.
-func (g *Gateway) Probe(reply []byte) error {
+//
+// paid is the number of bytes (of IP packets) the peer host has sent us
+// in the reply's flow, or ProvenPeer. A probe whose messages,
+// retransmissions included, would cost as much or more is refused with
+// ErrUnpaid: whoever triggers probes with spoofed sources gets fewer
+// bytes reflected than it sent (a spoofed SYN alone never pays). A peer probed within the peer
+// interval, or a source prefix over its token bucket, gets ErrLimited.
+func (g *Gateway) Probe(reply []byte, paid int) error {
+	if paid <= minProbeCost {
+		g.unpaid.Add(1)
+		return ErrUnpaid
+	}
 	frag, err := Original(reply)
 	if err != nil {
 		return err
@@ -258,31 +338,61 @@ func (g *Gateway) Probe(reply []byte) error {
 	if err != nil {
 		return err
 	}
+	m := &Message{Type: Request, Fragment: frag}
+	if f.Src.Is4() {
+		// The peer host's address and port as we see them.
+		m.NAT = &NATDetect{Addr: f.Src, Port: f.SrcPort}
+	}
+	if paid <= maxProbeCost {
+		m.NonceR = make([]byte, 1+nonceMACLen) // sized for the cost; minted below
+		if cost := maxSends * wireLen(f.Src, m); paid <= cost {
+			g.unpaid.Add(1)
+			return ErrUnpaid
+		}
+	}
 	now := g.now()
 	g.mu.Lock()
-	if last, ok := g.lastProbe[f.Src]; ok && now.Sub(last) < g.cfg.PeerInterval {
+	if last, ok := g.peers.last(f.Src); ok && now.Sub(last) < g.cfg.PeerInterval || !g.prefixes.allow(f.Src, now) {
 		g.mu.Unlock()
 		g.limited.Add(1)
 		return ErrLimited
 	}
 	g.pruneLocked(now)
-	if len(g.probing)+len(g.completed) >= maxProbes || len(g.lastProbe) >= maxPeers {
+	if g.probing.len()+g.completed.len() >= maxProbes && !g.evictProbeLocked() {
 		g.mu.Unlock()
 		g.limited.Add(1)
 		return ErrLimited
 	}
-	g.lastProbe[f.Src] = now
-	m := &Message{Type: Request, NonceR: g.cfg.Nonces.Mint(f.Src, frag), Fragment: frag}
-	if f.Src.Is4() {
-		// The peer host's address and port as we see them.
-		m.NAT = &NATDetect{Addr: f.Src, Port: f.SrcPort}
-	}
+	g.peers.probed(f.Src, now, g.cfg.PeerInterval)
+	m.NonceR = g.cfg.Nonces.Mint(f.Src, frag)
 	s := &probeState{peer: f.Src, frag: frag, msg: m, deadline: now.Add(time.Duration(maxSends) * g.cfg.Retransmit)}
-	g.probing[string(m.NonceR)] = s
+	g.probing.add(s)
 	g.sendLocked(s)
 	g.mu.Unlock()
 	g.log.Info("AutoVPN: probing the peer of a reply", "peer", f.Src, "host", f.Dst)
 	return nil
+}
+
+// wireLen is the size of m's packet to dst: IP header included.
+func wireLen(dst netip.Addr, m *Message) int {
+	if dst.Is4() {
+		return 20 + len(m.AppendICMP(nil))
+	}
+	return 40 + 8 + len(m.AppendUDP(nil))
+}
+
+// evictProbeLocked makes room for a probe: the probe under way that
+// expires first goes (completed ones, which the peer answered, stay),
+// and its peer is forgotten too, so that its next reply probes it again
+// rather than leaving it unprobed for the peer interval.
+func (g *Gateway) evictProbeLocked() bool {
+	s := g.probing.oldest()
+	if s == nil {
+		return false
+	}
+	g.probing.remove(s)
+	g.peers.tried.remove(s.peer)
+	return true
 }
 
 // sendLocked sends s.msg and arms its retransmission.
@@ -300,44 +410,32 @@ func (g *Gateway) sendLocked(s *probeState) {
 	}
 	// IPv4 carries the message in ICMP, IPv6 in UDP/4500 (see README).
 	if to.Is4() {
-		g.cfg.Sender.SendICMP(to, s.msg.AppendICMP(nil))
+		if s.wire == nil {
+			s.wire = s.msg.AppendICMP(nil)
+		}
+		g.cfg.Sender.SendICMP(to, s.wire)
 	} else {
-		g.cfg.Sender.SendUDP(netip.AddrPortFrom(to, 4500), s.msg.AppendUDP(nil))
+		if s.wire == nil {
+			s.wire = s.msg.AppendUDP(nil)
+		}
+		g.cfg.Sender.SendUDP(netip.AddrPortFrom(to, 4500), s.wire)
 	}
 	if s.sends < maxSends {
 		s.timer = time.AfterFunc(g.cfg.Retransmit, func() {
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			if s.msg.Type == Request && g.probing[string(s.msg.NonceR)] == s ||
-				s.msg.Type == Complete && g.completed[string(s.msg.NonceR)] == s {
+			if s.msg.Type == Request && g.probing.get(s.msg.NonceR) == s ||
+				s.msg.Type == Complete && g.completed.get(s.msg.NonceR) == s {
 				g.sendLocked(s)
 			}
 		})
 	}
 }
 
-// pruneLocked forgets expired exchanges and rate-limit entries.
+// pruneLocked forgets expired exchanges.
 func (g *Gateway) pruneLocked(now time.Time) {
-	for k, s := range g.probing {
-		if now.After(s.deadline) {
-			delete(g.probing, k)
-		}
-	}
-	for k, s := range g.completed {
-		if now.After(s.deadline) {
-			if s.timer != nil {
-				s.timer.Stop()
-			}
-			delete(g.completed, k)
-		}
-	}
-	if len(g.lastProbe) > maxPeers/2 {
-		for a, t := range g.lastProbe {
-			if now.Sub(t) >= g.cfg.PeerInterval {
-				delete(g.lastProbe, a)
-			}
-		}
-	}
+	g.probing.prune(now)
+	g.completed.prune(now)
 }
 
 // HandleICMP takes an ICMPv4 message (from the ICMP header on) that came
@@ -408,16 +506,13 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 			seen.nat = m.NAT.Addr != f.Src || m.NAT.Port != f.SrcPort
 		}
 		g.mu.Lock()
-		if len(g.answered) >= maxProbes {
-			for k, v := range g.answered {
-				if g.now().After(v.expires) {
-					delete(g.answered, k)
-				}
-			}
+		// Full: the oldest answer goes (they are added with the same
+		// lifetime, so it is also the first to expire).
+		if g.answered.len() >= maxProbes {
+			k, _, _ := g.answered.oldest()
+			g.answered.remove(k)
 		}
-		if len(g.answered) < maxProbes {
-			g.answered[string(r.NonceI)] = seen
-		}
+		g.answered.put(string(r.NonceI), seen)
 		g.mu.Unlock()
 	}
 	g.responses.Add(1)
@@ -430,9 +525,9 @@ func (g *Gateway) onRequest(m *Message, from netip.Addr) {
 func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := g.probing[string(m.NonceR)]
+	s := g.probing.get(m.NonceR)
 	if s == nil {
-		if c := g.completed[string(m.NonceR)]; c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() && c.sends < maxSends {
+		if c := g.completed.get(m.NonceR); c != nil && bytes.Equal(c.msg.NonceI, m.NonceI) && c.gateway == from.Addr() && c.sends < maxSends {
 			g.sendLocked(c) // our Complete was lost: the response came again
 			return
 		}
@@ -446,13 +541,11 @@ func (g *Gateway) onResponse(m *Message, from netip.AddrPort, dst netip.Addr) {
 		g.dropLocked("probe response with an invalid Nonce-R", from.Addr())
 		return
 	}
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	delete(g.probing, string(m.NonceR))
+	g.probing.remove(s)
+	g.peers.answer(s.peer)
 	c := &probeState{peer: s.peer, frag: s.frag, gateway: from.Addr(), deadline: g.now().Add(g.cfg.CompleteTTL),
 		msg: &Message{Type: Complete, NonceI: m.NonceI, NonceR: m.NonceR, Fragment: s.frag}}
-	g.completed[string(m.NonceR)] = c
+	g.completed.add(c)
 	g.sendLocked(c)
 	g.log.Info("AutoVPN: probe answered; waiting for IKE", "gateway", from.Addr(), "peer", s.peer)
 }
@@ -474,8 +567,8 @@ func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
 		return
 	}
 	g.mu.Lock()
-	seen, ok := g.answered[string(m.NonceI)]
-	delete(g.answered, string(m.NonceI))
+	seen, ok := g.answered.get(string(m.NonceI))
+	g.answered.remove(string(m.NonceI))
 	g.mu.Unlock()
 	if !ok || g.now().After(seen.expires) {
 		g.drop("probe complete replayed, or for no request we answered", from, nil)
@@ -493,23 +586,35 @@ func (g *Gateway) onComplete(m *Message, from, dst netip.Addr) {
 	}
 }
 
-// Accept, as G2, checks the AutoVPN Nonce of an IKE_SA_INIT from gateway:
-// it must be the Nonce-R of a probe completed with that gateway. It
-// returns what the IKE SA may protect (Local: our host; Remote: the peer
-// host) and forgets the probe.
+// Lookup, as G2, checks the AutoVPN Nonce of an IKE_SA_INIT from gateway
+// without spending it: it must be the Nonce-R of a probe completed with
+// that gateway. It returns what the IKE SA may protect (Local: our host;
+// Remote: the peer host). Accept spends the nonce, once the IKE_SA_INIT
+// is otherwise acceptable.
+func (g *Gateway) Lookup(nonceR []byte, gateway netip.Addr) (Completed, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.completedLocked(nonceR, gateway, false)
+}
+
+// Accept, as G2, spends the AutoVPN Nonce that Lookup found: a nonce is
+// good for one IKE SA.
 func (g *Gateway) Accept(nonceR []byte, gateway netip.Addr) (Completed, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	c := g.completed[string(nonceR)]
+	return g.completedLocked(nonceR, gateway, true)
+}
+
+func (g *Gateway) completedLocked(nonceR []byte, gateway netip.Addr, spend bool) (Completed, bool) {
+	c := g.completed.get(nonceR)
 	if c == nil || c.gateway != gateway.Unmap() || g.now().After(c.deadline) {
 		g.dropped.Add(1)
 		return Completed{}, false
 	}
-	if c.timer != nil {
-		c.timer.Stop()
+	if spend {
+		g.completed.remove(c)
+		g.done.Add(1)
 	}
-	delete(g.completed, string(nonceR))
-	g.done.Add(1)
 	f, _ := FlowOf(c.frag)
 	return Completed{Gateway: gateway, NonceR: bytes.Clone(nonceR), Local: f.Dst, Remote: f.Src,
 		Flow: Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}}, true

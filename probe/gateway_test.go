@@ -116,7 +116,7 @@ func (w *wire) waitCompleted(t *testing.T, n int) []Completed {
 
 func TestExchange(t *testing.T) {
 	w := newWire(t, nil)
-	if err := w.g2.Probe(synAck()); err != nil {
+	if err := w.g2.Probe(synAck(), paidInFull); err != nil {
 		t.Fatal(err)
 	}
 	c := w.waitCompleted(t, 1)[0]
@@ -143,7 +143,7 @@ func TestExchange(t *testing.T) {
 		t.Fatal("wrong nonce accepted")
 	}
 	// The peer is not probed again within 24 hours.
-	if err := w.g2.Probe(synAck()); err != ErrLimited {
+	if err := w.g2.Probe(synAck(), paidInFull); err != ErrLimited {
 		t.Fatalf("second probe: %v", err)
 	}
 }
@@ -152,7 +152,7 @@ func TestRetransmissions(t *testing.T) {
 	// The first two requests and the first complete are lost.
 	w := newWire(t, nil)
 	w.drop = func(kind string, n int) bool { return kind == "icmp" && (n == 1 || n == 2 || n == 4) }
-	w.g2.Probe(synAck())
+	w.g2.Probe(synAck(), paidInFull)
 	w.waitCompleted(t, 1)
 	time.Sleep(100 * time.Millisecond)
 	st := w.g2.Stats()
@@ -162,7 +162,7 @@ func TestRetransmissions(t *testing.T) {
 	// Never more than three sends of a message, even when all are lost.
 	w2 := newWire(t, nil)
 	w2.drop = func(string, int) bool { return true }
-	w2.g2.Probe(synAck())
+	w2.g2.Probe(synAck(), paidInFull)
 	time.Sleep(200 * time.Millisecond)
 	if st := w2.g2.Stats(); st.Requests != 3 {
 		t.Fatalf("%d requests sent into the void, want 3", st.Requests)
@@ -171,7 +171,7 @@ func TestRetransmissions(t *testing.T) {
 
 func TestForgedAndReplayed(t *testing.T) {
 	w := newWire(t, nil)
-	w.g2.Probe(synAck())
+	w.g2.Probe(synAck(), paidInFull)
 	w.waitCompleted(t, 1)
 	time.Sleep(50 * time.Millisecond)
 	before := w.g1.Stats().Completed
@@ -206,7 +206,7 @@ func TestStaleKey(t *testing.T) {
 	w := newWire(t, clock)
 	w.g1.cfg.Nonces.Rollover = time.Minute
 	w.drop = func(kind string, n int) bool { return kind == "icmp" && n >= 2 } // completes are lost
-	w.g2.Probe(synAck())
+	w.g2.Probe(synAck(), paidInFull)
 	time.Sleep(150 * time.Millisecond)
 	complete, _ := w.last(Complete)
 	if complete == nil {
@@ -292,7 +292,7 @@ func TestExchangeIPv6(t *testing.T) {
 	binary.BigEndian.PutUint16(reply[40:], 443)
 	binary.BigEndian.PutUint16(reply[42:], 50000)
 	reply[53] = 0x12
-	if err := w.g2.Probe(reply); err != nil {
+	if err := w.g2.Probe(reply, paidInFull); err != nil {
 		t.Fatal(err)
 	}
 	c := w.waitCompleted(t, 1)[0]
@@ -306,3 +306,6 @@ func TestExchangeIPv6(t *testing.T) {
 		t.Fatal("G2 did not accept the IPv6 exchange's nonce")
 	}
 }
+
+// paidInFull is what a long flow brought: enough for any probe.
+const paidInFull = 1 << 20

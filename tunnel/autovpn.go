@@ -60,7 +60,16 @@ type flowKey struct {
 type flowState struct {
 	inboundFirst bool // the peer host opened it
 	last         time.Time
+	in           int  // bytes the peer host sent (IP lengths): what a probe may cost
+	synAcked     bool // our host answered the peer's SYN
 }
+
+// TCP flags.
+const (
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
 
 // AutoVPN runs the AutoVPN probe handshake and its IKE SAs on an engine:
 // as G2 it probes the peers of replies its protected hosts send, as G1 it
@@ -110,7 +119,8 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 }
 
 // Start runs AutoVPN with the IKE daemon, whose Config.Responder must
-// hand AutoVPN nonces to Responder.
+// hand AutoVPN nonces to Responder, and Config.ClaimAutoVPNNonce be
+// ClaimNonce.
 func (a *AutoVPN) Start(d *ike.Daemon) {
 	a.ike = d
 	a.eng.autovpn.Store(a)
@@ -186,17 +196,21 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 			a.intercepted.Add(1)
 			return
 		}
-		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, now)
+		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, p.Len, 0, now)
 		a.eng.emit(VerdictClear, pkt)
 		return
 	}
-	reply := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, now)
-	if p.Proto == ipview.ProtoTCP && len(pkt) >= ipHeaderLen(pkt)+14 && pkt[ipHeaderLen(pkt)+13]&0x12 == 0x12 {
-		reply = true // SYN+ACK: our host answers a connection
+	var flags byte
+	if hl := ipHeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
+		flags = pkt[hl+13]
 	}
+	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, flags, now)
 	v, _, decided := a.eng.VerdictFor(p.Dst)
 	if reply && !decided {
-		if err := a.gw.Probe(pkt); err == nil {
+		// Only a flow that brought more bytes than the probe costs, or a
+		// TCP handshake the peer completed, pays for a probe: spoofed
+		// SYNs reflect nothing.
+		if err := a.gw.Probe(pkt, paid); err == nil {
 			a.log.Info("AutoVPN: clear reply from a protected host; probing the peer", "host", p.Src, "peer", p.Dst)
 		}
 	}
@@ -232,9 +246,14 @@ func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
 	return false
 }
 
-// noteFlow records a packet of a flow and reports whether the flow was
-// opened by the peer host.
-func (a *AutoVPN) noteFlow(k flowKey, inbound bool, now time.Time) bool {
+// noteFlow records a packet of a flow: n bytes from the peer host when
+// inbound, else a packet of our host with TCP flags tcpFlags (0 for other
+// protocols). For our host's packets it reports whether they reply to
+// the peer host (the flow is the peer's, or our host answered its SYN),
+// and what the peer has paid for a probe: the bytes it sent in the flow,
+// or probe.ProvenPeer once it completed the TCP handshake. In host mode
+// no inbound packet passes here, and only the handshake counts.
+func (a *AutoVPN) noteFlow(k flowKey, inbound bool, n int, tcpFlags byte, now time.Time) (reply bool, paid int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	f := a.flows[k]
@@ -253,7 +272,20 @@ func (a *AutoVPN) noteFlow(k flowKey, inbound bool, now time.Time) bool {
 		a.flows[k] = f
 	}
 	f.last = now
-	return f.inboundFirst
+	if inbound {
+		f.in += n
+		return f.inboundFirst, f.in
+	}
+	switch {
+	case tcpFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK:
+		f.synAcked = true
+	case f.synAcked && tcpFlags&(tcpSYN|tcpRST) == 0:
+		// After our SYN+ACK, a segment that is neither SYN nor RST: the
+		// peer acknowledged our SYN+ACK, so it receives at its address;
+		// probing it reflects nothing onto anyone else.
+		return true, probe.ProvenPeer
+	}
+	return f.inboundFirst || f.synAcked, f.in
 }
 
 // live, as G1, checks that a probe's fragment (a packet from the peer
@@ -279,30 +311,35 @@ func dnOf(id ike.Identity) string {
 	return id.String()
 }
 
-// peerAuth is how AutoVPN peers authenticate: a certificate decided by
-// the trust store, or the shared secret kept for the peer's DN.
+// peerAuth is how AutoVPN peers authenticate: a certificate or the shared
+// secret kept for the peer's DN, both decided by the trust store's Accept.
 func (a *AutoVPN) peerAuth() ike.PeerAuth {
 	return ike.PeerAuth{
 		LeapOfFaith: func(c *x509.Certificate) error {
-			_, err := a.cfg.Store.Check(c, time.Now())
+			_, err := a.cfg.Store.Accept(c.Subject.String(), c, false, time.Now())
 			return err
 		},
-		SharedSecret: func(id ike.Identity) []byte {
-			if p, ok := a.cfg.Store.ByDN(dnOf(id)); ok && p.State != policy.Untrusted {
-				return p.SharedSecret
+		SharedSecret: func(id ike.Identity, c *x509.Certificate) []byte {
+			p, err := a.cfg.Store.Accept(dnOf(id), c, true, time.Now())
+			if err != nil {
+				a.log.Info("AutoVPN: shared secret refused", "id", dnOf(id), "err", err)
+				return nil
 			}
-			return nil
+			return p.SharedSecret
 		},
 	}
 }
 
 // credential is our credential towards a gateway: the shared secret of
-// the peer last authenticated at that address, if any (a hint: the peer
-// must still prove the secret), else our certificate.
+// the peer last authenticated at that address, if the trust store still
+// accepts it (a hint: the peer must still prove the secret), else our
+// certificate.
 func (a *AutoVPN) credential(gateway netip.Addr) ike.Credential {
 	c := a.cfg.Signer
-	if p, ok := a.cfg.Store.ByAddr(gateway.Unmap()); ok && len(p.SharedSecret) > 0 && p.State != policy.Untrusted {
-		c.PSK = p.SharedSecret
+	if p, ok := a.cfg.Store.ByAddr(gateway.Unmap()); ok && len(p.SharedSecret) > 0 {
+		if p, err := a.cfg.Store.Accept(p.DN, nil, true, time.Now()); err == nil {
+			c.PSK = p.SharedSecret
+		}
 	}
 	return c
 }
@@ -339,9 +376,10 @@ func (a *AutoVPN) onProbeComplete(c probe.Completed) {
 
 // Responder, as G2, answers an IKE_SA_INIT that carries an AutoVPN nonce:
 // only for a probe completed with that gateway, and only for the two
-// hosts of that probe.
+// hosts of that probe. It does not spend the nonce: ClaimNonce does, once
+// the daemon found the request's proposal and KE acceptable.
 func (a *AutoVPN) Responder(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
-	c, ok := a.gw.Accept(nonce, from.Addr())
+	c, ok := a.gw.Lookup(nonce, from.Addr())
 	if !ok {
 		a.log.Info("AutoVPN: IKE_SA_INIT with an unknown AutoVPN nonce refused", "from", from)
 		return nil
@@ -349,6 +387,13 @@ func (a *AutoVPN) Responder(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
 	return &ike.PeerConfig{Name: fmt.Sprintf("av-in-%s-%s", c.Gateway, c.Remote), Addr: from.Addr(), Auth: a.cfg.Signer,
 		PeerAuth: a.peerAuth(), LocalTS: single(c.Local), RemoteTS: single(c.Remote), Contact: a.cfg.Contact,
 		SendSharedSecret: a.cfg.SharedSecret, OnEstablished: a.onEstablished}
+}
+
+// ClaimNonce is the IKE daemon's Config.ClaimAutoVPNNonce: it spends the
+// probe's nonce, so that it starts one IKE SA only.
+func (a *AutoVPN) ClaimNonce(from netip.AddrPort, nonce []byte) bool {
+	_, ok := a.gw.Accept(nonce, from.Addr())
+	return ok
 }
 
 // onEstablished records a successful exchange in the trust store: the
@@ -364,17 +409,17 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if i.BySharedSecret {
-			if p, ok := a.cfg.Store.ByDN(dn); ok && p.Fingerprint != policy.Fingerprint(i.Cert.Raw) {
-				if err := a.cfg.Store.RollCertificate(i.Cert, now); err == nil {
-					a.log.Info("AutoVPN: peer rolled its certificate (authenticated by the shared secret)", "dn", dn)
-				}
-			}
-		}
-		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), now)
+		old, known := a.cfg.Store.ByDN(dn)
+		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), i.BySharedSecret, now)
 		if err != nil {
-			a.log.Warn("AutoVPN: trust store", "dn", dn, "err", err)
+			// Refused since IKE_AUTH (revoked, untrusted meanwhile): the
+			// SA goes.
+			a.log.Warn("AutoVPN: trust store refuses the peer; deleting its SA", "dn", dn, "err", err)
+			a.ike.Down(i.Peer)
 			return
+		}
+		if known && old.Fingerprint != p.Fingerprint {
+			a.log.Info("AutoVPN: peer rolled its certificate (authenticated by the shared secret)", "dn", dn)
 		}
 		if len(i.SharedSecret) > 0 && len(p.SharedSecret) == 0 {
 			if err := a.cfg.Store.SetSharedSecret(dn, i.SharedSecret); err == nil {
@@ -382,7 +427,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 			}
 		}
 		a.log.Info("AutoVPN: peer authenticated", "dn", dn, "state", p.State, "fingerprint", p.Fingerprint[:16],
-			"contact", strings.TrimSpace(i.Contact))
+			"by_shared_secret", i.BySharedSecret, "contact", strings.TrimSpace(i.Contact))
 	}()
 }
 

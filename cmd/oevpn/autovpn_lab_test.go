@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -455,4 +456,158 @@ func espFrom(t *testing.T, pcap, from string) int {
 		}
 	}
 	return n
+}
+
+// spoofTCP sends, from inside ns, TCP segments to dst:port from each
+// source: for each source a SYN, then extra 400-octet data segments. It
+// returns the octets sent (IP packets).
+func spoofTCP(t *testing.T, ns *lab.Netns, srcs []netip.Addr, dst netip.Addr, port uint16, extra int) int {
+	t.Helper()
+	sent := 0
+	err := ns.Do(func() error {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		to := &syscall.SockaddrInet4{Addr: dst.As4()}
+		for i, src := range srcs {
+			seq := uint32(1000 + i)
+			for k := 0; k <= extra; k++ {
+				payload, flags := 0, byte(0x02) // SYN
+				if k > 0 {
+					payload, flags = 400, 0x18 // PSH+ACK with data
+				}
+				pkt := tcpSegment(src, dst, uint16(20000+i%40000), port, seq, flags, payload)
+				if k == 0 {
+					seq++
+				} else {
+					seq += uint32(payload)
+				}
+				if err := syscall.Sendto(fd, pkt, 0, to); err != nil {
+					return err
+				}
+				sent += len(pkt)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sent
+}
+
+// tcpSegment builds an IPv4 TCP segment with correct checksums (the SYN
+// with the usual 20 octets of options, as a flood would send).
+func tcpSegment(src, dst netip.Addr, sport, dport uint16, seq uint32, flags byte, payload int) []byte {
+	optLen := 0
+	if flags&0x02 != 0 {
+		optLen = 20
+	}
+	tcpLen := 20 + optLen + payload
+	p := make([]byte, 20+tcpLen)
+	p[0], p[8], p[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	copy(p[12:], src.AsSlice())
+	copy(p[16:], dst.AsSlice())
+	binary.BigEndian.PutUint16(p[10:], inetChecksum(p[:20], 0))
+	tcp := p[20:]
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], dport)
+	binary.BigEndian.PutUint32(tcp[4:], seq)
+	if flags&0x10 != 0 {
+		binary.BigEndian.PutUint32(tcp[8:], 1)
+	}
+	tcp[12], tcp[13] = byte((20+optLen)/4)<<4, flags
+	binary.BigEndian.PutUint16(tcp[14:], 64240)
+	if optLen > 0 {
+		copy(tcp[20:], []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7})
+	}
+	var pseudo uint32
+	for _, b := range [][]byte{p[12:16], p[16:20]} {
+		pseudo += uint32(binary.BigEndian.Uint16(b)) + uint32(binary.BigEndian.Uint16(b[2:]))
+	}
+	pseudo += 6 + uint32(tcpLen)
+	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(tcp, pseudo))
+	return p
+}
+
+func inetChecksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// probeBytes sums the octets of the AutoVPN probes G2 sent in a capture
+// (ICMP Parameter Problem from G2's address).
+func probeBytes(t *testing.T, pcap string) (n, octets int) {
+	for _, p := range readCapture(t, pcap) {
+		if p.Proto == ipview.ProtoICMP && p.Src == netip.MustParseAddr(avG2) {
+			n++
+			octets += p.Len
+		}
+	}
+	return
+}
+
+// TestLabAutoVPNSpoofedFlood performs issue 10 item 10 end to end: an
+// attacker on the G1–G2 link floods H2 with SYNs from spoofed sources
+// (each its own /24), more than G2 has ever had to remember. H2 answers
+// each, which used to make G2 probe every spoofed source three times (ten
+// times the flood's bytes) and fill its per-peer table. Now the SYNs
+// alone make G2 send nothing; flows that pay (a SYN and two data
+// segments) get fewer probe bytes than they sent; and a real connection
+// H1 → H2 then still moves into ESP.
+func TestLabAutoVPNSpoofedFlood(t *testing.T) {
+	l := newAVLab(t)
+	// The spoofed sources route back towards the attacker (and so pass
+	// G2's reverse-path check).
+	l.g2.Run("ip", "route", "add", "198.18.0.0/15", "via", avG1)
+	l.start(t)
+	srcs := func(from, n int) []netip.Addr {
+		var out []netip.Addr
+		for i := from; i < from+n; i++ {
+			out = append(out, netip.AddrFrom4([4]byte{198, 18 + byte(i>>8&1), byte(i), byte(1 + i>>9)}))
+		}
+		return out
+	}
+	h2 := netip.MustParseAddr(avH2)
+
+	// SYNs alone.
+	stop := tcpdump(t, l.g2, l.wanG2, "icmp")
+	in := spoofTCP(t, l.g1, srcs(0, 4000), h2, 7500, 0)
+	time.Sleep(4 * time.Second) // any retransmissions
+	n, out := probeBytes(t, stop())
+	st := oevpnStatus(t, l.cfgG2).AutoVPN
+	t.Logf("spoofed SYNs: %d octets in, %d probes (%d octets) out; G2 %+v", in, n, out, st)
+	if out >= in || st == nil || st.Probe.Requests != 0 || st.Probe.Unpaid == 0 {
+		t.Errorf("spoofed SYNs reflected %d octets for %d (G2 %+v)", out, in, st)
+	}
+
+	// Spoofed flows that pay: SYN and two data segments each.
+	stop = tcpdump(t, l.g2, l.wanG2, "icmp")
+	in = spoofTCP(t, l.g1, srcs(4000, 300), h2, 7500, 2)
+	time.Sleep(4 * time.Second)
+	n, out = probeBytes(t, stop())
+	st = oevpnStatus(t, l.cfgG2).AutoVPN
+	t.Logf("paid spoofed flows: %d octets in, %d probes (%d octets) out; G2 %+v", in, n, out, st)
+	if out >= in || n == 0 {
+		t.Errorf("paid spoofed flows: %d probe octets out for %d in (%d probes)", out, in, n)
+	}
+
+	// A real connection still gets its probe and its SA.
+	stop = l.captureWAN(t)
+	hashedTransfer(t, l.h1, l.h2, avH2+":7501", 1)
+	if _, esp, _ := switchover(t, stop()); esp.IsZero() {
+		t.Errorf("after the flood, the real connection did not move into ESP; G2 %+v", oevpnStatus(t, l.cfgG2).AutoVPN)
+	}
+	l.stop(t)
 }

@@ -241,13 +241,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(stdout).Encode(c)
+		return writeJSON(stdout, c, false)
 	}
 	peer := ""
 	if c.Peer != "" {
 		peer = " (peer " + c.Peer + ")"
 	}
-	fmt.Fprintf(stdout, "%s: %s%s: %s\n", c.Addr, c.Verdict, peer, c.Reason)
+	fmt.Fprintf(stdout, "%s: %s%s: %s\n", printable(c.Addr), printable(c.Verdict), printable(peer), printable(c.Reason))
 	return nil
 }
 
@@ -302,7 +302,7 @@ func controlGet(path, url string, out any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return errors.New(strings.TrimSpace(string(b)))
+		return errors.New(printable(strings.TrimSpace(string(b))))
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
@@ -317,7 +317,7 @@ func controlPost(path, url string) ([]byte, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return nil, errors.New(strings.TrimSpace(string(b)))
+		return nil, errors.New(printable(strings.TrimSpace(string(b))))
 	}
 	return b, nil
 }
@@ -332,13 +332,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return writeJSON(stdout, st, true)
 	}
-	fmt.Fprintf(stdout, "oevpn %s  device %s (%s)  ports ike %d natt %d  clear path %s\n", st.Version, st.Device, st.Mode, st.Ports[0], st.Ports[1], st.ClearPath)
+	// Every string is printed through printable: identities and peer
+	// names come from peers.
+	fmt.Fprintf(stdout, "oevpn %s  device %s (%s)  ports ike %d natt %d  clear path %s\n", printable(st.Version), printable(st.Device),
+		printable(st.Mode), st.Ports[0], st.Ports[1], printable(st.ClearPath))
 	if st.Outside != "" {
-		fmt.Fprintf(stdout, "own packets leave by %s\n", st.Outside)
+		fmt.Fprintf(stdout, "own packets leave by %s\n", printable(st.Outside))
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, sa := range st.IKESAs {
@@ -346,8 +347,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		if sa.Initiator {
 			role = "initiator"
 		}
-		fmt.Fprintf(tw, "\npeer %s\t%s\t%s, %s\tage %s\n", sa.Peer, sa.Remote, sa.State, role, dur(sa.AgeSeconds))
-		fmt.Fprintf(tw, "  ike\t%s <-> %s\tauth %s\t%s\tspi %s_i %s_r\n", sa.LocalID, sa.RemoteID, sa.Auth, sa.Algorithms, sa.SPIi, sa.SPIr)
+		fmt.Fprintf(tw, "\npeer %s\t%s\t%s, %s\tage %s\n", printable(sa.Peer), printable(sa.Remote), printable(sa.State), role, dur(sa.AgeSeconds))
+		fmt.Fprintf(tw, "  ike\t%s <-> %s\tauth %s\t%s\tspi %s_i %s_r\n", printable(sa.LocalID), printable(sa.RemoteID), printable(sa.Auth),
+			printable(sa.Algorithms), printable(sa.SPIi), printable(sa.SPIr))
 		for _, c := range sa.Children {
 			printChild(tw, c)
 		}
@@ -363,14 +365,15 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	if a := st.AutoVPN; a != nil {
 		p := a.Probe
-		fmt.Fprintf(tw, "\nautovpn\tprobes sent: %d requests, %d responses, %d completes\tcompleted %d\tdropped %d\tnot sent (24 h limit) %d\tintercepted %d\n",
-			p.Requests, p.Responses, p.Completes, p.Completed, p.Dropped, p.Limited, a.Intercepted)
+		fmt.Fprintf(tw, "\nautovpn\tprobes sent: %d requests, %d responses, %d completes\tcompleted %d\tdropped %d\tnot sent: 24 h or rate limit %d, flow too small %d\tintercepted %d\n",
+			p.Requests, p.Responses, p.Completes, p.Completed, p.Dropped, p.Limited, p.Unpaid, a.Intercepted)
 	}
 	return tw.Flush()
 }
 
 func printChild(w io.Writer, c SAStatus) {
-	fmt.Fprintf(w, "  child\t%s === %s\t%s\tspi in %s out %s\tage %s\n", c.Local, c.Remote, c.Algorithms, c.SPIIn, c.SPIOut, dur(c.AgeSeconds))
+	fmt.Fprintf(w, "  child\t%s === %s\t%s\tspi in %s out %s\tage %s\n", printable(c.Local), printable(c.Remote), printable(c.Algorithms),
+		printable(c.SPIIn), printable(c.SPIOut), dur(c.AgeSeconds))
 	fmt.Fprintf(w, "  \tin %d packets %d bytes\tout %d packets %d bytes\treplayed %d, failed integrity %d\n",
 		c.In.Packets, c.In.Bytes, c.Out.Packets, c.Out.Bytes, c.In.ReplayDrops, c.In.IntegrityFailures)
 }
@@ -393,6 +396,6 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 	}
 	var r map[string]int
 	json.Unmarshal(b, &r)
-	fmt.Fprintf(stdout, "peer %s: %d IKE SA(s) deleted\n", peer, r["deleted_ike_sas"])
+	fmt.Fprintf(stdout, "peer %s: %d IKE SA(s) deleted\n", printable(peer), r["deleted_ike_sas"])
 	return nil
 }

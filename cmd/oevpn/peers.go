@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -124,7 +123,7 @@ func cmdPeers(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(stdout).Encode(peers)
+		return writeJSON(stdout, peers, false)
 	}
 	if len(peers) == 0 {
 		fmt.Fprintln(stdout, "no AutoVPN peers known")
@@ -137,25 +136,16 @@ func cmdPeers(args []string, stdout, stderr io.Writer) error {
 		if p.SharedSecret {
 			secret = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Fingerprint[:16], p.State, secret, p.LastSeen.Format(time.RFC3339), p.DN)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(p.Fingerprint[:16]), printable(p.State), secret, p.LastSeen.Format(time.RFC3339), printable(p.DN))
 	}
 	tw.Flush()
 	for _, p := range peers {
 		if p.Contact != "" {
 			// Plain text, one line: no control characters reach the terminal.
-			fmt.Fprintf(stdout, "%s contact: %s\n", p.Fingerprint[:16], strings.Map(printable, p.Contact))
+			fmt.Fprintf(stdout, "%s contact: %s\n", printable(p.Fingerprint[:16]), printable(p.Contact))
 		}
 	}
 	return nil
-}
-
-// printable replaces control characters, so that a peer's contact details
-// cannot drive the terminal.
-func printable(r rune) rune {
-	if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-		return '?'
-	}
-	return r
 }
 
 // cmdTrust returns the command that applies action to one peer.
@@ -182,13 +172,13 @@ func cmdTrust(action string) func(args []string, stdout, stderr io.Writer) error
 			json.Unmarshal(b, &info)
 		}
 		if asJSON {
-			return json.NewEncoder(stdout).Encode(info)
+			return writeJSON(stdout, info, false)
 		}
 		if info == nil {
-			fmt.Fprintf(stdout, "%s: forgotten\n", rest[0])
+			fmt.Fprintf(stdout, "%s: forgotten\n", printable(rest[0]))
 			return nil
 		}
-		fmt.Fprintf(stdout, "%s %s: %s\n", info.Fingerprint[:16], info.DN, info.State)
+		fmt.Fprintf(stdout, "%s %s: %s\n", printable(info.Fingerprint[:16]), printable(info.DN), printable(info.State))
 		return nil
 	}
 }

@@ -352,6 +352,9 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 			}
 			return nil
 		}
+		if ep.av != nil {
+			icfg.ClaimAutoVPNNonce = ep.av.ClaimNonce
+		}
 		onChange := icfg.OnChange
 		icfg.OnChange = func(peer string, up bool, err error) {
 			onChange(peer, up, err)

@@ -481,3 +481,65 @@ func testCert(t *testing.T, ca *x509.Certificate, caKey crypto.Signer, pub crypt
 	}
 	return c
 }
+
+// TestCertWithoutRemoteIDIsTheAddress (issue 10, item 4): a configured
+// peer with a CA and no remote ID accepted any certificate the CA issued,
+// for any identity. The peer must now be its address: a certificate that
+// names the address is accepted, one from the same CA for another identity
+// refused.
+func TestCertWithoutRemoteIDIsTheAddress(t *testing.T) {
+	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	ca, caKey := testCA(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	key := func() ed25519.PrivateKey { _, k, _ := ed25519.GenerateKey(rand.Reader); return k }
+	k2 := key()
+	c2 := testCert(t, ca, caKey, k2.Public(), "responder", []net.IP{a2.AsSlice()}, nil)
+	for _, tt := range []struct {
+		name  string
+		id    Identity
+		ips   []net.IP
+		dns   []string
+		works bool
+	}{
+		{"certificate for the peer's address", IdentityOf(a1), []net.IP{a1.AsSlice()}, nil, true},
+		{"certificate for another name", Identity{Type: IDFQDN, Data: []byte("evil.example")}, nil, []string{"evil.example"}, false},
+		{"certificate for another address", IdentityOf(netip.MustParseAddr("198.51.100.66")), []net.IP{net.ParseIP("198.51.100.66")}, nil, false},
+		{"address claimed, certificate for another name", IdentityOf(a1), nil, []string{"evil.example"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			k1 := key()
+			c1 := testCert(t, ca, caKey, k1.Public(), "initiator", tt.ips, tt.dns)
+			dp1 := &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
+			dp2 := &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
+			ts1, ts2 := policy.Selectors{mustSelector(t, "10.0.0.1")}, policy.Selectors{mustSelector(t, "10.0.0.2")}
+			d1, err := New(Config{Datapath: dp1, Peers: []*PeerConfig{{Name: "two", Addr: a2, IKEPort: 4500, NATTPort: 4500,
+				LocalID: tt.id, RemoteID: IdentityOf(a2), Auth: Credential{Signer: k1, Cert: c1}, PeerAuth: PeerAuth{Roots: roots},
+				LocalTS: ts1, RemoteTS: ts2, DPD: -1, RetransmitBase: 20 * time.Millisecond, RetransmitTries: 2}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d1.Close()
+			// The responder: a CA and no remote ID.
+			d2, err := New(Config{Datapath: dp2, Peers: []*PeerConfig{{Name: "one", Addr: a1, IKEPort: 4500, NATTPort: 4500,
+				LocalID: IdentityOf(a2), Auth: Credential{Signer: k2, Cert: c2}, PeerAuth: PeerAuth{Roots: roots},
+				LocalTS: ts2, RemoteTS: ts1, DPD: -1}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d2.Close()
+			dp1.peer, dp2.peer = d2, d1
+			if err := d1.Initiate("two"); err != nil {
+				t.Fatal(err)
+			}
+			if tt.works {
+				waitUntil(t, func() bool { return oneEstablished(d1) && oneEstablished(d2) }, "IKE SA up")
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+			if oneEstablished(d2) || dp2.installed() != 0 {
+				t.Fatal("the responder accepted the peer")
+			}
+		})
+	}
+}

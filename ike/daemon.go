@@ -1163,11 +1163,13 @@ func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
 	if p.RemoteID.Type != 0 {
 		return p.RemoteID.Equal(id)
 	}
-	// With certificates, the certificate must confirm the identity
-	// (checked with the AUTH payload). An opportunistic peer's key came
-	// from its address's reverse zone: the key, not the name, speaks for
-	// the address.
-	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.usesCerts() ||
+	// A configured peer must be its address: with certificates, the
+	// certificate must then name the address (checked with the AUTH
+	// payload), so that a CA's certificate for another identity does
+	// not do. An opportunistic peer's key came from its address's
+	// reverse zone: the key, not the name, speaks for the address; an
+	// AutoVPN peer's certificate is for the trust store to judge.
+	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.LeapOfFaith != nil ||
 		(p.Opportunistic && p.PeerAuth.PublicKey != nil)
 }
 

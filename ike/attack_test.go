@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -541,5 +542,65 @@ func TestCertWithoutRemoteIDIsTheAddress(t *testing.T) {
 				t.Fatal("the responder accepted the peer")
 			}
 		})
+	}
+}
+
+// TestHalfOpenReassemblyBounded (issue 10, item 6): a peer that completed
+// IKE_SA_INIT, and proved nothing else, has its fragmented IKE_AUTH
+// reassembled up to MaxHalfOpenReassembly octets only, not 64 KiB.
+func TestHalfOpenReassemblyBounded(t *testing.T) {
+	i, r := newTestSAPair(t, 0)
+	i.fragOK, i.peer = true, &PeerConfig{FragmentSize: 1200}
+	r.halfKey = &halfKey{}
+	frags, err := i.encryptFrags(IKE_AUTH, 1, false, []Payload{&NotifyPayload{NotifyType: 40000, Data: make([]byte, 40<<10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for _, fr := range frags {
+		m, err := Parse(fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.reassemble(m); err != nil {
+			last = err
+		}
+		if r.frags != nil && r.frags.size > MaxHalfOpenReassembly {
+			t.Fatalf("half-open SA holds %d octets of fragments", r.frags.size)
+		}
+	}
+	if !errors.Is(last, ErrMalformed) {
+		t.Fatalf("reassembly of 40 KiB in a half-open SA: %v", last)
+	}
+	// Established, the same message is reassembled.
+	r.halfKey, r.frags = nil, nil
+	var full *Message
+	for _, fr := range frags {
+		m, _ := Parse(fr)
+		if full, err = r.reassemble(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if full == nil {
+		t.Fatal("established SA did not reassemble 40 KiB")
+	}
+}
+
+// TestTooManyPeerCerts: a peer that sends a pile of certificates, each a
+// candidate for costly chain building, is refused before any check.
+func TestTooManyPeerCerts(t *testing.T) {
+	ca, caKey := testCA(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	var sent []*CertPayload
+	for range MaxPeerCerts + 1 {
+		c := testCert(t, ca, caKey, caKey.Public(), "x", []net.IP{net.ParseIP("192.0.2.9")}, nil)
+		sent = append(sent, &CertPayload{Encoding: CertX509Signature, Data: c.Raw})
+	}
+	if _, err := peerKey(&PeerAuth{Roots: roots}, IdentityOf(netip.MustParseAddr("192.0.2.9")), sent); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("%d certificates: %v", len(sent), err)
+	}
+	if _, err := peerKey(&PeerAuth{Roots: roots}, IdentityOf(netip.MustParseAddr("192.0.2.9")), sent[:MaxPeerCerts]); err != nil {
+		t.Fatalf("%d certificates: %v", MaxPeerCerts, err)
 	}
 }

@@ -204,6 +204,9 @@ func peerKeyCert(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicK
 		if c.Encoding != CertX509Signature {
 			continue
 		}
+		if len(chain) == MaxPeerCerts {
+			return nil, nil, fmt.Errorf("%w: peer sent more than %d certificates", ErrAuth, MaxPeerCerts)
+		}
 		cert, err := x509.ParseCertificate(c.Data)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: peer's certificate: %v", ErrAuth, err)

@@ -134,9 +134,13 @@ func (sa *ikeSA) reassemble(m *Message) (*Message, error) {
 	if r.parts[num-1] != nil {
 		return nil, nil // duplicate
 	}
-	if r.size+len(pt) > maxReassembled {
+	limit := maxReassembled
+	if sa.halfKey != nil {
+		limit = MaxHalfOpenReassembly // IKE_AUTH of a peer that proved nothing yet
+	}
+	if r.size+len(pt) > limit {
 		sa.frags = nil
-		return nil, fmt.Errorf("%w: reassembled message over %d octets", ErrMalformed, maxReassembled)
+		return nil, fmt.Errorf("%w: reassembled message over %d octets", ErrMalformed, limit)
 	}
 	if num == 1 {
 		r.first = m.skNext

@@ -2,9 +2,11 @@ package ike
 
 import "net/netip"
 
-// Resource limits on what remote input can make the daemon keep. Each
+// Resource limits on what remote input can make the daemon keep or do. Each
 // bounds a table keyed by, or grown by, packets from the network; what
-// goes beyond is dropped (IKE_SA_INIT) or refused (CREATE_CHILD_SA).
+// goes beyond is dropped (IKE_SA_INIT, fragments) or refused
+// (CREATE_CHILD_SA, IKE_AUTH). With the defaults a half-open IKE SA holds
+// at most about 30 KiB, so MaxHalfOpen of them about 15 MiB.
 const (
 	// MaxHalfOpen is the number of half-open IKE SAs (IKE_SA_INIT
 	// answered, IKE_AUTH not yet done) kept in all; further IKE_SA_INIT
@@ -33,6 +35,14 @@ const (
 	// so this bounds what a half-open SA holds; real requests are well
 	// under 2 KiB (IKE_SA_INIT cannot be fragmented, RFC 7383 §2.5).
 	MaxInitRequest = 8 << 10
+	// MaxHalfOpenReassembly is the most a half-open IKE SA reassembles
+	// of a fragmented IKE_AUTH request (RFC 7383), in octets: ample for a
+	// few certificates. Established IKE SAs reassemble up to 64 KiB.
+	MaxHalfOpenReassembly = 16 << 10
+	// MaxPeerCerts is the number of X.509 certificates (end entity and
+	// intermediates) accepted from the peer in one IKE_AUTH: each one
+	// may cost a signature check while the chain is built.
+	MaxPeerCerts = 5
 
 	// cookieThresholdPerAddr is the number of half-open IKE SAs from one
 	// address from which its requests must carry a COOKIE.

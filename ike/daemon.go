@@ -58,7 +58,8 @@ type PeerConfig struct {
 	Addr              netip.Addr
 	IKEPort, NATTPort uint16
 	// LocalID is sent as our identity; RemoteID must match the peer's
-	// (a zero RemoteID accepts the peer's address as its identity).
+	// (a zero RemoteID accepts the peer's address as its identity, which
+	// a certificate must then confirm; opportunistic peers excepted).
 	LocalID, RemoteID Identity
 	Auth              Credential
 	PeerAuth          PeerAuth
@@ -1039,7 +1040,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	peerID := Identity{Type: idr.IDType, Data: idr.Data}
 	if !d.acceptID(p, peerID) {
 		d.sendDeleteIKE(sa) // the responder thinks the SA is up (§2.21.2)
-		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
+		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
 	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
@@ -1171,6 +1172,14 @@ func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
 	// AutoVPN peer's certificate is for the trust store to judge.
 	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.LeapOfFaith != nil ||
 		(p.Opportunistic && p.PeerAuth.PublicKey != nil)
+}
+
+// expectedID describes the identity acceptID wants, for error messages.
+func expectedID(p *PeerConfig) string {
+	if p.RemoteID.Type != 0 {
+		return "the configured " + p.RemoteID.String()
+	}
+	return "the peer's address " + p.Addr.String() + " (the default remote ID)"
 }
 
 // Authorizer decides whether an authenticated peer is acceptable.
@@ -1486,7 +1495,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	// A key looked up for the identity speaks for it; otherwise the
 	// identity must be the configured one.
 	if sa.lookedUp == nil && !d.acceptID(p, peerID) {
-		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
+		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
 	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, idi)); err != nil {

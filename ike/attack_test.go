@@ -6,12 +6,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
@@ -429,22 +427,6 @@ func TestHugeRSAKeyRefused(t *testing.T) {
 	if !errors.Is(err, ErrKeyTooLarge) {
 		t.Fatalf("certificate with a 16384-bit key: %v", err)
 	}
-}
-
-// TestRSA8192VerifyTime logs the worst-case cost of one verification with
-// the largest key accepted.
-func TestRSA8192VerifyTime(t *testing.T) {
-	k := hugeRSAKey(t, MaxRSAModulusBits)
-	sig := make([]byte, MaxRSAModulusBits/8)
-	rand.Read(sig)
-	sig[0] = 0
-	h := sha256.Sum256([]byte("x"))
-	start := time.Now()
-	const n = 20
-	for i := 0; i < n; i++ {
-		rsa.VerifyPKCS1v15(k, 5, h[:], sig) // crypto.SHA256
-	}
-	t.Log(fmt.Sprintf("RSA-%d verification: %v each", MaxRSAModulusBits, time.Since(start)/n))
 }
 
 // testCA makes a self-signed Ed25519 CA.

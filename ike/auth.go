@@ -139,6 +139,39 @@ func (pa *PeerAuth) usesCerts() bool {
 	return len(pa.Certs) > 0 || pa.Roots != nil || pa.LeapOfFaith != nil
 }
 
+// Bounds on the public keys the peer's AUTH or certificates are verified
+// with: an RSA verification costs time quadratic in the modulus size, and
+// one with a 120 kbit modulus held the daemon's goroutine for about a
+// second.
+const (
+	MaxRSAModulusBits = 8192
+	MaxRSAExponent    = 1 << 32
+)
+
+// ErrKeyTooLarge is wrapped by CheckPublicKey's refusals.
+var ErrKeyTooLarge = errors.New("ike: public key too large")
+
+// CheckPublicKey refuses a public key that is too costly to verify with:
+// an RSA key with a modulus over MaxRSAModulusBits bits or an exponent
+// over MaxRSAExponent. Every key oevpn verifies a signature or a
+// certificate with passes it first, whether pinned, from DNS or from a
+// certificate.
+func CheckPublicKey(pub crypto.PublicKey) error {
+	k, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil // Ed25519 and ECDSA keys have fixed sizes
+	}
+	switch {
+	case k.N == nil:
+		return fmt.Errorf("%w: RSA key without a modulus", ErrMalformed)
+	case k.N.BitLen() > MaxRSAModulusBits:
+		return fmt.Errorf("%w: RSA modulus of %d bits, over %d", ErrKeyTooLarge, k.N.BitLen(), MaxRSAModulusBits)
+	case int64(k.E) > MaxRSAExponent || k.E < 0:
+		return fmt.Errorf("%w: RSA exponent %d, over 2^32", ErrKeyTooLarge, k.E)
+	}
+	return nil
+}
+
 // peerKey finds the public key that must verify the peer's AUTH: the pinned
 // raw key, or the key of the peer's certificate (sent in CERT payloads, or
 // pinned), which must confirm identity id.
@@ -173,9 +206,16 @@ func peerKeyCert(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicK
 		if c.Encoding != CertX509Signature {
 			continue
 		}
+		if len(chain) == MaxPeerCerts {
+			return nil, nil, fmt.Errorf("%w: peer sent more than %d certificates", ErrAuth, MaxPeerCerts)
+		}
 		cert, err := x509.ParseCertificate(c.Data)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: peer's certificate: %v", ErrAuth, err)
+		}
+		// Before chain building checks any signature with it.
+		if err := CheckPublicKey(cert.PublicKey); err != nil {
+			return nil, nil, fmt.Errorf("%w: peer's certificate %q: %w", ErrAuth, cert.Subject, err)
 		}
 		chain = append(chain, cert)
 	}
@@ -341,6 +381,9 @@ func verifyAuth(p *prfFunc, pa *PeerAuth, a *AuthPayload, octets []byte) error {
 		}
 		if len(a.Data) < 1 || len(a.Data) < 1+int(a.Data[0]) {
 			return fmt.Errorf("%w: %w: AUTH data", ErrAuth, ErrMalformed)
+		}
+		if err := CheckPublicKey(pa.PublicKey); err != nil {
+			return fmt.Errorf("%w: %w", ErrAuth, err)
 		}
 		alg, sig := a.Data[1:1+int(a.Data[0])], a.Data[1+int(a.Data[0]):]
 		if verifySignature(pa.PublicKey, alg, octets, sig) {

@@ -18,17 +18,39 @@ const (
 	cookieSecretLifetime   = 5 * time.Minute
 )
 
+// cookieJar holds the cookie secrets. Both are random from the start, the
+// version of the first is random too, and the previous secret is accepted
+// only once a rotation made one: no cookie is ever checked against a
+// secret that was not drawn from crypto/rand (an all-zero previous secret
+// made cookies computable by anyone, for any spoofed source).
 type cookieJar struct {
 	version uint32
 	secret  [2][32]byte // current, previous
+	hasPrev bool        // secret[1] is a real previous secret
 	made    time.Time
 }
 
+func newCookieJar() cookieJar {
+	var j cookieJar
+	rand.Read(j.secret[0][:])
+	rand.Read(j.secret[1][:]) // never used before a rotation, but never zero either
+	var v [4]byte
+	rand.Read(v[:])
+	j.version = binary.BigEndian.Uint32(v[:])
+	j.made = time.Now()
+	return j
+}
+
 func (j *cookieJar) rotate() {
-	if j.made.IsZero() || time.Since(j.made) > cookieSecretLifetime {
+	if j.made.IsZero() {
+		*j = newCookieJar()
+		return
+	}
+	if time.Since(j.made) > cookieSecretLifetime {
 		j.secret[1] = j.secret[0]
 		rand.Read(j.secret[0][:])
 		j.version++
+		j.hasPrev = true
 		j.made = time.Now()
 	}
 }
@@ -52,10 +74,10 @@ func (j *cookieJar) valid(c, ni []byte, ip netip.Addr, spiI uint64) bool {
 		return false
 	}
 	v := binary.BigEndian.Uint32(c)
-	switch v {
-	case j.version:
+	switch {
+	case v == j.version:
 		return hmac.Equal(c, j.compute(v, j.secret[0][:], ni, ip, spiI))
-	case j.version - 1:
+	case v == j.version-1 && j.hasPrev:
 		return hmac.Equal(c, j.compute(v, j.secret[1][:], ni, ip, spiI))
 	}
 	return false

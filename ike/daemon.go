@@ -58,7 +58,8 @@ type PeerConfig struct {
 	Addr              netip.Addr
 	IKEPort, NATTPort uint16
 	// LocalID is sent as our identity; RemoteID must match the peer's
-	// (a zero RemoteID accepts the peer's address as its identity).
+	// (a zero RemoteID accepts the peer's address as its identity, which
+	// a certificate must then confirm; opportunistic peers excepted).
 	LocalID, RemoteID Identity
 	Auth              Credential
 	PeerAuth          PeerAuth
@@ -178,17 +179,19 @@ type Config struct {
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
 // its one goroutine; the exported methods post work to it.
 type Daemon struct {
-	cfg     Config
-	log     *slog.Logger
-	dp      Datapath
-	sas     map[uint64]*ikeSA // by our SPI
-	half    map[halfKey]*ikeSA
-	calls   chan func()
-	done    chan struct{}
-	cookies cookieJar
-	dynamic map[string]*PeerConfig // opportunistic peers, by name
-	wg      sync.WaitGroup
-	once    sync.Once
+	cfg  Config
+	log  *slog.Logger
+	dp   Datapath
+	sas  map[uint64]*ikeSA // by our SPI
+	half map[halfKey]*ikeSA
+	// halfByAddr counts the half-open IKE SAs by source address.
+	halfByAddr map[netip.Addr]int
+	calls      chan func()
+	done       chan struct{}
+	cookies    cookieJar
+	dynamic    map[string]*PeerConfig // opportunistic peers, by name
+	wg         sync.WaitGroup
+	once       sync.Once
 }
 
 type halfKey struct {
@@ -210,7 +213,7 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
-		dynamic: map[string]*PeerConfig{}, calls: make(chan func(), maxPendingMessages), done: make(chan struct{})}
+		halfByAddr: map[netip.Addr]int{}, cookies: newCookieJar(), dynamic: map[string]*PeerConfig{}, calls: make(chan func(), maxPendingMessages), done: make(chan struct{})}
 	d.wg.Add(1)
 	go d.routineLoop()
 	return d, nil
@@ -579,11 +582,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		sa.childSPI = 0
 	}
 	delete(d.sas, sa.ourSPI())
-	for k, v := range d.half {
-		if v == sa {
-			delete(d.half, k)
-		}
-	}
+	d.dropHalf(sa)
 	failed := err != nil && !errors.Is(err, ErrDown)
 	if failed {
 		d.log.Warn("IKE SA failed", "peer", sa.peer.Name, "err", err)
@@ -678,7 +677,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 	case m.MessageID+1 == sa.peerMsgID && sa.lastResp != nil:
 		// A retransmission (for a fragmented request, its first fragment
 		// only triggers the resend, RFC 7383 §2.6.1).
-		if m.skType != PayloadSKF || fragNumber(m) == 1 {
+		if (m.skType != PayloadSKF || fragNumber(m) == 1) && sa.retransmitted(m) {
 			d.send(sa, sa.lastResp...)
 		}
 		return
@@ -747,6 +746,26 @@ func (d *Daemon) openErr(sa *ikeSA, m *Message) (*Message, error) {
 	return m, nil
 }
 
+// retransmitted reports whether m, with the ID of the request last
+// answered, is that request again: the same octets (for a fragmented
+// request, the same first fragment), or one the peer authenticated (it
+// refragmented, RFC 7383 §2.5.2). Anything else, such as a forged packet
+// with the right SPIs and message ID, gets no cached response.
+func (sa *ikeSA) retransmitted(m *Message) bool {
+	if m.sum() == sa.lastReq {
+		return true
+	}
+	body := m.skOff + payloadHeaderLen
+	if m.skType == PayloadSKF {
+		body += skfExtraLen
+	}
+	if !m.Encrypted() || len(m.raw) < body {
+		return false
+	}
+	_, err := sa.in.open(m.raw, body)
+	return err == nil
+}
+
 func fragNumber(m *Message) int {
 	if len(m.raw) < m.skOff+payloadHeaderLen+2 {
 		return 0
@@ -763,6 +782,7 @@ func (d *Daemon) respond(sa *ikeSA, m *Message, payloads []Payload) {
 	}
 	sa.peerMsgID = m.MessageID + 1
 	sa.lastResp = b
+	sa.lastReq = m.sum()
 	d.send(sa, b...)
 }
 
@@ -869,7 +889,7 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	if n := m.Notify(COOKIE); n != nil && sa.cookieTries < 3 {
 		d.answered(sa)
 		sa.cookieTries++
-		sa.cookie = n.Data
+		sa.cookie = bytes.Clone(n.Data)
 		d.sendInit(sa, sa.group.id())
 		return
 	}
@@ -914,7 +934,7 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 		d.teardown(sa, err)
 		return
 	}
-	sa.suite, sa.spiR, sa.nR, sa.initResp = suite, m.SPIr, nr.Data, m.Raw()
+	sa.suite, sa.spiR, sa.nR, sa.initResp = suite, m.SPIr, bytes.Clone(nr.Data), bytes.Clone(m.Raw())
 	sa.fragOK = m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil
 	if err := sa.deriveKeys(shared); err != nil {
 		d.teardown(sa, err)
@@ -1030,7 +1050,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	peerID := Identity{Type: idr.IDType, Data: idr.Data}
 	if !d.acceptID(p, peerID) {
 		d.sendDeleteIKE(sa) // the responder thinks the SA is up (§2.21.2)
-		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
+		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
 	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
@@ -1154,12 +1174,22 @@ func (d *Daemon) acceptID(p *PeerConfig, id Identity) bool {
 	if p.RemoteID.Type != 0 {
 		return p.RemoteID.Equal(id)
 	}
-	// With certificates, the certificate must confirm the identity
-	// (checked with the AUTH payload). An opportunistic peer's key came
-	// from its address's reverse zone: the key, not the name, speaks for
-	// the address.
-	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.usesCerts() ||
+	// A configured peer must be its address: with certificates, the
+	// certificate must then name the address (checked with the AUTH
+	// payload), so that a CA's certificate for another identity does
+	// not do. An opportunistic peer's key came from its address's
+	// reverse zone: the key, not the name, speaks for the address; an
+	// AutoVPN peer's certificate is for the trust store to judge.
+	return IdentityOf(p.Addr).Equal(id) || (p.PeerAuth.Null && id.Type == IDNull) || p.PeerAuth.LeapOfFaith != nil ||
 		(p.Opportunistic && p.PeerAuth.PublicKey != nil)
+}
+
+// expectedID describes the identity acceptID wants, for error messages.
+func expectedID(p *PeerConfig) string {
+	if p.RemoteID.Type != 0 {
+		return "the configured " + p.RemoteID.String()
+	}
+	return "the peer's address " + p.Addr.String() + " (the default remote ID)"
 }
 
 // Authorizer decides whether an authenticated peer is acceptable.
@@ -1304,21 +1334,40 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		d.log.Debug("IKE_SA_INIT without SA, KE or nonce", "from", from)
 		return
 	}
+	// Bound what remote input makes us keep (limits.go): beyond the caps,
+	// drop before any DH work.
+	addr := from.Addr()
+	switch {
+	case len(m.Raw()) > MaxInitRequest:
+		d.log.Debug("IKE_SA_INIT too large: dropped", "from", from, "octets", len(m.Raw()))
+		return
+	case d.halfByAddr[addr] >= MaxHalfOpenPerAddr:
+		d.log.Debug("too many half-open IKE SAs from this address: dropped", "from", from)
+		return
+	case len(d.half) >= MaxHalfOpen:
+		d.log.Debug("too many half-open IKE SAs: dropped", "from", from)
+		return
+	}
 	reply := func(n *NotifyPayload) {
 		r := &Message{Header: Header{SPIi: m.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse}, Payloads: []Payload{n}}
 		if b, err := r.Marshal(); err == nil {
 			d.dp.SendIKE(b, from, natt)
 		}
 	}
-	if d.underAttack() {
-		// §2.6: with many half-open SAs, make the initiator prove that
-		// it receives at its address before spending DH work on it (or
-		// using up an AutoVPN probe).
+	if d.underAttack() || d.halfByAddr[addr] >= cookieThresholdPerAddr {
+		// §2.6: with many half-open SAs (from this address), make the
+		// initiator prove that it receives at its address before
+		// spending DH work on it (or using up an AutoVPN probe, or the
+		// address's allowance of half-open SAs).
 		c := m.Notify(COOKIE)
-		if c == nil || !d.cookies.valid(c.Data, ni.Data, from.Addr(), m.SPIi) {
-			reply(&NotifyPayload{NotifyType: COOKIE, Data: d.cookies.make(ni.Data, from.Addr(), m.SPIi)})
+		if c == nil || !d.cookies.valid(c.Data, ni.Data, addr, m.SPIi) {
+			reply(&NotifyPayload{NotifyType: COOKIE, Data: d.cookies.make(ni.Data, addr, m.SPIi)})
 			return
 		}
+	}
+	if d.ikeSAsAt(addr) >= MaxIKESAsPerAddr {
+		d.log.Debug("too many IKE SAs with this address: IKE_SA_INIT dropped", "from", from)
+		return
 	}
 	p := d.peerByAddr(from.Addr())
 	var avNonce []byte // AutoVPN: spent only once the request is acceptable
@@ -1358,8 +1407,10 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		d.log.Info("IKE_SA_INIT with an AutoVPN nonce already spent", "from", from)
 		return
 	}
+	// Keep exact copies of what AUTH needs, not the received datagram
+	// they point into.
 	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite, group: g,
-		nI: ni.Data, nR: randNonce(), initReq: m.Raw(), created: time.Now(), peerMsgID: 1,
+		nI: bytes.Clone(ni.Data), nR: randNonce(), initReq: bytes.Clone(m.Raw()), created: time.Now(), peerMsgID: 1,
 		fragOK: m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil}
 	priv, pub, err := g.generate()
 	if err != nil {
@@ -1390,7 +1441,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	sa.initResp = b
 	sa.state = stateInitDone
 	d.sas[sa.spiR] = sa
-	d.half[key] = sa
+	d.addHalf(key, sa)
 	time.AfterFunc(halfOpenTimeout, func() {
 		d.post(func() {
 			if sa.state == stateInitDone {
@@ -1460,7 +1511,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	// A key looked up for the identity speaks for it; otherwise the
 	// identity must be the configured one.
 	if sa.lookedUp == nil && !d.acceptID(p, peerID) {
-		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not the configured %v", ErrAuth, peerID, p.RemoteID))
+		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
 	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, idi)); err != nil {
@@ -1498,11 +1549,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	d.established(sa)
 	d.respond(sa, m, resp)
 	d.reportEstablished(sa)
-	for k, v := range d.half {
-		if v == sa {
-			delete(d.half, k)
-		}
-	}
+	d.dropHalf(sa)
 	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
 		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR), "child", childOK)
 	if d.cfg.OnChange != nil {

@@ -23,11 +23,13 @@ type memDatapath struct {
 	peer     *Daemon
 	nextSPI  uint32
 	children map[*ChildSA]bool
+	sent     [][]byte // what the daemon sent, in order
 }
 
 func (m *memDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
 	m.mu.Lock()
 	p := m.peer
+	m.sent = append(m.sent, append([]byte(nil), msg...))
 	m.mu.Unlock()
 	p.HandlePacket(msg, m.self, natt)
 	return nil
@@ -52,6 +54,11 @@ func (m *memDatapath) RemoveChild(c *ChildSA) {
 }
 func (m *memDatapath) ChildInPackets(*ChildSA) uint64     { return 0 }
 func (m *memDatapath) SendKeepalive(netip.AddrPort) error { return nil }
+func (m *memDatapath) sends() [][]byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([][]byte(nil), m.sent...)
+}
 func (m *memDatapath) installed() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

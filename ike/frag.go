@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -97,6 +98,8 @@ type reassembly struct {
 	have    int
 	size    int
 	started time.Time
+	// firstSum is the SHA-256 of the raw fragment 1 (Message.firstSum).
+	firstSum [sha256.Size]byte
 }
 
 // reassemble verifies and stores one SKF fragment. When the message is
@@ -131,12 +134,17 @@ func (sa *ikeSA) reassemble(m *Message) (*Message, error) {
 	if r.parts[num-1] != nil {
 		return nil, nil // duplicate
 	}
-	if r.size+len(pt) > maxReassembled {
+	limit := maxReassembled
+	if sa.halfKey != nil {
+		limit = MaxHalfOpenReassembly // IKE_AUTH of a peer that proved nothing yet
+	}
+	if r.size+len(pt) > limit {
 		sa.frags = nil
-		return nil, fmt.Errorf("%w: reassembled message over %d octets", ErrMalformed, maxReassembled)
+		return nil, fmt.Errorf("%w: reassembled message over %d octets", ErrMalformed, limit)
 	}
 	if num == 1 {
 		r.first = m.skNext
+		r.firstSum = sha256.Sum256(raw)
 	}
 	r.parts[num-1] = pt
 	r.have++
@@ -165,5 +173,6 @@ func (sa *ikeSA) reassemble(m *Message) (*Message, error) {
 		return nil, err
 	}
 	full.decrypted = true
+	full.firstSum = r.firstSum
 	return full, nil
 }

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"crypto/sha256"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/binary"
@@ -126,6 +127,18 @@ type Message struct {
 	raw    []byte
 	// decrypted is set for a message reassembled from fragments.
 	decrypted bool
+	// firstSum, in a message reassembled from fragments, is the SHA-256
+	// of the raw fragment 1, which identifies its retransmissions.
+	firstSum [sha256.Size]byte
+}
+
+// sum returns the SHA-256 that identifies a received request's
+// retransmissions: of the message, or of its first fragment.
+func (m *Message) sum() [sha256.Size]byte {
+	if m.decrypted && m.skType == PayloadSKF {
+		return m.firstSum
+	}
+	return sha256.Sum256(m.raw)
 }
 
 // walk calls fn for each payload of the chain that starts with first in b.

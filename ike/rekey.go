@@ -362,7 +362,24 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 		return []Payload{&NotifyPayload{NotifyType: INVALID_SYNTAX}}
 	}
 	if sap.Proposals[0].Protocol == ProtoIKE {
+		if d.ikeSAsAt(sa.remote.Addr()) >= MaxIKESAsPerAddr {
+			// The peer rekeys without deleting the SAs it replaced.
+			return []Payload{&NotifyPayload{NotifyType: NO_ADDITIONAL_SAS}}
+		}
 		return d.onRekeyIKE(sa, m, sap, ni)
+	}
+	// Bound the Child SAs the peer can make us keep (RFC 7296 §1.3:
+	// NO_ADDITIONAL_SAS): new ones up to MaxChildSAs live, rekeys while
+	// the ones they replace, not yet deleted, leave room.
+	all, live := 0, 0
+	for _, c := range sa.current().children {
+		all++
+		if !c.replaced {
+			live++
+		}
+	}
+	if all >= 2*MaxChildSAs || (m.Notify(REKEY_SA) == nil && live >= MaxChildSAs) {
+		return []Payload{&NotifyPayload{NotifyType: NO_ADDITIONAL_SAS}}
 	}
 	var old *ChildSA
 	if n := m.Notify(REKEY_SA); n != nil {

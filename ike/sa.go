@@ -48,7 +48,8 @@ type ikeSA struct {
 	cookie      []byte
 	cookieTries int
 
-	initReq, initResp []byte // the raw IKE_SA_INIT messages, for AUTH
+	initReq, initResp []byte   // the raw IKE_SA_INIT messages, for AUTH
+	halfKey           *halfKey // set while half-open (responder): the key in Daemon.half
 
 	skD, skPi, skPr []byte
 	out, in         *skCipher
@@ -56,6 +57,7 @@ type ikeSA struct {
 	nextMsgID      uint32   // the ID of our next request
 	peerMsgID      uint32   // the ID expected in the peer's next request
 	lastResp       [][]byte // our last response (or its fragments), resent for a retransmitted request
+	lastReq        [32]byte // Message.sum of the request lastResp answers
 	fragOK         bool     // the peer supports IKE fragmentation (RFC 7383)
 	frags          *reassembly
 	pending        *request

@@ -630,10 +630,16 @@ func (c *Config) check() error {
 				return keyErr(k("local_id"), "%v", err)
 			}
 		}
-		if p.RemoteID != "" {
+		switch {
+		case p.RemoteID != "":
 			if p.RemoteIdentity, err = ike.ParseIdentity(p.RemoteID); err != nil {
 				return keyErr(k("remote_id"), "%v", err)
 			}
+		case p.Auth != AuthNull:
+			// The peer must prove it is its address (with a certificate:
+			// one that names the address), not whoever a CA vouches for.
+			// AUTH_NULL peers prove nothing: no default.
+			p.RemoteIdentity = ike.IdentityOf(p.Address)
 		}
 		if p.IKEProposals == "" {
 			p.IKEProposals = ike.DefaultIKEProposals

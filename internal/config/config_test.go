@@ -1,7 +1,13 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -283,3 +289,38 @@ const ed25519PEM = `-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEIPhrJW0NNGy2XQGKT1YK6NUnPcFmolws3cqJugl/4zxF
 -----END PRIVATE KEY-----
 `
+
+// TestRemoteIDDefaultsToAddress (issue 10, item 4): without remote_id the
+// peer must prove it is its address, as config.example.toml says; with
+// auth = "cert" and a ca, a certificate the CA issued for another identity
+// must not do. AUTH_NULL peers prove nothing and get no default.
+func TestRemoteIDDefaultsToAddress(t *testing.T) {
+	dir := t.TempDir()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "host"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(priv)
+	os.WriteFile(filepath.Join(dir, "host.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	os.WriteFile(filepath.Join(dir, "host.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	const peer = "\n[[peer]]\nname = \"gw\"\naddress = \"192.0.2.2\"\nlocal = [\"10.0.0.1\"]\nremote = [\"10.9.0.0/16\"]\n"
+	const cert = "auth = \"cert\"\nprivate_key = \"host.key\"\ncertificate = \"host.crt\"\nca = \"host.crt\"\n"
+	for _, tt := range []struct{ name, body, want string }{
+		{"cert and ca, no remote_id", cert, "192.0.2.2"},
+		{"cert and ca, remote_id", cert + "remote_id = \"gw.example.org\"\n", "gw.example.org"},
+		{"psk, no remote_id", "auth = \"psk\"\npsk = \"0123456789abcdef\"\nlocal_id = \"192.0.2.1\"\n", "192.0.2.2"},
+		{"null, no remote_id", "auth = \"null\"\n", ""},
+	} {
+		c, err := Parse(filepath.Join(dir, "f.toml"), []byte(good+peer+tt.body))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		got := c.Peers[0].RemoteIdentity
+		if (tt.want == "" && got.Type != 0) || (tt.want != "" && got.String() != tt.want) {
+			t.Errorf("%s: remote identity %v, want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -97,6 +97,11 @@ type PeerConfig struct {
 	// (draft-richardson-ipsec-opportunistic §4.12.2). It runs on a
 	// goroutine of its own and may block.
 	LookupKey func(id Identity, addr netip.Addr) (crypto.PublicKey, error)
+	// CheckNull, if set, is asked before a peer that authenticates with
+	// AUTH_NULL is accepted: an error refuses it (opportunism refuses
+	// AUTH_NULL for an address that must be authenticated). It runs on a
+	// goroutine of its own and may block.
+	CheckNull func(addr netip.Addr) error
 
 	// AutoVPN (draft-sheffer-autovpn §8): AutoVPNNonce, as initiator, is
 	// the Nonce-R of the completed probe, sent in IKE_SA_INIT; Contact is
@@ -162,10 +167,11 @@ type Config struct {
 	OnChange func(peer string, up bool, err error)
 	// Responder, if set, is asked for the peer to answer as when an
 	// IKE_SA_INIT comes from an address no configured peer has, with the
-	// AutoVPN Nonce the request carried (nil if none); nil ignores the
-	// request. It runs on the daemon's goroutine and must not
+	// local address the request reached (invalid if the transport does
+	// not tell) and the AutoVPN Nonce it carried (nil if none); nil
+	// ignores the request. It runs on the daemon's goroutine and must not
 	// block. The peer it returns is added as opportunistic.
-	Responder func(from netip.AddrPort, autovpnNonce []byte) *PeerConfig
+	Responder func(from netip.AddrPort, local netip.Addr, autovpnNonce []byte) *PeerConfig
 }
 
 // Daemon runs IKEv2 for the configured peers. All protocol state lives on
@@ -277,8 +283,14 @@ func (d *Daemon) Close() {
 // HandlePacket takes an IKE message from the transport (without the non-ESP
 // marker). It copies msg and returns at once.
 func (d *Daemon) HandlePacket(msg []byte, from netip.AddrPort, natt bool) {
+	d.HandlePacketTo(msg, from, netip.Addr{}, natt)
+}
+
+// HandlePacketTo is HandlePacket for a transport that tells the local
+// address the message was sent to (Config.Responder is given it).
+func (d *Daemon) HandlePacketTo(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
 	m := append([]byte(nil), msg...)
-	d.post(func() { d.receive(m, from, natt) })
+	d.post(func() { d.receive(m, from, to, natt) })
 }
 
 // Initiate starts an IKE SA with the named peer, unless one exists.
@@ -593,7 +605,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 }
 
 // receive dispatches one message.
-func (d *Daemon) receive(b []byte, from netip.AddrPort, natt bool) {
+func (d *Daemon) receive(b []byte, from netip.AddrPort, to netip.Addr, natt bool) {
 	m, err := Parse(b)
 	var ce *CriticalError
 	if errors.As(err, &ce) {
@@ -615,7 +627,7 @@ func (d *Daemon) receive(b []byte, from netip.AddrPort, natt bool) {
 	if m.IsInitiator() {
 		// From the original initiator: we are the responder.
 		if m.Exchange == IKE_SA_INIT && !m.IsResponse() && m.SPIr == 0 {
-			d.onInitRequest(m, from, natt)
+			d.onInitRequest(m, from, to, natt)
 			return
 		}
 		sa := d.sas[m.SPIr]
@@ -1279,7 +1291,7 @@ func (d *Daemon) reportEstablished(sa *ikeSA) {
 
 // ---- responder ----
 
-func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
+func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, natt bool) {
 	key := halfKey{m.SPIi, from}
 	if sa := d.half[key]; sa != nil {
 		if bytes.Equal(m.Raw(), sa.initReq) && sa.initResp != nil {
@@ -1314,7 +1326,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		if av := Get[*AutoVPNNoncePayload](m); av != nil {
 			nonce = av.Nonce
 		}
-		p = d.responderPeer(from, nonce)
+		p = d.responderPeer(from, to, nonce)
 	}
 	if p == nil {
 		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
@@ -1387,8 +1399,8 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 
 // responderPeer asks Config.Responder for the opportunistic peer to answer
 // an initiator as.
-func (d *Daemon) responderPeer(from netip.AddrPort, nonce []byte) *PeerConfig {
-	p := d.cfg.Responder(from, nonce)
+func (d *Daemon) responderPeer(from netip.AddrPort, to netip.Addr, nonce []byte) *PeerConfig {
+	p := d.cfg.Responder(from, to, nonce)
 	if p == nil {
 		return nil
 	}
@@ -1436,6 +1448,31 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 					return
 				}
 				sa.lookedUp = key
+				d.onAuthRequest(sa, m)
+			})
+		}()
+		return
+	}
+	if p.CheckNull != nil && auth.Method == AuthNULL && !sa.nullChecked {
+		// May an unauthenticated peer speak for its address? Asked off
+		// the daemon's goroutine, like LookupKey.
+		if sa.lookingUp {
+			return
+		}
+		sa.lookingUp = true
+		from := sa.remote.Addr()
+		go func() {
+			err := p.CheckNull(from)
+			d.call(func() {
+				sa.lookingUp = false
+				if sa.state != stateInitDone {
+					return
+				}
+				if err != nil {
+					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: AUTH_NULL refused for %v: %w", ErrAuth, from, err))
+					return
+				}
+				sa.nullChecked = true
 				d.onAuthRequest(sa, m)
 			})
 		}()

@@ -74,7 +74,20 @@ type Opportunism struct {
 
 	mu      sync.Mutex
 	tunnels map[string]*oeTunnel // by IKE peer name
+
+	keys keyedSet // destinations that published a key
 }
+
+// Retry times of verdicts given when DNS could not answer.
+const (
+	// failClosedRetry is how long a destination is dropped when it must
+	// not go clear and DNS failed (or answered falsely): short, so that
+	// it is asked again soon.
+	failClosedRetry = 5 * time.Second
+	// resolverRetry is how long a private-or-clear destination with no
+	// known key goes clear when the resolver failed.
+	resolverRetry = 30 * time.Second
+)
 
 // oeTunnel is one opportunistic peer, negotiating or up.
 type oeTunnel struct {
@@ -114,7 +127,16 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
+	o := &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
+	eng.SetKeyed(func(a netip.Addr) bool { return o.keys.known(a, time.Now()) })
+	return o
+}
+
+// learnKey remembers that dst published a key in an answer valid until
+// expires, and bars the unauthenticated SAs that carried it.
+func (o *Opportunism) learnKey(dst netip.Addr, expires time.Time) {
+	o.keys.learn(dst, expires, time.Now())
+	o.eng.Reconsider(dst)
 }
 
 // Start hooks the manager to the engine's acquires and starts the
@@ -164,19 +186,10 @@ func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
 	start := time.Now()
 	res := o.cfg.Resolver.Lookup(context.Background(), dst)
 	if res.Err != nil || len(res.Gateways) == 0 {
-		err := res.Err
-		if err == nil {
-			err = dnsoe.ErrNoRecord
-		}
-		ttl := o.cfg.ShuntTTL
-		if !errors.Is(err, dnsoe.ErrNoRecord) && !errors.Is(err, dnsoe.ErrUnvalidated) {
-			ttl = min(ttl, time.Minute) // the resolver failed: ask again soon
-		} else if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl && errors.Is(err, dnsoe.ErrNoRecord) {
-			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
-		}
-		o.fallback(dst, class, false, ttl, err.Error())
+		o.lookupFailed(dst, class, res, start)
 		return
 	}
+	o.learnKey(dst, res.Expires)
 	t := &oeTunnel{name: initiatorName(dst), src: src, dst: dst, class: class, gateways: res.Gateways, initiator: true, keyExpiry: res.Expires}
 	o.mu.Lock()
 	if old, busy := o.tunnels[t.name]; busy {
@@ -191,6 +204,41 @@ func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
 	o.log.Info("opportunistic peer found in DNS", "dst", dst, "gateways", len(res.Gateways), "validated", res.Validated,
 		"lookup", time.Since(start).Round(time.Microsecond))
 	o.tryNext(t)
+}
+
+// lookupFailed decides the verdict of a destination whose lookup found no
+// gateway. Only a denial of existence (which DNSSEC validates, in the
+// modes that validate) lets a private-or-clear destination go clear for
+// long, and it forgets a key the destination published. A forged answer
+// (ErrBogus) drops. A resolver failure, or an unvalidated answer, drops a
+// destination known to publish a key; it sends a private-or-clear one
+// without a known key in the clear for a short time (resolverRetry). A
+// private destination always drops. Drops after a failure are short
+// (failClosedRetry): DNS is asked again soon.
+func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe.Result, start time.Time) {
+	err := res.Err
+	if err == nil {
+		err = dnsoe.ErrNoRecord
+	}
+	switch {
+	case errors.Is(err, dnsoe.ErrNoRecord):
+		o.keys.forget(dst)
+		ttl := o.cfg.ShuntTTL
+		if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl {
+			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
+		}
+		o.fallback(dst, class, false, ttl, err.Error())
+	case errors.Is(err, dnsoe.ErrBogus):
+		o.fallback(dst, class, true, failClosedRetry, err.Error())
+	case o.keys.known(dst, time.Now()):
+		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+err.Error())
+	case errors.Is(err, dnsoe.ErrUnvalidated):
+		o.fallback(dst, class, false, o.cfg.ShuntTTL, err.Error())
+	case class.FailsOpen():
+		o.fallback(dst, class, false, min(o.cfg.ShuntTTL, resolverRetry), err.Error())
+	default:
+		o.fallback(dst, class, false, failClosedRetry, err.Error())
+	}
 }
 
 // tryNext starts IKE with the tunnel's next gateway; with none left, the
@@ -287,20 +335,70 @@ func (o *Opportunism) fallback(dst netip.Addr, class policy.Class, published boo
 
 // Responder is the IKE daemon's Config.Responder: an initiator whose
 // address's class answers opportunistic peers gets a host-to-host tunnel
-// for its own address. It may authenticate with AUTH_NULL or with a key
-// its reverse zone publishes (§4.12.2).
-func (o *Opportunism) Responder(from netip.AddrPort) *ike.PeerConfig {
+// between its own address and the local address it reached (local; when
+// the transport does not tell, the address we reach it from), and
+// nothing wider (draft-richardson-ipsec-opportunistic §4.1). It may
+// authenticate with a key its reverse zone publishes (§4.12.2), or with
+// AUTH_NULL where checkNull allows.
+func (o *Opportunism) Responder(from netip.AddrPort, local netip.Addr) *ike.PeerConfig {
 	a := from.Addr().Unmap()
 	c := o.eng.Classes()
 	if c == nil || !c.ClassOf(a).Responds() {
 		return nil
 	}
-	any4, any6 := policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0")), policy.PrefixSelector(netip.MustParsePrefix("::/0"))
-	id := o.localID(func() netip.Addr { return o.cfg.Outside.SourceFor(a) })
+	if local = local.Unmap(); !local.IsValid() {
+		local = o.cfg.Outside.SourceFor(a)
+	}
+	if !local.IsValid() || local.Is4() != a.Is4() {
+		return nil
+	}
+	id := o.localID(func() netip.Addr { return local })
 	return &ike.PeerConfig{Name: responderName(a), Addr: a, Auth: o.cfg.Auth, LocalID: id,
-		PeerAuth: ike.PeerAuth{Null: true}, LookupKey: o.lookupKey,
-		LocalTS:  policy.Selectors{any4, any6},
+		// AUTH_NULL is refused at once for an address that must be
+		// authenticated; checkNull asks again, with DNS, at IKE_AUTH.
+		PeerAuth: ike.PeerAuth{Null: o.eng.MayBeUnauthenticated(a)}, LookupKey: o.lookupKey, CheckNull: o.checkNull,
+		LocalTS:  policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(local, local.BitLen()))},
 		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(a, a.BitLen()))}}
+}
+
+// ErrNullRefused is returned when an initiator authenticated with
+// AUTH_NULL for an address that must be authenticated.
+var ErrNullRefused = errors.New("tunnel: AUTH_NULL refused: the address must be authenticated")
+
+// checkNull is the responder's PeerConfig.CheckNull: may an initiator that
+// authenticated with AUTH_NULL speak for addr? Not if the engine says addr
+// must be authenticated (MayBeUnauthenticated), nor if addr's reverse zone
+// publishes a key (learnt, so that the engine bars it from then on), nor
+// when DNS cannot tell (fail closed). Each refusal is counted
+// (Stats.NullRefused).
+func (o *Opportunism) checkNull(addr netip.Addr) error {
+	addr = addr.Unmap()
+	refuse := func(why string, err error) error {
+		o.eng.stats.nullRefused.Add(1)
+		o.log.Info("AUTH_NULL initiator refused", "addr", addr, "reason", why, "err", err)
+		if err != nil {
+			return fmt.Errorf("%w (%v): %s: %w", ErrNullRefused, addr, why, err)
+		}
+		return fmt.Errorf("%w (%v): %s", ErrNullRefused, addr, why)
+	}
+	if !o.eng.MayBeUnauthenticated(addr) {
+		return refuse("private, known to publish a key, or carried by an authenticated SA", nil)
+	}
+	if o.cfg.Resolver != nil {
+		res := o.cfg.Resolver.LookupResponder(context.Background(), addr)
+		switch {
+		case res.Err == nil && len(res.Gateways) > 0:
+			o.learnKey(addr, res.Expires)
+			return refuse("its reverse zone publishes a key", nil)
+		case res.Err != nil && !errors.Is(res.Err, dnsoe.ErrNoRecord):
+			return refuse("DNS cannot tell whether it publishes a key", res.Err)
+		}
+		// A key may have been learnt meanwhile.
+		if !o.eng.MayBeUnauthenticated(addr) {
+			return refuse("private, known to publish a key, or carried by an authenticated SA", nil)
+		}
+	}
+	return nil
 }
 
 // ErrNotDelegated is returned when an initiator's reverse zone does not
@@ -310,9 +408,12 @@ var ErrNotDelegated = errors.New("tunnel: the reverse zone does not name this in
 // lookupKey finds the key of an opportunistic initiator that claims to
 // speak for addr: addr's reverse zone must name it (by address or FQDN).
 func (o *Opportunism) lookupKey(id ike.Identity, addr netip.Addr) (crypto.PublicKey, error) {
-	res := o.cfg.Resolver.Lookup(context.Background(), addr)
+	res := o.cfg.Resolver.LookupResponder(context.Background(), addr)
 	if res.Err != nil {
 		return nil, res.Err
+	}
+	if len(res.Gateways) > 0 {
+		o.learnKey(addr, res.Expires)
 	}
 	for _, g := range res.Gateways {
 		if g.Addr == addr && id.Equal(ike.IdentityOf(addr)) {
@@ -354,8 +455,10 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 		if !t.up {
 			t.up, t.life, t.traffic = true, policy.NewLifespanOf(time.Now(), o.cfg.Lifespan, o.cfg.ExtendedLifespan), time.Now()
 		}
+		// The verdict of a destination we now talk to is forgotten by
+		// the engine when it installs a pair that may carry it (not on
+		// IKE alone: an unauthenticated IKE SA clears nothing).
 		o.mu.Unlock()
-		o.eng.Forget(t.dst) // no shunt for a destination we now talk to
 	case t.up || !t.initiator:
 		delete(o.tunnels, peer)
 		o.mu.Unlock()
@@ -438,8 +541,15 @@ func (o *Opportunism) recheckKey(t *oeTunnel) {
 			o.mu.Lock()
 			t.keyExpiry = res.Expires
 			o.mu.Unlock()
+			o.learnKey(t.dst, res.Expires)
 			return
 		}
+	}
+	switch {
+	case len(res.Gateways) > 0:
+		o.learnKey(t.dst, res.Expires) // another key: the next tunnel uses it
+	case errors.Is(res.Err, dnsoe.ErrNoRecord):
+		o.keys.forget(t.dst)
 	}
 	o.log.Warn("opportunistic peer's key is no longer published: deleting", "peer", t.name, "dst", t.dst, "err", res.Err)
 	o.ike.Down(t.name)

@@ -242,7 +242,7 @@ func (e *Engine) emit(v Verdict, pkt []byte) {
 }
 
 // flushOE sends the packets held for opportunistic destinations that the
-// new pair covers through it, and forgets those destinations.
+// new pair covers through it, and forgets those destinations' verdicts.
 func (e *Engine) flushOE(p *SAPair) [][]byte {
 	var send [][]byte
 	e.oe.Range(func(k, v any) bool {
@@ -250,16 +250,17 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 		if !p.Remote.Contains(dst) {
 			return true
 		}
+		// The pair carries dst now: its verdict (pending, or a clear or
+		// drop after a failure) is moot. Only a pair the engine routes
+		// gets here: an unauthenticated one for an address that must be
+		// authenticated was refused, and clears nothing.
 		d := v.(*oeDest)
 		d.mu.Lock()
 		held := d.held
 		d.held = nil
-		pending := d.verdict == VerdictPending
 		d.mu.Unlock()
 		e.oeHeld.Add(-int64(len(held)))
-		if pending {
-			e.forget(dst, d)
-		}
+		e.forget(dst, d)
 		for _, pkt := range held {
 			if out := sealCopy(p, pkt); out != nil {
 				send = append(send, out)

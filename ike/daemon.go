@@ -1469,7 +1469,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 					return
 				}
 				if err != nil {
-					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: AUTH_NULL refused for %v: %w", ErrAuth, from, err))
+					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: %w", ErrAuth, err))
 					return
 				}
 				sa.nullChecked = true

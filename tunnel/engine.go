@@ -92,7 +92,9 @@ type PairConfig struct {
 	// Unauthenticated marks a pair whose peer did not authenticate
 	// (AUTH_NULL): it carries traffic only for addresses that
 	// MayBeUnauthenticated allows, and is refused or barred for the
-	// others.
+	// others. For a private-or-clear address it carries outbound traffic
+	// only once opportunism decided that the address would go clear
+	// (Decide): only then is it better than the alternative.
 	Unauthenticated bool
 }
 
@@ -111,10 +113,14 @@ type SAPair struct {
 	// barred is set, once and for good, on an unauthenticated pair
 	// whose remote address came to need authentication: it carries
 	// nothing more, either way.
-	barred  atomic.Bool
-	peer4   bool   // the peer's outer address is IPv4
-	seq     uint64 // install order: newer pairs win outbound (make-before-break)
-	removed atomic.Bool
+	barred atomic.Bool
+	// admitted is set on an unauthenticated pair for a private-or-clear
+	// address once Decide sent that address clear: it may then carry
+	// the address's outbound traffic.
+	admitted atomic.Bool
+	peer4    bool   // the peer's outer address is IPv4
+	seq      uint64 // install order: newer pairs win outbound (make-before-break)
+	removed  atomic.Bool
 }
 
 // Stats are the engine's packet counters (per-SA counters are on the SAs).
@@ -134,7 +140,7 @@ type Stats struct {
 	Keepalives     uint64 // NAT keepalives received
 	// NullRefused counts unauthenticated peers (AUTH_NULL) refused for an
 	// address that must be authenticated (see MayBeUnauthenticated): by
-	// the opportunistic responder, or at installation.
+	// the opportunistic responder, at installation, or barred later.
 	NullRefused uint64
 	// NullDrops counts packets, either way, on an unauthenticated SA
 	// barred because its address came to need authentication.
@@ -496,15 +502,67 @@ func (e *Engine) refusesUnauth(p *SAPair, rt *routeTable) (netip.Addr, bool) {
 // longer be unauthenticated (it was found to publish a key).
 func (e *Engine) Reconsider(a netip.Addr) {
 	a = a.Unmap()
-	rt := e.routes.Load()
-	for _, p := range rt.hosts[a] {
-		if p.unauth {
-			e.mu.Lock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for p := range e.pairs {
+		if p.unauth && p.Remote.Contains(a) {
 			e.rebuildRoutesLocked()
-			e.mu.Unlock()
 			return
 		}
 	}
+}
+
+// admitUnauth admits the unauthenticated pairs for dst, which opportunism
+// sends clear, to carry its outbound traffic, and returns the newest, or
+// nil if there is none that may.
+func (e *Engine) admitUnauth(dst netip.Addr) *SAPair {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var newest *SAPair
+	for p := range e.pairs {
+		if a, ok := singleRemote(p); ok && a == dst && p.unauth && !p.barred.Load() {
+			p.admitted.Store(true)
+			if newest == nil || p.seq > newest.seq {
+				newest = p
+			}
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	e.rebuildRoutesLocked()
+	if newest.barred.Load() {
+		return nil
+	}
+	return newest
+}
+
+// singleRemote returns the address of a pair whose remote selectors are
+// one address.
+func singleRemote(p *SAPair) (netip.Addr, bool) {
+	if len(p.Remote) != 1 {
+		return netip.Addr{}, false
+	}
+	a, ok := p.Remote[0].Single()
+	return a.Unmap(), ok
+}
+
+// unauthWaits reports whether the unauthenticated pair p, allowed for its
+// address, must still wait before it carries outbound traffic: its
+// address is private-or-clear (opportunism looks it up first: it may
+// publish a key) and Decide has not sent it clear. A pair rekeying an
+// admitted one is admitted.
+func (e *Engine) unauthWaits(p *SAPair, admitted map[netip.Addr]bool) bool {
+	a, ok := singleRemote(p)
+	if !ok || p.admitted.Load() {
+		return false
+	}
+	if admitted[a] {
+		p.admitted.Store(true)
+		return false
+	}
+	c := e.classes.Load()
+	return c != nil && c.ClassOf(a).Initiates()
 }
 
 // routeTable maps outbound packets to SA pairs. It is immutable once
@@ -527,6 +585,12 @@ func (e *Engine) rebuildRoutesLocked() {
 	for _, t := range e.traps {
 		rt.traps = append(rt.traps, t)
 	}
+	admitted := map[netip.Addr]bool{}
+	for _, p := range ordered {
+		if a, ok := singleRemote(p); ok && p.unauth && p.admitted.Load() {
+			admitted[a] = true
+		}
+	}
 	// Authenticated pairs first: whether an unauthenticated one may carry
 	// an address depends on them.
 	for _, unauth := range [2]bool{false, true} {
@@ -537,9 +601,13 @@ func (e *Engine) rebuildRoutesLocked() {
 			if unauth {
 				if a, refused := e.refusesUnauth(p, rt); refused {
 					p.barred.Store(true)
+					e.stats.nullRefused.Add(1)
 					e.log.Warn("unauthenticated SA pair barred: its address must be authenticated", "peer", p.Peer, "addr", a,
 						"spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
 					continue
+				}
+				if e.unauthWaits(p, admitted) {
+					continue // inbound only, for now
 				}
 			}
 			for _, s := range p.Remote {

@@ -366,39 +366,22 @@ func (o *Opportunism) Responder(from netip.AddrPort, local netip.Addr) *ike.Peer
 var ErrNullRefused = errors.New("tunnel: AUTH_NULL refused: the address must be authenticated")
 
 // checkNull is the responder's PeerConfig.CheckNull: may an initiator that
-// authenticated with AUTH_NULL speak for addr? Not if the engine says addr
-// must be authenticated (MayBeUnauthenticated), nor if addr's reverse zone
-// publishes a key (learnt, so that the engine bars it from then on), nor
-// when DNS cannot tell (fail closed). Each refusal is counted
-// (Stats.NullRefused).
+// authenticated with AUTH_NULL speak for addr? The engine decides
+// (MayBeUnauthenticated): not if addr is private, known to publish a key,
+// or carried by an authenticated SA. Each refusal is counted
+// (Stats.NullRefused). An address that publishes a key we do not know of
+// yet is caught later without holding up IKE: the unauthenticated SA
+// carries none of a private-or-clear address's outbound traffic before
+// opportunism has looked it up and would send it clear (Engine.Decide),
+// and finding a key bars the SA (learnKey).
 func (o *Opportunism) checkNull(addr netip.Addr) error {
 	addr = addr.Unmap()
-	refuse := func(why string, err error) error {
-		o.eng.stats.nullRefused.Add(1)
-		o.log.Info("AUTH_NULL initiator refused", "addr", addr, "reason", why, "err", err)
-		if err != nil {
-			return fmt.Errorf("%w (%v): %s: %w", ErrNullRefused, addr, why, err)
-		}
-		return fmt.Errorf("%w (%v): %s", ErrNullRefused, addr, why)
+	if o.eng.MayBeUnauthenticated(addr) {
+		return nil
 	}
-	if !o.eng.MayBeUnauthenticated(addr) {
-		return refuse("private, known to publish a key, or carried by an authenticated SA", nil)
-	}
-	if o.cfg.Resolver != nil {
-		res := o.cfg.Resolver.LookupResponder(context.Background(), addr)
-		switch {
-		case res.Err == nil && len(res.Gateways) > 0:
-			o.learnKey(addr, res.Expires)
-			return refuse("its reverse zone publishes a key", nil)
-		case res.Err != nil && !errors.Is(res.Err, dnsoe.ErrNoRecord):
-			return refuse("DNS cannot tell whether it publishes a key", res.Err)
-		}
-		// A key may have been learnt meanwhile.
-		if !o.eng.MayBeUnauthenticated(addr) {
-			return refuse("private, known to publish a key, or carried by an authenticated SA", nil)
-		}
-	}
-	return nil
+	o.eng.stats.nullRefused.Add(1)
+	o.log.Info("AUTH_NULL initiator refused: its address must be authenticated", "addr", addr)
+	return fmt.Errorf("%w (%v)", ErrNullRefused, addr)
 }
 
 // ErrNotDelegated is returned when an initiator's reverse zone does not

@@ -56,8 +56,17 @@ func (e *Engine) SetOpportunist(f func(src, dst netip.Addr, class policy.Class))
 
 // Decide sets a destination's verdict until the given time, and sends (or
 // drops) the packets held for it: the negative cache of opportunism.
+//
+// An unauthenticated SA for dst carries what Decide would send clear: it
+// is no worse, and it is encrypted.
 func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	dst = dst.Unmap()
+	if v == VerdictClear {
+		if p := e.admitUnauth(dst); p != nil {
+			e.flushHeld(p)
+			return
+		}
+	}
 	d := &oeDest{verdict: v, until: until}
 	var held [][]byte
 	old, ok := e.oe.Swap(dst, d)

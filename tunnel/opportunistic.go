@@ -140,17 +140,28 @@ func (e *Engine) VerdictFor(dst netip.Addr) (Verdict, time.Time, bool) {
 }
 
 // HasSA reports whether an SA pair carries traffic to dst.
-func (e *Engine) HasSA(dst netip.Addr) bool {
+func (e *Engine) HasSA(dst netip.Addr) bool { return e.PairFor(dst) != nil }
+
+// PairFor returns the SA pair that carries outbound traffic to dst now (by
+// address alone: the newest that may carry it), or nil. An unauthenticated
+// pair barred, or not yet admitted, for dst carries nothing.
+func (e *Engine) PairFor(dst netip.Addr) *SAPair {
+	dst = dst.Unmap()
 	rt := e.routes.Load()
-	if len(rt.hosts[dst.Unmap()]) > 0 {
-		return true
-	}
-	for _, p := range rt.others {
-		if p.Remote.Contains(dst.Unmap()) {
-			return true
+	var fallback *SAPair
+	for _, list := range [2][]*SAPair{rt.hosts[dst], rt.others} {
+		for _, p := range list {
+			if p.Remote.Contains(dst) {
+				if p.ready.Load() {
+					return p
+				}
+				if fallback == nil {
+					fallback = p
+				}
+			}
 		}
 	}
-	return false
+	return fallback
 }
 
 // outboundNoSA handles a packet that no SA pair or trap covers, by the

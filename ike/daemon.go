@@ -98,9 +98,9 @@ type PeerConfig struct {
 	// goroutine of its own and may block.
 	LookupKey func(id Identity, addr netip.Addr) (crypto.PublicKey, error)
 	// CheckNull, if set, is asked before a peer that authenticates with
-	// AUTH_NULL is accepted: an error refuses it (opportunism refuses
-	// AUTH_NULL for an address that must be authenticated). It runs on a
-	// goroutine of its own and may block.
+	// AUTH_NULL from addr is accepted: an error refuses it (opportunism
+	// refuses AUTH_NULL for an address that must be authenticated). It
+	// runs on the daemon's goroutine and must not block.
 	CheckNull func(addr netip.Addr) error
 
 	// AutoVPN (draft-sheffer-autovpn §8): AutoVPNNonce, as initiator, is
@@ -1453,30 +1453,11 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 		}()
 		return
 	}
-	if p.CheckNull != nil && auth.Method == AuthNULL && !sa.nullChecked {
-		// May an unauthenticated peer speak for its address? Asked off
-		// the daemon's goroutine, like LookupKey.
-		if sa.lookingUp {
+	if p.CheckNull != nil && auth.Method == AuthNULL {
+		if err := p.CheckNull(sa.remote.Addr()); err != nil {
+			fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: %w", ErrAuth, err))
 			return
 		}
-		sa.lookingUp = true
-		from := sa.remote.Addr()
-		go func() {
-			err := p.CheckNull(from)
-			d.call(func() {
-				sa.lookingUp = false
-				if sa.state != stateInitDone {
-					return
-				}
-				if err != nil {
-					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: %w", ErrAuth, err))
-					return
-				}
-				sa.nullChecked = true
-				d.onAuthRequest(sa, m)
-			})
-		}()
-		return
 	}
 	// A key looked up for the identity speaks for it; otherwise the
 	// identity must be the configured one.

@@ -75,7 +75,6 @@ type ikeSA struct {
 	lookingUp      bool              // the peer's key is being looked up (PeerConfig.LookupKey)
 	lookedUp       crypto.PublicKey  // the key found, which must verify the peer's AUTH
 	peerNull       bool              // the peer authenticated with AUTH_NULL
-	nullChecked    bool              // PeerConfig.CheckNull accepted AUTH_NULL from the peer
 	peerCert       *x509.Certificate // the certificate the peer presented
 	bySecret       bool              // the peer authenticated with the AutoVPN shared secret
 	authSecret     []byte            // that secret: we answer with it too

@@ -94,22 +94,6 @@ func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	}
 }
 
-// Forget removes a destination's clear or drop verdict (the negative
-// cache): its next packet without an SA raises a new acquire. A pending
-// destination keeps its held packets for the SA being installed.
-func (e *Engine) Forget(dst netip.Addr) {
-	dst = dst.Unmap()
-	if v, ok := e.oe.Load(dst); ok {
-		d := v.(*oeDest)
-		d.mu.Lock()
-		pending := d.verdict == VerdictPending
-		d.mu.Unlock()
-		if !pending {
-			e.forget(dst, d)
-		}
-	}
-}
-
 // Abandon removes a destination's state, pending or not, and drops the
 // packets held for it: its next packet without an SA raises a new acquire
 // (the negotiation was stopped, neither failed nor done).

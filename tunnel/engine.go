@@ -383,7 +383,11 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if err := e.insert(p); err != nil {
 		return nil, err
 	}
-	e.flushHeld(p)
+	if e.routes.Load().carries(p) {
+		// Not an unauthenticated pair that waits: held packets are never
+		// sent where the datapath would not send them.
+		e.flushHeld(p)
+	}
 	e.log.Info("SA pair installed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()),
 		"spi_out", fmt.Sprintf("%#08x", p.Out.SPI()), "transform", p.Out.Transform(), "local", p.Local, "remote", p.Remote)
 	return p, nil
@@ -621,6 +625,15 @@ func (e *Engine) rebuildRoutesLocked() {
 		}
 	}
 	e.routes.Store(rt)
+}
+
+// carries reports whether the table routes outbound traffic to p.
+func (rt *routeTable) carries(p *SAPair) bool {
+	list := rt.others
+	if a, ok := p.Remote[0].Single(); ok {
+		list = rt.hosts[a] // where rebuildRoutesLocked puts it first
+	}
+	return slices.Contains(list, p)
 }
 
 // lookup returns the newest pair that covers the packet and may carry

@@ -179,9 +179,11 @@ func newMemEndpoint(t testing.TB, mn *memNet, addr netip.Addr) *testEndpoint {
 // answers count as they are).
 type oeNode struct {
 	*testEndpoint
-	d  *ike.Daemon
-	o  *Opportunism
-	rc *recordingClear
+	d   *ike.Daemon
+	o   *Opportunism
+	rc  *recordingClear
+	t   *testing.T
+	dns *oeDNS
 }
 
 func newOENode(t *testing.T, mn *memNet, addr netip.Addr, dnsAddr string) *oeNode {
@@ -239,6 +241,7 @@ type oeDNS struct {
 	mu      sync.Mutex
 	records map[string][]dns.RR // name/type
 	fail    string              // "servfail", "silent" or ""
+	delay   time.Duration       // before each answer
 	queries atomic.Int32
 }
 
@@ -287,6 +290,10 @@ func (s *oeDNS) setFail(mode string) {
 
 func (s *oeDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 	s.queries.Add(1)
+	s.mu.Lock()
+	delay := s.delay
+	s.mu.Unlock()
+	time.Sleep(delay)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := new(dns.Msg)
@@ -453,6 +460,12 @@ func TestOpportunisticNullHijack(t *testing.T) {
 		{name: "publishes a key, looked up before", addr: oeKeyedB, keyed: true, before: func(a *oeNode) {
 			a.o.discover(oeVictim, oeKeyedB, policy.ClassPrivateOrClear)
 		}},
+		{name: "publishes a key, our lookup under way", addr: oeKeyedB, keyed: true, before: func(a *oeNode) {
+			a.dns.mu.Lock()
+			a.dns.delay = 200 * time.Millisecond
+			a.dns.mu.Unlock()
+			sendUDP(a.t, a.testEndpoint, oeKeyedB, 3) // held while DNS answers
+		}},
 		{name: "private", addr: oePrivP},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -462,6 +475,7 @@ func TestOpportunisticNullHijack(t *testing.T) {
 				ns.publish(t, tc.addr) // the real host's key: the attacker has not got it
 			}
 			a := newOENode(t, mn, oeVictim, ns.addr)
+			a.t, a.dns = t, ns
 			if tc.before != nil {
 				tc.before(a)
 			}
@@ -490,6 +504,9 @@ func TestOpportunisticNullHijack(t *testing.T) {
 			}
 			if a.eng.Stats().NullRefused == 0 {
 				t.Error("refusal not counted")
+			}
+			if n := a.eng.Stats().TxPackets; n > 0 {
+				t.Errorf("%d of our packets sent into the attacker's SA", n)
 			}
 		})
 	}

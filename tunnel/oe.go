@@ -75,7 +75,10 @@ type Opportunism struct {
 	mu      sync.Mutex
 	tunnels map[string]*oeTunnel // by IKE peer name
 
-	keys keyedSet // destinations that published a key
+	// Destinations that published a key: those we looked up, and,
+	// apart so that remote initiators cannot crowd the first out, those
+	// whose initiators signed with a published key.
+	keys, peerKeys keyedSet
 }
 
 // Retry times of verdicts given when DNS could not answer.
@@ -128,7 +131,7 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
-	eng.SetKeyed(func(a netip.Addr) bool { return o.keys.known(a, time.Now()) })
+	eng.SetKeyed(o.keyed)
 	return o
 }
 
@@ -137,6 +140,18 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 func (o *Opportunism) learnKey(dst netip.Addr, expires time.Time) {
 	o.keys.learn(dst, expires, time.Now())
 	o.eng.Reconsider(dst)
+}
+
+// keyed reports whether a is known to publish a key.
+func (o *Opportunism) keyed(a netip.Addr) bool {
+	now := time.Now()
+	return o.keys.known(a, now) || o.peerKeys.known(a, now)
+}
+
+// forgetKey forgets that dst published a key: DNS says it no longer does.
+func (o *Opportunism) forgetKey(dst netip.Addr) {
+	o.keys.forget(dst)
+	o.peerKeys.forget(dst)
 }
 
 // Start hooks the manager to the engine's acquires and starts the
@@ -222,7 +237,7 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 	}
 	switch {
 	case errors.Is(err, dnsoe.ErrNoRecord):
-		o.keys.forget(dst)
+		o.forgetKey(dst)
 		ttl := o.cfg.ShuntTTL
 		if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl {
 			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
@@ -230,7 +245,7 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 		o.fallback(dst, class, false, ttl, err.Error())
 	case errors.Is(err, dnsoe.ErrBogus):
 		o.fallback(dst, class, true, failClosedRetry, err.Error())
-	case o.keys.known(dst, time.Now()):
+	case o.keyed(dst):
 		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+err.Error())
 	case errors.Is(err, dnsoe.ErrUnvalidated):
 		o.fallback(dst, class, false, o.cfg.ShuntTTL, err.Error())
@@ -396,7 +411,8 @@ func (o *Opportunism) lookupKey(id ike.Identity, addr netip.Addr) (crypto.Public
 		return nil, res.Err
 	}
 	if len(res.Gateways) > 0 {
-		o.learnKey(addr, res.Expires)
+		o.peerKeys.learn(addr, res.Expires, time.Now())
+		o.eng.Reconsider(addr)
 	}
 	for _, g := range res.Gateways {
 		if g.Addr == addr && id.Equal(ike.IdentityOf(addr)) {
@@ -532,7 +548,7 @@ func (o *Opportunism) recheckKey(t *oeTunnel) {
 	case len(res.Gateways) > 0:
 		o.learnKey(t.dst, res.Expires) // another key: the next tunnel uses it
 	case errors.Is(res.Err, dnsoe.ErrNoRecord):
-		o.keys.forget(t.dst)
+		o.forgetKey(t.dst)
 	}
 	o.log.Warn("opportunistic peer's key is no longer published: deleting", "peer", t.name, "dst", t.dst, "err", res.Err)
 	o.ike.Down(t.name)

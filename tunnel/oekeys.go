@@ -14,8 +14,9 @@ const (
 	// fails or answers falsely cannot make us send its traffic in the
 	// clear or let an unauthenticated peer speak for it.
 	keyMemory = 24 * time.Hour
-	// maxKeyed bounds the destinations remembered; the least recently
-	// learned is forgotten first.
+	// maxKeyed bounds the destinations remembered (in each of the two
+	// sets: those we looked up, those whose initiators signed); the least
+	// recently learned is forgotten first.
 	maxKeyed = 65536
 )
 

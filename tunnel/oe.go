@@ -549,6 +549,14 @@ func (o *Opportunism) recheckKey(t *oeTunnel) {
 		o.learnKey(t.dst, res.Expires) // another key: the next tunnel uses it
 	case errors.Is(res.Err, dnsoe.ErrNoRecord):
 		o.forgetKey(t.dst)
+	case !errors.Is(res.Err, dnsoe.ErrBogus) && !errors.Is(res.Err, dnsoe.ErrUnvalidated):
+		// The resolver failed: DNS said nothing new. The tunnel, with a
+		// key DNS gave, carries on; the key is checked again soon.
+		o.log.Info("opportunistic peer's key could not be checked: keeping the tunnel", "peer", t.name, "dst", t.dst, "err", res.Err)
+		o.mu.Lock()
+		t.keyExpiry = time.Now().Add(failClosedRetry)
+		o.mu.Unlock()
+		return
 	}
 	o.log.Warn("opportunistic peer's key is no longer published: deleting", "peer", t.name, "dst", t.dst, "err", res.Err)
 	o.ike.Down(t.name)

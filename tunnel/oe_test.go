@@ -705,3 +705,40 @@ func TestKeyedSetBounded(t *testing.T) {
 		t.Error("remembered past keyMemory")
 	}
 }
+
+// TestOpportunisticRecheckResolverDown: an authenticated opportunistic
+// tunnel whose key cannot be checked again because the resolver fails
+// carries on (DNS said nothing new), rather than leaving its destination
+// to a resolver an attacker may be silencing. It is also opportunism
+// end to end between two oevpn endpoints, one signing with its published
+// key.
+func TestOpportunisticRecheckResolverDown(t *testing.T) {
+	mn := &memNet{}
+	ns := startOEDNS(t)
+	bAddr := netip.MustParseAddr("10.98.0.30")
+	priv := ns.publish(t, bAddr)
+	a := newOENode(t, mn, oeVictim, ns.addr)
+	b := newOENode(t, mn, bAddr, ns.addr)
+	b.o.cfg.Auth = ike.Credential{Signer: priv}
+	got := udpListen(t, b.testEndpoint)
+	sendUDP(t, a.testEndpoint, bAddr, 3)
+	waitFor(t, func() bool { return got.Load() == 3 }, "our packets through the tunnel")
+	var tun *oeTunnel
+	a.o.mu.Lock()
+	tun = a.o.tunnels[initiatorName(bAddr)]
+	a.o.mu.Unlock()
+	if tun == nil || !tun.up {
+		t.Fatal("no opportunistic tunnel up")
+	}
+	ns.setFail("servfail")
+	time.Sleep(1100 * time.Millisecond) // the cached answer runs out
+	a.o.recheckKey(tun)
+	if ps := a.d.SAs(); len(ps) != 1 {
+		t.Fatalf("%d IKE SAs after a failed re-check, want the tunnel kept", len(ps))
+	}
+	sendUDP(t, a.testEndpoint, bAddr, 2)
+	waitFor(t, func() bool { return got.Load() == 5 }, "our packets through the kept tunnel")
+	if n := a.rc.count(); n > 0 {
+		t.Errorf("%d packets sent in the clear", n)
+	}
+}

@@ -93,9 +93,9 @@ func (s *sinkDatapath) lastTo(a netip.Addr) (*Message, int) {
 
 // anyResponder answers an IKE_SA_INIT from any address, as the
 // opportunistic responder does.
-func anyResponder(tb *testing.T) func(netip.AddrPort, []byte) *PeerConfig {
+func anyResponder(tb *testing.T) func(netip.AddrPort, netip.Addr, []byte) *PeerConfig {
 	local := policy.Selectors{mustSelector(tb, "10.0.0.1")}
-	return func(from netip.AddrPort, _ []byte) *PeerConfig {
+	return func(from netip.AddrPort, _ netip.Addr, _ []byte) *PeerConfig {
 		remote, _ := policy.ParseSelector(from.Addr().String())
 		return &PeerConfig{Name: from.Addr().String(), Addr: from.Addr(), Auth: Credential{Null: true},
 			PeerAuth: PeerAuth{Null: true}, LocalTS: local, RemoteTS: policy.Selectors{remote}, DPD: -1}
@@ -131,7 +131,7 @@ func TestForgedCookieRefused(t *testing.T) {
 	victim := netip.MustParseAddrPort("203.0.113.9:500")
 
 	ni := seq(1, 32)
-	d.call(func() { d.receive(initRequest(t, 1, ni, nil, 0), attacker, false) })
+	d.call(func() { d.receive(initRequest(t, 1, ni, nil, 0), attacker, netip.Addr{}, false) })
 	m, _ := sink.lastTo(attacker.Addr())
 	c := m.Notify(COOKIE)
 	if c == nil || len(c.Data) != 20 {
@@ -143,7 +143,7 @@ func TestForgedCookieRefused(t *testing.T) {
 	for i, version := range []uint32{0, v - 1, v, v + 1} {
 		spi := uint64(100 + i)
 		forged := forger.compute(version, zero[:], ni, victim.Addr(), spi)
-		d.call(func() { d.receive(initRequest(t, spi, ni, forged, 0), victim, false) })
+		d.call(func() { d.receive(initRequest(t, spi, ni, forged, 0), victim, netip.Addr{}, false) })
 		m, n := sink.lastTo(victim.Addr())
 		if n != i+1 || m == nil || m.Notify(COOKIE) == nil || Get[*SAPayload](m) != nil {
 			t.Fatalf("forged cookie of version %d (current %d): answered %v", version, v, m)
@@ -159,7 +159,7 @@ func TestForgedCookieRefused(t *testing.T) {
 		return b
 	}()
 	d.call(func() { d.cookies.made = time.Now().Add(-2 * cookieSecretLifetime) })
-	d.call(func() { d.receive(initRequest(t, 7, ni, real, 0), attacker, false) })
+	d.call(func() { d.receive(initRequest(t, 7, ni, real, 0), attacker, netip.Addr{}, false) })
 	if m, _ := sink.lastTo(attacker.Addr()); m == nil || Get[*SAPayload](m) == nil {
 		t.Fatalf("a genuine cookie from before one rotation refused: %v", m)
 	}
@@ -216,7 +216,7 @@ func TestHalfOpenFlood(t *testing.T) {
 					if withCookie {
 						c = d2.cookies.make(ni, from(j).Addr(), spi)
 					}
-					d2.receive(initRequest(t, spi, ni, c, pad(j)), from(j), false)
+					d2.receive(initRequest(t, spi, ni, c, pad(j)), from(j), netip.Addr{}, false)
 				}
 			})
 		}

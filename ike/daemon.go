@@ -98,6 +98,11 @@ type PeerConfig struct {
 	// (draft-richardson-ipsec-opportunistic §4.12.2). It runs on a
 	// goroutine of its own and may block.
 	LookupKey func(id Identity, addr netip.Addr) (crypto.PublicKey, error)
+	// CheckNull, if set, is asked before a peer that authenticates with
+	// AUTH_NULL from addr is accepted: an error refuses it (opportunism
+	// refuses AUTH_NULL for an address that must be authenticated). It
+	// runs on the daemon's goroutine and must not block.
+	CheckNull func(addr netip.Addr) error
 
 	// AutoVPN (draft-sheffer-autovpn §8): AutoVPNNonce, as initiator, is
 	// the Nonce-R of the completed probe, sent in IKE_SA_INIT; Contact is
@@ -163,11 +168,12 @@ type Config struct {
 	OnChange func(peer string, up bool, err error)
 	// Responder, if set, is asked for the peer to answer as when an
 	// IKE_SA_INIT comes from an address no configured peer has, with the
-	// AutoVPN Nonce the request carried (nil if none); nil ignores the
-	// request. It runs on the daemon's goroutine and must not
+	// local address the request reached (invalid if the transport does
+	// not tell) and the AutoVPN Nonce it carried (nil if none); nil
+	// ignores the request. It runs on the daemon's goroutine and must not
 	// block. The peer it returns is added as opportunistic. Responder
 	// only checks an AutoVPN nonce: it is spent by ClaimAutoVPNNonce.
-	Responder func(from netip.AddrPort, autovpnNonce []byte) *PeerConfig
+	Responder func(from netip.AddrPort, local netip.Addr, autovpnNonce []byte) *PeerConfig
 	// ClaimAutoVPNNonce, if set, spends the AutoVPN nonce of an
 	// IKE_SA_INIT that Responder answered, once the request is otherwise
 	// acceptable (proposal and KE group chosen), so that the initiator's
@@ -287,8 +293,14 @@ func (d *Daemon) Close() {
 // HandlePacket takes an IKE message from the transport (without the non-ESP
 // marker). It copies msg and returns at once.
 func (d *Daemon) HandlePacket(msg []byte, from netip.AddrPort, natt bool) {
+	d.HandlePacketTo(msg, from, netip.Addr{}, natt)
+}
+
+// HandlePacketTo is HandlePacket for a transport that tells the local
+// address the message was sent to (Config.Responder is given it).
+func (d *Daemon) HandlePacketTo(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
 	m := append([]byte(nil), msg...)
-	d.post(func() { d.receive(m, from, natt) })
+	d.post(func() { d.receive(m, from, to, natt) })
 }
 
 // Initiate starts an IKE SA with the named peer, unless one exists.
@@ -599,7 +611,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 }
 
 // receive dispatches one message.
-func (d *Daemon) receive(b []byte, from netip.AddrPort, natt bool) {
+func (d *Daemon) receive(b []byte, from netip.AddrPort, to netip.Addr, natt bool) {
 	m, err := Parse(b)
 	var ce *CriticalError
 	if errors.As(err, &ce) {
@@ -621,7 +633,7 @@ func (d *Daemon) receive(b []byte, from netip.AddrPort, natt bool) {
 	if m.IsInitiator() {
 		// From the original initiator: we are the responder.
 		if m.Exchange == IKE_SA_INIT && !m.IsResponse() && m.SPIr == 0 {
-			d.onInitRequest(m, from, natt)
+			d.onInitRequest(m, from, to, natt)
 			return
 		}
 		sa := d.sas[m.SPIr]
@@ -1321,7 +1333,7 @@ func (d *Daemon) reportEstablished(sa *ikeSA) {
 
 // ---- responder ----
 
-func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
+func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, natt bool) {
 	key := halfKey{m.SPIi, from}
 	if sa := d.half[key]; sa != nil {
 		if bytes.Equal(m.Raw(), sa.initReq) && sa.initResp != nil {
@@ -1375,7 +1387,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 		if av := Get[*AutoVPNNoncePayload](m); av != nil {
 			avNonce = av.Nonce
 		}
-		p = d.responderPeer(from, avNonce)
+		p = d.responderPeer(from, to, avNonce)
 	}
 	if p == nil {
 		d.log.Debug("IKE_SA_INIT from an address with no configured peer", "from", from)
@@ -1454,8 +1466,8 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 
 // responderPeer asks Config.Responder for the opportunistic peer to answer
 // an initiator as.
-func (d *Daemon) responderPeer(from netip.AddrPort, nonce []byte) *PeerConfig {
-	p := d.cfg.Responder(from, nonce)
+func (d *Daemon) responderPeer(from netip.AddrPort, to netip.Addr, nonce []byte) *PeerConfig {
+	p := d.cfg.Responder(from, to, nonce)
 	if p == nil {
 		return nil
 	}
@@ -1507,6 +1519,12 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 			})
 		}()
 		return
+	}
+	if p.CheckNull != nil && auth.Method == AuthNULL {
+		if err := p.CheckNull(sa.remote.Addr()); err != nil {
+			fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: %w", ErrAuth, err))
+			return
+		}
 	}
 	// A key looked up for the identity speaks for it; otherwise the
 	// identity must be the configured one.

@@ -68,7 +68,7 @@ func fuzzPair(tb testing.TB) (d1, d2 *Daemon, s1, s2 *ikeSA) {
 			RetransmitBase: time.Hour}
 	}
 	local := sel("10.0.0.2")
-	stranger := func(from netip.AddrPort, _ []byte) *PeerConfig {
+	stranger := func(from netip.AddrPort, _ netip.Addr, _ []byte) *PeerConfig {
 		remote, _ := policy.ParseSelector(from.Addr().String())
 		return &PeerConfig{Name: from.Addr().String(), Addr: from.Addr(), Auth: Credential{Null: true}, PeerAuth: PeerAuth{Null: true},
 			LocalTS: local, RemoteTS: policy.Selectors{remote}, DPD: -1, RetransmitBase: time.Hour}

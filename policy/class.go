@@ -156,6 +156,21 @@ func (c *Classes) Match(p *ipview.Packet) (Class, bool) {
 	return c.match(dst)
 }
 
+// RequiresAuth reports whether some traffic to a must be authenticated:
+// the class of its prefix, or of an exception that covers it, is private.
+func (c *Classes) RequiresAuth(a netip.Addr) bool {
+	a = a.Unmap()
+	if c.NeverOpportunistic(a) {
+		return false
+	}
+	for _, e := range c.exceptions {
+		if e.Class == ClassPrivate && e.Prefix.Contains(a) {
+			return true
+		}
+	}
+	return c.ClassOf(a) == ClassPrivate
+}
+
 // ClassOf returns the class of an address by prefix alone.
 func (c *Classes) ClassOf(a netip.Addr) Class {
 	class, _ := c.match(a.Unmap())

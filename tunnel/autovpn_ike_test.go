@@ -59,7 +59,7 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 		})
 		return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	d2, err := ike.New(ike.Config{Datapath: p.g2.eng, Logger: logger("G2"), Responder: func(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
+	d2, err := ike.New(ike.Config{Datapath: p.g2.eng, Logger: logger("G2"), Responder: func(from netip.AddrPort, _ netip.Addr, nonce []byte) *ike.PeerConfig {
 		if nonce == nil || !bytes.Equal(nonce, c.accept) {
 			return nil
 		}
@@ -72,14 +72,14 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 		t.Fatal(err)
 	}
 	p.g2.d = d2
-	p.g2.eng.SetIKEHandler(d2.HandlePacket)
+	p.g2.eng.SetIKEHandler(d2.HandlePacketTo)
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: p.g1.eng, Logger: logger("G1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.g1.d = d1
-	p.g1.eng.SetIKEHandler(d1.HandlePacket)
+	p.g1.eng.SetIKEHandler(d1.HandlePacketTo)
 	t.Cleanup(d1.Close)
 	pa1 := ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}
 	if c.secret1 != nil {
@@ -266,7 +266,7 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 		}
 	}
 	d2, err := ike.New(ike.Config{Datapath: r.g2.eng, Logger: logger("G2"),
-		Responder: func(from netip.AddrPort, nonce []byte) *ike.PeerConfig {
+		Responder: func(from netip.AddrPort, _ netip.Addr, nonce []byte) *ike.PeerConfig {
 			pc := r.av.Responder(from, nonce)
 			if pc != nil {
 				pc.IKEPort, pc.NATTPort, pc.IKEProposals = g1IKE, g1NATT, props
@@ -279,14 +279,14 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 	}
 	r.g2.d = d2
 	r.av.ike = d2
-	r.g2.eng.SetIKEHandler(d2.HandlePacket)
+	r.g2.eng.SetIKEHandler(d2.HandlePacketTo)
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: r.g1.eng, Logger: logger("G1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.g1.d = d1
-	r.g1.eng.SetIKEHandler(d1.HandlePacket)
+	r.g1.eng.SetIKEHandler(d1.HandlePacketTo)
 	t.Cleanup(d1.Close)
 	pc := &ike.PeerConfig{Name: "av-out", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: g2IKE, NATTPort: g2NATT, Auth: k1,
 		PeerAuth: ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}, AutoVPNNonce: nonceR,

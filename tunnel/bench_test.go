@@ -43,7 +43,7 @@ func BenchmarkHandshake(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer da.Close()
-	ia.eng.SetIKEHandler(da.HandlePacket)
+	ia.eng.SetIKEHandler(da.HandlePacketTo)
 	startDaemon(b, ib, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
 		LocalTS: hostSel(ib.addr), RemoteTS: hostSel(ia.addr)})

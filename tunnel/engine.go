@@ -49,9 +49,11 @@ type Config struct {
 	// conn.NewStdNetBind.
 	NewBind func() conn.Bind
 	// OnIKE, if set, receives each IKE message (without the non-ESP
-	// marker) and the address it came from; natt tells whether it came
-	// on the NAT-T port. msg is only valid during the call.
-	OnIKE func(msg []byte, from netip.AddrPort, natt bool)
+	// marker), the address it came from and the local address it was
+	// sent to (invalid if the transport does not tell); natt tells
+	// whether it came on the NAT-T port. msg is only valid during the
+	// call.
+	OnIKE func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool)
 	// Clear, if set, sends packets that leave in the clear (the engine
 	// closes it); without it they are dropped and counted as NoSA.
 	Clear ClearPath
@@ -87,6 +89,13 @@ type PairConfig struct {
 	// goes): the responder of a rekey, whose peer installs its inbound SA
 	// only when our answer arrives, must not send first (RFC 7296 §2.8).
 	Deferred bool
+	// Unauthenticated marks a pair whose peer did not authenticate
+	// (AUTH_NULL): it carries traffic only for addresses that
+	// MayBeUnauthenticated allows, and is refused or barred for the
+	// others. For a private-or-clear address it carries outbound traffic
+	// only once opportunism decided that the address would go clear
+	// (Decide): only then is it better than the alternative.
+	Unauthenticated bool
 }
 
 // SAPair is an installed pair of SAs.
@@ -98,11 +107,20 @@ type SAPair struct {
 	// Owner is the control plane's object for the pair (an *ike.ChildSA).
 	Owner any
 
-	ep      conn.Endpoint
-	ready   atomic.Bool // may carry outbound traffic (see PairConfig.Deferred)
-	peer4   bool        // the peer's outer address is IPv4
-	seq     uint64      // install order: newer pairs win outbound (make-before-break)
-	removed atomic.Bool
+	ep     conn.Endpoint
+	ready  atomic.Bool // may carry outbound traffic (see PairConfig.Deferred)
+	unauth bool        // PairConfig.Unauthenticated
+	// barred is set, once and for good, on an unauthenticated pair
+	// whose remote address came to need authentication: it carries
+	// nothing more, either way.
+	barred atomic.Bool
+	// admitted is set on an unauthenticated pair for a private-or-clear
+	// address once Decide sent that address clear: it may then carry
+	// the address's outbound traffic.
+	admitted atomic.Bool
+	peer4    bool   // the peer's outer address is IPv4
+	seq      uint64 // install order: newer pairs win outbound (make-before-break)
+	removed  atomic.Bool
 }
 
 // Stats are the engine's packet counters (per-SA counters are on the SAs).
@@ -120,11 +138,19 @@ type Stats struct {
 	ControlDropped uint64 // IKE or probe messages with no handler
 	Blocked        uint64 // outbound packets dropped by policy (block, or private without an SA)
 	Keepalives     uint64 // NAT keepalives received
+	// NullRefused counts unauthenticated peers (AUTH_NULL) refused for an
+	// address that must be authenticated (see MayBeUnauthenticated): by
+	// the opportunistic responder, at installation, or barred later.
+	NullRefused uint64
+	// NullDrops counts packets, either way, on an unauthenticated SA
+	// barred because its address came to need authentication.
+	NullDrops uint64
 }
 
 type stats struct {
 	txPackets, rxPackets, noSA, malformed, unknownSPI, decryptErrors,
-	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives, blocked, clear atomic.Uint64
+	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives, blocked, clear,
+	nullRefused, nullDrops atomic.Uint64
 }
 
 // Engine runs the datapath.
@@ -145,12 +171,13 @@ type Engine struct {
 	traps   map[string]*trap
 	nextSeq uint64
 
-	onIKE     atomic.Pointer[func(msg []byte, from netip.AddrPort, natt bool)]
+	onIKE     atomic.Pointer[func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool)]
 	onSAEvent atomic.Pointer[func(*SAPair, esp.Event)]
 	onAcquire atomic.Pointer[func(name string)]
 	classes   atomic.Pointer[policy.Classes]
 	onOE      atomic.Pointer[func(src, dst netip.Addr, class policy.Class)]
-	oe        sync.Map // netip.Addr → *oeDest: opportunistic destinations without an SA
+	keyed     atomic.Pointer[func(netip.Addr) bool] // see SetKeyed
+	oe        sync.Map                              // netip.Addr → *oeDest: opportunistic destinations without an SA
 	oeHeld    atomic.Int64
 	oeDests   atomic.Int64
 	onProbe   atomic.Pointer[func(msg []byte, from netip.AddrPort, to netip.Addr)]
@@ -316,6 +343,7 @@ func (e *Engine) Stats() Stats {
 		Malformed: s.malformed.Load(), UnknownSPI: s.unknownSPI.Load(), DecryptErrors: s.decryptErrors.Load(),
 		SelectorDrops: s.selectorDrops.Load(), SealErrors: s.sealErrors.Load(), SendErrors: s.sendErrors.Load(),
 		ControlDropped: s.controlDropped.Load(), Keepalives: s.keepalives.Load(), Blocked: s.blocked.Load(),
+		NullRefused: s.nullRefused.Load(), NullDrops: s.nullDrops.Load(),
 	}
 }
 
@@ -330,7 +358,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if len(pc.Local) == 0 || len(pc.Remote) == 0 {
 		return nil, errors.New("tunnel: SA pair without traffic selectors")
 	}
-	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote}
+	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated}
 	p.ready.Store(!pc.Deferred)
 	onEvent := func(_ *esp.SA, ev esp.Event) {
 		select {
@@ -355,7 +383,11 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if err := e.insert(p); err != nil {
 		return nil, err
 	}
-	e.flushHeld(p)
+	if e.routes.Load().carries(p) {
+		// Not an unauthenticated pair that waits: held packets are never
+		// sent where the datapath would not send them.
+		e.flushHeld(p)
+	}
 	e.log.Info("SA pair installed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()),
 		"spi_out", fmt.Sprintf("%#08x", p.Out.SPI()), "transform", p.Out.Transform(), "local", p.Local, "remote", p.Remote)
 	return p, nil
@@ -364,6 +396,12 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 func (e *Engine) insert(p *SAPair) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if p.unauth {
+		if a, ok := e.refusesUnauth(p, e.routes.Load()); ok {
+			e.stats.nullRefused.Add(1)
+			return fmt.Errorf("%w: %v", ErrMustAuthenticate, a)
+		}
+	}
 	insert := e.spis.Insert
 	if old, ok := e.spis.Lookup(p.In.SPI()); ok && old == nil {
 		insert = e.spis.Replace // an SPI the control plane reserved
@@ -404,6 +442,133 @@ func (e *Engine) Pairs() []*SAPair {
 	return l
 }
 
+// ErrMustAuthenticate refuses an unauthenticated SA pair for an address
+// that must be authenticated.
+var ErrMustAuthenticate = errors.New("tunnel: an unauthenticated peer may not carry traffic for this address")
+
+// SetKeyed sets the function that tells whether an address is known to
+// publish a key (opportunism remembers them): such an address is never
+// carried by an unauthenticated SA. Call Reconsider when it changes its
+// answer for an address.
+func (e *Engine) SetKeyed(f func(netip.Addr) bool) { e.keyed.Store(&f) }
+
+// MayBeUnauthenticated reports whether an unauthenticated peer (AUTH_NULL)
+// may carry traffic to and from a. It is the one place that decides, for
+// every path that accepts such a peer (the opportunistic responder, the
+// installation of an SA pair, the outbound lookup): it may not if a is of
+// the private class (by prefix or by an exception), is known to publish a
+// key, or is covered by an authenticated SA pair or a configured tunnel's
+// trap.
+func (e *Engine) MayBeUnauthenticated(a netip.Addr) bool {
+	return e.mayBeUnauth(a.Unmap(), e.routes.Load())
+}
+
+// mayBeUnauth is MayBeUnauthenticated against the route table rt.
+func (e *Engine) mayBeUnauth(a netip.Addr, rt *routeTable) bool {
+	if c := e.classes.Load(); c != nil && c.RequiresAuth(a) {
+		return false
+	}
+	if f := e.keyed.Load(); f != nil && *f != nil && (*f)(a) {
+		return false
+	}
+	for _, p := range rt.hosts[a] {
+		if !p.unauth {
+			return false
+		}
+	}
+	for _, p := range rt.others {
+		if !p.unauth && p.Remote.Contains(a) {
+			return false
+		}
+	}
+	for _, t := range rt.traps {
+		if t.remote.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// refusesUnauth returns an address of the unauthenticated pair p's remote
+// selectors that may not be unauthenticated. Only single addresses are
+// checked: an opportunistic pair has no other, and a configured tunnel's
+// wider selectors are the operator's choice.
+func (e *Engine) refusesUnauth(p *SAPair, rt *routeTable) (netip.Addr, bool) {
+	for _, s := range p.Remote {
+		if a, ok := s.Single(); ok && !e.mayBeUnauth(a.Unmap(), rt) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Reconsider bars the unauthenticated SA pairs that carry a if a may no
+// longer be unauthenticated (it was found to publish a key).
+func (e *Engine) Reconsider(a netip.Addr) {
+	a = a.Unmap()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for p := range e.pairs {
+		if p.unauth && p.Remote.Contains(a) {
+			e.rebuildRoutesLocked()
+			return
+		}
+	}
+}
+
+// admitUnauth admits the unauthenticated pairs for dst, which opportunism
+// sends clear, to carry its outbound traffic, and returns the newest, or
+// nil if there is none that may.
+func (e *Engine) admitUnauth(dst netip.Addr) *SAPair {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var newest *SAPair
+	for p := range e.pairs {
+		if a, ok := singleRemote(p); ok && a == dst && p.unauth && !p.barred.Load() {
+			p.admitted.Store(true)
+			if newest == nil || p.seq > newest.seq {
+				newest = p
+			}
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	e.rebuildRoutesLocked()
+	if newest.barred.Load() {
+		return nil
+	}
+	return newest
+}
+
+// singleRemote returns the address of a pair whose remote selectors are
+// one address.
+func singleRemote(p *SAPair) (netip.Addr, bool) {
+	if len(p.Remote) != 1 {
+		return netip.Addr{}, false
+	}
+	a, ok := p.Remote[0].Single()
+	return a.Unmap(), ok
+}
+
+// unauthWaits reports whether the unauthenticated pair p, allowed for its
+// address, must still wait before it carries outbound traffic: its
+// address is private-or-clear (opportunism looks it up first: it may
+// publish a key) and Decide has not sent it clear. A pair rekeying an
+// admitted one is admitted.
+func (e *Engine) unauthWaits(p *SAPair, admitted map[netip.Addr]bool) bool {
+	a, ok := singleRemote(p)
+	if !ok || p.admitted.Load() {
+		return false
+	}
+	if admitted[a] {
+		p.admitted.Store(true)
+		return false
+	}
+	c := e.classes.Load()
+	return c != nil && c.ClassOf(a).Initiates()
+}
+
 // routeTable maps outbound packets to SA pairs. It is immutable once
 // published; the control plane replaces it whole.
 type routeTable struct {
@@ -421,20 +586,54 @@ func (e *Engine) rebuildRoutesLocked() {
 	// Newest first: a rekeyed SA takes over the traffic at once, while the
 	// old one still accepts what is in flight.
 	slices.SortFunc(ordered, func(a, b *SAPair) int { return cmp.Compare(b.seq, a.seq) })
-	for _, p := range ordered {
-		for _, s := range p.Remote {
-			if a, ok := s.Single(); ok {
-				rt.hosts[a] = append(rt.hosts[a], p)
-			} else {
-				rt.others = append(rt.others, p)
-				break
-			}
-		}
-	}
 	for _, t := range e.traps {
 		rt.traps = append(rt.traps, t)
 	}
+	admitted := map[netip.Addr]bool{}
+	for _, p := range ordered {
+		if a, ok := singleRemote(p); ok && p.unauth && p.admitted.Load() {
+			admitted[a] = true
+		}
+	}
+	// Authenticated pairs first: whether an unauthenticated one may carry
+	// an address depends on them.
+	for _, unauth := range [2]bool{false, true} {
+		for _, p := range ordered {
+			if p.unauth != unauth || p.barred.Load() {
+				continue
+			}
+			if unauth {
+				if a, refused := e.refusesUnauth(p, rt); refused {
+					p.barred.Store(true)
+					e.stats.nullRefused.Add(1)
+					e.log.Warn("unauthenticated SA pair barred: its address must be authenticated", "peer", p.Peer, "addr", a,
+						"spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
+					continue
+				}
+				if e.unauthWaits(p, admitted) {
+					continue // inbound only, for now
+				}
+			}
+			for _, s := range p.Remote {
+				if a, ok := s.Single(); ok {
+					rt.hosts[a] = append(rt.hosts[a], p)
+				} else {
+					rt.others = append(rt.others, p)
+					break
+				}
+			}
+		}
+	}
 	e.routes.Store(rt)
+}
+
+// carries reports whether the table routes outbound traffic to p.
+func (rt *routeTable) carries(p *SAPair) bool {
+	list := rt.others
+	if a, ok := p.Remote[0].Single(); ok {
+		list = rt.hosts[a] // where rebuildRoutesLocked puts it first
+	}
+	return slices.Contains(list, p)
 }
 
 // lookup returns the newest pair that covers the packet and may carry
@@ -586,6 +785,10 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				e.stats.unknownSPI.Add(1)
 				continue
 			}
+			if pair.barred.Load() {
+				e.stats.nullDrops.Add(1)
+				continue
+			}
 			if addrPortOf(eps[i]).Addr().Unmap().Is4() != pair.peer4 {
 				// An SA is opened by the routine of its peer's address
 				// family only: esp.SA.Open is single-threaded per SA.
@@ -633,8 +836,14 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 	return ap
 }
 
-// SetClasses sets the connection classes for traffic no SA or trap covers.
-func (e *Engine) SetClasses(c *policy.Classes) { e.classes.Store(c) }
+// SetClasses sets the connection classes for traffic no SA or trap covers
+// (and bars the unauthenticated pairs of addresses now private).
+func (e *Engine) SetClasses(c *policy.Classes) {
+	e.classes.Store(c)
+	e.mu.Lock()
+	e.rebuildRoutesLocked()
+	e.mu.Unlock()
+}
 
 // Classes returns the connection classes, or nil.
 func (e *Engine) Classes() *policy.Classes { return e.classes.Load() }
@@ -644,7 +853,7 @@ func (e *Engine) SetSAEventHandler(f func(*SAPair, esp.Event)) { e.onSAEvent.Sto
 
 // SetIKEHandler sets (or replaces) the receiver of IKE messages, for a
 // control plane created after the engine.
-func (e *Engine) SetIKEHandler(f func(msg []byte, from netip.AddrPort, natt bool)) {
+func (e *Engine) SetIKEHandler(f func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool)) {
 	e.onIKE.Store(&f)
 }
 
@@ -654,7 +863,7 @@ func (e *Engine) deliverIKE(msg []byte, ep conn.Endpoint, natt bool) {
 		e.stats.controlDropped.Add(1)
 		return
 	}
-	(*f)(msg, addrPortOf(ep), natt)
+	(*f)(msg, addrPortOf(ep), ep.SrcIP().Unmap(), natt)
 }
 
 func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {

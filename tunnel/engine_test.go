@@ -35,7 +35,7 @@ func newTestEndpoint(t testing.TB, addr netip.Addr) *testEndpoint {
 		t.Fatal(err)
 	}
 	te := &testEndpoint{net: tnet, addr: addr, ike: make(chan []byte, 16)}
-	te.eng, err = New(Config{Device: dev, OnIKE: func(msg []byte, _ netip.AddrPort, natt bool) {
+	te.eng, err = New(Config{Device: dev, OnIKE: func(msg []byte, _ netip.AddrPort, _ netip.Addr, natt bool) {
 		m := append([]byte(nil), msg...)
 		if natt {
 			m = append([]byte("natt:"), m...)

@@ -60,7 +60,7 @@ func startDaemonCfg(t testing.TB, e *ikeEnd, peer *ike.PeerConfig, cfg ike.Confi
 		t.Fatal(err)
 	}
 	e.d, e.peer = d, peer
-	e.eng.SetIKEHandler(d.HandlePacket)
+	e.eng.SetIKEHandler(d.HandlePacketTo)
 	t.Cleanup(d.Close)
 }
 

@@ -74,7 +74,23 @@ type Opportunism struct {
 
 	mu      sync.Mutex
 	tunnels map[string]*oeTunnel // by IKE peer name
+
+	// Destinations that published a key: those we looked up, and,
+	// apart so that remote initiators cannot crowd the first out, those
+	// whose initiators signed with a published key.
+	keys, peerKeys keyedSet
 }
+
+// Retry times of verdicts given when DNS could not answer.
+const (
+	// failClosedRetry is how long a destination is dropped when it must
+	// not go clear and DNS failed (or answered falsely): short, so that
+	// it is asked again soon.
+	failClosedRetry = 5 * time.Second
+	// resolverRetry is how long a private-or-clear destination with no
+	// known key goes clear when the resolver failed.
+	resolverRetry = 30 * time.Second
+)
 
 // oeTunnel is one opportunistic peer, negotiating or up.
 type oeTunnel struct {
@@ -114,7 +130,28 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
+	o := &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
+	eng.SetKeyed(o.keyed)
+	return o
+}
+
+// learnKey remembers that dst published a key in an answer valid until
+// expires, and bars the unauthenticated SAs that carried it.
+func (o *Opportunism) learnKey(dst netip.Addr, expires time.Time) {
+	o.keys.learn(dst, expires, time.Now())
+	o.eng.Reconsider(dst)
+}
+
+// keyed reports whether a is known to publish a key.
+func (o *Opportunism) keyed(a netip.Addr) bool {
+	now := time.Now()
+	return o.keys.known(a, now) || o.peerKeys.known(a, now)
+}
+
+// forgetKey forgets that dst published a key: DNS says it no longer does.
+func (o *Opportunism) forgetKey(dst netip.Addr) {
+	o.keys.forget(dst)
+	o.peerKeys.forget(dst)
 }
 
 // Start hooks the manager to the engine's acquires and starts the
@@ -164,19 +201,10 @@ func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
 	start := time.Now()
 	res := o.cfg.Resolver.Lookup(context.Background(), dst)
 	if res.Err != nil || len(res.Gateways) == 0 {
-		err := res.Err
-		if err == nil {
-			err = dnsoe.ErrNoRecord
-		}
-		ttl := o.cfg.ShuntTTL
-		if !errors.Is(err, dnsoe.ErrNoRecord) && !errors.Is(err, dnsoe.ErrUnvalidated) {
-			ttl = min(ttl, time.Minute) // the resolver failed: ask again soon
-		} else if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl && errors.Is(err, dnsoe.ErrNoRecord) {
-			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
-		}
-		o.fallback(dst, class, false, ttl, err.Error())
+		o.lookupFailed(dst, class, res, start)
 		return
 	}
+	o.learnKey(dst, res.Expires)
 	t := &oeTunnel{name: initiatorName(dst), src: src, dst: dst, class: class, gateways: res.Gateways, initiator: true, keyExpiry: res.Expires}
 	o.mu.Lock()
 	if old, busy := o.tunnels[t.name]; busy {
@@ -191,6 +219,41 @@ func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
 	o.log.Info("opportunistic peer found in DNS", "dst", dst, "gateways", len(res.Gateways), "validated", res.Validated,
 		"lookup", time.Since(start).Round(time.Microsecond))
 	o.tryNext(t)
+}
+
+// lookupFailed decides the verdict of a destination whose lookup found no
+// gateway. Only a denial of existence (which DNSSEC validates, in the
+// modes that validate) lets a private-or-clear destination go clear for
+// long, and it forgets a key the destination published. A forged answer
+// (ErrBogus) drops. A resolver failure, or an unvalidated answer, drops a
+// destination known to publish a key; it sends a private-or-clear one
+// without a known key in the clear for a short time (resolverRetry). A
+// private destination always drops. Drops after a failure are short
+// (failClosedRetry): DNS is asked again soon.
+func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe.Result, start time.Time) {
+	err := res.Err
+	if err == nil {
+		err = dnsoe.ErrNoRecord
+	}
+	switch {
+	case errors.Is(err, dnsoe.ErrNoRecord):
+		o.forgetKey(dst)
+		ttl := o.cfg.ShuntTTL
+		if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl {
+			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
+		}
+		o.fallback(dst, class, false, ttl, err.Error())
+	case errors.Is(err, dnsoe.ErrBogus):
+		o.fallback(dst, class, true, failClosedRetry, err.Error())
+	case o.keyed(dst):
+		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+err.Error())
+	case errors.Is(err, dnsoe.ErrUnvalidated):
+		o.fallback(dst, class, false, o.cfg.ShuntTTL, err.Error())
+	case class.FailsOpen():
+		o.fallback(dst, class, false, min(o.cfg.ShuntTTL, resolverRetry), err.Error())
+	default:
+		o.fallback(dst, class, false, failClosedRetry, err.Error())
+	}
 }
 
 // tryNext starts IKE with the tunnel's next gateway; with none left, the
@@ -287,20 +350,53 @@ func (o *Opportunism) fallback(dst netip.Addr, class policy.Class, published boo
 
 // Responder is the IKE daemon's Config.Responder: an initiator whose
 // address's class answers opportunistic peers gets a host-to-host tunnel
-// for its own address. It may authenticate with AUTH_NULL or with a key
-// its reverse zone publishes (§4.12.2).
-func (o *Opportunism) Responder(from netip.AddrPort) *ike.PeerConfig {
+// between its own address and the local address it reached (local; when
+// the transport does not tell, the address we reach it from), and
+// nothing wider (draft-richardson-ipsec-opportunistic §4.1). It may
+// authenticate with a key its reverse zone publishes (§4.12.2), or with
+// AUTH_NULL where checkNull allows.
+func (o *Opportunism) Responder(from netip.AddrPort, local netip.Addr) *ike.PeerConfig {
 	a := from.Addr().Unmap()
 	c := o.eng.Classes()
 	if c == nil || !c.ClassOf(a).Responds() {
 		return nil
 	}
-	any4, any6 := policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0")), policy.PrefixSelector(netip.MustParsePrefix("::/0"))
-	id := o.localID(func() netip.Addr { return o.cfg.Outside.SourceFor(a) })
+	if local = local.Unmap(); !local.IsValid() {
+		local = o.cfg.Outside.SourceFor(a)
+	}
+	if !local.IsValid() || local.Is4() != a.Is4() {
+		return nil
+	}
+	id := o.localID(func() netip.Addr { return local })
 	return &ike.PeerConfig{Name: responderName(a), Addr: a, Auth: o.cfg.Auth, LocalID: id,
-		PeerAuth: ike.PeerAuth{Null: true}, LookupKey: o.lookupKey,
-		LocalTS:  policy.Selectors{any4, any6},
+		// AUTH_NULL is refused at once for an address that must be
+		// authenticated; checkNull asks again, with DNS, at IKE_AUTH.
+		PeerAuth: ike.PeerAuth{Null: o.eng.MayBeUnauthenticated(a)}, LookupKey: o.lookupKey, CheckNull: o.checkNull,
+		LocalTS:  policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(local, local.BitLen()))},
 		RemoteTS: policy.Selectors{policy.PrefixSelector(netip.PrefixFrom(a, a.BitLen()))}}
+}
+
+// ErrNullRefused is returned when an initiator authenticated with
+// AUTH_NULL for an address that must be authenticated.
+var ErrNullRefused = errors.New("tunnel: AUTH_NULL refused: the address must be authenticated")
+
+// checkNull is the responder's PeerConfig.CheckNull: may an initiator that
+// authenticated with AUTH_NULL speak for addr? The engine decides
+// (MayBeUnauthenticated): not if addr is private, known to publish a key,
+// or carried by an authenticated SA. Each refusal is counted
+// (Stats.NullRefused). An address that publishes a key we do not know of
+// yet is caught later without holding up IKE: the unauthenticated SA
+// carries none of a private-or-clear address's outbound traffic before
+// opportunism has looked it up and would send it clear (Engine.Decide),
+// and finding a key bars the SA (learnKey).
+func (o *Opportunism) checkNull(addr netip.Addr) error {
+	addr = addr.Unmap()
+	if o.eng.MayBeUnauthenticated(addr) {
+		return nil
+	}
+	o.eng.stats.nullRefused.Add(1)
+	o.log.Info("AUTH_NULL initiator refused: its address must be authenticated", "addr", addr)
+	return fmt.Errorf("%w (%v)", ErrNullRefused, addr)
 }
 
 // ErrNotDelegated is returned when an initiator's reverse zone does not
@@ -313,6 +409,10 @@ func (o *Opportunism) lookupKey(id ike.Identity, addr netip.Addr) (crypto.Public
 	res := o.cfg.Resolver.LookupResponder(context.Background(), addr)
 	if res.Err != nil {
 		return nil, res.Err
+	}
+	if len(res.Gateways) > 0 {
+		o.peerKeys.learn(addr, res.Expires, time.Now())
+		o.eng.Reconsider(addr)
 	}
 	for _, g := range res.Gateways {
 		if g.Addr == addr && id.Equal(ike.IdentityOf(addr)) {
@@ -354,8 +454,10 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 		if !t.up {
 			t.up, t.life, t.traffic = true, policy.NewLifespanOf(time.Now(), o.cfg.Lifespan, o.cfg.ExtendedLifespan), time.Now()
 		}
+		// The verdict of a destination we now talk to is forgotten by
+		// the engine when it installs a pair that may carry it (not on
+		// IKE alone: an unauthenticated IKE SA clears nothing).
 		o.mu.Unlock()
-		o.eng.Forget(t.dst) // no shunt for a destination we now talk to
 	case t.up || !t.initiator:
 		delete(o.tunnels, peer)
 		o.mu.Unlock()
@@ -438,8 +540,23 @@ func (o *Opportunism) recheckKey(t *oeTunnel) {
 			o.mu.Lock()
 			t.keyExpiry = res.Expires
 			o.mu.Unlock()
+			o.learnKey(t.dst, res.Expires)
 			return
 		}
+	}
+	switch {
+	case len(res.Gateways) > 0:
+		o.learnKey(t.dst, res.Expires) // another key: the next tunnel uses it
+	case errors.Is(res.Err, dnsoe.ErrNoRecord):
+		o.forgetKey(t.dst)
+	case !errors.Is(res.Err, dnsoe.ErrBogus) && !errors.Is(res.Err, dnsoe.ErrUnvalidated):
+		// The resolver failed: DNS said nothing new. The tunnel, with a
+		// key DNS gave, carries on; the key is checked again soon.
+		o.log.Info("opportunistic peer's key could not be checked: keeping the tunnel", "peer", t.name, "dst", t.dst, "err", res.Err)
+		o.mu.Lock()
+		t.keyExpiry = time.Now().Add(failClosedRetry)
+		o.mu.Unlock()
+		return
 	}
 	o.log.Warn("opportunistic peer's key is no longer published: deleting", "peer", t.name, "dst", t.dst, "err", res.Err)
 	o.ike.Down(t.name)

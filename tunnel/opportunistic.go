@@ -56,8 +56,17 @@ func (e *Engine) SetOpportunist(f func(src, dst netip.Addr, class policy.Class))
 
 // Decide sets a destination's verdict until the given time, and sends (or
 // drops) the packets held for it: the negative cache of opportunism.
+//
+// An unauthenticated SA for dst carries what Decide would send clear: it
+// is no worse, and it is encrypted.
 func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	dst = dst.Unmap()
+	if v == VerdictClear {
+		if p := e.admitUnauth(dst); p != nil {
+			e.flushHeld(p)
+			return
+		}
+	}
 	d := &oeDest{verdict: v, until: until}
 	var held [][]byte
 	old, ok := e.oe.Swap(dst, d)
@@ -82,22 +91,6 @@ func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 			return
 		}
 		time.AfterFunc(time.Until(until), func() { b.RemoveBypass(dst) })
-	}
-}
-
-// Forget removes a destination's clear or drop verdict (the negative
-// cache): its next packet without an SA raises a new acquire. A pending
-// destination keeps its held packets for the SA being installed.
-func (e *Engine) Forget(dst netip.Addr) {
-	dst = dst.Unmap()
-	if v, ok := e.oe.Load(dst); ok {
-		d := v.(*oeDest)
-		d.mu.Lock()
-		pending := d.verdict == VerdictPending
-		d.mu.Unlock()
-		if !pending {
-			e.forget(dst, d)
-		}
 	}
 }
 
@@ -131,17 +124,28 @@ func (e *Engine) VerdictFor(dst netip.Addr) (Verdict, time.Time, bool) {
 }
 
 // HasSA reports whether an SA pair carries traffic to dst.
-func (e *Engine) HasSA(dst netip.Addr) bool {
+func (e *Engine) HasSA(dst netip.Addr) bool { return e.PairFor(dst) != nil }
+
+// PairFor returns the SA pair that carries outbound traffic to dst now (by
+// address alone: the newest that may carry it), or nil. An unauthenticated
+// pair barred, or not yet admitted, for dst carries nothing.
+func (e *Engine) PairFor(dst netip.Addr) *SAPair {
+	dst = dst.Unmap()
 	rt := e.routes.Load()
-	if len(rt.hosts[dst.Unmap()]) > 0 {
-		return true
-	}
-	for _, p := range rt.others {
-		if p.Remote.Contains(dst.Unmap()) {
-			return true
+	var fallback *SAPair
+	for _, list := range [2][]*SAPair{rt.hosts[dst], rt.others} {
+		for _, p := range list {
+			if p.Remote.Contains(dst) {
+				if p.ready.Load() {
+					return p
+				}
+				if fallback == nil {
+					fallback = p
+				}
+			}
 		}
 	}
-	return false
+	return fallback
 }
 
 // outboundNoSA handles a packet that no SA pair or trap covers, by the
@@ -242,7 +246,7 @@ func (e *Engine) emit(v Verdict, pkt []byte) {
 }
 
 // flushOE sends the packets held for opportunistic destinations that the
-// new pair covers through it, and forgets those destinations.
+// new pair covers through it, and forgets those destinations' verdicts.
 func (e *Engine) flushOE(p *SAPair) [][]byte {
 	var send [][]byte
 	e.oe.Range(func(k, v any) bool {
@@ -250,16 +254,17 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 		if !p.Remote.Contains(dst) {
 			return true
 		}
+		// The pair carries dst now: its verdict (pending, or a clear or
+		// drop after a failure) is moot. Only a pair the engine routes
+		// gets here: an unauthenticated one for an address that must be
+		// authenticated was refused, and clears nothing.
 		d := v.(*oeDest)
 		d.mu.Lock()
 		held := d.held
 		d.held = nil
-		pending := d.verdict == VerdictPending
 		d.mu.Unlock()
 		e.oeHeld.Add(-int64(len(held)))
-		if pending {
-			e.forget(dst, d)
-		}
+		e.forget(dst, d)
 		for _, pkt := range held {
 			if out := sealCopy(p, pkt); out != nil {
 				send = append(send, out)

@@ -113,12 +113,6 @@ func TestOpportunisticHoldAndDecide(t *testing.T) {
 	a.eng.Decide(dst, VerdictDrop, time.Now().Add(time.Minute))
 	sendUDP(t, a, dst, 2)
 	waitFor(t, func() bool { return a.eng.Stats().Blocked == 3 }, "blocked")
-	// Forget removes a drop verdict (the peer talks to us after all).
-	a.eng.Forget(dst)
-	sendUDP(t, a, dst, 1)
-	if got := <-acq; got.dst != dst {
-		t.Fatalf("acquire %+v", got)
-	}
 }
 
 func TestOpportunisticClasses(t *testing.T) {
@@ -137,16 +131,12 @@ func TestOpportunisticClasses(t *testing.T) {
 
 // TestOpportunisticFlushOnInstall: the pair installed for a pending
 // destination carries its held packets, in order, and forgets the
-// destination; Forget leaves a pending destination alone.
+// destination.
 func TestOpportunisticFlushOnInstall(t *testing.T) {
 	a, _, acq := oeEndpoint(t)
 	b := newTestEndpoint(t, netip.MustParseAddr("10.98.0.2"))
 	sendUDP(t, a, b.addr, 5)
 	<-acq
-	a.eng.Forget(b.addr) // as on IKE SA up, before the Child SA is installed
-	if v, _, ok := a.eng.VerdictFor(b.addr); !ok || v != VerdictPending {
-		t.Fatalf("Forget dropped a pending destination: %v %v", v, ok)
-	}
 	l, err := b.net.ListenUDPAddrPort(netip.AddrPortFrom(b.addr, 9999))
 	if err != nil {
 		t.Fatal(err)

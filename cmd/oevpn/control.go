@@ -182,21 +182,16 @@ type Check struct {
 func (ep *endpoint) check(a netip.Addr) Check {
 	a = a.Unmap()
 	c := Check{Addr: a.String()}
-	for _, p := range ep.eng.Pairs() {
-		for _, s := range p.Remote {
-			if !s.Contains(a) {
-				continue
+	if p := ep.eng.PairFor(a); p != nil {
+		c.Peer = p.Peer.String()
+		c.Verdict, c.Reason = "encrypted-and-authenticated", "static SA with pre-shared keys"
+		if ch, ok := p.Owner.(*ike.ChildSA); ok {
+			c.Reason = "IKE SA authenticated by " + ch.PeerAuthMethod()
+			if ch.PeerAuthMethod() == "null" {
+				c.Verdict, c.Reason = "encrypted-unauthenticated", "IKE SA with AUTH_NULL (RFC 7619)"
 			}
-			c.Peer = p.Peer.String()
-			c.Verdict, c.Reason = "encrypted-and-authenticated", "static SA with pre-shared keys"
-			if ch, ok := p.Owner.(*ike.ChildSA); ok {
-				c.Reason = "IKE SA authenticated by " + ch.PeerAuthMethod()
-				if ch.PeerAuthMethod() == "null" {
-					c.Verdict, c.Reason = "encrypted-unauthenticated", "IKE SA with AUTH_NULL (RFC 7619)"
-				}
-			}
-			return c
 		}
+		return c
 	}
 	if name, ok := ep.eng.TrapFor(a); ok {
 		c.Verdict, c.Peer, c.Reason = "pending", name, "an SA is negotiated with the peer when traffic comes"

@@ -343,12 +343,12 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 		}
 	}
 	if ep.oe != nil || ep.av != nil {
-		icfg.Responder = func(from netip.AddrPort, autovpnNonce []byte) *ike.PeerConfig {
+		icfg.Responder = func(from netip.AddrPort, local netip.Addr, autovpnNonce []byte) *ike.PeerConfig {
 			switch {
 			case autovpnNonce != nil && ep.av != nil:
 				return ep.av.Responder(from, autovpnNonce)
 			case autovpnNonce == nil && ep.oe != nil:
-				return ep.oe.Responder(from)
+				return ep.oe.Responder(from, local)
 			}
 			return nil
 		}
@@ -387,7 +387,7 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 	}
 	eng.SetAcquireHandler(d.Acquire)
 	ep.ike = d
-	ep.eng.SetIKEHandler(d.HandlePacket)
+	ep.eng.SetIKEHandler(d.HandlePacketTo)
 	ep.eng.SetSAEventHandler(func(p *tunnel.SAPair, ev esp.Event) {
 		if c, ok := p.Owner.(*ike.ChildSA); ok {
 			d.ChildEvent(c, ev == esp.EventHardExpire)

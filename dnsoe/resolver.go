@@ -42,6 +42,11 @@ var (
 	// of existence) failed validation: someone may be forging answers, so
 	// it is never taken as "no record".
 	ErrBogus = errors.New("dnsoe: DNSSEC validation failed (bogus answer)")
+	// ErrUnusableKey means the destination publishes an IPSECKEY record
+	// or TXT delegation, but no gateway with a key we can use (an RSA key
+	// out of bounds, an algorithm we lack, a gateway whose key cannot be
+	// found): it asked for encryption, so it is not "no record".
+	ErrUnusableKey = errors.New("dnsoe: published record has no usable key")
 )
 
 // Result is what DNS says about a destination.
@@ -54,7 +59,8 @@ type Result struct {
 	// errors, ErrorTTL).
 	Expires time.Time
 	// Err is ErrNoRecord (cached by the zone's negative TTL),
-	// ErrUnvalidated, ErrBogus, ErrBusy or a transport error.
+	// ErrUnvalidated, ErrBogus, ErrUnusableKey, ErrBusy or a transport
+	// error.
 	Err error
 }
 
@@ -255,7 +261,7 @@ func (r *Resolver) do(ctx context.Context, dest netip.Addr, budget chan struct{}
 	cancel()
 	<-budget
 	now := time.Now()
-	if res.Err != nil && !errors.Is(res.Err, ErrNoRecord) && !errors.Is(res.Err, ErrUnvalidated) {
+	if res.Err != nil && !errors.Is(res.Err, ErrNoRecord) && !errors.Is(res.Err, ErrUnvalidated) && !errors.Is(res.Err, ErrUnusableKey) {
 		res.Expires = now.Add(r.ErrorTTL) // a failure: remembered briefly
 	}
 	r.mu.Lock()
@@ -403,6 +409,7 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	res := Result{Validated: true, Expires: time.Now().Add(time.Hour)}
 	var transportErr error
 	sawBogus := false
+	published := false // an IPsec record of dest's, usable or not
 	use := func(a answer) bool {
 		switch {
 		case a.err != nil:
@@ -437,6 +444,7 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	if a := r.query(ctx, name, dns.TypeIPSECKEY); use(a) {
 		for _, rr := range a.rrs {
 			if rr, ok := rr.(*dns.IPSECKEY); ok {
+				published = true
 				if g, err := FromIPSECKEY(rr, dest); err == nil {
 					res.Gateways = append(res.Gateways, g)
 				}
@@ -453,6 +461,7 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 			if !strings.HasPrefix(txt, txtPrefix) {
 				continue
 			}
+			published = true
 			if g, err := FromTXT(txt); err == nil {
 				res.Gateways = append(res.Gateways, g)
 			}
@@ -543,6 +552,8 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 	case transportErr != nil:
 		res.Err = transportErr
 	case res.Err != nil:
+	case published:
+		res.Err = fmt.Errorf("%w (%s)", ErrUnusableKey, name)
 	default:
 		res.Err = ErrNoRecord
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/netip"
@@ -356,5 +357,27 @@ func TestResolverWrongOwner(t *testing.T) {
 	res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.50"))
 	if len(res.Gateways) != 0 || !errors.Is(res.Err, ErrNoRecord) {
 		t.Fatalf("%+v", res)
+	}
+}
+
+// A destination whose records ask for encryption but carry no key we can
+// use (here an RSA modulus over the bound) is not "no record": the
+// fallback must not send it plaintext.
+func TestResolverUnusableKey(t *testing.T) {
+	big := base64.StdEncoding.EncodeToString(encodeRFC3110(rsaOf(t, 16384, 65537)))
+	for _, tc := range []struct{ name, dest, rr string }{
+		{"IPSECKEY", "192.0.2.7", "7.2.0.192.in-addr.arpa. 3600 IN IPSECKEY 10 0 2 . " + big},
+		{"TXT", "192.0.2.8", `8.2.0.192.in-addr.arpa. 3600 IN TXT "X-IPsec-Server(10)=192.0.2.8 ` + big + `"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startTestServer(t)
+			ts.add(t, tc.rr)
+			ts.setValidated(true)
+			r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+			res := r.Lookup(context.Background(), netip.MustParseAddr(tc.dest))
+			if !errors.Is(res.Err, ErrUnusableKey) || len(res.Gateways) != 0 {
+				t.Fatalf("got %+v, want ErrUnusableKey", res)
+			}
+		})
 	}
 }

@@ -245,6 +245,8 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 		o.fallback(dst, class, false, ttl, err.Error())
 	case errors.Is(err, dnsoe.ErrBogus):
 		o.fallback(dst, class, true, failClosedRetry, err.Error())
+	case errors.Is(err, dnsoe.ErrUnusableKey):
+		o.fallback(dst, class, true, o.cfg.ShuntTTL, err.Error()) // it asked for encryption: hard fail
 	case o.keyed(dst):
 		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+err.Error())
 	case errors.Is(err, dnsoe.ErrUnvalidated):

@@ -660,6 +660,7 @@ func TestOpportunisticLookupVerdicts(t *testing.T) {
 		{policy.ClassPrivateOrClear, servfail, true, VerdictDrop, true},
 		{policy.ClassPrivateOrClear, dnsoe.ErrUnvalidated, true, VerdictDrop, true},
 		{policy.ClassPrivateOrClear, dnsoe.ErrBogus, false, VerdictDrop, true},
+		{policy.ClassPrivateOrClear, dnsoe.ErrUnusableKey, false, VerdictDrop, false}, // it asked for encryption
 		{policy.ClassPrivate, dnsoe.ErrNoRecord, false, VerdictDrop, false},
 		{policy.ClassPrivate, servfail, false, VerdictDrop, true},
 		{policy.ClassPrivate, dnsoe.ErrBogus, false, VerdictDrop, true},

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -25,11 +27,14 @@ type OSDevice struct {
 
 	mu       sync.Mutex
 	bypasses map[netip.Addr]bool
+	refused  atomic.Uint64 // bypass routes not added: the table was full
 }
 
-// AddBypass sends traffic to dst around the device ("throw" route in our
-// table): a destination the negative cache sends in the clear no longer
-// passes through oevpn at all.
+// AddBypass sends traffic to dst around the device (a throw route in our
+// table, through netlink): a destination the negative cache sends in the
+// clear no longer passes through oevpn at all. At most MaxBypass routes
+// exist at once; beyond, AddBypass returns ErrBypassFull and counts it, and
+// the clear path keeps carrying dst's packets.
 func (d *OSDevice) AddBypass(dst netip.Addr) error {
 	if d.cfg.Mark == 0 {
 		return nil
@@ -39,7 +44,11 @@ func (d *OSDevice) AddBypass(dst netip.Addr) error {
 	if d.bypasses[dst] {
 		return nil
 	}
-	if err := d.ip(family(dst.Is6()), "route", "replace", "throw", netip.PrefixFrom(dst, dst.BitLen()).String(), "table", strconv.Itoa(d.cfg.Table)); err != nil {
+	if len(d.bypasses) >= d.cfg.maxBypass() {
+		d.refused.Add(1)
+		return ErrBypassFull
+	}
+	if err := addThrow(uint32(d.cfg.Table), dst); err != nil {
 		return err
 	}
 	if d.bypasses == nil {
@@ -57,12 +66,46 @@ func (d *OSDevice) RemoveBypass(dst netip.Addr) error {
 		return nil
 	}
 	delete(d.bypasses, dst)
-	return d.ip(family(dst.Is6()), "route", "del", "throw", netip.PrefixFrom(dst, dst.BitLen()).String(), "table", strconv.Itoa(d.cfg.Table))
+	return delThrow(uint32(d.cfg.Table), dst)
+}
+
+// BypassStats returns the number of bypass routes installed and the number
+// AddBypass refused because MaxBypass were.
+func (d *OSDevice) BypassStats() (installed int, refused uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.bypasses), d.refused.Load()
+}
+
+// RoutesInto reports whether the kernel sends a packet to dst (one without
+// oevpn's mark) into the device: nil if it does, else why not. It asks the
+// kernel itself, rules and all, so a rule or route removed behind oevpn's
+// back shows.
+func (d *OSDevice) RoutesInto(dst netip.Addr) error {
+	ifc, err := net.InterfaceByName(d.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("device %s is gone: %w", d.cfg.Name, err)
+	}
+	oif, err := routeOIF(dst.Unmap())
+	if err != nil {
+		return fmt.Errorf("no route to %v: %w", dst, err)
+	}
+	if oif != ifc.Index {
+		name := strconv.Itoa(oif)
+		if o, err := net.InterfaceByIndex(oif); err == nil {
+			name = o.Name
+		}
+		return fmt.Errorf("the kernel routes %v by %s, not into %s", dst, name, d.cfg.Name)
+	}
+	return nil
 }
 
 // CreateOSTUN creates the TUN device (with TSO/GRO offloads where the kernel
 // has them), brings it up and installs its addresses, routes and rules.
-// Rules left by a run that crashed are removed first.
+// Rules left by a run that crashed are removed first, once the device is
+// ours: a device that another process holds is refused before anything of
+// that process's routing is touched. (oevpn up also holds a lock per
+// control socket before it gets here.)
 func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -71,16 +114,16 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 		return nil, errors.New("tunnel: the ip command (iproute2) is needed to configure the TUN device")
 	}
 	d := &OSDevice{cfg: cfg, log: cfg.Logger}
-	if cfg.Mark != 0 {
-		d.removeStaleRules()
-	}
 	dev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: creating TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", cfg.Name, err)
+		return nil, fmt.Errorf("tunnel: creating TUN device %q: %w (is it in use by another process, is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", cfg.Name, err)
 	}
 	d.Device = dev
 	if name, err := dev.Name(); err == nil {
 		d.cfg.Name = name
+	}
+	if cfg.Mark != 0 {
+		d.removeStaleRules()
 	}
 	if err := d.configure(); err != nil {
 		d.Close()
@@ -240,7 +283,7 @@ func (d *OSDevice) Close() error {
 	var errs []error
 	d.mu.Lock()
 	for dst := range d.bypasses {
-		d.ip(family(dst.Is6()), "route", "del", "throw", netip.PrefixFrom(dst, dst.BitLen()).String(), "table", strconv.Itoa(d.cfg.Table))
+		delThrow(uint32(d.cfg.Table), dst)
 	}
 	d.bypasses = nil
 	d.mu.Unlock()

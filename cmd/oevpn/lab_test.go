@@ -363,3 +363,133 @@ func TestLabBench(t *testing.T) {
 	fmt.Printf("  bare veth                                : %6.2f Gbit/s\n\n", bare)
 	lp.stop(t)
 }
+
+// TestLabSecondInstance starts a second `oevpn up` with A's configuration
+// while A runs. Before the fix the second removed A's routing rule as
+// stale, failed on the busy TUN and left A running with its traffic to B
+// leaving in the clear, while `oevpn check` still said encrypted. The
+// second must refuse before touching anything; A's traffic must stay
+// encrypted on the wire and check must agree. Then the test removes A's
+// rule by hand: check must no longer claim the traffic is protected.
+func TestLabSecondInstance(t *testing.T) {
+	lab.Require(t, "tcpdump", "ping")
+	lp := newLabPair(t, esp.AESGCM256)
+	rulesBefore := lp.a.Run("ip", "rule")
+
+	second := lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
+	if err := second.Wait(10 * time.Second); err == nil {
+		t.Fatalf("a second oevpn up with the same configuration succeeded:\n%s", second.Output())
+	}
+	want := fmt.Sprintf("(pid %d)", lp.procA.Cmd.Process.Pid)
+	if out := second.Output(); !strings.Contains(out, "is already running for") || !strings.Contains(out, want) {
+		t.Errorf("second instance's error does not say who runs: want %q in\n%s", want, out)
+	}
+	if rules := lp.a.Run("ip", "rule"); rules != rulesBefore {
+		t.Errorf("the second instance changed the routing rules:\nbefore\n%s\nafter\n%s", rulesBefore, rules)
+	}
+
+	stop := tcpdump(t, lp.b, lp.vethB, "ip or ip6")
+	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	lp.b.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labA4)
+	checkCapture(t, stop(), lp)
+	check := func(addr string) string {
+		out, _ := exec.Command(oevpnBinary(t), "check", "-c", lp.cfgA, addr).CombinedOutput()
+		return string(out)
+	}
+	if out := check(labB4); !strings.Contains(out, labB4+": encrypted-and-authenticated") {
+		t.Errorf("oevpn check %s after the second start: %s", labB4, out)
+	}
+
+	// Take A's rule away behind its back: traffic to B now leaves in the
+	// clear, and check must say so.
+	prio := ruleLine(t, lp.a, "-4")
+	lp.a.Run("ip", "-4", "rule", "del", "priority", prio)
+	if out := check(labB4); !strings.HasPrefix(out, labB4+": clear: not protected") {
+		t.Errorf("oevpn check %s with the routing rule gone: %s", labB4, out)
+	}
+	lp.a.Run("ip", "-4", "rule", "add", "not", "fwmark", "0x4f45", "table", "20293", "priority", prio)
+	if out := check(labB4); !strings.Contains(out, labB4+": encrypted-and-authenticated") {
+		t.Errorf("oevpn check %s with the rule back: %s", labB4, out)
+	}
+	lp.stop(t)
+}
+
+// ruleLine returns the priority of oevpn's "not fwmark" rule in ns.
+func ruleLine(t *testing.T, ns *lab.Netns, family string) string {
+	t.Helper()
+	for _, l := range strings.Split(ns.Run("ip", family, "rule"), "\n") {
+		if strings.Contains(l, "not from all fwmark 0x4f45") {
+			return strings.TrimSuffix(strings.Fields(l)[0], ":")
+		}
+	}
+	t.Fatalf("no oevpn rule in\n%s", ns.Run("ip", family, "rule"))
+	return ""
+}
+
+// TestLabControlSocketCredentials runs an endpoint and calls its control
+// socket as another user (uid 65534). With the modes oevpn sets (socket
+// 0600 in a directory 0700) that user cannot connect at all; with both
+// opened up by hand (socket 0666, directory 0755) it may read the status
+// but not change state (down): the credentials decide, not only the mode.
+// Root may.
+func TestLabControlSocketCredentials(t *testing.T) {
+	lab.Require(t)
+	bin := oevpnBinary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	base, err := os.MkdirTemp("", "oevpn-ctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	dir := filepath.Join(base, "ctl")
+	sock := filepath.Join(dir, "oevpn.sock")
+	cfg := filepath.Join(base, "a.toml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/24\"]\ncontrol = %q\n", sock), 0o644)
+	ns := lab.NewNetns(t)
+	p := ns.Start(bin, "up", "-c", cfg)
+	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, sock: 0o600} {
+		if fi, err := os.Lstat(path); err != nil || fi.Mode().Perm() != want {
+			t.Fatalf("%s: %v %v, want mode %04o", path, fi.Mode(), err, want)
+		}
+	}
+	as := func(uid int, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	status := func(uid int) (string, error) { return as(uid, "status", "-s", sock) }
+	down := func(uid int) (string, error) { return as(uid, "down", "-s", sock, "somepeer") }
+	if out, err := status(65534); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("status as uid 65534 with the socket as oevpn made it: %v\n%s", err, out)
+	}
+	if out, err := down(65534); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("down as uid 65534 with the socket as oevpn made it: %v\n%s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	os.Chmod(sock, 0o666)
+	if out, err := status(65534); err != nil || !strings.Contains(out, "netstack") {
+		t.Errorf("status as uid 65534 on an opened-up socket: %v\n%s", err, out)
+	}
+	if out, err := down(65534); err == nil || !strings.Contains(out, "refused: uid 65534 may not change oevpn's state") {
+		t.Errorf("down as uid 65534 on an opened-up socket: %v\n%s", err, out)
+	}
+	if out, err := down(0); err == nil || !strings.Contains(out, "no IKE peers configured") {
+		t.Errorf("down as root: %v\n%s", err, out)
+	}
+	// A second instance with the same configuration stops at the lock.
+	second := ns.Start(bin, "up", "-c", cfg)
+	if err := second.Wait(10 * time.Second); err == nil || !strings.Contains(second.Output(), "oevpn is already running for oevpn0 (pid") {
+		t.Errorf("second instance: %v\n%s", err, second.Output())
+	}
+	p.Signal(syscall.SIGTERM)
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("oevpn did not exit cleanly: %v\n%s", err, p.Output())
+	}
+}

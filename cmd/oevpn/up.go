@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -39,6 +40,17 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// One instance per control socket, decided before anything on the
+	// host is touched: a second one would take the first one's routing
+	// away.
+	if err := prepareControlDir(filepath.Dir(cfg.Interface.Control)); err != nil {
+		return err
+	}
+	lock, err := lockInstance(cfg.Interface.Control, cfg.Interface.Name)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // after ep.Close: the host is clean before another may start
 	log := newLogger(stderr, cfg.Interface.LogLevel)
 	ep, err := startEndpoint(cfg, log)
 	if err != nil {
@@ -82,9 +94,10 @@ type endpoint struct {
 	av        *tunnel.AutoVPN     // nil without [autovpn]
 	trust     *policy.TrustStore
 	closers   []func()
-	net       *netstack.Net  // netstack mode only
-	outside   tunnel.Outside // how our own packets leave, TUN mode only
-	clearPath string         // "raw", "forwarder" or "none", for status
+	net       *netstack.Net    // netstack mode only
+	outside   tunnel.Outside   // how our own packets leave, TUN mode only
+	dev       *tunnel.OSDevice // TUN mode only
+	clearPath string           // "raw", "forwarder" or "none", for status
 	log       *slog.Logger
 }
 
@@ -120,7 +133,7 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		if err != nil {
 			return nil, err
 		}
-		tcfg.Device, tcfg.Outside, tcfg.Bypass = dev, ep.outside, dev
+		tcfg.Device, tcfg.Outside, tcfg.Bypass, ep.dev = dev, ep.outside, dev, dev
 		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 || cfg.AutoVPN.Enabled() {
 			if err := ep.openClearPath(&tcfg); err != nil {
 				dev.Close()

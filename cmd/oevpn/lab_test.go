@@ -134,7 +134,10 @@ func newLabPair(t *testing.T, tr esp.Transform) *labPair {
 	dir := t.TempDir()
 	write := func(name string, args ...any) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, fmt.Appendf(nil, labConfig, args...), 0o600); err != nil {
+		// The sequence numbers of the static keys are kept in the test's
+		// own directory.
+		cfg := strings.Replace(fmt.Sprintf(labConfig, args...), "[interface]\n", fmt.Sprintf("[interface]\nstate_dir = %q\n", dir), 1)
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return p
@@ -492,4 +495,67 @@ func TestLabControlSocketCredentials(t *testing.T) {
 	if err := p.Wait(10 * time.Second); err != nil {
 		t.Fatalf("oevpn did not exit cleanly: %v\n%s", err, p.Output())
 	}
+}
+
+// TestLabStaticSARestart performs the nonce-reuse attack on static SAs: A
+// sends under its static AES-GCM key, crashes (SIGKILL, no orderly
+// shutdown), starts again with the same configuration and sends again. On
+// the wire no (SPI, IV) of A's may appear twice: with the IV the sequence
+// number, restarting at 1 under the same key gave the XOR of two
+// plaintexts. And B, which did not restart, must still accept every one of
+// A's packets (its replay window drops numbers that start over).
+func TestLabStaticSARestart(t *testing.T) {
+	lab.Require(t, "tcpdump", "ping")
+	lp := newLabPair(t, esp.AESGCM256)
+	pcap := filepath.Join(t.TempDir(), "restart.pcap")
+	// Immediate mode: the packets of the last moments are written too.
+	dump := lp.b.Start("tcpdump", "-i", lp.vethB, "-nn", "--immediate-mode", "-U", "-s", "256", "-w", pcap, "udp port 4500")
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	lp.procA.Signal(syscall.SIGKILL)
+	lp.procA.Wait(10 * time.Second)
+	lp.procA = lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
+	if err := lp.procA.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pingOut, pingErr := lp.a.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	time.Sleep(200 * time.Millisecond)
+	dump.Signal(syscall.SIGINT)
+	dump.Wait(10 * time.Second)
+	data, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, frames, err := lab.ReadPcap(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[[8]byte]int{}
+	n := 0
+	for _, f := range frames {
+		ip := f.IPPayload()
+		if ip == nil || len(ip) < headerLen(ip)+8+16 {
+			continue
+		}
+		l4 := ip[headerLen(ip)+8:]
+		if kind, _ := esp.Classify(l4); kind != esp.KindESP || esp.Header(l4).SPI() != lp.spiAB {
+			continue
+		}
+		iv := [8]byte(l4[8:16])
+		seen[iv]++
+		n++
+		if seen[iv] == 2 {
+			t.Errorf("A reused IV %x (sequence number %d) under SPI %#x and the same key", iv, esp.Header(l4).Seq(), lp.spiAB)
+		}
+	}
+	if n != 6 {
+		t.Errorf("%d ESP packets from A captured, want 6", n)
+	}
+	if st := oevpnStatus(t, lp.cfgB); st.Stats.DecryptErrors != 0 || pingErr != nil {
+		t.Errorf("B refused %d of A's packets after A's restart: %v\n%s", st.Stats.DecryptErrors, pingErr, pingOut)
+	}
+	t.Logf("%d ESP packets from A, %d distinct IVs", n, len(seen))
+	lp.stop(t)
 }

@@ -57,7 +57,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		return err
 	}
 	ep.eng.SetClasses(cfg.Policy.Classes.WithOwn(ownAddresses(cfg)))
-	if err := ep.installSAs(cfg.SAs); err != nil {
+	if err := ep.installSAs(cfg.SAs, cfg.Interface.StateDir); err != nil {
 		ep.Close()
 		return err
 	}
@@ -289,14 +289,25 @@ func rangePrefixes(lo, hi netip.Addr) []netip.Prefix {
 	return out
 }
 
-// installSAs installs the configured static SA pairs.
-func (ep *endpoint) installSAs(sas []config.SA) error {
+// installSAs installs the configured static SA pairs. Their outbound
+// sequence numbers, hence IVs, live in stateDir, so that a restart under
+// the same keys never uses one twice; "" keeps them in memory, only for
+// keys made at random for this run (the demo).
+func (ep *endpoint) installSAs(sas []config.SA, stateDir string) error {
 	for i, sa := range sas {
+		var seq esp.SeqStore
+		if stateDir != "" {
+			f, err := newSeqFile(stateDir, sa.KeyOut)
+			if err != nil {
+				return err
+			}
+			seq = f
+		}
 		_, err := ep.eng.Install(tunnel.PairConfig{
 			Peer:   sa.Peer,
 			Local:  policy.Selectors(sa.Local),
 			Remote: policy.Selectors(sa.Remote),
-			Out:    esp.Config{Transform: sa.Transform, SPI: sa.SPIOut, Key: sa.KeyOut, ESN: sa.ESN},
+			Out:    esp.Config{Transform: sa.Transform, SPI: sa.SPIOut, Key: sa.KeyOut, ESN: sa.ESN, Sequence: seq},
 			In:     esp.Config{Transform: sa.Transform, SPI: sa.SPIIn, Key: sa.KeyIn, ESN: sa.ESN, ReplayWindow: sa.ReplayWindow},
 		})
 		if err != nil {

@@ -240,11 +240,12 @@ type Check struct {
 // slides wanted a socket option for. Whatever oevpn would do with a packet
 // takes the kernel sending it into the device: if it does not (a rule or
 // route gone, the device gone), the packet leaves in the clear, and check
-// says so.
+// says so. (For an AutoVPN gateway, whose own packets are not the ones it
+// protects, only what oevpn does is reported.)
 func (ep *endpoint) check(a netip.Addr) Check {
 	a = a.Unmap()
 	c := ep.policyCheck(a)
-	if c.Verdict == "clear" || ep.dev == nil {
+	if c.Verdict == "clear" || ep.dev == nil || ep.gateway {
 		return c
 	}
 	if err := ep.dev.RoutesInto(a); err != nil {

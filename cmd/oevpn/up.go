@@ -88,23 +88,26 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // endpoint is one running oevpn endpoint.
 type endpoint struct {
-	eng       *tunnel.Engine
-	ike       *ike.Daemon
-	oe        *tunnel.Opportunism // nil without opportunistic classes
-	av        *tunnel.AutoVPN     // nil without [autovpn]
-	trust     *policy.TrustStore
-	closers   []func()
-	net       *netstack.Net    // netstack mode only
-	outside   tunnel.Outside   // how our own packets leave, TUN mode only
-	dev       *tunnel.OSDevice // TUN mode only
-	clearPath string           // "raw", "forwarder" or "none", for status
+	eng     *tunnel.Engine
+	ike     *ike.Daemon
+	oe      *tunnel.Opportunism // nil without opportunistic classes
+	av      *tunnel.AutoVPN     // nil without [autovpn]
+	trust   *policy.TrustStore
+	closers []func()
+	net     *netstack.Net    // netstack mode only
+	outside tunnel.Outside   // how our own packets leave, TUN mode only
+	dev     *tunnel.OSDevice // TUN mode only
+	// gateway is set for an AutoVPN gateway: the traffic it protects is
+	// its hosts', which the kernel routes by source, not its own.
+	gateway   bool
+	clearPath string // "raw", "forwarder" or "none", for status
 	log       *slog.Logger
 }
 
 // startEndpoint creates the device and starts the datapath.
 func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 	in := cfg.Interface
-	ep := &endpoint{log: log, clearPath: "none"}
+	ep := &endpoint{log: log, clearPath: "none", gateway: cfg.AutoVPN.Enabled() && cfg.AutoVPN.Mode != "host"}
 	tcfg := tunnel.Config{IKEPort: uint16(*in.IKEPort), NATTPort: uint16(*in.NATTPort), Logger: log}
 	switch in.Mode {
 	case config.ModeNetstack:

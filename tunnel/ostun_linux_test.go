@@ -3,6 +3,7 @@ package tunnel
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
@@ -21,7 +22,7 @@ func TestLabBypassNetlink(t *testing.T) {
 	lab.Require(t)
 	ns := lab.NewNetns(t)
 	const table, max = 4711, 64
-	d := &OSDevice{cfg: OSConfig{Mark: 0x4f45, Table: table, MaxBypass: max}, log: nil}
+	d := &OSDevice{cfg: OSConfig{Mark: 0x4f45, Table: table, MaxBypass: max}, log: slog.New(slog.DiscardHandler)}
 	var dsts []netip.Addr
 	for i := 0; i < 300; i++ {
 		dsts = append(dsts, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))

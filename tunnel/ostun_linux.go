@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -24,6 +25,8 @@ type OSDevice struct {
 	cfg  OSConfig
 	log  *slog.Logger
 	undo []func() error
+
+	claims []int // abstract sockets that hold our table and rule priorities
 
 	mu       sync.Mutex
 	bypasses map[netip.Addr]bool
@@ -114,8 +117,14 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 		return nil, errors.New("tunnel: the ip command (iproute2) is needed to configure the TUN device")
 	}
 	d := &OSDevice{cfg: cfg, log: cfg.Logger}
+	if cfg.Mark != 0 {
+		if err := d.claimRouting(); err != nil {
+			return nil, err
+		}
+	}
 	dev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
 	if err != nil {
+		d.Close()
 		return nil, fmt.Errorf("tunnel: creating TUN device %q: %w (is it in use by another process, is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", cfg.Name, err)
 	}
 	d.Device = dev
@@ -130,6 +139,34 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// claimRouting claims our routing tables and rule priorities in this
+// network namespace before anything is touched, so that the stale rules
+// removed next are a dead run's, never another running oevpn's (another
+// device with the same table, or one whose priorities overlap ours). The
+// claims are abstract unix sockets: they belong to the namespace and go
+// away with the process, however it ends.
+func (d *OSDevice) claimRouting() error {
+	names := []string{fmt.Sprintf("table-%d", d.cfg.Table), fmt.Sprintf("table-%d", d.cfg.Table+1)}
+	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
+		names = append(names, fmt.Sprintf("rule-%d", p))
+	}
+	for _, n := range names {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("tunnel: claiming the routing table: %w", err)
+		}
+		d.claims = append(d.claims, fd)
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@oevpn-" + n}); err != nil {
+			d.Close()
+			if errors.Is(err, unix.EADDRINUSE) {
+				return fmt.Errorf("tunnel: routing table %d (or a rule priority next to %d) is in use by another oevpn in this network namespace: give each its own interface.table, at least 10 apart", d.cfg.Table, d.rulePriority())
+			}
+			return fmt.Errorf("tunnel: claiming the routing table: %w", err)
+		}
+	}
+	return nil
 }
 
 func (d *OSDevice) ip(args ...string) error {
@@ -294,5 +331,9 @@ func (d *OSDevice) Close() error {
 	if d.Device != nil {
 		errs = append(errs, d.Device.Close())
 	}
+	for _, fd := range d.claims {
+		unix.Close(fd)
+	}
+	d.claims = nil
 	return errors.Join(errs...)
 }

@@ -55,9 +55,24 @@ type instanceLock struct{ f *os.File }
 // our pid into it. If another process holds it, the error names the device
 // and that process.
 func lockInstance(path, device string) (*instanceLock, error) {
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	l, err := lockFile(path + ".lock")
+	if holder, ok := err.(errLocked); ok {
+		return nil, fmt.Errorf("oevpn is already running for %s (pid %s); its control socket is %s", device, holder.pid, path)
+	}
+	return l, err
+}
+
+// errLocked says which process holds a lock file.
+type errLocked struct{ pid string }
+
+func (e errLocked) Error() string { return "locked by pid " + e.pid }
+
+// lockFile takes an exclusive lock on the file at path (flock), creating
+// it, and writes our pid into it; errLocked if another process holds it.
+func lockFile(path string) (*instanceLock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("instance lock: %w", err)
+		return nil, fmt.Errorf("lock: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		b := make([]byte, 32)
@@ -68,9 +83,9 @@ func lockInstance(path, device string) (*instanceLock, error) {
 			if _, err := strconv.Atoi(pid); err != nil {
 				pid = "unknown"
 			}
-			return nil, fmt.Errorf("oevpn is already running for %s (pid %s); its control socket is %s", device, pid, path)
+			return nil, errLocked{pid}
 		}
-		return nil, fmt.Errorf("instance lock %s.lock: %w", path, err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)

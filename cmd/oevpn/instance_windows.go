@@ -26,15 +26,30 @@ func prepareControlDir(dir string) error {
 type instanceLock struct{ f *os.File }
 
 // lockInstance takes the instance lock of the control socket at path
-// (LockFileEx on path+".lock") and writes our pid into it.
+// (path+".lock") and writes our pid into it.
 func lockInstance(path, device string) (*instanceLock, error) {
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := lockFile(path + ".lock")
+	if holder, ok := err.(errLocked); ok {
+		return nil, fmt.Errorf("oevpn is already running for %s (pid %s); its control socket is %s", device, holder.pid, path)
+	}
+	return l, err
+}
+
+// errLocked says which process holds a lock file.
+type errLocked struct{ pid string }
+
+func (e errLocked) Error() string { return "locked by pid " + e.pid }
+
+// lockFile takes an exclusive lock on the first byte of the file at path
+// (LockFileEx), creating it, and writes our pid after that byte, where
+// others may read it; errLocked if another process holds it.
+func lockFile(path string) (*instanceLock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("instance lock: %w", err)
+		return nil, fmt.Errorf("lock: %w", err)
 	}
 	ol := new(windows.Overlapped)
 	if err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, ol); err != nil {
-		// The pid lies past the locked byte, where others may read it.
 		b := make([]byte, 32)
 		n, _ := f.ReadAt(b, 1)
 		f.Close()
@@ -43,9 +58,9 @@ func lockInstance(path, device string) (*instanceLock, error) {
 			if _, err := strconv.Atoi(pid); err != nil {
 				pid = "unknown"
 			}
-			return nil, fmt.Errorf("oevpn is already running for %s (pid %s); its control socket is %s", device, pid, path)
+			return nil, errLocked{pid}
 		}
-		return nil, fmt.Errorf("instance lock %s.lock: %w", path, err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	f.Truncate(1)
 	f.Seek(1, io.SeekStart)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -389,6 +390,23 @@ func TestLabSecondInstance(t *testing.T) {
 	}
 	if rules := lp.a.Run("ip", "rule"); rules != rulesBefore {
 		t.Errorf("the second instance changed the routing rules:\nbefore\n%s\nafter\n%s", rulesBefore, rules)
+	}
+	// Another configuration (another device and control socket) with the
+	// same routing table: it must not take A's rules for a dead run's.
+	cfg, err := os.ReadFile(lp.cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(filepath.Dir(lp.cfgA), "other.toml")
+	cfg = []byte(strings.Replace(string(cfg), "[interface]\n", fmt.Sprintf("[interface]\ncontrol = %q\n", filepath.Join(t.TempDir(), "ctl", "o.sock")), 1))
+	cfg = regexp.MustCompile(`(?m)^name = ".*"$`).ReplaceAll(cfg, []byte(`name = "`+lab.Unique("to")+`"`))
+	os.WriteFile(other, cfg, 0o600)
+	third := lp.a.Start(oevpnBinary(t), "up", "-c", other)
+	if err := third.Wait(10 * time.Second); err == nil || !strings.Contains(third.Output(), "routing table 20293") {
+		t.Errorf("an instance with another device and the same table: %v\n%s", err, third.Output())
+	}
+	if rules := lp.a.Run("ip", "rule"); rules != rulesBefore {
+		t.Errorf("an instance with the same table changed the routing rules:\nbefore\n%s\nafter\n%s", rulesBefore, rules)
 	}
 
 	stop := tcpdump(t, lp.b, lp.vethB, "ip or ip6")

@@ -16,17 +16,28 @@ import (
 // the state directory, named after a hash of the key (the IV must be unique
 // per key, whatever SPI or configuration the key appears in), holding the
 // highest sequence number reserved. It is replaced atomically and synced
-// before the numbers it reserves are used.
-type seqFile struct{ path string }
+// before the numbers it reserves are used. One process at a time uses a
+// key: the file's lock is held for the process's lifetime.
+type seqFile struct {
+	path string
+	lock *instanceLock // never released: a reference, so it is not collected
+}
 
 // newSeqFile returns the sequence file of key in dir, creating dir (mode
-// 0700) if needed.
+// 0700) if needed, and locks it: two processes sealing under one key
+// would use the same numbers.
 func newSeqFile(dir string, key []byte) (seqFile, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return seqFile{}, fmt.Errorf("state directory: %w", err)
 	}
 	h := sha256.Sum256(append([]byte("oevpn static SA sequence numbers\x00"), key...))
-	return seqFile{path: filepath.Join(dir, "esp-seq-"+hex.EncodeToString(h[:16]))}, nil
+	f := seqFile{path: filepath.Join(dir, "esp-seq-"+hex.EncodeToString(h[:16]))}
+	var err error
+	f.lock, err = lockFile(f.path + ".lock") // held until we exit
+	if holder, ok := err.(errLocked); ok {
+		return seqFile{}, fmt.Errorf("the key is in use by another oevpn (pid %s): a key may serve one SA of one endpoint", holder.pid)
+	}
+	return f, err
 }
 
 const seqFileMagic = "oevpn-esp-seq "

@@ -23,6 +23,9 @@ func TestSeqFile(t *testing.T) {
 	if v, err := f.Reserved(); err != nil || v != 1<<40 {
 		t.Fatalf("after Reserve: %d, %v", v, err)
 	}
+	if _, err := newSeqFile(dir, []byte("key one")); err == nil || !strings.Contains(err.Error(), "in use by another oevpn") {
+		t.Fatalf("the same key twice: %v", err)
+	}
 	g, _ := newSeqFile(dir, []byte("key two"))
 	if v, _ := g.Reserved(); v != 0 || g.path == f.path {
 		t.Fatalf("another key shares the file: %d %s", v, g.path)

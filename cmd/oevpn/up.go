@@ -302,7 +302,7 @@ func (ep *endpoint) installSAs(sas []config.SA, stateDir string) error {
 		if stateDir != "" {
 			f, err := newSeqFile(stateDir, sa.KeyOut)
 			if err != nil {
-				return err
+				return fmt.Errorf("sa[%d].key_out: %w", i, err)
 			}
 			seq = f
 		}

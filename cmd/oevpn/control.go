@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/user"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -26,17 +29,19 @@ import (
 
 // The control API: HTTP with JSON bodies on a unix socket (AF_UNIX also
 // exists on Windows 10 and later). The socket is 0600 in a directory of
-// ours, mode 0700; requests that change state (every method but GET) are
-// also refused unless the caller's credentials say root or oevpn's own
-// user.
+// ours, mode 0700 (0660 and 0750, the control group's, with
+// interface.control_group); requests that change state (every method but
+// GET) are also refused unless the caller's credentials say root, oevpn's
+// own user or a member of the control group.
 
 // callerKey is the context key of the caller of a control connection.
 type callerKey struct{}
 
 // caller is who is at the other end of a control connection.
 type caller struct {
-	uid int
-	err error // the credentials could not be read
+	uid  int
+	gids []int // the groups the credentials carry (Linux: the primary one)
+	err  error // the credentials could not be read
 }
 
 // callerOf reads the credentials of the peer of a control connection.
@@ -50,17 +55,35 @@ func callerOf(c net.Conn) caller {
 		return caller{uid: -1, err: err}
 	}
 	cl := caller{uid: -1}
-	if err := raw.Control(func(fd uintptr) { cl.uid, cl.err = peerUID(fd) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { cl.uid, cl.gids, cl.err = peerCred(fd) }); err != nil {
 		cl.err = err
 	}
 	return cl
 }
 
+// inGroup reports whether the caller is in group gid: by its credentials,
+// or as a member in the user database (/etc/group).
+func (cl caller) inGroup(gid int) bool {
+	if gid < 0 {
+		return false
+	}
+	if slices.Contains(cl.gids, gid) {
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(cl.uid))
+	if err != nil {
+		return false
+	}
+	ids, _ := u.GroupIds()
+	return slices.Contains(ids, strconv.Itoa(gid))
+}
+
 // authorize refuses requests that change state (down, trust, untrust,
-// forget: every method but GET and HEAD) from anyone but root and
-// oevpn's own user. Reading (status, check, peers) takes only being able
-// to connect, which the socket's mode decides.
-func authorize(next http.Handler) http.Handler {
+// forget: every method but GET and HEAD) from anyone but root, oevpn's own
+// user and the members of the control group gid (-1: none). Reading
+// (status, check, peers) takes only being able to connect, which the
+// socket's mode decides.
+func authorize(next http.Handler, gid int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && peerCredentials {
 			cl, _ := r.Context().Value(callerKey{}).(caller)
@@ -68,8 +91,8 @@ func authorize(next http.Handler) http.Handler {
 			case cl.err != nil:
 				http.Error(w, "refused: cannot tell who is calling: "+cl.err.Error(), http.StatusForbidden)
 				return
-			case cl.uid != 0 && cl.uid != os.Geteuid():
-				http.Error(w, fmt.Sprintf("refused: uid %d may not change oevpn's state (root or uid %d may)", cl.uid, os.Geteuid()), http.StatusForbidden)
+			case cl.uid != 0 && cl.uid != os.Geteuid() && !cl.inGroup(gid):
+				http.Error(w, fmt.Sprintf("refused: uid %d may not change oevpn's state (root, uid %d or the control group may)", cl.uid, os.Geteuid()), http.StatusForbidden)
 				return
 			}
 		}
@@ -182,10 +205,11 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 }
 
 // serveControl listens on the control socket until the endpoint closes.
-// cmdUp prepared its directory and holds its instance lock.
-func (ep *endpoint) serveControl(cfg *config.Config) error {
+// cmdUp prepared its directory and holds its instance lock; gid is the
+// control group's (-1: none).
+func (ep *endpoint) serveControl(cfg *config.Config, gid int) error {
 	path := cfg.Interface.Control
-	ln, err := listenControl(path)
+	ln, err := listenControl(path, gid)
 	if err != nil {
 		return err
 	}
@@ -216,7 +240,7 @@ func (ep *endpoint) serveControl(cfg *config.Config) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(ep.check(a))
 	})
-	srv := &http.Server{Handler: authorize(mux), ReadHeaderTimeout: 5 * time.Second,
+	srv := &http.Server{Handler: authorize(mux, gid), ReadHeaderTimeout: 5 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, callerKey{}, callerOf(c))
 		}}

@@ -18,11 +18,11 @@ func TestListenControlMode(t *testing.T) {
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
 	dir := filepath.Join(t.TempDir(), "ctl")
-	if err := prepareControlDir(dir); err != nil {
+	if err := prepareControlDir(dir, -1); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "oevpn.sock")
-	ln, err := listenControl(path)
+	ln, err := listenControl(path, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestListenControlMode(t *testing.T) {
 	// A file that is not a socket is never removed to make room.
 	os.Remove(path)
 	os.WriteFile(path, nil, 0o600)
-	if _, err := listenControl(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := listenControl(path, -1); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("listenControl over a regular file: %v", err)
 	}
 }
@@ -79,7 +79,7 @@ func TestPrepareControlDir(t *testing.T) {
 		if tc.dir == other && os.Geteuid() != 0 {
 			continue
 		}
-		err := prepareControlDir(tc.dir)
+		err := prepareControlDir(tc.dir, -1)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: %v", tc.dir, err)

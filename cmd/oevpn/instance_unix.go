@@ -19,8 +19,9 @@ import (
 // instance lock live, is ours alone: it creates it mode 0700 if it is not
 // there, and refuses one that is a symbolic link, not owned by our user,
 // or writable by group or others (whoever can write there can replace the
-// socket or the lock).
-func prepareControlDir(dir string) error {
+// socket or the lock). With a control group (gid >= 0) the directory is
+// made that group's, mode 0750, so that its members reach the socket.
+func prepareControlDir(dir string, gid int) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("control directory: %w", err)
 	}
@@ -41,6 +42,22 @@ func prepareControlDir(dir string) error {
 		return fmt.Errorf("control directory %s is not owned by uid %d: refusing it", dir, os.Geteuid())
 	case fi.Mode().Perm()&0o022 != 0:
 		return fmt.Errorf("control directory %s is writable by group or others (mode %04o): refusing it (chmod go-w, or remove it and let oevpn create it)", dir, fi.Mode().Perm())
+	}
+	if gid < 0 {
+		return nil
+	}
+	// Through a descriptor of the directory itself, never a path that
+	// could be swapped for a link meanwhile.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("control directory: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, -1, gid); err != nil {
+		return fmt.Errorf("control directory: giving it to group %d: %w", gid, err)
+	}
+	if err := unix.Fchmod(fd, 0o750); err != nil {
+		return fmt.Errorf("control directory: %w", err)
 	}
 	return nil
 }
@@ -96,22 +113,33 @@ func lockFile(path string) (*instanceLock, error) {
 func (l *instanceLock) Close() error { return l.f.Close() }
 
 // listenControl creates the control socket mode 0600 from the start (the
-// umask is 0177 while it is bound; the directory is ours and 0700 anyway).
-// We hold the instance lock, so a socket there is a dead run's.
-func listenControl(path string) (net.Listener, error) {
+// umask is 0177 while it is bound; the directory is ours and 0700 anyway),
+// or 0660 and the control group's with one (gid >= 0). We hold the
+// instance lock, so a socket there is a dead run's.
+func listenControl(path string, gid int) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
 			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
 		}
 		os.Remove(path)
 	}
-	old := unix.Umask(0o177)
+	mask := 0o177
+	if gid >= 0 {
+		mask = 0o117
+	}
+	old := unix.Umask(mask)
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false) // we remove it ourselves
+	if gid >= 0 {
+		if err := os.Lchown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control socket: giving it to group %d: %w", gid, err)
+		}
+	}
 	return ln, nil
 }
 

@@ -13,8 +13,9 @@ import (
 )
 
 // prepareControlDir creates dir. On Windows the default is the user's own
-// temporary directory, whose ACL keeps other users out.
-func prepareControlDir(dir string) error {
+// temporary directory, whose ACL keeps other users out; there is no
+// control group (up refuses one).
+func prepareControlDir(dir string, _ int) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("control directory: %w", err)
 	}
@@ -72,7 +73,7 @@ func lockFile(path string) (*instanceLock, error) {
 func (l *instanceLock) Close() error { return l.f.Close() }
 
 // listenControl creates the control socket.
-func listenControl(path string) (net.Listener, error) {
+func listenControl(path string, _ int) (net.Listener, error) {
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -86,4 +87,4 @@ func listenControl(path string) (net.Listener, error) {
 // sockets; the directory's ACL decides who connects.
 const peerCredentials = false
 
-func peerUID(uintptr) (int, error) { return -1, errors.ErrUnsupported }
+func peerCred(uintptr) (int, []int, error) { return -1, nil, errors.ErrUnsupported }

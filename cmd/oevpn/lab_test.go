@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -447,15 +448,13 @@ func ruleLine(t *testing.T, ns *lab.Netns, family string) string {
 	return ""
 }
 
-// TestLabControlSocketCredentials runs an endpoint and calls its control
-// socket as another user (uid 65534). With the modes oevpn sets (socket
-// 0600 in a directory 0700) that user cannot connect at all; with both
-// opened up by hand (socket 0666, directory 0755) it may read the status
-// but not change state (down): the credentials decide, not only the mode.
-// Root may.
-func TestLabControlSocketCredentials(t *testing.T) {
-	lab.Require(t)
-	bin := oevpnBinary(t)
+// controlLab runs an endpoint (netstack, in a namespace) whose control
+// socket is in a directory every user can reach, with extra lines in
+// [interface]; it returns the binary, the socket and a function that runs
+// oevpn as another user and group.
+func controlLab(t *testing.T, extra string) (bin, sock string, as func(uid int, args ...string) (string, error)) {
+	t.Helper()
+	bin = oevpnBinary(t)
 	os.Chmod(filepath.Dir(bin), 0o755)
 	base, err := os.MkdirTemp("", "oevpn-ctl")
 	if err != nil {
@@ -463,21 +462,26 @@ func TestLabControlSocketCredentials(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	os.Chmod(base, 0o755)
-	dir := filepath.Join(base, "ctl")
-	sock := filepath.Join(dir, "oevpn.sock")
+	sock = filepath.Join(base, "ctl", "oevpn.sock")
 	cfg := filepath.Join(base, "a.toml")
-	os.WriteFile(cfg, fmt.Appendf(nil, "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/24\"]\ncontrol = %q\n", sock), 0o644)
+	os.WriteFile(cfg, fmt.Appendf(nil, "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/24\"]\ncontrol = %q\n%s\n", sock, extra), 0o644)
 	ns := lab.NewNetns(t)
 	p := ns.Start(bin, "up", "-c", cfg)
 	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]os.FileMode{dir: 0o700, sock: 0o600} {
-		if fi, err := os.Lstat(path); err != nil || fi.Mode().Perm() != want {
-			t.Fatalf("%s: %v %v, want mode %04o", path, fi.Mode(), err, want)
+	t.Cleanup(func() {
+		// A second instance with the same configuration stops at the lock.
+		second := ns.Start(bin, "up", "-c", cfg)
+		if err := second.Wait(10 * time.Second); err == nil || !strings.Contains(second.Output(), "oevpn is already running for oevpn0 (pid") {
+			t.Errorf("second instance: %v\n%s", err, second.Output())
 		}
-	}
-	as := func(uid int, args ...string) (string, error) {
+		p.Signal(syscall.SIGTERM)
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Errorf("oevpn did not exit cleanly: %v\n%s", err, p.Output())
+		}
+	})
+	as = func(uid int, args ...string) (string, error) {
 		cmd := exec.Command(bin, args...)
 		if uid != 0 {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
@@ -485,6 +489,33 @@ func TestLabControlSocketCredentials(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	return bin, sock, as
+}
+
+func checkModes(t *testing.T, want map[string]string) {
+	t.Helper()
+	for path, w := range want {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if got := fmt.Sprintf("%04o %d", fi.Mode().Perm(), st.Gid); got != w {
+			t.Errorf("%s: mode and group %s, want %s", path, got, w)
+		}
+	}
+}
+
+// TestLabControlSocketCredentials calls an endpoint's control socket as
+// another user (uid 65534). With the modes oevpn sets (socket 0600 in a
+// directory 0700) that user cannot connect at all; with both opened up by
+// hand (socket 0666, directory 0755) it may read the status but not change
+// state (down): the credentials decide, not only the mode. Root may.
+func TestLabControlSocketCredentials(t *testing.T) {
+	lab.Require(t)
+	_, sock, as := controlLab(t, "")
+	dir := filepath.Dir(sock)
+	checkModes(t, map[string]string{dir: "0700 0", sock: "0600 0"})
 	status := func(uid int) (string, error) { return as(uid, "status", "-s", sock) }
 	down := func(uid int) (string, error) { return as(uid, "down", "-s", sock, "somepeer") }
 	if out, err := status(65534); err == nil || !strings.Contains(out, "permission denied") {
@@ -504,14 +535,32 @@ func TestLabControlSocketCredentials(t *testing.T) {
 	if out, err := down(0); err == nil || !strings.Contains(out, "no IKE peers configured") {
 		t.Errorf("down as root: %v\n%s", err, out)
 	}
-	// A second instance with the same configuration stops at the lock.
-	second := ns.Start(bin, "up", "-c", cfg)
-	if err := second.Wait(10 * time.Second); err == nil || !strings.Contains(second.Output(), "oevpn is already running for oevpn0 (pid") {
-		t.Errorf("second instance: %v\n%s", err, second.Output())
+}
+
+// TestLabControlGroup gives the control socket to a group (nogroup, 65534):
+// its members may use it, state changes included; others cannot connect,
+// and with the modes opened up by hand still may not change state.
+func TestLabControlGroup(t *testing.T) {
+	lab.Require(t)
+	if _, err := user.LookupGroupId("65534"); err != nil {
+		t.Skip("no group 65534 on this host")
 	}
-	p.Signal(syscall.SIGTERM)
-	if err := p.Wait(10 * time.Second); err != nil {
-		t.Fatalf("oevpn did not exit cleanly: %v\n%s", err, p.Output())
+	_, sock, as := controlLab(t, `control_group = "65534"`)
+	dir := filepath.Dir(sock)
+	checkModes(t, map[string]string{dir: "0750 65534", sock: "0660 65534"})
+	if out, err := as(65534, "status", "-s", sock); err != nil || !strings.Contains(out, "netstack") {
+		t.Errorf("status as a member: %v\n%s", err, out)
+	}
+	if out, err := as(65534, "down", "-s", sock, "somepeer"); err == nil || !strings.Contains(out, "no IKE peers configured") {
+		t.Errorf("down as a member: %v\n%s", err, out)
+	}
+	if out, err := as(65533, "status", "-s", sock); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("status as another user: %v\n%s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	os.Chmod(sock, 0o666)
+	if out, err := as(65533, "down", "-s", sock, "somepeer"); err == nil || !strings.Contains(out, "refused: uid 65533 may not change oevpn's state") {
+		t.Errorf("down as another user on an opened-up socket: %v\n%s", err, out)
 	}
 }
 

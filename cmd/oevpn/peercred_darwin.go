@@ -2,12 +2,16 @@ package main
 
 import "golang.org/x/sys/unix"
 
-// peerUID returns the effective user id of the process at the other end of
-// the unix socket fd (LOCAL_PEERCRED, getpeereid(3)).
-func peerUID(fd uintptr) (int, error) {
+// peerCred returns the credentials of the process at the other end of the
+// unix socket fd (LOCAL_PEERCRED, as getpeereid(3)): its effective user and
+// its groups.
+func peerCred(fd uintptr) (uid int, gids []int, err error) {
 	c, err := unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
-	return int(c.Uid), nil
+	for _, g := range c.Groups[:min(int(c.Ngroups), len(c.Groups))] {
+		gids = append(gids, int(g))
+	}
+	return int(c.Uid), gids, nil
 }

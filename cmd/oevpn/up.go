@@ -10,8 +10,10 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,7 +45,11 @@ func cmdUp(args []string, stderr io.Writer) error {
 	// One instance per control socket, decided before anything on the
 	// host is touched: a second one would take the first one's routing
 	// away.
-	if err := prepareControlDir(filepath.Dir(cfg.Interface.Control)); err != nil {
+	gid, err := controlGroup(cfg)
+	if err != nil {
+		return err
+	}
+	if err := prepareControlDir(filepath.Dir(cfg.Interface.Control), gid); err != nil {
 		return err
 	}
 	lock, err := lockInstance(cfg.Interface.Control, cfg.Interface.Name)
@@ -65,7 +71,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		ep.Close()
 		return err
 	}
-	if err := ep.serveControl(cfg); err != nil {
+	if err := ep.serveControl(cfg, gid); err != nil {
 		ep.Close()
 		return err
 	}
@@ -78,6 +84,28 @@ func cmdUp(args []string, stderr io.Writer) error {
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
 	return ep.Close()
+}
+
+// controlGroup returns the gid of [interface] control_group, or -1.
+func controlGroup(cfg *config.Config) (int, error) {
+	name := cfg.Interface.ControlGroup
+	if name == "" {
+		return -1, nil
+	}
+	if runtime.GOOS == "windows" {
+		return -1, cfg.KeyError("interface.control_group", errors.New("Windows has no peer credentials on unix sockets: the control socket's directory decides who may use it"))
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if g, err = user.LookupGroupId(name); err != nil {
+			return -1, cfg.KeyError("interface.control_group", fmt.Errorf("no group %q on this host", name))
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, cfg.KeyError("interface.control_group", err)
+	}
+	return gid, nil
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

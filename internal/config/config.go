@@ -92,6 +92,9 @@ type Interface struct {
 	Outside   string         `toml:"outside"`
 	LogLevel  string         `toml:"log_level"`
 	Control   string         `toml:"control"`
+	// ControlGroup may use the control socket as root can (a group name
+	// or number; Linux and macOS).
+	ControlGroup string `toml:"control_group"`
 	// StateDir keeps what must survive a restart: the outbound sequence
 	// numbers of the [[sa]] keys (default DefaultStateDir).
 	StateDir string `toml:"state_dir"`

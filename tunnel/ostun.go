@@ -44,7 +44,7 @@ type OSConfig struct {
 	// device while they are in the clear): destinations come from
 	// traffic, so from anyone. 0 means DefaultMaxBypass.
 	MaxBypass int
-	// Logger receives the commands run; nil discards.
+	// Logger receives what is set up and removed; nil discards.
 	Logger *slog.Logger
 }
 

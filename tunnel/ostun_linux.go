@@ -1,16 +1,13 @@
 package tunnel
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -113,9 +110,6 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return nil, errors.New("tunnel: the ip command (iproute2) is needed to configure the TUN device")
-	}
 	d := &OSDevice{cfg: cfg, log: cfg.Logger}
 	if cfg.Mark != 0 {
 		if err := d.claimRouting(); err != nil {
@@ -169,47 +163,27 @@ func (d *OSDevice) claimRouting() error {
 	return nil
 }
 
-func (d *OSDevice) ip(args ...string) error {
-	cmd := exec.Command("ip", args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	d.log.Debug("running", "cmd", "ip "+strings.Join(args, " "))
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("tunnel: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
-}
-
-func family(v6 bool) string {
-	if v6 {
-		return "-6"
-	}
-	return "-4"
-}
-
 func (d *OSDevice) configure() error {
-	name := d.cfg.Name
+	ifc, err := net.InterfaceByName(d.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("tunnel: %w", err)
+	}
 	for _, a := range d.cfg.Addresses {
-		if err := d.ip(family(a.Addr().Is6()), "address", "add", a.String(), "dev", name); err != nil {
+		if err := addAddress(ifc.Index, a); err != nil {
 			return err
 		}
 	}
-	if err := d.ip("link", "set", "dev", name, "up"); err != nil {
+	if err := linkUp(ifc.Index); err != nil {
 		return err
 	}
-	table := "main"
+	table := uint32(unix.RT_TABLE_MAIN)
 	if d.cfg.Mark != 0 {
-		table = strconv.Itoa(d.cfg.Table)
+		table = uint32(d.cfg.Table)
 	}
 	fams := map[bool]bool{}
 	for _, r := range d.cfg.Routes {
-		v6 := r.Prefix.Addr().Is6()
-		fams[v6] = true
-		args := []string{family(v6), "route", "replace", r.Prefix.String(), "dev", name, "table", table}
-		if r.Src.IsValid() {
-			args = append(args, "src", r.Src.String())
-		}
-		if err := d.ip(args...); err != nil {
+		fams[r.Prefix.Addr().Is6()] = true
+		if err := replaceDevRoute(ifc.Index, table, r.Prefix, r.Src); err != nil {
 			return err
 		}
 	}
@@ -218,19 +192,14 @@ func (d *OSDevice) configure() error {
 	}
 	// Like wg-quick: packets without our mark look up our table first;
 	// oevpn's own sockets carry the mark and use the main table.
-	mark := fmt.Sprintf("%#x", d.cfg.Mark)
-	prio := strconv.Itoa(d.rulePriority())
 	for _, v6 := range []bool{false, true} {
-		if !fams[v6] {
-			continue
+		if fams[v6] {
+			if err := d.addRule(rule{v6: v6, priority: uint32(d.rulePriority()), table: table, invert: true, fwmark: d.cfg.Mark}); err != nil {
+				return err
+			}
 		}
-		f := family(v6)
-		if err := d.ip(f, "rule", "add", "not", "fwmark", mark, "table", table, "priority", prio); err != nil {
-			return err
-		}
-		d.undo = append(d.undo, func() error { return d.ip(f, "rule", "del", "priority", prio) })
 	}
-	if err := d.configureProtected(); err != nil {
+	if err := d.configureProtected(ifc.Index); err != nil {
 		return err
 	}
 	if fams[false] || len(d.cfg.Protected) > 0 {
@@ -242,56 +211,64 @@ func (d *OSDevice) configure() error {
 	return nil
 }
 
+// addRule adds r, and its removal to what Close undoes.
+func (d *OSDevice) addRule(r rule) error {
+	if err := addRule(r); err != nil {
+		return err
+	}
+	d.log.Debug("added routing rule", "priority", r.priority, "table", r.table, "ipv6", r.v6)
+	d.undo = append(d.undo, func() error { return delRule(r) })
+	return nil
+}
+
 // configureProtected routes the traffic of protected hosts into the
 // device (AutoVPN gateway mode): rules, in order, send marked packets
 // (oevpn's own) and packets that come out of the TUN to the main table,
 // and the rest from or to a protected prefix to table Table+1, whose
 // default route is the device.
-func (d *OSDevice) configureProtected() error {
+func (d *OSDevice) configureProtected(ifindex int) error {
 	if len(d.cfg.Protected) == 0 {
 		return nil
 	}
 	if d.cfg.Mark == 0 {
 		return errors.New("tunnel: protected prefixes need a fwmark")
 	}
-	name, mark := d.cfg.Name, fmt.Sprintf("%#x", d.cfg.Mark)
-	table := strconv.Itoa(d.cfg.Table + 1)
-	base := d.rulePriority() - 8
+	table := uint32(d.cfg.Table + 1)
+	base := uint32(d.rulePriority() - 8)
 	fams := map[bool]bool{}
 	for _, p := range d.cfg.Protected {
 		fams[p.Addr().Is6()] = true
 	}
 	for v6 := range fams {
-		f := family(v6)
-		def := "0.0.0.0/0"
+		def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		if v6 {
-			def = "::/0"
+			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
-		if err := d.ip(f, "route", "replace", def, "dev", name, "table", table); err != nil {
+		if err := replaceDevRoute(ifindex, table, def, netip.Addr{}); err != nil {
 			return err
 		}
-		rules := [][]string{{"fwmark", mark, "lookup", "main"}, {"iif", name, "lookup", "main"}}
+		main := uint32(unix.RT_TABLE_MAIN)
+		rules := []rule{{fwmark: d.cfg.Mark, table: main}, {iif: d.cfg.Name, table: main}}
 		if !d.cfg.ProtectedHost {
 			// The gateway's own packets (e.g. ICMP "fragmentation
 			// needed" to its hosts) do not go through AutoVPN.
-			rules = append(rules, []string{"iif", "lo", "lookup", "main"})
+			rules = append(rules, rule{iif: "lo", table: main})
 		}
 		for _, p := range d.cfg.Protected {
 			if p.Addr().Is6() == v6 {
-				rules = append(rules, []string{"from", p.Masked().String(), "lookup", table}, []string{"to", p.Masked().String(), "lookup", table})
+				rules = append(rules, rule{from: p, table: table}, rule{to: p, table: table})
 			}
 		}
 		for i, r := range rules {
-			prio := strconv.Itoa(base + min(i, 7))
-			if err := d.ip(append(append([]string{f, "rule", "add"}, r...), "priority", prio)...); err != nil {
+			r.v6, r.priority = v6, base+uint32(min(i, 7))
+			if err := d.addRule(r); err != nil {
 				return err
 			}
-			d.undo = append(d.undo, func() error { return d.ip(f, "rule", "del", "priority", prio) })
 		}
 	}
 	// Decrypted packets come out of the TUN with the peer host's source,
 	// which the strict reverse-path filter would drop.
-	os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/rp_filter", []byte("2"), 0)
+	os.WriteFile("/proc/sys/net/ipv4/conf/"+d.cfg.Name+"/rp_filter", []byte("2"), 0)
 	return nil
 }
 
@@ -299,18 +276,21 @@ func (d *OSDevice) configureProtected() error {
 // so that a later run finds and removes rules a crashed run left.
 func (d *OSDevice) rulePriority() int { return 20000 + d.cfg.Table%10000 }
 
+// removeStaleRules removes the rules and routes a run that was killed left
+// in our priorities and tables. claimRouting made sure no running oevpn
+// owns them.
 func (d *OSDevice) removeStaleRules() {
 	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
-		prio := strconv.Itoa(p)
-		for _, f := range []string{"-4", "-6"} {
-			for i := 0; i < 16 && d.ip(f, "rule", "del", "priority", prio) == nil; i++ {
-				d.log.Info("removed a stale routing rule", "family", f, "priority", prio)
+		for _, v6 := range []bool{false, true} {
+			for i := 0; i < 16 && delRule(rule{v6: v6, priority: uint32(p)}) == nil; i++ {
+				d.log.Info("removed a stale routing rule", "ipv6", v6, "priority", p)
 			}
 		}
 	}
 	for _, t := range []int{d.cfg.Table, d.cfg.Table + 1} {
-		d.ip("-4", "route", "flush", "table", strconv.Itoa(t))
-		d.ip("-6", "route", "flush", "table", strconv.Itoa(t))
+		if err := flushTable(uint32(t)); err != nil {
+			d.log.Warn("removing stale routes", "table", t, "err", err)
+		}
 	}
 }
 

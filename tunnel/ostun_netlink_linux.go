@@ -37,7 +37,7 @@ func nlRequest(typ, flags uint16, body []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
 	var out [][]byte
-	buf := make([]byte, 8192)
+	buf := make([]byte, 32<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
@@ -145,4 +145,170 @@ func routeOIF(dst netip.Addr) (int, error) {
 		}
 	}
 	return 0, errors.New("no output interface")
+}
+
+// The device's setup, as ip(8) would do it: addresses, link up, routes
+// and policy-routing rules.
+
+func famOf(v6 bool) uint8 {
+	if v6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// addAddress assigns p to the interface with index ifindex.
+func addAddress(ifindex int, p netip.Prefix) error {
+	a := p.Addr()
+	b := []byte{famOf(a.Is6()), uint8(p.Bits()), 0, unix.RT_SCOPE_UNIVERSE}
+	b = binary.NativeEndian.AppendUint32(b, uint32(ifindex))
+	b = rtAttr(b, unix.IFA_LOCAL, a.AsSlice())
+	b = rtAttr(b, unix.IFA_ADDRESS, a.AsSlice())
+	if _, err := nlRequest(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL, b); err != nil {
+		return fmt.Errorf("tunnel: adding address %v: %w", p, err)
+	}
+	return nil
+}
+
+// linkUp brings the interface with index ifindex up.
+func linkUp(ifindex int) error {
+	b := []byte{unix.AF_UNSPEC, 0, 0, 0}
+	b = binary.NativeEndian.AppendUint32(b, uint32(ifindex))
+	b = binary.NativeEndian.AppendUint32(b, unix.IFF_UP) // flags
+	b = binary.NativeEndian.AppendUint32(b, unix.IFF_UP) // change
+	if _, err := nlRequest(unix.RTM_NEWLINK, 0, b); err != nil {
+		return fmt.Errorf("tunnel: bringing the device up: %w", err)
+	}
+	return nil
+}
+
+// replaceDevRoute routes p into the interface with index ifindex, in
+// table, with preferred source src if valid (ip route replace P dev D
+// table T src S).
+func replaceDevRoute(ifindex int, table uint32, p netip.Prefix, src netip.Addr) error {
+	a := p.Masked().Addr()
+	b := []byte{famOf(a.Is6()), uint8(p.Bits()), 0, 0, unix.RT_TABLE_UNSPEC, unix.RTPROT_BOOT, unix.RT_SCOPE_LINK, unix.RTN_UNICAST, 0, 0, 0, 0}
+	if p.Bits() > 0 {
+		b = rtAttr(b, unix.RTA_DST, a.AsSlice())
+	}
+	b = rtAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, table))
+	b = rtAttr(b, unix.RTA_OIF, binary.NativeEndian.AppendUint32(nil, uint32(ifindex)))
+	if src.IsValid() {
+		b = rtAttr(b, unix.RTA_PREFSRC, src.AsSlice())
+	}
+	if _, err := nlRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, b); err != nil {
+		return fmt.Errorf("tunnel: routing %v into the device (table %d): %w", p, table, err)
+	}
+	return nil
+}
+
+// rule is one policy-routing rule: packets that match (all the set
+// fields; with invert, those that do not) look up table.
+type rule struct {
+	v6       bool
+	priority uint32
+	table    uint32
+	invert   bool
+	fwmark   uint32       // 0: any
+	iif      string       // "": any
+	from, to netip.Prefix // invalid: any
+}
+
+func (r rule) msg(full bool) []byte {
+	var flags uint32
+	if r.invert {
+		flags = unix.FIB_RULE_INVERT
+	}
+	// family, dst_len, src_len, tos, table, res1, res2, action, flags
+	b := []byte{famOf(r.v6), 0, 0, 0, unix.RT_TABLE_UNSPEC, 0, 0, 0}
+	if full {
+		b[7] = unix.FR_ACT_TO_TBL
+	}
+	b = binary.NativeEndian.AppendUint32(b, flags)
+	b = rtAttr(b, unix.FRA_PRIORITY, binary.NativeEndian.AppendUint32(nil, r.priority))
+	if !full {
+		return b
+	}
+	b = rtAttr(b, unix.FRA_TABLE, binary.NativeEndian.AppendUint32(nil, r.table))
+	if r.fwmark != 0 {
+		b = rtAttr(b, unix.FRA_FWMARK, binary.NativeEndian.AppendUint32(nil, r.fwmark))
+	}
+	if r.iif != "" {
+		b = rtAttr(b, unix.FRA_IIFNAME, append([]byte(r.iif), 0))
+	}
+	if r.from.IsValid() {
+		b[2] = uint8(r.from.Bits())
+		b = rtAttr(b, unix.FRA_SRC, r.from.Masked().Addr().AsSlice())
+	}
+	if r.to.IsValid() {
+		b[1] = uint8(r.to.Bits())
+		b = rtAttr(b, unix.FRA_DST, r.to.Masked().Addr().AsSlice())
+	}
+	return b
+}
+
+// addRule adds r.
+func addRule(r rule) error {
+	if _, err := nlRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, r.msg(true)); err != nil {
+		return fmt.Errorf("tunnel: adding routing rule (priority %d, table %d): %w", r.priority, r.table, err)
+	}
+	return nil
+}
+
+// delRule removes one rule of r's family with r's priority.
+func delRule(r rule) error {
+	_, err := nlRequest(unix.RTM_DELRULE, 0, r.msg(false))
+	return err
+}
+
+// flushTable removes every route of table, both families.
+func flushTable(table uint32) error {
+	var errs []error
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		msgs, err := nlRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP, []byte{fam, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, m := range msgs {
+			if len(m) < unix.SizeofRtMsg {
+				continue
+			}
+			t, dst, oif := uint32(m[4]), []byte(nil), []byte(nil)
+			ne := binary.NativeEndian
+			for a := m[unix.SizeofRtMsg:]; len(a) >= unix.SizeofRtAttr; {
+				l := int(ne.Uint16(a[0:]))
+				if l < unix.SizeofRtAttr || l > len(a) {
+					break
+				}
+				switch ne.Uint16(a[2:]) {
+				case unix.RTA_TABLE:
+					if l >= unix.SizeofRtAttr+4 {
+						t = ne.Uint32(a[unix.SizeofRtAttr:])
+					}
+				case unix.RTA_DST:
+					dst = a[unix.SizeofRtAttr:l]
+				case unix.RTA_OIF:
+					oif = a[unix.SizeofRtAttr:l]
+				}
+				a = a[min(nlAlign(l), len(a)):]
+			}
+			if t != table {
+				continue
+			}
+			b := append([]byte(nil), m[:unix.SizeofRtMsg]...)
+			b[4], b[6] = unix.RT_TABLE_UNSPEC, unix.RT_SCOPE_NOWHERE
+			if dst != nil {
+				b = rtAttr(b, unix.RTA_DST, dst)
+			}
+			if oif != nil {
+				b = rtAttr(b, unix.RTA_OIF, oif)
+			}
+			b = rtAttr(b, unix.RTA_TABLE, ne.AppendUint32(nil, table))
+			if _, err := nlRequest(unix.RTM_DELROUTE, 0, b); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -43,35 +43,65 @@ func nlRequest(typ, flags uint16, body []byte) ([][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("netlink: %w", err)
 		}
-		for b := buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
-			l := int(ne.Uint32(b[0:]))
-			if l < unix.SizeofNlMsghdr || l > len(b) {
-				return nil, errors.New("netlink: truncated message")
-			}
-			mtyp, mseq, payload := ne.Uint16(b[4:]), ne.Uint32(b[8:]), b[unix.SizeofNlMsghdr:l]
-			b = b[min(nlAlign(l), len(b)):]
-			if mseq != seq {
-				continue
-			}
-			switch mtyp {
-			case unix.NLMSG_ERROR:
+		var reqErr error
+		done, err := splitMessages(buf[:n], func(typ uint16, mseq uint32, payload []byte) bool {
+			switch {
+			case mseq != seq:
+				return false
+			case typ == unix.NLMSG_ERROR:
+				// The acknowledgement (errno 0) ends every request.
 				if len(payload) < 4 {
-					return nil, errors.New("netlink: truncated error")
+					reqErr = errors.New("netlink: truncated error")
+				} else if errno := int32(ne.Uint32(payload)); errno != 0 {
+					reqErr = unix.Errno(-errno)
 				}
-				if errno := int32(ne.Uint32(payload)); errno != 0 {
-					return out, unix.Errno(-errno)
-				}
-				return out, nil // the acknowledgement ends every request
-			case unix.NLMSG_DONE:
-				return out, nil
-			default:
-				out = append(out, append([]byte(nil), payload...))
+				return true
+			case typ == unix.NLMSG_DONE:
+				return true
 			}
+			out = append(out, append([]byte(nil), payload...))
+			return false
+		})
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			return out, reqErr
 		}
 	}
 }
 
 func nlAlign(n int) int { return (n + 3) &^ 3 }
+
+// walkAttrs calls f with the type and data of each route attribute in b,
+// up to the first malformed one.
+func walkAttrs(b []byte, f func(typ uint16, data []byte)) {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b[0:]))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return
+		}
+		f(binary.NativeEndian.Uint16(b[2:]), b[unix.SizeofRtAttr:l])
+		b = b[min(nlAlign(l), len(b)):]
+	}
+}
+
+// splitMessages calls f with the type, sequence number and payload of each
+// netlink message in b; it stops at a malformed one.
+func splitMessages(b []byte, f func(typ uint16, seq uint32, payload []byte) (done bool)) (done bool, err error) {
+	ne := binary.NativeEndian
+	for len(b) >= unix.SizeofNlMsghdr {
+		l := int(ne.Uint32(b[0:]))
+		if l < unix.SizeofNlMsghdr || l > len(b) {
+			return false, errors.New("netlink: truncated message")
+		}
+		if f(ne.Uint16(b[4:]), ne.Uint32(b[8:]), b[unix.SizeofNlMsghdr:l]) {
+			return true, nil
+		}
+		b = b[min(nlAlign(l), len(b)):]
+	}
+	return false, nil
+}
 
 // rtAttr appends one route attribute.
 func rtAttr(b []byte, typ uint16, data []byte) []byte {
@@ -128,20 +158,18 @@ func routeOIF(dst netip.Addr) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	ne := binary.NativeEndian
 	for _, m := range msgs {
 		if len(m) < unix.SizeofRtMsg {
 			continue
 		}
-		for a := m[unix.SizeofRtMsg:]; len(a) >= unix.SizeofRtAttr; {
-			l := int(ne.Uint16(a[0:]))
-			if l < unix.SizeofRtAttr || l > len(a) {
-				break
+		oif := -1
+		walkAttrs(m[unix.SizeofRtMsg:], func(typ uint16, data []byte) {
+			if typ == unix.RTA_OIF && len(data) >= 4 {
+				oif = int(binary.NativeEndian.Uint32(data))
 			}
-			if ne.Uint16(a[2:]) == unix.RTA_OIF && l >= unix.SizeofRtAttr+4 {
-				return int(ne.Uint32(a[unix.SizeofRtAttr:])), nil
-			}
-			a = a[min(nlAlign(l), len(a)):]
+		})
+		if oif >= 0 {
+			return oif, nil
 		}
 	}
 	return 0, errors.New("no output interface")
@@ -275,24 +303,18 @@ func flushTable(table uint32) error {
 				continue
 			}
 			t, dst, oif := uint32(m[4]), []byte(nil), []byte(nil)
-			ne := binary.NativeEndian
-			for a := m[unix.SizeofRtMsg:]; len(a) >= unix.SizeofRtAttr; {
-				l := int(ne.Uint16(a[0:]))
-				if l < unix.SizeofRtAttr || l > len(a) {
-					break
-				}
-				switch ne.Uint16(a[2:]) {
+			walkAttrs(m[unix.SizeofRtMsg:], func(typ uint16, data []byte) {
+				switch typ {
 				case unix.RTA_TABLE:
-					if l >= unix.SizeofRtAttr+4 {
-						t = ne.Uint32(a[unix.SizeofRtAttr:])
+					if len(data) >= 4 {
+						t = binary.NativeEndian.Uint32(data)
 					}
 				case unix.RTA_DST:
-					dst = a[unix.SizeofRtAttr:l]
+					dst = data
 				case unix.RTA_OIF:
-					oif = a[unix.SizeofRtAttr:l]
+					oif = data
 				}
-				a = a[min(nlAlign(l), len(a)):]
-			}
+			})
 			if t != table {
 				continue
 			}
@@ -304,7 +326,7 @@ func flushTable(table uint32) error {
 			if oif != nil {
 				b = rtAttr(b, unix.RTA_OIF, oif)
 			}
-			b = rtAttr(b, unix.RTA_TABLE, ne.AppendUint32(nil, table))
+			b = rtAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, table))
 			if _, err := nlRequest(unix.RTM_DELROUTE, 0, b); err != nil && !errors.Is(err, unix.ESRCH) {
 				errs = append(errs, err)
 			}

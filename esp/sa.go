@@ -65,11 +65,35 @@ type Config struct {
 
 	Soft, Hard Lifetime
 
+	// Sequence, if set, keeps the outbound sequence numbers (and so the
+	// IVs) of a statically keyed SA unique across restarts: the SA
+	// starts after the highest number Sequence says may have been used,
+	// and seals with no number that Sequence has not durably reserved
+	// first (SeqBlock at a time, the next block reserved in the
+	// background when half of the current one is used). SAs keyed by IKE
+	// need none: each has a fresh key.
+	Sequence SeqStore
+
 	// OnEvent, if set, is called once per lifetime event, from the
 	// goroutine that crossed the limit (possibly the datapath): it must
 	// not block.
 	OnEvent func(*SA, Event)
 }
+
+// SeqStore is the durable record of an outbound SA's sequence numbers.
+type SeqStore interface {
+	// Reserved returns the highest sequence number that may have been
+	// used under the key (0 for a new key).
+	Reserved() (uint64, error)
+	// Reserve records durably (on stable storage when it returns nil)
+	// that sequence numbers up to limit may be used.
+	Reserve(limit uint64) error
+}
+
+// SeqBlock is how many sequence numbers an SA with a SeqStore reserves at
+// a time: at most this many (and half as many again) are skipped when it
+// restarts.
+const SeqBlock = 1 << 20
 
 // Counters are an SA's statistics.
 type Counters struct {
@@ -96,7 +120,12 @@ type SA struct {
 	ivLen     int
 	align     int
 
-	seq atomic.Uint64 // outbound: last sequence number used
+	seq  atomic.Uint64 // outbound: last sequence number used
+	seq0 uint64        // outbound: the sequence number before the first packet
+
+	store     SeqStore      // nil: sequence numbers live in memory only
+	seqLimit  atomic.Uint64 // with store: the highest number reserved
+	reserving atomic.Bool   // with store: a reservation is under way
 
 	replay       replayWindow // inbound
 	limitPackets uint64       // the lowest packet limit, soft or hard (fast check)
@@ -144,6 +173,17 @@ func newSA(cfg Config) (*SA, error) {
 	}
 	if cfg.ESN {
 		sa.maxSeq = 1<<64 - 1
+	}
+	if cfg.Sequence != nil {
+		last, err := cfg.Sequence.Reserved()
+		if err != nil {
+			return nil, fmt.Errorf("esp: sequence numbers of SPI %#x: %w", cfg.SPI, err)
+		}
+		sa.store, sa.seq0 = cfg.Sequence, min(last, sa.maxSeq)
+		sa.seq.Store(sa.seq0)
+		if err := sa.reserve(); err != nil {
+			return nil, fmt.Errorf("esp: sequence numbers of SPI %#x: %w", cfg.SPI, err)
+		}
 	}
 	sa.replay.init(cfg.ReplayWindow)
 	sa.limitPackets, sa.limitBytes = lowest(cfg.Soft.Packets, cfg.Hard.Packets), lowest(cfg.Soft.Bytes, cfg.Hard.Bytes)
@@ -236,16 +276,20 @@ func (sa *SA) limits(p, b uint64) {
 
 // Errors returned by Seal and Open.
 var (
-	ErrBuffer        = errors.New("esp: buffer lacks headroom or tailroom")
-	ErrExpired       = errors.New("esp: SA expired")
-	ErrSeqExhausted  = errors.New("esp: sequence numbers exhausted")
-	ErrShortPacket   = errors.New("esp: packet too short")
-	ErrMisaligned    = errors.New("esp: ciphertext not a multiple of the block size")
-	ErrWrongSPI      = errors.New("esp: packet SPI does not match the SA")
-	ErrIntegrity     = errors.New("esp: integrity check failed")
-	ErrPadding       = errors.New("esp: malformed padding")
-	ErrDummy         = errors.New("esp: dummy packet (next header 59)")
-	ErrNotAEADLength = errors.New("esp: AEAD output length mismatch")
+	ErrBuffer       = errors.New("esp: buffer lacks headroom or tailroom")
+	ErrExpired      = errors.New("esp: SA expired")
+	ErrSeqExhausted = errors.New("esp: sequence numbers exhausted")
+	// ErrSeqNotReserved: the SA's SeqStore has not (yet) recorded the
+	// packet's sequence number; the packet is dropped rather than risk
+	// an IV that a restart would use again.
+	ErrSeqNotReserved = errors.New("esp: sequence number not yet reserved")
+	ErrShortPacket    = errors.New("esp: packet too short")
+	ErrMisaligned     = errors.New("esp: ciphertext not a multiple of the block size")
+	ErrWrongSPI       = errors.New("esp: packet SPI does not match the SA")
+	ErrIntegrity      = errors.New("esp: integrity check failed")
+	ErrPadding        = errors.New("esp: malformed padding")
+	ErrDummy          = errors.New("esp: dummy packet (next header 59)")
+	ErrNotAEADLength  = errors.New("esp: AEAD output length mismatch")
 )
 
 // NextHeaderNone marks a dummy packet (RFC 4303 §2.6), which Open drops.
@@ -276,10 +320,35 @@ func (sa *SA) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
 		sa.raise(EventHardExpire)
 		return nil, ErrSeqExhausted
 	}
-	if sa.hard.Packets > 0 && seq > sa.hard.Packets {
+	if sa.hard.Packets > 0 && seq-sa.seq0 > sa.hard.Packets {
 		return nil, ErrExpired
 	}
+	if sa.store != nil {
+		// Never a number that a restart could use again: only
+		// reserved ones, and the next block is asked for early.
+		lim := sa.seqLimit.Load()
+		if lim-min(seq, lim) < SeqBlock/2 && lim < sa.maxSeq && sa.reserving.CompareAndSwap(false, true) {
+			go func() {
+				sa.reserve()
+				sa.reserving.Store(false)
+			}()
+		}
+		if seq > lim {
+			return nil, ErrSeqNotReserved
+		}
+	}
 	return sa.seal(buf, off, n, nextHeader, seq, nil)
+}
+
+// reserve durably reserves the next SeqBlock sequence numbers.
+func (sa *SA) reserve() error {
+	lim := max(sa.seqLimit.Load(), sa.seq.Load())
+	lim += min(SeqBlock, sa.maxSeq-lim)
+	if err := sa.store.Reserve(lim); err != nil {
+		return err
+	}
+	sa.seqLimit.Store(lim)
+	return nil
 }
 
 // seal does steps 2–4 of Seal for sequence number seq. A non-nil iv replaces

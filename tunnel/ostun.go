@@ -1,9 +1,18 @@
 package tunnel
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 )
+
+// DefaultMaxBypass is the number of bypass routes an OS device holds at
+// most when OSConfig.MaxBypass is 0.
+const DefaultMaxBypass = 1024
+
+// ErrBypassFull is returned by AddBypass when MaxBypass routes exist: the
+// destination's packets keep passing through oevpn's clear path.
+var ErrBypassFull = errors.New("tunnel: bypass route table full")
 
 // OSConfig configures an OS TUN device and the routing that sends traffic
 // into it.
@@ -31,7 +40,11 @@ type OSConfig struct {
 	// this host's own, and its own traffic goes through the device too.
 	// In gateway mode only forwarded traffic does.
 	ProtectedHost bool
-	// Logger receives the commands run; nil discards.
+	// MaxBypass bounds the bypass routes (destinations sent around the
+	// device while they are in the clear): destinations come from
+	// traffic, so from anyone. 0 means DefaultMaxBypass.
+	MaxBypass int
+	// Logger receives what is set up and removed; nil discards.
 	Logger *slog.Logger
 }
 
@@ -39,4 +52,11 @@ type OSConfig struct {
 type Route struct {
 	Prefix netip.Prefix
 	Src    netip.Addr
+}
+
+func (c *OSConfig) maxBypass() int {
+	if c.MaxBypass > 0 {
+		return c.MaxBypass
+	}
+	return DefaultMaxBypass
 }

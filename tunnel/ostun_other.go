@@ -41,3 +41,10 @@ func (d *OSDevice) AddBypass(netip.Addr) error { return nil }
 
 // RemoveBypass undoes AddBypass.
 func (d *OSDevice) RemoveBypass(netip.Addr) error { return nil }
+
+// BypassStats returns 0, 0: there are no bypass routes here.
+func (d *OSDevice) BypassStats() (installed int, refused uint64) { return 0, 0 }
+
+// RoutesInto returns nil: oevpn does not configure routing here (the
+// operator does), and does not check it.
+func (d *OSDevice) RoutesInto(netip.Addr) error { return nil }

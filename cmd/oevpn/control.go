@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"os/user"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -25,7 +28,77 @@ import (
 )
 
 // The control API: HTTP with JSON bodies on a unix socket (AF_UNIX also
-// exists on Windows 10 and later). Only root (the socket is 0600) may use it.
+// exists on Windows 10 and later). The socket is 0600 in a directory of
+// ours, mode 0700 (0660 and 0750, the control group's, with
+// interface.control_group); requests that change state (every method but
+// GET) are also refused unless the caller's credentials say root, oevpn's
+// own user or a member of the control group.
+
+// callerKey is the context key of the caller of a control connection.
+type callerKey struct{}
+
+// caller is who is at the other end of a control connection.
+type caller struct {
+	uid  int
+	gids []int // the groups the credentials carry (Linux: the primary one)
+	err  error // the credentials could not be read
+}
+
+// callerOf reads the credentials of the peer of a control connection.
+func callerOf(c net.Conn) caller {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return caller{uid: -1, err: errors.New("not a socket")}
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return caller{uid: -1, err: err}
+	}
+	cl := caller{uid: -1}
+	if err := raw.Control(func(fd uintptr) { cl.uid, cl.gids, cl.err = peerCred(fd) }); err != nil {
+		cl.err = err
+	}
+	return cl
+}
+
+// inGroup reports whether the caller is in group gid: by its credentials,
+// or as a member in the user database (/etc/group).
+func (cl caller) inGroup(gid int) bool {
+	if gid < 0 {
+		return false
+	}
+	if slices.Contains(cl.gids, gid) {
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(cl.uid))
+	if err != nil {
+		return false
+	}
+	ids, _ := u.GroupIds()
+	return slices.Contains(ids, strconv.Itoa(gid))
+}
+
+// authorize refuses requests that change state (down, trust, untrust,
+// forget: every method but GET and HEAD) from anyone but root, oevpn's own
+// user and the members of the control group gid (-1: none). Reading
+// (status, check, peers) takes only being able to connect, which the
+// socket's mode decides.
+func authorize(next http.Handler, gid int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && peerCredentials {
+			cl, _ := r.Context().Value(callerKey{}).(caller)
+			switch {
+			case cl.err != nil:
+				http.Error(w, "refused: cannot tell who is calling: "+cl.err.Error(), http.StatusForbidden)
+				return
+			case cl.uid != 0 && cl.uid != os.Geteuid() && !cl.inGroup(gid):
+				http.Error(w, fmt.Sprintf("refused: uid %d may not change oevpn's state (root, uid %d or the control group may)", cl.uid, os.Geteuid()), http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // Status is what GET /status returns.
 type Status struct {
@@ -41,8 +114,19 @@ type Status struct {
 	ClearPath string `json:"clear_path"`
 	// Outside is the interface oevpn's own sockets are bound to, if any.
 	Outside string `json:"outside,omitempty"`
+	// Bypass counts the routes that send destinations in the clear
+	// around the device (TUN mode).
+	Bypass *BypassStatus `json:"bypass_routes,omitempty"`
 	// AutoVPN counts the probe messages, when AutoVPN runs.
 	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
+}
+
+// BypassStatus counts bypass routes: installed now, and not installed
+// because tunnel.DefaultMaxBypass were (the clear path carried those
+// destinations instead).
+type BypassStatus struct {
+	Installed int    `json:"installed"`
+	Refused   uint64 `json:"refused"`
 }
 
 // IKEStatus describes one IKE SA.
@@ -87,6 +171,10 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 	ikePort, natt := ep.eng.Ports()
 	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
 		Stats: ep.eng.Stats(), ClearPath: ep.clearPath, Outside: ep.outside.Interface}
+	if ep.dev != nil {
+		n, refused := ep.dev.BypassStats()
+		st.Bypass = &BypassStatus{Installed: n, Refused: refused}
+	}
 	if ep.av != nil {
 		avs := ep.av.Stats()
 		st.AutoVPN = &avs
@@ -117,22 +205,14 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 }
 
 // serveControl listens on the control socket until the endpoint closes.
-func (ep *endpoint) serveControl(cfg *config.Config) error {
+// cmdUp prepared its directory and holds its instance lock; gid is the
+// control group's (-1: none).
+func (ep *endpoint) serveControl(cfg *config.Config, gid int) error {
 	path := cfg.Interface.Control
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("control socket: %w", err)
-	}
-	// A socket left by a crashed run: remove it if nobody answers on it.
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %s: another oevpn is running there", path)
-	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := listenControl(path, gid)
 	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
+		return err
 	}
-	os.Chmod(path, 0o600)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -160,7 +240,10 @@ func (ep *endpoint) serveControl(cfg *config.Config) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(ep.check(a))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: authorize(mux, gid), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, callerKey{}, callerOf(c))
+		}}
 	ep.closers = append(ep.closers, func() { srv.Close(); os.Remove(path) })
 	go srv.Serve(ln)
 	return nil
@@ -178,9 +261,26 @@ type Check struct {
 }
 
 // check answers what happens now to traffic to a: the question the IETF 89
-// slides wanted a socket option for.
+// slides wanted a socket option for. Whatever oevpn would do with a packet
+// takes the kernel sending it into the device: if it does not (a rule or
+// route gone, the device gone), the packet leaves in the clear, and check
+// says so. (For an AutoVPN gateway, whose own packets are not the ones it
+// protects, only what oevpn does is reported.)
 func (ep *endpoint) check(a netip.Addr) Check {
 	a = a.Unmap()
+	c := ep.policyCheck(a)
+	if c.Verdict == "clear" || ep.dev == nil || ep.gateway {
+		return c
+	}
+	if err := ep.dev.RoutesInto(a); err != nil {
+		c.Reason = fmt.Sprintf("not protected: %v, so the traffic leaves in the clear (oevpn would have: %s, %s)", err, c.Verdict, c.Reason)
+		c.Verdict, c.Peer = "clear", ""
+	}
+	return c
+}
+
+// policyCheck answers what oevpn does with a packet to a that reaches it.
+func (ep *endpoint) policyCheck(a netip.Addr) Check {
 	c := Check{Addr: a.String()}
 	if p := ep.eng.PairFor(a); p != nil {
 		c.Peer = p.Peer.String()

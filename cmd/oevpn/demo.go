@@ -131,10 +131,10 @@ func cmdDemo(args []string, stdout io.Writer) error {
 	defer r.Close()
 	r.SetA(netip.AddrPortFrom(lo, nattA))
 	cfgA.SAs[0].Peer, cfgB.SAs[0].Peer = r.AddrForA(), r.AddrForB()
-	if err := a.installSAs(cfgA.SAs); err != nil {
+	if err := a.installSAs(cfgA.SAs, ""); err != nil {
 		return err
 	}
-	if err := b.installSAs(cfgB.SAs); err != nil {
+	if err := b.installSAs(cfgB.SAs, ""); err != nil {
 		return err
 	}
 

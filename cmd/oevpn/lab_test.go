@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -134,7 +136,10 @@ func newLabPair(t *testing.T, tr esp.Transform) *labPair {
 	dir := t.TempDir()
 	write := func(name string, args ...any) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, fmt.Appendf(nil, labConfig, args...), 0o600); err != nil {
+		// The sequence numbers of the static keys are kept in the test's
+		// own directory.
+		cfg := strings.Replace(fmt.Sprintf(labConfig, args...), "[interface]\n", fmt.Sprintf("[interface]\nstate_dir = %q\n", dir), 1)
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return p
@@ -361,5 +366,263 @@ func TestLabBench(t *testing.T) {
 	fmt.Printf("\nlab throughput (iperf3, single TCP stream, 10 s, median of 3):\n")
 	fmt.Printf("  oevpn tunnel (aes-gcm-128, TUN, UDP/4500): %6.2f Gbit/s\n", tunnel)
 	fmt.Printf("  bare veth                                : %6.2f Gbit/s\n\n", bare)
+	lp.stop(t)
+}
+
+// TestLabSecondInstance starts a second `oevpn up` with A's configuration
+// while A runs. Before the fix the second removed A's routing rule as
+// stale, failed on the busy TUN and left A running with its traffic to B
+// leaving in the clear, while `oevpn check` still said encrypted. The
+// second must refuse before touching anything; A's traffic must stay
+// encrypted on the wire and check must agree. Then the test removes A's
+// rule by hand: check must no longer claim the traffic is protected.
+func TestLabSecondInstance(t *testing.T) {
+	lab.Require(t, "tcpdump", "ping")
+	lp := newLabPair(t, esp.AESGCM256)
+	rulesBefore := lp.a.Run("ip", "rule")
+
+	second := lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
+	if err := second.Wait(10 * time.Second); err == nil {
+		t.Fatalf("a second oevpn up with the same configuration succeeded:\n%s", second.Output())
+	}
+	want := fmt.Sprintf("(pid %d)", lp.procA.Cmd.Process.Pid)
+	if out := second.Output(); !strings.Contains(out, "is already running for") || !strings.Contains(out, want) {
+		t.Errorf("second instance's error does not say who runs: want %q in\n%s", want, out)
+	}
+	if rules := lp.a.Run("ip", "rule"); rules != rulesBefore {
+		t.Errorf("the second instance changed the routing rules:\nbefore\n%s\nafter\n%s", rulesBefore, rules)
+	}
+	// Another configuration (another device and control socket) with the
+	// same routing table: it must not take A's rules for a dead run's.
+	cfg, err := os.ReadFile(lp.cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(filepath.Dir(lp.cfgA), "other.toml")
+	cfg = []byte(strings.Replace(string(cfg), "[interface]\n", fmt.Sprintf("[interface]\ncontrol = %q\n", filepath.Join(t.TempDir(), "ctl", "o.sock")), 1))
+	cfg = regexp.MustCompile(`(?m)^name = ".*"$`).ReplaceAll(cfg, []byte(`name = "`+lab.Unique("to")+`"`))
+	os.WriteFile(other, cfg, 0o600)
+	third := lp.a.Start(oevpnBinary(t), "up", "-c", other)
+	if err := third.Wait(10 * time.Second); err == nil || !strings.Contains(third.Output(), "routing table 20293") {
+		t.Errorf("an instance with another device and the same table: %v\n%s", err, third.Output())
+	}
+	if rules := lp.a.Run("ip", "rule"); rules != rulesBefore {
+		t.Errorf("an instance with the same table changed the routing rules:\nbefore\n%s\nafter\n%s", rulesBefore, rules)
+	}
+
+	stop := tcpdump(t, lp.b, lp.vethB, "ip or ip6")
+	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	lp.b.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labA4)
+	checkCapture(t, stop(), lp)
+	check := func(addr string) string {
+		out, _ := exec.Command(oevpnBinary(t), "check", "-c", lp.cfgA, addr).CombinedOutput()
+		return string(out)
+	}
+	if out := check(labB4); !strings.Contains(out, labB4+": encrypted-and-authenticated") {
+		t.Errorf("oevpn check %s after the second start: %s", labB4, out)
+	}
+
+	// Take A's rule away behind its back: traffic to B now leaves in the
+	// clear, and check must say so.
+	prio := ruleLine(t, lp.a, "-4")
+	lp.a.Run("ip", "-4", "rule", "del", "priority", prio)
+	if out := check(labB4); !strings.HasPrefix(out, labB4+": clear: not protected") {
+		t.Errorf("oevpn check %s with the routing rule gone: %s", labB4, out)
+	}
+	lp.a.Run("ip", "-4", "rule", "add", "not", "fwmark", "0x4f45", "table", "20293", "priority", prio)
+	if out := check(labB4); !strings.Contains(out, labB4+": encrypted-and-authenticated") {
+		t.Errorf("oevpn check %s with the rule back: %s", labB4, out)
+	}
+	lp.stop(t)
+}
+
+// ruleLine returns the priority of oevpn's "not fwmark" rule in ns.
+func ruleLine(t *testing.T, ns *lab.Netns, family string) string {
+	t.Helper()
+	for _, l := range strings.Split(ns.Run("ip", family, "rule"), "\n") {
+		if strings.Contains(l, "not from all fwmark 0x4f45") {
+			return strings.TrimSuffix(strings.Fields(l)[0], ":")
+		}
+	}
+	t.Fatalf("no oevpn rule in\n%s", ns.Run("ip", family, "rule"))
+	return ""
+}
+
+// controlLab runs an endpoint (netstack, in a namespace) whose control
+// socket is in a directory every user can reach, with extra lines in
+// [interface]; it returns the binary, the socket and a function that runs
+// oevpn as another user and group.
+func controlLab(t *testing.T, extra string) (bin, sock string, as func(uid int, args ...string) (string, error)) {
+	t.Helper()
+	bin = oevpnBinary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	base, err := os.MkdirTemp("", "oevpn-ctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	sock = filepath.Join(base, "ctl", "oevpn.sock")
+	cfg := filepath.Join(base, "a.toml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/24\"]\ncontrol = %q\n%s\n", sock, extra), 0o644)
+	ns := lab.NewNetns(t)
+	p := ns.Start(bin, "up", "-c", cfg)
+	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// A second instance with the same configuration stops at the lock.
+		second := ns.Start(bin, "up", "-c", cfg)
+		if err := second.Wait(10 * time.Second); err == nil || !strings.Contains(second.Output(), "oevpn is already running for oevpn0 (pid") {
+			t.Errorf("second instance: %v\n%s", err, second.Output())
+		}
+		p.Signal(syscall.SIGTERM)
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Errorf("oevpn did not exit cleanly: %v\n%s", err, p.Output())
+		}
+	})
+	as = func(uid int, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	return bin, sock, as
+}
+
+func checkModes(t *testing.T, want map[string]string) {
+	t.Helper()
+	for path, w := range want {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if got := fmt.Sprintf("%04o %d", fi.Mode().Perm(), st.Gid); got != w {
+			t.Errorf("%s: mode and group %s, want %s", path, got, w)
+		}
+	}
+}
+
+// TestLabControlSocketCredentials calls an endpoint's control socket as
+// another user (uid 65534). With the modes oevpn sets (socket 0600 in a
+// directory 0700) that user cannot connect at all; with both opened up by
+// hand (socket 0666, directory 0755) it may read the status but not change
+// state (down): the credentials decide, not only the mode. Root may.
+func TestLabControlSocketCredentials(t *testing.T) {
+	lab.Require(t)
+	_, sock, as := controlLab(t, "")
+	dir := filepath.Dir(sock)
+	checkModes(t, map[string]string{dir: "0700 0", sock: "0600 0"})
+	status := func(uid int) (string, error) { return as(uid, "status", "-s", sock) }
+	down := func(uid int) (string, error) { return as(uid, "down", "-s", sock, "somepeer") }
+	if out, err := status(65534); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("status as uid 65534 with the socket as oevpn made it: %v\n%s", err, out)
+	}
+	if out, err := down(65534); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("down as uid 65534 with the socket as oevpn made it: %v\n%s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	os.Chmod(sock, 0o666)
+	if out, err := status(65534); err != nil || !strings.Contains(out, "netstack") {
+		t.Errorf("status as uid 65534 on an opened-up socket: %v\n%s", err, out)
+	}
+	if out, err := down(65534); err == nil || !strings.Contains(out, "refused: uid 65534 may not change oevpn's state") {
+		t.Errorf("down as uid 65534 on an opened-up socket: %v\n%s", err, out)
+	}
+	if out, err := down(0); err == nil || !strings.Contains(out, "no IKE peers configured") {
+		t.Errorf("down as root: %v\n%s", err, out)
+	}
+}
+
+// TestLabControlGroup gives the control socket to a group (nogroup, 65534):
+// its members may use it, state changes included; others cannot connect,
+// and with the modes opened up by hand still may not change state.
+func TestLabControlGroup(t *testing.T) {
+	lab.Require(t)
+	if _, err := user.LookupGroupId("65534"); err != nil {
+		t.Skip("no group 65534 on this host")
+	}
+	_, sock, as := controlLab(t, `control_group = "65534"`)
+	dir := filepath.Dir(sock)
+	checkModes(t, map[string]string{dir: "0750 65534", sock: "0660 65534"})
+	if out, err := as(65534, "status", "-s", sock); err != nil || !strings.Contains(out, "netstack") {
+		t.Errorf("status as a member: %v\n%s", err, out)
+	}
+	if out, err := as(65534, "down", "-s", sock, "somepeer"); err == nil || !strings.Contains(out, "no IKE peers configured") {
+		t.Errorf("down as a member: %v\n%s", err, out)
+	}
+	if out, err := as(65533, "status", "-s", sock); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("status as another user: %v\n%s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	os.Chmod(sock, 0o666)
+	if out, err := as(65533, "down", "-s", sock, "somepeer"); err == nil || !strings.Contains(out, "refused: uid 65533 may not change oevpn's state") {
+		t.Errorf("down as another user on an opened-up socket: %v\n%s", err, out)
+	}
+}
+
+// TestLabStaticSARestart performs the nonce-reuse attack on static SAs: A
+// sends under its static AES-GCM key, crashes (SIGKILL, no orderly
+// shutdown), starts again with the same configuration and sends again. On
+// the wire no (SPI, IV) of A's may appear twice: with the IV the sequence
+// number, restarting at 1 under the same key gave the XOR of two
+// plaintexts. And B, which did not restart, must still accept every one of
+// A's packets (its replay window drops numbers that start over).
+func TestLabStaticSARestart(t *testing.T) {
+	lab.Require(t, "tcpdump", "ping")
+	lp := newLabPair(t, esp.AESGCM256)
+	pcap := filepath.Join(t.TempDir(), "restart.pcap")
+	// Immediate mode: the packets of the last moments are written too.
+	dump := lp.b.Start("tcpdump", "-i", lp.vethB, "-nn", "--immediate-mode", "-U", "-s", "256", "-w", pcap, "udp port 4500")
+	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	lp.procA.Signal(syscall.SIGKILL)
+	lp.procA.Wait(10 * time.Second)
+	lp.procA = lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
+	if err := lp.procA.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pingOut, pingErr := lp.a.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
+	time.Sleep(200 * time.Millisecond)
+	dump.Signal(syscall.SIGINT)
+	dump.Wait(10 * time.Second)
+	data, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, frames, err := lab.ReadPcap(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[[8]byte]int{}
+	n := 0
+	for _, f := range frames {
+		ip := f.IPPayload()
+		if ip == nil || len(ip) < headerLen(ip)+8+16 {
+			continue
+		}
+		l4 := ip[headerLen(ip)+8:]
+		if kind, _ := esp.Classify(l4); kind != esp.KindESP || esp.Header(l4).SPI() != lp.spiAB {
+			continue
+		}
+		iv := [8]byte(l4[8:16])
+		seen[iv]++
+		n++
+		if seen[iv] == 2 {
+			t.Errorf("A reused IV %x (sequence number %d) under SPI %#x and the same key", iv, esp.Header(l4).Seq(), lp.spiAB)
+		}
+	}
+	if n != 6 {
+		t.Errorf("%d ESP packets from A captured, want 6", n)
+	}
+	if st := oevpnStatus(t, lp.cfgB); st.Stats.DecryptErrors != 0 || pingErr != nil {
+		t.Errorf("B refused %d of A's packets after A's restart: %v\n%s", st.Stats.DecryptErrors, pingErr, pingOut)
+	}
+	t.Logf("%d ESP packets from A, %d distinct IVs", n, len(seen))
 	lp.stop(t)
 }

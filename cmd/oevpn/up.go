@@ -10,7 +10,10 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,13 +42,28 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// One instance per control socket, decided before anything on the
+	// host is touched: a second one would take the first one's routing
+	// away.
+	gid, err := controlGroup(cfg)
+	if err != nil {
+		return err
+	}
+	if err := prepareControlDir(filepath.Dir(cfg.Interface.Control), gid); err != nil {
+		return err
+	}
+	lock, err := lockInstance(cfg.Interface.Control, cfg.Interface.Name)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // after ep.Close: the host is clean before another may start
 	log := newLogger(stderr, cfg.Interface.LogLevel)
 	ep, err := startEndpoint(cfg, log)
 	if err != nil {
 		return err
 	}
 	ep.eng.SetClasses(cfg.Policy.Classes.WithOwn(ownAddresses(cfg)))
-	if err := ep.installSAs(cfg.SAs); err != nil {
+	if err := ep.installSAs(cfg.SAs, cfg.Interface.StateDir); err != nil {
 		ep.Close()
 		return err
 	}
@@ -53,7 +71,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		ep.Close()
 		return err
 	}
-	if err := ep.serveControl(cfg); err != nil {
+	if err := ep.serveControl(cfg, gid); err != nil {
 		ep.Close()
 		return err
 	}
@@ -68,6 +86,28 @@ func cmdUp(args []string, stderr io.Writer) error {
 	return ep.Close()
 }
 
+// controlGroup returns the gid of [interface] control_group, or -1.
+func controlGroup(cfg *config.Config) (int, error) {
+	name := cfg.Interface.ControlGroup
+	if name == "" {
+		return -1, nil
+	}
+	if runtime.GOOS == "windows" {
+		return -1, cfg.KeyError("interface.control_group", errors.New("Windows has no peer credentials on unix sockets: the control socket's directory decides who may use it"))
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if g, err = user.LookupGroupId(name); err != nil {
+			return -1, cfg.KeyError("interface.control_group", fmt.Errorf("no group %q on this host", name))
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, cfg.KeyError("interface.control_group", err)
+	}
+	return gid, nil
+}
+
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(strings.ToUpper(level)))
@@ -76,22 +116,26 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // endpoint is one running oevpn endpoint.
 type endpoint struct {
-	eng       *tunnel.Engine
-	ike       *ike.Daemon
-	oe        *tunnel.Opportunism // nil without opportunistic classes
-	av        *tunnel.AutoVPN     // nil without [autovpn]
-	trust     *policy.TrustStore
-	closers   []func()
-	net       *netstack.Net  // netstack mode only
-	outside   tunnel.Outside // how our own packets leave, TUN mode only
-	clearPath string         // "raw", "forwarder" or "none", for status
+	eng     *tunnel.Engine
+	ike     *ike.Daemon
+	oe      *tunnel.Opportunism // nil without opportunistic classes
+	av      *tunnel.AutoVPN     // nil without [autovpn]
+	trust   *policy.TrustStore
+	closers []func()
+	net     *netstack.Net    // netstack mode only
+	outside tunnel.Outside   // how our own packets leave, TUN mode only
+	dev     *tunnel.OSDevice // TUN mode only
+	// gateway is set for an AutoVPN gateway: the traffic it protects is
+	// its hosts', which the kernel routes by source, not its own.
+	gateway   bool
+	clearPath string // "raw", "forwarder" or "none", for status
 	log       *slog.Logger
 }
 
 // startEndpoint creates the device and starts the datapath.
 func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 	in := cfg.Interface
-	ep := &endpoint{log: log, clearPath: "none"}
+	ep := &endpoint{log: log, clearPath: "none", gateway: cfg.AutoVPN.Enabled() && cfg.AutoVPN.Mode != "host"}
 	tcfg := tunnel.Config{IKEPort: uint16(*in.IKEPort), NATTPort: uint16(*in.NATTPort), Logger: log}
 	switch in.Mode {
 	case config.ModeNetstack:
@@ -120,7 +164,7 @@ func startEndpoint(cfg *config.Config, log *slog.Logger) (*endpoint, error) {
 		if err != nil {
 			return nil, err
 		}
-		tcfg.Device, tcfg.Outside, tcfg.Bypass = dev, ep.outside, dev
+		tcfg.Device, tcfg.Outside, tcfg.Bypass, ep.dev = dev, ep.outside, dev, dev
 		if cfg.Policy.Enabled() || len(cfg.Policy.Clear) > 0 || cfg.AutoVPN.Enabled() {
 			if err := ep.openClearPath(&tcfg); err != nil {
 				dev.Close()
@@ -276,14 +320,25 @@ func rangePrefixes(lo, hi netip.Addr) []netip.Prefix {
 	return out
 }
 
-// installSAs installs the configured static SA pairs.
-func (ep *endpoint) installSAs(sas []config.SA) error {
+// installSAs installs the configured static SA pairs. Their outbound
+// sequence numbers, hence IVs, live in stateDir, so that a restart under
+// the same keys never uses one twice; "" keeps them in memory, only for
+// keys made at random for this run (the demo).
+func (ep *endpoint) installSAs(sas []config.SA, stateDir string) error {
 	for i, sa := range sas {
+		var seq esp.SeqStore
+		if stateDir != "" {
+			f, err := newSeqFile(stateDir, sa.KeyOut)
+			if err != nil {
+				return fmt.Errorf("sa[%d].key_out: %w", i, err)
+			}
+			seq = f
+		}
 		_, err := ep.eng.Install(tunnel.PairConfig{
 			Peer:   sa.Peer,
 			Local:  policy.Selectors(sa.Local),
 			Remote: policy.Selectors(sa.Remote),
-			Out:    esp.Config{Transform: sa.Transform, SPI: sa.SPIOut, Key: sa.KeyOut, ESN: sa.ESN},
+			Out:    esp.Config{Transform: sa.Transform, SPI: sa.SPIOut, Key: sa.KeyOut, ESN: sa.ESN, Sequence: seq},
 			In:     esp.Config{Transform: sa.Transform, SPI: sa.SPIIn, Key: sa.KeyIn, ESN: sa.ESN, ReplayWindow: sa.ReplayWindow},
 		})
 		if err != nil {

@@ -51,6 +51,14 @@ func DefaultControl(name string) string {
 	return "/run/oevpn/" + name + ".sock"
 }
 
+// DefaultStateDir is where the state that must outlive a run is kept.
+func DefaultStateDir() string {
+	if runtime.GOOS == "windows" {
+		return filepath.Join(os.Getenv("ProgramData"), "oevpn")
+	}
+	return "/var/lib/oevpn"
+}
+
 // Config is a whole configuration file.
 type Config struct {
 	Interface Interface `toml:"interface"`
@@ -84,6 +92,12 @@ type Interface struct {
 	Outside   string         `toml:"outside"`
 	LogLevel  string         `toml:"log_level"`
 	Control   string         `toml:"control"`
+	// ControlGroup may use the control socket as root can (a group name
+	// or number; Linux and macOS).
+	ControlGroup string `toml:"control_group"`
+	// StateDir keeps what must survive a restart: the outbound sequence
+	// numbers of the [[sa]] keys (default DefaultStateDir).
+	StateDir string `toml:"state_dir"`
 }
 
 // SA is one statically keyed pair of SAs.
@@ -491,12 +505,18 @@ func (c *Config) check() error {
 	if in.Control == "" {
 		in.Control = DefaultControl(in.Name)
 	}
+	if in.StateDir == "" {
+		in.StateDir = DefaultStateDir()
+	} else {
+		in.StateDir = c.resolve(in.StateDir)
+	}
 	switch strings.ToLower(in.LogLevel) {
 	case "", "info", "debug", "warn", "error":
 	default:
 		return keyErr("interface.log_level", "%q is not one of debug, info, warn, error", in.LogLevel)
 	}
 	spis := map[uint32]string{}
+	keys := map[string]string{}
 	for i := range c.SAs {
 		sa := &c.SAs[i]
 		k := func(f string) string { return fmt.Sprintf("sa[%d].%s", i, f) }
@@ -532,6 +552,13 @@ func (c *Config) check() error {
 				return keyErr(k(f.name), "%s takes %d octets of keying material (%d hex digits), got %d",
 					sa.Transform, sa.Transform.KeyLen(), 2*sa.Transform.KeyLen(), len(f.key))
 			}
+			// The IV is the sequence number, which each direction
+			// counts on its own: two directions under one key repeat
+			// nonces (RFC 4106 §8.1; with CBC, IVs).
+			if prev, ok := keys[string(f.key)]; ok {
+				return keyErr(k(f.name), "the same key as %s: every direction of every SA needs a key of its own (two directions under one key reuse IVs and nonces)", prev)
+			}
+			keys[string(f.key)] = k(f.name)
 		}
 		if sa.ReplayWindow < 0 || sa.ReplayWindow > esp.MaxReplayWindow {
 			return keyErr(k("replay_window"), "%d is outside 0..%d", sa.ReplayWindow, esp.MaxReplayWindow)

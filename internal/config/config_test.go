@@ -34,7 +34,7 @@ remote = ["10.0.0.2"]
 transform = "aes-gcm-128"
 spi_out = 0x1001
 spi_in = 0x2002
-key_out = "000102030405060708090a0b0c0d0e0f10111213"
+key_out = "ff0102030405060708090a0b0c0d0e0f10111213"
 key_in = "00:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:11:12:13"
 `
 
@@ -68,10 +68,11 @@ func TestParseErrors(t *testing.T) {
 		{"bad selector", `remote = ["10.0.0.2"]`, `remote = ["10.0.0.300"]`, 11, "remote", "invalid traffic selector"},
 		{"bad peer", `peer = "127.0.0.1:4500"`, `peer = "127.0.0.1"`, 9, "peer", ""},
 		{"reserved spi", `spi_in = 0x2002`, `spi_in = 7`, 14, "sa[0].spi_in", "reserved"},
-		{"short key", `key_out = "000102030405060708090a0b0c0d0e0f10111213"`, `key_out = "0001"`, 15, "sa[0].key_out", "takes 20 octets"},
-		{"bad hex", `key_out = "000102030405060708090a0b0c0d0e0f10111213"`, `key_out = "xyz"`, 15, "key_out", "hex"},
+		{"short key", `key_out = "ff0102030405060708090a0b0c0d0e0f10111213"`, `key_out = "0001"`, 15, "sa[0].key_out", "takes 20 octets"},
+		{"bad hex", `key_out = "ff0102030405060708090a0b0c0d0e0f10111213"`, `key_out = "xyz"`, 15, "key_out", "hex"},
 		{"missing local", `local = ["10.0.0.1"]`, ``, 8, "sa[0].local", "missing"},
 		{"mtu", `mode = "netstack"`, "mode = \"netstack\"\nmtu = 100", 4, "interface.mtu", "outside"},
+		{"one key both ways", `key_out = "ff01`, `key_out = "0001`, 16, "sa[0].key_in", "the same key as sa[0].key_out"},
 		{"outside, netstack", `mode = "netstack"`, "mode = \"netstack\"\noutside = \"lo\"", 4, "interface.outside", "only a \"tun\" device"},
 	}
 	for _, tt := range tests {
@@ -92,6 +93,18 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error %q does not start with the file name", err)
 			}
 		})
+	}
+}
+
+// TestKeyUsedTwice refuses a key that two SAs share: their sequence
+// numbers, hence IVs and nonces, would coincide.
+func TestKeyUsedTwice(t *testing.T) {
+	second := strings.NewReplacer("spi_out = 0x1001", "spi_out = 0x3003", "spi_in = 0x2002", "spi_in = 0x4004",
+		`key_in = "00:01`, `key_in = "ee:01`).Replace(good[strings.Index(good, "[[sa]]"):])
+	_, err := Parse("f.toml", []byte(good+second))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "sa[1].key_out" || ce.Line != 24 || !strings.Contains(err.Error(), "the same key as sa[0].key_out") {
+		t.Fatalf("got %v (%+v)", err, ce)
 	}
 }
 

@@ -148,7 +148,7 @@ func labHelper(args []string) int {
 func tcpdump(t *testing.T, ns *lab.Netns, iface, filter string) func() string {
 	t.Helper()
 	pcap := filepath.Join(t.TempDir(), lab.Unique(iface)+".pcap")
-	dump := ns.Start("tcpdump", "-i", iface, "-nn", "-U", "-s", "256", "-w", pcap, filter)
+	dump := ns.Start("tcpdump", "-i", iface, "--immediate-mode", "-nn", "-U", "-s", "256", "-w", pcap, filter)
 	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -15,94 +14,25 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/oevpn/oevpn/internal/dnstest"
 )
 
-// testServer is an in-process DNS server on loopback (as miekg/dns's own
-// tests run one) answering from a fixed set of records, with the AD bit
-// set when validated is.
-type testServer struct {
-	addr      string
-	mu        sync.Mutex
-	records   map[string][]dns.RR // key: name + "/" + type
-	validated bool
-	bogus     bool // SERVFAIL unless checking is disabled, as a validating resolver does for broken signatures
-	delay     time.Duration
-	queries   atomic.Int32
-}
-
-func startTestServer(t *testing.T) *testServer {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{addr: pc.LocalAddr().String(), records: map[string][]dns.RR{}}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(ts.serve)}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return ts
-}
-
-func (ts *testServer) add(t *testing.T, lines ...string) {
-	t.Helper()
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	for _, l := range lines {
-		rr, err := dns.NewRR(l)
-		if err != nil {
-			t.Fatalf("%q: %v", l, err)
-		}
-		k := rr.Header().Name + "/" + dns.TypeToString[rr.Header().Rrtype]
-		ts.records[k] = append(ts.records[k], rr)
-	}
-}
-
-func (ts *testServer) setValidated(v bool) {
-	ts.mu.Lock()
-	ts.validated = v
-	ts.mu.Unlock()
-}
-
-func (ts *testServer) serve(w dns.ResponseWriter, req *dns.Msg) {
-	ts.queries.Add(1)
-	ts.mu.Lock()
-	delay := ts.delay
-	m := new(dns.Msg)
-	m.SetReply(req)
-	q := req.Question[0]
-	m.Answer = append(m.Answer, ts.records[q.Name+"/"+dns.TypeToString[q.Qtype]]...)
-	m.AuthenticatedData = ts.validated
-	if ts.bogus && !req.CheckingDisabled {
-		m.Answer, m.Rcode, m.AuthenticatedData = nil, dns.RcodeServerFailure, false
-	}
-	if len(m.Answer) == 0 {
-		soa, _ := dns.NewRR(". 900 IN SOA ns. host. 1 3600 600 86400 60")
-		m.Ns = []dns.RR{soa}
-	}
-	ts.mu.Unlock()
-	time.Sleep(delay)
-	w.WriteMsg(m)
-}
-
 func TestResolverIPSECKEY(t *testing.T) {
-	ts := startTestServer(t)
+	ts := dnstest.Start(t)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	dest := netip.MustParseAddr("192.0.2.7")
 	lines, _ := Records("192.0.2.7", "", 10, priv.Public())
-	ts.add(t, lines[0])
-	ts.setValidated(true)
-	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	ts.Add(t, lines[0])
+	ts.SetAD(true)
+	r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire}
 	res := r.Lookup(context.Background(), dest)
 	if res.Err != nil || len(res.Gateways) != 1 || !res.Validated || res.Gateways[0].Addr != dest || !sameKey(res.Gateways[0].Key, priv.Public()) {
 		t.Fatalf("%+v", res)
 	}
 	// Cached: no new queries until the TTL (3600 s) runs out.
-	n := ts.queries.Load()
+	n := ts.Queries.Load()
 	r.Lookup(context.Background(), dest)
-	if ts.queries.Load() != n {
+	if ts.Queries.Load() != n {
 		t.Fatal("cached answer not used")
 	}
 	if _, ok := r.Cached(dest, time.Now().Add(2*time.Hour)); ok {
@@ -111,35 +41,35 @@ func TestResolverIPSECKEY(t *testing.T) {
 }
 
 func TestResolverDNSSECModes(t *testing.T) {
-	ts := startTestServer(t)
+	ts := dnstest.Start(t)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	lines, _ := Records("192.0.2.8", "", 10, priv.Public())
-	ts.add(t, lines[0])
+	ts.Add(t, lines[0])
 	dest := netip.MustParseAddr("192.0.2.8")
-	ts.setValidated(false)
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrUnvalidated) || len(res.Gateways) != 0 {
+	ts.SetAD(false)
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrUnvalidated) || len(res.Gateways) != 0 {
 		t.Fatalf("require, unvalidated: %+v", res)
 	}
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 || res.Validated {
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 || res.Validated {
 		t.Fatalf("prefer, unvalidated: %+v", res)
 	}
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECOff}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 {
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECOff}).Lookup(context.Background(), dest); res.Err != nil || len(res.Gateways) != 1 {
 		t.Fatalf("off: %+v", res)
 	}
 }
 
 func TestResolverTXTDelegationAndKEY(t *testing.T) {
-	ts := startTestServer(t)
-	ts.setValidated(true)
+	ts := dnstest.Start(t)
+	ts.SetAD(true)
 	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
 	gwKey, _, _ := ed25519.GenerateKey(rand.Reader)
 	// 192.0.2.9 delegates, key inline, to gateway 198.51.100.1; 192.0.2.10
 	// delegates without a key to 198.51.100.2, whose KEY record has it.
 	withKey, _ := Records("192.0.2.9", "198.51.100.1", 5, &rk.PublicKey)
-	ts.add(t, withKey[2])
+	ts.Add(t, withKey[2])
 	gwLines, _ := Records("198.51.100.2", "", 10, gwKey)
-	ts.add(t, `10.2.0.192.in-addr.arpa. 600 IN TXT "X-IPsec-Server(7)=198.51.100.2"`, gwLines[1])
-	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	ts.Add(t, `10.2.0.192.in-addr.arpa. 600 IN TXT "X-IPsec-Server(7)=198.51.100.2"`, gwLines[1])
+	r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire}
 	res := r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.9"))
 	if res.Err != nil || len(res.Gateways) != 1 || res.Gateways[0].Addr != netip.MustParseAddr("198.51.100.1") || !sameKey(res.Gateways[0].Key, &rk.PublicKey) {
 		t.Fatalf("inline key: %+v", res)
@@ -154,9 +84,9 @@ func TestResolverTXTDelegationAndKEY(t *testing.T) {
 }
 
 func TestResolverNegativeAndBusy(t *testing.T) {
-	ts := startTestServer(t)
-	ts.setValidated(true)
-	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire, MaxInFlight: 1}
+	ts := dnstest.Start(t)
+	ts.SetAD(true)
+	r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire, MaxInFlight: 1}
 	dest := netip.MustParseAddr("192.0.2.11")
 	res := r.Lookup(context.Background(), dest)
 	if !errors.Is(res.Err, ErrNoRecord) {
@@ -165,15 +95,13 @@ func TestResolverNegativeAndBusy(t *testing.T) {
 	if d := time.Until(res.Expires); d > 61*time.Second || d < 50*time.Second {
 		t.Fatalf("negative answer cached for %v, want the SOA's 60 s", d)
 	}
-	n := ts.queries.Load()
+	n := ts.Queries.Load()
 	r.Lookup(context.Background(), dest)
-	if ts.queries.Load() != n {
+	if ts.Queries.Load() != n {
 		t.Fatal("negative answer not cached")
 	}
 	// One slow lookup in flight: the next one is refused at once.
-	ts.mu.Lock()
-	ts.delay = 300 * time.Millisecond
-	ts.mu.Unlock()
+	ts.SetDelay(300 * time.Millisecond)
 	done := make(chan Result)
 	go func() { done <- r.Lookup(context.Background(), netip.MustParseAddr("192.0.2.12")) }()
 	time.Sleep(50 * time.Millisecond)
@@ -193,18 +121,16 @@ func TestResolverNegativeAndBusy(t *testing.T) {
 // data (prefer no longer asks again with checking disabled: an attacker
 // who cannot sign would get its data used that way).
 func TestResolverBrokenSignatures(t *testing.T) {
-	ts := startTestServer(t)
+	ts := dnstest.Start(t)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	lines, _ := Records("192.0.2.20", "", 10, priv.Public())
-	ts.add(t, lines[0])
-	ts.mu.Lock()
-	ts.bogus = true
-	ts.mu.Unlock()
+	ts.Add(t, lines[0])
+	ts.SetFail(dnstest.Bogus)
 	dest := netip.MustParseAddr("192.0.2.20")
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); res.Err == nil || len(res.Gateways) != 0 {
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); res.Err == nil || len(res.Gateways) != 0 {
 		t.Fatalf("require: %+v", res)
 	}
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); res.Err == nil || len(res.Gateways) != 0 {
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); res.Err == nil || len(res.Gateways) != 0 {
 		t.Fatalf("prefer: %+v", res)
 	}
 }
@@ -213,17 +139,17 @@ func TestResolverBrokenSignatures(t *testing.T) {
 // the only validation, a denial without AD is not "no record" (an
 // attacker on the path to the resolver could have forged it).
 func TestResolverDenialWithoutAD(t *testing.T) {
-	ts := startTestServer(t)
-	ts.setValidated(false)
+	ts := dnstest.Start(t)
+	ts.SetAD(false)
 	dest := netip.MustParseAddr("192.0.2.30")
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrUnvalidated) {
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrUnvalidated) {
 		t.Fatalf("require: %+v, want ErrUnvalidated", res)
 	}
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECPrefer}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
 		t.Fatalf("prefer: %+v, want ErrNoRecord", res)
 	}
-	ts.setValidated(true)
-	if res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
+	ts.SetAD(true)
+	if res := (&Resolver{Server: ts.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), dest); !errors.Is(res.Err, ErrNoRecord) {
 		t.Fatalf("require, AD: %+v, want ErrNoRecord", res)
 	}
 }
@@ -232,12 +158,10 @@ func TestResolverDenialWithoutAD(t *testing.T) {
 // LookupResponder; a flood of them against a slow resolver must not make
 // the lookups for our own traffic fail with ErrBusy.
 func TestResolverResponderBudget(t *testing.T) {
-	ts := startTestServer(t)
-	ts.setValidated(true)
-	ts.mu.Lock()
-	ts.delay = 300 * time.Millisecond
-	ts.mu.Unlock()
-	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	ts := dnstest.Start(t)
+	ts.SetAD(true)
+	ts.SetDelay(300 * time.Millisecond)
+	r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire}
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Add(1)
@@ -260,15 +184,13 @@ func TestResolverResponderBudget(t *testing.T) {
 // TestResolverSharesLookups: N concurrent lookups of one destination make
 // the queries of one lookup.
 func TestResolverSharesLookups(t *testing.T) {
-	ts := startTestServer(t)
-	ts.setValidated(true)
-	ts.mu.Lock()
-	ts.delay = 100 * time.Millisecond
-	ts.mu.Unlock()
-	(&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.41"))
-	one := ts.queries.Load()
-	ts.queries.Store(0)
-	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+	ts := dnstest.Start(t)
+	ts.SetAD(true)
+	ts.SetDelay(100 * time.Millisecond)
+	(&Resolver{Server: ts.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.41"))
+	one := ts.Queries.Load()
+	ts.Queries.Store(0)
+	r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire}
 	dest := netip.MustParseAddr("192.0.2.42")
 	var wg sync.WaitGroup
 	var busy atomic.Int32
@@ -282,7 +204,7 @@ func TestResolverSharesLookups(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := ts.queries.Load(); n != one || busy.Load() != 0 {
+	if n := ts.Queries.Load(); n != one || busy.Load() != 0 {
 		t.Fatalf("50 concurrent lookups of one name made %d queries (one lookup makes %d), %d failed", n, one, busy.Load())
 	}
 }
@@ -290,28 +212,26 @@ func TestResolverSharesLookups(t *testing.T) {
 // TestResolverCachesErrors: a failing resolver is asked once per ErrorTTL
 // for a destination, not once per lookup.
 func TestResolverCachesErrors(t *testing.T) {
-	ts := startTestServer(t)
-	ts.mu.Lock()
-	ts.bogus = true // SERVFAIL
-	ts.mu.Unlock()
-	r := &Resolver{Server: ts.addr, Mode: DNSSECRequire, ErrorTTL: 300 * time.Millisecond}
+	ts := dnstest.Start(t)
+	ts.SetFail(dnstest.Bogus) // SERVFAIL
+	r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire, ErrorTTL: 300 * time.Millisecond}
 	dest := netip.MustParseAddr("192.0.2.43")
 	first := r.Lookup(context.Background(), dest)
 	if first.Err == nil || errors.Is(first.Err, ErrNoRecord) {
 		t.Fatalf("SERVFAIL: %+v", first)
 	}
-	n := ts.queries.Load()
+	n := ts.Queries.Load()
 	for range 100 {
 		if res := r.Lookup(context.Background(), dest); res.Err == nil {
 			t.Fatalf("%+v", res)
 		}
 	}
-	if ts.queries.Load() != n {
-		t.Fatalf("100 lookups of a failing destination made %d queries, want none", ts.queries.Load()-n)
+	if ts.Queries.Load() != n {
+		t.Fatalf("100 lookups of a failing destination made %d queries, want none", ts.Queries.Load()-n)
 	}
 	time.Sleep(350 * time.Millisecond)
 	r.Lookup(context.Background(), dest)
-	if ts.queries.Load() == n {
+	if ts.Queries.Load() == n {
 		t.Fatal("a failure was remembered past ErrorTTL")
 	}
 }
@@ -343,18 +263,16 @@ func TestResolverCacheBounded(t *testing.T) {
 // TestResolverWrongOwner: a record set owned by another name than the one
 // asked is never used, even with the AD bit.
 func TestResolverWrongOwner(t *testing.T) {
-	ts := startTestServer(t)
-	ts.setValidated(true)
+	ts := dnstest.Start(t)
+	ts.SetAD(true)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	lines, _ := Records("198.51.100.50", "", 10, priv.Public())
 	rr, err := dns.NewRR(lines[0]) // owned by 50.100.51.198.in-addr.arpa.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.mu.Lock()
-	ts.records["50.2.0.192.in-addr.arpa./IPSECKEY"] = []dns.RR{rr}
-	ts.mu.Unlock()
-	res := (&Resolver{Server: ts.addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.50"))
+	ts.Answer("50.2.0.192.in-addr.arpa.", dns.TypeIPSECKEY, rr)
+	res := (&Resolver{Server: ts.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.50"))
 	if len(res.Gateways) != 0 || !errors.Is(res.Err, ErrNoRecord) {
 		t.Fatalf("%+v", res)
 	}
@@ -370,10 +288,10 @@ func TestResolverUnusableKey(t *testing.T) {
 		{"TXT", "192.0.2.8", `8.2.0.192.in-addr.arpa. 3600 IN TXT "X-IPsec-Server(10)=192.0.2.8 ` + big + `"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := startTestServer(t)
-			ts.add(t, tc.rr)
-			ts.setValidated(true)
-			r := &Resolver{Server: ts.addr, Mode: DNSSECRequire}
+			ts := dnstest.Start(t)
+			ts.Add(t, tc.rr)
+			ts.SetAD(true)
+			r := &Resolver{Server: ts.Addr, Mode: DNSSECRequire}
 			res := r.Lookup(context.Background(), netip.MustParseAddr(tc.dest))
 			if !errors.Is(res.Err, ErrUnusableKey) || len(res.Gateways) != 0 {
 				t.Fatalf("got %+v, want ErrUnusableKey", res)

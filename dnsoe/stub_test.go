@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/oevpn/oevpn/internal/dnstest"
 )
 
 func startStub(t *testing.T, upstream string, wait time.Duration, trigger func(context.Context, netip.Addr) Verdict) *Stub {
@@ -32,8 +33,8 @@ func ask(t *testing.T, server, name string, qtype uint16) *dns.Msg {
 }
 
 func TestStubWithholdsAndWaits(t *testing.T) {
-	ts := startTestServer(t)
-	ts.add(t, "up.oe.test. 60 IN A 192.0.2.1",
+	ts := dnstest.Start(t)
+	ts.Add(t, "up.oe.test. 60 IN A 192.0.2.1",
 		"mixed.oe.test. 60 IN A 192.0.2.1", "mixed.oe.test. 60 IN A 192.0.2.66",
 		"dead.oe.test. 60 IN A 192.0.2.66",
 		"v6.oe.test. 60 IN AAAA 2001:db8::1",
@@ -48,7 +49,7 @@ func TestStubWithholdsAndWaits(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // the tunnel takes a while
 		return Proceed
 	}
-	s := startStub(t, ts.addr, time.Second, trigger)
+	s := startStub(t, ts.Addr, time.Second, trigger)
 
 	start := time.Now()
 	in := ask(t, s.Addr(), "up.oe.test.", dns.TypeA)
@@ -74,9 +75,9 @@ func TestStubWithholdsAndWaits(t *testing.T) {
 }
 
 func TestStubBoundedWait(t *testing.T) {
-	ts := startTestServer(t)
-	ts.add(t, "slow.oe.test. 60 IN A 192.0.2.9")
-	s := startStub(t, ts.addr, 150*time.Millisecond, func(ctx context.Context, a netip.Addr) Verdict {
+	ts := dnstest.Start(t)
+	ts.Add(t, "slow.oe.test. 60 IN A 192.0.2.9")
+	s := startStub(t, ts.Addr, 150*time.Millisecond, func(ctx context.Context, a netip.Addr) Verdict {
 		<-ctx.Done() // IKE still running when the wait runs out
 		return Proceed
 	})

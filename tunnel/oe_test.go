@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/oevpn/oevpn/internal/dnstest"
 
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
@@ -183,7 +184,7 @@ type oeNode struct {
 	o   *Opportunism
 	rc  *recordingClear
 	t   *testing.T
-	dns *oeDNS
+	dns *dnstest.Server
 }
 
 func newOENode(t *testing.T, mn *memNet, addr netip.Addr, dnsAddr string) *oeNode {
@@ -233,37 +234,18 @@ func nullAttacker(t *testing.T, mn *memNet, addr netip.Addr, victim netip.Addr, 
 	return m
 }
 
-// oeDNS is an in-process DNS server for the opportunism tests: it answers
-// from its records (TTL 1 s, so that resolvers ask again soon), NXDOMAIN
-// for other names, or fails as told.
-type oeDNS struct {
-	addr    string
-	mu      sync.Mutex
-	records map[string][]dns.RR // name/type
-	fail    string              // "servfail", "silent" or ""
-	delay   time.Duration       // before each answer
-	queries atomic.Int32
-}
-
-func startOEDNS(t *testing.T) *oeDNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &oeDNS{addr: pc.LocalAddr().String(), records: map[string][]dns.RR{}}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve)}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
+// startOEDNS starts an in-process DNS server for the opportunism tests,
+// whose denials have a TTL of 1 s, so that resolvers ask again soon.
+func startOEDNS(t *testing.T) *dnstest.Server {
+	s := dnstest.Start(t)
+	s.SetNegativeTTL(1)
 	return s
 }
 
-// publish publishes a fresh Ed25519 key for addr (an IPSECKEY record, the
-// address its own gateway) and returns its private key.
-func (s *oeDNS) publish(t *testing.T, addr netip.Addr) ed25519.PrivateKey {
+// publish publishes in s a fresh Ed25519 key for addr (an IPSECKEY record
+// with a TTL of 1 s, the address its own gateway) and returns its private
+// key.
+func publish(t *testing.T, s *dnstest.Server, addr netip.Addr) ed25519.PrivateKey {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(crand.Reader)
 	lines, err := dnsoe.Records(addr.String(), "", 10, priv.Public())
@@ -275,50 +257,8 @@ func (s *oeDNS) publish(t *testing.T, addr netip.Addr) ed25519.PrivateKey {
 		t.Fatal(err)
 	}
 	rr.Header().Ttl = 1
-	s.mu.Lock()
-	k := rr.Header().Name + "/" + dns.TypeToString[rr.Header().Rrtype]
-	s.records[k] = append(s.records[k], rr)
-	s.mu.Unlock()
+	s.AddRR(rr)
 	return priv
-}
-
-func (s *oeDNS) setFail(mode string) {
-	s.mu.Lock()
-	s.fail = mode
-	s.mu.Unlock()
-}
-
-func (s *oeDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
-	s.queries.Add(1)
-	s.mu.Lock()
-	delay := s.delay
-	s.mu.Unlock()
-	time.Sleep(delay)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := new(dns.Msg)
-	m.SetReply(req)
-	switch s.fail {
-	case "silent":
-		return
-	case "servfail":
-		m.Rcode = dns.RcodeServerFailure
-		w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	m.Answer = s.records[q.Name+"/"+dns.TypeToString[q.Qtype]]
-	if len(m.Answer) == 0 {
-		m.Rcode = dns.RcodeNameError
-		for k := range s.records {
-			if len(k) > len(q.Name) && k[:len(q.Name)+1] == q.Name+"/" {
-				m.Rcode = dns.RcodeSuccess // the name exists: NODATA
-			}
-		}
-		soa, _ := dns.NewRR(". 1 IN SOA ns. host. 1 3600 600 86400 1")
-		m.Ns = []dns.RR{soa}
-	}
-	w.WriteMsg(m)
 }
 
 // udpListen listens on port 9999 of an endpoint's netstack and counts
@@ -408,7 +348,7 @@ var (
 func TestOpportunisticResponderSelectors(t *testing.T) {
 	mn := &memNet{}
 	ns := startOEDNS(t)
-	a := newOENode(t, mn, oeVictim, ns.addr)
+	a := newOENode(t, mn, oeVictim, ns.Addr)
 	everything := policy.Selectors{policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0"))}
 	m := nullAttacker(t, mn, oeNullM, oeVictim, everything)
 	got := udpListen(t, a.testEndpoint)
@@ -461,9 +401,7 @@ func TestOpportunisticNullHijack(t *testing.T) {
 			a.o.discover(oeVictim, oeKeyedB, policy.ClassPrivateOrClear)
 		}},
 		{name: "publishes a key, our lookup under way", addr: oeKeyedB, keyed: true, before: func(a *oeNode) {
-			a.dns.mu.Lock()
-			a.dns.delay = 200 * time.Millisecond
-			a.dns.mu.Unlock()
+			a.dns.SetDelay(200 * time.Millisecond)
 			sendUDP(a.t, a.testEndpoint, oeKeyedB, 3) // held while DNS answers
 		}},
 		{name: "private", addr: oePrivP},
@@ -472,9 +410,9 @@ func TestOpportunisticNullHijack(t *testing.T) {
 			mn := &memNet{}
 			ns := startOEDNS(t)
 			if tc.keyed {
-				ns.publish(t, tc.addr) // the real host's key: the attacker has not got it
+				publish(t, ns, tc.addr) // the real host's key: the attacker has not got it
 			}
-			a := newOENode(t, mn, oeVictim, ns.addr)
+			a := newOENode(t, mn, oeVictim, ns.Addr)
 			a.t, a.dns = t, ns
 			if tc.before != nil {
 				tc.before(a)
@@ -520,7 +458,7 @@ func TestOpportunisticNullHijack(t *testing.T) {
 func TestOpportunisticNullBarred(t *testing.T) {
 	mn := &memNet{}
 	ns := startOEDNS(t)
-	a := newOENode(t, mn, oeVictim, ns.addr)
+	a := newOENode(t, mn, oeVictim, ns.Addr)
 	// The attacker, at the address, first: nothing is published.
 	m := nullAttacker(t, mn, oeKeyedB, oeVictim, hostSel(oeVictim))
 	got := udpListen(t, m.testEndpoint)
@@ -532,7 +470,7 @@ func TestOpportunisticNullBarred(t *testing.T) {
 	inject(t, m.testEndpoint, mp, udpPacket(oeKeyedB, oeVictim, "accepted: nothing is published"))
 	waitFor(t, func() bool { return a.eng.Stats().RxPackets == 1 }, "the first packet")
 	// The real host publishes its key, and we look it up.
-	ns.publish(t, oeKeyedB)
+	publish(t, ns, oeKeyedB)
 	time.Sleep(1100 * time.Millisecond) // the cached denial runs out
 	a.o.discover(oeVictim, oeKeyedB, policy.ClassPrivateOrClear)
 	if a.eng.MayBeUnauthenticated(oeKeyedB) {
@@ -615,22 +553,22 @@ func TestOpportunisticResolverFailsClosed(t *testing.T) {
 			mn := &memNet{}
 			ns := startOEDNS(t)
 			dst := netip.MustParseAddr("10.98.0.20")
-			ns.publish(t, dst) // nobody answers IKE there: hard fail, dropped
-			a := newOENode(t, mn, oeVictim, ns.addr)
+			publish(t, ns, dst) // nobody answers IKE there: hard fail, dropped
+			a := newOENode(t, mn, oeVictim, ns.Addr)
 			sendUDP(t, a.testEndpoint, dst, 1)
 			waitFor(t, func() bool { v, _, ok := a.eng.VerdictFor(dst); return ok && v == VerdictDrop }, "the hard fail")
-			ns.setFail(mode)
+			ns.SetFail(mode)
 			// Once the verdict and the DNS answer ran out (1 s each), the
 			// next packets look dst up again, and the lookups fail.
-			q := ns.queries.Load()
+			q := ns.Queries.Load()
 			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
 				sendUDP(t, a.testEndpoint, dst, 1)
 				if v, _, ok := a.eng.VerdictFor(dst); ok && v == VerdictClear {
-					t.Fatalf("clear verdict after the resolver failed (%d queries)", ns.queries.Load()-q)
+					t.Fatalf("clear verdict after the resolver failed (%d queries)", ns.Queries.Load()-q)
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			if ns.queries.Load() == q {
+			if ns.Queries.Load() == q {
 				t.Fatal("dst was not looked up again")
 			}
 			if n := a.rc.count(); n > 0 {
@@ -717,9 +655,9 @@ func TestOpportunisticRecheckResolverDown(t *testing.T) {
 	mn := &memNet{}
 	ns := startOEDNS(t)
 	bAddr := netip.MustParseAddr("10.98.0.30")
-	priv := ns.publish(t, bAddr)
-	a := newOENode(t, mn, oeVictim, ns.addr)
-	b := newOENode(t, mn, bAddr, ns.addr)
+	priv := publish(t, ns, bAddr)
+	a := newOENode(t, mn, oeVictim, ns.Addr)
+	b := newOENode(t, mn, bAddr, ns.Addr)
 	b.o.cfg.Auth = ike.Credential{Signer: priv}
 	got := udpListen(t, b.testEndpoint)
 	sendUDP(t, a.testEndpoint, bAddr, 3)
@@ -731,7 +669,7 @@ func TestOpportunisticRecheckResolverDown(t *testing.T) {
 	if tun == nil || !tun.up {
 		t.Fatal("no opportunistic tunnel up")
 	}
-	ns.setFail("servfail")
+	ns.SetFail("servfail")
 	time.Sleep(1100 * time.Millisecond) // the cached answer runs out
 	a.o.recheckKey(tun)
 	if ps := a.d.SAs(); len(ps) != 1 {

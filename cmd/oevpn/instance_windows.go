@@ -22,25 +22,6 @@ func prepareControlDir(dir string, _ int) error {
 	return nil
 }
 
-// instanceLock is held by the running oevpn of a control socket for as
-// long as the process lives.
-type instanceLock struct{ f *os.File }
-
-// lockInstance takes the instance lock of the control socket at path
-// (path+".lock") and writes our pid into it.
-func lockInstance(path, device string) (*instanceLock, error) {
-	l, err := lockFile(path + ".lock")
-	if holder, ok := err.(errLocked); ok {
-		return nil, fmt.Errorf("oevpn is already running for %s (pid %s); its control socket is %s", device, holder.pid, path)
-	}
-	return l, err
-}
-
-// errLocked says which process holds a lock file.
-type errLocked struct{ pid string }
-
-func (e errLocked) Error() string { return "locked by pid " + e.pid }
-
 // lockFile takes an exclusive lock on the first byte of the file at path
 // (LockFileEx), creating it, and writes our pid after that byte, where
 // others may read it; errLocked if another process holds it.

@@ -99,10 +99,7 @@ func (d *Daemon) initialContact(sa *ikeSA) {
 
 // scheduleRestart re-initiates a peer after a failure, with backoff.
 func (d *Daemon) scheduleRestart(p *PeerConfig) {
-	delay := 2 * time.Second
-	if p.RetransmitBase != 0 {
-		delay = 4 * p.RetransmitBase
-	}
+	delay := restartDelay(p)
 	d.log.Info("will re-initiate", "peer", p.Name, "in", delay)
 	time.AfterFunc(delay, func() {
 		d.post(func() {

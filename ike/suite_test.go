@@ -57,6 +57,18 @@ func TestParseProposals(t *testing.T) {
 		{" aes256gcm16-x25519 , aes256-sha384-prfsha384-modp2048 ", ProtoIKE, []Proposal{
 			ikeProp(1, tGCM256, tX25519, tPRF256), ikeProp(2, tCBC256, tSHA384, tPRF384, tMODP2048)}, ""},
 
+		// strongSwan's rules (issue 11 item 12): without a PRF, an IKE
+		// proposal takes the PRFs of its integrity algorithms.
+		{"aes128-sha384-ecp256", ProtoIKE, []Proposal{ikeProp(1, tCBC128, tSHA384, tECP256, tPRF384)}, ""},
+		{"aes256-sha512-sha256-x25519", ProtoIKE, []Proposal{ikeProp(1, tCBC256, tSHA512, tSHA256, tX25519, tPRF512, tPRF256)}, ""},
+		{"aes-sha2_256-x25519", ProtoIKE, []Proposal{ikeProp(1, tCBC128, tSHA256, tX25519, tPRF256)}, ""},
+		{"aes256-sha384-prfsha256-ecp256", ProtoIKE, []Proposal{ikeProp(1, tCBC256, tSHA384, tPRF256, tECP256)}, ""},
+		{"aes256gcm128-x25519", ProtoIKE, []Proposal{ikeProp(1, tGCM256, tX25519, tPRF256)}, ""},
+		// AEAD drops integrity algorithms; ESP ignores PRFs.
+		{"aes256gcm16-sha256-x25519", ProtoIKE, []Proposal{ikeProp(1, tGCM256, tX25519, tPRF256)}, ""},
+		{"aes256gcm16-sha256", ProtoESP, []Proposal{espProp(1, tGCM256, tNoESN)}, ""},
+		{"aes256gcm16-prfsha256", ProtoESP, []Proposal{espProp(1, tGCM256, tNoESN)}, ""},
+		{"aes128-sha256-prfsha384", ProtoESP, []Proposal{espProp(1, tCBC128, tSHA256, tNoESN)}, ""},
 		{"aes256gcm16", ProtoESP, []Proposal{espProp(1, tGCM256, tNoESN)}, ""},
 		{"aes256gcm16-esn", ProtoESP, []Proposal{espProp(1, tGCM256, tESN)}, ""},
 		{"aes128gcm16-esn-noesn", ProtoESP, []Proposal{espProp(1, tGCM128, tESN, tNoESN)}, ""},
@@ -70,8 +82,6 @@ func TestParseProposals(t *testing.T) {
 		{"aes256-x25519", ProtoIKE, nil, "needs an integrity algorithm"},
 		{"aes256-prfsha256-x25519", ProtoIKE, nil, "needs an integrity algorithm"},
 		{"aes256", ProtoESP, nil, "needs an integrity algorithm"},
-		{"aes256gcm16-sha256-x25519", ProtoIKE, nil, "takes no integrity algorithm"},
-		{"aes256gcm16-sha256", ProtoESP, nil, "takes no integrity algorithm"},
 		{"aes256gcm16-prfsha256", ProtoIKE, nil, "has no DH group"},
 		{"aes256-sha256", ProtoIKE, nil, "has no DH group"},
 		{"prfsha256-x25519", ProtoIKE, nil, "has no cipher"},
@@ -83,7 +93,6 @@ func TestParseProposals(t *testing.T) {
 		{"aes256gcm16--x25519", ProtoIKE, nil, `unknown algorithm ""`},
 		{"aes256gcm16-x25519,", ProtoIKE, nil, `unknown algorithm ""`},
 		{"", ProtoIKE, nil, `unknown algorithm ""`},
-		{"aes256gcm16-prfsha256", ProtoESP, nil, `unknown algorithm "prfsha256"`},
 		{"aes256gcm16-x25519-esn", ProtoIKE, nil, `unknown algorithm "esn"`},
 		{"aes256gcm16 x25519", ProtoIKE, nil, "unknown algorithm"},
 	}

@@ -51,6 +51,10 @@ type interopCase struct {
 	ikeProps   string // oevpn's and strongSwan's (strongSwan syntax)
 	espProps   string
 	swanStarts bool
+	// For auth "ca": strongSwan's send_cert, and whether oevpn's
+	// certificate comes from an intermediate CA (sent as a chain).
+	swSendCert string
+	chain      bool
 }
 
 // startOevpn writes a configuration for the case and starts the binary.
@@ -70,6 +74,10 @@ func (l *interopLab) startOevpnExtra(t *testing.T, c interopCase, keyFile, peerP
 		// keyFile holds our key, peerPub names "ours.crt|theirs.crt".
 		ours, theirs, _ := strings.Cut(peerPub, "|")
 		auth = fmt.Sprintf("auth = \"cert\"\nprivate_key = %q\ncertificate = %q\nremote_certificate = %q", keyFile, ours, theirs)
+	case "ca":
+		// keyFile holds our key, peerPub names "ours.crt|ca.crt".
+		ours, ca, _ := strings.Cut(peerPub, "|")
+		auth = fmt.Sprintf("auth = \"cert\"\nprivate_key = %q\ncertificate = %q\nca = %q", keyFile, ours, ca)
 	case "null":
 		auth = `auth = "null"`
 	}
@@ -179,6 +187,26 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		os.WriteFile(theirs, sCert, 0o644)
 		pubFile = ours + "|" + theirs
 	}
+	if c.auth == "ca" {
+		// Both certificates from one root CA, which each side trusts;
+		// nothing pinned.
+		root := lab.NewCA(t, "oevpn lab root", nil)
+		issuer, chain := root, []byte(nil)
+		if c.chain {
+			issuer = lab.NewCA(t, "oevpn lab intermediate", root)
+			chain = issuer.PEM
+		}
+		oKey, oCert := issuer.Issue(t, ioIDO, time.Time{})
+		sKey, sCert := root.Issue(t, ioIDS, time.Time{})
+		sc.Auth, sc.LocalKeyPEM, sc.LocalCertPEM, sc.CACertPEMs, sc.SendCert = "cert", sKey, sCert, [][]byte{root.PEM}, c.swSendCert
+		keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
+		ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+		ca := filepath.Join(l.dir, lab.Unique("ca")+".pem")
+		os.WriteFile(keyFile, oKey, 0o600)
+		os.WriteFile(ours, append(oCert, chain...), 0o644)
+		os.WriteFile(ca, root.PEM, 0o644)
+		pubFile = ours + "|" + ca
+	}
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	start := "start"
 	if c.swanStarts {
@@ -213,7 +241,8 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	}
 	want := map[string]string{"": "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
 		"chacha20poly1305-prfsha256-x25519": "CHACHA20_POLY1305/PRF_HMAC_SHA2_256/CURVE_25519",
-		"aes256-sha256-prfsha256-modp2048":  "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"}[c.ikeProps]
+		"aes256-sha256-prfsha256-modp2048":  "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+		"aes128-sha384-ecp256":              "AES_CBC-128/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_256"}[c.ikeProps]
 	if want != "" && !strings.Contains(sas, want) {
 		t.Fatalf("strongSwan did not negotiate %s:\n%s", want, sas)
 	}
@@ -474,4 +503,129 @@ func TestLabInteropOnDemand(t *testing.T) {
 		t.Fatal("the Child SA was not re-created inside the existing IKE SA")
 	}
 	hashedTransfer(t, l.o, l.s, ioInnerS+":5203", 0.5)
+}
+
+// TestLabInteropIssue11 covers the interop defects of issue 11 against
+// strongSwan, both directions where they apply.
+func TestLabInteropIssue11(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	for _, swanStarts := range []bool{false, true} {
+		dir := "oevpn-initiates"
+		if swanStarts {
+			dir = "strongswan-initiates"
+		}
+		// Item 12: no PRF named: strongSwan derives PRF_HMAC_SHA2_384
+		// from sha384, and so must oevpn.
+		t.Run("prf-from-integrity/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "psk", ikeProps: "aes128-sha384-ecp256", espProps: "aes128-sha256", swanStarts: swanStarts})
+		})
+		// Item 10: strongSwan sends its certificate only when asked
+		// (send_cert = ifasked): oevpn must send CERTREQ.
+		t.Run("certreq-ifasked/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "ca", swSendCert: "ifasked", swanStarts: swanStarts})
+		})
+		// Item 11: oevpn's certificate comes from an intermediate CA
+		// that strongSwan does not have: oevpn must send it.
+		t.Run("intermediate-ca/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "ca", chain: true, swanStarts: swanStarts})
+		})
+	}
+	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
+	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
+	t.Run("child-refused", l.childRefused)
+}
+
+// refusedCert (item 8): strongSwan pins another certificate for oevpn's
+// identity, so it refuses oevpn's authentication. When strongSwan
+// initiates, oevpn (responder) has installed the Child SA by then and must
+// remove it on strongSwan's AUTHENTICATION_FAILED; either way no SA may
+// remain and check must not say the peer is protected.
+func (l *interopLab) refusedCert(t *testing.T, swanStarts bool) {
+	oKey, oCert := lab.GenerateCert(t, ioIDO)
+	_, other := lab.GenerateCert(t, ioIDO)
+	sKey, sCert := lab.GenerateCert(t, ioIDS)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "cert", LocalKeyPEM: sKey, LocalCertPEM: sCert, RemoteCertPEM: other, LocalTS: ioNetS, RemoteTS: ioNetO}
+	keyFile := filepath.Join(l.dir, lab.Unique("key")+".pem")
+	ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	os.WriteFile(keyFile, oKey, 0o600)
+	os.WriteFile(ours, oCert, 0o644)
+	os.WriteFile(theirs, sCert, 0o644)
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	start, want := "start", "peer refused IKE_AUTH: AUTHENTICATION_FAILED"
+	if swanStarts {
+		start, want = "none", "peer refused our authentication"
+	}
+	p, cfg := l.startOevpn(t, interopCase{auth: "cert"}, keyFile, ours+"|"+theirs, start)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if swanStarts {
+		if err := sw.Initiate(lab.SwanName); err == nil {
+			t.Fatal("strongSwan accepted a certificate it does not pin")
+		}
+	}
+	if err := p.WaitFor(want, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 3*time.Second, "oevpn removes the SAs the peer refused", func() bool {
+		st := oevpnStatus(t, cfg)
+		for _, sa := range st.IKESAs {
+			if sa.State == "established" || len(sa.Children) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, ioInnerS).CombinedOutput(); strings.Contains(string(out), "encrypted") {
+		t.Fatalf("oevpn check after the refusal:\n%s", out)
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// childRefused (item 15): strongSwan accepts the IKE SA but refuses the
+// Child SA (no common ESP proposal). oevpn must not leave the IKE SA
+// orphaned at strongSwan, and must back off its retries.
+func (l *interopLab) childRefused(t *testing.T) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, ESPProposals: "aes128-sha256"}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, _ := l.startOevpn(t, interopCase{auth: "psk", espProps: "aes256gcm16"}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if err := p.WaitFor("NO_PROPOSAL_CHOSEN", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Second)
+	out := p.Output()
+	if !strings.Contains(out, "we offered ESP AES_GCM_16-256") {
+		t.Errorf("the failure does not say what was offered")
+	}
+	if n := strings.Count(out, "initiating IKE SA"); n > 4 {
+		t.Errorf("%d attempts in about 10 s: no backoff", n)
+	}
+	if n := strings.Count(sw.ListSAs(), "ESTABLISHED"); n > 1 {
+		t.Errorf("%d IKE SAs at strongSwan: orphans of refused attempts:\n%s", n, sw.ListSAs())
+	}
+	p.Signal(syscall.SIGTERM)
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("oevpn exit: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Contains(sw.ListSAs(), "ESTABLISHED") {
+		if time.Now().After(deadline) {
+			t.Fatalf("strongSwan keeps IKE SAs oevpn left:\n%s", sw.ListSAs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

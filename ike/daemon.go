@@ -1021,7 +1021,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
 		props[i] = pr
 	}
-	payloads := append([]Payload{id}, certPayloads(p)...)
+	payloads := append(append([]Payload{id}, certPayloads(p)...), certReqPayloads(&p.PeerAuth)...)
 	if d.firstContact(sa) {
 		// §2.4: only when we hold no other IKE SA with this peer, or the
 		// peer would drop SAs that are still in use.
@@ -1303,12 +1303,19 @@ func ourID(p *PeerConfig) Identity {
 	return Identity{Type: IDNull}
 }
 
-// certPayloads returns our CERT payload, if we have a certificate.
+// certPayloads returns our CERT payloads: our certificate and the
+// intermediate CA certificates after it, if we have a certificate. They are
+// sent whether or not the peer asked with a CERTREQ (§3.6 allows it), as
+// a peer with strongSwan's send_cert = ifasked would ask anyway.
 func certPayloads(p *PeerConfig) []Payload {
 	if p.Auth.Cert == nil {
 		return nil
 	}
-	return []Payload{&CertPayload{Encoding: CertX509Signature, Data: p.Auth.Cert.Raw}}
+	out := []Payload{&CertPayload{Encoding: CertX509Signature, Data: p.Auth.Cert.Raw}}
+	for _, c := range p.Auth.Chain {
+		out = append(out, &CertPayload{Encoding: CertX509Signature, Data: c.Raw})
+	}
+	return out
 }
 
 // ---- AutoVPN (draft-sheffer-autovpn §8) ----
@@ -1465,6 +1472,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	r := &Message{Header: Header{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: IKE_SA_INIT, Flags: FlagResponse}}
 	r.Payloads = append(r.Payloads, &SAPayload{Proposals: []Proposal{*chosen}}, &KEPayload{Group: suite.DH, Data: pub},
 		&NoncePayload{Data: sa.nR})
+	r.Payloads = append(r.Payloads, certReqPayloads(&p.PeerAuth)...) // §3.7: in the IKE_SA_INIT response
 	r.Payloads = append(r.Payloads, natNotifies(sa.spiI, sa.spiR, from)...)
 	r.Payloads = append(r.Payloads, sigHashNotify())
 	if sa.fragOK {

@@ -530,6 +530,8 @@ func TestLabInteropIssue11(t *testing.T) {
 		t.Run("intermediate-ca/"+dir, func(t *testing.T) {
 			l.run(t, interopCase{auth: "ca", chain: true, swanStarts: swanStarts})
 		})
+		// Item 14: a pinned certificate that has expired is refused.
+		t.Run("pinned-expired/"+dir, func(t *testing.T) { l.pinnedExpired(t, swanStarts) })
 	}
 	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
 	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
@@ -628,4 +630,45 @@ func (l *interopLab) childRefused(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// pinnedExpired (item 14): oevpn pins strongSwan's certificate, which has
+// expired: oevpn must refuse it, in either direction.
+func (l *interopLab) pinnedExpired(t *testing.T, swanStarts bool) {
+	ca := lab.NewCA(t, "oevpn lab root", nil)
+	sKey, sCert := ca.Issue(t, ioIDS, time.Now().Add(-time.Hour))
+	oKey, oCert := lab.GenerateCert(t, ioIDO)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "cert", LocalKeyPEM: sKey, LocalCertPEM: sCert, RemoteCertPEM: oCert, LocalTS: ioNetS, RemoteTS: ioNetO}
+	keyFile := filepath.Join(l.dir, lab.Unique("key")+".pem")
+	ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	os.WriteFile(keyFile, oKey, 0o600)
+	os.WriteFile(ours, oCert, 0o644)
+	os.WriteFile(theirs, sCert, 0o644)
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	start := "start"
+	if swanStarts {
+		start = "none"
+	}
+	p, cfg := l.startOevpn(t, interopCase{auth: "cert"}, keyFile, ours+"|"+theirs, start)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if swanStarts {
+		sw.Initiate(lab.SwanName)
+	}
+	if err := p.WaitFor("not now: pin a renewed one", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, sa := range oevpnStatus(t, cfg).IKESAs {
+		if sa.State == "established" || len(sa.Children) > 0 {
+			t.Fatalf("oevpn accepted the expired certificate: %+v", sa)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }

@@ -312,6 +312,9 @@ type Peer struct {
 	Cert           *x509.Certificate   `toml:"-"`
 	RemoteCerts    []*x509.Certificate `toml:"-"`
 	Roots          *x509.CertPool      `toml:"-"`
+	// CertChain are the certificates after ours in certificate (its
+	// issuer first), sent with it; CACerts are those of ca, in Roots.
+	CertChain, CACerts []*x509.Certificate `toml:"-"`
 }
 
 // Peer auth methods and start modes.
@@ -661,9 +664,17 @@ func (c *Config) check() error {
 			if err != nil {
 				return keyErr(k("certificate"), "%v", err)
 			}
-			p.Cert = certs[0]
+			p.Cert, p.CertChain = certs[0], certs[1:]
 			if !publicKeysEqual(p.Cert.PublicKey, p.Signer.Public()) {
 				return keyErr(k("certificate"), "the certificate is not for the key in private_key")
+			}
+			for i := 1; i < len(certs); i++ {
+				// Our certificate, then its issuer, and so on: the chain
+				// sent to the peer.
+				if err := certs[i-1].CheckSignatureFrom(certs[i]); err != nil {
+					return keyErr(k("certificate"), "certificate %d (%s) did not issue certificate %d (%s): list the chain from ours to the root: %v",
+						i+1, certs[i].Subject, i, certs[i-1].Subject, err)
+				}
 			}
 			if p.RemoteCert != "" {
 				if p.RemoteCerts, err = loadCerts(c.resolve(p.RemoteCert)); err != nil {
@@ -675,7 +686,7 @@ func (c *Config) check() error {
 				if err != nil {
 					return keyErr(k("ca"), "%v", err)
 				}
-				p.Roots = x509.NewCertPool()
+				p.Roots, p.CACerts = x509.NewCertPool(), cas
 				for _, ca := range cas {
 					p.Roots.AddCert(ca)
 				}

@@ -3,7 +3,10 @@
 package main
 
 import (
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,7 +71,7 @@ func (l *interopLab) startOevpnExtra(t *testing.T, c interopCase, keyFile, peerP
 	t.Helper()
 	auth := "auth = \"psk\"\npsk = \"" + ioPSK + "\""
 	switch c.auth {
-	case "ed25519", "ecdsa":
+	case "ed25519", "ecdsa", "rsa-pkcs1":
 		auth = fmt.Sprintf("auth = \"pubkey\"\nprivate_key = %q\nremote_public_key = %q", keyFile, peerPub)
 	case "cert":
 		// keyFile holds our key, peerPub names "ours.crt|theirs.crt".
@@ -166,9 +169,15 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		sc.Proposals, sc.ESPProposals = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 	}
 	var keyFile, pubFile string
-	if c.auth == "ed25519" || c.auth == "ecdsa" {
-		oPriv, oPub := lab.GenerateKey(t, c.auth)
-		sPriv, sPub := lab.GenerateKey(t, c.auth)
+	if c.auth == "ed25519" || c.auth == "ecdsa" || c.auth == "rsa-pkcs1" {
+		kind := strings.TrimSuffix(c.auth, "-pkcs1")
+		oPriv, oPub := lab.GenerateKey(t, kind)
+		sPriv, sPub := lab.GenerateKey(t, kind)
+		if c.auth == "rsa-pkcs1" {
+			// "RSA PRIVATE KEY", as strongSwan's pki --gen and openssl
+			// genrsa write, on both sides.
+			oPriv, sPriv = pkcs1PEM(t, oPriv), pkcs1PEM(t, sPriv)
+		}
 		sc.Auth, sc.LocalKeyPEM, sc.RemotePubPEM = "pubkey", sPriv, oPub
 		keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
 		pubFile = filepath.Join(l.dir, lab.Unique("pub")+".pem")
@@ -530,6 +539,10 @@ func TestLabInteropIssue11(t *testing.T) {
 		t.Run("intermediate-ca/"+dir, func(t *testing.T) {
 			l.run(t, interopCase{auth: "ca", chain: true, swanStarts: swanStarts})
 		})
+		// Item 16: PKCS#1 RSA private keys ("RSA PRIVATE KEY").
+		t.Run("rsa-pkcs1-key/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "rsa-pkcs1", swanStarts: swanStarts})
+		})
 		// Item 14: a pinned certificate that has expired is refused.
 		t.Run("pinned-expired/"+dir, func(t *testing.T) { l.pinnedExpired(t, swanStarts) })
 	}
@@ -671,4 +684,19 @@ func (l *interopLab) pinnedExpired(t *testing.T, swanStarts bool) {
 	}
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
+}
+
+// pkcs1PEM rewrites a PKCS#8 RSA private key PEM as PKCS#1.
+func pkcs1PEM(t *testing.T, p8 []byte) []byte {
+	t.Helper()
+	blk, _ := pem.Decode(p8)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	rk, ok := k.(*rsa.PrivateKey)
+	if err != nil || !ok {
+		t.Fatalf("not an RSA key: %T %v", k, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)})
 }

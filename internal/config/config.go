@@ -735,7 +735,8 @@ func (c *Config) resolve(p string) string {
 	return filepath.Join(filepath.Dir(c.Path), p)
 }
 
-// loadPrivateKey reads a PKCS#8 PEM private key (Ed25519, ECDSA or RSA),
+// loadPrivateKey reads a PEM private key: PKCS#8 ("PRIVATE KEY"; Ed25519,
+// ECDSA or RSA), PKCS#1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY"),
 // refusing a file that others can read.
 func loadPrivateKey(path string) (crypto.Signer, error) {
 	fi, err := os.Stat(path)
@@ -749,12 +750,17 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	var k any
+	switch blk.Type {
+	case "RSA PRIVATE KEY": // PKCS#1, as strongSwan's pki --gen and openssl genrsa write
+		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+	case "EC PRIVATE KEY": // SEC 1
+		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	default:
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	}
 	if err != nil {
-		if ek, err2 := x509.ParseECPrivateKey(blk.Bytes); err2 == nil {
-			return ek, nil
-		}
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %q PEM block: %v", path, blk.Type, err)
 	}
 	s, ok := k.(crypto.Signer)
 	if !ok {

@@ -1094,6 +1094,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		d.dp.ReleaseSPI(sa.childSPI)
 	}
 	sa.childSPI, sa.firstProp, sa.firstTS = 0, nil, [2][]TrafficSelector{}
+	d.coverSelectors(sa)
 }
 
 // ErrChildRefused is wrapped when the peer refused, or answered

@@ -231,7 +231,9 @@ func (d *Daemon) createChild(sa *ikeSA) {
 		sa.creatingChild = false
 		if nc == nil {
 			d.log.Warn("new Child SA refused", "peer", sa.peer.Name, "notify", notifyList(m))
+			return
 		}
+		d.coverSelectors(sa)
 	})
 }
 

@@ -87,6 +87,9 @@ type ikeSA struct {
 	// selectors (TSi, TSr) from the IKE_AUTH response, until installed.
 	firstProp *Proposal
 	firstTS   [2][]TrafficSelector
+	// coverAsked are the remote selectors asked for in Child SAs of
+	// their own after the peer narrowed ours (coverSelectors).
+	coverAsked policy.Selectors
 }
 
 // request is our outstanding request, retransmitted until answered.

@@ -58,6 +58,8 @@ type interopCase struct {
 	// certificate comes from an intermediate CA (sent as a chain).
 	swSendCert string
 	chain      bool
+	// remotes, if set, are oevpn's remote selectors (default ioNetS).
+	remotes []string
 }
 
 // startOevpn writes a configuration for the case and starts the binary.
@@ -84,6 +86,10 @@ func (l *interopLab) startOevpnExtra(t *testing.T, c interopCase, keyFile, peerP
 	case "null":
 		auth = `auth = "null"`
 	}
+	remotes := fmt.Sprintf("%q", ioNetS)
+	if len(c.remotes) > 0 {
+		remotes = `"` + strings.Join(c.remotes, `", "`) + `"`
+	}
 	props := ""
 	if c.ikeProps != "" {
 		props += fmt.Sprintf("ike_proposals = %q\n", c.ikeProps)
@@ -105,10 +111,10 @@ remote_id = %q
 %s
 %s
 local = [%q]
-remote = [%q]
+remote = [%s]
 start = %q
 %s
-`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, ioNetS, start, extra)
+`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, remotes, start, extra)
 	path := filepath.Join(l.dir, lab.Unique("cfg")+".toml")
 	return runOevpn(t, l.o, "oevpn", path, cfg), path
 }
@@ -549,6 +555,8 @@ func TestLabInteropIssue11(t *testing.T) {
 	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
 	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
 	t.Run("child-refused", l.childRefused)
+	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
+	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
 }
 
 // refusedCert (item 8): strongSwan pins another certificate for oevpn's
@@ -699,4 +707,58 @@ func pkcs1PEM(t *testing.T, p8 []byte) []byte {
 		t.Fatalf("not an RSA key: %T %v", k, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)})
+}
+
+// twoChildren (item 13): two selector sets towards the same peer, oevpn
+// initiating: two [[peer]] sections with one address, or one whose remote
+// selectors strongSwan has in two children (it narrows the first Child SA
+// to one of them). Both must end up installed at strongSwan and carry
+// traffic.
+func (l *interopLab) twoChildren(t *testing.T, onePeer bool) {
+	const inner2, net2 = "10.3.0.1", "10.3.0.0/24"
+	l.s.Run("ip", "addr", "replace", inner2+"/32", "dev", "lo")
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO,
+		MoreChildren: []lab.SwanChild{{Name: "rig2", LocalTS: net2, RemoteTS: ioNetO}}}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	second := fmt.Sprintf(`
+[[peer]]
+name = "sw2"
+address = %q
+local_id = %q
+remote_id = %q
+auth = "psk"
+psk = %q
+local = [%q]
+remote = [%q]
+start = "start"
+`, ioOuterS, ioIDO, ioIDS, ioPSK, ioInnerO, net2)
+	c := interopCase{auth: "psk"}
+	if onePeer {
+		c.remotes, second = []string{ioNetS, net2}, ""
+	}
+	p, cfg := l.startOevpnExtra(t, c, "", "", "start", second)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	waitUntil(t, 15*time.Second, "two Child SAs at strongSwan", func() bool {
+		return strings.Count(sw.ListSAs(), "INSTALLED") == 2
+	})
+	// And they stay: neither replaces the other.
+	time.Sleep(3 * time.Second)
+	if n := strings.Count(sw.ListSAs(), "INSTALLED"); n != 2 {
+		t.Fatalf("%d Child SAs at strongSwan after 3 s:\n%s", n, sw.ListSAs())
+	}
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, inner2)
+	for _, dst := range []string{ioInnerS, inner2} {
+		if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, dst).CombinedOutput(); !strings.Contains(string(out), "encrypted-and-authenticated") {
+			t.Fatalf("oevpn check %s:\n%s", dst, out)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }

@@ -109,6 +109,14 @@ type SwanConfig struct {
 	// StartAction is the child's start_action: "none" (default), "start"
 	// or "trap".
 	StartAction string
+	// MoreChildren are further children of the connection, with the
+	// first child's settings but their own selectors.
+	MoreChildren []SwanChild
+}
+
+// SwanChild is one more child of the connection.
+type SwanChild struct {
+	Name, LocalTS, RemoteTS string
 }
 
 // StrongSwan is one charon-systemd instance running in a namespace, with its
@@ -378,18 +386,22 @@ swanctl {
 	line(3, "id", quote(c.RemoteID))
 	line(3, "pubkeys", remotePub)
 	line(3, "certs", remoteCert)
-	b.WriteString("        }\n        children {\n            " + SwanName + " {\n")
-	line(4, "local_ts", c.LocalTS)
-	line(4, "remote_ts", c.RemoteTS)
-	line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
-	line(4, "mode", "tunnel")
-	line(4, "start_action", def(c.StartAction, "none"))
-	line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
-	if c.ChildRekeyTime != "" {
-		line(4, "life_time", "60s")
-		line(4, "rand_time", "1s")
+	b.WriteString("        }\n        children {\n")
+	for _, ch := range append([]SwanChild{{SwanName, c.LocalTS, c.RemoteTS}}, c.MoreChildren...) {
+		b.WriteString("            " + ch.Name + " {\n")
+		line(4, "local_ts", ch.LocalTS)
+		line(4, "remote_ts", ch.RemoteTS)
+		line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
+		line(4, "mode", "tunnel")
+		line(4, "start_action", def(c.StartAction, "none"))
+		line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
+		if c.ChildRekeyTime != "" {
+			line(4, "life_time", "60s")
+			line(4, "rand_time", "1s")
+		}
+		b.WriteString("            }\n")
 	}
-	b.WriteString("            }\n        }\n    }\n}\nsecrets {\n")
+	b.WriteString("        }\n    }\n}\nsecrets {\n")
 	if c.Auth == "psk" {
 		b.WriteString("    ike-" + SwanName + " {\n")
 		line(2, "id-local", quote(c.LocalID))

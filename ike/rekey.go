@@ -156,11 +156,15 @@ func (d *Daemon) scheduleDPD(sa *ikeSA) {
 				lastIn = in
 				sa.lastHeard = time.Now()
 			}
-			if time.Since(sa.lastHeard) >= iv && sa.pending == nil && len(sa.queue) == 0 {
+			next := iv - time.Since(sa.lastHeard) // due dpd after the peer was last heard
+			if next <= 0 && sa.pending == nil && len(sa.queue) == 0 {
 				d.log.Debug("liveness check", "peer", sa.peer.Name)
 				d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) { return nil, nil }})
 			}
-			sa.dpdTimer = time.AfterFunc(iv, check)
+			if next <= 0 {
+				next = iv
+			}
+			sa.dpdTimer = time.AfterFunc(next, check)
 		})
 	}
 	sa.dpdTimer = time.AfterFunc(iv, check)

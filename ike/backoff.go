@@ -5,6 +5,22 @@ import (
 	"time"
 )
 
+// refusalLogInterval is how often a peer's refused proposals are logged at
+// WARN; meanwhile they go to DEBUG, so that IKE_SA_INIT requests forged
+// with the peer's address cannot flood the log.
+const refusalLogInterval = 10 * time.Second
+
+// logRefusal logs why a peer's proposal or selectors were refused: at WARN
+// at most once per refusalLogInterval and peer, else at DEBUG.
+func (d *Daemon) logRefusal(p *PeerConfig, msg string, args ...any) {
+	if now := time.Now(); now.Sub(p.refusalLogged) >= refusalLogInterval {
+		p.refusalLogged = now
+		d.log.Warn(msg, append([]any{"peer", p.Name}, args...)...)
+		return
+	}
+	d.log.Debug(msg, append([]any{"peer", p.Name}, args...)...)
+}
+
 // maxRestartDelay bounds the backoff between re-initiations of a peer
 // that keeps failing.
 const maxRestartDelay = 2 * time.Minute

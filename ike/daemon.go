@@ -89,6 +89,9 @@ type PeerConfig struct {
 	AutoStart bool
 	// restarts counts the failures since the peer last came up.
 	restarts int
+	// refusalLogged is when a refusal of the peer's proposals was last
+	// logged at WARN (logRefusal).
+	refusalLogged time.Time
 
 	// Opportunistic marks a peer that opportunism made (AddPeer, or
 	// Config.Responder): it is never found by the address of a configured
@@ -1427,7 +1430,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, natt bool) {
 	defer d.forgetIfUnused(p) // an opportunistic peer that got no SA
 	chosen, err := choose(sap.Proposals, p.IKEProposals, ProtoIKE)
 	if err != nil {
-		d.log.Warn("no acceptable IKE proposal", "peer", p.Name, "from", from,
+		d.logRefusal(p, "no acceptable IKE proposal", "from", from,
 			"offered", proposalsString(sap.Proposals), "configured", proposalsString(p.IKEProposals))
 		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
 		return
@@ -1614,14 +1617,14 @@ func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, ts
 	}
 	chosen, err := chooseDH(theirs, p.ESPProposals, ProtoESP, false)
 	if err != nil || len(chosen.SPI) != 4 {
-		d.log.Warn("no acceptable ESP proposal", "peer", p.Name,
+		d.logRefusal(p, "no acceptable ESP proposal",
 			"offered", proposalsString(theirs), "configured", proposalsString(p.ESPProposals))
 		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false
 	}
 	ni := narrow(tsi.Selectors, p.RemoteTS)
 	nr := narrow(tsr.Selectors, p.LocalTS)
 	if len(ni) == 0 || len(nr) == 0 {
-		d.log.Warn("traffic selectors unacceptable", "peer", p.Name, "tsi", selectors(tsi.Selectors), "tsr", selectors(tsr.Selectors),
+		d.logRefusal(p, "traffic selectors unacceptable", "tsi", selectors(tsi.Selectors), "tsr", selectors(tsr.Selectors),
 			"local", p.LocalTS, "remote", p.RemoteTS)
 		return append(resp, &NotifyPayload{NotifyType: TS_UNACCEPTABLE}), false
 	}

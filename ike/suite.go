@@ -156,29 +156,39 @@ func withoutType(ts []Transform, typ TransformType) []Transform {
 // proposalsString formats proposals in strongSwan's notation, e.g.
 // "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519, AES_CBC-128/...", for logs.
 func proposalsString(props []Proposal) string {
+	const most = 8 // the peer's proposals may be many
 	var out []string
-	for _, p := range props {
+	for i, p := range props {
+		if i == most {
+			out = append(out, fmt.Sprintf("and %d more", len(props)-most))
+			break
+		}
 		var parts []string
-		for _, t := range p.Transforms {
+		for j, t := range p.Transforms {
+			if j == 2*most {
+				parts = append(parts, "...")
+				break
+			}
+			name := ""
 			switch t.Type {
 			case TransformENCR:
-				parts = append(parts, encrString(t))
+				name = encrString(t)
 			case TransformPRF:
-				parts = append(parts, prfWire[t.ID])
+				name = prfWire[t.ID]
 			case TransformINTEG:
-				parts = append(parts, integWire[t.ID])
+				name = integWire[t.ID]
 			case TransformDH:
-				parts = append(parts, dhWire[t.ID])
+				name = dhWire[t.ID]
 			case TransformESN:
+				name = "NO_EXT_SEQ"
 				if t.ID == ESN_YES {
-					parts = append(parts, "ESN")
-				} else {
-					parts = append(parts, "NO_EXT_SEQ")
+					name = "ESN"
 				}
 			}
-			if parts[len(parts)-1] == "" {
-				parts[len(parts)-1] = fmt.Sprintf("%v#%d", t.Type, t.ID)
+			if name == "" || name == "-"+strconv.Itoa(int(t.KeyLen)) {
+				name = fmt.Sprintf("%d#%d", t.Type, t.ID) // not one we know
 			}
+			parts = append(parts, name)
 		}
 		out = append(out, strings.Join(parts, "/"))
 	}

@@ -267,3 +267,32 @@ func TestSuiteOf(t *testing.T) {
 		t.Errorf("childSuiteOf without cipher = %v, want ErrMalformed", err)
 	}
 }
+
+// TestProposalsString: what a refusal logs of the proposals offered and
+// configured, bounded however many the peer sends.
+func TestProposalsString(t *testing.T) {
+	many := make([]Proposal, 20)
+	for i := range many {
+		many[i] = ikeProp(uint8(i+1), tGCM256, tPRF256, tX25519)
+	}
+	long := ikeProp(1)
+	for i := 0; i < 100; i++ {
+		long.Transforms = append(long.Transforms, Transform{Type: 9, ID: uint16(i)})
+	}
+	tests := []struct {
+		in   []Proposal
+		want string
+	}{
+		{[]Proposal{ikeProp(1, tGCM256, tPRF256, tX25519)}, "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519"},
+		{[]Proposal{ikeProp(1, tCBC128, tSHA384, tPRF384, tECP256), espProp(2, tGCM128, tESN, tNoESN)},
+			"AES_CBC-128/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_256, AES_GCM_16-128/ESN/NO_EXT_SEQ"},
+		{many, strings.Repeat("AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519, ", 8) + "and 12 more"},
+		{[]Proposal{ikeProp(1, Transform{TransformENCR, 99, 128}, Transform{TransformDH, 77, 0}), ikeProp(2)}, "1#99/4#77, "},
+		{[]Proposal{long}, "9#0/9#1/9#2/9#3/9#4/9#5/9#6/9#7/9#8/9#9/9#10/9#11/9#12/9#13/9#14/9#15/..."},
+	}
+	for _, tt := range tests {
+		if got := proposalsString(tt.in); got != tt.want {
+			t.Errorf("proposalsString = %q, want %q", got, tt.want)
+		}
+	}
+}

@@ -1097,6 +1097,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		d.dp.ReleaseSPI(sa.childSPI)
 	}
 	sa.childSPI, sa.firstProp, sa.firstTS = 0, nil, [2][]TrafficSelector{}
+	d.dropDuplicate(sa)
 	d.coverSelectors(sa)
 }
 
@@ -1604,6 +1605,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	if d.cfg.OnChange != nil {
 		d.cfg.OnChange(p.Name, true, nil)
 	}
+	d.dropDuplicate(sa)
 }
 
 // respondChild negotiates the first Child SA as responder and appends the

@@ -555,6 +555,7 @@ func TestLabInteropIssue11(t *testing.T) {
 	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
 	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
 	t.Run("child-refused", l.childRefused)
+	t.Run("both-initiate", l.bothInitiate)
 	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
 	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
 }
@@ -759,6 +760,46 @@ start = "start"
 			t.Fatalf("oevpn check %s:\n%s", dst, out)
 		}
 	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// bothInitiate (item 9): both sides initiate at once; one IKE SA and one
+// Child SA pair must remain on each side.
+func (l *interopLab) bothInitiate(t *testing.T) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	// strongSwan's IKE_SA_INIT goes out before oevpn listens; its
+	// retransmission comes while oevpn's own IKE SA is being made.
+	initiated := make(chan struct{})
+	go func() {
+		defer close(initiated)
+		sw.Swanctl("--initiate", "--child", lab.SwanName, "--timeout", "20")
+	}()
+	time.Sleep(200 * time.Millisecond)
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk"}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	<-initiated
+	time.Sleep(3 * time.Second)
+	sas := sw.ListSAs()
+	st := oevpnStatus(t, cfg)
+	established := 0
+	for _, sa := range st.IKESAs {
+		if sa.State == "established" {
+			established++
+		}
+	}
+	if n := strings.Count(sas, "ESTABLISHED"); n != 1 || established != 1 || strings.Count(sas, "INSTALLED") != 1 {
+		t.Fatalf("after both initiated: strongSwan has:\n%s\noevpn has %d established: %+v", sas, established, st.IKESAs)
+	}
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	t.Logf("duplicates deleted by oevpn: %d", strings.Count(p.Output(), "duplicate IKE SA"))
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 }

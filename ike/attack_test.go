@@ -311,6 +311,13 @@ func TestIKESAsPerAddrCap(t *testing.T) {
 	d1.call(func() {
 		p = d1.peerByName("two")
 		p.RetransmitBase, p.RetransmitTries = 20*time.Millisecond, 2
+		// AUTH_NULL: a peer that proves nothing, whose IKE SAs are not
+		// taken for duplicates of each other (authenticated ones are).
+		p.Auth, p.PeerAuth.Null = Credential{Null: true}, true
+	})
+	d2.call(func() {
+		q := d2.peerByName("one")
+		q.Auth, q.PeerAuth.Null = Credential{Null: true}, true
 	})
 	responderSAs := func() (n int) {
 		d2.call(func() {

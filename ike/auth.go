@@ -8,6 +8,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Identity is an IKE identity: the content of an ID payload (§3.5).
@@ -85,9 +87,12 @@ func (id Identity) payload(initiator bool) *IDPayload {
 type Credential struct {
 	PSK    []byte
 	Signer crypto.Signer
-	// Cert, if set, is Signer's X.509 certificate, sent in a CERT payload.
-	Cert *x509.Certificate
-	Null bool
+	// Cert, if set, is Signer's X.509 certificate, sent in a CERT payload;
+	// Chain are the intermediate CA certificates that lead from it to a
+	// root the peer trusts (issuer of Cert first), sent after it.
+	Cert  *x509.Certificate
+	Chain []*x509.Certificate
+	Null  bool
 }
 
 // Method returns the AUTH method the credential uses.
@@ -120,7 +125,10 @@ type PeerAuth struct {
 	// must confirm the peer's identity.
 	Certs []*x509.Certificate
 	Roots *x509.CertPool
-	Null  bool
+	// CAs are the certificates in Roots: CERTREQ names them (by the SHA-1
+	// hash of their public key) so that the peer sends its certificate.
+	CAs  []*x509.Certificate
+	Null bool
 	// LeapOfFaith, if set, accepts any certificate the peer sends that
 	// confirms its identity and verifies its AUTH, subject to this
 	// function (AutoVPN: the trust store refuses untrusted and
@@ -170,6 +178,40 @@ func CheckPublicKey(pub crypto.PublicKey) error {
 		return fmt.Errorf("%w: RSA exponent %d, over 2^32", ErrKeyTooLarge, k.E)
 	}
 	return nil
+}
+
+// maxCertReqHashes bounds the CA hashes in a CERTREQ, which goes in the
+// IKE_SA_INIT response (not fragmented): 16 hashes are 320 octets.
+const maxCertReqHashes = 16
+
+// certReqPayloads returns the CERTREQ we send to a peer that must
+// authenticate with a certificate (§3.7): the SHA-1 hashes of the
+// SubjectPublicKeyInfo of the CAs we trust for it, and of the pinned
+// certificates that are self-signed (their own CA). strongSwan with
+// send_cert = ifasked sends its certificate only after a CERTREQ, of any
+// content; an empty one asks for any certificate.
+func certReqPayloads(pa *PeerAuth) []Payload {
+	if !pa.usesCerts() {
+		return nil
+	}
+	var hashes []byte
+	seen := map[[sha1.Size]byte]bool{}
+	add := func(c *x509.Certificate) {
+		h := sha1.Sum(c.RawSubjectPublicKeyInfo)
+		if !seen[h] && len(seen) < maxCertReqHashes {
+			seen[h] = true
+			hashes = append(hashes, h[:]...)
+		}
+	}
+	for _, c := range pa.CAs {
+		add(c)
+	}
+	for _, c := range pa.Certs {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) {
+			add(c)
+		}
+	}
+	return []Payload{&CertPayload{Request: true, Encoding: CertX509Signature, Data: hashes}}
 }
 
 // peerKey finds the public key that must verify the peer's AUTH: the pinned
@@ -238,6 +280,16 @@ func peerKeyCert(pa *PeerAuth, id Identity, sent []*CertPayload) (crypto.PublicK
 	for _, c := range pa.Certs {
 		if bytes.Equal(c.Raw, ee.Raw) {
 			trusted = true
+		}
+	}
+	if trusted {
+		// A pinned certificate is trusted as it is, not forever: once
+		// expired it is refused, as a CA's would be (x509 verification)
+		// and as strongSwan does. A key to trust without an end is
+		// pinned with remote_public_key.
+		if now := time.Now(); now.After(ee.NotAfter) || now.Before(ee.NotBefore) {
+			return nil, nil, fmt.Errorf("%w: pinned certificate %q is valid from %s to %s, not now: pin a renewed one (or pin its public key)",
+				ErrAuth, ee.Subject, ee.NotBefore.UTC().Format(time.RFC3339), ee.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
 	if !trusted && pa.Roots != nil {

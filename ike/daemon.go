@@ -84,8 +84,14 @@ type PeerConfig struct {
 	// FragmentSize is the largest encrypted IKE message sent whole when
 	// the peer supports fragmentation (default DefaultFragmentSize).
 	FragmentSize int
-	// AutoStart re-initiates the IKE SA after it failed or the peer died.
+	// AutoStart re-initiates the IKE SA after it failed or the peer died,
+	// backing off exponentially while it keeps failing.
 	AutoStart bool
+	// restarts counts the failures since the peer last came up.
+	restarts int
+	// refusalLogged is when a refusal of the peer's proposals was last
+	// logged at WARN (logRefusal).
+	refusalLogged time.Time
 
 	// Opportunistic marks a peer that opportunism made (AddPeer, or
 	// Config.Responder): it is never found by the address of a configured
@@ -801,6 +807,15 @@ func (d *Daemon) respond(sa *ikeSA, m *Message, payloads []Payload) {
 // onInformational handles Delete payloads and liveness checks.
 func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 	var resp []Payload
+	if n := m.Notify(AUTHENTICATION_FAILED); n != nil {
+		// §2.21.2: the initiator could not authenticate our IKE_AUTH
+		// response, after we installed the first Child SA. The IKE SA
+		// and its Child SAs are void.
+		d.log.Warn("peer refused our authentication; removing the IKE SA and its Child SAs", "peer", sa.peer.Name,
+			"auth", sa.peer.Auth.Method(), "local_id", ourID(sa.peer), "notify", n.NotifyType)
+		sa.state = stateDeleting
+		return nil
+	}
 	for _, p := range m.Payloads {
 		del, ok := p.(*DeletePayload)
 		if !ok {
@@ -1021,7 +1036,7 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 		pr.Transforms = withoutDH(pr.Transforms) // no KE in IKE_AUTH (§1.2)
 		props[i] = pr
 	}
-	payloads := append([]Payload{id}, certPayloads(p)...)
+	payloads := append(append([]Payload{id}, certPayloads(p)...), certReqPayloads(&p.PeerAuth)...)
 	if d.firstContact(sa) {
 		// §2.4: only when we hold no other IKE SA with this peer, or the
 		// peer would drop SAs that are still in use.
@@ -1046,17 +1061,17 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 
 func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	p := sa.peer
-	if n := m.ErrorNotify(); n != nil {
-		err := fmt.Errorf("peer refused IKE_AUTH: %s", n.NotifyType.String())
-		if n.NotifyType == AUTHENTICATION_FAILED && p.Auth.Null {
-			err = fmt.Errorf("%w (we authenticated with AUTH_NULL, RFC 7619, which the peer may not implement)", err)
+	idr, auth := m.ID(false), Get[*AuthPayload](m)
+	refused := m.ErrorNotify()
+	if idr == nil || auth == nil {
+		err := fmt.Errorf("%w: IKE_AUTH response without IDr or AUTH", ErrMissing)
+		if refused != nil {
+			err = fmt.Errorf("peer refused IKE_AUTH: %s", refused.NotifyType.String())
+			if refused.NotifyType == AUTHENTICATION_FAILED && p.Auth.Null {
+				err = fmt.Errorf("%w (we authenticated with AUTH_NULL, RFC 7619, which the peer may not implement)", err)
+			}
 		}
 		d.teardown(sa, err)
-		return
-	}
-	idr, auth := m.ID(false), Get[*AuthPayload](m)
-	if idr == nil || auth == nil {
-		d.teardown(sa, fmt.Errorf("%w: IKE_AUTH response without IDr or AUTH", ErrMissing))
 		return
 	}
 	peerID := Identity{Type: idr.IDType, Data: idr.Data}
@@ -1070,35 +1085,60 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		d.teardown(sa, err)
 		return
 	}
+	// The IKE SA is authenticated; the first Child SA may still have been
+	// refused (§1.2). An IKE SA without the Child SA it was made for is
+	// useless to a configured tunnel: delete it at the peer too, so that
+	// it does not linger there, and let the restart back off.
+	if err := d.firstChild(sa, m, refused); err != nil {
+		d.log.Warn("the peer refused the Child SA; deleting the IKE SA", "peer", p.Name, "err", err)
+		d.sendDeleteIKE(sa)
+		d.teardown(sa, err)
+		return
+	}
 	sa.peerIDSeen = peerID
 	readAutoVPN(sa, m)
 	d.established(sa)
+	p.restarts = 0
 	d.reportEstablished(sa)
 	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
 		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR))
 	if d.cfg.OnChange != nil {
 		d.cfg.OnChange(p.Name, true, nil)
 	}
+	if d.installChild(sa, sa.firstProp, sa.nI, sa.nR, nil, sa.childSPI, true, sa.firstTS[0], sa.firstTS[1]) == nil {
+		d.dp.ReleaseSPI(sa.childSPI)
+	}
+	sa.childSPI, sa.firstProp, sa.firstTS = 0, nil, [2][]TrafficSelector{}
+	d.dropDuplicate(sa)
+	d.coverSelectors(sa)
+}
+
+// ErrChildRefused is wrapped when the peer refused, or answered
+// unacceptably, the Child SA negotiated with the IKE SA.
+var ErrChildRefused = errors.New("ike: Child SA refused")
+
+// firstChild checks the Child SA of an IKE_AUTH response (whose error
+// notify, if any, is refused) and keeps what installChild needs.
+func (d *Daemon) firstChild(sa *ikeSA, m *Message, refused *NotifyPayload) error {
+	p := sa.peer
+	if refused != nil {
+		return fmt.Errorf("%w: %s (we offered ESP %s, selectors %s === %s)", ErrChildRefused, refused.NotifyType,
+			proposalsString(p.ESPProposals), p.LocalTS, p.RemoteTS)
+	}
 	sap, tsi, tsr := Get[*SAPayload](m), m.TS(true), m.TS(false)
 	if sap == nil || tsi == nil || tsr == nil || len(sap.Proposals) != 1 {
-		d.log.Warn("IKE SA without a Child SA: the peer sent none", "peer", p.Name, "notify", notifyList(m))
-		d.dp.ReleaseSPI(sa.childSPI)
-		sa.childSPI = 0
-		return
+		return fmt.Errorf("%w: the response has no Child SA (notifies %v)", ErrChildRefused, notifyList(m))
 	}
 	chosen := sap.Proposals[0]
 	if _, ok := intersectExact(&chosen, p.ESPProposals); !ok || len(chosen.SPI) != 4 {
-		d.log.Warn("peer chose an ESP proposal we did not offer", "peer", p.Name)
-		return
+		return fmt.Errorf("%w: the peer chose an ESP proposal we did not offer", ErrChildRefused)
 	}
 	if !within(tsi.Selectors, wireSelectors(p.LocalTS)) || !within(tsr.Selectors, wireSelectors(p.RemoteTS)) {
-		d.log.Warn("peer's traffic selectors exceed ours", "peer", p.Name)
-		return
+		return fmt.Errorf("%w: the peer's traffic selectors %s === %s exceed ours", ErrChildRefused,
+			selectors(tsi.Selectors), selectors(tsr.Selectors))
 	}
-	if d.installChild(sa, &chosen, sa.nI, sa.nR, nil, sa.childSPI, true, tsi.Selectors, tsr.Selectors) == nil {
-		d.dp.ReleaseSPI(sa.childSPI)
-	}
-	sa.childSPI = 0
+	sa.firstProp, sa.firstTS = &chosen, [2][]TrafficSelector{tsi.Selectors, tsr.Selectors}
+	return nil
 }
 
 func notifyList(m *Message) []string {
@@ -1280,12 +1320,19 @@ func ourID(p *PeerConfig) Identity {
 	return Identity{Type: IDNull}
 }
 
-// certPayloads returns our CERT payload, if we have a certificate.
+// certPayloads returns our CERT payloads: our certificate and the
+// intermediate CA certificates after it, if we have a certificate. They are
+// sent whether or not the peer asked with a CERTREQ (§3.6 allows it), as
+// a peer with strongSwan's send_cert = ifasked would ask anyway.
 func certPayloads(p *PeerConfig) []Payload {
 	if p.Auth.Cert == nil {
 		return nil
 	}
-	return []Payload{&CertPayload{Encoding: CertX509Signature, Data: p.Auth.Cert.Raw}}
+	out := []Payload{&CertPayload{Encoding: CertX509Signature, Data: p.Auth.Cert.Raw}}
+	for _, c := range p.Auth.Chain {
+		out = append(out, &CertPayload{Encoding: CertX509Signature, Data: c.Raw})
+	}
+	return out
 }
 
 // ---- AutoVPN (draft-sheffer-autovpn §8) ----
@@ -1396,7 +1443,8 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 	defer d.forgetIfUnused(p) // an opportunistic peer that got no SA
 	chosen, err := choose(sap.Proposals, p.IKEProposals, ProtoIKE)
 	if err != nil {
-		d.log.Info("no acceptable IKE proposal", "peer", p.Name, "from", from)
+		d.logRefusal(p, "no acceptable IKE proposal", "from", from,
+			"offered", proposalsString(sap.Proposals), "configured", proposalsString(p.IKEProposals))
 		reply(&NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN})
 		return
 	}
@@ -1441,6 +1489,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 	r := &Message{Header: Header{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: IKE_SA_INIT, Flags: FlagResponse}}
 	r.Payloads = append(r.Payloads, &SAPayload{Proposals: []Proposal{*chosen}}, &KEPayload{Group: suite.DH, Data: pub},
 		&NoncePayload{Data: sa.nR})
+	r.Payloads = append(r.Payloads, certReqPayloads(&p.PeerAuth)...) // §3.7: in the IKE_SA_INIT response
 	r.Payloads = append(r.Payloads, natNotifies(sa.spiI, sa.spiR, from)...)
 	r.Payloads = append(r.Payloads, sigHashNotify())
 	if sa.fragOK {
@@ -1565,6 +1614,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 		d.initialContact(sa)
 	}
 	d.established(sa)
+	p.restarts = 0
 	d.respond(sa, m, resp)
 	d.reportEstablished(sa)
 	d.dropHalf(sa)
@@ -1573,6 +1623,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	if d.cfg.OnChange != nil {
 		d.cfg.OnChange(p.Name, true, nil)
 	}
+	d.dropDuplicate(sa)
 }
 
 // respondChild negotiates the first Child SA as responder and appends the
@@ -1586,13 +1637,15 @@ func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, ts
 	}
 	chosen, err := chooseDH(theirs, p.ESPProposals, ProtoESP, false)
 	if err != nil || len(chosen.SPI) != 4 {
-		d.log.Info("no acceptable ESP proposal", "peer", p.Name)
+		d.logRefusal(p, "no acceptable ESP proposal",
+			"offered", proposalsString(theirs), "configured", proposalsString(p.ESPProposals))
 		return append(resp, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}), false
 	}
 	ni := narrow(tsi.Selectors, p.RemoteTS)
 	nr := narrow(tsr.Selectors, p.LocalTS)
 	if len(ni) == 0 || len(nr) == 0 {
-		d.log.Info("traffic selectors unacceptable", "peer", p.Name, "tsi", selectors(tsi.Selectors), "tsr", selectors(tsr.Selectors))
+		d.logRefusal(p, "traffic selectors unacceptable", "tsi", selectors(tsi.Selectors), "tsr", selectors(tsr.Selectors),
+			"local", p.LocalTS, "remote", p.RemoteTS)
 		return append(resp, &NotifyPayload{NotifyType: TS_UNACCEPTABLE}), false
 	}
 	spi, err := d.dp.ReserveSPI()

@@ -99,10 +99,7 @@ func (d *Daemon) initialContact(sa *ikeSA) {
 
 // scheduleRestart re-initiates a peer after a failure, with backoff.
 func (d *Daemon) scheduleRestart(p *PeerConfig) {
-	delay := 2 * time.Second
-	if p.RetransmitBase != 0 {
-		delay = 4 * p.RetransmitBase
-	}
+	delay := restartDelay(p)
 	d.log.Info("will re-initiate", "peer", p.Name, "in", delay)
 	time.AfterFunc(delay, func() {
 		d.post(func() {
@@ -159,11 +156,15 @@ func (d *Daemon) scheduleDPD(sa *ikeSA) {
 				lastIn = in
 				sa.lastHeard = time.Now()
 			}
-			if time.Since(sa.lastHeard) >= iv && sa.pending == nil && len(sa.queue) == 0 {
+			next := iv - time.Since(sa.lastHeard) // due dpd after the peer was last heard
+			if next <= 0 && sa.pending == nil && len(sa.queue) == 0 {
 				d.log.Debug("liveness check", "peer", sa.peer.Name)
 				d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) { return nil, nil }})
 			}
-			sa.dpdTimer = time.AfterFunc(iv, check)
+			if next <= 0 {
+				next = iv
+			}
+			sa.dpdTimer = time.AfterFunc(next, check)
 		})
 	}
 	sa.dpdTimer = time.AfterFunc(iv, check)
@@ -234,7 +235,9 @@ func (d *Daemon) createChild(sa *ikeSA) {
 		sa.creatingChild = false
 		if nc == nil {
 			d.log.Warn("new Child SA refused", "peer", sa.peer.Name, "notify", notifyList(m))
+			return
 		}
+		d.coverSelectors(sa)
 	})
 }
 

@@ -82,6 +82,14 @@ type ikeSA struct {
 	authSecret     []byte            // that secret: we answer with it too
 	sentSecretReq  bool              // AUTOVPN_SHARED_SECRET was in an IKE_AUTH message of this SA
 	peerContact    string            // the peer's Contact Details
+
+	// firstProp and firstTS are the first Child SA's proposal and
+	// selectors (TSi, TSr) from the IKE_AUTH response, until installed.
+	firstProp *Proposal
+	firstTS   [2][]TrafficSelector
+	// coverAsked are the remote selectors asked for in Child SAs of
+	// their own after the peer narrowed ours (coverSelectors).
+	coverAsked policy.Selectors
 }
 
 // request is our outstanding request, retransmitted until answered.

@@ -22,20 +22,36 @@ type ChildSuite struct {
 	DH    uint16 // PFS group, DH_NONE without
 }
 
+// The keywords are strongSwan's (proposal_keywords_static.txt) for the
+// algorithms oevpn implements, aliases included.
 var encrNames = map[string]Transform{
 	"aes128gcm16": {TransformENCR, ENCR_AES_GCM_16, 128}, "aes256gcm16": {TransformENCR, ENCR_AES_GCM_16, 256},
+	"aes128gcm128": {TransformENCR, ENCR_AES_GCM_16, 128}, "aes256gcm128": {TransformENCR, ENCR_AES_GCM_16, 256},
 	"aes128gcm": {TransformENCR, ENCR_AES_GCM_16, 128}, "aes256gcm": {TransformENCR, ENCR_AES_GCM_16, 256},
 	"chacha20poly1305": {TransformENCR, ENCR_CHACHA20_POLY1305, 0},
-	"aes128":           {TransformENCR, ENCR_AES_CBC, 128}, "aes256": {TransformENCR, ENCR_AES_CBC, 256},
+	"aes":              {TransformENCR, ENCR_AES_CBC, 128}, "aes128": {TransformENCR, ENCR_AES_CBC, 128}, "aes256": {TransformENCR, ENCR_AES_CBC, 256},
 }
 var prfNames = map[string]uint16{"prfsha256": PRF_HMAC_SHA2_256, "prfsha384": PRF_HMAC_SHA2_384, "prfsha512": PRF_HMAC_SHA2_512}
-var integNames = map[string]uint16{"sha256": AUTH_HMAC_SHA2_256_128, "sha384": AUTH_HMAC_SHA2_384_192, "sha512": AUTH_HMAC_SHA2_512_256}
+var integNames = map[string]uint16{"sha256": AUTH_HMAC_SHA2_256_128, "sha384": AUTH_HMAC_SHA2_384_192, "sha512": AUTH_HMAC_SHA2_512_256,
+	"sha2_256": AUTH_HMAC_SHA2_256_128, "sha2_384": AUTH_HMAC_SHA2_384_192, "sha2_512": AUTH_HMAC_SHA2_512_256}
 var dhNames = map[string]uint16{"x25519": DH_CURVE25519, "curve25519": DH_CURVE25519, "ecp256": DH_ECP_256, "modp2048": DH_MODP_2048}
+
+// prfOfInteg is the PRF strongSwan derives from an integrity algorithm
+// when an IKE proposal names no PRF.
+var prfOfInteg = map[uint16]uint16{AUTH_HMAC_SHA2_256_128: PRF_HMAC_SHA2_256, AUTH_HMAC_SHA2_384_192: PRF_HMAC_SHA2_384,
+	AUTH_HMAC_SHA2_512_256: PRF_HMAC_SHA2_512}
 
 // Proposal lists in strongSwan's syntax, e.g. "aes256gcm16-prfsha256-x25519".
 // Each dash-separated list is one proposal; several proposals are separated
 // by commas. In ESP proposals "esn" and "noesn" select sequence numbers and a
-// DH group asks for PFS.
+// DH group asks for PFS. The rules are strongSwan's (proposal.c): an IKE
+// proposal without a PRF gets the PRFs of its integrity algorithms
+// (aes128-sha384-ecp256 means PRF_HMAC_SHA2_384); an AEAD proposal drops
+// integrity algorithms; a PRF in an ESP proposal is ignored; AEAD and
+// classic ciphers do not mix. Where strongSwan would refuse, oevpn differs
+// on purpose in two ways: an AEAD IKE proposal without a PRF gets
+// PRF_HMAC_SHA2_256, and ESP with AES-CBC needs an integrity algorithm
+// (strongSwan allows ESP without one).
 
 // DefaultIKEProposals is what oevpn offers and accepts for IKE SAs when the
 // configuration says nothing.
@@ -62,13 +78,12 @@ func ParseProposals(s string, p ProtocolID) ([]Proposal, error) {
 				aead = t.ID != ENCR_AES_CBC
 				hasEncr = true
 				prop.Transforms = append(prop.Transforms, t)
-			case prfNames[w] != 0 && p == ProtoIKE:
-				hasPRF = true
-				prop.Transforms = append(prop.Transforms, Transform{Type: TransformPRF, ID: prfNames[w]})
-			case integNames[w] != 0:
-				if p == ProtoESP && integNames[w] != AUTH_HMAC_SHA2_256_128 {
-					return nil, fmt.Errorf("proposal %q: ESP with AES-CBC supports only sha256 (HMAC-SHA2-256-128)", one)
+			case prfNames[w] != 0:
+				if p == ProtoIKE {
+					hasPRF = true
+					prop.Transforms = append(prop.Transforms, Transform{Type: TransformPRF, ID: prfNames[w]})
 				}
+			case integNames[w] != 0:
 				hasInteg = true
 				prop.Transforms = append(prop.Transforms, Transform{Type: TransformINTEG, ID: integNames[w]})
 			case dhNames[w] != 0:
@@ -92,14 +107,31 @@ func ParseProposals(s string, p ProtocolID) ([]Proposal, error) {
 			return nil, fmt.Errorf("proposal %q: AES-CBC needs an integrity algorithm (e.g. sha256)", one)
 		}
 		if aead && hasInteg {
-			return nil, fmt.Errorf("proposal %q: an AEAD cipher takes no integrity algorithm", one)
+			prop.Transforms = withoutType(prop.Transforms, TransformINTEG)
+		}
+		if p == ProtoESP && !aead {
+			for _, t := range prop.Transforms {
+				if t.Type == TransformINTEG && t.ID != AUTH_HMAC_SHA2_256_128 {
+					return nil, fmt.Errorf("proposal %q: ESP with AES-CBC supports only sha256 (HMAC-SHA2-256-128)", one)
+				}
+			}
 		}
 		if p == ProtoIKE {
 			if !hasDH {
 				return nil, fmt.Errorf("proposal %q has no DH group", one)
 			}
-			if !hasPRF {
+			if !hasPRF && aead {
 				prop.Transforms = append(prop.Transforms, Transform{Type: TransformPRF, ID: PRF_HMAC_SHA2_256})
+			}
+			if !hasPRF && !aead {
+				for _, t := range prop.Transforms {
+					if t.Type == TransformINTEG {
+						prf := Transform{Type: TransformPRF, ID: prfOfInteg[t.ID]}
+						if !offers(&prop, prf) {
+							prop.Transforms = append(prop.Transforms, prf)
+						}
+					}
+				}
 			}
 		}
 		if p == ProtoESP && !hasESN {
@@ -108,6 +140,59 @@ func ParseProposals(s string, p ProtocolID) ([]Proposal, error) {
 		props = append(props, prop)
 	}
 	return props, nil
+}
+
+// withoutType returns ts without the transforms of type typ.
+func withoutType(ts []Transform, typ TransformType) []Transform {
+	var out []Transform
+	for _, t := range ts {
+		if t.Type != typ {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// proposalsString formats proposals in strongSwan's notation, e.g.
+// "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519, AES_CBC-128/...", for logs.
+func proposalsString(props []Proposal) string {
+	const most = 8 // the peer's proposals may be many
+	var out []string
+	for i, p := range props {
+		if i == most {
+			out = append(out, fmt.Sprintf("and %d more", len(props)-most))
+			break
+		}
+		var parts []string
+		for j, t := range p.Transforms {
+			if j == 2*most {
+				parts = append(parts, "...")
+				break
+			}
+			name := ""
+			switch t.Type {
+			case TransformENCR:
+				name = encrString(t)
+			case TransformPRF:
+				name = prfWire[t.ID]
+			case TransformINTEG:
+				name = integWire[t.ID]
+			case TransformDH:
+				name = dhWire[t.ID]
+			case TransformESN:
+				name = "NO_EXT_SEQ"
+				if t.ID == ESN_YES {
+					name = "ESN"
+				}
+			}
+			if name == "" || name == "-"+strconv.Itoa(int(t.KeyLen)) {
+				name = fmt.Sprintf("%d#%d", t.Type, t.ID) // not one we know
+			}
+			parts = append(parts, name)
+		}
+		out = append(out, strings.Join(parts, "/"))
+	}
+	return strings.Join(out, ", ")
 }
 
 // contains reports whether prop offers t.

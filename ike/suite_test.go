@@ -57,6 +57,18 @@ func TestParseProposals(t *testing.T) {
 		{" aes256gcm16-x25519 , aes256-sha384-prfsha384-modp2048 ", ProtoIKE, []Proposal{
 			ikeProp(1, tGCM256, tX25519, tPRF256), ikeProp(2, tCBC256, tSHA384, tPRF384, tMODP2048)}, ""},
 
+		// strongSwan's rules (issue 11 item 12): without a PRF, an IKE
+		// proposal takes the PRFs of its integrity algorithms.
+		{"aes128-sha384-ecp256", ProtoIKE, []Proposal{ikeProp(1, tCBC128, tSHA384, tECP256, tPRF384)}, ""},
+		{"aes256-sha512-sha256-x25519", ProtoIKE, []Proposal{ikeProp(1, tCBC256, tSHA512, tSHA256, tX25519, tPRF512, tPRF256)}, ""},
+		{"aes-sha2_256-x25519", ProtoIKE, []Proposal{ikeProp(1, tCBC128, tSHA256, tX25519, tPRF256)}, ""},
+		{"aes256-sha384-prfsha256-ecp256", ProtoIKE, []Proposal{ikeProp(1, tCBC256, tSHA384, tPRF256, tECP256)}, ""},
+		{"aes256gcm128-x25519", ProtoIKE, []Proposal{ikeProp(1, tGCM256, tX25519, tPRF256)}, ""},
+		// AEAD drops integrity algorithms; ESP ignores PRFs.
+		{"aes256gcm16-sha256-x25519", ProtoIKE, []Proposal{ikeProp(1, tGCM256, tX25519, tPRF256)}, ""},
+		{"aes256gcm16-sha256", ProtoESP, []Proposal{espProp(1, tGCM256, tNoESN)}, ""},
+		{"aes256gcm16-prfsha256", ProtoESP, []Proposal{espProp(1, tGCM256, tNoESN)}, ""},
+		{"aes128-sha256-prfsha384", ProtoESP, []Proposal{espProp(1, tCBC128, tSHA256, tNoESN)}, ""},
 		{"aes256gcm16", ProtoESP, []Proposal{espProp(1, tGCM256, tNoESN)}, ""},
 		{"aes256gcm16-esn", ProtoESP, []Proposal{espProp(1, tGCM256, tESN)}, ""},
 		{"aes128gcm16-esn-noesn", ProtoESP, []Proposal{espProp(1, tGCM128, tESN, tNoESN)}, ""},
@@ -70,8 +82,6 @@ func TestParseProposals(t *testing.T) {
 		{"aes256-x25519", ProtoIKE, nil, "needs an integrity algorithm"},
 		{"aes256-prfsha256-x25519", ProtoIKE, nil, "needs an integrity algorithm"},
 		{"aes256", ProtoESP, nil, "needs an integrity algorithm"},
-		{"aes256gcm16-sha256-x25519", ProtoIKE, nil, "takes no integrity algorithm"},
-		{"aes256gcm16-sha256", ProtoESP, nil, "takes no integrity algorithm"},
 		{"aes256gcm16-prfsha256", ProtoIKE, nil, "has no DH group"},
 		{"aes256-sha256", ProtoIKE, nil, "has no DH group"},
 		{"prfsha256-x25519", ProtoIKE, nil, "has no cipher"},
@@ -83,7 +93,6 @@ func TestParseProposals(t *testing.T) {
 		{"aes256gcm16--x25519", ProtoIKE, nil, `unknown algorithm ""`},
 		{"aes256gcm16-x25519,", ProtoIKE, nil, `unknown algorithm ""`},
 		{"", ProtoIKE, nil, `unknown algorithm ""`},
-		{"aes256gcm16-prfsha256", ProtoESP, nil, `unknown algorithm "prfsha256"`},
 		{"aes256gcm16-x25519-esn", ProtoIKE, nil, `unknown algorithm "esn"`},
 		{"aes256gcm16 x25519", ProtoIKE, nil, "unknown algorithm"},
 	}
@@ -256,5 +265,34 @@ func TestSuiteOf(t *testing.T) {
 	}
 	if _, err := childSuiteOf(&Proposal{Transforms: []Transform{tNoESN}}); !errors.Is(err, ErrMalformed) {
 		t.Errorf("childSuiteOf without cipher = %v, want ErrMalformed", err)
+	}
+}
+
+// TestProposalsString: what a refusal logs of the proposals offered and
+// configured, bounded however many the peer sends.
+func TestProposalsString(t *testing.T) {
+	many := make([]Proposal, 20)
+	for i := range many {
+		many[i] = ikeProp(uint8(i+1), tGCM256, tPRF256, tX25519)
+	}
+	long := ikeProp(1)
+	for i := 0; i < 100; i++ {
+		long.Transforms = append(long.Transforms, Transform{Type: 9, ID: uint16(i)})
+	}
+	tests := []struct {
+		in   []Proposal
+		want string
+	}{
+		{[]Proposal{ikeProp(1, tGCM256, tPRF256, tX25519)}, "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519"},
+		{[]Proposal{ikeProp(1, tCBC128, tSHA384, tPRF384, tECP256), espProp(2, tGCM128, tESN, tNoESN)},
+			"AES_CBC-128/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_256, AES_GCM_16-128/ESN/NO_EXT_SEQ"},
+		{many, strings.Repeat("AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519, ", 8) + "and 12 more"},
+		{[]Proposal{ikeProp(1, Transform{TransformENCR, 99, 128}, Transform{TransformDH, 77, 0}), ikeProp(2)}, "1#99/4#77, "},
+		{[]Proposal{long}, "9#0/9#1/9#2/9#3/9#4/9#5/9#6/9#7/9#8/9#9/9#10/9#11/9#12/9#13/9#14/9#15/..."},
+	}
+	for _, tt := range tests {
+		if got := proposalsString(tt.in); got != tt.want {
+			t.Errorf("proposalsString = %q, want %q", got, tt.want)
+		}
 	}
 }

@@ -3,7 +3,10 @@
 package main
 
 import (
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,6 +54,12 @@ type interopCase struct {
 	ikeProps   string // oevpn's and strongSwan's (strongSwan syntax)
 	espProps   string
 	swanStarts bool
+	// For auth "ca": strongSwan's send_cert, and whether oevpn's
+	// certificate comes from an intermediate CA (sent as a chain).
+	swSendCert string
+	chain      bool
+	// remotes, if set, are oevpn's remote selectors (default ioNetS).
+	remotes []string
 }
 
 // startOevpn writes a configuration for the case and starts the binary.
@@ -64,14 +73,22 @@ func (l *interopLab) startOevpnExtra(t *testing.T, c interopCase, keyFile, peerP
 	t.Helper()
 	auth := "auth = \"psk\"\npsk = \"" + ioPSK + "\""
 	switch c.auth {
-	case "ed25519", "ecdsa":
+	case "ed25519", "ecdsa", "rsa-pkcs1":
 		auth = fmt.Sprintf("auth = \"pubkey\"\nprivate_key = %q\nremote_public_key = %q", keyFile, peerPub)
 	case "cert":
 		// keyFile holds our key, peerPub names "ours.crt|theirs.crt".
 		ours, theirs, _ := strings.Cut(peerPub, "|")
 		auth = fmt.Sprintf("auth = \"cert\"\nprivate_key = %q\ncertificate = %q\nremote_certificate = %q", keyFile, ours, theirs)
+	case "ca":
+		// keyFile holds our key, peerPub names "ours.crt|ca.crt".
+		ours, ca, _ := strings.Cut(peerPub, "|")
+		auth = fmt.Sprintf("auth = \"cert\"\nprivate_key = %q\ncertificate = %q\nca = %q", keyFile, ours, ca)
 	case "null":
 		auth = `auth = "null"`
+	}
+	remotes := fmt.Sprintf("%q", ioNetS)
+	if len(c.remotes) > 0 {
+		remotes = `"` + strings.Join(c.remotes, `", "`) + `"`
 	}
 	props := ""
 	if c.ikeProps != "" {
@@ -94,10 +111,10 @@ remote_id = %q
 %s
 %s
 local = [%q]
-remote = [%q]
+remote = [%s]
 start = %q
 %s
-`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, ioNetS, start, extra)
+`, lab.Unique("ti"), ioOuterS, ioIDO, ioIDS, auth, props, ioInnerO, remotes, start, extra)
 	path := filepath.Join(l.dir, lab.Unique("cfg")+".toml")
 	return runOevpn(t, l.o, "oevpn", path, cfg), path
 }
@@ -158,9 +175,15 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		sc.Proposals, sc.ESPProposals = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 	}
 	var keyFile, pubFile string
-	if c.auth == "ed25519" || c.auth == "ecdsa" {
-		oPriv, oPub := lab.GenerateKey(t, c.auth)
-		sPriv, sPub := lab.GenerateKey(t, c.auth)
+	if c.auth == "ed25519" || c.auth == "ecdsa" || c.auth == "rsa-pkcs1" {
+		kind := strings.TrimSuffix(c.auth, "-pkcs1")
+		oPriv, oPub := lab.GenerateKey(t, kind)
+		sPriv, sPub := lab.GenerateKey(t, kind)
+		if c.auth == "rsa-pkcs1" {
+			// "RSA PRIVATE KEY", as strongSwan's pki --gen and openssl
+			// genrsa write, on both sides.
+			oPriv, sPriv = pkcs1PEM(t, oPriv), pkcs1PEM(t, sPriv)
+		}
 		sc.Auth, sc.LocalKeyPEM, sc.RemotePubPEM = "pubkey", sPriv, oPub
 		keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
 		pubFile = filepath.Join(l.dir, lab.Unique("pub")+".pem")
@@ -178,6 +201,26 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 		os.WriteFile(ours, oCert, 0o644)
 		os.WriteFile(theirs, sCert, 0o644)
 		pubFile = ours + "|" + theirs
+	}
+	if c.auth == "ca" {
+		// Both certificates from one root CA, which each side trusts;
+		// nothing pinned.
+		root := lab.NewCA(t, "oevpn lab root", nil)
+		issuer, chain := root, []byte(nil)
+		if c.chain {
+			issuer = lab.NewCA(t, "oevpn lab intermediate", root)
+			chain = issuer.PEM
+		}
+		oKey, oCert := issuer.Issue(t, ioIDO, time.Time{})
+		sKey, sCert := root.Issue(t, ioIDS, time.Time{})
+		sc.Auth, sc.LocalKeyPEM, sc.LocalCertPEM, sc.CACertPEMs, sc.SendCert = "cert", sKey, sCert, [][]byte{root.PEM}, c.swSendCert
+		keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
+		ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+		ca := filepath.Join(l.dir, lab.Unique("ca")+".pem")
+		os.WriteFile(keyFile, oKey, 0o600)
+		os.WriteFile(ours, append(oCert, chain...), 0o644)
+		os.WriteFile(ca, root.PEM, 0o644)
+		pubFile = ours + "|" + ca
 	}
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	start := "start"
@@ -213,7 +256,8 @@ func (l *interopLab) run(t *testing.T, c interopCase) {
 	}
 	want := map[string]string{"": "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
 		"chacha20poly1305-prfsha256-x25519": "CHACHA20_POLY1305/PRF_HMAC_SHA2_256/CURVE_25519",
-		"aes256-sha256-prfsha256-modp2048":  "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"}[c.ikeProps]
+		"aes256-sha256-prfsha256-modp2048":  "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+		"aes128-sha384-ecp256":              "AES_CBC-128/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_256"}[c.ikeProps]
 	if want != "" && !strings.Contains(sas, want) {
 		t.Fatalf("strongSwan did not negotiate %s:\n%s", want, sas)
 	}
@@ -474,4 +518,288 @@ func TestLabInteropOnDemand(t *testing.T) {
 		t.Fatal("the Child SA was not re-created inside the existing IKE SA")
 	}
 	hashedTransfer(t, l.o, l.s, ioInnerS+":5203", 0.5)
+}
+
+// TestLabInteropIssue11 covers the interop defects of issue 11 against
+// strongSwan, both directions where they apply.
+func TestLabInteropIssue11(t *testing.T) {
+	lab.Require(t, "charon-systemd", "swanctl", "ping")
+	l := newInteropLab(t)
+	for _, swanStarts := range []bool{false, true} {
+		dir := "oevpn-initiates"
+		if swanStarts {
+			dir = "strongswan-initiates"
+		}
+		// Item 12: no PRF named: strongSwan derives PRF_HMAC_SHA2_384
+		// from sha384, and so must oevpn.
+		t.Run("prf-from-integrity/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "psk", ikeProps: "aes128-sha384-ecp256", espProps: "aes128-sha256", swanStarts: swanStarts})
+		})
+		// Item 10: strongSwan sends its certificate only when asked
+		// (send_cert = ifasked): oevpn must send CERTREQ.
+		t.Run("certreq-ifasked/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "ca", swSendCert: "ifasked", swanStarts: swanStarts})
+		})
+		// Item 11: oevpn's certificate comes from an intermediate CA
+		// that strongSwan does not have: oevpn must send it.
+		t.Run("intermediate-ca/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "ca", chain: true, swanStarts: swanStarts})
+		})
+		// Item 16: PKCS#1 RSA private keys ("RSA PRIVATE KEY").
+		t.Run("rsa-pkcs1-key/"+dir, func(t *testing.T) {
+			l.run(t, interopCase{auth: "rsa-pkcs1", swanStarts: swanStarts})
+		})
+		// Item 14: a pinned certificate that has expired is refused.
+		t.Run("pinned-expired/"+dir, func(t *testing.T) { l.pinnedExpired(t, swanStarts) })
+	}
+	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
+	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
+	t.Run("child-refused", l.childRefused)
+	t.Run("both-initiate", l.bothInitiate)
+	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
+	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
+}
+
+// refusedCert (item 8): strongSwan pins another certificate for oevpn's
+// identity, so it refuses oevpn's authentication. When strongSwan
+// initiates, oevpn (responder) has installed the Child SA by then and must
+// remove it on strongSwan's AUTHENTICATION_FAILED; either way no SA may
+// remain and check must not say the peer is protected.
+func (l *interopLab) refusedCert(t *testing.T, swanStarts bool) {
+	oKey, oCert := lab.GenerateCert(t, ioIDO)
+	_, other := lab.GenerateCert(t, ioIDO)
+	sKey, sCert := lab.GenerateCert(t, ioIDS)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "cert", LocalKeyPEM: sKey, LocalCertPEM: sCert, RemoteCertPEM: other, LocalTS: ioNetS, RemoteTS: ioNetO}
+	keyFile := filepath.Join(l.dir, lab.Unique("key")+".pem")
+	ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	os.WriteFile(keyFile, oKey, 0o600)
+	os.WriteFile(ours, oCert, 0o644)
+	os.WriteFile(theirs, sCert, 0o644)
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	start, want := "start", "peer refused IKE_AUTH: AUTHENTICATION_FAILED"
+	if swanStarts {
+		start, want = "none", "peer refused our authentication"
+	}
+	p, cfg := l.startOevpn(t, interopCase{auth: "cert"}, keyFile, ours+"|"+theirs, start)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if swanStarts {
+		if err := sw.Initiate(lab.SwanName); err == nil {
+			t.Fatal("strongSwan accepted a certificate it does not pin")
+		}
+	}
+	if err := p.WaitFor(want, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 3*time.Second, "oevpn removes the SAs the peer refused", func() bool {
+		st := oevpnStatus(t, cfg)
+		for _, sa := range st.IKESAs {
+			if sa.State == "established" || len(sa.Children) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, ioInnerS).CombinedOutput(); strings.Contains(string(out), "encrypted") {
+		t.Fatalf("oevpn check after the refusal:\n%s", out)
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// childRefused (item 15): strongSwan accepts the IKE SA but refuses the
+// Child SA (no common ESP proposal). oevpn must not leave the IKE SA
+// orphaned at strongSwan, and must back off its retries.
+func (l *interopLab) childRefused(t *testing.T) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, ESPProposals: "aes128-sha256"}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, _ := l.startOevpn(t, interopCase{auth: "psk", espProps: "aes256gcm16"}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if err := p.WaitFor("NO_PROPOSAL_CHOSEN", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Second)
+	out := p.Output()
+	if !strings.Contains(out, "we offered ESP AES_GCM_16-256") {
+		t.Errorf("the failure does not say what was offered")
+	}
+	if n := strings.Count(out, "initiating IKE SA"); n > 4 {
+		t.Errorf("%d attempts in about 10 s: no backoff", n)
+	}
+	if n := strings.Count(sw.ListSAs(), "ESTABLISHED"); n > 1 {
+		t.Errorf("%d IKE SAs at strongSwan: orphans of refused attempts:\n%s", n, sw.ListSAs())
+	}
+	p.Signal(syscall.SIGTERM)
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("oevpn exit: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Contains(sw.ListSAs(), "ESTABLISHED") {
+		if time.Now().After(deadline) {
+			t.Fatalf("strongSwan keeps IKE SAs oevpn left:\n%s", sw.ListSAs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// pinnedExpired (item 14): oevpn pins strongSwan's certificate, which has
+// expired: oevpn must refuse it, in either direction.
+func (l *interopLab) pinnedExpired(t *testing.T, swanStarts bool) {
+	ca := lab.NewCA(t, "oevpn lab root", nil)
+	sKey, sCert := ca.Issue(t, ioIDS, time.Now().Add(-time.Hour))
+	oKey, oCert := lab.GenerateCert(t, ioIDO)
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "cert", LocalKeyPEM: sKey, LocalCertPEM: sCert, RemoteCertPEM: oCert, LocalTS: ioNetS, RemoteTS: ioNetO}
+	keyFile := filepath.Join(l.dir, lab.Unique("key")+".pem")
+	ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	os.WriteFile(keyFile, oKey, 0o600)
+	os.WriteFile(ours, oCert, 0o644)
+	os.WriteFile(theirs, sCert, 0o644)
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	start := "start"
+	if swanStarts {
+		start = "none"
+	}
+	p, cfg := l.startOevpn(t, interopCase{auth: "cert"}, keyFile, ours+"|"+theirs, start)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if swanStarts {
+		sw.Initiate(lab.SwanName)
+	}
+	if err := p.WaitFor("not now: pin a renewed one", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, sa := range oevpnStatus(t, cfg).IKESAs {
+		if sa.State == "established" || len(sa.Children) > 0 {
+			t.Fatalf("oevpn accepted the expired certificate: %+v", sa)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// pkcs1PEM rewrites a PKCS#8 RSA private key PEM as PKCS#1.
+func pkcs1PEM(t *testing.T, p8 []byte) []byte {
+	t.Helper()
+	blk, _ := pem.Decode(p8)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	rk, ok := k.(*rsa.PrivateKey)
+	if err != nil || !ok {
+		t.Fatalf("not an RSA key: %T %v", k, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)})
+}
+
+// twoChildren (item 13): two selector sets towards the same peer, oevpn
+// initiating: two [[peer]] sections with one address, or one whose remote
+// selectors strongSwan has in two children (it narrows the first Child SA
+// to one of them). Both must end up installed at strongSwan and carry
+// traffic.
+func (l *interopLab) twoChildren(t *testing.T, onePeer bool) {
+	const inner2, net2 = "10.3.0.1", "10.3.0.0/24"
+	l.s.Run("ip", "addr", "replace", inner2+"/32", "dev", "lo")
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO,
+		MoreChildren: []lab.SwanChild{{Name: "rig2", LocalTS: net2, RemoteTS: ioNetO}}}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	second := fmt.Sprintf(`
+[[peer]]
+name = "sw2"
+address = %q
+local_id = %q
+remote_id = %q
+auth = "psk"
+psk = %q
+local = [%q]
+remote = [%q]
+start = "start"
+`, ioOuterS, ioIDO, ioIDS, ioPSK, ioInnerO, net2)
+	c := interopCase{auth: "psk"}
+	if onePeer {
+		c.remotes, second = []string{ioNetS, net2}, ""
+	}
+	p, cfg := l.startOevpnExtra(t, c, "", "", "start", second)
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	waitUntil(t, 15*time.Second, "two Child SAs at strongSwan", func() bool {
+		return strings.Count(sw.ListSAs(), "INSTALLED") == 2
+	})
+	// And they stay: neither replaces the other.
+	time.Sleep(3 * time.Second)
+	if n := strings.Count(sw.ListSAs(), "INSTALLED"); n != 2 {
+		t.Fatalf("%d Child SAs at strongSwan after 3 s:\n%s", n, sw.ListSAs())
+	}
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, inner2)
+	for _, dst := range []string{ioInnerS, inner2} {
+		if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, dst).CombinedOutput(); !strings.Contains(string(out), "encrypted-and-authenticated") {
+			t.Fatalf("oevpn check %s:\n%s", dst, out)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// bothInitiate (item 9): both sides initiate at once; one IKE SA and one
+// Child SA pair must remain on each side.
+func (l *interopLab) bothInitiate(t *testing.T) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	// strongSwan's IKE_SA_INIT goes out before oevpn listens; its
+	// retransmission comes while oevpn's own IKE SA is being made.
+	initiated := make(chan struct{})
+	go func() {
+		defer close(initiated)
+		sw.Swanctl("--initiate", "--child", lab.SwanName, "--timeout", "20")
+	}()
+	time.Sleep(200 * time.Millisecond)
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk"}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	<-initiated
+	time.Sleep(3 * time.Second)
+	sas := sw.ListSAs()
+	st := oevpnStatus(t, cfg)
+	established := 0
+	for _, sa := range st.IKESAs {
+		if sa.State == "established" {
+			established++
+		}
+	}
+	if n := strings.Count(sas, "ESTABLISHED"); n != 1 || established != 1 || strings.Count(sas, "INSTALLED") != 1 {
+		t.Fatalf("after both initiated: strongSwan has:\n%s\noevpn has %d established: %+v", sas, established, st.IKESAs)
+	}
+	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	t.Logf("duplicates deleted by oevpn: %d", strings.Count(p.Output(), "duplicate IKE SA"))
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }

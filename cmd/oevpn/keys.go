@@ -127,8 +127,16 @@ func readPublicKey(path string) (crypto.PublicKey, error) {
 	switch blk.Type {
 	case "PUBLIC KEY":
 		return x509.ParsePKIXPublicKey(blk.Bytes)
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY":
+		var k any
+		switch blk.Type {
+		case "RSA PRIVATE KEY": // PKCS#1: pki --gen, openssl genrsa
+			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(blk.Bytes)
+		default:
+			k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}

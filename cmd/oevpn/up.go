@@ -374,8 +374,8 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 		case config.AuthPubkey:
 			pc.Auth.Signer, pc.PeerAuth.PublicKey = p.Signer, p.RemoteKey
 		case config.AuthCert:
-			pc.Auth.Signer, pc.Auth.Cert = p.Signer, p.Cert
-			pc.PeerAuth.Certs, pc.PeerAuth.Roots = p.RemoteCerts, p.Roots
+			pc.Auth.Signer, pc.Auth.Cert, pc.Auth.Chain = p.Signer, p.Cert, p.CertChain
+			pc.PeerAuth.Certs, pc.PeerAuth.Roots, pc.PeerAuth.CAs = p.RemoteCerts, p.Roots, p.CACerts
 		case config.AuthNull:
 			pc.Auth.Null, pc.PeerAuth.Null = true, true
 		}

@@ -326,6 +326,9 @@ type Peer struct {
 	Cert           *x509.Certificate   `toml:"-"`
 	RemoteCerts    []*x509.Certificate `toml:"-"`
 	Roots          *x509.CertPool      `toml:"-"`
+	// CertChain are the certificates after ours in certificate (its
+	// issuer first), sent with it; CACerts are those of ca, in Roots.
+	CertChain, CACerts []*x509.Certificate `toml:"-"`
 }
 
 // Peer auth methods and start modes.
@@ -688,9 +691,17 @@ func (c *Config) check() error {
 			if err != nil {
 				return keyErr(k("certificate"), "%v", err)
 			}
-			p.Cert = certs[0]
+			p.Cert, p.CertChain = certs[0], certs[1:]
 			if !publicKeysEqual(p.Cert.PublicKey, p.Signer.Public()) {
 				return keyErr(k("certificate"), "the certificate is not for the key in private_key")
+			}
+			for i := 1; i < len(certs); i++ {
+				// Our certificate, then its issuer, and so on: the chain
+				// sent to the peer.
+				if err := certs[i-1].CheckSignatureFrom(certs[i]); err != nil {
+					return keyErr(k("certificate"), "certificate %d (%s) did not issue certificate %d (%s): list the chain from ours to the root: %v",
+						i+1, certs[i].Subject, i, certs[i-1].Subject, err)
+				}
 			}
 			if p.RemoteCert != "" {
 				if p.RemoteCerts, err = loadCerts(c.resolve(p.RemoteCert)); err != nil {
@@ -702,7 +713,7 @@ func (c *Config) check() error {
 				if err != nil {
 					return keyErr(k("ca"), "%v", err)
 				}
-				p.Roots = x509.NewCertPool()
+				p.Roots, p.CACerts = x509.NewCertPool(), cas
 				for _, ca := range cas {
 					p.Roots.AddCert(ca)
 				}
@@ -751,7 +762,8 @@ func (c *Config) resolve(p string) string {
 	return filepath.Join(filepath.Dir(c.Path), p)
 }
 
-// loadPrivateKey reads a PKCS#8 PEM private key (Ed25519, ECDSA or RSA),
+// loadPrivateKey reads a PEM private key: PKCS#8 ("PRIVATE KEY"; Ed25519,
+// ECDSA or RSA), PKCS#1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY"),
 // refusing a file that others can read.
 func loadPrivateKey(path string) (crypto.Signer, error) {
 	fi, err := os.Stat(path)
@@ -765,12 +777,17 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	var k any
+	switch blk.Type {
+	case "RSA PRIVATE KEY": // PKCS#1, as strongSwan's pki --gen and openssl genrsa write
+		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+	case "EC PRIVATE KEY": // SEC 1
+		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	default:
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	}
 	if err != nil {
-		if ek, err2 := x509.ParseECPrivateKey(blk.Bytes); err2 == nil {
-			return ek, nil
-		}
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %q PEM block: %v", path, blk.Type, err)
 	}
 	s, ok := k.(crypto.Signer)
 	if !ok {

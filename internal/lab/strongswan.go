@@ -87,6 +87,15 @@ type SwanConfig struct {
 	// certificates for Auth "cert" (self-signed ones work: the peer's is
 	// pinned); the private key is LocalKeyPEM.
 	LocalCertPEM, RemoteCertPEM []byte
+	// CACertPEMs are CA certificates (one PEM each) strongSwan trusts, for
+	// Auth "cert": with them RemoteCertPEM may be empty, and any
+	// certificate they (or an intermediate the peer sends) issued for
+	// RemoteID is accepted.
+	CACertPEMs [][]byte
+	// SendCert is the local send_cert: "always", "ifasked" (strongSwan's
+	// default, which sends the certificate only after a CERTREQ) or
+	// "never". Empty: "always".
+	SendCert string
 	// Proposals and ESPProposals are swanctl proposal lists. Defaults
 	// "aes128gcm16-prfsha256-x25519" and "aes128gcm16".
 	Proposals, ESPProposals string
@@ -100,6 +109,14 @@ type SwanConfig struct {
 	// StartAction is the child's start_action: "none" (default), "start"
 	// or "trap".
 	StartAction string
+	// MoreChildren are further children of the connection, with the
+	// first child's settings but their own selectors.
+	MoreChildren []SwanChild
+}
+
+// SwanChild is one more child of the connection.
+type SwanChild struct {
+	Name, LocalTS, RemoteTS string
 }
 
 // StrongSwan is one charon-systemd instance running in a namespace, with its
@@ -313,20 +330,26 @@ swanctl {
 		localPub, remotePub = "local.pub", "remote.pub"
 	case "cert":
 		// X.509 certificates (self-signed ones pinned as the peer's).
-		if len(c.LocalKeyPEM) == 0 || len(c.LocalCertPEM) == 0 || len(c.RemoteCertPEM) == 0 {
-			return errors.New("auth cert needs LocalKeyPEM, LocalCertPEM and RemoteCertPEM")
+		if len(c.LocalKeyPEM) == 0 || len(c.LocalCertPEM) == 0 || len(c.RemoteCertPEM)+len(c.CACertPEMs) == 0 {
+			return errors.New("auth cert needs LocalKeyPEM, LocalCertPEM and RemoteCertPEM or CACertPEMs")
 		}
 		files := map[string][]byte{
 			"private/local.pem": c.LocalKeyPEM,
 			"x509/local.crt":    c.LocalCertPEM,
-			"x509/remote.crt":   c.RemoteCertPEM,
+		}
+		localCert = "local.crt"
+		if len(c.RemoteCertPEM) > 0 {
+			files["x509/remote.crt"] = c.RemoteCertPEM
+			remoteCert = "remote.crt"
+		}
+		for i, ca := range c.CACertPEMs {
+			files[fmt.Sprintf("x509ca/ca%d.crt", i)] = ca
 		}
 		for name, data := range files {
 			if err := os.WriteFile(filepath.Join(s.swanDir, name), data, 0o600); err != nil {
 				return err
 			}
 		}
-		localCert, remoteCert = "local.crt", "remote.crt"
 	default:
 		return fmt.Errorf("auth %q: want psk, pubkey or cert", c.Auth)
 	}
@@ -343,6 +366,9 @@ swanctl {
 	line(2, "mobike", "no")
 	line(2, "proposals", def(c.Proposals, "aes128gcm16-prfsha256-x25519"))
 	line(2, "dpd_delay", def(c.DPDDelay, "0s"))
+	if localCert != "" {
+		line(2, "send_cert", def(c.SendCert, "always"))
+	}
 	line(2, "rekey_time", def(c.RekeyTime, "4h"))
 	if c.RekeyTime != "" {
 		// Short test lifetimes: a wide margin before the hard expiry and
@@ -360,18 +386,22 @@ swanctl {
 	line(3, "id", quote(c.RemoteID))
 	line(3, "pubkeys", remotePub)
 	line(3, "certs", remoteCert)
-	b.WriteString("        }\n        children {\n            " + SwanName + " {\n")
-	line(4, "local_ts", c.LocalTS)
-	line(4, "remote_ts", c.RemoteTS)
-	line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
-	line(4, "mode", "tunnel")
-	line(4, "start_action", def(c.StartAction, "none"))
-	line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
-	if c.ChildRekeyTime != "" {
-		line(4, "life_time", "60s")
-		line(4, "rand_time", "1s")
+	b.WriteString("        }\n        children {\n")
+	for _, ch := range append([]SwanChild{{SwanName, c.LocalTS, c.RemoteTS}}, c.MoreChildren...) {
+		b.WriteString("            " + ch.Name + " {\n")
+		line(4, "local_ts", ch.LocalTS)
+		line(4, "remote_ts", ch.RemoteTS)
+		line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
+		line(4, "mode", "tunnel")
+		line(4, "start_action", def(c.StartAction, "none"))
+		line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
+		if c.ChildRekeyTime != "" {
+			line(4, "life_time", "60s")
+			line(4, "rand_time", "1s")
+		}
+		b.WriteString("            }\n")
 	}
-	b.WriteString("            }\n        }\n    }\n}\nsecrets {\n")
+	b.WriteString("        }\n    }\n}\nsecrets {\n")
 	if c.Auth == "psk" {
 		b.WriteString("    ike-" + SwanName + " {\n")
 		line(2, "id-local", quote(c.LocalID))
@@ -468,6 +498,78 @@ func GenerateCert(t testing.TB, name string) (keyPEM, certPEM []byte) {
 		BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// CA is a certification authority for lab certificates (ECDSA P-256).
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// PEM is Cert as PEM.
+	PEM []byte
+}
+
+// NewCA makes a CA named CN=name: a root when parent is nil, else an
+// intermediate that parent issues.
+func NewCA(t testing.TB, name string, parent *CA) *CA {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"oevpn lab"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	issuer, signer := tmpl, crypto.Signer(k)
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &k.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{Cert: cert, Key: k, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// Issue makes an end-entity certificate for the DNS name (subject CN=name,
+// subjectAltName DNS:name) valid until notAfter (zero: a day from now). It
+// returns the private key (PKCS#8 PEM) and the certificate (PEM).
+func (ca *CA) Issue(t testing.TB, name string, notAfter time.Time) (keyPEM, certPEM []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if notAfter.IsZero() {
+		notAfter = time.Now().Add(24 * time.Hour)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"oevpn lab"}},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-48 * time.Hour),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &k.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,28 @@ import (
 // the first Child SA installed; X25519, Ed25519, AES-GCM) between an
 // initiator and a responder in this process over loopback UDP. Many
 // handshakes run at once so that both cores work; each established IKE SA
-// is deleted again (INFORMATIONAL) to keep the tables small.
+// is deleted again (INFORMATIONAL). With sas=10000 both engines hold
+// 10,000 other SA pairs meanwhile (installed directly: the responder
+// would not hold 10,000 IKE SAs from the one address of this process).
 func BenchmarkHandshake(b *testing.B) {
-	const parallel = 32
+	for _, n := range []int{0, 10000} {
+		b.Run(fmt.Sprintf("sas=%d", n), func(b *testing.B) { benchHandshakes(b, n) })
+	}
+}
+
+func benchHandshakes(b *testing.B, others int) {
+	// Four at once: the responder keeps at most MaxHalfOpenPerAddr
+	// half-open IKE SAs for one address (all of ours come from 127.0.0.1).
+	const parallel = ike.MaxHalfOpenPerAddr
 	ia := &ikeEnd{testEndpoint: newTestEndpoint(b, netip.MustParseAddr("10.96.0.1"))}
 	ib := &ikeEnd{testEndpoint: newTestEndpoint(b, netip.MustParseAddr("10.96.0.2"))}
+	for _, e := range []*Engine{ia.eng, ib.eng} {
+		for i := range others {
+			if _, err := e.Install(scalePairConfig(i, false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	lo := netip.MustParseAddr("127.0.0.1")
 	aIKE, aNATT := ia.eng.Ports()
 	bIKE, bNATT := ib.eng.Ports()

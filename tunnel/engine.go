@@ -21,9 +21,17 @@ import (
 
 // Implementation constants.
 const (
-	// bufSize is the size of every packet buffer: room for the largest
-	// IP packet (a TUN GRO super-packet) plus ESP head- and tailroom.
-	bufSize = esp.Headroom + 65535 + esp.Tailroom
+	// maxPacket is the largest IP packet or UDP datagram.
+	maxPacket = 65535
+	// maxDatagram is the largest outer datagram (ESP, or IKE on either
+	// port) received whole; longer ones are cut short, and dropped as
+	// they fail to decrypt or parse. ESP packets are about the peer's
+	// MTU; longer IKE messages come fragmented (RFC 7383).
+	maxDatagram = 16 << 10
+	// groSlots is the number of receive buffers at the end of a batch
+	// that take the coalesced datagrams of UDP GRO (up to maxPacket):
+	// the transport reads into them and splits into the others.
+	groSlots = 2
 	// writeOffset is where packets start in the buffers handed to
 	// tun.Device.Write: room for the virtio-net header of Linux TUN
 	// offloads.
@@ -673,25 +681,49 @@ func (e *Engine) unauthWaits(p *SAPair) bool {
 	return c != nil && c.ClassOf(a).Initiates()
 }
 
-func newBuffers(n int) [][]byte {
+// newBuffers returns n packet buffers with ESP head- and tailroom around
+// size octets of packet; the last big ones have room for maxPacket.
+func newBuffers(n, size, big int) [][]byte {
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, bufSize)
+		if i >= n-big {
+			size = maxPacket
+		}
+		bufs[i] = make([]byte, esp.Headroom+size+esp.Tailroom)
 	}
 	return bufs
 }
 
+// outboundSize returns the largest packet a device read brings: one of at
+// most the MTU. A device with offloads (a batch size above 1) splits
+// super-packets into segments itself.
+func (e *Engine) outboundSize() int {
+	mtu, err := e.dev.MTU()
+	if err != nil || mtu <= 0 || mtu > maxPacket {
+		return maxPacket
+	}
+	return max(mtu, 1500)
+}
+
 func (e *Engine) routineOutbound() {
 	batch := e.dev.BatchSize()
-	bufs := newBuffers(batch)
+	size := e.outboundSize()
+	bufs := newBuffers(batch, size, 0)
 	sizes := make([]int, batch)
 	send := make([][]byte, 0, batch)
 	for {
 		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
-			if !e.closed() {
-				e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)
+			if e.closed() {
+				return
 			}
+			if s := e.outboundSize(); s > size {
+				// The MTU grew: the packet did not fit.
+				e.log.Info("device MTU grew: larger buffers", "mtu", s, "err", err)
+				size, bufs = s, newBuffers(batch, s, 0)
+				continue
+			}
+			e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)
 			return
 		}
 		rt := e.routes.Load()
@@ -758,7 +790,7 @@ func (e *Engine) send(p *SAPair, bufs [][]byte) {
 
 func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
 	batch := bind.BatchSize()
-	bufs := newBuffers(batch)
+	bufs := newBuffers(batch, maxDatagram, groSlots)
 	pkts := make([][]byte, batch)
 	for i := range pkts {
 		pkts[i] = bufs[i][esp.Headroom:]

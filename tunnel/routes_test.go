@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sort"
 	"testing"
 	"time"
@@ -304,3 +305,23 @@ func TestUnauthenticatedBarredBySubnet(t *testing.T) {
 	}
 }
 
+// TestEngineIdleHeap checks what an idle engine holds: its packet buffers
+// used to take 64 KiB each, 128 per receiving routine (~47 MB).
+func TestEngineIdleHeap(t *testing.T) {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	te := newTestEndpoint(t, scaleLocal)
+	time.Sleep(100 * time.Millisecond) // the routines allocate their buffers
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	grown := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+	t.Logf("an idle engine holds %.1f MiB (batch %d)", float64(grown)/(1<<20), te.eng.natt.BatchSize())
+	if grown > 12<<20 {
+		t.Errorf("an idle engine holds %.1f MiB, want ≤ 12 MiB", float64(grown)/(1<<20))
+	}
+	m := ReadMemory()
+	if m.HeapInUse == 0 || m.Goroutines == 0 || runtime.GOOS == "linux" && m.RSS == 0 {
+		t.Errorf("ReadMemory = %+v", m)
+	}
+}

@@ -254,10 +254,46 @@ func (rt *routeTable) walk(a netip.Addr, path *routePath) {
 	}
 }
 
+// deepest returns the node with pairs of the longest prefix that
+// contains a, or nil.
+func (rt *routeTable) deepest(a netip.Addr) *rnode {
+	n := rt.v6
+	if a.Is4() {
+		n = rt.v4
+	}
+	k, w := keyOf(a)
+	var found *rnode
+	for n != nil && k.common(n.key) >= int(n.bits) {
+		if len(n.pairs) > 0 {
+			found = n
+		}
+		if int(n.bits) == w {
+			break
+		}
+		n = n.child[k.bit(int(n.bits))]
+	}
+	return found
+}
+
 // lookup returns the pair for the packet: of the pairs that cover it, by
 // the longest prefix of their remote selectors and then the newest, the
 // first that may carry outbound traffic, or else the first.
 func (rt *routeTable) lookup(p *ipview.Packet) *SAPair {
+	// Most often the longest prefix decides, with no path to keep.
+	n := rt.deepest(p.Dst)
+	if n == nil {
+		return nil
+	}
+	for _, pair := range n.pairs {
+		if pair.ready.Load() && pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
+			return pair
+		}
+	}
+	return rt.lookupPath(p)
+}
+
+// lookupPath is lookup through every prefix on the way to the destination.
+func (rt *routeTable) lookupPath(p *ipview.Packet) *SAPair {
 	var path routePath
 	rt.walk(p.Dst, &path)
 	var fallback *SAPair

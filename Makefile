@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-lab fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-lab fuzz demo lab-deps clean
 
 all: build
 
@@ -49,16 +49,27 @@ cross:
 		echo "build $$os/$$arch"; GOOS=$$os GOARCH=$$arch $(GO) build -o /dev/null $(PKGS) || exit 1; \
 	done; done
 
-## bench: ESP vs raw AEAD table, then the lab tunnel vs veth iperf3 figures
-bench: bench-esp bench-ike bench-lab
+## bench: ESP vs raw AEAD table, IKE, scale, then the lab tunnel vs veth iperf3 figures
+bench: bench-esp bench-ike bench-scale bench-lab
 
 bench-esp:
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchmem -benchtime 1s -count 3 ./esp | $(GO) run ./internal/tools/benchtable
 
 # IKE: full handshakes per second (X25519 + Ed25519, both ends in this
-# process) and first-packet latency through an on-demand SA.
+# process) with no other SA and with 10,000 other SA pairs installed, the
+# heap per peer (B/peer: IKE SAs and Child SA pairs at both ends), and
+# first-packet latency through an on-demand SA.
 bench-ike:
 	$(GO) test -run '^$$' -bench 'Handshake|FirstPacket' -benchtime 3000x -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
+
+# Scale, at 1, 1,000, 10,000 and 100,000 SA pairs: SPI table updates and
+# lookups; installing and removing a pair (ns/install, ns/remove) and the
+# heap per pair (B/pair); per packet, route lookup + Seal and SPI lookup +
+# Open, to host and to /30 subnet selectors. OEVPN_BENCH_MAX caps the sizes.
+bench-scale:
+	$(GO) test -run '^$$' -bench 'Table' -benchtime 200000x ./esp | grep -E '^Benchmark|^ok|FAIL'
+	$(GO) test -run '^$$' -bench 'ScaleInstall' -benchtime 1000x -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
+	$(GO) test -run '^$$' -bench 'ScalePacket' -benchtime 200000x -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
 
 bench-lab:
 	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench' -v -timeout 20m ./cmd/oevpn

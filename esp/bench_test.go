@@ -119,3 +119,36 @@ func benchAEAD(b *testing.B, open bool) {
 		}
 	}
 }
+
+// BenchmarkTable measures the SPI table at 1 to 100,000 entries: an
+// insert and a remove (the control plane installing and deleting an SA),
+// and a lookup (the datapath, per inbound packet).
+func BenchmarkTable(b *testing.B) {
+	for _, n := range []int{1, 1000, 10000, 100000} {
+		var tab Table[*int]
+		for i := range n {
+			if err := tab.Insert(MinSPI+uint32(i)*2654435761%(1<<31), nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("insert+remove/entries=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tab.Insert(1<<31+7, nil); err != nil {
+					b.Fatal(err)
+				}
+				tab.Remove(1<<31 + 7)
+			}
+		})
+		b.Run(fmt.Sprintf("lookup/entries=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, ok := tab.Lookup(MinSPI + uint32(i%n)*2654435761%(1<<31)); !ok {
+					b.Fatal("missing")
+				}
+				i++
+			}
+		})
+	}
+}

@@ -32,7 +32,8 @@ func (e *Engine) SetTrap(name string, local, remote policy.Selectors) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.traps[name] = &trap{name: name, local: local, remote: remote}
-	e.rebuildRoutesLocked()
+	e.setTrapsLocked()
+	e.reviewUnauthLocked(remote)
 }
 
 // RemoveTrap removes a trap and drops what it held.
@@ -40,7 +41,7 @@ func (e *Engine) RemoveTrap(name string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.traps, name)
-	e.rebuildRoutesLocked()
+	e.setTrapsLocked()
 }
 
 // AcquireFailed tells the engine that the negotiation for a trap failed: its
@@ -54,6 +55,16 @@ func (e *Engine) AcquireFailed(name string) {
 		t.held, t.acquired = nil, time.Time{}
 		t.mu.Unlock()
 	}
+}
+
+// setTrapsLocked publishes a route table with the current traps.
+func (e *Engine) setTrapsLocked() {
+	rt := *e.routes.Load()
+	rt.traps = make([]*trap, 0, len(e.traps))
+	for _, t := range e.traps {
+		rt.traps = append(rt.traps, t)
+	}
+	e.routes.Store(&rt)
 }
 
 // SetAcquireHandler sets the function told of acquires; it must not block.

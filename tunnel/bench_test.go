@@ -3,6 +3,7 @@ package tunnel
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -14,11 +15,28 @@ import (
 // the first Child SA installed; X25519, Ed25519, AES-GCM) between an
 // initiator and a responder in this process over loopback UDP. Many
 // handshakes run at once so that both cores work; each established IKE SA
-// is deleted again (INFORMATIONAL) to keep the tables small.
+// is deleted again (INFORMATIONAL). With sas=10000 both engines hold
+// 10,000 other SA pairs meanwhile (installed directly: the responder
+// would not hold 10,000 IKE SAs from the one address of this process).
 func BenchmarkHandshake(b *testing.B) {
-	const parallel = 32
+	for _, n := range []int{0, 10000} {
+		b.Run(fmt.Sprintf("sas=%d", n), func(b *testing.B) { benchHandshakes(b, n) })
+	}
+}
+
+func benchHandshakes(b *testing.B, others int) {
+	// Four at once: the responder keeps at most MaxHalfOpenPerAddr
+	// half-open IKE SAs for one address (all of ours come from 127.0.0.1).
+	const parallel = ike.MaxHalfOpenPerAddr
 	ia := &ikeEnd{testEndpoint: newTestEndpoint(b, netip.MustParseAddr("10.96.0.1"))}
 	ib := &ikeEnd{testEndpoint: newTestEndpoint(b, netip.MustParseAddr("10.96.0.2"))}
+	for _, e := range []*Engine{ia.eng, ib.eng} {
+		for i := range others {
+			if _, err := e.Install(scalePairConfig(i, false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	lo := netip.MustParseAddr("127.0.0.1")
 	aIKE, aNATT := ia.eng.Ports()
 	bIKE, bNATT := ib.eng.Ports()
@@ -48,6 +66,14 @@ func BenchmarkHandshake(b *testing.B) {
 		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
 		LocalTS: hostSel(ib.addr), RemoteTS: hostSel(ia.addr)})
 
+	perPeer := 0.0
+	if others == 0 {
+		// The second time: the first one pays for what the daemons
+		// allocate once.
+		ikeBytesPerPeer(b, da, ib.d, peers, up)
+		perPeer = ikeBytesPerPeer(b, da, ib.d, peers, up)
+	}
+
 	b.ResetTimer()
 	start := time.Now()
 	started := 0
@@ -67,6 +93,9 @@ func BenchmarkHandshake(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
+	if perPeer != 0 {
+		b.ReportMetric(perPeer, "B/peer")
+	}
 }
 
 // BenchmarkFirstPacket measures the latency from the first packet to an
@@ -107,4 +136,30 @@ func BenchmarkFirstPacket(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "µs-median")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "µs-p99")
+}
+
+// ikeBytesPerPeer brings every peer up and returns the heap that each
+// holds: the IKE SAs and Child SA pairs at both ends. Then it brings them
+// down again.
+func ikeBytesPerPeer(b *testing.B, da, db *ike.Daemon, peers []*ike.PeerConfig, up <-chan string) float64 {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	for _, p := range peers {
+		da.Initiate(p.Name)
+	}
+	for range peers {
+		select {
+		case <-up:
+		case <-time.After(10 * time.Second):
+			b.Fatal("a handshake did not complete")
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	for _, p := range peers {
+		da.Down(p.Name)
+	}
+	waitFor(b, func() bool { return len(da.SAs())+len(db.SAs()) == 0 }, "the IKE SAs to go")
+	return float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / float64(len(peers))
 }

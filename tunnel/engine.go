@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,9 +21,17 @@ import (
 
 // Implementation constants.
 const (
-	// bufSize is the size of every packet buffer: room for the largest
-	// IP packet (a TUN GRO super-packet) plus ESP head- and tailroom.
-	bufSize = esp.Headroom + 65535 + esp.Tailroom
+	// maxPacket is the largest IP packet or UDP datagram.
+	maxPacket = 65535
+	// maxDatagram is the largest outer datagram (ESP, or IKE on either
+	// port) received whole; longer ones are cut short, and dropped as
+	// they fail to decrypt or parse. ESP packets are about the peer's
+	// MTU; longer IKE messages come fragmented (RFC 7383).
+	maxDatagram = 16 << 10
+	// groSlots is the number of receive buffers at the end of a batch
+	// that take the coalesced datagrams of UDP GRO (up to maxPacket):
+	// the transport reads into them and splits into the others.
+	groSlots = 2
 	// writeOffset is where packets start in the buffers handed to
 	// tun.Device.Write: room for the virtio-net header of Linux TUN
 	// offloads.
@@ -121,6 +128,7 @@ type SAPair struct {
 	peer4    bool   // the peer's outer address is IPv4
 	seq      uint64 // install order: newer pairs win outbound (make-before-break)
 	removed  atomic.Bool
+	routed   bool // in the route table; guarded by Engine.mu
 }
 
 // Stats are the engine's packet counters (per-SA counters are on the SAs).
@@ -166,8 +174,11 @@ type Engine struct {
 	stats  stats
 	events chan saEvent
 
-	mu      sync.Mutex // control plane: guards pairs; never taken by the datapath
-	pairs   map[*SAPair]struct{}
+	mu    sync.Mutex // control plane: guards the fields below; never taken by the datapath
+	pairs map[*SAPair]struct{}
+	// unauth indexes the unauthenticated pairs by the single addresses
+	// of their remote selectors.
+	unauth  map[netip.Addr][]*SAPair
 	traps   map[string]*trap
 	nextSeq uint64
 
@@ -238,6 +249,7 @@ func New(cfg Config) (*Engine, error) {
 		natt:    cfg.NewBind(),
 		events:  make(chan saEvent, 1024),
 		pairs:   make(map[*SAPair]struct{}),
+		unauth:  make(map[netip.Addr][]*SAPair),
 		traps:   make(map[string]*trap),
 		closing: make(chan struct{}),
 		clear:   cfg.Clear,
@@ -380,10 +392,11 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if p.ep, err = e.natt.ParseEndpoint(peer.String()); err != nil {
 		return nil, fmt.Errorf("tunnel: peer %v: %w", pc.Peer, err)
 	}
-	if err := e.insert(p); err != nil {
+	routed, err := e.insert(p)
+	if err != nil {
 		return nil, err
 	}
-	if e.routes.Load().carries(p) {
+	if routed {
 		// Not an unauthenticated pair that waits: held packets are never
 		// sent where the datapath would not send them.
 		e.flushHeld(p)
@@ -393,13 +406,15 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	return p, nil
 }
 
-func (e *Engine) insert(p *SAPair) error {
+// insert adds p to the tables; it reports whether p carries outbound
+// traffic (an unauthenticated pair may have to wait).
+func (e *Engine) insert(p *SAPair) (routed bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if p.unauth {
-		if a, ok := e.refusesUnauth(p, e.routes.Load()); ok {
+		if a, ok := e.refusesUnauth(p); ok {
 			e.stats.nullRefused.Add(1)
-			return fmt.Errorf("%w: %v", ErrMustAuthenticate, a)
+			return false, fmt.Errorf("%w: %v", ErrMustAuthenticate, a)
 		}
 	}
 	insert := e.spis.Insert
@@ -407,13 +422,50 @@ func (e *Engine) insert(p *SAPair) error {
 		insert = e.spis.Replace // an SPI the control plane reserved
 	}
 	if err := insert(p.In.SPI(), p); err != nil {
-		return fmt.Errorf("tunnel: inbound SA: %w", err)
+		return false, fmt.Errorf("tunnel: inbound SA: %w", err)
 	}
 	e.nextSeq++
 	p.seq = e.nextSeq
 	e.pairs[p] = struct{}{}
-	e.rebuildRoutesLocked()
-	return nil
+	if !p.unauth {
+		e.routeLocked(p)
+		// Unauthenticated pairs for the addresses p carries may carry
+		// them no more.
+		e.reviewUnauthLocked(p.Remote)
+		return true, nil
+	}
+	for _, a := range singles(p.Remote) {
+		e.unauth[a] = append(e.unauth[a], p)
+	}
+	e.reviewLocked(p)
+	return p.routed, nil
+}
+
+// routeLocked adds p to the route table.
+func (e *Engine) routeLocked(p *SAPair) {
+	if !p.routed {
+		p.routed = true
+		e.routes.Store(e.routes.Load().with(p))
+	}
+}
+
+// unrouteLocked removes p from the route table.
+func (e *Engine) unrouteLocked(p *SAPair) {
+	if p.routed {
+		p.routed = false
+		e.routes.Store(e.routes.Load().without(p))
+	}
+}
+
+// singles returns the addresses of the selectors of ss that cover one.
+func singles(ss policy.Selectors) []netip.Addr {
+	var l []netip.Addr
+	for _, s := range ss {
+		if a, ok := s.Single(); ok {
+			l = append(l, a.Unmap())
+		}
+	}
+	return l
 }
 
 // Remove uninstalls an SA pair; it reports whether the pair was installed.
@@ -426,7 +478,17 @@ func (e *Engine) Remove(p *SAPair) bool {
 	delete(e.pairs, p)
 	p.removed.Store(true)
 	e.spis.Remove(p.In.SPI())
-	e.rebuildRoutesLocked()
+	e.unrouteLocked(p)
+	if p.unauth {
+		for _, a := range singles(p.Remote) {
+			l := slices.DeleteFunc(slices.Clone(e.unauth[a]), func(q *SAPair) bool { return q == p })
+			if len(l) == 0 {
+				delete(e.unauth, a)
+			} else {
+				e.unauth[a] = l
+			}
+		}
+	}
 	e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
 	return true
 }
@@ -471,15 +533,8 @@ func (e *Engine) mayBeUnauth(a netip.Addr, rt *routeTable) bool {
 	if f := e.keyed.Load(); f != nil && *f != nil && (*f)(a) {
 		return false
 	}
-	for _, p := range rt.hosts[a] {
-		if !p.unauth {
-			return false
-		}
-	}
-	for _, p := range rt.others {
-		if !p.unauth && p.Remote.Contains(a) {
-			return false
-		}
+	if rt.authenticated(a) {
+		return false
 	}
 	for _, t := range rt.traps {
 		if t.remote.Contains(a) {
@@ -493,26 +548,79 @@ func (e *Engine) mayBeUnauth(a netip.Addr, rt *routeTable) bool {
 // selectors that may not be unauthenticated. Only single addresses are
 // checked: an opportunistic pair has no other, and a configured tunnel's
 // wider selectors are the operator's choice.
-func (e *Engine) refusesUnauth(p *SAPair, rt *routeTable) (netip.Addr, bool) {
-	for _, s := range p.Remote {
-		if a, ok := s.Single(); ok && !e.mayBeUnauth(a.Unmap(), rt) {
+func (e *Engine) refusesUnauth(p *SAPair) (netip.Addr, bool) {
+	rt := e.routes.Load()
+	for _, a := range singles(p.Remote) {
+		if !e.mayBeUnauth(a, rt) {
 			return a, true
 		}
 	}
 	return netip.Addr{}, false
 }
 
+// reviewLocked decides again about the unauthenticated pair p: it bars p
+// for good if one of its addresses must now be authenticated, and routes
+// outbound traffic to it once it need not wait any more.
+func (e *Engine) reviewLocked(p *SAPair) {
+	if p.barred.Load() {
+		return
+	}
+	if a, refused := e.refusesUnauth(p); refused {
+		p.barred.Store(true)
+		e.unrouteLocked(p)
+		e.stats.nullRefused.Add(1)
+		e.log.Warn("unauthenticated SA pair barred: its address must be authenticated", "peer", p.Peer, "addr", a,
+			"spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
+		return
+	}
+	if !e.unauthWaits(p) {
+		e.routeLocked(p)
+	}
+}
+
+// reviewUnauthLocked reviews the unauthenticated pairs with an address in
+// ss: by address if the ranges are smaller than the index, or else all.
+func (e *Engine) reviewUnauthLocked(ss policy.Selectors) {
+	if len(e.unauth) == 0 {
+		return
+	}
+	var addrs []netip.Addr
+	for _, s := range ss {
+		a := s.Start.Unmap()
+		for ; len(addrs) <= len(e.unauth); a = a.Next() {
+			addrs = append(addrs, a)
+			if a == s.End.Unmap() {
+				break
+			}
+		}
+	}
+	if len(addrs) > len(e.unauth) {
+		e.reviewAllUnauthLocked()
+		return
+	}
+	for _, a := range addrs {
+		for _, p := range e.unauth[a] {
+			e.reviewLocked(p)
+		}
+	}
+}
+
+// reviewAllUnauthLocked reviews every unauthenticated pair.
+func (e *Engine) reviewAllUnauthLocked() {
+	for _, l := range e.unauth {
+		for _, p := range l {
+			e.reviewLocked(p)
+		}
+	}
+}
+
 // Reconsider bars the unauthenticated SA pairs that carry a if a may no
 // longer be unauthenticated (it was found to publish a key).
 func (e *Engine) Reconsider(a netip.Addr) {
-	a = a.Unmap()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for p := range e.pairs {
-		if p.unauth && p.Remote.Contains(a) {
-			e.rebuildRoutesLocked()
-			return
-		}
+	for _, p := range e.unauth[a.Unmap()] {
+		e.reviewLocked(p)
 	}
 }
 
@@ -523,8 +631,8 @@ func (e *Engine) admitUnauth(dst netip.Addr) *SAPair {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var newest *SAPair
-	for p := range e.pairs {
-		if a, ok := singleRemote(p); ok && a == dst && p.unauth && !p.barred.Load() {
+	for _, p := range e.unauth[dst] {
+		if a, ok := singleRemote(p); ok && a == dst && !p.barred.Load() {
 			p.admitted.Store(true)
 			if newest == nil || p.seq > newest.seq {
 				newest = p
@@ -534,7 +642,9 @@ func (e *Engine) admitUnauth(dst netip.Addr) *SAPair {
 	if newest == nil {
 		return nil
 	}
-	e.rebuildRoutesLocked()
+	for _, p := range e.unauth[dst] {
+		e.reviewLocked(p)
+	}
 	if newest.barred.Load() {
 		return nil
 	}
@@ -556,124 +666,64 @@ func singleRemote(p *SAPair) (netip.Addr, bool) {
 // address is private-or-clear (opportunism looks it up first: it may
 // publish a key) and Decide has not sent it clear. A pair rekeying an
 // admitted one is admitted.
-func (e *Engine) unauthWaits(p *SAPair, admitted map[netip.Addr]bool) bool {
+func (e *Engine) unauthWaits(p *SAPair) bool {
 	a, ok := singleRemote(p)
 	if !ok || p.admitted.Load() {
 		return false
 	}
-	if admitted[a] {
-		p.admitted.Store(true)
-		return false
+	for _, q := range e.unauth[a] {
+		if b, ok := singleRemote(q); ok && b == a && q.admitted.Load() {
+			p.admitted.Store(true)
+			return false
+		}
 	}
 	c := e.classes.Load()
 	return c != nil && c.ClassOf(a).Initiates()
 }
 
-// routeTable maps outbound packets to SA pairs. It is immutable once
-// published; the control plane replaces it whole.
-type routeTable struct {
-	hosts  map[netip.Addr][]*SAPair // pairs whose remote selector is one address
-	others []*SAPair
-	traps  []*trap
-}
-
-func (e *Engine) rebuildRoutesLocked() {
-	rt := &routeTable{hosts: make(map[netip.Addr][]*SAPair)}
-	ordered := make([]*SAPair, 0, len(e.pairs))
-	for p := range e.pairs {
-		ordered = append(ordered, p)
-	}
-	// Newest first: a rekeyed SA takes over the traffic at once, while the
-	// old one still accepts what is in flight.
-	slices.SortFunc(ordered, func(a, b *SAPair) int { return cmp.Compare(b.seq, a.seq) })
-	for _, t := range e.traps {
-		rt.traps = append(rt.traps, t)
-	}
-	admitted := map[netip.Addr]bool{}
-	for _, p := range ordered {
-		if a, ok := singleRemote(p); ok && p.unauth && p.admitted.Load() {
-			admitted[a] = true
-		}
-	}
-	// Authenticated pairs first: whether an unauthenticated one may carry
-	// an address depends on them.
-	for _, unauth := range [2]bool{false, true} {
-		for _, p := range ordered {
-			if p.unauth != unauth || p.barred.Load() {
-				continue
-			}
-			if unauth {
-				if a, refused := e.refusesUnauth(p, rt); refused {
-					p.barred.Store(true)
-					e.stats.nullRefused.Add(1)
-					e.log.Warn("unauthenticated SA pair barred: its address must be authenticated", "peer", p.Peer, "addr", a,
-						"spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
-					continue
-				}
-				if e.unauthWaits(p, admitted) {
-					continue // inbound only, for now
-				}
-			}
-			for _, s := range p.Remote {
-				if a, ok := s.Single(); ok {
-					rt.hosts[a] = append(rt.hosts[a], p)
-				} else {
-					rt.others = append(rt.others, p)
-					break
-				}
-			}
-		}
-	}
-	e.routes.Store(rt)
-}
-
-// carries reports whether the table routes outbound traffic to p.
-func (rt *routeTable) carries(p *SAPair) bool {
-	list := rt.others
-	if a, ok := p.Remote[0].Single(); ok {
-		list = rt.hosts[a] // where rebuildRoutesLocked puts it first
-	}
-	return slices.Contains(list, p)
-}
-
-// lookup returns the newest pair that covers the packet and may carry
-// outbound traffic, or else the newest that covers it.
-func (rt *routeTable) lookup(p *ipview.Packet) *SAPair {
-	var fallback *SAPair
-	for _, list := range [2][]*SAPair{rt.hosts[p.Dst], rt.others} {
-		for _, pair := range list {
-			if pair.Remote.MatchDst(p) && pair.Local.MatchSrc(p) {
-				if pair.ready.Load() {
-					return pair
-				}
-				if fallback == nil {
-					fallback = pair
-				}
-			}
-		}
-	}
-	return fallback
-}
-
-func newBuffers(n int) [][]byte {
+// newBuffers returns n packet buffers with ESP head- and tailroom around
+// size octets of packet; the last big ones have room for maxPacket.
+func newBuffers(n, size, big int) [][]byte {
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, bufSize)
+		if i >= n-big {
+			size = maxPacket
+		}
+		bufs[i] = make([]byte, esp.Headroom+size+esp.Tailroom)
 	}
 	return bufs
 }
 
+// outboundSize returns the largest packet a device read brings: one of at
+// most the MTU. A device with offloads (a batch size above 1) splits
+// super-packets into segments itself.
+func (e *Engine) outboundSize() int {
+	mtu, err := e.dev.MTU()
+	if err != nil || mtu <= 0 || mtu > maxPacket {
+		return maxPacket
+	}
+	return max(mtu, 1500)
+}
+
 func (e *Engine) routineOutbound() {
 	batch := e.dev.BatchSize()
-	bufs := newBuffers(batch)
+	size := e.outboundSize()
+	bufs := newBuffers(batch, size, 0)
 	sizes := make([]int, batch)
 	send := make([][]byte, 0, batch)
 	for {
 		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
-			if !e.closed() {
-				e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)
+			if e.closed() {
+				return
 			}
+			if s := e.outboundSize(); s > size {
+				// The MTU grew: the packet did not fit.
+				e.log.Info("device MTU grew: larger buffers", "mtu", s, "err", err)
+				size, bufs = s, newBuffers(batch, s, 0)
+				continue
+			}
+			e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)
 			return
 		}
 		rt := e.routes.Load()
@@ -740,7 +790,7 @@ func (e *Engine) send(p *SAPair, bufs [][]byte) {
 
 func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
 	batch := bind.BatchSize()
-	bufs := newBuffers(batch)
+	bufs := newBuffers(batch, maxDatagram, groSlots)
 	pkts := make([][]byte, batch)
 	for i := range pkts {
 		pkts[i] = bufs[i][esp.Headroom:]
@@ -841,7 +891,7 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 func (e *Engine) SetClasses(c *policy.Classes) {
 	e.classes.Store(c)
 	e.mu.Lock()
-	e.rebuildRoutesLocked()
+	e.reviewAllUnauthLocked()
 	e.mu.Unlock()
 }
 

@@ -129,24 +129,7 @@ func (e *Engine) HasSA(dst netip.Addr) bool { return e.PairFor(dst) != nil }
 // PairFor returns the SA pair that carries outbound traffic to dst now (by
 // address alone: the newest that may carry it), or nil. An unauthenticated
 // pair barred, or not yet admitted, for dst carries nothing.
-func (e *Engine) PairFor(dst netip.Addr) *SAPair {
-	dst = dst.Unmap()
-	rt := e.routes.Load()
-	var fallback *SAPair
-	for _, list := range [2][]*SAPair{rt.hosts[dst], rt.others} {
-		for _, p := range list {
-			if p.Remote.Contains(dst) {
-				if p.ready.Load() {
-					return p
-				}
-				if fallback == nil {
-					fallback = p
-				}
-			}
-		}
-	}
-	return fallback
-}
+func (e *Engine) PairFor(dst netip.Addr) *SAPair { return e.routes.Load().pairFor(dst.Unmap()) }
 
 // outboundNoSA handles a packet that no SA pair or trap covers, by the
 // class of its destination.

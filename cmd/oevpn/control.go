@@ -119,6 +119,8 @@ type Status struct {
 	Bypass *BypassStatus `json:"bypass_routes,omitempty"`
 	// AutoVPN counts the probe messages, when AutoVPN runs.
 	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
+	// Memory is the daemon's memory use.
+	Memory tunnel.Memory `json:"memory"`
 }
 
 // BypassStatus counts bypass routes: installed now, and not installed
@@ -170,7 +172,7 @@ func pairStatus(p *tunnel.SAPair, alg string) SAStatus {
 func (ep *endpoint) status(cfg *config.Config) Status {
 	ikePort, natt := ep.eng.Ports()
 	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
-		Stats: ep.eng.Stats(), ClearPath: ep.clearPath, Outside: ep.outside.Interface}
+		Stats: ep.eng.Stats(), ClearPath: ep.clearPath, Outside: ep.outside.Interface, Memory: tunnel.ReadMemory()}
 	if ep.dev != nil {
 		n, refused := ep.dev.BypassStats()
 		st.Bypass = &BypassStatus{Installed: n, Refused: refused}
@@ -436,6 +438,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if st.Outside != "" {
 		fmt.Fprintf(stdout, "own packets leave by %s\n", printable(st.Outside))
 	}
+	m := st.Memory
+	fmt.Fprintf(stdout, "memory: heap %.1f MiB live, %.1f MiB in use; rss %.1f MiB; %d goroutines\n",
+		mib(m.HeapLive), mib(m.HeapInUse), mib(m.RSS), m.Goroutines)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, sa := range st.IKESAs {
 		role := "responder"
@@ -465,6 +470,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	return tw.Flush()
 }
+
+func mib(n uint64) float64 { return float64(n) / (1 << 20) }
 
 func printChild(w io.Writer, c SAStatus) {
 	fmt.Fprintf(w, "  child\t%s === %s\t%s\tspi in %s out %s\tage %s\n", printable(c.Local), printable(c.Remote), printable(c.Algorithms),

@@ -30,11 +30,35 @@ func (d *Daemon) dropDuplicate(sa *ikeSA) {
 		}
 		d.log.Info("duplicate IKE SA with the peer; deleting one", "peer", sa.peer.Name,
 			"spi_i", fmt.Sprintf("%016x", victim.spiI), "spi_r", fmt.Sprintf("%016x", victim.spiR))
-		d.sendDeleteIKE(victim)
 		victim.rekeyed = true // not a failure: no restart, and the peer stays up
-		d.teardown(victim, nil)
+		d.retire(victim)
 		if victim == sa {
 			return
 		}
 	}
+}
+
+// retire deletes sa, an IKE SA another one replaces: its Child SAs leave
+// the datapath at once, and its Delete is a request like any other,
+// retransmitted until the peer answers (RFC 7296 §1.4.1), when sa is torn
+// down. Sent once and forgotten, the Delete is lost whenever the peer
+// handles it before our IKE_AUTH response that made sa (strongSwan then
+// ignores it, as the SA is still connecting there), and the peer keeps
+// both.
+func (d *Daemon) retire(sa *ikeSA) {
+	for _, c := range sa.children {
+		if c.rekeyTimer != nil {
+			c.rekeyTimer.Stop()
+		}
+		d.dp.RemoveChild(c)
+	}
+	sa.children = nil
+	b, err := sa.encrypt(INFORMATIONAL, sa.nextMsgID, false, []Payload{&DeletePayload{Protocol: ProtoIKE}})
+	if err != nil {
+		d.teardown(sa, nil)
+		return
+	}
+	sa.nextMsgID++
+	sa.state = stateDeleting
+	d.sendRequest(sa, [][]byte{b}, sa.nextMsgID-1, nil)
 }

@@ -43,6 +43,8 @@ type Status struct {
 	Outside string `json:"outside,omitempty"`
 	// AutoVPN counts the probe messages, when AutoVPN runs.
 	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
+	// IKE counts what the IKE daemon dropped or answered without state.
+	IKE *ike.Stats `json:"ike,omitempty"`
 }
 
 // IKEStatus describes one IKE SA.
@@ -93,6 +95,8 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 	}
 	owned := map[*tunnel.SAPair]bool{}
 	if ep.ike != nil {
+		is := ep.ike.Stats()
+		st.IKE = &is
 		for _, sa := range ep.ike.SAs() {
 			is := IKEStatus{Peer: sa.Peer, Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator,
 				LocalID: sa.LocalID, RemoteID: sa.PeerID, Auth: sa.Auth, Algorithms: sa.Suite.String(),

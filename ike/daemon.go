@@ -226,6 +226,7 @@ func New(cfg Config) (*Daemon, error) {
 		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
 		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
 	d.publishHalf()
+	d.after(watchTick, d.watchTraffic)
 	d.wg.Add(1)
 	go d.routineLoop()
 	return d, nil

@@ -78,7 +78,7 @@ func (d *Daemon) startRequest(sa *ikeSA, ex exchange) {
 // established marks sa up and starts its timers.
 func (d *Daemon) established(sa *ikeSA) {
 	sa.state = stateEstablished
-	sa.lastHeard = time.Now()
+	sa.lastHeard, sa.lastIn = time.Now(), time.Now()
 	d.scheduleIKERekey(sa)
 	d.scheduleDPD(sa)
 	d.scheduleKeepalive(sa)
@@ -689,7 +689,7 @@ func (d *Daemon) livenessHint(sa *ikeSA, why string) {
 	}
 	d.stats.hints.Add(1)
 	sa.suspect = true
-	d.log.Info("peer may have lost our SAs: checking liveness now", "peer", sa.peer.Name, "hint", why)
+	d.log.Debug("peer may have lost our SAs: checking liveness now", "peer", sa.peer.Name, "hint", why)
 	if sa.state == stateEstablished && !sa.rekeyed && sa.pending == nil && len(sa.queue) == 0 {
 		d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) { return nil, nil }})
 	}
@@ -789,4 +789,51 @@ func (d *Daemon) sendInvalidSPI(spi uint32, from netip.AddrPort) {
 		d.dp.SendIKE(b, from, true)
 		d.stats.invalidSPI.Add(1)
 	}
+}
+
+// The traffic watch: a peer that restarted but sends no INVALID_SPI (as
+// strongSwan, or a kernel, drops ESP for unknown SPIs silently) shows as
+// ESP sent and none received. When that lasts silentFor, and nothing was
+// heard on the IKE SA either, its liveness is checked at once, giving up
+// after suspectTries, instead of waiting for the DPD interval and the
+// whole retransmission schedule. A peer that answers costs one exchange
+// per silentFor of one-way traffic.
+const (
+	watchTick = time.Second
+	silentFor = 2 * time.Second
+)
+
+// childOutCounter is implemented by datapaths that count what each Child
+// SA sent (tunnel.Engine does).
+type childOutCounter interface {
+	ChildOutPackets(c *ChildSA) uint64
+}
+
+// watchTraffic runs every watchTick on the daemon's goroutine, for all IKE
+// SAs with dead-peer detection on.
+func (d *Daemon) watchTraffic() {
+	oc, ok := d.dp.(childOutCounter)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	for _, sa := range d.sas {
+		if sa.state != stateEstablished || sa.rekeyed || sa.peer.dpd() < 0 || len(sa.children) == 0 {
+			continue
+		}
+		var in, out uint64
+		for _, c := range sa.children {
+			in += d.dp.ChildInPackets(c)
+			out += oc.ChildOutPackets(c)
+		}
+		if in != sa.watchIn {
+			sa.watchIn, sa.lastIn = in, now
+		}
+		sent := out != sa.watchOut
+		sa.watchOut = out
+		if sent && now.Sub(sa.lastIn) >= silentFor && now.Sub(sa.lastHeard) >= silentFor && sa.pending == nil && len(sa.queue) == 0 {
+			d.livenessHint(sa, "ESP sent, none received")
+		}
+	}
+	d.after(watchTick, d.watchTraffic)
 }

@@ -66,6 +66,9 @@ type ikeSA struct {
 	children       []*ChildSA
 	queue          []exchange // requests waiting for the window
 	lastHeard      time.Time  // last authenticated message from the peer
+	watchIn        uint64     // inbound and outbound ESP packets of the Child SAs at the last traffic watch
+	watchOut       uint64
+	lastIn         time.Time // when watchIn last grew
 	rekeyTimer     *time.Timer
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer

@@ -31,7 +31,9 @@ const (
 // implements it.
 type Datapath interface {
 	// SendIKE sends an IKE message from the IKE port, or from the NAT-T
-	// port behind the non-ESP marker when natt is set.
+	// port behind the non-ESP marker when natt is set. It is called
+	// concurrently: HandlePacket sends COOKIE demands on its caller's
+	// goroutine.
 	SendIKE(msg []byte, to netip.AddrPort, natt bool) error
 	// ReserveSPI allocates an unused inbound ESP SPI.
 	ReserveSPI() (uint32, error)

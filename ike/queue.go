@@ -40,8 +40,9 @@ type Stats struct {
 	KnownDropped   uint64 `json:"known_dropped"`
 	InitDropped    uint64 `json:"init_dropped"`
 	// CookiesSent counts COOKIE demands sent before the queue, and
-	// InitsDropped the IKE_SA_INIT requests dropped there (too large, or
-	// over the half-open caps).
+	// InitsDropped the IKE_SA_INIT requests dropped there (too large,
+	// over the half-open caps, or from an address that is no configured
+	// peer's when opportunism and AutoVPN are off).
 	CookiesSent  uint64 `json:"cookies_sent"`
 	InitsDropped uint64 `json:"inits_dropped"`
 	// InvalidIKESPISent and InvalidSPISent count the unprotected
@@ -261,13 +262,15 @@ func (d *Daemon) gateInit(msg []byte, from netip.AddrPort, natt bool, spiI uint6
 	if _, again := s.keys[halfKey{spiI, from}]; again {
 		return true, true // a retransmission: the daemon resends its answer
 	}
+	configured := d.peerByAddr(addr) != nil
 	switch {
-	case len(msg) > MaxInitRequest, s.byAddr[addr] >= MaxHalfOpenPerAddr, s.total >= MaxHalfOpen:
+	case len(msg) > MaxInitRequest, s.byAddr[addr] >= MaxHalfOpenPerAddr, s.total >= MaxHalfOpen,
+		!configured && d.cfg.Responder == nil: // nobody would answer it
 		d.stats.initsDropped.Add(1)
 		return false, false
 	}
 	if !d.underAttackAt(s.total) && s.byAddr[addr] < cookieThresholdPerAddr {
-		return d.peerByAddr(addr) != nil, true
+		return configured, true
 	}
 	m, err := Parse(msg)
 	if err != nil {

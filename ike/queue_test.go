@@ -316,3 +316,29 @@ func TestLegitimateUnderSpoofedFlood(t *testing.T) {
 	}
 	waitUntil(t, func() bool { return oneEstablished(dE) }, "the established tunnel after the flood")
 }
+
+// FuzzHandlePacket feeds arbitrary datagrams through the checks before the
+// queues (header, COOKIE demanded of every IKE_SA_INIT) and on to the
+// daemon: nothing may panic, on either goroutine.
+func FuzzHandlePacket(f *testing.F) {
+	ni := make([]byte, 32)
+	f.Add(initRequest(f, 1, ni, nil, 0))
+	f.Add(initRequest(f, 2, ni, make([]byte, 20), 0))
+	f.Add(make([]byte, 28))
+	sink := newSink()
+	d, err := New(Config{Datapath: sink, CookieThreshold: -1, Responder: func(from netip.AddrPort, _ []byte) *PeerConfig {
+		remote, _ := policy.ParseSelector(from.Addr().String())
+		return &PeerConfig{Name: from.Addr().String(), Addr: from.Addr(), Auth: Credential{Null: true},
+			PeerAuth: PeerAuth{Null: true}, LocalTS: policy.Selectors{remote}, RemoteTS: policy.Selectors{remote}, DPD: -1}
+	}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(d.Close)
+	from := netip.MustParseAddrPort("198.51.100.9:500")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d.HandlePacket(b, from, len(b)%2 == 0)
+		d.UnknownESP(uint32(len(b)), from)
+		d.call(func() {}) // let the daemon take it
+	})
+}

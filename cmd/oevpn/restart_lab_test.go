@@ -3,6 +3,8 @@
 package main
 
 import (
+	"fmt"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -87,6 +89,89 @@ func TestLabRestartRecovery(t *testing.T) {
 			t.Logf("%s: first echo reply %v after the restart", tc.name, took.Round(10*time.Millisecond))
 			if !ok || took > bar {
 				t.Errorf("traffic back after %v (bar %v)\nstrongSwan SAs:\n%s", took, bar, sw.ListSAs())
+			}
+		})
+	}
+}
+
+// startOevpnPeer starts oevpn in ns with one PSK peer, as the interop
+// lab's addresses have it.
+func startOevpnPeer(t *testing.T, ns *lab.Netns, dir, peerAddr, localID, remoteID, local, remote, start string) *lab.Proc {
+	t.Helper()
+	cfg := fmt.Sprintf(`
+[interface]
+mode = "tun"
+name = %q
+log_level = "debug"
+
+[[peer]]
+name = "peer"
+address = %q
+local_id = %q
+remote_id = %q
+auth = "psk"
+psk = %q
+local = [%q]
+remote = [%q]
+start = %q
+`, lab.Unique("tr"), peerAddr, localID, remoteID, ioPSK, local, remote, start)
+	return runOevpn(t, ns, "oevpn "+localID, filepath.Join(dir, lab.Unique("cfg")+".toml"), cfg)
+}
+
+// TestLabRestartRecoveryOevpn (issue 11, item 4) is TestLabRestartRecovery
+// with oevpn at both ends: A (in the lab's oevpn namespace) and B (in the
+// other).
+func TestLabRestartRecoveryOevpn(t *testing.T) {
+	lab.Require(t, "ping")
+	const bar = 10 * time.Second
+	for _, tc := range []struct {
+		name           string
+		startA, startB string
+		restartA, kill bool
+	}{
+		{name: "B killed, A starts", startA: "start", startB: "none", kill: true},
+		{name: "B stopped, A starts", startA: "start", startB: "none"},
+		{name: "A killed, A starts", startA: "start", startB: "none", restartA: true, kill: true},
+		{name: "A killed, B starts", startA: "none", startB: "start", restartA: true, kill: true},
+		{name: "B killed, B starts", startA: "none", startB: "start", kill: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newInteropLab(t)
+			startA := func() *lab.Proc {
+				return startOevpnPeer(t, l.o, l.dir, ioOuterS, ioIDO, ioIDS, ioInnerO, ioNetS, tc.startA)
+			}
+			startB := func() *lab.Proc {
+				return startOevpnPeer(t, l.s, l.dir, ioOuterO, ioIDS, ioIDO, ioInnerS, ioNetO, tc.startB)
+			}
+			pa, pb := startA(), startB()
+			if _, ok := pingUntil(l.o, ioInnerO, ioInnerS, 15*time.Second); !ok {
+				t.Fatalf("no tunnel to start with\nA:\n%s\nB:\n%s", pa.Output(), pb.Output())
+			}
+			victim := pb
+			if tc.restartA {
+				victim = pa
+			}
+			sig := syscall.SIGTERM
+			if tc.kill {
+				sig = syscall.SIGKILL
+			}
+			victim.Signal(sig)
+			victim.Wait(10 * time.Second)
+			if tc.restartA {
+				pa = startA()
+			} else {
+				pb = startB()
+			}
+			// The survivor's traffic (a restarted end with start = "none"
+			// has none of its own to send into the tunnel).
+			ns, src, dst := l.o, ioInnerO, ioInnerS
+			if tc.restartA {
+				ns, src, dst = l.s, ioInnerS, ioInnerO
+			}
+			took, ok := pingUntil(ns, src, dst, 3*bar)
+			t.Logf("%s: first echo reply %v after the restart", tc.name, took.Round(10*time.Millisecond))
+			if !ok || took > bar {
+				t.Errorf("traffic back after %v (bar %v)\nA:\n%s\nB:\n%s", took, bar, pa.Output(), pb.Output())
 			}
 		})
 	}

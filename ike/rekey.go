@@ -2,9 +2,11 @@ package ike
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net/netip"
 	"time"
@@ -689,7 +691,11 @@ func (d *Daemon) livenessHint(sa *ikeSA, why string) {
 	}
 	d.stats.hints.Add(1)
 	sa.suspect = true
-	d.log.Debug("peer may have lost our SAs: checking liveness now", "peer", sa.peer.Name, "hint", why)
+	level := slog.LevelInfo // the peer said so: it restarted, most likely
+	if why == hintSilence {
+		level = slog.LevelDebug // one-way traffic does this too
+	}
+	d.log.Log(context.Background(), level, "peer may have lost our SAs: checking liveness now", "peer", sa.peer.Name, "hint", why)
 	if sa.state == stateEstablished && !sa.rekeyed && sa.pending == nil && len(sa.queue) == 0 {
 		d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) { return nil, nil }})
 	}
@@ -799,8 +805,9 @@ func (d *Daemon) sendInvalidSPI(spi uint32, from netip.AddrPort) {
 // whole retransmission schedule. A peer that answers costs one exchange
 // per silentFor of one-way traffic.
 const (
-	watchTick = time.Second
-	silentFor = 2 * time.Second
+	watchTick   = time.Second
+	silentFor   = 2 * time.Second
+	hintSilence = "ESP sent, none received"
 )
 
 // childOutCounter is implemented by datapaths that count what each Child
@@ -832,7 +839,7 @@ func (d *Daemon) watchTraffic() {
 		sent := out != sa.watchOut
 		sa.watchOut = out
 		if sent && now.Sub(sa.lastIn) >= silentFor && now.Sub(sa.lastHeard) >= silentFor && sa.pending == nil && len(sa.queue) == 0 {
-			d.livenessHint(sa, "ESP sent, none received")
+			d.livenessHint(sa, hintSilence)
 		}
 	}
 	d.after(watchTick, d.watchTraffic)

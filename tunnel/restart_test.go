@@ -96,10 +96,10 @@ func TestRestartRecovery(t *testing.T) {
 	}
 	const bar = 10 * time.Second
 	for _, tc := range []struct {
-		name          string
-		restartA      bool // else b, the responder
-		clean         bool // stop with Delete, else kill
-		silent        bool // the restarted end sends no INVALID_SPI or INVALID_IKE_SPI
+		name     string
+		restartA bool // else b, the responder
+		clean    bool // stop with Delete, else kill
+		silent   bool // the restarted end sends no INVALID_SPI or INVALID_IKE_SPI
 	}{
 		{name: "responder killed"},
 		{name: "responder killed, silent", silent: true},

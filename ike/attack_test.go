@@ -158,7 +158,11 @@ func TestForgedCookieRefused(t *testing.T) {
 		d.call(func() { b = d.cookies.make(ni, attacker.Addr(), 7) })
 		return b
 	}()
-	d.call(func() { d.cookies.made = time.Now().Add(-2 * cookieSecretLifetime) })
+	d.call(func() { // age the secret: the next cookie rotates it
+		j := *d.cookies.jar.Load()
+		j.made = time.Now().Add(-2 * cookieSecretLifetime)
+		d.cookies.jar.Store(&j)
+	})
 	d.call(func() { d.receive(initRequest(t, 7, ni, real, 0), attacker, netip.Addr{}, false) })
 	if m, _ := sink.lastTo(attacker.Addr()); m == nil || Get[*SAPayload](m) == nil {
 		t.Fatalf("a genuine cookie from before one rotation refused: %v", m)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,7 +23,9 @@ const (
 // version of the first is random too, and the previous secret is accepted
 // only once a rotation made one: no cookie is ever checked against a
 // secret that was not drawn from crypto/rand (an all-zero previous secret
-// made cookies computable by anyone, for any spoofed source).
+// made cookies computable by anyone, for any spoofed source). A jar is
+// never changed once published: a rotation publishes a new one, so that
+// cookies are checked and made on the receiving goroutines too.
 type cookieJar struct {
 	version uint32
 	secret  [2][32]byte // current, previous
@@ -30,8 +33,8 @@ type cookieJar struct {
 	made    time.Time
 }
 
-func newCookieJar() cookieJar {
-	var j cookieJar
+func newCookieJar() *cookieJar {
+	j := &cookieJar{}
 	rand.Read(j.secret[0][:])
 	rand.Read(j.secret[1][:]) // never used before a rotation, but never zero either
 	var v [4]byte
@@ -41,18 +44,40 @@ func newCookieJar() cookieJar {
 	return j
 }
 
-func (j *cookieJar) rotate() {
-	if j.made.IsZero() {
-		*j = newCookieJar()
-		return
+// rotated returns the jar that follows j.
+func (j *cookieJar) rotated() *cookieJar {
+	n := &cookieJar{version: j.version + 1, hasPrev: true, made: time.Now()}
+	n.secret[1] = j.secret[0]
+	rand.Read(n.secret[0][:])
+	return n
+}
+
+// cookies publishes the current cookie jar.
+type cookies struct{ jar atomic.Pointer[cookieJar] }
+
+func newCookies() *cookies {
+	c := &cookies{}
+	c.jar.Store(newCookieJar())
+	return c
+}
+
+// current returns the jar, rotated first if its secret is old.
+func (c *cookies) current() *cookieJar {
+	for {
+		j := c.jar.Load()
+		if time.Since(j.made) <= cookieSecretLifetime || c.jar.CompareAndSwap(j, j.rotated()) {
+			return c.jar.Load()
+		}
 	}
-	if time.Since(j.made) > cookieSecretLifetime {
-		j.secret[1] = j.secret[0]
-		rand.Read(j.secret[0][:])
-		j.version++
-		j.hasPrev = true
-		j.made = time.Now()
-	}
+}
+
+func (c *cookies) make(ni []byte, ip netip.Addr, spiI uint64) []byte {
+	j := c.current()
+	return j.compute(j.version, j.secret[0][:], ni, ip, spiI)
+}
+
+func (c *cookies) valid(cookie, ni []byte, ip netip.Addr, spiI uint64) bool {
+	return c.current().valid(cookie, ni, ip, spiI)
 }
 
 func (j *cookieJar) compute(version uint32, secret []byte, ni []byte, ip netip.Addr, spiI uint64) []byte {
@@ -64,13 +89,8 @@ func (j *cookieJar) compute(version uint32, secret []byte, ni []byte, ip netip.A
 	return append(out, m.Sum(nil)[:16]...)
 }
 
-func (j *cookieJar) make(ni []byte, ip netip.Addr, spiI uint64) []byte {
-	j.rotate()
-	return j.compute(j.version, j.secret[0][:], ni, ip, spiI)
-}
-
 func (j *cookieJar) valid(c, ni []byte, ip netip.Addr, spiI uint64) bool {
-	if len(c) != 20 || j.made.IsZero() {
+	if len(c) != 20 {
 		return false
 	}
 	v := binary.BigEndian.Uint32(c)
@@ -84,10 +104,13 @@ func (j *cookieJar) valid(c, ni []byte, ip netip.Addr, spiI uint64) bool {
 }
 
 // underAttack reports whether new IKE_SA_INIT requests must carry a cookie.
-func (d *Daemon) underAttack() bool {
+func (d *Daemon) underAttack() bool { return d.underAttackAt(len(d.half)) }
+
+// underAttackAt reports whether they must with half half-open IKE SAs.
+func (d *Daemon) underAttackAt(half int) bool {
 	t := d.cfg.CookieThreshold
 	if t == 0 {
 		t = defaultCookieThreshold
 	}
-	return t < 0 || len(d.half) >= t
+	return t < 0 || half >= t
 }

@@ -9,7 +9,12 @@ import (
 )
 
 func TestCookies(t *testing.T) {
-	var j cookieJar
+	j := newCookies()
+	age := func() { // the next cookie rotates the secret
+		old := *j.jar.Load()
+		old.made = time.Now().Add(-2 * cookieSecretLifetime)
+		j.jar.Store(&old)
+	}
 	ni := seq(1, 32)
 	ip := netip.MustParseAddr("192.0.2.7")
 	c := j.make(ni, ip, 42)
@@ -27,12 +32,12 @@ func TestCookies(t *testing.T) {
 		}
 	}
 	// After one rotation the previous secret still works; after two, not.
-	j.made = time.Now().Add(-2 * cookieSecretLifetime)
+	age()
 	j.make(ni, ip, 1)
 	if !j.valid(c, ni, ip, 42) {
 		t.Fatal("cookie refused after one rotation")
 	}
-	j.made = time.Now().Add(-2 * cookieSecretLifetime)
+	age()
 	j.make(ni, ip, 1)
 	if j.valid(c, ni, ip, 42) {
 		t.Fatal("cookie accepted after two rotations")

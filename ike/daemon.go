@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oevpn/oevpn/esp"
@@ -20,18 +21,19 @@ import (
 
 // Implementation constants.
 const (
-	nonceLen           = 32
-	retransmitBase     = 500 * time.Millisecond
-	retransmitTries    = 6 // about 30 s in all for configured peers
-	halfOpenTimeout    = 30 * time.Second
-	maxPendingMessages = 256
+	nonceLen        = 32
+	retransmitBase  = 500 * time.Millisecond
+	retransmitTries = 6 // about 30 s in all for configured peers
+	halfOpenTimeout = 30 * time.Second
 )
 
 // Datapath is what the daemon needs from the packet engine; tunnel
 // implements it.
 type Datapath interface {
 	// SendIKE sends an IKE message from the IKE port, or from the NAT-T
-	// port behind the non-ESP marker when natt is set.
+	// port behind the non-ESP marker when natt is set. It is called
+	// concurrently: HandlePacket sends COOKIE demands on its caller's
+	// goroutine.
 	SendIKE(msg []byte, to netip.AddrPort, natt bool) error
 	// ReserveSPI allocates an unused inbound ESP SPI.
 	ReserveSPI() (uint32, error)
@@ -198,12 +200,21 @@ type Daemon struct {
 	half map[halfKey]*ikeSA
 	// halfByAddr counts the half-open IKE SAs by source address.
 	halfByAddr map[netip.Addr]int
-	calls      chan func()
-	done       chan struct{}
-	cookies    cookieJar
 	dynamic    map[string]*PeerConfig // opportunistic peers, by name
 	wg         sync.WaitGroup
 	once       sync.Once
+	// halfOpenTimeout is how long a half-open IKE SA waits for IKE_AUTH.
+	halfOpenTimeout time.Duration
+
+	// The queues (queue.go), and what the checks before them read.
+	ctl                controlQueue
+	known, inits, bulk chan packet
+	done               chan struct{}
+	cookies            *cookies
+	halfSnap           atomic.Pointer[halfSnapshot]
+	spis               sync.Map // our IKE SPIs (uint64), as in sas
+	limiter            notifyLimiter
+	stats              stats
 }
 
 type halfKey struct {
@@ -225,7 +236,11 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
-		halfByAddr: map[netip.Addr]int{}, cookies: newCookieJar(), dynamic: map[string]*PeerConfig{}, calls: make(chan func(), maxPendingMessages), done: make(chan struct{})}
+		halfByAddr: map[netip.Addr]int{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
+		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
+		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
+	d.publishHalf()
+	d.after(watchTick, d.watchTraffic)
 	d.wg.Add(1)
 	go d.routineLoop()
 	return d, nil
@@ -244,41 +259,6 @@ func (p *PeerConfig) setDefaults() error {
 	return nil
 }
 
-func (d *Daemon) routineLoop() {
-	defer d.wg.Done()
-	for {
-		select {
-		case f := <-d.calls:
-			f()
-		case <-d.done:
-			return
-		}
-	}
-}
-
-// post runs f on the daemon's goroutine; it drops f if the queue is full
-// (a flood of packets must not block the datapath).
-func (d *Daemon) post(f func()) bool {
-	select {
-	case d.calls <- f:
-		return true
-	case <-d.done:
-		return false
-	default:
-		return false
-	}
-}
-
-// call runs f on the daemon's goroutine and waits for it.
-func (d *Daemon) call(f func()) {
-	ch := make(chan struct{})
-	select {
-	case d.calls <- func() { f(); close(ch) }:
-		<-ch
-	case <-d.done:
-	}
-}
-
 // Close sends Delete for every established IKE SA, removes their Child SAs
 // and stops the daemon.
 func (d *Daemon) Close() {
@@ -288,25 +268,13 @@ func (d *Daemon) Close() {
 				if sa.state == stateEstablished {
 					d.sendDeleteIKE(sa)
 				}
+				sa.stopped = true
 				d.teardown(sa, nil)
 			}
 		})
 		close(d.done)
 		d.wg.Wait()
 	})
-}
-
-// HandlePacket takes an IKE message from the transport (without the non-ESP
-// marker). It copies msg and returns at once.
-func (d *Daemon) HandlePacket(msg []byte, from netip.AddrPort, natt bool) {
-	d.HandlePacketTo(msg, from, netip.Addr{}, natt)
-}
-
-// HandlePacketTo is HandlePacket for a transport that tells the local
-// address the message was sent to (Config.Responder is given it).
-func (d *Daemon) HandlePacketTo(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
-	m := append([]byte(nil), msg...)
-	d.post(func() { d.receive(m, from, to, natt) })
 }
 
 // Initiate starts an IKE SA with the named peer, unless one exists.
@@ -374,6 +342,7 @@ func (d *Daemon) Down(name string) (int, error) {
 			if sa.peer.Name != name {
 				continue
 			}
+			sa.stopped = true
 			var why error
 			switch {
 			case sa.state == stateEstablished:
@@ -547,7 +516,7 @@ func (d *Daemon) sendRequest(sa *ikeSA, msgs [][]byte, id uint32, onResponse fun
 					return
 				}
 				r.tries++
-				if r.tries >= sa.peer.retransmitTries() {
+				if r.tries >= sa.retransmitTries() {
 					d.log.Warn("peer does not answer; giving up", "peer", sa.peer.Name, "tries", r.tries)
 					d.teardown(sa, errDeadPeer)
 					return
@@ -579,7 +548,8 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	if sa.state == stateDead {
 		return
 	}
-	wasUp := sa.state == stateEstablished && !sa.rekeyed
+	// (stateDeleting: the peer deleted it.)
+	wasUp := (sa.state == stateEstablished || sa.state == stateDeleting) && !sa.rekeyed
 	sa.state = stateDead
 	d.answered(sa)
 	sa.queue = nil
@@ -599,7 +569,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		d.dp.ReleaseSPI(sa.childSPI)
 		sa.childSPI = 0
 	}
-	delete(d.sas, sa.ourSPI())
+	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)
 	failed := err != nil && !errors.Is(err, ErrDown)
 	if failed {
@@ -611,7 +581,10 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	if d.cfg.OnChange != nil && (wasUp || err != nil) {
 		d.cfg.OnChange(sa.peer.Name, false, err)
 	}
-	if failed && sa.peer.AutoStart && !sa.rekeyed {
+	// A peer configured to start is kept up: after a failure, and after
+	// the peer deleted the IKE SA (it stopped or restarted), but not
+	// after Down or Close, or when the SA was replaced.
+	if sa.peer.AutoStart && !sa.rekeyed && !sa.stopped && (failed || wasUp) {
 		d.scheduleRestart(sa.peer)
 	}
 }
@@ -644,7 +617,7 @@ func (d *Daemon) receive(b []byte, from netip.AddrPort, to netip.Addr, natt bool
 		}
 		sa := d.sas[m.SPIr]
 		if sa == nil || sa.initiator || sa.spiI != m.SPIi {
-			d.log.Debug("IKE message for an unknown SA", "from", from, "spi_i", fmt.Sprintf("%016x", m.SPIi))
+			d.unknownIKESPI(m, from, natt)
 			return
 		}
 		d.onMessage(sa, m, from, natt)
@@ -652,7 +625,7 @@ func (d *Daemon) receive(b []byte, from netip.AddrPort, to netip.Addr, natt bool
 	}
 	sa := d.sas[m.SPIi]
 	if sa == nil || !sa.initiator {
-		d.log.Debug("IKE message for an unknown SA", "from", from, "spi_i", fmt.Sprintf("%016x", m.SPIi))
+		d.unknownIKESPI(m, from, natt)
 		return
 	}
 	if m.Exchange == IKE_SA_INIT && m.IsResponse() && sa.state == stateInitSent {
@@ -668,10 +641,16 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		if sa.pending == nil || m.MessageID != sa.pending.id {
 			return // late or duplicate response
 		}
+		if !m.Encrypted() && m.Notify(INVALID_IKE_SPI) != nil {
+			// The peer lost this IKE SA (it restarted), or someone
+			// says so: check at once, and give up sooner (§2.21.4).
+			d.livenessHint(sa, "INVALID_IKE_SPI")
+			return
+		}
 		if m = d.open(sa, m); m == nil {
 			return
 		}
-		sa.lastHeard = time.Now()
+		sa.lastHeard, sa.suspect = time.Now(), false
 		r := sa.pending
 		sa.pending = nil
 		if r.timer != nil {
@@ -715,7 +694,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		sa.natt = true
 	}
 	sa.remote = from
-	sa.lastHeard = time.Now()
+	sa.lastHeard, sa.suspect = time.Now(), false
 	var resp []Payload
 	switch m.Exchange {
 	case IKE_AUTH:
@@ -869,7 +848,7 @@ func (d *Daemon) startInitiator(p *PeerConfig) error {
 		// Start on the NAT-T port, behind the non-ESP marker (RFC 7296 §2.23).
 		sa.natt = true
 	}
-	d.sas[sa.spiI] = sa
+	d.putSA(sa.spiI, sa)
 	d.log.Info("initiating IKE SA", "peer", p.Name, "remote", sa.remote)
 	return d.sendInit(sa, groups[0])
 }
@@ -1501,14 +1480,12 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 	}
 	sa.initResp = b
 	sa.state = stateInitDone
-	d.sas[sa.spiR] = sa
+	d.putSA(sa.spiR, sa)
 	d.addHalf(key, sa)
-	time.AfterFunc(halfOpenTimeout, func() {
-		d.post(func() {
-			if sa.state == stateInitDone {
-				d.teardown(sa, errors.New("initiator did not complete IKE_AUTH"))
-			}
-		})
+	d.after(d.halfOpenTimeout, func() {
+		if sa.state == stateInitDone {
+			d.teardown(sa, errors.New("initiator did not complete IKE_AUTH"))
+		}
 	})
 	d.send(sa, b)
 }

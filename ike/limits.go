@@ -66,6 +66,7 @@ func (d *Daemon) addHalf(key halfKey, sa *ikeSA) {
 	d.half[key] = sa
 	d.halfByAddr[key.from.Addr()]++
 	sa.halfKey = &key
+	d.publishHalf()
 }
 
 // dropHalf forgets that sa is half-open (it completed IKE_AUTH, or died).
@@ -80,4 +81,5 @@ func (d *Daemon) dropHalf(sa *ikeSA) {
 	if d.halfByAddr[a]--; d.halfByAddr[a] <= 0 {
 		delete(d.halfByAddr, a)
 	}
+	d.publishHalf()
 }

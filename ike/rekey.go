@@ -2,9 +2,11 @@ package ike
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net/netip"
 	"time"
@@ -78,7 +80,7 @@ func (d *Daemon) startRequest(sa *ikeSA, ex exchange) {
 // established marks sa up and starts its timers.
 func (d *Daemon) established(sa *ikeSA) {
 	sa.state = stateEstablished
-	sa.lastHeard = time.Now()
+	sa.lastHeard, sa.lastIn = time.Now(), time.Now()
 	d.scheduleIKERekey(sa)
 	d.scheduleDPD(sa)
 	d.scheduleKeepalive(sa)
@@ -548,7 +550,7 @@ func (d *Daemon) completeRekeyIKE(old, nsa *ikeSA, m *Message, group dhGroup, pr
 			// old one (§2.8.2).
 			d.log.Info("IKE SA rekey collision: deleting our redundant IKE SA", "peer", old.peer.Name)
 			nsa.state, nsa.rekeyed = stateEstablished, true
-			d.sas[nsa.ourSPI()] = nsa
+			d.putSA(nsa.ourSPI(), nsa)
 			peers.rekeyed = false
 			d.switchIKE(old, peers)
 			d.sendDeleteIKE(nsa)
@@ -605,7 +607,7 @@ func (d *Daemon) switchIKE(old, nsa *ikeSA) {
 	if old.rekeyTimer != nil {
 		old.rekeyTimer.Stop()
 	}
-	d.sas[nsa.ourSPI()] = nsa
+	d.putSA(nsa.ourSPI(), nsa)
 	d.established(nsa)
 	if nsa.pending == nil && len(nsa.queue) > 0 {
 		next := nsa.queue[0]
@@ -657,7 +659,7 @@ func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayl
 		// own exchange completes, the one with the lowest nonce is
 		// deleted by its initiator, the other takes the Child SAs.
 		nsa.state, nsa.rekeyed = stateEstablished, true
-		d.sas[nsa.ourSPI()] = nsa
+		d.putSA(nsa.ourSPI(), nsa)
 		sa.colliding = nsa
 	} else {
 		d.switchIKE(sa, nsa)
@@ -665,4 +667,183 @@ func (d *Daemon) onRekeyIKE(sa *ikeSA, m *Message, sap *SAPayload, ni *NoncePayl
 	ours := *chosen
 	ours.SPI = binary.BigEndian.AppendUint64(nil, nsa.spiR)
 	return []Payload{&SAPayload{Proposals: []Proposal{ours}}, &NoncePayload{Data: nsa.nR}, &KEPayload{Group: suite.DH, Data: pub}}
+}
+
+// ---- lost state: INVALID_IKE_SPI and INVALID_SPI (RFC 7296 §1.5, §2.21.4) ----
+
+// suspectTries is how many times a request is sent once the peer said it
+// does not know the IKE SA or a Child SA: about 3.5 s with the default
+// retransmission base, instead of about 30 s.
+const suspectTries = 3
+
+func (sa *ikeSA) retransmitTries() int {
+	if sa.suspect {
+		return min(suspectTries, sa.peer.retransmitTries())
+	}
+	return sa.peer.retransmitTries()
+}
+
+// livenessHint is told that the peer may have lost sa: an unprotected
+// notify said so, which anyone could have forged. It changes no state but
+// this: a liveness check starts now (unless a request is under way), and
+// the request under way gives up after suspectTries. A live peer answers,
+// and nothing else happens.
+func (d *Daemon) livenessHint(sa *ikeSA, why string) {
+	if sa.state == stateDead || sa.suspect {
+		return
+	}
+	d.stats.hints.Add(1)
+	sa.suspect = true
+	level := slog.LevelInfo // the peer said so: it restarted, most likely
+	if why == hintSilence {
+		level = slog.LevelDebug // one-way traffic does this too
+	}
+	d.log.Log(context.Background(), level, "peer may have lost our SAs: checking liveness now", "peer", sa.peer.Name, "hint", why)
+	if sa.state == stateEstablished && !sa.rekeyed && sa.pending == nil && len(sa.queue) == 0 {
+		d.queueRequest(sa, exchange{exch: INFORMATIONAL, payloads: func() ([]Payload, error) { return nil, nil }})
+	}
+}
+
+// unknownIKESPI handles a message for an IKE SA we do not have. A request
+// that is encrypted (we may have lost its SA in a restart) is answered,
+// rate-limited, with an unprotected INVALID_IKE_SPI, the SPIs, exchange
+// and message ID copied (§1.5, §2.21.4); responses never are. An
+// unprotected INVALID_SPI notify (§1.5) is a hint for the IKE SA whose
+// Child SA it names, and is never answered either.
+func (d *Daemon) unknownIKESPI(m *Message, from netip.AddrPort, natt bool) {
+	if !m.Encrypted() {
+		if m.Exchange == INFORMATIONAL && !m.IsResponse() {
+			if n := m.Notify(INVALID_SPI); n != nil {
+				spi := n.Data
+				if len(spi) != 4 {
+					spi = n.SPI
+				}
+				if len(spi) == 4 {
+					d.invalidSPIHint(binary.BigEndian.Uint32(spi), from)
+				}
+			}
+		}
+		return
+	}
+	d.log.Debug("IKE message for an unknown SA", "from", from, "spi_i", fmt.Sprintf("%016x", m.SPIi))
+	if m.IsResponse() {
+		return
+	}
+	if !d.limiter.allow(from.Addr()) {
+		d.stats.limited.Add(1)
+		return
+	}
+	flags := uint8(FlagResponse)
+	if !m.IsInitiator() {
+		flags |= FlagInitiator
+	}
+	r := &Message{Header: Header{SPIi: m.SPIi, SPIr: m.SPIr, Exchange: m.Exchange, MessageID: m.MessageID, Flags: flags},
+		Payloads: []Payload{&NotifyPayload{NotifyType: INVALID_IKE_SPI}}}
+	if b, err := r.Marshal(); err == nil {
+		d.dp.SendIKE(b, from, natt)
+		d.stats.invalidIKESPI.Add(1)
+	}
+}
+
+// invalidSPIHint handles an unprotected INVALID_SPI from from: if it names
+// the outbound SPI of one of our Child SAs with a peer at that address,
+// the peer may have restarted.
+func (d *Daemon) invalidSPIHint(spi uint32, from netip.AddrPort) {
+	for _, sa := range d.sas {
+		if sa.state != stateEstablished || sa.rekeyed || sa.remote.Addr() != from.Addr() {
+			continue
+		}
+		for _, c := range sa.children {
+			if c.Out.SPI == spi {
+				d.livenessHint(sa, "INVALID_SPI")
+				return
+			}
+		}
+	}
+	d.log.Debug("INVALID_SPI for no Child SA of ours", "from", from, "spi", fmt.Sprintf("%#08x", spi))
+}
+
+// UnknownESP tells the daemon that an ESP packet with an SPI the datapath
+// does not know came from from (on the NAT-T port). Rate-limited, and when
+// we hold no IKE SA with that address, the sender is told with an
+// unprotected INVALID_SPI notify (§1.5): it restarted us, or we it. It
+// neither blocks nor allocates beyond the rate limit: the datapath calls it
+// for each such packet.
+func (d *Daemon) UnknownESP(spi uint32, from netip.AddrPort) {
+	if !d.limiter.allow(from.Addr()) {
+		d.stats.limited.Add(1)
+		return
+	}
+	select {
+	case d.bulk <- packet{from: from, natt: true, esp: true, espSPI: spi}:
+	default:
+		d.stats.dropped.Add(1)
+	}
+}
+
+// sendInvalidSPI answers an ESP packet with an unknown SPI, on the
+// daemon's goroutine.
+func (d *Daemon) sendInvalidSPI(spi uint32, from netip.AddrPort) {
+	for _, sa := range d.sas {
+		if sa.state == stateEstablished && !sa.rekeyed && sa.remote.Addr() == from.Addr() {
+			// The peer has an IKE SA with us: a stale Child SA, not a
+			// restart; the SA's own Deletes and rekeys deal with it.
+			d.log.Debug("ESP for an unknown SPI from a peer with an IKE SA", "from", from, "spi", fmt.Sprintf("%#08x", spi))
+			return
+		}
+	}
+	m := &Message{Header: Header{SPIi: randSPI(), Exchange: INFORMATIONAL, Flags: FlagInitiator},
+		Payloads: []Payload{&NotifyPayload{NotifyType: INVALID_SPI, Data: binary.BigEndian.AppendUint32(nil, spi)}}}
+	if b, err := m.Marshal(); err == nil {
+		d.dp.SendIKE(b, from, true)
+		d.stats.invalidSPI.Add(1)
+	}
+}
+
+// The traffic watch: a peer that restarted but sends no INVALID_SPI (as
+// strongSwan, or a kernel, drops ESP for unknown SPIs silently) shows as
+// ESP sent and none received. When that lasts silentFor, and nothing was
+// heard on the IKE SA either, its liveness is checked at once, giving up
+// after suspectTries, instead of waiting for the DPD interval and the
+// whole retransmission schedule. A peer that answers costs one exchange
+// per silentFor of one-way traffic.
+const (
+	watchTick   = time.Second
+	silentFor   = 2 * time.Second
+	hintSilence = "ESP sent, none received"
+)
+
+// childOutCounter is implemented by datapaths that count what each Child
+// SA sent (tunnel.Engine does).
+type childOutCounter interface {
+	ChildOutPackets(c *ChildSA) uint64
+}
+
+// watchTraffic runs every watchTick on the daemon's goroutine, for all IKE
+// SAs with dead-peer detection on.
+func (d *Daemon) watchTraffic() {
+	oc, ok := d.dp.(childOutCounter)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	for _, sa := range d.sas {
+		if sa.state != stateEstablished || sa.rekeyed || sa.peer.dpd() < 0 || len(sa.children) == 0 {
+			continue
+		}
+		var in, out uint64
+		for _, c := range sa.children {
+			in += d.dp.ChildInPackets(c)
+			out += oc.ChildOutPackets(c)
+		}
+		if in != sa.watchIn {
+			sa.watchIn, sa.lastIn = in, now
+		}
+		sent := out != sa.watchOut
+		sa.watchOut = out
+		if sent && now.Sub(sa.lastIn) >= silentFor && now.Sub(sa.lastHeard) >= silentFor && sa.pending == nil && len(sa.queue) == 0 {
+			d.livenessHint(sa, hintSilence)
+		}
+	}
+	d.after(watchTick, d.watchTraffic)
 }

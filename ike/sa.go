@@ -66,10 +66,15 @@ type ikeSA struct {
 	children       []*ChildSA
 	queue          []exchange // requests waiting for the window
 	lastHeard      time.Time  // last authenticated message from the peer
+	watchIn        uint64     // inbound and outbound ESP packets of the Child SAs at the last traffic watch
+	watchOut       uint64
+	lastIn         time.Time // when watchIn last grew
 	rekeyTimer     *time.Timer
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer
 	rekeyed        bool              // replaced by a rekeyed IKE SA: children moved away
+	stopped        bool              // ended by Down or Close: not restarted
+	suspect        bool              // the peer may have lost it: liveness checks give up sooner
 	rekeyingIKE    bool              // our CREATE_CHILD_SA rekeying this IKE SA is under way
 	next           *ikeSA            // the IKE SA that replaced this one
 	colliding      *ikeSA            // the peer's rekey of this SA, made while ours ran (§2.8.2)

@@ -196,6 +196,9 @@ type Engine struct {
 	nat       atomic.Pointer[natTable] // AutoVPN behind a NAT: translations of the hosts' traffic
 	clear     ClearPath
 
+	// onUnknownSPI is told of ESP packets for SPIs never allocated.
+	onUnknownSPI atomic.Pointer[func(spi uint32, from netip.AddrPort)]
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
@@ -830,9 +833,13 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				e.stats.malformed.Add(1)
 				continue
 			}
-			pair, ok := e.spis.Lookup(esp.Header(d).SPI())
+			spi := esp.Header(d).SPI()
+			pair, ok := e.spis.Lookup(spi)
 			if !ok || pair == nil {
 				e.stats.unknownSPI.Add(1)
+				if f := e.onUnknownSPI.Load(); !ok && f != nil && *f != nil {
+					(*f)(spi, addrPortOf(eps[i])) // the peer may have restarted us: it rate-limits
+				}
 				continue
 			}
 			if pair.barred.Load() {
@@ -923,6 +930,14 @@ func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {
 		return
 	}
 	(*f)(msg, addrPortOf(ep), ep.SrcIP())
+}
+
+// SetUnknownSPIHandler sets the receiver of ESP packets whose SPI is not
+// allocated (not an SA being negotiated either): the SPI and the sender. It
+// is called on the datapath for each such packet and must neither block
+// nor allocate (ike.Daemon.UnknownESP rate-limits first).
+func (e *Engine) SetUnknownSPIHandler(f func(spi uint32, from netip.AddrPort)) {
+	e.onUnknownSPI.Store(&f)
 }
 
 // SetProbeHandler sets the receiver of AutoVPN probe datagrams that reach

@@ -119,6 +119,8 @@ type Status struct {
 	Bypass *BypassStatus `json:"bypass_routes,omitempty"`
 	// AutoVPN counts the probe messages, when AutoVPN runs.
 	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
+	// IKE counts what the IKE daemon dropped or answered without state.
+	IKE *ike.Stats `json:"ike,omitempty"`
 	// Memory is the daemon's memory use.
 	Memory tunnel.Memory `json:"memory"`
 }
@@ -183,6 +185,8 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 	}
 	owned := map[*tunnel.SAPair]bool{}
 	if ep.ike != nil {
+		is := ep.ike.Stats()
+		st.IKE = &is
 		for _, sa := range ep.ike.SAs() {
 			is := IKEStatus{Peer: sa.Peer, Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator,
 				LocalID: sa.LocalID, RemoteID: sa.PeerID, Auth: sa.Auth, Algorithms: sa.Suite.String(),

@@ -436,13 +436,17 @@ func (ep *endpoint) startIKE(cfg *config.Config) error {
 		}
 	}
 	for _, p := range peers {
-		if p.Start == config.StartTraffic {
+		// A start peer is trapped too: while its IKE SA is down (the
+		// peer restarted, or is not there yet) its traffic is held and
+		// renegotiates, instead of finding no route into the tunnel.
+		if p.Start == config.StartTraffic || p.Start == config.StartNow {
 			eng.SetTrap(p.Name, policy.Selectors(p.Local), policy.Selectors(p.Remote))
 		}
 	}
 	eng.SetAcquireHandler(d.Acquire)
 	ep.ike = d
 	ep.eng.SetIKEHandler(d.HandlePacketTo)
+	ep.eng.SetUnknownSPIHandler(d.UnknownESP)
 	ep.eng.SetSAEventHandler(func(p *tunnel.SAPair, ev esp.Event) {
 		if c, ok := p.Owner.(*ike.ChildSA); ok {
 			d.ChildEvent(c, ev == esp.EventHardExpire)

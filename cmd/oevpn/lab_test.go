@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -750,4 +751,48 @@ func TestLabStaticSARestart(t *testing.T) {
 	}
 	t.Logf("%d ESP packets from A, %d distinct IVs", n, len(seen))
 	lp.stop(t)
+}
+
+// TestLabAutoVPNCrash kills an AutoVPN gateway with SIGKILL. Before the fix
+// its rules "from/to 10.1.0.0/24 lookup TABLE+1" found an empty table once
+// the kernel had removed the TUN device, and H1's traffic to H2 was
+// forwarded in the clear whatever the trust store said. Now it is refused
+// until the gateway runs again; a clean shutdown then leaves nothing.
+func TestLabAutoVPNCrash(t *testing.T) {
+	l := newAVLab(t)
+	l.start(t)
+	l.h1.Run("ping", "-c", "2", "-i", "0.3", "-W", "2", avH2)
+	l.procG1.Signal(syscall.SIGKILL)
+	l.procG1.Wait(10 * time.Second)
+
+	stop := tcpdump(t, l.g2, l.wanG2, "ip")
+	if out, err := l.h1.Try("ping", "-c", "3", "-i", "0.3", "-W", "1", avH2); err == nil {
+		t.Errorf("H1 reached H2 with its gateway's oevpn dead:\n%s", out)
+	}
+	h1, h2 := netip.MustParseAddr(avH1), netip.MustParseAddr(avH2)
+	n := 0
+	for _, p := range readCapture(t, stop()) {
+		if p.Src == h1 && p.Dst == h2 {
+			n++
+		}
+	}
+	if n > 0 {
+		t.Errorf("%d packets from H1 to H2 left G1 in the clear after kill -9", n)
+	}
+
+	cfg, err := os.ReadFile(l.cfgG1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.procG1 = runOevpn(t, l.g1, "g1", l.cfgG1, string(cfg))
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := l.h1.Try("ping", "-c", "1", "-W", "1", avH2); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("H1 does not reach H2 after G1's restart")
+		}
+	}
+	l.stop(t)
+	noRouting(t, l.g1, "after a clean shutdown")
 }

@@ -23,8 +23,9 @@ type OSDevice struct {
 	log  *slog.Logger
 	undo []func() error
 
-	claims []int             // abstract sockets that hold our table and rule priorities
-	blocks map[blockKey]bool // prohibit routes installed
+	claims     []int             // abstract sockets that hold our table and rule priorities
+	blocks     map[blockKey]bool // prohibit routes installed
+	keepBlocks bool              // Close leaves them (a failed start after a crash)
 
 	mu       sync.Mutex
 	bypasses map[netip.Addr]bool
@@ -151,6 +152,9 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 		}
 	}
 	if err := d.configure(); err != nil {
+		// After a crash, a start that fails leaves the dead run's
+		// rules and the prohibit routes as they were: still blocked.
+		d.keepBlocks = d.hasStale(stale)
 		d.Close()
 		return nil, err
 	}
@@ -256,8 +260,7 @@ func (d *OSDevice) addRule(r rule) error {
 }
 
 // addBlock adds a prohibit route for p behind the device's (no-op without
-// a mark: the routes are in the main table), and its removal to what Close
-// undoes.
+// a mark: the routes are in the main table); Close removes it.
 func (d *OSDevice) addBlock(table uint32, p netip.Prefix) error {
 	if d.cfg.Mark == 0 {
 		return nil
@@ -269,11 +272,7 @@ func (d *OSDevice) addBlock(table uint32, p netip.Prefix) error {
 	if d.blocks == nil {
 		d.blocks = map[blockKey]bool{}
 	}
-	k := blockKey{table, p}
-	if !d.blocks[k] {
-		d.blocks[k] = true
-		d.undo = append(d.undo, func() error { return delBlock(table, p) })
-	}
+	d.blocks[blockKey{table, p}] = true
 	return nil
 }
 
@@ -366,6 +365,16 @@ func (d *OSDevice) removeStale(stale [2]map[uint32]int) {
 	}
 }
 
+// hasStale reports whether stale counts rules in our priorities.
+func (d *OSDevice) hasStale(stale [2]map[uint32]int) bool {
+	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
+		if stale[0][uint32(p)]+stale[1][uint32(p)] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // RemoveRouting removes the rules and routes, prohibit routes included,
 // that an oevpn with cfg left behind when it was killed, for a host where
 // it will not run again (oevpn cleanup). It refuses while an oevpn with
@@ -420,6 +429,14 @@ func (d *OSDevice) Close() error {
 		errs = append(errs, d.undo[i]())
 	}
 	d.undo = nil
+	// After the rules: while one sends traffic to our table, the
+	// prohibit routes hold what the device's routes no longer take.
+	for k := range d.blocks {
+		if !d.keepBlocks {
+			errs = append(errs, delBlock(k.table, k.prefix))
+		}
+	}
+	d.blocks = nil
 	if d.Device != nil {
 		errs = append(errs, d.Device.Close())
 	}

@@ -364,6 +364,23 @@ func TestLabCrashRecovery(t *testing.T) {
 	}
 	source.Signal(syscall.SIGKILL)
 
+	// A restart that fails while it sets up its routes (here: a source
+	// address the host does not have) leaves the block in place.
+	cfg, err := os.ReadFile(lp.cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(filepath.Dir(lp.cfgA), "bad.toml")
+	os.WriteFile(bad, []byte(strings.Replace(string(cfg), fmt.Sprintf("local = [%q]", labA4), `local = ["10.201.0.9"]`, 1)), 0o600)
+	if out, err := lp.a.Try(oevpnBinary(t), "up", "-c", bad); err == nil || !strings.Contains(out, "routing") {
+		t.Errorf("oevpn up with a source address the host lacks: %v\n%s", err, out)
+	}
+	// (Not a ping: B's reply goes into B's tunnel, so a request that
+	// leaked would fail too.)
+	if out, err := lp.a.Try("ip", "route", "get", labB4); err == nil {
+		t.Errorf("the kernel routes to the protected peer after a failed restart:\n%s\n%s", out, lp.a.Run("ip", "route", "show", "table", "20293"))
+	}
+
 	lp.procA = lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
 	if err := lp.procA.WaitFor("endpoint up", 15*time.Second); err != nil {
 		t.Fatal(err)

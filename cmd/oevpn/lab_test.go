@@ -346,12 +346,10 @@ func TestLabCrashRecovery(t *testing.T) {
 	lp.procA.Signal(syscall.SIGKILL)
 	lp.procA.Wait(10 * time.Second)
 	// The transfer retransmits and goes on trying; new traffic starts.
-	if out, err := lp.a.Try("ping", "-c", "3", "-i", "0.3", "-W", "1", labB4); err == nil {
-		t.Errorf("ping to the protected peer got through with oevpn dead:\n%s", out)
-	}
-	if out, err := lp.a.Try("ping", "-6", "-c", "3", "-i", "0.3", "-W", "1", labB6); err == nil {
-		t.Errorf("ping to the protected peer (IPv6) got through with oevpn dead:\n%s", out)
-	}
+	// (Whether the pings are answered says nothing: B's replies go into
+	// B's tunnel. The capture is what counts.)
+	lp.a.Try("ping", "-c", "3", "-i", "0.3", "-W", "1", labB4)
+	lp.a.Try("ping", "-6", "-c", "3", "-i", "0.3", "-W", "1", labB6)
 	time.Sleep(2 * time.Second)
 	if n, octets := clearProtected(t, stop(), lp); n > 0 {
 		t.Errorf("%d protected packets (%d octets of TCP payload) left in the clear after kill -9", n, octets)
@@ -375,8 +373,7 @@ func TestLabCrashRecovery(t *testing.T) {
 	if out, err := lp.a.Try(oevpnBinary(t), "up", "-c", bad); err == nil || !strings.Contains(out, "routing") {
 		t.Errorf("oevpn up with a source address the host lacks: %v\n%s", err, out)
 	}
-	// (Not a ping: B's reply goes into B's tunnel, so a request that
-	// leaked would fail too.)
+	// (Not a ping, as above.)
 	if out, err := lp.a.Try("ip", "route", "get", labB4); err == nil {
 		t.Errorf("the kernel routes to the protected peer after a failed restart:\n%s\n%s", out, lp.a.Run("ip", "route", "show", "table", "20293"))
 	}

@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-lab fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-lab soak fuzz demo lab-deps clean
 
 all: build
 
@@ -73,6 +73,12 @@ bench-scale:
 
 bench-lab:
 	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench' -v -timeout 20m ./cmd/oevpn
+
+## soak: two endpoints in this process, rekeying every 10 s under traffic,
+## for SOAK (default 2m; e.g. make soak SOAK=30m); not part of make test
+SOAK ?= 2m
+soak:
+	OEVPN_SOAK=$(SOAK) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./tunnel
 
 ## fuzz: every fuzz target for FUZZTIME each
 fuzz:

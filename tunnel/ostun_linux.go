@@ -23,7 +23,9 @@ type OSDevice struct {
 	log  *slog.Logger
 	undo []func() error
 
-	claims []int // abstract sockets that hold our table and rule priorities
+	claims     []int             // abstract sockets that hold our table and rule priorities
+	blocks     map[blockKey]bool // prohibit routes installed
+	keepBlocks bool              // Close leaves them (a failed start after a crash)
 
 	mu       sync.Mutex
 	bypasses map[netip.Addr]bool
@@ -102,10 +104,20 @@ func (d *OSDevice) RoutesInto(dst netip.Addr) error {
 
 // CreateOSTUN creates the TUN device (with TSO/GRO offloads where the kernel
 // has them), brings it up and installs its addresses, routes and rules.
-// Rules left by a run that crashed are removed first, once the device is
+//
+// With a mark, every route into the device has a prohibit route behind it
+// (same table, higher metric), and so does the default route of the
+// protected hosts' table: when the process dies without Close (kill -9, a
+// crash, the OOM killer), the kernel removes the device and its routes, and
+// what oevpn would have encrypted, dropped or re-sent by policy is refused
+// instead of leaving in the clear by the main table. Close removes them;
+// RemoveRouting does it for a run that will not be restarted.
+//
+// Rules and routes left by a run that died are replaced once the device is
 // ours: a device that another process holds is refused before anything of
-// that process's routing is touched. (oevpn up also holds a lock per
-// control socket before it gets here.)
+// that process's routing is touched (oevpn up also holds a lock per control
+// socket before it gets here). Its prohibit routes and rules stay until
+// ours are in place, so that nothing leaks while we start either.
 func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -125,14 +137,37 @@ func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 	if name, err := dev.Name(); err == nil {
 		d.cfg.Name = name
 	}
+	var stale [2]map[uint32]int
 	if cfg.Mark != 0 {
-		d.removeStaleRules()
+		// A dead run's bypass (throw) routes go now; its prohibit
+		// routes and rules once ours stand.
+		for _, t := range d.tables() {
+			if err := flushTable(t, route.isBlock); err != nil {
+				d.log.Warn("removing stale routes", "table", t, "err", err)
+			}
+		}
+		if stale, err = ruleCounts(); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("tunnel: listing routing rules: %w", err)
+		}
 	}
 	if err := d.configure(); err != nil {
+		// After a crash, a start that fails leaves the dead run's
+		// rules and the prohibit routes as they were: still blocked.
+		d.keepBlocks = d.hasStale(stale)
 		d.Close()
 		return nil, err
 	}
+	if cfg.Mark != 0 {
+		d.removeStale(stale)
+	}
 	return d, nil
+}
+
+// tables returns our routing tables: the routes into the device, and the
+// protected hosts' table.
+func (d *OSDevice) tables() []uint32 {
+	return []uint32{uint32(d.cfg.Table), uint32(d.cfg.Table + 1)}
 }
 
 // claimRouting claims our routing tables and rule priorities in this
@@ -183,6 +218,9 @@ func (d *OSDevice) configure() error {
 	fams := map[bool]bool{}
 	for _, r := range d.cfg.Routes {
 		fams[r.Prefix.Addr().Is6()] = true
+		if err := d.addBlock(table, r.Prefix); err != nil {
+			return err
+		}
 		if err := replaceDevRoute(ifc.Index, table, r.Prefix, r.Src); err != nil {
 			return err
 		}
@@ -221,6 +259,29 @@ func (d *OSDevice) addRule(r rule) error {
 	return nil
 }
 
+// addBlock adds a prohibit route for p behind the device's (no-op without
+// a mark: the routes are in the main table); Close removes it.
+func (d *OSDevice) addBlock(table uint32, p netip.Prefix) error {
+	if d.cfg.Mark == 0 {
+		return nil
+	}
+	p = p.Masked()
+	if err := addBlock(table, p); err != nil {
+		return err
+	}
+	if d.blocks == nil {
+		d.blocks = map[blockKey]bool{}
+	}
+	d.blocks[blockKey{table, p}] = true
+	return nil
+}
+
+// blockKey names one prohibit route.
+type blockKey struct {
+	table  uint32
+	prefix netip.Prefix
+}
+
 // configureProtected routes the traffic of protected hosts into the
 // device (AutoVPN gateway mode): rules, in order, send marked packets
 // (oevpn's own) and packets that come out of the TUN to the main table,
@@ -243,6 +304,9 @@ func (d *OSDevice) configureProtected(ifindex int) error {
 		def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		if v6 {
 			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		if err := d.addBlock(table, def); err != nil {
+			return err
 		}
 		if err := replaceDevRoute(ifindex, table, def, netip.Addr{}); err != nil {
 			return err
@@ -276,26 +340,83 @@ func (d *OSDevice) configureProtected(ifindex int) error {
 // so that a later run finds and removes rules a crashed run left.
 func (d *OSDevice) rulePriority() int { return 20000 + d.cfg.Table%10000 }
 
-// removeStaleRules removes the rules and routes a run that was killed left
-// in our priorities and tables. claimRouting made sure no running oevpn
-// owns them.
-func (d *OSDevice) removeStaleRules() {
+// removeStale removes what a run that was killed left in our priorities and
+// tables, now that ours are in place: the rules there were before ours
+// (stale counts them; delRule removes the oldest of a priority first), and
+// prohibit routes for prefixes we no longer route. claimRouting made sure
+// no running oevpn owns them.
+func (d *OSDevice) removeStale(stale [2]map[uint32]int) {
 	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
-		for _, v6 := range []bool{false, true} {
-			for i := 0; i < 16 && delRule(rule{v6: v6, priority: uint32(p)}) == nil; i++ {
+		for i, v6 := range []bool{false, true} {
+			for n := stale[i][uint32(p)]; n > 0; n-- {
+				if err := delRule(rule{v6: v6, priority: uint32(p)}); err != nil {
+					d.log.Warn("removing a stale routing rule", "ipv6", v6, "priority", p, "err", err)
+					break
+				}
 				d.log.Info("removed a stale routing rule", "ipv6", v6, "priority", p)
 			}
 		}
 	}
-	for _, t := range []int{d.cfg.Table, d.cfg.Table + 1} {
-		if err := flushTable(uint32(t)); err != nil {
+	for _, t := range d.tables() {
+		keep := func(r route) bool { return !r.isBlock() || d.blocks[blockKey{t, r.prefix}] }
+		if err := flushTable(t, keep); err != nil {
 			d.log.Warn("removing stale routes", "table", t, "err", err)
 		}
 	}
 }
 
-// Close removes the rules and closes the device, which takes its addresses
-// and routes with it.
+// hasStale reports whether stale counts rules in our priorities.
+func (d *OSDevice) hasStale(stale [2]map[uint32]int) bool {
+	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
+		if stale[0][uint32(p)]+stale[1][uint32(p)] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveRouting removes the rules and routes, prohibit routes included,
+// that an oevpn with cfg left behind when it was killed, for a host where
+// it will not run again (oevpn cleanup). It refuses while an oevpn with
+// the same table or rule priorities runs in this network namespace. It
+// returns the number of rules and routes removed.
+func RemoveRouting(cfg OSConfig) (int, error) {
+	if cfg.Mark == 0 {
+		return 0, nil // everything was in the main table, with the device
+	}
+	d := &OSDevice{cfg: cfg}
+	if err := d.claimRouting(); err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	n := 0
+	for p := d.rulePriority() - 8; p <= d.rulePriority(); p++ {
+		for _, v6 := range []bool{false, true} {
+			for i := 0; i < 64 && delRule(rule{v6: v6, priority: uint32(p)}) == nil; i++ {
+				n++
+			}
+		}
+	}
+	var errs []error
+	for _, t := range d.tables() {
+		rs, err := routes(t)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, r := range rs {
+			if err := delRoute(t, r); err != nil {
+				errs = append(errs, err)
+			} else {
+				n++
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// Close removes the rules and prohibit routes and closes the device, which
+// takes its addresses and routes with it.
 func (d *OSDevice) Close() error {
 	var errs []error
 	d.mu.Lock()
@@ -308,6 +429,14 @@ func (d *OSDevice) Close() error {
 		errs = append(errs, d.undo[i]())
 	}
 	d.undo = nil
+	// After the rules: while one sends traffic to our table, the
+	// prohibit routes hold what the device's routes no longer take.
+	for k := range d.blocks {
+		if !d.keepBlocks {
+			errs = append(errs, delBlock(k.table, k.prefix))
+		}
+	}
+	d.blocks = nil
 	if d.Device != nil {
 		errs = append(errs, d.Device.Close())
 	}

@@ -275,34 +275,84 @@ func (r rule) msg(full bool) []byte {
 	return b
 }
 
-// addRule adds r.
+// addRule adds r after the rules of its priority, even if one of them is
+// the same: a dead run's rule is removed only once ours is in place.
 func addRule(r rule) error {
-	if _, err := nlRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, r.msg(true)); err != nil {
+	if _, err := nlRequest(unix.RTM_NEWRULE, unix.NLM_F_CREATE, r.msg(true)); err != nil {
 		return fmt.Errorf("tunnel: adding routing rule (priority %d, table %d): %w", r.priority, r.table, err)
 	}
 	return nil
 }
 
-// delRule removes one rule of r's family with r's priority.
+// delRule removes the first (oldest) rule of r's family with r's priority.
 func delRule(r rule) error {
 	_, err := nlRequest(unix.RTM_DELRULE, 0, r.msg(false))
 	return err
 }
 
-// flushTable removes every route of table, both families.
-func flushTable(table uint32) error {
-	var errs []error
+// blockMetric is the metric of the prohibit routes that stand behind the
+// device's own (metric 0) in oevpn's tables: while the device exists its
+// routes win; when it goes away with a process that was killed, the kernel
+// removes them and the prohibit routes take over.
+const blockMetric = 0x4f45
+
+// addBlock installs (or replaces) a prohibit route for p in table at
+// blockMetric (ip route replace prohibit P table T metric M).
+func addBlock(table uint32, p netip.Prefix) error {
+	if _, err := nlRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, blockMsg(table, p)); err != nil {
+		return fmt.Errorf("tunnel: adding prohibit route %v (table %d): %w", p, table, err)
+	}
+	return nil
+}
+
+// delBlock removes what addBlock installed; one that is not there is not
+// an error.
+func delBlock(table uint32, p netip.Prefix) error {
+	_, err := nlRequest(unix.RTM_DELROUTE, 0, blockMsg(table, p))
+	if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("tunnel: removing prohibit route %v (table %d): %w", p, table, err)
+	}
+	return nil
+}
+
+func blockMsg(table uint32, p netip.Prefix) []byte {
+	a := p.Masked().Addr()
+	b := []byte{famOf(a.Is6()), uint8(p.Bits()), 0, 0, unix.RT_TABLE_UNSPEC, unix.RTPROT_BOOT, unix.RT_SCOPE_UNIVERSE, unix.RTN_PROHIBIT, 0, 0, 0, 0}
+	if p.Bits() > 0 {
+		b = rtAttr(b, unix.RTA_DST, a.AsSlice())
+	}
+	b = rtAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, table))
+	return rtAttr(b, unix.RTA_PRIORITY, binary.NativeEndian.AppendUint32(nil, blockMetric))
+}
+
+// route is one route of a table, as a dump returns it.
+type route struct {
+	hdr    []byte // struct rtmsg
+	prefix netip.Prefix
+	oif    []byte
+	metric []byte
+}
+
+// isBlock reports whether r is one of addBlock's routes.
+func (r route) isBlock() bool {
+	return r.hdr[7] == unix.RTN_PROHIBIT && len(r.metric) == 4 && binary.NativeEndian.Uint32(r.metric) == blockMetric
+}
+
+// routes returns the routes of table, both families.
+func routes(table uint32) ([]route, error) {
+	var out []route
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		msgs, err := nlRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP, []byte{fam, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			return nil, err
 		}
 		for _, m := range msgs {
 			if len(m) < unix.SizeofRtMsg {
 				continue
 			}
-			t, dst, oif := uint32(m[4]), []byte(nil), []byte(nil)
+			t := uint32(m[4])
+			r := route{hdr: m[:unix.SizeofRtMsg]}
+			var dst []byte
 			walkAttrs(m[unix.SizeofRtMsg:], func(typ uint16, data []byte) {
 				switch typ {
 				case unix.RTA_TABLE:
@@ -312,25 +362,86 @@ func flushTable(table uint32) error {
 				case unix.RTA_DST:
 					dst = data
 				case unix.RTA_OIF:
-					oif = data
+					r.oif = data
+				case unix.RTA_PRIORITY:
+					r.metric = data
 				}
 			})
 			if t != table {
 				continue
 			}
-			b := append([]byte(nil), m[:unix.SizeofRtMsg]...)
-			b[4], b[6] = unix.RT_TABLE_UNSPEC, unix.RT_SCOPE_NOWHERE
-			if dst != nil {
-				b = rtAttr(b, unix.RTA_DST, dst)
+			a, ok := netip.AddrFromSlice(dst)
+			if !ok {
+				a = netip.IPv4Unspecified()
+				if fam == unix.AF_INET6 {
+					a = netip.IPv6Unspecified()
+				}
 			}
-			if oif != nil {
-				b = rtAttr(b, unix.RTA_OIF, oif)
-			}
-			b = rtAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, table))
-			if _, err := nlRequest(unix.RTM_DELROUTE, 0, b); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, err)
-			}
+			r.prefix = netip.PrefixFrom(a, int(m[1]))
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// delRoute removes r from table.
+func delRoute(table uint32, r route) error {
+	b := append([]byte(nil), r.hdr...)
+	b[4], b[6] = unix.RT_TABLE_UNSPEC, unix.RT_SCOPE_NOWHERE
+	if r.prefix.Bits() > 0 {
+		b = rtAttr(b, unix.RTA_DST, r.prefix.Addr().AsSlice())
+	}
+	if r.oif != nil {
+		b = rtAttr(b, unix.RTA_OIF, r.oif)
+	}
+	if r.metric != nil {
+		b = rtAttr(b, unix.RTA_PRIORITY, r.metric)
+	}
+	b = rtAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, table))
+	if _, err := nlRequest(unix.RTM_DELROUTE, 0, b); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("tunnel: removing route %v (table %d): %w", r.prefix, table, err)
+	}
+	return nil
+}
+
+// flushTable removes the routes of table, both families, except those
+// keep returns true for (nil: all).
+func flushTable(table uint32, keep func(route) bool) error {
+	rs, err := routes(table)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range rs {
+		if keep == nil || !keep(r) {
+			errs = append(errs, delRoute(table, r))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ruleCounts returns the number of rules at each priority, per family
+// (index 0: IPv4, 1: IPv6).
+func ruleCounts() ([2]map[uint32]int, error) {
+	var out [2]map[uint32]int
+	for i, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		out[i] = map[uint32]int{}
+		msgs, err := nlRequest(unix.RTM_GETRULE, unix.NLM_F_DUMP, []byte{fam, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+		if err != nil {
+			return out, err
+		}
+		for _, m := range msgs {
+			if len(m) < 12 {
+				continue
+			}
+			var prio uint32 // a rule without FRA_PRIORITY has priority 0
+			walkAttrs(m[12:], func(typ uint16, data []byte) {
+				if typ == unix.FRA_PRIORITY && len(data) >= 4 {
+					prio = binary.NativeEndian.Uint32(data)
+				}
+			})
+			out[i][prio]++
+		}
+	}
+	return out, nil
 }

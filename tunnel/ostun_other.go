@@ -48,3 +48,6 @@ func (d *OSDevice) BypassStats() (installed int, refused uint64) { return 0, 0 }
 // RoutesInto returns nil: oevpn does not configure routing here (the
 // operator does), and does not check it.
 func (d *OSDevice) RoutesInto(netip.Addr) error { return nil }
+
+// RemoveRouting returns 0, nil: oevpn installs no routing here.
+func RemoveRouting(OSConfig) (int, error) { return 0, nil }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -316,26 +317,165 @@ func iperf(t *testing.T, ns *lab.Netns, server string, secs int) float64 {
 	return r.End.SumReceived.BitsPerSecond / 1e9
 }
 
-// TestLabCrashRecovery kills an endpoint with SIGKILL, which leaves its
-// routing rule behind, and checks that the next start removes it and works.
+// TestLabCrashRecovery kills A with SIGKILL in the middle of a TCP transfer
+// to B. The kernel removes A's TUN device and its routes; before the fix
+// the rule "not fwmark … lookup TABLE" then found an empty table, and the
+// transfer's retransmissions and new pings left by the main table in the
+// clear (B's kernel even took them). Now the prohibit routes behind the
+// device's routes refuse them: the capture on B's side must hold no
+// protected packet in the clear. Then A starts again (the killed run's
+// rule and routes are replaced, not added to), traffic is encrypted again,
+// and a clean shutdown leaves no rule and no route in oevpn's tables.
 func TestLabCrashRecovery(t *testing.T) {
-	lab.Require(t, "ping")
+	lab.Require(t, "ping", "tcpdump")
 	lp := newLabPair(t, esp.ChaCha20Poly1305)
-	lp.a.Run("ping", "-c", "1", "-W", "2", labB4)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := labB4 + ":5301"
+	sink := lp.b.Start("env", "OEVPN_LAB_HELPER=sink "+addr, self)
+	defer sink.Signal(syscall.SIGKILL)
+	if err := sink.WaitFor("listening", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stop := tcpdump(t, lp.b, lp.vethB, "ip or ip6")
+	source := lp.a.Start("env", "OEVPN_LAB_HELPER=source "+addr+" 8", self)
+	defer source.Signal(syscall.SIGKILL)
+	time.Sleep(1500 * time.Millisecond)
 	lp.procA.Signal(syscall.SIGKILL)
 	lp.procA.Wait(10 * time.Second)
-	if rules := lp.a.Run("ip", "rule"); !strings.Contains(rules, "0x4f45") {
-		t.Fatalf("expected the killed run's rule to remain:\n%s", rules)
+	// The transfer retransmits and goes on trying; new traffic starts.
+	// (Whether the pings are answered says nothing: B's replies go into
+	// B's tunnel. The capture is what counts.)
+	lp.a.Try("ping", "-c", "3", "-i", "0.3", "-W", "1", labB4)
+	lp.a.Try("ping", "-6", "-c", "3", "-i", "0.3", "-W", "1", labB6)
+	time.Sleep(2 * time.Second)
+	if n, octets := clearProtected(t, stop(), lp); n > 0 {
+		t.Errorf("%d protected packets (%d octets of TCP payload) left in the clear after kill -9", n, octets)
 	}
+	if rules := lp.a.Run("ip", "rule"); !strings.Contains(rules, "0x4f45") {
+		t.Errorf("the killed run's rule is gone:\n%s", rules)
+	}
+	if routes := lp.a.Run("ip", "route", "show", "table", "20293"); !strings.Contains(routes, "prohibit "+labB4) {
+		t.Errorf("no prohibit route for %s in the killed run's table:\n%s", labB4, routes)
+	}
+	source.Signal(syscall.SIGKILL)
+
+	// A restart that fails while it sets up its routes (here: a source
+	// address the host does not have) leaves the block in place.
+	cfg, err := os.ReadFile(lp.cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(filepath.Dir(lp.cfgA), "bad.toml")
+	os.WriteFile(bad, []byte(strings.Replace(string(cfg), fmt.Sprintf("local = [%q]", labA4), `local = ["10.201.0.9"]`, 1)), 0o600)
+	if out, err := lp.a.Try(oevpnBinary(t), "up", "-c", bad); err == nil || !strings.Contains(out, "routing") {
+		t.Errorf("oevpn up with a source address the host lacks: %v\n%s", err, out)
+	}
+	// (Not a ping, as above.)
+	if out, err := lp.a.Try("ip", "route", "get", labB4); err == nil {
+		t.Errorf("the kernel routes to the protected peer after a failed restart:\n%s\n%s", out, lp.a.Run("ip", "route", "show", "table", "20293"))
+	}
+
 	lp.procA = lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
 	if err := lp.procA.WaitFor("endpoint up", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(lp.a.Run("ip", "rule"), "0x4f45"); n != 1 {
-		t.Fatalf("%d rules after restart, want 1", n)
+	// IPv4: the SA's remote and the blocked prefix; IPv6: the SA's.
+	for f, want := range map[string]int{"-4": 2, "-6": 1} {
+		if n := strings.Count(lp.a.Run("ip", f, "rule"), "0x4f45"); n != 1 {
+			t.Errorf("%d %s rules after restart, want 1:\n%s", n, f, lp.a.Run("ip", f, "rule"))
+		}
+		if routes := lp.a.Run("ip", f, "route", "show", "table", "20293"); strings.Count(routes, "prohibit") != want {
+			t.Errorf("%s prohibit routes after restart, want %d:\n%s", f, want, routes)
+		}
 	}
+	stop = tcpdump(t, lp.b, lp.vethB, "ip or ip6")
 	lp.a.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", labB4)
+	lp.b.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", labA4)
+	checkCapture(t, stop(), lp)
+	if out, err := lp.a.Try(oevpnBinary(t), "cleanup", "-c", lp.cfgA); err == nil || !strings.Contains(out, "already running") {
+		t.Errorf("oevpn cleanup while oevpn runs: %v\n%s", err, out)
+	}
 	lp.stop(t)
+	noRouting(t, lp.a, "after a clean shutdown")
+
+	// Killed again, for good this time: oevpn cleanup lifts the block.
+	lp.procA = lp.a.Start(oevpnBinary(t), "up", "-c", lp.cfgA)
+	if err := lp.procA.WaitFor("endpoint up", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lp.procA.Signal(syscall.SIGKILL)
+	lp.procA.Wait(10 * time.Second)
+	t.Logf("oevpn cleanup: %s", lp.a.Run(oevpnBinary(t), "cleanup", "-c", lp.cfgA))
+	noRouting(t, lp.a, "after oevpn cleanup")
+}
+
+// noRouting fails the test if ns has an oevpn rule or a route in oevpn's
+// tables.
+func noRouting(t *testing.T, ns *lab.Netns, when string) {
+	t.Helper()
+	for _, f := range []string{"-4", "-6"} {
+		if rules := ns.Run("ip", f, "rule"); strings.Contains(rules, "0x4f45") {
+			t.Errorf("rule left %s:\n%s", when, rules)
+		}
+		for _, table := range []string{"20293", "20294"} {
+			routes, err := ns.Try("ip", f, "route", "show", "table", table)
+			if err != nil && strings.Contains(routes, "does not exist") {
+				routes = "" // the kernel never had it, or dropped it empty
+			}
+			if strings.TrimSpace(routes) != "" {
+				t.Errorf("routes left in table %s %s:\n%s", table, when, routes)
+			}
+		}
+	}
+}
+
+// clearProtected counts the packets between A and B in the capture at path
+// that are neither ESP on UDP/4500 nor ICMP errors (B's ESP to the dead A
+// draws port unreachables) nor IPv6 neighbour discovery, and the TCP
+// payload among them.
+func clearProtected(t *testing.T, path string, lp *labPair) (n, tcpOctets int) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, frames, err := lab.ReadPcap(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range frames {
+		ip := f.IPPayload()
+		if ip == nil {
+			continue
+		}
+		p, err := ipview.Parse(capturedIP(ip))
+		if err != nil {
+			continue
+		}
+		switch {
+		case p.Dst.IsLinkLocalMulticast() || p.Src.IsLinkLocalUnicast():
+			continue
+		case p.Proto == ipview.ProtoICMPv6 && (p.SrcPort>>8 < 128 || (p.SrcPort>>8 >= 133 && p.SrcPort>>8 <= 137)):
+			continue // errors, neighbour discovery
+		case p.Proto == ipview.ProtoICMP && p.SrcPort>>8 == 3:
+			continue // destination unreachable
+		case p.Proto == ipview.ProtoUDP && p.SrcPort == 4500 && p.DstPort == 4500:
+			continue
+		}
+		n++
+		if p.Proto == ipview.ProtoTCP && ipview.Version(ip) == 4 && len(ip) >= headerLen(ip)+13 {
+			hl := headerLen(ip)
+			tcpOctets += int(binary.BigEndian.Uint16(ip[2:])) - hl - int(ip[hl+12]>>4)*4
+		}
+		if n <= 5 {
+			t.Logf("in the clear: %v → %v proto %d ports %d→%d", p.Src, p.Dst, p.Proto, p.SrcPort, p.DstPort)
+		}
+	}
+	t.Logf("capture: %d frames, %d protected packets in the clear", len(frames), n)
+	return n, tcpOctets
 }
 
 // TestLabBench measures single-stream TCP through the tunnel and over the
@@ -625,4 +765,48 @@ func TestLabStaticSARestart(t *testing.T) {
 	}
 	t.Logf("%d ESP packets from A, %d distinct IVs", n, len(seen))
 	lp.stop(t)
+}
+
+// TestLabAutoVPNCrash kills an AutoVPN gateway with SIGKILL. Before the fix
+// its rules "from/to 10.1.0.0/24 lookup TABLE+1" found an empty table once
+// the kernel had removed the TUN device, and H1's traffic to H2 was
+// forwarded in the clear whatever the trust store said. Now it is refused
+// until the gateway runs again; a clean shutdown then leaves nothing.
+func TestLabAutoVPNCrash(t *testing.T) {
+	l := newAVLab(t)
+	l.start(t)
+	l.h1.Run("ping", "-c", "2", "-i", "0.3", "-W", "2", avH2)
+	l.procG1.Signal(syscall.SIGKILL)
+	l.procG1.Wait(10 * time.Second)
+
+	stop := tcpdump(t, l.g2, l.wanG2, "ip")
+	if out, err := l.h1.Try("ping", "-c", "3", "-i", "0.3", "-W", "1", avH2); err == nil {
+		t.Errorf("H1 reached H2 with its gateway's oevpn dead:\n%s", out)
+	}
+	h1, h2 := netip.MustParseAddr(avH1), netip.MustParseAddr(avH2)
+	n := 0
+	for _, p := range readCapture(t, stop()) {
+		if p.Src == h1 && p.Dst == h2 {
+			n++
+		}
+	}
+	if n > 0 {
+		t.Errorf("%d packets from H1 to H2 left G1 in the clear after kill -9", n)
+	}
+
+	cfg, err := os.ReadFile(l.cfgG1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.procG1 = runOevpn(t, l.g1, "g1", l.cfgG1, string(cfg))
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := l.h1.Try("ping", "-c", "1", "-W", "1", avH2); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("H1 does not reach H2 after G1's restart")
+		}
+	}
+	l.stop(t)
+	noRouting(t, l.g1, "after a clean shutdown")
 }

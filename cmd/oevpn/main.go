@@ -5,6 +5,7 @@
 //	oevpn up -c FILE     run an endpoint from a TOML configuration
 //	oevpn status         show a running endpoint's SAs (--json)
 //	oevpn down PEER      delete the SAs with a configured peer
+//	oevpn cleanup -c FILE  remove the routing a killed endpoint left
 //	oevpn demo           two userspace endpoints in this process, traffic through ESP
 //	oevpn version        print the version
 package main
@@ -28,6 +29,9 @@ Usage:
   oevpn status       show the IKE SAs, Child SAs and counters of a running endpoint
                      (-c FILE or -s SOCKET to pick it, --json for JSON)
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
+  oevpn cleanup -c FILE
+                     remove the rules and prohibit routes a killed endpoint left
+                     (they keep its protected traffic blocked until it runs again)
   oevpn check ADDR   what happens to traffic to ADDR now: encrypted-and-authenticated,
                      encrypted-unauthenticated, pending, blocked or clear
   oevpn demo         run two userspace endpoints in this process and show traffic
@@ -67,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "down":
 		err = cmdDown(args[1:], stdout, stderr)
+	case "cleanup":
+		err = cmdCleanup(args[1:], stdout, stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout, stderr)
 	case "peers":

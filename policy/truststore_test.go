@@ -286,19 +286,7 @@ func TestTrustStoreThirdParty(t *testing.T) {
 }
 
 func TestTrustStoreRevocation(t *testing.T) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, cn string) *x509.Certificate {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
+	ca, caKey, issue := testCA(t)
 	good, bad := issue(10, "good.example"), issue(11, "bad.example")
 	s, _ := OpenTrustStore(filepath.Join(t.TempDir(), "trust"))
 	s.Seen(good, "", netip.Addr{}, false, time.Now())
@@ -328,19 +316,7 @@ func TestTrustStoreRevocation(t *testing.T) {
 // the certificate itself, a CA-issued certificate's first exchange) must
 // be refused.
 func TestTrustStoreEveryPathRefuses(t *testing.T) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, cn string) *x509.Certificate {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
+	ca, caKey, issue := testCA(t)
 	revoke := func(serials ...int64) []*x509.RevocationList {
 		var entries []x509.RevocationListEntry
 		for _, n := range serials {
@@ -401,4 +377,24 @@ func TestTrustStoreEveryPathRefuses(t *testing.T) {
 	if p, err := s.Seen(issue(30, "managed.example"), "", netip.Addr{}, false, now); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("revoked CA-issued certificate recorded: %+v, %v", p, err)
 	}
+}
+
+// testCA makes a CA valid for the next hour, and a function that issues
+// certificates from it by serial number and common name.
+func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey, func(serial int64, cn string) *x509.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(serial int64, cn string) *x509.Certificate {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		c, _ := x509.ParseCertificate(der)
+		return c
+	}
+	return ca, caKey, issue
 }

@@ -571,12 +571,7 @@ func (l *interopLab) refusedCert(t *testing.T, swanStarts bool) {
 	sKey, sCert := lab.GenerateCert(t, ioIDS)
 	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
 		Auth: "cert", LocalKeyPEM: sKey, LocalCertPEM: sCert, RemoteCertPEM: other, LocalTS: ioNetS, RemoteTS: ioNetO}
-	keyFile := filepath.Join(l.dir, lab.Unique("key")+".pem")
-	ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
-	theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
-	os.WriteFile(keyFile, oKey, 0o600)
-	os.WriteFile(ours, oCert, 0o644)
-	os.WriteFile(theirs, sCert, 0o644)
+	keyFile, ours, theirs := l.writeCerts(t, oKey, oCert, sCert)
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	defer sw.Stop()
 	start, want := "start", "peer refused IKE_AUTH: AUTHENTICATION_FAILED"
@@ -662,12 +657,7 @@ func (l *interopLab) pinnedExpired(t *testing.T, swanStarts bool) {
 	oKey, oCert := lab.GenerateCert(t, ioIDO)
 	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
 		Auth: "cert", LocalKeyPEM: sKey, LocalCertPEM: sCert, RemoteCertPEM: oCert, LocalTS: ioNetS, RemoteTS: ioNetO}
-	keyFile := filepath.Join(l.dir, lab.Unique("key")+".pem")
-	ours := filepath.Join(l.dir, lab.Unique("crt")+".pem")
-	theirs := filepath.Join(l.dir, lab.Unique("crt")+".pem")
-	os.WriteFile(keyFile, oKey, 0o600)
-	os.WriteFile(ours, oCert, 0o644)
-	os.WriteFile(theirs, sCert, 0o644)
+	keyFile, ours, theirs := l.writeCerts(t, oKey, oCert, sCert)
 	sw := lab.StartStrongSwan(t, l.s, sc)
 	defer sw.Stop()
 	start := "start"
@@ -802,4 +792,19 @@ func (l *interopLab) bothInitiate(t *testing.T) {
 	t.Logf("duplicates deleted by oevpn: %d", strings.Count(p.Output(), "duplicate IKE SA"))
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
+}
+
+// writeCerts writes oevpn's key and certificate and strongSwan's
+// certificate into the lab's directory and returns their files.
+func (l *interopLab) writeCerts(t *testing.T, key, cert, peerCert []byte) (keyFile, ours, theirs string) {
+	t.Helper()
+	keyFile = filepath.Join(l.dir, lab.Unique("key")+".pem")
+	ours = filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	theirs = filepath.Join(l.dir, lab.Unique("crt")+".pem")
+	for f, b := range map[string][]byte{keyFile: key, ours: cert, theirs: peerCert} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keyFile, ours, theirs
 }

@@ -1343,14 +1343,19 @@ func readAutoVPN(sa *ikeSA, m *Message) {
 	}
 }
 
-// reportEstablished tells the peer's OnEstablished what IKE_AUTH revealed.
+// reportEstablished tells the peer's OnEstablished what IKE_AUTH revealed,
+// and forgets the peer's certificate and Contact Details: nothing else
+// needs them, and a parsed certificate is the largest part of an
+// established IKE SA.
 func (d *Daemon) reportEstablished(sa *ikeSA) {
 	p := sa.peer
+	cert, contact := sa.peerCert, sa.peerContact
+	sa.peerCert, sa.peerContact = nil, ""
 	if p.OnEstablished == nil {
 		return
 	}
-	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: sa.peerCert,
-		BySharedSecret: sa.bySecret, Contact: sa.peerContact}
+	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: cert,
+		BySharedSecret: sa.bySecret, Contact: contact}
 	if sa.sentSecretReq {
 		info.SharedSecret = sa.prf.plus(sa.skD, []byte(sharedSecretLabel), sa.prf.size)
 	}

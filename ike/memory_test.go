@@ -137,6 +137,8 @@ func perPeerBytes(t *testing.T, n int, auth func(self, peer netip.Addr) (Credent
 			"IKE SAs up")
 	}
 	after := liveHeap()
+	// OEVPN_MEMPROFILE=file (with -memprofilerate=1) writes the heap
+	// profile of this moment, to see what the peers hold.
 	if f := os.Getenv("OEVPN_MEMPROFILE"); f != "" {
 		w, err := os.Create(f)
 		if err != nil {
@@ -206,4 +208,33 @@ func TestPeerMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEstablishedForgetsAuthState (issue 11): once up, an IKE SA keeps
+// nothing that only IKE_SA_INIT and IKE_AUTH needed: not the raw
+// IKE_SA_INIT messages (about 1 KiB), not SK_pi/SK_pr, the DH private key,
+// our KE value or the cookie.
+func TestEstablishedForgetsAuthState(t *testing.T) {
+	d1, d2, _, _ := memPair(t)
+	for _, d := range []*Daemon{d1, d2} {
+		sa := current(d)
+		d.call(func() {
+			if sa.initReq != nil || sa.initResp != nil {
+				t.Errorf("initiator %v: the IKE_SA_INIT messages are kept (%d, %d octets)", sa.initiator, len(sa.initReq), len(sa.initResp))
+			}
+			if sa.skPi != nil || sa.skPr != nil || sa.dhPriv != nil || sa.ke != nil || sa.cookie != nil || sa.authSecret != nil {
+				t.Errorf("initiator %v: SK_p, DH or cookie state is kept", sa.initiator)
+			}
+			if sa.peerCert != nil {
+				t.Errorf("initiator %v: the peer's certificate is kept", sa.initiator)
+			}
+			if sa.skD == nil || sa.nI == nil || sa.nR == nil {
+				t.Errorf("initiator %v: SK_d or the nonces are gone", sa.initiator)
+			}
+		})
+	}
+	// The SA still works: an IKE SA rekey goes through.
+	s1 := current(d1)
+	d1.call(func() { d1.rekeyIKE(s1) })
+	waitUntil(t, func() bool { return oneEstablished(d1) && oneEstablished(d2) && current(d1) != s1 }, "IKE SA rekeyed")
 }

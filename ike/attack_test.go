@@ -382,17 +382,26 @@ func TestForgedRetransmissionGetsNothing(t *testing.T) {
 		"truncated IKE_AUTH": authReq[:len(authReq)-1],
 	} {
 		d2.HandlePacket(b, from, true)
-		d2.call(func() {})
+		settle(d2)
 		if n := sent(); n != base {
 			t.Fatalf("%s: the responder sent %d messages", name, n-base)
 		}
 	}
 	d2.HandlePacket(authReq, from, true)
-	d2.call(func() {})
+	settle(d2)
 	if n := sent(); n != base+1 {
 		t.Fatalf("the genuine retransmission got %d messages, want the cached response", n-base)
 	}
 	_ = d1
+}
+
+// settle waits until d has handled the packets queued so far: control
+// work runs before packets, so d.call alone does not wait for them.
+func settle(d *Daemon) {
+	for len(d.known)+len(d.inits)+len(d.bulk) > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	d.call(func() {}) // the packet taken last has been handled
 }
 
 // hugeRSAKey is an RSA public key with a random odd modulus of bits bits:

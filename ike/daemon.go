@@ -196,10 +196,13 @@ type Daemon struct {
 	cfg  Config
 	log  *slog.Logger
 	dp   Datapath
-	sas  map[uint64]*ikeSA // by our SPI
+	sas  map[uint64]*ikeSA // by our SPI; written only by putSA and deleteSA
 	half map[halfKey]*ikeSA
 	// halfByAddr counts the half-open IKE SAs by source address.
 	halfByAddr map[netip.Addr]int
+	// respByAddr counts the IKE SAs in sas made as responder by the
+	// address of their peer (ikeSAsAt).
+	respByAddr map[netip.Addr]int
 	dynamic    map[string]*PeerConfig // opportunistic peers, by name
 	wg         sync.WaitGroup
 	once       sync.Once
@@ -236,7 +239,7 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
-		halfByAddr: map[netip.Addr]int{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
+		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
 		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
 		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
 	d.publishHalf()
@@ -693,7 +696,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 	if natt && !sa.natt {
 		sa.natt = true
 	}
-	sa.remote = from
+	d.setRemote(sa, from)
 	sa.lastHeard, sa.suspect = time.Now(), false
 	var resp []Payload
 	switch m.Exchange {
@@ -1343,14 +1346,19 @@ func readAutoVPN(sa *ikeSA, m *Message) {
 	}
 }
 
-// reportEstablished tells the peer's OnEstablished what IKE_AUTH revealed.
+// reportEstablished tells the peer's OnEstablished what IKE_AUTH revealed,
+// and forgets the peer's certificate and Contact Details: nothing else
+// needs them, and a parsed certificate is the largest part of an
+// established IKE SA.
 func (d *Daemon) reportEstablished(sa *ikeSA) {
 	p := sa.peer
+	cert, contact := sa.peerCert, sa.peerContact
+	sa.peerCert, sa.peerContact = nil, ""
 	if p.OnEstablished == nil {
 		return
 	}
-	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: sa.peerCert,
-		BySharedSecret: sa.bySecret, Contact: sa.peerContact}
+	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: cert,
+		BySharedSecret: sa.bySecret, Contact: contact}
 	if sa.sentSecretReq {
 		info.SharedSecret = sa.prf.plus(sa.skD, []byte(sharedSecretLabel), sa.prf.size)
 	}

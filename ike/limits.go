@@ -50,16 +50,8 @@ const (
 )
 
 // ikeSAsAt counts the IKE SAs whose peer is at a, as responder: the ones
-// remote input made us create.
-func (d *Daemon) ikeSAsAt(a netip.Addr) int {
-	n := 0
-	for _, sa := range d.sas {
-		if !sa.initiator && sa.state != stateDead && sa.remote.Addr() == a {
-			n++
-		}
-	}
-	return n
-}
+// remote input made us create. (An SA leaves d.sas as it dies: teardown.)
+func (d *Daemon) ikeSAsAt(a netip.Addr) int { return d.respByAddr[a] }
 
 // addHalf records sa as half-open under key.
 func (d *Daemon) addHalf(key halfKey, sa *ikeSA) {

@@ -302,14 +302,44 @@ func (d *Daemon) gateInit(msg []byte, from netip.AddrPort, natt bool, spiI uint6
 // putSA records sa under our SPI spi, and publishes the SPI for the
 // checks before the queue.
 func (d *Daemon) putSA(spi uint64, sa *ikeSA) {
+	if old := d.sas[spi]; old != sa {
+		d.countResponder(old, -1)
+		d.countResponder(sa, 1)
+	}
 	d.sas[spi] = sa
 	d.spis.Store(spi, struct{}{})
 }
 
 // deleteSA forgets our SPI spi.
 func (d *Daemon) deleteSA(spi uint64) {
+	d.countResponder(d.sas[spi], -1)
 	delete(d.sas, spi)
 	d.spis.Delete(spi)
+}
+
+// setRemote moves sa to the peer address from, keeping the count of
+// responder SAs by address.
+func (d *Daemon) setRemote(sa *ikeSA, from netip.AddrPort) {
+	in := d.sas[sa.ourSPI()] == sa
+	if in {
+		d.countResponder(sa, -1)
+	}
+	sa.remote = from
+	if in {
+		d.countResponder(sa, 1)
+	}
+}
+
+// countResponder adds n to the count of sa's address in respByAddr if sa
+// was made as responder.
+func (d *Daemon) countResponder(sa *ikeSA, n int) {
+	if sa == nil || sa.initiator {
+		return
+	}
+	a := sa.remote.Addr()
+	if d.respByAddr[a] += n; d.respByAddr[a] <= 0 {
+		delete(d.respByAddr, a)
+	}
 }
 
 // ---- rate limits for notifies sent in answer to unprotected input ----

@@ -80,6 +80,7 @@ func (d *Daemon) startRequest(sa *ikeSA, ex exchange) {
 // established marks sa up and starts its timers.
 func (d *Daemon) established(sa *ikeSA) {
 	sa.state = stateEstablished
+	sa.forgetAuthState()
 	sa.lastHeard, sa.lastIn = time.Now(), time.Now()
 	d.scheduleIKERekey(sa)
 	d.scheduleDPD(sa)

@@ -82,11 +82,11 @@ type ikeSA struct {
 	lookingUp      bool              // the peer's key is being looked up (PeerConfig.LookupKey)
 	lookedUp       crypto.PublicKey  // the key found, which must verify the peer's AUTH
 	peerNull       bool              // the peer authenticated with AUTH_NULL
-	peerCert       *x509.Certificate // the certificate the peer presented
+	peerCert       *x509.Certificate // the certificate the peer presented, until reported
 	bySecret       bool              // the peer authenticated with the AutoVPN shared secret
-	authSecret     []byte            // that secret: we answer with it too
+	authSecret     []byte            // that secret: we answer with it too (until established)
 	sentSecretReq  bool              // AUTOVPN_SHARED_SECRET was in an IKE_AUTH message of this SA
-	peerContact    string            // the peer's Contact Details
+	peerContact    string            // the peer's Contact Details, until reported
 
 	// firstProp and firstTS are the first Child SA's proposal and
 	// selectors (TSi, TSr) from the IKE_AUTH response, until installed.
@@ -126,6 +126,23 @@ type ChildSA struct {
 	Deferred bool
 	// Handle is the datapath's, set by InstallChild.
 	Handle any
+}
+
+// forgetAuthState drops what only IKE_SA_INIT and IKE_AUTH need, once the
+// IKE SA is up: the raw IKE_SA_INIT messages and SK_pi/SK_pr (signed and
+// keyed into the AUTH payloads, §2.15), our KE value, DH private key and
+// cookie, and the AutoVPN secret the peer authenticated with. The keys are
+// zeroed. Reauthentication makes a new IKE SA, and a
+// retransmitted IKE_AUTH request is answered from lastResp, so nothing
+// needs them again; the nonces stay (the first Child SA's keys, §2.17,
+// and the duplicate check, §2.8.1).
+func (sa *ikeSA) forgetAuthState() {
+	clear(sa.skPi)
+	clear(sa.skPr)
+	sa.skPi, sa.skPr = nil, nil
+	sa.initReq, sa.initResp = nil, nil
+	sa.dhPriv, sa.ke, sa.cookie = nil, nil, nil
+	sa.authSecret = nil // the trust store's, not ours to zero
 }
 
 // current follows the chain of rekeys from sa to the IKE SA that now owns

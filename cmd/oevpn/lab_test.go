@@ -226,14 +226,7 @@ func TestLabTwoNamespaces(t *testing.T) {
 // there must be ESP with our SPIs in both directions.
 func checkCapture(t *testing.T, path string, lp *labPair) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, frames, err := lab.ReadPcap(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	link, frames := readFrames(t, path)
 	if link != 1 {
 		t.Fatalf("capture link type %d, want Ethernet", link)
 	}
@@ -438,14 +431,7 @@ func noRouting(t *testing.T, ns *lab.Netns, when string) {
 // payload among them.
 func clearProtected(t *testing.T, path string, lp *labPair) (n, tcpOctets int) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, frames, err := lab.ReadPcap(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, frames := readFrames(t, path)
 	for _, f := range frames {
 		ip := f.IPPayload()
 		if ip == nil {
@@ -714,12 +700,7 @@ func TestLabControlGroup(t *testing.T) {
 func TestLabStaticSARestart(t *testing.T) {
 	lab.Require(t, "tcpdump", "ping")
 	lp := newLabPair(t, esp.AESGCM256)
-	pcap := filepath.Join(t.TempDir(), "restart.pcap")
-	// Immediate mode: the packets of the last moments are written too.
-	dump := lp.b.Start("tcpdump", "-i", lp.vethB, "-nn", "--immediate-mode", "-U", "-s", "256", "-w", pcap, "udp port 4500")
-	if err := dump.WaitFor("listening on", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	stop := tcpdump(t, lp.b, lp.vethB, "udp port 4500")
 	lp.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
 	lp.procA.Signal(syscall.SIGKILL)
 	lp.procA.Wait(10 * time.Second)
@@ -728,17 +709,7 @@ func TestLabStaticSARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	pingOut, pingErr := lp.a.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", labB4)
-	time.Sleep(200 * time.Millisecond)
-	dump.Signal(syscall.SIGINT)
-	dump.Wait(10 * time.Second)
-	data, err := os.ReadFile(pcap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, frames, err := lab.ReadPcap(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, frames := readFrames(t, stop())
 	seen := map[[8]byte]int{}
 	n := 0
 	for _, f := range frames {

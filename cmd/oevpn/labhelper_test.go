@@ -160,6 +160,20 @@ func tcpdump(t *testing.T, ns *lab.Netns, iface, filter string) func() string {
 	}
 }
 
+// readFrames reads the pcap file at path: its link type and frames.
+func readFrames(t *testing.T, path string) (uint32, []lab.Frame) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, frames, err := lab.ReadPcap(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return link, frames
+}
+
 // udpEcho sends a datagram from src to addr (an echo server in dst) and
 // fails the test unless it is echoed; it returns the address the server
 // saw the datagram come from.

@@ -111,6 +111,7 @@ func TestHTTPStatuses(t *testing.T) {
 		{"forward connection refused", addr, "GET http://127.0.0.1:{closed}/ HTTP/1.1\r\nHost: x\r\n\r\n", 502},
 		{"unknown name", addr, "GET http://nowhere.test/ HTTP/1.1\r\nHost: nowhere.test\r\n\r\n", 502},
 		{"bad name", addr, "CONNECT a%00b:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"bad huge header", addr, "GET http://127.0.0.1:{web}/ HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", 431},
 		{"timeout", hangAddr, "CONNECT 127.0.0.1:{web} HTTP/1.1\r\nHost: x\r\n\r\n", 504},
 		{"forward timeout", hangAddr, "GET http://127.0.0.1:{web}/ HTTP/1.1\r\nHost: x\r\n\r\n", 504},
 		{"no credentials", authAddr, "GET http://127.0.0.1:{web}/ HTTP/1.1\r\nHost: x\r\n\r\n", 407},

@@ -256,15 +256,25 @@ func waitConns(t testing.TB, tr *tracker, want int) {
 	}
 }
 
-// TestSOCKS5HalfOpenMemory opens 2,000 clients that send half a greeting
-// and wait: the server must hold them in bounded memory (a goroutine and a
-// small buffer each), then drop every one on Close.
-func TestSOCKS5HalfOpenMemory(t *testing.T) {
+// TestHalfOpenMemory opens 2,000 clients that send half a handshake and
+// wait: each server must hold them in bounded memory, close the next one
+// over its limit, then drop every one on Close.
+func TestHalfOpenMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,000 connections")
 	}
-	const n = 2000
-	s := &SOCKS5Server{Dialer: &testDialer{}, Limits: Limits{MaxConns: n, HandshakeTimeout: time.Minute}}
+	lim := Limits{MaxConns: 2000, HandshakeTimeout: time.Minute}
+	socks := &SOCKS5Server{Dialer: &testDialer{}, Limits: lim}
+	web := &HTTPServer{Dialer: &testDialer{}, Limits: lim}
+	t.Run("socks5", func(t *testing.T) { halfOpen(t, socks, &socks.t, []byte{5, 2, 0}, 16<<10) })
+	t.Run("http", func(t *testing.T) { halfOpen(t, web, &web.t, []byte("GET http://x/ HTTP/1.1\r\nHost"), 24<<10) })
+}
+
+func halfOpen(t *testing.T, s interface {
+	Serve(net.Listener) error
+	Close() error
+}, tr *tracker, half []byte, budget int64) {
+	n := 2000
 	ln := listen(t)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
@@ -280,23 +290,23 @@ func TestSOCKS5HalfOpenMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write([]byte{5, 2, 0})
+		c.Write(half)
 		conns = append(conns, c)
 	}
-	waitConns(t, &s.t, n)
-	// The extra one is over the limit.
+	waitConns(t, tr, n)
+	// The next one is over the limit.
 	extra := dialSOCKS(t, ln.Addr().String())
 	extra.expectClosed()
-	perConn := (memInUse() - before) / n
+	perConn := (memInUse() - before) / int64(n)
 	t.Logf("%d half-open clients: %d bytes each (both ends in this process)", n, perConn)
-	if perConn > 24<<10 {
-		t.Errorf("%d bytes per half-open client, want at most 24 KiB", perConn)
+	if perConn > budget {
+		t.Errorf("%d bytes per half-open client, want at most %d", perConn, budget)
 	}
 	s.Close()
 	if err := <-done; err != ErrServerClosed {
 		t.Errorf("Serve: %v", err)
 	}
-	waitConns(t, &s.t, 0)
+	waitConns(t, tr, 0)
 	var b [8]byte
 	conns[n-1].SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conns[n-1].Read(b[:]); err == nil || isTimeout(err) {

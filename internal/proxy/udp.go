@@ -16,9 +16,12 @@ import (
 // (and, once the first datagram has come or if the request named it, only
 // from that port). Each datagram starts with RSV(2) FRAG(1) ATYP DST.ADDR
 // DST.PORT. Fragments (FRAG != 0) are dropped; so are datagrams the
-// Dialer's socket refuses. Datagrams from any source back to the
-// association's socket are relayed to the client with the source in the
-// header. The association ends when the TCP control connection does.
+// Dialer's socket refuses. Datagrams back to the association's socket are
+// relayed to the client, with the source in the header, only from an
+// address and port the client has sent to (address- and port-dependent
+// filtering, RFC 4787 section 5), so that nobody who merely learns the
+// socket's port can inject datagrams. The association ends when the TCP
+// control connection does.
 
 const (
 	// maxAssociations bounds concurrent UDP associations per server; each
@@ -28,7 +31,39 @@ const (
 	udpHeaderMax = 3 + 1 + 16 + 2
 	// udpBufSize holds the largest UDP payload and a header.
 	udpBufSize = udpHeaderMax + 65535
+	// maxPeers is how many destinations an association remembers for
+	// filtering answers; past that the oldest is forgotten.
+	maxPeers = 64
 )
+
+// peerSet is the bounded set of destinations a client has sent to.
+type peerSet struct {
+	mu   sync.Mutex
+	m    map[netip.AddrPort]struct{}
+	ring [maxPeers]netip.AddrPort
+	next int
+}
+
+func (p *peerSet) add(ap netip.AddrPort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.m[ap]; ok {
+		return
+	}
+	if len(p.m) == maxPeers {
+		delete(p.m, p.ring[p.next])
+	}
+	p.ring[p.next] = ap
+	p.m[ap] = struct{}{}
+	p.next = (p.next + 1) % maxPeers
+}
+
+func (p *peerSet) has(ap netip.AddrPort) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.m[ap]
+	return ok
+}
 
 var udpBufs = sync.Pool{New: func() any { return new([udpBufSize]byte) }}
 
@@ -83,6 +118,7 @@ type association struct {
 	up       net.PacketConn // the Dialer's side
 	clientIP netip.Addr
 	client   atomic.Pointer[netip.AddrPort] // set by the first datagram
+	peers    peerSet
 }
 
 func (s *SOCKS5Server) associate(c net.Conn, req socksAddr, b *[handshakeBufSize]byte, log *slog.Logger) {
@@ -121,6 +157,7 @@ func (s *SOCKS5Server) associate(c net.Conn, req socksAddr, b *[handshakeBufSize
 	}
 	defer up.Close()
 	a := &association{s: s, ctx: ctx, log: log, cl: cl, up: up, clientIP: remote.Addr().Unmap()}
+	a.peers.m = make(map[netip.AddrPort]struct{}, maxPeers)
 	if req.port != 0 {
 		// The client said where it will send from (RFC 1928 section 7);
 		// its IP must still be the control connection's.
@@ -183,6 +220,7 @@ func (a *association) fromClient() {
 			ip = ips[0]
 		}
 		to := netip.AddrPortFrom(ip, dst.port)
+		a.peers.add(to)
 		if fast {
 			_, err = w.WriteToUDPAddrPort(payload, to)
 		} else {
@@ -217,12 +255,13 @@ func (a *association) toClient() {
 		if err != nil {
 			return
 		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		client := a.client.Load()
-		if client == nil || !from.IsValid() {
+		if client == nil || !a.peers.has(from) {
 			continue
 		}
 		hl := 4 + 2 + 4
-		if !from.Addr().Unmap().Is4() {
+		if !from.Addr().Is4() {
 			hl = 4 + 2 + 16
 		}
 		start := udpHeaderMax - hl

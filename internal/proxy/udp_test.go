@@ -140,3 +140,44 @@ func TestSOCKS5UDPNotSupported(t *testing.T) {
 		t.Fatalf("reply %#x, want 0x07", rep)
 	}
 }
+
+// TestSOCKS5UDPInjection: someone who learns the association's outside
+// port cannot send to the client through it; only the destinations the
+// client has sent to can answer.
+func TestSOCKS5UDPInjection(t *testing.T) {
+	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	outside := make(chan netip.AddrPort, 1)
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFromUDPAddrPort(b)
+			if err != nil {
+				return
+			}
+			select {
+			case outside <- from:
+			default:
+			}
+			echo.WriteToUDPAddrPort(b[:n], from)
+		}
+	}()
+	echoAddr := netip.MustParseAddrPort(echo.LocalAddr().String())
+	s := &SOCKS5Server{Dialer: &testDialer{}}
+	c := dialSOCKS(t, serve(t, s))
+	u, relay := associate(t, c)
+	if resp := exchange(t, u, relay, appendUDPHeader(nil, echoAddr), []byte("ping"), 5*time.Second); resp == nil {
+		t.Fatal("no echo")
+	}
+	attacker, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer attacker.Close()
+	attacker.WriteToUDPAddrPort([]byte("spoofed answer"), <-outside)
+	u.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	b := make([]byte, 2048)
+	if n, _, err := u.ReadFromUDPAddrPort(b); err == nil {
+		t.Fatalf("the client got an injected datagram %q", b[:n])
+	}
+}

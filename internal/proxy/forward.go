@@ -3,9 +3,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -35,7 +37,10 @@ type Forwarder struct {
 func (f *Forwarder) Serve(ln net.Listener) error {
 	host, port, err := splitHostPort(f.Target)
 	if err != nil {
-		return err
+		return fmt.Errorf("forward: target: %w", err)
+	}
+	if _, err := netip.ParseAddr(host); err != nil && f.Resolver == nil {
+		return fmt.Errorf("forward: target %q is a name and there is no Resolver", f.Target)
 	}
 	log := logger(f.Logger)
 	return f.t.serve(ln, f.Limits, log, func(c net.Conn) {

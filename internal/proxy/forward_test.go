@@ -104,8 +104,10 @@ func TestForwardRefused(t *testing.T) {
 
 // TestForwardBadTarget: Serve refuses a target without a port.
 func TestForwardBadTarget(t *testing.T) {
-	f := &Forwarder{Dialer: &testDialer{}, Target: "web.test"}
-	if err := f.Serve(listen(t)); err == nil {
-		t.Fatal("Serve accepted a target without a port")
+	for _, target := range []string{"web.test", "127.0.0.1:0", "web.test:80"} {
+		f := &Forwarder{Dialer: &testDialer{}, Target: target}
+		if err := f.Serve(listen(t)); err == nil {
+			t.Fatalf("Serve accepted target %q without a resolver", target)
+		}
 	}
 }

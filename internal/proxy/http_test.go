@@ -106,6 +106,8 @@ func TestHTTPStatuses(t *testing.T) {
 		{"trace", addr, "TRACE http://127.0.0.1:{web}/ HTTP/1.1\r\nHost: x\r\n\r\n", 405},
 		{"refused forward", addr, "GET http://127.0.0.1:{forbidden}/ HTTP/1.1\r\nHost: x\r\n\r\n", 403},
 		{"refused connect", addr, "CONNECT 127.0.0.1:{forbidden} HTTP/1.1\r\nHost: 127.0.0.1:{forbidden}\r\n\r\n", 403},
+		{"refused connect, mapped form", addr, "CONNECT [::ffff:127.0.0.1]:{forbidden} HTTP/1.1\r\nHost: x\r\n\r\n", 403},
+		{"refused forward, mapped form", addr, "GET http://[::ffff:127.0.0.1]:{forbidden}/ HTTP/1.1\r\nHost: x\r\n\r\n", 403},
 		{"not loopback", addr, "CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: 192.0.2.1:443\r\n\r\n", 403},
 		{"connection refused", addr, "CONNECT 127.0.0.1:{closed} HTTP/1.1\r\nHost: 127.0.0.1:{closed}\r\n\r\n", 502},
 		{"forward connection refused", addr, "GET http://127.0.0.1:{closed}/ HTTP/1.1\r\nHost: x\r\n\r\n", 502},

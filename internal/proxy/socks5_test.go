@@ -72,6 +72,8 @@ func TestSOCKS5Replies(t *testing.T) {
 		{"connect name as literal", addr, nameRequest(cmdConnect, "127.0.0.1", web.Port()), ReplySucceeded},
 		{"connect mapped ipv6", addr, request(cmdConnect, "::ffff:127.0.0.1", web.Port()), ReplySucceeded},
 		{"refused by ruleset", addr, request(cmdConnect, "127.0.0.1", forbidden.Port()), ReplyNotAllowed},
+		{"refused, mapped form", addr, request(cmdConnect, "::ffff:127.0.0.1", forbidden.Port()), ReplyNotAllowed},
+		{"refused, name", addr, nameRequest(cmdConnect, "127.0.0.1", forbidden.Port()), ReplyNotAllowed},
 		{"not loopback", addr, request(cmdConnect, "192.0.2.1", 80), ReplyNotAllowed},
 		{"connection refused", addr, request(cmdConnect, "127.0.0.1", closed.Port()), ReplyConnectionRefused},
 		{"unknown name", addr, request(cmdConnect, "nowhere.test", 80), ReplyHostUnreachable},

@@ -159,8 +159,9 @@ func (s *HTTPServer) upstreamError(w http.ResponseWriter, r *http.Request, err e
 
 // connect opens a CONNECT tunnel (RFC 9110 section 9.3.6).
 func (s *HTTPServer) connect(w http.ResponseWriter, r *http.Request) {
-	host, port, err := splitHostPort(r.Host)
-	if err != nil {
+	// The target is the request's authority-form URI, never a Host header.
+	host, port, err := splitHostPort(r.URL.Host)
+	if err != nil || r.RequestURI != r.URL.Host {
 		http.Error(w, "CONNECT needs host:port", http.StatusBadRequest)
 		return
 	}
@@ -169,7 +170,7 @@ func (s *HTTPServer) connect(w http.ResponseWriter, r *http.Request) {
 	cancel()
 	if err != nil {
 		status := HTTPStatusFor(err)
-		s.log.Debug("http proxy: connect failed", "client", r.RemoteAddr, "host", r.Host, "status", status, "err", err)
+		s.log.Debug("http proxy: connect failed", "client", r.RemoteAddr, "host", r.URL.Host, "status", status, "err", err)
 		http.Error(w, http.StatusText(status), status)
 		return
 	}
@@ -197,6 +198,6 @@ func (s *HTTPServer) connect(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.SetDeadline(time.Time{})
-	s.log.Debug("http proxy: connect", "client", r.RemoteAddr, "host", r.Host)
+	s.log.Debug("http proxy: connect", "client", r.RemoteAddr, "host", r.URL.Host)
 	relay(c, up)
 }

@@ -102,6 +102,7 @@ func TestHTTPStatuses(t *testing.T) {
 		{"origin form", addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"https forward", addr, "GET https://127.0.0.1:{web}/ HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"connect no port", addr, "CONNECT web.test HTTP/1.1\r\nHost: web.test\r\n\r\n", 400},
+		{"connect path", addr, "CONNECT /x HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n", 400},
 		{"connect port 0", addr, "CONNECT web.test:0 HTTP/1.1\r\nHost: web.test:0\r\n\r\n", 400},
 		{"trace", addr, "TRACE http://127.0.0.1:{web}/ HTTP/1.1\r\nHost: x\r\n\r\n", 405},
 		{"refused forward", addr, "GET http://127.0.0.1:{forbidden}/ HTTP/1.1\r\nHost: x\r\n\r\n", 403},

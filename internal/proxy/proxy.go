@@ -48,7 +48,9 @@ type Dialer interface {
 // UDP ASSOCIATE. ListenPacket returns an unconnected socket whose WriteTo
 // routes each datagram by its destination (and fails with an error that
 // wraps ErrRefused for a destination that policy forbids); ReadFrom returns
-// datagrams from any source. A SOCKS5 server whose Dialer is not a
+// datagrams from any source. A socket that also has *net.UDPConn's
+// WriteToUDPAddrPort and ReadFromUDPAddrPort is used through them, which
+// allocate nothing per datagram. A SOCKS5 server whose Dialer is not a
 // PacketListener refuses UDP ASSOCIATE with reply 0x07.
 type PacketListener interface {
 	ListenPacket(ctx context.Context, network string) (net.PacketConn, error)

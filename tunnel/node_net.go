@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"syscall"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/ike"
@@ -171,6 +175,7 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 			if conn, err = n.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(a, uint16(port))); err == nil {
 				return conn, nil
 			}
+			err = stackError(err)
 		} else {
 			var conn net.Conn
 			if conn, err = n.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a, uint16(port))); err == nil {
@@ -182,6 +187,31 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 		}
 	}
 	return nil, fmt.Errorf("tunnel: dial %s: %w", address, first)
+}
+
+// stackErrors are the errnos of the userspace stack's errors, which gonet
+// passes on as text only.
+var stackErrors = map[string]syscall.Errno{
+	(&tcpip.ErrConnectionRefused{}).String():  syscall.ECONNREFUSED,
+	(&tcpip.ErrHostUnreachable{}).String():    syscall.EHOSTUNREACH,
+	(&tcpip.ErrNetworkUnreachable{}).String(): syscall.ENETUNREACH,
+	(&tcpip.ErrTimeout{}).String():            syscall.ETIMEDOUT,
+	(&tcpip.ErrConnectionReset{}).String():    syscall.ECONNRESET,
+}
+
+// stackError gives an error of the userspace stack the errno a host
+// socket would report, so that callers can tell a refusal from a timeout
+// with errors.Is, as with the host's sockets.
+func stackError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		if errno, ok := stackErrors[op.Err.Error()]; ok {
+			op2 := *op
+			op2.Err = os.NewSyscallError(op.Op, errno)
+			return &op2
+		}
+	}
+	return err
 }
 
 // dialAddrs returns the addresses to try for host, of network's family.

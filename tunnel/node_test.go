@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,6 +109,10 @@ func TestNodeDialThroughIKE(t *testing.T) {
 	_, err = a.DialContext(ctx, "tcp", "10.66.1.1:80")
 	if !errors.Is(err, ErrBlocked) || time.Since(start) > time.Second {
 		t.Errorf("dial to a blocked destination: %v after %v, want ErrBlocked at once", err, time.Since(start))
+	}
+	// The stack's errors carry the errno a host socket would give.
+	if _, err := a.DialContext(ctx, "tcp", "10.97.0.2:7001"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial to a closed port: %v, want ECONNREFUSED", err)
 	}
 	if _, err := a.DialContext(ctx, "sctp", "10.97.0.2:7000"); err == nil {
 		t.Error("dial sctp succeeded")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 
+	conn "github.com/oevpn/oevpn/internal/wgconn"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/oevpn/oevpn/dnsoe"
@@ -64,6 +65,13 @@ type NodeConfig struct {
 	// AutoVPNHost is set when the protected addresses are this host's own
 	// (AutoVPN host mode); otherwise the node is a gateway for them.
 	AutoVPNHost bool
+
+	// Bind, if set, makes the outer UDP transport of one port (e.g. an
+	// in-memory network); nil means the host's UDP sockets.
+	Bind func() conn.Bind
+	// ClearDial, if set, makes the host-side connections of flows that
+	// leave in the clear in netstack mode; nil means the host's sockets.
+	ClearDial DialFunc
 
 	// Logger receives the node's log; nil discards it.
 	Logger *slog.Logger
@@ -166,7 +174,7 @@ func (n *Node) newClasses() (*policy.Classes, error) {
 // startEngine creates the device and starts the datapath.
 func (n *Node) startEngine() error {
 	cfg := n.cfg
-	tcfg := Config{IKEPort: cfg.IKEPort, NATTPort: cfg.NATTPort, Logger: n.log}
+	tcfg := Config{IKEPort: cfg.IKEPort, NATTPort: cfg.NATTPort, NewBind: cfg.Bind, Logger: n.log}
 	if cfg.Netstack {
 		var addrs []netip.Addr
 		for _, p := range cfg.Addresses {
@@ -179,7 +187,10 @@ func (n *Node) startEngine() error {
 		tcfg.Device, n.net = dev, tnet
 		// No raw sockets here: flows that leave in the clear are
 		// terminated and re-originated from host sockets.
-		tcfg.ForwardDial = (&net.Dialer{}).DialContext
+		tcfg.ForwardDial = cfg.ClearDial
+		if tcfg.ForwardDial == nil {
+			tcfg.ForwardDial = (&net.Dialer{}).DialContext
+		}
 		n.clear = "forwarder"
 	} else {
 		n.outside = n.findOutside()

@@ -138,18 +138,8 @@ func (s *Stub) filter(q, in *dns.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.Wait)
 	defer cancel()
 	start := time.Now()
-	verdicts := make([]Verdict, len(addrs))
-	var wg sync.WaitGroup
-	for i, a := range addrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			verdicts[i] = s.Trigger(ctx, a)
-		}()
-	}
-	wg.Wait()
 	withheld := map[netip.Addr]bool{}
-	for i, v := range verdicts {
+	for i, v := range TriggerAll(ctx, addrs, s.Trigger) {
 		if v == Withhold {
 			withheld[addrs[i]] = true
 		}
@@ -175,6 +165,23 @@ func (s *Stub) filter(q, in *dns.Msg) {
 		in.Answer = nil
 		in.Rcode = dns.RcodeServerFailure
 	}
+}
+
+// TriggerAll calls trigger for every address at once and returns their
+// verdicts, in order, when all have returned (trigger returns at the latest
+// when ctx is done).
+func TriggerAll(ctx context.Context, addrs []netip.Addr, trigger func(context.Context, netip.Addr) Verdict) []Verdict {
+	verdicts := make([]Verdict, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			verdicts[i] = trigger(ctx, a)
+		}()
+	}
+	wg.Wait()
+	return verdicts
 }
 
 func rrAddr(rr dns.RR) (netip.Addr, bool) {

@@ -1170,7 +1170,9 @@ func (d *Daemon) installChildDeferred(via *ikeSA, chosen *Proposal, nI, nR, shar
 	c := &ChildSA{ike: sa, Peer: sa.peer.nattAddr(), Local: selectors(local), Remote: selectors(remote), Out: out, In: in, Suite: cs,
 		nonce: minNonce(nI, nR), Deferred: deferred, peerAuth: sa.peerAuthMethod()}
 	if sa.natt {
-		c.Peer = netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port())
+		// Where the peer's authenticated messages come from, as a NAT
+		// in front of it maps its port 4500 (RFC 7296 §2.23, RFC 3948).
+		c.Peer = sa.remote
 	}
 	if err := d.dp.InstallChild(c); err != nil {
 		d.log.Warn("installing Child SA", "peer", sa.peer.Name, "err", err)

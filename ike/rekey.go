@@ -130,7 +130,7 @@ func (d *Daemon) scheduleKeepalive(sa *ikeSA) {
 			if sa.state != stateEstablished || !sa.natt {
 				return
 			}
-			d.dp.SendKeepalive(netip.AddrPortFrom(sa.remote.Addr(), sa.peer.nattAddr().Port()))
+			d.dp.SendKeepalive(sa.remote)
 			sa.keepaliveTimer = time.AfterFunc(sa.peer.keepalive(), tick)
 		})
 	}

@@ -50,15 +50,7 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 	lo := netip.MustParseAddr("127.0.0.1")
 	g2IKE, g2NATT := p.g2.eng.Ports()
 	g1IKE, g1NATT := p.g1.eng.Ports()
-	logger := func(name string) *slog.Logger {
-		var buf lockedBuffer
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("IKE log of %s:\n%s", name, buf.String())
-			}
-		})
-		return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	logger := func(name string) *slog.Logger { return testLogger(t, name) }
 	d2, err := ike.New(ike.Config{Datapath: p.g2.eng, Logger: logger("G2"), Responder: func(from netip.AddrPort, _ netip.Addr, nonce []byte) *ike.PeerConfig {
 		if nonce == nil || !bytes.Equal(nonce, c.accept) {
 			return nil

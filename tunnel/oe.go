@@ -40,6 +40,11 @@ type OEConfig struct {
 	// ID is our identity with a raw key when it is not our address (an
 	// FQDN that our records name as gateway).
 	ID ike.Identity
+	// DNSListen, if set, is the address of the DNS-triggered stub (a Node
+	// starts it): answers for names whose addresses are opportunistic
+	// wait up to DNSWait for the negotiation.
+	DNSListen string
+	DNSWait   time.Duration
 }
 
 // localID is the identity we send: none with AUTH_NULL (ID_NULL), else the

@@ -23,7 +23,6 @@ import (
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/config"
-	"github.com/oevpn/oevpn/policy"
 	"github.com/oevpn/oevpn/tunnel"
 )
 
@@ -172,22 +171,22 @@ func pairStatus(p *tunnel.SAPair, alg string) SAStatus {
 }
 
 func (ep *endpoint) status(cfg *config.Config) Status {
-	ikePort, natt := ep.eng.Ports()
+	ikePort, natt := ep.Engine().Ports()
 	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
-		Stats: ep.eng.Stats(), ClearPath: ep.clearPath, Outside: ep.outside.Interface, Memory: tunnel.ReadMemory()}
-	if ep.dev != nil {
-		n, refused := ep.dev.BypassStats()
+		Stats: ep.Engine().Stats(), ClearPath: ep.ClearPath(), Outside: ep.Outside().Interface, Memory: tunnel.ReadMemory()}
+	if ep.Device() != nil {
+		n, refused := ep.Device().BypassStats()
 		st.Bypass = &BypassStatus{Installed: n, Refused: refused}
 	}
-	if ep.av != nil {
-		avs := ep.av.Stats()
+	if ep.AutoVPN() != nil {
+		avs := ep.AutoVPN().Stats()
 		st.AutoVPN = &avs
 	}
 	owned := map[*tunnel.SAPair]bool{}
-	if ep.ike != nil {
-		is := ep.ike.Stats()
+	if ep.IKE() != nil {
+		is := ep.IKE().Stats()
 		st.IKE = &is
-		for _, sa := range ep.ike.SAs() {
+		for _, sa := range ep.IKE().SAs() {
 			is := IKEStatus{Peer: sa.Peer, Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator,
 				LocalID: sa.LocalID, RemoteID: sa.PeerID, Auth: sa.Auth, Algorithms: sa.Suite.String(),
 				SPIi: fmt.Sprintf("%016x", sa.SPIi), SPIr: fmt.Sprintf("%016x", sa.SPIr), AgeSeconds: time.Since(sa.Created).Seconds()}
@@ -200,7 +199,7 @@ func (ep *endpoint) status(cfg *config.Config) Status {
 			st.IKESAs = append(st.IKESAs, is)
 		}
 	}
-	for _, p := range ep.eng.Pairs() {
+	for _, p := range ep.Engine().Pairs() {
 		if !owned[p] {
 			st.Static = append(st.Static, pairStatus(p, ""))
 		}
@@ -225,11 +224,11 @@ func (ep *endpoint) serveControl(cfg *config.Config, gid int) error {
 		json.NewEncoder(w).Encode(ep.status(cfg))
 	})
 	mux.HandleFunc("POST /down/{peer}", func(w http.ResponseWriter, r *http.Request) {
-		if ep.ike == nil {
+		if ep.IKE() == nil {
 			http.Error(w, "no IKE peers configured", http.StatusNotFound)
 			return
 		}
-		n, err := ep.ike.Down(r.PathValue("peer"))
+		n, err := ep.IKE().Down(r.PathValue("peer"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
@@ -250,21 +249,13 @@ func (ep *endpoint) serveControl(cfg *config.Config, gid int) error {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, callerKey{}, callerOf(c))
 		}}
-	ep.closers = append(ep.closers, func() { srv.Close(); os.Remove(path) })
+	ep.OnClose(func() { srv.Close(); os.Remove(path) })
 	go srv.Serve(ln)
 	return nil
 }
 
 // Check is what GET /check/ADDR returns: what happens to traffic to ADDR.
-type Check struct {
-	Addr string `json:"addr"`
-	// Verdict is "encrypted-and-authenticated", "encrypted-unauthenticated",
-	// "pending" (an SA will be negotiated when traffic comes), "blocked"
-	// or "clear".
-	Verdict string `json:"verdict"`
-	Peer    string `json:"peer,omitempty"`
-	Reason  string `json:"reason"`
-}
+type Check = tunnel.Check
 
 // check answers what happens now to traffic to a: the question the IETF 89
 // slides wanted a socket option for. Whatever oevpn would do with a packet
@@ -274,61 +265,14 @@ type Check struct {
 // protects, only what oevpn does is reported.)
 func (ep *endpoint) check(a netip.Addr) Check {
 	a = a.Unmap()
-	c := ep.policyCheck(a)
-	if c.Verdict == "clear" || ep.dev == nil || ep.gateway {
+	c := ep.Check(a)
+	if c.Verdict == tunnel.CheckClear || ep.Device() == nil || ep.Gateway() {
 		return c
 	}
-	if err := ep.dev.RoutesInto(a); err != nil {
+	if err := ep.Device().RoutesInto(a); err != nil {
 		c.Reason = fmt.Sprintf("not protected: %v, so the traffic leaves in the clear (oevpn would have: %s, %s)", err, c.Verdict, c.Reason)
-		c.Verdict, c.Peer = "clear", ""
+		c.Verdict, c.Peer = tunnel.CheckClear, ""
 	}
-	return c
-}
-
-// policyCheck answers what oevpn does with a packet to a that reaches it.
-func (ep *endpoint) policyCheck(a netip.Addr) Check {
-	c := Check{Addr: a.String()}
-	if p := ep.eng.PairFor(a); p != nil {
-		c.Peer = p.Peer.String()
-		c.Verdict, c.Reason = "encrypted-and-authenticated", "static SA with pre-shared keys"
-		if ch, ok := p.Owner.(*ike.ChildSA); ok {
-			c.Reason = "IKE SA authenticated by " + ch.PeerAuthMethod()
-			if ch.PeerAuthMethod() == "null" {
-				c.Verdict, c.Reason = "encrypted-unauthenticated", "IKE SA with AUTH_NULL (RFC 7619)"
-			}
-		}
-		return c
-	}
-	if name, ok := ep.eng.TrapFor(a); ok {
-		c.Verdict, c.Peer, c.Reason = "pending", name, "an SA is negotiated with the peer when traffic comes"
-		return c
-	}
-	if cl := ep.eng.Classes(); cl != nil {
-		class := cl.ClassOf(a)
-		if v, until, ok := ep.eng.VerdictFor(a); ok && class != policy.ClassBlock {
-			switch v {
-			case tunnel.VerdictPending:
-				c.Verdict, c.Reason = "pending", "policy: "+class.String()+"; discovery and IKE under way"
-			case tunnel.VerdictClear:
-				c.Verdict, c.Reason = "clear", fmt.Sprintf("policy: %v; opportunism failed, clear until %s", class, until.Format(time.RFC3339))
-			default:
-				c.Verdict, c.Reason = "blocked", fmt.Sprintf("policy: %v; opportunism failed, dropped until %s", class, until.Format(time.RFC3339))
-			}
-			return c
-		}
-		switch class {
-		case policy.ClassBlock:
-			c.Verdict, c.Reason = "blocked", "policy: block"
-			return c
-		case policy.ClassPrivate, policy.ClassPrivateOrClear:
-			c.Verdict, c.Reason = "pending", "policy: "+class.String()+"; the first packet starts discovery (DNS) and IKE"
-			return c
-		case policy.ClassClearOrPrivate:
-			c.Verdict, c.Reason = "clear", "policy: clear-or-private; encrypted only if the peer initiates"
-			return c
-		}
-	}
-	c.Verdict, c.Reason = "clear", "no SA and no peer covers this address: oevpn does not route it"
 	return c
 }
 

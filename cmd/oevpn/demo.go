@@ -110,19 +110,22 @@ func cmdDemo(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := startEndpoint(cfgA, log.With("endpoint", "A"))
+	// The SAs need the relay's addresses, known once both ends listen.
+	sasA, sasB := cfgA.SAs, cfgB.SAs
+	cfgA.SAs, cfgB.SAs = nil, nil
+	a, err := startEndpoint(cfgA, "", log.With("endpoint", "A"))
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := startEndpoint(cfgB, log.With("endpoint", "B"))
+	b, err := startEndpoint(cfgB, "", log.With("endpoint", "B"))
 	if err != nil {
 		return err
 	}
 	defer b.Close()
 	lo := netip.MustParseAddr("127.0.0.1")
-	_, nattA := a.eng.Ports()
-	_, nattB := b.eng.Ports()
+	_, nattA := a.Engine().Ports()
+	_, nattB := b.Engine().Ports()
 	tap := &wireTap{}
 	r, err := relay.New(netip.AddrPortFrom(lo, nattB), tap.filter)
 	if err != nil {
@@ -130,11 +133,11 @@ func cmdDemo(args []string, stdout io.Writer) error {
 	}
 	defer r.Close()
 	r.SetA(netip.AddrPortFrom(lo, nattA))
-	cfgA.SAs[0].Peer, cfgB.SAs[0].Peer = r.AddrForA(), r.AddrForB()
-	if err := a.installSAs(cfgA.SAs, ""); err != nil {
+	sasA[0].Peer, sasB[0].Peer = r.AddrForA(), r.AddrForB()
+	if err := demoInstall(a, sasA); err != nil {
 		return err
 	}
-	if err := b.installSAs(cfgB.SAs, ""); err != nil {
+	if err := demoInstall(b, sasB); err != nil {
 		return err
 	}
 
@@ -178,7 +181,7 @@ func cmdDemo(args []string, stdout io.Writer) error {
 		name string
 		ep   *endpoint
 	}{{"A", a}, {"B", b}} {
-		for _, p := range x.ep.eng.Pairs() {
+		for _, p := range x.ep.Engine().Pairs() {
 			o, i := p.Out.Counters(), p.In.Counters()
 			fmt.Fprintf(stdout, "%s: out spi %#08x %d packets %d octets | in spi %#08x %d packets %d octets, %d replayed, %d failed integrity\n",
 				x.name, p.Out.SPI(), o.Packets, o.Bytes, p.In.SPI(), i.Packets, i.Bytes, i.ReplayDrops, i.IntegrityFailures)
@@ -192,7 +195,7 @@ func cmdDemo(args []string, stdout io.Writer) error {
 }
 
 func demoPing(ep *endpoint, from, to netip.Addr, seq int) (time.Duration, error) {
-	c, err := ep.net.DialPingAddr(from, to)
+	c, err := ep.Net().DialPingAddr(from, to)
 	if err != nil {
 		return 0, err
 	}
@@ -234,7 +237,7 @@ func (m *markerReader) Read(p []byte) (int, error) {
 }
 
 func demoTransfer(a, b *endpoint, to netip.Addr, size int64) (time.Duration, error) {
-	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(to, 5201))
+	ln, err := b.Net().ListenTCPAddrPort(netip.AddrPortFrom(to, 5201))
 	if err != nil {
 		return 0, err
 	}
@@ -258,7 +261,7 @@ func demoTransfer(a, b *endpoint, to netip.Addr, size int64) (time.Duration, err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := a.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(to, 5201))
+	c, err := a.Net().DialContextTCPAddrPort(ctx, netip.AddrPortFrom(to, 5201))
 	if err != nil {
 		return 0, fmt.Errorf("TCP connect through the tunnel: %w", err)
 	}
@@ -281,4 +284,15 @@ func demoTransfer(a, b *endpoint, to netip.Addr, size int64) (time.Duration, err
 		return 0, errors.New("TCP transfer did not finish in 2 minutes")
 	}
 	return time.Since(start), nil
+}
+
+// demoInstall installs static SAs whose keys were made for this run (their
+// sequence numbers stay in memory).
+func demoInstall(ep *endpoint, sas []config.SA) error {
+	for _, pc := range staticSAs(sas) {
+		if _, err := ep.Engine().Install(pc); err != nil {
+			return err
+		}
+	}
+	return nil
 }

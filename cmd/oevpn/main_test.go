@@ -70,23 +70,6 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-func TestRangePrefixes(t *testing.T) {
-	tests := []struct{ lo, hi, want string }{
-		{"10.0.0.0", "10.0.0.255", "[10.0.0.0/24]"},
-		{"10.0.0.1", "10.0.0.1", "[10.0.0.1/32]"},
-		{"10.0.0.1", "10.0.0.6", "[10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32]"},
-		{"0.0.0.0", "255.255.255.255", "[0.0.0.0/0]"},
-		{"2001:db8::", "2001:db8::ffff", "[2001:db8::/112]"},
-		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "[::/0]"},
-	}
-	for _, tt := range tests {
-		got := rangePrefixes(mustAddr(tt.lo), mustAddr(tt.hi))
-		if s := fmtPrefixes(got); s != tt.want {
-			t.Errorf("rangePrefixes(%s, %s) = %s, want %s", tt.lo, tt.hi, s, tt.want)
-		}
-	}
-}
-
 func TestKeygenAndDNSRecords(t *testing.T) {
 	for _, kind := range []string{"ed25519", "ecdsa", "rsa"} {
 		p := filepath.Join(t.TempDir(), "key.pem")

@@ -34,23 +34,23 @@ func peerInfo(p policy.Peer) PeerInfo {
 // handleTrustStore serves the AutoVPN trust store on the control socket.
 func (ep *endpoint) handleTrustStore(mux *http.ServeMux) {
 	mux.HandleFunc("GET /autovpn/peers", func(w http.ResponseWriter, r *http.Request) {
-		if ep.trust == nil {
+		if ep.Trust() == nil {
 			http.Error(w, "AutoVPN is not configured", http.StatusNotFound)
 			return
 		}
 		out := []PeerInfo{}
-		for _, p := range ep.trust.Peers() {
+		for _, p := range ep.Trust().Peers() {
 			out = append(out, peerInfo(p))
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
 	})
 	mux.HandleFunc("POST /autovpn/peers/{key}/{action}", func(w http.ResponseWriter, r *http.Request) {
-		if ep.trust == nil {
+		if ep.Trust() == nil {
 			http.Error(w, "AutoVPN is not configured", http.StatusNotFound)
 			return
 		}
-		p, err := trustAction(ep.trust, r.PathValue("action"), r.PathValue("key"))
+		p, err := trustAction(ep.Trust(), r.PathValue("action"), r.PathValue("key"))
 		if err != nil {
 			status := http.StatusBadRequest
 			if errors.Is(err, policy.ErrNoPeer) {

@@ -125,8 +125,10 @@ type Policy struct {
 	// Exceptions give one protocol and port range a class of its own.
 	Exceptions []Exception `toml:"exception"`
 
-	// Classes is the table built from the above by the checks.
-	Classes *policy.Classes `toml:"-"`
+	// Classes is the table built from the above by the checks, and Rules
+	// the exceptions it was built with.
+	Classes *policy.Classes    `toml:"-"`
+	Rules   []policy.Exception `toml:"-"`
 }
 
 // AutoVPN configures the AutoVPN probe handshake (draft-sheffer-autovpn).
@@ -581,7 +583,7 @@ func (c *Config) check() error {
 	if err != nil {
 		return keyErr("policy.block", "%v", err)
 	}
-	c.Policy.Classes = classes
+	c.Policy.Classes, c.Policy.Rules = classes, exceptions
 	if err := c.checkOE(); err != nil {
 		return err
 	}

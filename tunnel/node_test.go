@@ -1,0 +1,135 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/ike"
+	"github.com/oevpn/oevpn/policy"
+)
+
+func TestSelectorPrefixes(t *testing.T) {
+	tests := []struct{ lo, hi, want string }{
+		{"10.0.0.0", "10.0.0.255", "[10.0.0.0/24]"},
+		{"10.0.0.1", "10.0.0.1", "[10.0.0.1/32]"},
+		{"10.0.0.1", "10.0.0.6", "[10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32]"},
+		{"0.0.0.0", "255.255.255.255", "[0.0.0.0/0]"},
+		{"2001:db8::", "2001:db8::ffff", "[2001:db8::/112]"},
+		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "[::/0]"},
+	}
+	for _, tt := range tests {
+		got := selectorPrefixes(policy.Selector{Start: netip.MustParseAddr(tt.lo), End: netip.MustParseAddr(tt.hi)})
+		if s := fmt.Sprint(got); s != tt.want {
+			t.Errorf("selectorPrefixes(%s, %s) = %s, want %s", tt.lo, tt.hi, s, tt.want)
+		}
+	}
+}
+
+// nodePair starts two netstack nodes that are each other's IKEv2 peer
+// (PSK), a initiating at once, through the same constructor the command
+// uses.
+func nodePair(t *testing.T, block ...netip.Prefix) (a, b *Node) {
+	t.Helper()
+	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
+	lo := netip.MustParseAddr("127.0.0.1")
+	psk := []byte("node test pre-shared key, long enough")
+	peer := func(name string, local, remote netip.Addr, ikePort, nattPort uint16) *ike.PeerConfig {
+		return &ike.PeerConfig{Name: name, Addr: lo, IKEPort: ikePort, NATTPort: nattPort,
+			LocalID: ike.IdentityOf(local), RemoteID: ike.IdentityOf(remote),
+			Auth: ike.Credential{PSK: psk}, PeerAuth: ike.PeerAuth{PSK: psk},
+			LocalTS: hostSel(local), RemoteTS: hostSel(remote)}
+	}
+	var err error
+	// B only responds, so it need not know A's ports yet.
+	b, err = NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addrB, 32)},
+		Peers: []Peer{{IKE: peer("a", addrB, addrA, 1, 1), Start: StartNever}}, Logger: testLogger(t, "B")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	bIKE, bNATT := b.Engine().Ports()
+	a, err = NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addrA, 32)},
+		Peers:  []Peer{{IKE: peer("b", addrA, addrB, bIKE, bNATT), Start: StartNow}},
+		Policy: Policy{Block: block}, Logger: testLogger(t, "A")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a, b
+}
+
+// TestNodeDialThroughIKE dials from one node's stack to a listener on the
+// other's: IKE comes up, the connection goes through ESP, Check says so,
+// and a destination that policy blocks fails at once.
+func TestNodeDialThroughIKE(t *testing.T) {
+	a, b := nodePair(t, netip.MustParsePrefix("10.66.0.0/16"))
+	ln, err := b.Listen("tcp", ":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "tcp", "10.97.0.2:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := []byte("through the node's ESP")
+	c.Write(msg)
+	got := make([]byte, len(msg))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	if v := a.Check(netip.MustParseAddr("10.97.0.2")); v.Verdict != CheckEncrypted || v.Reason != "IKE SA authenticated by psk" {
+		t.Errorf("Check after the connection: %+v", v)
+	}
+	if p := a.Engine().PairFor(netip.MustParseAddr("10.97.0.2")); p == nil || p.Out.Counters().Packets == 0 {
+		t.Errorf("no ESP sent by A's pair: %v", p)
+	}
+
+	start := time.Now()
+	_, err = a.DialContext(ctx, "tcp", "10.66.1.1:80")
+	if !errors.Is(err, ErrBlocked) || time.Since(start) > time.Second {
+		t.Errorf("dial to a blocked destination: %v after %v, want ErrBlocked at once", err, time.Since(start))
+	}
+	// The stack's errors carry the errno a host socket would give.
+	if _, err := a.DialContext(ctx, "tcp", "10.97.0.2:7001"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial to a closed port: %v, want ECONNREFUSED", err)
+	}
+	if _, err := a.DialContext(ctx, "sctp", "10.97.0.2:7000"); err == nil {
+		t.Error("dial sctp succeeded")
+	}
+	if _, err := a.Listen("udp", ":1"); err == nil {
+		t.Error("Listen udp succeeded")
+	}
+}
+
+// testLogger returns a debug logger whose output the test shows if it
+// fails.
+func testLogger(t testing.TB, name string) *slog.Logger {
+	var buf lockedBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", name, buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -277,6 +277,29 @@ func (n *Node) listenAddr(network, proto, address string) (netip.AddrPort, error
 		if a, err = netip.ParseAddr(host); err != nil {
 			return netip.AddrPort{}, fmt.Errorf("tunnel: listen %s: %w", address, err)
 		}
+	} else if port == 0 {
+		// The stack binds "any address" only with a port; an ephemeral
+		// socket takes the node's own address of the family asked (IPv4
+		// first for "udp" and "tcp").
+		a = n.ownAddr(network[len(network)-1])
 	}
 	return netip.AddrPortFrom(a, uint16(port)), nil
+}
+
+// ownAddr returns the node's first address of the family that a network
+// name's last character gives ('4', '6', or either, IPv4 first).
+func (n *Node) ownAddr(family byte) netip.Addr {
+	var v4, v6 netip.Addr
+	for _, p := range n.cfg.Addresses {
+		switch a := p.Addr().Unmap(); {
+		case a.Is4() && !v4.IsValid():
+			v4 = a
+		case a.Is6() && !v6.IsValid():
+			v6 = a
+		}
+	}
+	if family == '6' || (family != '4' && !v4.IsValid()) {
+		return v6
+	}
+	return v4
 }

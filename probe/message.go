@@ -144,7 +144,7 @@ func (m *Message) AppendUDP(b []byte) []byte {
 // ParseUDP decodes a probe message carried over UDP; b starts with the
 // preamble.
 func ParseUDP(b []byte) (*Message, error) {
-	if len(b) < PreambleLen || [16]byte(b[:PreambleLen]) != Preamble {
+	if !HasPreamble(b) {
 		return nil, malformed("no preamble")
 	}
 	b = b[PreambleLen:]

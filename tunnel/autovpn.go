@@ -238,7 +238,7 @@ func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
 		return a.gw.HandleICMP(pkt[hl:p.Len], p.Src, p.Dst)
 	case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.Len >= hl+8+probe.PreambleLen:
 		msg := pkt[hl+8 : p.Len]
-		if [16]byte(msg[:probe.PreambleLen]) == probe.Preamble {
+		if probe.HasPreamble(msg) {
 			a.gw.HandleUDP(msg, netip.AddrPortFrom(p.Src, p.SrcPort), p.Dst)
 			return true
 		}

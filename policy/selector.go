@@ -1,6 +1,3 @@
-// Package policy decides what happens to traffic: the traffic selectors an SA
-// covers now, and (in later issues) connection classes, lifespans and the
-// peer trust store.
 package policy
 
 import (

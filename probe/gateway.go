@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oevpn/oevpn/internal/ipview"
 )
 
 // Defaults of the exchange.
@@ -78,7 +80,7 @@ func Original(reply []byte) ([]byte, error) {
 		copy(frag[12:], d[:])
 		copy(frag[16:], s[:])
 		frag[10], frag[11] = 0, 0
-		binary.BigEndian.PutUint16(frag[10:], checksum(frag[:ihl]))
+		binary.BigEndian.PutUint16(frag[10:], ipview.Checksum(frag[:ihl]))
 		l4 = frag[ihl:]
 	case 6:
 		s, d := [16]byte(frag[8:24]), [16]byte(frag[24:40])

@@ -154,7 +154,7 @@ func rewrite(pkt []byte, p *ipview.Packet, src bool, addr netip.Addr, port uint1
 	a4 := addr.As4()
 	oldAddr := [4]byte(pkt[aOff : aOff+4])
 	copy(pkt[aOff:], a4[:])
-	binary.BigEndian.PutUint16(pkt[10:], csumUpdate(binary.BigEndian.Uint16(pkt[10:]), oldAddr[:], a4[:]))
+	binary.BigEndian.PutUint16(pkt[10:], ipview.ChecksumUpdate(binary.BigEndian.Uint16(pkt[10:]), oldAddr[:], a4[:]))
 	l4 := pkt[ihl:p.Len]
 	var csOff int
 	switch p.Proto {
@@ -175,24 +175,10 @@ func rewrite(pkt []byte, p *ipview.Packet, src bool, addr netip.Addr, port uint1
 	if p.Proto == ipview.ProtoUDP && cs == 0 {
 		return // no UDP checksum
 	}
-	cs = csumUpdate(cs, oldAddr[:], a4[:]) // the pseudo-header
-	cs = csumUpdate(cs, oldPort[:], l4[pOff:pOff+2])
+	cs = ipview.ChecksumUpdate(cs, oldAddr[:], a4[:]) // the pseudo-header
+	cs = ipview.ChecksumUpdate(cs, oldPort[:], l4[pOff:pOff+2])
 	if p.Proto == ipview.ProtoUDP && cs == 0 {
 		cs = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[csOff:], cs)
-}
-
-// csumUpdate updates an Internet checksum for 16-bit words old replaced
-// by new (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
-func csumUpdate(sum uint16, old, new []byte) uint16 {
-	s := uint32(^sum)
-	for i := 0; i+1 < len(old); i += 2 {
-		s += uint32(^binary.BigEndian.Uint16(old[i:]))
-		s += uint32(binary.BigEndian.Uint16(new[i:]))
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }

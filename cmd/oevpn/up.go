@@ -20,10 +20,10 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
+	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
-	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/policy"
 	"github.com/oevpn/oevpn/tunnel"
 )

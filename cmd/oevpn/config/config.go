@@ -24,6 +24,7 @@ import (
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
+	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/policy"
 )
 
@@ -182,8 +183,6 @@ type Exception struct {
 	Class  string `toml:"class"`
 }
 
-var protoNumbers = map[string]uint8{"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
-
 // parse turns the exception into policy form.
 func (e *Exception) parse(key string) ([]policy.Exception, error) {
 	class, err := policy.ParseClass(e.Class)
@@ -192,18 +191,14 @@ func (e *Exception) parse(key string) ([]policy.Exception, error) {
 	}
 	pe := policy.Exception{Class: class}
 	if e.Proto != "" {
-		p, ok := protoNumbers[strings.ToLower(e.Proto)]
+		p, ok := ipview.ParseProto(e.Proto)
 		if !ok {
-			n, err := strconv.ParseUint(e.Proto, 10, 8)
-			if err != nil {
-				return nil, keyErr(key+".proto", "%q is not tcp, udp, icmp, icmpv6, sctp or a protocol number", e.Proto)
-			}
-			p = uint8(n)
+			return nil, keyErr(key+".proto", "%q is not tcp, udp, icmp, icmpv6, sctp or a protocol number", e.Proto)
 		}
 		pe.Proto = p
 	}
 	if e.Port != "" {
-		if pe.Proto != 6 && pe.Proto != 17 && pe.Proto != 132 {
+		if pe.Proto != ipview.ProtoTCP && pe.Proto != ipview.ProtoUDP && pe.Proto != ipview.ProtoSCTP {
 			return nil, keyErr(key+".port", "a port needs proto tcp, udp or sctp")
 		}
 		lo, hi, ok := strings.Cut(e.Port, "-")

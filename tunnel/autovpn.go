@@ -2,8 +2,6 @@ package tunnel
 
 import (
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -297,20 +295,6 @@ func (a *AutoVPN) live(f probe.Flow) bool {
 	return fs != nil && !fs.inboundFirst && time.Since(fs.last) < flowIdle
 }
 
-// dnOf returns the printable DN of an identity (DER_ASN1_DN), or its
-// string.
-func dnOf(id ike.Identity) string {
-	if id.Type == ike.IDDERASN1D {
-		var rdn pkix.RDNSequence
-		if rest, err := asn1.Unmarshal(id.Data, &rdn); err == nil && len(rest) == 0 {
-			var n pkix.Name
-			n.FillFromRDNSequence(&rdn)
-			return n.String()
-		}
-	}
-	return id.String()
-}
-
 // peerAuth is how AutoVPN peers authenticate: a certificate or the shared
 // secret kept for the peer's DN, both decided by the trust store's Accept.
 func (a *AutoVPN) peerAuth() ike.PeerAuth {
@@ -320,9 +304,9 @@ func (a *AutoVPN) peerAuth() ike.PeerAuth {
 			return err
 		},
 		SharedSecret: func(id ike.Identity, c *x509.Certificate) []byte {
-			p, err := a.cfg.Store.Accept(dnOf(id), c, true, time.Now())
+			p, err := a.cfg.Store.Accept(id.String(), c, true, time.Now())
 			if err != nil {
-				a.log.Info("AutoVPN: shared secret refused", "id", dnOf(id), "err", err)
+				a.log.Info("AutoVPN: shared secret refused", "id", id.String(), "err", err)
 				return nil
 			}
 			return p.SharedSecret

@@ -9,8 +9,8 @@
 // datagram, goes in a private-use Fragment payload (type 128).
 package probe
 
-// Wire constants (DESIGN.md, "Wire constants"): the values the draft leaves
-// to IANA, from private-use ranges.
+// Wire constants (docs/ARCHITECTURE.md, "Wire constants"): the values the
+// draft leaves to IANA, from private-use ranges.
 const (
 	// ClassNum is the ICMP extension object Class-Num of AutoVPN payloads
 	// (RFC 4884 §7); the C-Type is the payload type.

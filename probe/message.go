@@ -262,14 +262,14 @@ func fragmentOf(d []byte) ([]byte, error) {
 		return nil, malformed("empty original datagram")
 	}
 	var n int
-	switch d[0] >> 4 {
+	switch ipview.Version(d) {
 	case 4:
-		n = int(d[0]&0x0f)*4 + 8
-		if d[0]&0x0f < 5 {
+		n = ipview.IPv4(d).HeaderLength() + 8
+		if n < ipview.IPv4MinimumSize+8 {
 			return nil, malformed("original datagram IPv4 header length")
 		}
 	case 6:
-		n = 40 + 8
+		n = ipview.IPv6FixedSize + 8
 	default:
 		return nil, malformed("original datagram is not IP")
 	}
@@ -286,9 +286,9 @@ func Fragment(pkt []byte) []byte {
 	if len(pkt) == 0 {
 		return nil
 	}
-	n := 48
-	if pkt[0]>>4 == 4 {
-		n = int(pkt[0]&0x0f)*4 + 8
+	n := ipview.IPv6FixedSize + 8
+	if ipview.Version(pkt) == 4 {
+		n = ipview.IPv4(pkt).HeaderLength() + 8
 	}
 	f := make([]byte, n)
 	copy(f, pkt)

@@ -219,3 +219,23 @@ func FuzzParseICMP(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFlowOf checks the flow and original-datagram readers on the packet
+// fragments a hostile probe carries.
+func FuzzFlowOf(f *testing.F) {
+	f.Add(tcpSYN)
+	f.Add(Fragment(tcpSYN))
+	f.Add(make([]byte, 48))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fl, err := FlowOf(b)
+		if err != nil {
+			return
+		}
+		if !fl.Src.IsValid() || !fl.Dst.IsValid() || fl.Src.Is4() != fl.Dst.Is4() {
+			t.Fatalf("flow %+v of % x", fl, b)
+		}
+		if o, err := Original(b); err == nil && len(o) != len(Fragment(b)) {
+			t.Fatalf("original of % x is % x", b, o)
+		}
+	})
+}

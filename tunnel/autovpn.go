@@ -199,7 +199,7 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 		return
 	}
 	var flags byte
-	if hl := ipHeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
+	if hl := ipview.HeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
 		flags = pkt[hl+13]
 	}
 	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, flags, now)
@@ -219,18 +219,11 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 	a.eng.emit(VerdictClear, pkt)
 }
 
-func ipHeaderLen(pkt []byte) int {
-	if pkt[0]>>4 == 4 {
-		return int(pkt[0]&0x0f) * 4
-	}
-	return 40
-}
-
 // intercept takes probe messages addressed to our hosts (gateway mode:
 // they pass through us): ICMP Parameter Problem with our objects, and UDP
 // to port 4500 behind the preamble.
 func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
-	hl := ipHeaderLen(pkt)
+	hl := ipview.HeaderLen(pkt)
 	switch {
 	case p.Proto == ipview.ProtoICMP && len(pkt) > hl+1 && pkt[hl] == 12:
 		return a.gw.HandleICMP(pkt[hl:p.Len], p.Src, p.Dst)

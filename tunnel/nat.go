@@ -146,16 +146,16 @@ func (t *natTable) natInbound(pkt []byte, p *ipview.Packet) {
 // rewrite replaces an IPv4 packet's source (or destination) address and,
 // for TCP and UDP, port, and fixes the checksums incrementally (RFC 1624).
 func rewrite(pkt []byte, p *ipview.Packet, src bool, addr netip.Addr, port uint16) {
-	ihl := int(pkt[0]&0x0f) * 4
-	aOff, pOff := 16, 2
+	h := ipview.IPv4(pkt[:p.Len])
+	a4, oldAddr, pOff := addr.As4(), h.Dst().As4(), 2
 	if src {
-		aOff, pOff = 12, 0
+		oldAddr, pOff = h.Src().As4(), 0
+		h.SetSrc(a4)
+	} else {
+		h.SetDst(a4)
 	}
-	a4 := addr.As4()
-	oldAddr := [4]byte(pkt[aOff : aOff+4])
-	copy(pkt[aOff:], a4[:])
-	binary.BigEndian.PutUint16(pkt[10:], ipview.ChecksumUpdate(binary.BigEndian.Uint16(pkt[10:]), oldAddr[:], a4[:]))
-	l4 := pkt[ihl:p.Len]
+	h.UpdateChecksum(oldAddr[:], a4[:])
+	l4 := h.Payload()
 	var csOff int
 	switch p.Proto {
 	case ipview.ProtoTCP:

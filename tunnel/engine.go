@@ -817,12 +817,11 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				e.deliverIKE(d, eps[i], false)
 				continue
 			}
-			kind, _ := esp.Classify(d)
-			switch kind {
+			switch classify(d) {
 			case esp.KindIKE:
 				e.deliverIKE(d[esp.NonESPMarkerLen:], eps[i], true)
 				continue
-			case esp.KindProbe:
+			case kindProbe:
 				e.deliverProbe(d, eps[i])
 				continue
 			case esp.KindKeepalive:

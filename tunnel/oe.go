@@ -613,22 +613,3 @@ func (o *Opportunism) Trigger(ctx context.Context, dst netip.Addr) dnsoe.Verdict
 		}
 	}
 }
-
-// Tunnel describes an opportunistic tunnel for status displays.
-type Tunnel struct {
-	Peer   string
-	Dst    netip.Addr
-	Up     bool
-	Expiry time.Time // end of the current lifespan
-}
-
-// Tunnels returns the opportunistic tunnels.
-func (o *Opportunism) Tunnels() []Tunnel {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []Tunnel
-	for _, t := range o.tunnels {
-		out = append(out, Tunnel{Peer: t.name, Dst: t.dst, Up: t.up, Expiry: t.life.End()})
-	}
-	return out
-}

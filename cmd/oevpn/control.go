@@ -20,9 +20,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
-	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/tunnel"
 )
 

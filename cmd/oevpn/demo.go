@@ -19,8 +19,8 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
+	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/esp"
-	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/internal/relay"
 )
 

@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
-	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/policy"
 	"github.com/oevpn/oevpn/tunnel"
 )

@@ -102,14 +102,18 @@ func (n *Node) Check(a netip.Addr) Check {
 const triggerWait = 3 * time.Second
 
 // LookupNetIP resolves host to addresses, as the DNS-triggered mode does
-// for applications: through the opportunistic resolver when opportunism is
-// on (the system's otherwise), starting opportunism for every address at
-// once and leaving out those whose traffic would be dropped. network is
-// "ip", "ip4" or "ip6". It fails with ErrBlocked when every address was
-// left out.
+// for applications: through NodeConfig.DNS if set, else the opportunistic
+// resolver when opportunism is on, else the system's. With opportunism it
+// starts negotiating with every address at once and leaves out those whose
+// traffic would be dropped, failing with ErrBlocked when none is left.
+// network is "ip", "ip4" or "ip6".
 func (n *Node) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	r := net.DefaultResolver
-	if o := n.cfg.Opportunism; n.oe != nil && o.Resolver != nil && o.Resolver.Server != "" {
+	if dns := n.cfg.DNS; dns.IsValid() && n.net != nil {
+		r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return n.DialContext(ctx, network, dns.String())
+		}}
+	} else if o := n.cfg.Opportunism; n.oe != nil && o.Resolver != nil && o.Resolver.Server != "" {
 		d := &net.Dialer{}
 		if !n.cfg.Netstack {
 			d = n.outside.Dialer()

@@ -138,6 +138,10 @@ func TestLabNetstackProxies(t *testing.T) {
 		}
 	}
 	checkUnprivileged(t, procA.Cmd.Process.Pid)
+	asNobody := func(args ...string) []string {
+		return append([]string{"setpriv", fmt.Sprintf("--reuid=%d", pxNobody), fmt.Sprintf("--regid=%d", pxNobody), "--clear-groups",
+			"env", "HOME=" + home, "XDG_RUNTIME_DIR=" + filepath.Join(home, "run"), filepath.Join(home, "oevpn")}, args...)
+	}
 
 	curl := func(args ...string) string {
 		t.Helper()
@@ -165,6 +169,11 @@ func TestLabNetstackProxies(t *testing.T) {
 	// the tunnel.
 	if out, err := b.Try("curl", "-sS", "--max-time", "15", "http://"+pxInnerA+":9090/"); err != nil || out != pxHostBody {
 		t.Errorf("through the forward from the tunnel: %v\n%s", err, out)
+	}
+
+	// The user's own status command finds the endpoint by itself.
+	if out, err := a.Try(asNobody("status")...); err != nil || !strings.Contains(out, "10.77.0.2") {
+		t.Errorf("oevpn status as the same user, without -c: %v\n%s", err, out)
 	}
 
 	// The link: nothing but IKE and ESP, none of the plaintext.

@@ -66,6 +66,11 @@ type NodeConfig struct {
 	// (AutoVPN host mode); otherwise the node is a gateway for them.
 	AutoVPNHost bool
 
+	// DNS, if set, is the DNS server that LookupNetIP (and so the node's
+	// dialer) asks, reached through the node's own stack: e.g. a peer's
+	// server behind the tunnel.
+	DNS netip.AddrPort
+
 	// Bind, if set, makes the outer UDP transport of one port (e.g. an
 	// in-memory network); nil means the host's UDP sockets.
 	Bind func() conn.Bind

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -132,4 +133,45 @@ func testLogger(t testing.TB, name string) *slog.Logger {
 		}
 	})
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestNodeListenPacket sends a datagram each way between unconnected UDP
+// sockets of two nodes (an ephemeral one and one on a fixed port), as
+// SOCKS5 UDP ASSOCIATE uses them.
+func TestNodeListenPacket(t *testing.T) {
+	a, b := nodePair(t)
+	pb, err := b.ListenPacket("udp", ":5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	pa, err := a.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	dst := &net.UDPAddr{IP: net.IPv4(10, 97, 0, 2), Port: 5353}
+	buf := make([]byte, 64)
+	// The first datagrams wait for IKE: send until one arrives.
+	for i := 0; ; i++ {
+		if _, err := pa.WriteTo([]byte("ping"), dst); err != nil {
+			t.Fatal(err)
+		}
+		pb.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, from, err := pb.ReadFrom(buf)
+		if err == nil {
+			if string(buf[:n]) != "ping" || from.String() != "10.97.0.1:"+fmt.Sprint(from.(*net.UDPAddr).Port) {
+				t.Fatalf("B got %q from %v", buf[:n], from)
+			}
+			pb.WriteTo([]byte("pong"), from)
+			break
+		}
+		if i == 25 {
+			t.Fatal("no datagram reached B in 5 s")
+		}
+	}
+	pa.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, from, err := pa.ReadFrom(buf); err != nil || string(buf[:n]) != "pong" || from.String() != "10.97.0.2:5353" {
+		t.Fatalf("A got %q from %v: %v", buf[:n], from, err)
+	}
 }

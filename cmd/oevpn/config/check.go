@@ -3,8 +3,11 @@ package config
 import (
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +20,7 @@ import (
 // check applies defaults and validates what the TOML types cannot, section
 // by section; the first error wins.
 func (c *Config) check() error {
-	for _, check := range []func() error{c.checkInterface, c.checkSAs, c.checkPolicy, c.checkOE, c.checkAutoVPN, c.checkPeers} {
+	for _, check := range []func() error{c.checkInterface, c.checkSAs, c.checkPolicy, c.checkOE, c.checkAutoVPN, c.checkPeers, c.checkProxies} {
 		if err := check(); err != nil {
 			return err
 		}
@@ -49,6 +52,12 @@ func (c *Config) checkInterface() error {
 	}
 	if in.Mode == ModeNetstack && len(in.Addresses) == 0 {
 		return keyErr("interface.addresses", "a netstack device needs at least one address")
+	}
+	if in.IKEPort == nil && in.Mode == ModeNetstack && !privileged() {
+		// Port 500 needs privileges: initiate from any port, and let
+		// peers reach us on the NAT-T port (RFC 3948 framing).
+		free := 0
+		in.IKEPort = &free
 	}
 	for _, p := range []struct {
 		v   **int
@@ -553,7 +562,7 @@ func (c *Config) checkAutoVPN() error {
 		a.CRLs = append(a.CRLs, crl)
 	}
 	if a.TrustStore == "" {
-		a.TrustStore = "/var/lib/oevpn/" + c.Interface.Name + ".trust"
+		a.TrustStore = filepath.Join(c.Interface.StateDir, c.Interface.Name+".trust")
 	} else {
 		a.TrustStore = c.resolve(a.TrustStore)
 	}
@@ -572,6 +581,88 @@ func (c *Config) checkAutoVPN() error {
 		}
 		if v != "clear" && v != "drop" {
 			return keyErr("autovpn.fallback", "%s = %q: want \"clear\" or \"drop\"", state, v)
+		}
+	}
+	return nil
+}
+
+// checkProxies checks [proxy] and [[forward]], which serve applications of
+// a netstack device (on a TUN they use the device itself).
+func (c *Config) checkProxies() error {
+	p := &c.Proxy
+	if c.Interface.Mode != ModeNetstack {
+		for _, f := range []struct {
+			key string
+			set bool
+		}{{"proxy.socks5", p.SOCKS5 != ""}, {"proxy.http", p.HTTP != ""}, {"proxy.dns", p.DNS.IsValid()}} {
+			if f.set {
+				return keyErr(f.key, "the proxies serve a %q device (on a TUN, applications use the device): set interface.mode = %q", ModeNetstack, ModeNetstack)
+			}
+		}
+	}
+	for _, f := range []struct{ key, addr string }{{"proxy.socks5", p.SOCKS5}, {"proxy.http", p.HTTP}} {
+		if f.addr == "" {
+			continue
+		}
+		if err := checkHostPort(f.addr, false); err != nil {
+			return keyErr(f.key, "%q: %v", f.addr, err)
+		}
+	}
+	if p.SOCKS5 != "" && p.SOCKS5 == p.HTTP {
+		return keyErr("proxy.http", "%q is also proxy.socks5: each proxy needs an address of its own", p.HTTP)
+	}
+	switch {
+	case p.Username != "" && p.Password == "":
+		return keyErr("proxy.username", "username and password go together: set both or neither")
+	case p.Username == "" && p.Password != "":
+		return keyErr("proxy.password", "username and password go together: set both or neither")
+	}
+	for i := range c.Forwards {
+		f := &c.Forwards[i]
+		k := func(s string) string { return fmt.Sprintf("forward[%d].%s", i, s) }
+		if c.Interface.Mode != ModeNetstack {
+			return keyErr(k("listen"), "port forwards serve a %q device: set interface.mode = %q", ModeNetstack, ModeNetstack)
+		}
+		switch f.From {
+		case "":
+			f.From = "host"
+		case "host", "tunnel":
+		default:
+			return keyErr(k("from"), "%q is not \"host\" (listen on the host, connect through the tunnel) or \"tunnel\" (listen in the tunnel, connect from the host)", f.From)
+		}
+		if f.Listen == "" {
+			return keyErr(k("listen"), "missing: the address to listen on, e.g. \"127.0.0.1:8022\"")
+		}
+		if err := checkHostPort(f.Listen, false); err != nil {
+			return keyErr(k("listen"), "%q: %v", f.Listen, err)
+		}
+		if f.Connect == "" {
+			return keyErr(k("connect"), "missing: where to connect, e.g. \"10.9.0.2:22\"")
+		}
+		if err := checkHostPort(f.Connect, true); err != nil {
+			return keyErr(k("connect"), "%q: %v", f.Connect, err)
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks a "host:port" address: an IP address (or, if names
+// is set, a name) and a port; a listen address may leave the host out.
+func checkHostPort(s string, names bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("not host:port: %v", err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (names && n == 0) {
+		return fmt.Errorf("%q is not a port", port)
+	}
+	switch {
+	case host == "" && !names:
+	case host == "":
+		return fmt.Errorf("no host")
+	default:
+		if _, err := netip.ParseAddr(host); err != nil && !names {
+			return fmt.Errorf("%q is not an IP address", host)
 		}
 	}
 	return nil

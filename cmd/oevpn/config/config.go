@@ -42,20 +42,81 @@ const (
 	DefaultTable    = 0x4f45
 )
 
-// DefaultControl is the control socket of the endpoint whose device is name.
+// DefaultControl is the control socket of the endpoint whose device is
+// name, in RuntimeDir.
 func DefaultControl(name string) string {
 	if runtime.GOOS == "windows" {
 		return filepath.Join(os.TempDir(), "oevpn-"+name+".sock")
 	}
-	return "/run/oevpn/" + name + ".sock"
+	return filepath.Join(RuntimeDir(), name+".sock")
 }
 
-// DefaultStateDir is where the state that must outlive a run is kept.
+// SystemRuntimeDir holds the control sockets of endpoints run by root.
+const SystemRuntimeDir = "/run/oevpn"
+
+// RuntimeDir holds the control sockets of this user's endpoints:
+// SystemRuntimeDir for root, $XDG_RUNTIME_DIR/oevpn for others (or, without
+// it, oevpn-UID in the temporary directory).
+func RuntimeDir() string {
+	if privileged() {
+		return SystemRuntimeDir
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
+		return filepath.Join(d, "oevpn")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("oevpn-%d", os.Geteuid()))
+}
+
+// DefaultStateDir is where the state that must outlive a run is kept:
+// /var/lib/oevpn for root, $XDG_STATE_HOME/oevpn (~/.local/state/oevpn)
+// for others.
 func DefaultStateDir() string {
 	if runtime.GOOS == "windows" {
 		return filepath.Join(os.Getenv("ProgramData"), "oevpn")
 	}
-	return "/var/lib/oevpn"
+	if privileged() {
+		return "/var/lib/oevpn"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "oevpn")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "oevpn")
+	}
+	return filepath.Join(RuntimeDir(), "state")
+}
+
+// privileged reports whether we run as root (Windows: always, its paths
+// do not depend on it). Tests replace it.
+var privileged = func() bool { return os.Geteuid() <= 0 }
+
+// Proxy is [proxy]: in netstack mode, proxies on the host through which
+// applications reach the tunnel.
+type Proxy struct {
+	// SOCKS5 and HTTP are the host addresses the SOCKS5 server (RFC 1928)
+	// and the HTTP CONNECT and forward proxy listen on ("" for none).
+	SOCKS5 string `toml:"socks5"`
+	HTTP   string `toml:"http"`
+	// Username and Password, if set, are required of every client.
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	// DNS, if set, is the DNS server ("addr:port") that names given to the
+	// proxies are resolved with, reached through the tunnel (e.g. a
+	// peer's); by default the opportunistic resolver, else the host's.
+	DNS netip.AddrPort `toml:"dns"`
+}
+
+// Enabled reports whether a proxy is configured.
+func (p *Proxy) Enabled() bool { return p.SOCKS5 != "" || p.HTTP != "" }
+
+// Forward is one [[forward]]: TCP connections accepted on Listen are relayed
+// to Connect. From "host" (the default) listens on the host and connects
+// through the tunnel; from "tunnel" listens on the netstack, for peers, and
+// connects from the host.
+type Forward struct {
+	From    string `toml:"from"`
+	Listen  string `toml:"listen"`
+	Connect string `toml:"connect"`
 }
 
 // Config is a whole configuration file.
@@ -66,6 +127,8 @@ type Config struct {
 	Policy    Policy    `toml:"policy"`
 	OE        OE        `toml:"opportunism"`
 	AutoVPN   AutoVPN   `toml:"autovpn"`
+	Proxy     Proxy     `toml:"proxy"`
+	Forwards  []Forward `toml:"forward"`
 	// Path is the file the configuration came from.
 	Path string `toml:"-"`
 	loc  locator

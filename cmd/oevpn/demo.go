@@ -47,10 +47,10 @@ var (
 )
 
 const (
-	demoAnchorZone = "51.198.in-addr.arpa."  // the trust anchor's zone (NSEC3, opt-out)
+	demoAnchorZone = "51.198.in-addr.arpa."     // the trust anchor's zone (NSEC3, opt-out)
 	demoRevZone    = "100.51.198.in-addr.arpa." // where B publishes (NSEC)
-	demoFwdZone    = "demo.test."              // names of the demo's hosts
-	demoWebName    = "web.demo.test"           // B
+	demoFwdZone    = "demo.test."               // names of the demo's hosts
+	demoWebName    = "web.demo.test"            // B
 )
 
 // marker is written into every flow the demo sends through ESP; the wire
@@ -347,8 +347,8 @@ func (d *demoWorld) partPolicy(out io.Writer) error {
 		return fmt.Errorf("private %v: %v, want the dial refused", demoPrivate, err)
 	}
 	res = d.rA.Lookup(ctx, demoPrivate)
-	fmt.Fprintf(out, "  %v (private): DNS says %v (validated=%v) → refused after %v: %v\n", demoPrivate, res.Err, res.Validated,
-		time.Since(start).Round(100*time.Microsecond), err)
+	fmt.Fprintf(out, "  %v (private): DNS says %v (validated=%v) → refused: Node.DialContext returned tunnel.ErrBlocked after %v\n",
+		demoPrivate, res.Err, res.Validated, time.Since(start).Round(100*time.Microsecond))
 	fmt.Fprintf(out, "    A: check %v: %s\n", demoPrivate, checkLine(a.Check(demoPrivate)))
 	if n := d.clear.dialsTo(demoPrivate); n > 0 {
 		return fmt.Errorf("%d connections to %v left in the clear", n, demoPrivate)

@@ -74,6 +74,7 @@ var demoParts = []demoPart{
 
 func cmdDemo(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stdout)
 	part := fs.String("part", "", "run only these parts (comma-separated names)")
 	size := fs.Int("size", 64, "MiB to send in the bulk part")
 	verbose := fs.Bool("v", false, "log the nodes' events")

@@ -89,7 +89,7 @@ fuzz:
 		done; \
 	done
 
-## demo: two userspace endpoints in one process, traffic through ESP
+## demo: opportunism from signed DNS, policy, AutoVPN, SOCKS5, in one unprivileged process
 demo: build
 	./bin/oevpn demo
 

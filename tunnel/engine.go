@@ -103,6 +103,8 @@ type PairConfig struct {
 	// only once opportunism decided that the address would go clear
 	// (Decide): only then is it better than the alternative.
 	Unauthenticated bool
+	// Owner becomes the pair's Owner, set before the pair is published.
+	Owner any
 }
 
 // SAPair is an installed pair of SAs.
@@ -373,7 +375,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if len(pc.Local) == 0 || len(pc.Remote) == 0 {
 		return nil, errors.New("tunnel: SA pair without traffic selectors")
 	}
-	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated}
+	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated, Owner: pc.Owner}
 	p.ready.Store(!pc.Deferred)
 	onEvent := func(_ *esp.SA, ev esp.Event) {
 		select {

@@ -473,11 +473,26 @@ func (n *Node) responder(from netip.AddrPort, local netip.Addr, autovpnNonce []b
 func (n *Node) newOpportunism() *Opportunism {
 	oc := *n.cfg.Opportunism
 	oc.Logger, oc.Outside = n.log.With("component", "oe"), n.outside
+	if n.cfg.Netstack {
+		// Our traffic starts on the stack: its address, not the host's
+		// route to dst, is the source, hence the traffic selector.
+		oc.Source = n.stackSource
+	}
 	if !n.cfg.Netstack && oc.Resolver != nil && oc.Resolver.Dialer == nil {
 		// Queries leave by the outside, not into the TUN.
 		oc.Resolver.Dialer = n.outside.Dialer()
 	}
 	return NewOpportunism(n.eng, oc)
+}
+
+// stackSource is the stack's address of dst's family (netstack mode).
+func (n *Node) stackSource(dst netip.Addr) netip.Addr {
+	for _, p := range n.cfg.Addresses {
+		if a := p.Addr().Unmap(); a.Is4() == dst.Unmap().Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // newAutoVPN prepares AutoVPN.

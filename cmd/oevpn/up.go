@@ -75,10 +75,12 @@ func cmdUp(args []string, stderr io.Writer) error {
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
 		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers),
 		"control", cfg.Interface.Control, "state_dir", cfg.Interface.StateDir)
+	notifyService("READY=1\nSTATUS=endpoint up")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	notifyService("STOPPING=1")
 	return ep.Close()
 }
 

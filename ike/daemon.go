@@ -371,9 +371,9 @@ func (d *Daemon) Acquire(name string) {
 		}
 		for _, sa := range d.sas {
 			if sa.peer == p && sa.state != stateDead {
-				if sa.state == stateEstablished && !sa.rekeyed && len(sa.children) == 0 {
-					// The peer deleted the last Child SA: make a new one.
-					d.createChild(sa)
+				if sa.state == stateEstablished && !sa.rekeyed {
+					// The peer deleted a Child SA: make a new one.
+					d.restoreChildren(sa)
 				}
 				return
 			}
@@ -556,7 +556,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	sa.state = stateDead
 	d.answered(sa)
 	sa.queue = nil
-	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer, sa.keepaliveTimer} {
+	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer, sa.keepaliveTimer, sa.restoreTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -812,12 +812,17 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 		case ProtoESP:
 			var ours [][]byte
 			owner := sa.current()
+			lost := false
 			for _, spi := range del.SPIs {
 				for i, c := range owner.children {
 					if len(spi) == 4 && binary.BigEndian.Uint32(spi) == c.Out.SPI {
 						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.In.SPI))
 						d.dp.RemoveChild(c)
+						if c.rekeyTimer != nil {
+							c.rekeyTimer.Stop()
+						}
 						owner.children = append(owner.children[:i], owner.children[i+1:]...)
+						lost = lost || !c.replaced
 						d.log.Info("peer deleted a Child SA", "peer", sa.peer.Name, "spi_out", fmt.Sprintf("%#08x", c.Out.SPI))
 						break
 					}
@@ -825,6 +830,9 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 			}
 			if len(ours) > 0 {
 				resp = append(resp, &DeletePayload{Protocol: ProtoESP, SPIs: ours})
+			}
+			if lost && len(uncovered(owner.peer.RemoteTS, owner.children)) > 0 {
+				d.childLost(owner)
 			}
 		}
 	}

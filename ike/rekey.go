@@ -226,24 +226,6 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 	})
 }
 
-// createChild negotiates a new Child SA in an established IKE SA (when
-// traffic needs one and the peer had deleted the last).
-func (d *Daemon) createChild(sa *ikeSA) {
-	if sa.creatingChild {
-		return
-	}
-	sa.creatingChild = true
-	d.log.Info("negotiating a new Child SA", "peer", sa.peer.Name)
-	d.requestChild(sa, nil, sa.peer.LocalTS, sa.peer.RemoteTS, func(nc *ChildSA, m *Message) {
-		sa.creatingChild = false
-		if nc == nil {
-			d.log.Warn("new Child SA refused", "peer", sa.peer.Name, "notify", notifyList(m))
-			return
-		}
-		d.coverSelectors(sa)
-	})
-}
-
 // requestChild sends a CREATE_CHILD_SA request for a new Child SA (one that
 // rekeys old, if not nil) and calls done with the installed SA or nil.
 func (d *Daemon) requestChild(sa *ikeSA, old *ChildSA, local, remote policy.Selectors, done func(*ChildSA, *Message)) {

@@ -95,6 +95,13 @@ type ikeSA struct {
 	// coverAsked are the remote selectors asked for in Child SAs of
 	// their own after the peer narrowed ours (coverSelectors).
 	coverAsked policy.Selectors
+	// Child SAs the peer deleted or refused (childLost): how many in a
+	// row, the last one, when restoreChildren may ask again, and the
+	// timer that waits for it.
+	childLosses   int
+	lastChildLoss time.Time
+	restoreAt     time.Time
+	restoreTimer  *time.Timer
 }
 
 // request is our outstanding request, retransmitted until answered.

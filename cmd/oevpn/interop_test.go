@@ -514,7 +514,7 @@ func TestLabInteropOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.o.Run("ping", "-c", "1", "-W", "5", "-I", ioInnerO, ioInnerS)
-	if !strings.Contains(p.Output(), "negotiating a new Child SA") || strings.Count(p.Output(), "IKE SA established") != 1 {
+	if !strings.Contains(p.Output(), "negotiating a Child SA for selectors without one") || strings.Count(p.Output(), "IKE SA established") != 1 {
 		t.Fatal("the Child SA was not re-created inside the existing IKE SA")
 	}
 	hashedTransfer(t, l.o, l.s, ioInnerS+":5203", 0.5)
@@ -558,6 +558,57 @@ func TestLabInteropIssue11(t *testing.T) {
 	t.Run("both-initiate", l.bothInitiate)
 	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
 	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
+	t.Run("child-deleted-remade", l.childDeletedRemade)
+}
+
+// childDeletedRemade (item 13): oevpn, configured to start, has two Child
+// SAs with strongSwan in one IKE SA (strongSwan narrows the first to one
+// of its children); strongSwan deletes one Child SA, then the other
+// (swanctl --terminate --child), keeping the IKE SA. oevpn must make each
+// again in the same IKE SA, and traffic flow.
+func (l *interopLab) childDeletedRemade(t *testing.T) {
+	const inner2, net2 = "10.3.0.1", "10.3.0.0/24"
+	l.s.Run("ip", "addr", "replace", inner2+"/32", "dev", "lo")
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO,
+		MoreChildren: []lab.SwanChild{{Name: "rig2", LocalTS: net2, RemoteTS: ioNetO}}}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk", remotes: []string{ioNetS, net2}}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	waitUntil(t, 15*time.Second, "two Child SAs at strongSwan", func() bool {
+		return strings.Count(sw.ListSAs(), "INSTALLED") == 2
+	})
+	for i, child := range []string{"rig2", lab.SwanName} {
+		if out, err := sw.Swanctl("--terminate", "--child", child); err != nil {
+			t.Fatalf("swanctl --terminate --child %s: %v\n%s", child, err, out)
+		}
+		waitUntil(t, 5*time.Second, "oevpn hears the Delete", func() bool {
+			return strings.Count(p.Output(), "peer deleted a Child SA") == i+1
+		})
+		gone := time.Now()
+		waitUntil(t, 10*time.Second, "oevpn makes the deleted Child SA again", func() bool {
+			return strings.Count(sw.ListSAs(), "INSTALLED") == 2 &&
+				strings.Count(p.Output(), "negotiating a Child SA for selectors without one") == i+1
+		})
+		t.Logf("Child SA %s made again after %v", child, time.Since(gone).Round(time.Millisecond))
+		if n := strings.Count(sw.ListSAs(), "ESTABLISHED"); n != 1 || strings.Count(p.Output(), "IKE SA established") != 1 {
+			t.Fatalf("the Child SA was not made in the same IKE SA:\n%s", sw.ListSAs())
+		}
+		l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+		l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, inner2)
+	}
+	for _, dst := range []string{ioInnerS, inner2} {
+		if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, dst).CombinedOutput(); !strings.Contains(string(out), "encrypted-and-authenticated") {
+			t.Fatalf("oevpn check %s:\n%s", dst, out)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }
 
 // refusedCert (item 8): strongSwan pins another certificate for oevpn's

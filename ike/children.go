@@ -92,8 +92,7 @@ func (d *Daemon) restoreChildren(sa *ikeSA) {
 // by a rekey) or refused, and sets when the next restoreChildren may ask
 // for one: the retransmission base (500 ms by default), doubling with each
 // loss less than maxRestartDelay after the previous one, at most
-// maxRestartDelay, less a random part up to a half. A peer configured to
-// start then gets its Child SAs back.
+// maxRestartDelay, less a random part up to a half.
 func (d *Daemon) childLost(sa *ikeSA) {
 	now := time.Now()
 	if now.Sub(sa.lastChildLoss) > maxRestartDelay {
@@ -106,9 +105,6 @@ func (d *Daemon) childLost(sa *ikeSA) {
 	}
 	sa.childLosses++
 	sa.restoreAt = now.Add(delay - rand.N(delay/2+1))
-	if sa.peer.AutoStart {
-		d.restoreChildren(sa)
-	}
 }
 
 // uncovered returns the selectors of want that no live Child SA touches.

@@ -203,9 +203,12 @@ type Daemon struct {
 	// respByAddr counts the IKE SAs in sas made as responder by the
 	// address of their peer (ikeSAsAt).
 	respByAddr map[netip.Addr]int
-	dynamic    map[string]*PeerConfig // opportunistic peers, by name
-	wg         sync.WaitGroup
-	once       sync.Once
+	// byAddr are the IKE SAs in sas by the address of their peer
+	// (indexAddr).
+	byAddr  map[netip.Addr][]*ikeSA
+	dynamic map[string]*PeerConfig // opportunistic peers, by name
+	wg      sync.WaitGroup
+	once    sync.Once
 	// halfOpenTimeout is how long a half-open IKE SA waits for IKE_AUTH.
 	halfOpenTimeout time.Duration
 
@@ -239,7 +242,7 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
-		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
+		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, byAddr: map[netip.Addr][]*ikeSA{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
 		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
 		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
 	d.publishHalf()
@@ -799,6 +802,9 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 		return nil
 	}
 	for _, p := range m.Payloads {
+		if n, ok := p.(*NotifyPayload); ok && n.NotifyType == INVALID_SPI && sa.state == stateEstablished {
+			d.onInvalidSPI(sa, n)
+		}
 		del, ok := p.(*DeletePayload)
 		if !ok {
 			continue
@@ -833,6 +839,9 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 			}
 			if lost && len(uncovered(owner.peer.RemoteTS, owner.children)) > 0 {
 				d.childLost(owner)
+				if owner.peer.AutoStart {
+					d.restoreChildren(owner)
+				}
 			}
 		}
 	}
@@ -961,7 +970,7 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	// Our NAT_DETECTION_SOURCE_IP is bogus, so there is always a "NAT":
 	// move to the NAT-T port (§2.23).
 	sa.natt = true
-	sa.remote = sa.peer.nattAddr()
+	d.setRemote(sa, sa.peer.nattAddr())
 	sa.nextMsgID = 1
 	d.sendAuth(sa)
 }

@@ -180,6 +180,8 @@ func TestSimultaneousIKERekey(t *testing.T) {
 		if !oneEstablished(d1) || !oneEstablished(d2) {
 			t.Fatal("Child SA not moved to the surviving IKE SA")
 		}
+		checkAddrIndex(t, d1)
+		checkAddrIndex(t, d2)
 		if n := strings.Count(log.String(), "IKE SA rekey collision"); n != 2 {
 			t.Fatalf("%d ends saw the collision, want 2:\n%s", n, log.String())
 		}

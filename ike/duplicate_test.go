@@ -41,6 +41,8 @@ func TestBothInitiateKeepOne(t *testing.T) {
 		if !oneEstablished(d1) || !oneEstablished(d2) || dp1.installed() != 1 || dp2.installed() != 1 {
 			t.Fatalf("round %d: not stable", i)
 		}
+		checkAddrIndex(t, d1)
+		checkAddrIndex(t, d2)
 		d1.Close()
 		d2.Close()
 	}

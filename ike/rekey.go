@@ -764,25 +764,6 @@ func (d *Daemon) UnknownESP(spi uint32, from netip.AddrPort) {
 	}
 }
 
-// sendInvalidSPI answers an ESP packet with an unknown SPI, on the
-// daemon's goroutine.
-func (d *Daemon) sendInvalidSPI(spi uint32, from netip.AddrPort) {
-	for _, sa := range d.sas {
-		if sa.state == stateEstablished && !sa.rekeyed && sa.remote.Addr() == from.Addr() {
-			// The peer has an IKE SA with us: a stale Child SA, not a
-			// restart; the SA's own Deletes and rekeys deal with it.
-			d.log.Debug("ESP for an unknown SPI from a peer with an IKE SA", "from", from, "spi", fmt.Sprintf("%#08x", spi))
-			return
-		}
-	}
-	m := &Message{Header: Header{SPIi: randSPI(), Exchange: INFORMATIONAL, Flags: FlagInitiator},
-		Payloads: []Payload{&NotifyPayload{NotifyType: INVALID_SPI, Data: binary.BigEndian.AppendUint32(nil, spi)}}}
-	if b, err := m.Marshal(); err == nil {
-		d.dp.SendIKE(b, from, true)
-		d.stats.invalidSPI.Add(1)
-	}
-}
-
 // The traffic watch: a peer that restarted but sends no INVALID_SPI (as
 // strongSwan, or a kernel, drops ESP for unknown SPIs silently) shows as
 // ESP sent and none received. When that lasts silentFor, and nothing was

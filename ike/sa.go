@@ -102,6 +102,10 @@ type ikeSA struct {
 	lastChildLoss time.Time
 	restoreAt     time.Time
 	restoreTimer  *time.Timer
+	// invalidSPISent is when this IKE SA last told the peer of ESP with
+	// an SPI we do not know; invalidSPIBusy, that it is not answered.
+	invalidSPISent time.Time
+	invalidSPIBusy bool
 }
 
 // request is our outstanding request, retransmitted until answered.

@@ -24,6 +24,27 @@ type memDatapath struct {
 	nextSPI  uint32
 	children map[*ChildSA]bool
 	sent     [][]byte // what the daemon sent, in order
+	// in and heard are how many ESP packets each Child SA accepted, and
+	// when the last (hear).
+	in    map[*ChildSA]uint64
+	heard map[*ChildSA]time.Time
+}
+
+// hear records an ESP packet accepted by c now.
+func (m *memDatapath) hear(c *ChildSA) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.in == nil {
+		m.in, m.heard = map[*ChildSA]uint64{}, map[*ChildSA]time.Time{}
+	}
+	m.in[c]++
+	m.heard[c] = time.Now()
+}
+
+func (m *memDatapath) ChildHeard(c *ChildSA) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heard[c]
 }
 
 func (m *memDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
@@ -52,7 +73,11 @@ func (m *memDatapath) RemoveChild(c *ChildSA) {
 	defer m.mu.Unlock()
 	delete(m.children, c)
 }
-func (m *memDatapath) ChildInPackets(*ChildSA) uint64     { return 0 }
+func (m *memDatapath) ChildInPackets(c *ChildSA) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.in[c]
+}
 func (m *memDatapath) SendKeepalive(netip.AddrPort) error { return nil }
 func (m *memDatapath) sends() [][]byte {
 	m.mu.Lock()

@@ -555,6 +555,8 @@ func TestLabInteropIssue11(t *testing.T) {
 	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
 	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
 	t.Run("child-refused", l.childRefused)
+	t.Run("child-refused-by-oevpn", func(t *testing.T) { l.childRefusedByOevpn(t, false) })
+	t.Run("child-refused-by-oevpn/strongswan-closes", func(t *testing.T) { l.childRefusedByOevpn(t, true) })
 	t.Run("both-initiate", l.bothInitiate)
 	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
 	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
@@ -698,6 +700,67 @@ func (l *interopLab) childRefused(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// childRefusedByOevpn (item 15, the other direction): strongSwan initiates,
+// and oevpn, the responder, refuses the Child SA (no common ESP proposal)
+// in IKE_AUTH. strongSwan tries again and again (swanctl --initiate, and
+// start_action = trap on its traffic), keeping the IKE SA without a Child
+// SA (its default) or deleting it (close_ike_on_child_failure). Neither
+// side may be left with an IKE SA the other does not have, nor with a
+// growing pile of them.
+func (l *interopLab) childRefusedByOevpn(t *testing.T, swanCloses bool) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, ESPProposals: "aes128-sha256", StartAction: "trap"}
+	if swanCloses {
+		sc.Charon = []string{"close_ike_on_child_failure = yes"}
+	}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk", espProps: "aes256gcm16"}, "", "", "none")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	established := func() (ours int, spis []string) {
+		for _, sa := range oevpnStatus(t, cfg).IKESAs {
+			if sa.State == "established" {
+				ours++
+				spis = append(spis, sa.SPIi+"_i")
+			}
+		}
+		return ours, spis
+	}
+	for i := range 4 {
+		if err := sw.Initiate(lab.SwanName); err == nil {
+			t.Fatal("strongSwan installed a Child SA oevpn cannot have accepted")
+		}
+		// strongSwan's traffic hits its trap too.
+		l.s.Cmd("ping", "-c", "1", "-W", "1", "-I", ioInnerS, ioInnerO).Run()
+		time.Sleep(500 * time.Millisecond)
+		if i == 0 && !strings.Contains(p.Output(), "no acceptable ESP proposal") {
+			t.Fatal("oevpn did not log the refusal")
+		}
+	}
+	time.Sleep(2 * time.Second)
+	sas := sw.ListSAs()
+	theirs := strings.Count(sas, "ESTABLISHED")
+	ours, spis := established()
+	t.Logf("after 4 refused attempts: strongSwan %d IKE SAs, oevpn %d (%v)", theirs, ours, spis)
+	if theirs > 1 || ours > 1 || theirs != ours {
+		t.Fatalf("strongSwan has %d IKE SAs, oevpn %d:\n%s", theirs, ours, sas)
+	}
+	for _, spi := range spis {
+		if !strings.Contains(sas, spi) {
+			t.Fatalf("oevpn's IKE SA %s is not strongSwan's:\n%s", spi, sas)
+		}
+	}
+	if strings.Contains(sas, "INSTALLED") {
+		t.Fatalf("a Child SA at strongSwan:\n%s", sas)
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }
 
 // pinnedExpired (item 14): oevpn pins strongSwan's certificate, which has

@@ -112,6 +112,12 @@ type SwanConfig struct {
 	// MoreChildren are further children of the connection, with the
 	// first child's settings but their own selectors.
 	MoreChildren []SwanChild
+	// Unique is the connection's uniqueness policy: "no" (the default),
+	// "never", "keep" or "replace".
+	Unique string
+	// Charon are more settings of the charon section of strongswan.conf,
+	// one "key = value" each, e.g. "close_ike_on_child_failure = yes".
+	Charon []string
 }
 
 // SwanChild is one more child of the connection.
@@ -244,13 +250,17 @@ func (s *StrongSwan) writeConfig() error {
 		}
 		load = append(load, p)
 	}
+	extra := ""
+	for _, kv := range s.Cfg.Charon {
+		extra += "    " + kv + "\n"
+	}
 	sconf := fmt.Sprintf(`# strongswan.conf for one charon-systemd instance (internal/lab)
 charon {
     load = %[1]s
     port = 500
     port_nat_t = 4500
     install_routes = yes
-    plugins {
+%[4]s    plugins {
         vici {
             socket = "unix://%[2]s/charon.vici"
         }
@@ -276,7 +286,7 @@ swanctl {
     socket = "unix://%[2]s/charon.vici"
     load = random nonce openssl pem pkcs1 pkcs8 pubkey x509
 }
-`, strings.Join(load, " "), s.Dir, s.logPath)
+`, strings.Join(load, " "), s.Dir, s.logPath, extra)
 	if err := os.WriteFile(s.conf, []byte(sconf), 0o600); err != nil {
 		return err
 	}
@@ -366,6 +376,7 @@ swanctl {
 	line(2, "mobike", "no")
 	line(2, "proposals", def(c.Proposals, "aes128gcm16-prfsha256-x25519"))
 	line(2, "dpd_delay", def(c.DPDDelay, "0s"))
+	line(2, "unique", c.Unique)
 	if localCert != "" {
 		line(2, "send_cert", def(c.SendCert, "always"))
 	}

@@ -577,6 +577,14 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	}
 	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)
+	if sa.rekeyed && err != nil {
+		// Replaced (rekeyed, a duplicate, or dropped on INITIAL_CONTACT):
+		// another IKE SA carries the peer's traffic, and a peer that
+		// already forgot this one does not answer its Delete. Not a
+		// failure of the peer.
+		d.log.Debug("replaced IKE SA gone without the peer's answer", "peer", sa.peer.Name, "err", err)
+		err = nil
+	}
 	failed := err != nil && !errors.Is(err, ErrDown)
 	if failed {
 		d.log.Warn("IKE SA failed", "peer", sa.peer.Name, "err", err)
@@ -648,6 +656,12 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 			return // late or duplicate response
 		}
 		if !m.Encrypted() && m.Notify(INVALID_IKE_SPI) != nil {
+			if sa.state == stateDeleting {
+				// What our Delete asked for: the peer has no such
+				// IKE SA (or someone says so; either way it goes).
+				d.teardown(sa, nil)
+				return
+			}
 			// The peer lost this IKE SA (it restarted), or someone
 			// says so: check at once, and give up sooner (§2.21.4).
 			d.livenessHint(sa, "INVALID_IKE_SPI")

@@ -28,6 +28,9 @@ type memDatapath struct {
 	// when the last (hear).
 	in    map[*ChildSA]uint64
 	heard map[*ChildSA]time.Time
+	// beforeSend, if set, sees each message before it goes, on the
+	// sending daemon's goroutine.
+	beforeSend func(msg []byte)
 }
 
 // hear records an ESP packet accepted by c now.
@@ -49,9 +52,12 @@ func (m *memDatapath) ChildHeard(c *ChildSA) time.Time {
 
 func (m *memDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
 	m.mu.Lock()
-	p := m.peer
+	p, f := m.peer, m.beforeSend
 	m.sent = append(m.sent, append([]byte(nil), msg...))
 	m.mu.Unlock()
+	if f != nil {
+		f(msg)
+	}
 	p.HandlePacket(msg, m.self, natt)
 	return nil
 }

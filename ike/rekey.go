@@ -88,14 +88,20 @@ func (d *Daemon) established(sa *ikeSA) {
 }
 
 // initialContact removes the other IKE SAs with the peer that sent
-// INITIAL_CONTACT: it has lost their state (§2.4).
+// INITIAL_CONTACT (§2.4): it says it holds no other. Most often it lost
+// their state; but it decided so when it started sa, and one of ours may
+// have come up at its end since (both sides initiated after a restart).
+// So the old ones are retired: their Child SAs go at once, and a Delete
+// tells the peer, which answers it, or drops it for an IKE SA it does not
+// know (our Delete then gives up after suspectTries, quietly).
 func (d *Daemon) initialContact(sa *ikeSA) {
 	for _, other := range d.sas {
-		if other != sa && other.peer == sa.peer && other.state == stateEstablished {
+		if other != sa && other.peer == sa.peer && other.state == stateEstablished && !other.rekeyed {
 			d.log.Info("INITIAL_CONTACT: removing the peer's old IKE SA", "peer", sa.peer.Name,
 				"spi_i", fmt.Sprintf("%016x", other.spiI))
 			other.rekeyed = true // not a failure: no restart
-			d.teardown(other, nil)
+			other.suspect = true
+			d.retire(other)
 		}
 	}
 }

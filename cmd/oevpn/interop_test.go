@@ -472,10 +472,12 @@ func TestLabInteropDeadPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
-	st := oevpnStatus(t, cfg)
-	if len(st.IKESAs) != 1 || st.IKESAs[0].State != "established" || st.IKESAs[0].Initiator {
-		t.Fatalf("after INITIAL_CONTACT: %+v", st.IKESAs)
-	}
+	// The old IKE SA goes at once from the datapath; its Delete, which
+	// strongSwan does not answer, gives up after 3 sends.
+	waitUntil(t, 5*time.Second, "oevpn keeps only the new IKE SA", func() bool {
+		st := oevpnStatus(t, cfg)
+		return len(st.IKESAs) == 1 && st.IKESAs[0].State == "established" && !st.IKESAs[0].Initiator
+	})
 	sw.Stop()
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
@@ -558,6 +560,9 @@ func TestLabInteropIssue11(t *testing.T) {
 	t.Run("child-refused-by-oevpn", func(t *testing.T) { l.childRefusedByOevpn(t, false) })
 	t.Run("child-refused-by-oevpn/strongswan-closes", func(t *testing.T) { l.childRefusedByOevpn(t, true) })
 	t.Run("both-initiate", l.bothInitiate)
+	for _, unique := range []string{"no", "replace"} {
+		t.Run("restart-racing-dpd/unique-"+unique, func(t *testing.T) { l.restartRacingDPD(t, unique) })
+	}
 	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
 	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
 	t.Run("child-deleted-remade", l.childDeletedRemade)
@@ -904,6 +909,67 @@ func (l *interopLab) bothInitiate(t *testing.T) {
 	}
 	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
 	t.Logf("duplicates deleted by oevpn: %d", strings.Count(p.Output(), "duplicate IKE SA"))
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// restartRacingDPD (item 9): oevpn, configured to start, is killed (-9)
+// and started again just as strongSwan's dead-peer detection gives up on
+// it and restarts the connection itself (dpd_action = restart), at a few
+// offsets around that moment. Both initiate: after the race, each side
+// must hold one IKE SA and one Child SA pair, the same, and traffic flow.
+func (l *interopLab) restartRacingDPD(t *testing.T, unique string) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, DPDDelay: "1s", DPDAction: "restart", Unique: unique,
+		// Dead after about 4.4 s of silence: 3 sends, 1 s apart and growing.
+		Charon: []string{"retransmit_timeout = 1", "retransmit_base = 1.4", "retransmit_tries = 2"}}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk"}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if _, ok := pingUntil(l.o, ioInnerO, ioInnerS, 15*time.Second); !ok {
+		t.Fatal("no tunnel to start with")
+	}
+	for _, offset := range []time.Duration{-time.Second, 0, 300 * time.Millisecond, time.Second} {
+		gaveUp := strings.Count(sw.Log(), "giving up after")
+		p.Signal(syscall.SIGKILL)
+		p.Wait(10 * time.Second)
+		if offset < 0 {
+			// Before strongSwan gives up: about 4.4 s after its first
+			// unanswered check, which comes a second after the kill.
+			time.Sleep(5400*time.Millisecond + offset)
+		} else {
+			waitUntil(t, 15*time.Second, "strongSwan's dead-peer detection gives up", func() bool {
+				return strings.Count(sw.Log(), "giving up after") > gaveUp
+			})
+			time.Sleep(offset)
+		}
+		p, cfg = l.startOevpn(t, interopCase{auth: "psk"}, "", "", "start")
+		took, ok := pingUntil(l.o, ioInnerO, ioInnerS, 20*time.Second)
+		if !ok {
+			t.Fatalf("restart %v after strongSwan gave up: no traffic in 20 s\n%s", offset, sw.ListSAs())
+		}
+		// Let the duplicates, their Deletes and strongSwan's retries settle.
+		time.Sleep(8 * time.Second)
+		sas := sw.ListSAs()
+		var ours []IKEStatus
+		for _, sa := range oevpnStatus(t, cfg).IKESAs {
+			if sa.State == "established" {
+				ours = append(ours, sa)
+			}
+		}
+		t.Logf("restart %v after strongSwan gave up: traffic after %v; strongSwan %d IKE SAs %d Child SAs, oevpn %d",
+			offset, took.Round(10*time.Millisecond), strings.Count(sas, "ESTABLISHED"), strings.Count(sas, "INSTALLED"), len(ours))
+		if strings.Count(sas, "ESTABLISHED") != 1 || strings.Count(sas, "INSTALLED") != 1 || len(ours) != 1 || len(ours[0].Children) != 1 ||
+			!strings.Contains(sas, ours[0].SPIi+"_i") {
+			t.Fatalf("restart %v after strongSwan gave up: strongSwan has\n%s\noevpn has %+v", offset, sas, ours)
+		}
+		l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	}
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 }

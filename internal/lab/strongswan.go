@@ -107,8 +107,9 @@ type SwanConfig struct {
 	// DPDDelay (default "0s", i.e. off), in swanctl syntax.
 	RekeyTime, ChildRekeyTime, DPDDelay string
 	// StartAction is the child's start_action: "none" (default), "start"
-	// or "trap".
-	StartAction string
+	// or "trap". DPDAction is its dpd_action: "clear" (default), "trap"
+	// or "restart".
+	StartAction, DPDAction string
 	// MoreChildren are further children of the connection, with the
 	// first child's settings but their own selectors.
 	MoreChildren []SwanChild
@@ -405,6 +406,7 @@ swanctl {
 		line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
 		line(4, "mode", "tunnel")
 		line(4, "start_action", def(c.StartAction, "none"))
+		line(4, "dpd_action", c.DPDAction)
 		line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
 		if c.ChildRekeyTime != "" {
 			line(4, "life_time", "60s")

@@ -89,21 +89,26 @@ func (d *Daemon) restoreChildren(sa *ikeSA) {
 }
 
 // childLost counts a Child SA of sa that the peer deleted (not replaced
-// by a rekey) or refused, and sets when the next restoreChildren may ask
-// for one: the retransmission base (500 ms by default), doubling with each
-// loss less than maxRestartDelay after the previous one, at most
-// maxRestartDelay, less a random part up to a half.
+// by a rekey), lost or refused, and sets when the next restoreChildren may
+// ask for one: at once after the first loss; after the retransmission base
+// (500 ms by default) after the second less than maxRestartDelay after it,
+// doubling with each further one, at most maxRestartDelay, less a random
+// part up to a half.
 func (d *Daemon) childLost(sa *ikeSA) {
 	now := time.Now()
 	if now.Sub(sa.lastChildLoss) > maxRestartDelay {
 		sa.childLosses = 0
 	}
 	sa.lastChildLoss = now
-	delay := sa.peer.retransmitBase() << min(sa.childLosses, 16)
+	sa.childLosses++
+	if sa.childLosses == 1 {
+		sa.restoreAt = now
+		return
+	}
+	delay := sa.peer.retransmitBase() << min(sa.childLosses-2, 16)
 	if delay > maxRestartDelay || delay <= 0 {
 		delay = maxRestartDelay
 	}
-	sa.childLosses++
 	sa.restoreAt = now.Add(delay - rand.N(delay/2+1))
 }
 

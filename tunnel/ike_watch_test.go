@@ -30,3 +30,33 @@ func TestChildHeard(t *testing.T) {
 		}
 	}
 }
+
+// TestLostChildSAProtectedInvalidSPI (issue 11 item 4), end to end: b's
+// datapath loses the Child SA while both IKE SAs stay. a's ESP for it
+// makes b send INVALID_SPI inside the IKE SA; a deletes its half and makes
+// the Child SA again, and traffic flows.
+func TestLostChildSAProtectedInvalidSPI(t *testing.T) {
+	psk := ike.Credential{PSK: []byte("correct horse battery staple")}
+	a, b := connectIKE(t, authCase{credA: psk, credB: psk, authA: ike.PeerAuth{PSK: psk.PSK}, authB: ike.PeerAuth{PSK: psk.PSK}}, 0)
+	waitChild(t, a)
+	waitChild(t, b)
+	b.eng.SetUnknownSPIHandler(b.d.UnknownESP)
+	if err := ping(t, a.testEndpoint, b.addr, 0); err != nil {
+		t.Fatal(err)
+	}
+	lost := b.d.SAs()[0].Children[0]
+	b.eng.RemoveChild(lost) // b's datapath forgets it; its daemon does not know
+	start := time.Now()
+	go pingOnce(a.testEndpoint, b.addr, 1) // lost: b drops it, and tells a
+	waitFor(t, func() bool {
+		sas := a.d.SAs()
+		return len(sas) == 1 && len(sas[0].Children) == 1 && sas[0].Children[0].In.SPI != lost.Out.SPI
+	}, "a new Child SA at a")
+	t.Logf("Child SA made again %v after the first packet on the lost one", time.Since(start).Round(time.Millisecond))
+	if err := ping(t, a.testEndpoint, b.addr, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.d.Stats(); st.InvalidSPISent == 0 {
+		t.Fatal("b sent no INVALID_SPI")
+	}
+}

@@ -756,8 +756,8 @@ func (d *Daemon) unknownIKESPI(m *Message, from netip.AddrPort, natt bool) {
 // the outbound SPI of one of our Child SAs with a peer at that address,
 // the peer may have restarted.
 func (d *Daemon) invalidSPIHint(spi uint32, from netip.AddrPort) {
-	for _, sa := range d.sas {
-		if sa.state != stateEstablished || sa.rekeyed || sa.remote.Addr() != from.Addr() {
+	for _, sa := range d.byAddr[from.Addr()] {
+		if sa.state != stateEstablished || sa.rekeyed {
 			continue
 		}
 		for _, c := range sa.children {
@@ -771,11 +771,12 @@ func (d *Daemon) invalidSPIHint(spi uint32, from netip.AddrPort) {
 }
 
 // UnknownESP tells the daemon that an ESP packet with an SPI the datapath
-// does not know came from from (on the NAT-T port). Rate-limited, and when
-// we hold no IKE SA with that address, the sender is told with an
-// unprotected INVALID_SPI notify (§1.5): it restarted us, or we it. It
-// neither blocks nor allocates beyond the rate limit: the datapath calls it
-// for each such packet.
+// does not know came from from (on the NAT-T port). Rate-limited, the
+// sender is told with an INVALID_SPI notify (sendInvalidSPI): inside the
+// IKE SA we hold with that address (we lost the Child SA), or unprotected
+// (§1.5) when there is none (it restarted us, or we it). It neither
+// blocks nor allocates beyond the rate limit: the datapath calls it for
+// each such packet.
 func (d *Daemon) UnknownESP(spi uint32, from netip.AddrPort) {
 	if !d.limiter.allow(from.Addr()) {
 		d.stats.limited.Add(1)

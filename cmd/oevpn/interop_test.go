@@ -764,6 +764,9 @@ func (l *interopLab) childRefusedByOevpn(t *testing.T, swanCloses bool) {
 	if strings.Contains(sas, "INSTALLED") {
 		t.Fatalf("a Child SA at strongSwan:\n%s", sas)
 	}
+	if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, ioInnerS).CombinedOutput(); strings.Contains(string(out), "encrypted") {
+		t.Fatalf("oevpn check with the Child SA refused:\n%s", out)
+	}
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 }

@@ -203,9 +203,12 @@ type Daemon struct {
 	// respByAddr counts the IKE SAs in sas made as responder by the
 	// address of their peer (ikeSAsAt).
 	respByAddr map[netip.Addr]int
-	dynamic    map[string]*PeerConfig // opportunistic peers, by name
-	wg         sync.WaitGroup
-	once       sync.Once
+	// byAddr are the IKE SAs in sas by the address of their peer
+	// (indexAddr).
+	byAddr  map[netip.Addr][]*ikeSA
+	dynamic map[string]*PeerConfig // opportunistic peers, by name
+	wg      sync.WaitGroup
+	once    sync.Once
 	// halfOpenTimeout is how long a half-open IKE SA waits for IKE_AUTH.
 	halfOpenTimeout time.Duration
 
@@ -239,7 +242,7 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: cfg.Datapath, sas: map[uint64]*ikeSA{}, half: map[halfKey]*ikeSA{},
-		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
+		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, byAddr: map[netip.Addr][]*ikeSA{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
 		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
 		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
 	d.publishHalf()
@@ -371,9 +374,9 @@ func (d *Daemon) Acquire(name string) {
 		}
 		for _, sa := range d.sas {
 			if sa.peer == p && sa.state != stateDead {
-				if sa.state == stateEstablished && !sa.rekeyed && len(sa.children) == 0 {
-					// The peer deleted the last Child SA: make a new one.
-					d.createChild(sa)
+				if sa.state == stateEstablished && !sa.rekeyed {
+					// The peer deleted a Child SA: make a new one.
+					d.restoreChildren(sa)
 				}
 				return
 			}
@@ -556,7 +559,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	sa.state = stateDead
 	d.answered(sa)
 	sa.queue = nil
-	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer, sa.keepaliveTimer} {
+	for _, t := range []*time.Timer{sa.rekeyTimer, sa.dpdTimer, sa.keepaliveTimer, sa.restoreTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -574,6 +577,14 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	}
 	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)
+	if sa.rekeyed && err != nil {
+		// Replaced (rekeyed, a duplicate, or dropped on INITIAL_CONTACT):
+		// another IKE SA carries the peer's traffic, and a peer that
+		// already forgot this one does not answer its Delete. Not a
+		// failure of the peer.
+		d.log.Debug("replaced IKE SA gone without the peer's answer", "peer", sa.peer.Name, "err", err)
+		err = nil
+	}
 	failed := err != nil && !errors.Is(err, ErrDown)
 	if failed {
 		d.log.Warn("IKE SA failed", "peer", sa.peer.Name, "err", err)
@@ -645,6 +656,12 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 			return // late or duplicate response
 		}
 		if !m.Encrypted() && m.Notify(INVALID_IKE_SPI) != nil {
+			if sa.state == stateDeleting {
+				// What our Delete asked for: the peer has no such
+				// IKE SA (or someone says so; either way it goes).
+				d.teardown(sa, nil)
+				return
+			}
 			// The peer lost this IKE SA (it restarted), or someone
 			// says so: check at once, and give up sooner (§2.21.4).
 			d.livenessHint(sa, "INVALID_IKE_SPI")
@@ -799,6 +816,9 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 		return nil
 	}
 	for _, p := range m.Payloads {
+		if n, ok := p.(*NotifyPayload); ok && n.NotifyType == INVALID_SPI && sa.state == stateEstablished {
+			d.onInvalidSPI(sa, n)
+		}
 		del, ok := p.(*DeletePayload)
 		if !ok {
 			continue
@@ -812,12 +832,17 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 		case ProtoESP:
 			var ours [][]byte
 			owner := sa.current()
+			lost := false
 			for _, spi := range del.SPIs {
 				for i, c := range owner.children {
 					if len(spi) == 4 && binary.BigEndian.Uint32(spi) == c.Out.SPI {
 						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.In.SPI))
 						d.dp.RemoveChild(c)
+						if c.rekeyTimer != nil {
+							c.rekeyTimer.Stop()
+						}
 						owner.children = append(owner.children[:i], owner.children[i+1:]...)
+						lost = lost || !c.replaced
 						d.log.Info("peer deleted a Child SA", "peer", sa.peer.Name, "spi_out", fmt.Sprintf("%#08x", c.Out.SPI))
 						break
 					}
@@ -825,6 +850,12 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 			}
 			if len(ours) > 0 {
 				resp = append(resp, &DeletePayload{Protocol: ProtoESP, SPIs: ours})
+			}
+			if lost && len(uncovered(owner.peer.RemoteTS, owner.children)) > 0 {
+				d.childLost(owner)
+				if owner.peer.AutoStart {
+					d.restoreChildren(owner)
+				}
 			}
 		}
 	}
@@ -953,7 +984,7 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	// Our NAT_DETECTION_SOURCE_IP is bogus, so there is always a "NAT":
 	// move to the NAT-T port (§2.23).
 	sa.natt = true
-	sa.remote = sa.peer.nattAddr()
+	d.setRemote(sa, sa.peer.nattAddr())
 	sa.nextMsgID = 1
 	d.sendAuth(sa)
 }

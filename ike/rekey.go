@@ -88,14 +88,20 @@ func (d *Daemon) established(sa *ikeSA) {
 }
 
 // initialContact removes the other IKE SAs with the peer that sent
-// INITIAL_CONTACT: it has lost their state (§2.4).
+// INITIAL_CONTACT (§2.4): it says it holds no other. Most often it lost
+// their state; but it decided so when it started sa, and one of ours may
+// have come up at its end since (both sides initiated after a restart).
+// So the old ones are retired: their Child SAs go at once, and a Delete
+// tells the peer, which answers it, or drops it for an IKE SA it does not
+// know (our Delete then gives up after suspectTries, quietly).
 func (d *Daemon) initialContact(sa *ikeSA) {
 	for _, other := range d.sas {
-		if other != sa && other.peer == sa.peer && other.state == stateEstablished {
+		if other != sa && other.peer == sa.peer && other.state == stateEstablished && !other.rekeyed {
 			d.log.Info("INITIAL_CONTACT: removing the peer's old IKE SA", "peer", sa.peer.Name,
 				"spi_i", fmt.Sprintf("%016x", other.spiI))
 			other.rekeyed = true // not a failure: no restart
-			d.teardown(other, nil)
+			other.suspect = true
+			d.retire(other)
 		}
 	}
 }
@@ -139,11 +145,23 @@ func (d *Daemon) scheduleKeepalive(sa *ikeSA) {
 
 // ---- dead-peer detection ----
 
+// childHearer is implemented by datapaths that tell when each Child SA
+// last accepted a packet (tunnel.Engine does, to the received batch).
+type childHearer interface {
+	ChildHeard(c *ChildSA) time.Time
+}
+
+// scheduleDPD checks the peer's liveness dpd after it was last heard: an
+// authenticated IKE message, or ESP accepted by one of sa's Child SAs.
+// With a datapath that cannot tell when (no childHearer), ESP counts as
+// heard when a check sees the packet counts grew, so the check comes up
+// to twice dpd after the last packet.
 func (d *Daemon) scheduleDPD(sa *ikeSA) {
 	iv := sa.peer.dpd()
 	if iv < 0 {
 		return
 	}
+	hearer, exact := d.dp.(childHearer)
 	var lastIn uint64
 	var check func()
 	check = func() {
@@ -153,6 +171,12 @@ func (d *Daemon) scheduleDPD(sa *ikeSA) {
 			}
 			var in uint64
 			for _, c := range sa.children {
+				if exact {
+					if t := hearer.ChildHeard(c); t.After(sa.lastHeard) {
+						sa.lastHeard = t
+					}
+					continue
+				}
 				in += d.dp.ChildInPackets(c)
 			}
 			if in != lastIn {
@@ -223,24 +247,6 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 		c.replaced = true
 		c.successor = nc
 		d.deleteChild(c)
-	})
-}
-
-// createChild negotiates a new Child SA in an established IKE SA (when
-// traffic needs one and the peer had deleted the last).
-func (d *Daemon) createChild(sa *ikeSA) {
-	if sa.creatingChild {
-		return
-	}
-	sa.creatingChild = true
-	d.log.Info("negotiating a new Child SA", "peer", sa.peer.Name)
-	d.requestChild(sa, nil, sa.peer.LocalTS, sa.peer.RemoteTS, func(nc *ChildSA, m *Message) {
-		sa.creatingChild = false
-		if nc == nil {
-			d.log.Warn("new Child SA refused", "peer", sa.peer.Name, "notify", notifyList(m))
-			return
-		}
-		d.coverSelectors(sa)
 	})
 }
 
@@ -750,8 +756,8 @@ func (d *Daemon) unknownIKESPI(m *Message, from netip.AddrPort, natt bool) {
 // the outbound SPI of one of our Child SAs with a peer at that address,
 // the peer may have restarted.
 func (d *Daemon) invalidSPIHint(spi uint32, from netip.AddrPort) {
-	for _, sa := range d.sas {
-		if sa.state != stateEstablished || sa.rekeyed || sa.remote.Addr() != from.Addr() {
+	for _, sa := range d.byAddr[from.Addr()] {
+		if sa.state != stateEstablished || sa.rekeyed {
 			continue
 		}
 		for _, c := range sa.children {
@@ -765,11 +771,12 @@ func (d *Daemon) invalidSPIHint(spi uint32, from netip.AddrPort) {
 }
 
 // UnknownESP tells the daemon that an ESP packet with an SPI the datapath
-// does not know came from from (on the NAT-T port). Rate-limited, and when
-// we hold no IKE SA with that address, the sender is told with an
-// unprotected INVALID_SPI notify (§1.5): it restarted us, or we it. It
-// neither blocks nor allocates beyond the rate limit: the datapath calls it
-// for each such packet.
+// does not know came from from (on the NAT-T port). Rate-limited, the
+// sender is told with an INVALID_SPI notify (sendInvalidSPI): inside the
+// IKE SA we hold with that address (we lost the Child SA), or unprotected
+// (§1.5) when there is none (it restarted us, or we it). It neither
+// blocks nor allocates beyond the rate limit: the datapath calls it for
+// each such packet.
 func (d *Daemon) UnknownESP(spi uint32, from netip.AddrPort) {
 	if !d.limiter.allow(from.Addr()) {
 		d.stats.limited.Add(1)
@@ -779,25 +786,6 @@ func (d *Daemon) UnknownESP(spi uint32, from netip.AddrPort) {
 	case d.bulk <- packet{from: from, natt: true, esp: true, espSPI: spi}:
 	default:
 		d.stats.dropped.Add(1)
-	}
-}
-
-// sendInvalidSPI answers an ESP packet with an unknown SPI, on the
-// daemon's goroutine.
-func (d *Daemon) sendInvalidSPI(spi uint32, from netip.AddrPort) {
-	for _, sa := range d.sas {
-		if sa.state == stateEstablished && !sa.rekeyed && sa.remote.Addr() == from.Addr() {
-			// The peer has an IKE SA with us: a stale Child SA, not a
-			// restart; the SA's own Deletes and rekeys deal with it.
-			d.log.Debug("ESP for an unknown SPI from a peer with an IKE SA", "from", from, "spi", fmt.Sprintf("%#08x", spi))
-			return
-		}
-	}
-	m := &Message{Header: Header{SPIi: randSPI(), Exchange: INFORMATIONAL, Flags: FlagInitiator},
-		Payloads: []Payload{&NotifyPayload{NotifyType: INVALID_SPI, Data: binary.BigEndian.AppendUint32(nil, spi)}}}
-	if b, err := m.Marshal(); err == nil {
-		d.dp.SendIKE(b, from, true)
-		d.stats.invalidSPI.Add(1)
 	}
 }
 

@@ -131,6 +131,9 @@ type SAPair struct {
 	seq      uint64 // install order: newer pairs win outbound (make-before-break)
 	removed  atomic.Bool
 	routed   bool // in the route table; guarded by Engine.mu
+	// heard is when (UnixNano, read once per received batch) In last
+	// accepted a packet: dead-peer detection times its checks from it.
+	heard atomic.Int64
 }
 
 // Stats are the engine's packet counters (per-SA counters are on the SAs).
@@ -813,6 +816,7 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		now := time.Now().UnixNano()
 		for i := 0; i < n; i++ {
 			d := pkts[i][:sizes[i]]
 			if !natt {
@@ -857,6 +861,9 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			if err != nil {
 				e.stats.decryptErrors.Add(1)
 				continue
+			}
+			if pair.heard.Load() != now {
+				pair.heard.Store(now) // once per batch and pair
 			}
 			p, err := ipview.Parse(inner)
 			if err != nil || (nh == ipview.ProtoIPv4) != (ipview.Version(inner) == 4) {

@@ -107,11 +107,18 @@ type SwanConfig struct {
 	// DPDDelay (default "0s", i.e. off), in swanctl syntax.
 	RekeyTime, ChildRekeyTime, DPDDelay string
 	// StartAction is the child's start_action: "none" (default), "start"
-	// or "trap".
-	StartAction string
+	// or "trap". DPDAction is its dpd_action: "clear" (default), "trap"
+	// or "restart".
+	StartAction, DPDAction string
 	// MoreChildren are further children of the connection, with the
 	// first child's settings but their own selectors.
 	MoreChildren []SwanChild
+	// Unique is the connection's uniqueness policy: "no" (the default),
+	// "never", "keep" or "replace".
+	Unique string
+	// Charon are more settings of the charon section of strongswan.conf,
+	// one "key = value" each, e.g. "close_ike_on_child_failure = yes".
+	Charon []string
 }
 
 // SwanChild is one more child of the connection.
@@ -244,13 +251,17 @@ func (s *StrongSwan) writeConfig() error {
 		}
 		load = append(load, p)
 	}
+	extra := ""
+	for _, kv := range s.Cfg.Charon {
+		extra += "    " + kv + "\n"
+	}
 	sconf := fmt.Sprintf(`# strongswan.conf for one charon-systemd instance (internal/lab)
 charon {
     load = %[1]s
     port = 500
     port_nat_t = 4500
     install_routes = yes
-    plugins {
+%[4]s    plugins {
         vici {
             socket = "unix://%[2]s/charon.vici"
         }
@@ -276,7 +287,7 @@ swanctl {
     socket = "unix://%[2]s/charon.vici"
     load = random nonce openssl pem pkcs1 pkcs8 pubkey x509
 }
-`, strings.Join(load, " "), s.Dir, s.logPath)
+`, strings.Join(load, " "), s.Dir, s.logPath, extra)
 	if err := os.WriteFile(s.conf, []byte(sconf), 0o600); err != nil {
 		return err
 	}
@@ -366,6 +377,7 @@ swanctl {
 	line(2, "mobike", "no")
 	line(2, "proposals", def(c.Proposals, "aes128gcm16-prfsha256-x25519"))
 	line(2, "dpd_delay", def(c.DPDDelay, "0s"))
+	line(2, "unique", c.Unique)
 	if localCert != "" {
 		line(2, "send_cert", def(c.SendCert, "always"))
 	}
@@ -394,6 +406,7 @@ swanctl {
 		line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
 		line(4, "mode", "tunnel")
 		line(4, "start_action", def(c.StartAction, "none"))
+		line(4, "dpd_action", c.DPDAction)
 		line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
 		if c.ChildRekeyTime != "" {
 			line(4, "life_time", "60s")

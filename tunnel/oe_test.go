@@ -81,7 +81,7 @@ func newOENode(t *testing.T, mn *memnet.Network, addr netip.Addr, dnsAddr string
 	}
 	te.eng.SetClasses(classes)
 	log := testLog(t, addr.String()+" opportunism and IKE")
-	res := &dnsoe.Resolver{Server: dnsAddr, Mode: dnsoe.DNSSECOff, Timeout: 300 * time.Millisecond}
+	res := &dnsoe.Resolver{Server: dnsAddr, Mode: dnsoe.DNSSECOff, Timeout: time.Second} // well above the 200 ms delays some tests add, under -race and load
 	n.o = NewOpportunism(te.eng, OEConfig{Resolver: res, Auth: ike.Credential{Null: true}, Timeout: 600 * time.Millisecond,
 		ShuntTTL: time.Second, Logger: log})
 	n.d, err = ike.New(ike.Config{Datapath: te.eng, Logger: log, OnChange: n.o.OnChange,

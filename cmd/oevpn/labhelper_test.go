@@ -169,6 +169,8 @@ func labHelper(args []string) int {
 			w.WriteMsg(r)
 		}), NotifyStartedFunc: func() { fmt.Println("listening") }}
 		return fail(srv.ListenAndServe())
+	case len(args) > 0 && args[0] == "wireguard":
+		return fail(wgHelper(args[1:]))
 	case len(args) == 4 && args[0] == "socks-udp":
 		// One DNS A query for args[3] to the server args[2], through the
 		// SOCKS5 proxy args[1] (UDP ASSOCIATE).

@@ -94,11 +94,11 @@ func (s *sinkDatapath) lastTo(a netip.Addr) (*Message, int) {
 // anyResponder answers an IKE_SA_INIT from any address, as the
 // opportunistic responder does.
 func anyResponder(tb *testing.T) func(netip.AddrPort, netip.Addr, []byte) *PeerConfig {
-	local := policy.Selectors{mustSelector(tb, "10.0.0.1")}
+	local := Selectors{mustSelector(tb, "10.0.0.1")}
 	return func(from netip.AddrPort, _ netip.Addr, _ []byte) *PeerConfig {
 		remote, _ := policy.ParseSelector(from.Addr().String())
 		return &PeerConfig{Name: from.Addr().String(), Addr: from.Addr(), Auth: Credential{Null: true},
-			PeerAuth: PeerAuth{Null: true}, LocalTS: local, RemoteTS: policy.Selectors{remote}, DPD: -1}
+			PeerAuth: PeerAuth{Null: true}, LocalTS: local, RemoteTS: Selectors{remote}, DPD: -1}
 	}
 }
 
@@ -184,7 +184,7 @@ func TestHalfOpenFlood(t *testing.T) {
 	sink := newSink()
 	sink.self, sink.fwdTo = rAddr, lAddr.Addr()
 	psk := []byte("legitimate legitimate legitimate")
-	ts1, ts2 := policy.Selectors{mustSelector(t, "10.0.0.1")}, policy.Selectors{mustSelector(t, "10.0.0.2")}
+	ts1, ts2 := Selectors{mustSelector(t, "10.0.0.1")}, Selectors{mustSelector(t, "10.0.0.2")}
 	d2, err := New(Config{Datapath: sink, Responder: anyResponder(t), Peers: []*PeerConfig{{Name: "legit", Addr: lAddr.Addr(),
 		IKEPort: 500, NATTPort: 500, LocalID: IdentityOf(rAddr.Addr()), Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk}, LocalTS: ts2, RemoteTS: ts1, DPD: -1}}})
 	if err != nil {
@@ -515,7 +515,7 @@ func TestCertWithoutRemoteIDIsTheAddress(t *testing.T) {
 			c1 := testCert(t, ca, caKey, k1.Public(), "initiator", tt.ips, tt.dns)
 			dp1 := &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
 			dp2 := &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
-			ts1, ts2 := policy.Selectors{mustSelector(t, "10.0.0.1")}, policy.Selectors{mustSelector(t, "10.0.0.2")}
+			ts1, ts2 := Selectors{mustSelector(t, "10.0.0.1")}, Selectors{mustSelector(t, "10.0.0.2")}
 			d1, err := New(Config{Datapath: dp1, Peers: []*PeerConfig{{Name: "two", Addr: a2, IKEPort: 4500, NATTPort: 4500,
 				LocalID: tt.id, RemoteID: IdentityOf(a2), Auth: Credential{Signer: k1, Cert: c1}, PeerAuth: PeerAuth{Roots: roots},
 				LocalTS: ts1, RemoteTS: ts2, DPD: -1, RetransmitBase: 20 * time.Millisecond, RetransmitTries: 2}}})

@@ -3,8 +3,6 @@ package ike
 import (
 	"math/rand/v2"
 	"time"
-
-	"github.com/oevpn/oevpn/policy"
 )
 
 // coverSelectors negotiates, as initiator, a Child SA for the first
@@ -28,7 +26,7 @@ func (d *Daemon) coverSelectors(sa *ikeSA) {
 		sa.coverAsked = append(sa.coverAsked, r)
 		sa.creatingChild = true
 		d.log.Info("the peer narrowed the Child SA; negotiating one for the rest", "peer", sa.peer.Name, "remote", r)
-		d.requestChild(sa, nil, sa.peer.LocalTS, policy.Selectors{r}, func(nc *ChildSA, m *Message) {
+		d.requestChild(sa, nil, sa.peer.LocalTS, Selectors{r}, func(nc *ChildSA, m *Message) {
 			sa.creatingChild = false
 			if nc == nil {
 				d.log.Warn("Child SA for the rest of the selectors refused", "peer", sa.peer.Name, "remote", r, "notify", notifyList(m))
@@ -40,8 +38,8 @@ func (d *Daemon) coverSelectors(sa *ikeSA) {
 }
 
 // touched reports whether a live Child SA's remote selectors overlap r.
-func touched(r policy.Selector, children []*ChildSA) bool {
-	want := wireSelectors(policy.Selectors{r})
+func touched(r Selector, children []*ChildSA) bool {
+	want := wireSelectors(Selectors{r})
 	for _, c := range children {
 		if !c.replaced && len(narrow(want, c.Remote)) > 0 {
 			return true
@@ -113,8 +111,8 @@ func (d *Daemon) childLost(sa *ikeSA) {
 }
 
 // uncovered returns the selectors of want that no live Child SA touches.
-func uncovered(want policy.Selectors, children []*ChildSA) policy.Selectors {
-	var out policy.Selectors
+func uncovered(want Selectors, children []*ChildSA) Selectors {
+	var out Selectors
 	for _, r := range want {
 		if !touched(r, children) {
 			out = append(out, r)
@@ -123,7 +121,7 @@ func uncovered(want policy.Selectors, children []*ChildSA) policy.Selectors {
 	return out
 }
 
-func asked(r policy.Selector, l policy.Selectors) bool {
+func asked(r Selector, l Selectors) bool {
 	for _, s := range l {
 		if s == r {
 			return true

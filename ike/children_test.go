@@ -8,7 +8,7 @@ import (
 )
 
 func TestTouched(t *testing.T) {
-	sel := func(s string) policy.Selector {
+	sel := func(s string) Selector {
 		t.Helper()
 		x, err := policy.ParseSelector(s)
 		if err != nil {
@@ -16,7 +16,7 @@ func TestTouched(t *testing.T) {
 		}
 		return x
 	}
-	children := []*ChildSA{{Remote: policy.Selectors{sel("10.2.0.0/24")}}, {Remote: policy.Selectors{sel("10.4.0.0/16")}, replaced: true}}
+	children := []*ChildSA{{Remote: Selectors{sel("10.2.0.0/24")}}, {Remote: Selectors{sel("10.4.0.0/16")}, replaced: true}}
 	tests := []struct {
 		r    string
 		want bool

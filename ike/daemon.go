@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/oevpn/oevpn/policy"
 )
 
 // Implementation constants.
@@ -552,5 +550,5 @@ func (d *Daemon) respond(sa *ikeSA, m *Message, payloads []Payload) {
 
 // Authorizer decides whether an authenticated peer is acceptable.
 type Authorizer interface {
-	AuthorizePeer(policy.PeerIdentity) error
+	AuthorizePeer(PeerIdentity) error
 }

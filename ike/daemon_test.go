@@ -124,9 +124,9 @@ func memPairLog(t *testing.T, log *syncBuffer) (d1, d2 *Daemon, dp1, dp2 *memDat
 	dp1 = &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
 	dp2 = &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
 	psk := []byte("collisions collisions")
-	ts1 := policy.Selectors{mustSelector(t, "10.0.0.1")}
-	ts2 := policy.Selectors{mustSelector(t, "10.0.0.2")}
-	mk := func(name string, self, addr netip.Addr, local, remote policy.Selectors) *PeerConfig {
+	ts1 := Selectors{mustSelector(t, "10.0.0.1")}
+	ts2 := Selectors{mustSelector(t, "10.0.0.2")}
+	mk := func(name string, self, addr netip.Addr, local, remote Selectors) *PeerConfig {
 		return &PeerConfig{Name: name, Addr: addr, NATTPort: 4500, IKEPort: 4500, Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk},
 			LocalID: IdentityOf(self), RemoteID: IdentityOf(addr), LocalTS: local, RemoteTS: remote, DPD: -1}
 	}
@@ -150,7 +150,7 @@ func memPairLog(t *testing.T, log *syncBuffer) (d1, d2 *Daemon, dp1, dp2 *memDat
 	return d1, d2, dp1, dp2
 }
 
-func mustSelector(t *testing.T, s string) policy.Selector {
+func mustSelector(t *testing.T, s string) Selector {
 	sel, err := policy.ParseSelector(s)
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +302,7 @@ func TestUnsupportedCriticalPayload(t *testing.T) {
 	from := netip.MustParseAddr("192.0.2.1")
 	dp := &recordingDatapath{memDatapath: memDatapath{children: map[*ChildSA]bool{}}, sent: make(chan []byte, 4)}
 	d, err := New(Config{Datapath: dp, Peers: []*PeerConfig{{Name: "p", Addr: from, Auth: Credential{PSK: []byte("x")},
-		LocalTS: policy.Selectors{mustSelector(t, "10.0.0.1")}, RemoteTS: policy.Selectors{mustSelector(t, "10.0.0.2")}}}})
+		LocalTS: Selectors{mustSelector(t, "10.0.0.1")}, RemoteTS: Selectors{mustSelector(t, "10.0.0.2")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,8 +364,8 @@ func TestDownStopsNegotiation(t *testing.T) {
 	dp := &deafDatapath{memDatapath{nextSPI: 0x1000, children: map[*ChildSA]bool{}}}
 	psk := []byte("nobody answers nobody answers")
 	p := &PeerConfig{Name: "deaf", Addr: netip.MustParseAddr("192.0.2.9"), NATTPort: 4500, IKEPort: 500,
-		Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk}, LocalTS: policy.Selectors{mustSelector(t, "10.0.0.1")},
-		RemoteTS: policy.Selectors{mustSelector(t, "10.0.0.9")}, DPD: -1, AutoStart: true,
+		Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk}, LocalTS: Selectors{mustSelector(t, "10.0.0.1")},
+		RemoteTS: Selectors{mustSelector(t, "10.0.0.9")}, DPD: -1, AutoStart: true,
 		RetransmitBase: 20 * time.Millisecond}
 	d, err := New(Config{Datapath: dp, Peers: []*PeerConfig{p},
 		OnChange: func(peer string, up bool, err error) { changes <- change{peer, up, err} }})

@@ -5,8 +5,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/oevpn/oevpn/policy"
 )
 
 // TestBothInitiateKeepOne (issue 11 item 9): both ends initiate at once;
@@ -20,7 +18,7 @@ func TestBothInitiateKeepOne(t *testing.T) {
 		mk := func(name string, self, addr netip.Addr, local, remote string) *PeerConfig {
 			return &PeerConfig{Name: name, Addr: addr, NATTPort: 4500, IKEPort: 4500, Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk},
 				LocalID: IdentityOf(self), RemoteID: IdentityOf(addr), DPD: -1,
-				LocalTS: policy.Selectors{mustSelector(t, local)}, RemoteTS: policy.Selectors{mustSelector(t, remote)}}
+				LocalTS: Selectors{mustSelector(t, local)}, RemoteTS: Selectors{mustSelector(t, remote)}}
 		}
 		p1, p2 := mk("two", a1, a2, "10.0.0.1", "10.0.0.2"), mk("one", a2, a1, "10.0.0.2", "10.0.0.1")
 		d1, err := New(Config{Datapath: dp1, Peers: []*PeerConfig{p1}})

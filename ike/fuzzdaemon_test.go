@@ -55,14 +55,14 @@ func fuzzPair(tb testing.TB) (d1, d2 *Daemon, s1, s2 *ikeSA) {
 	dp1 := &memDatapath{self: netip.AddrPortFrom(fuzzA1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
 	dp2 := &memDatapath{self: netip.AddrPortFrom(fuzzA2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
 	psk := []byte("fuzz fuzz fuzz fuzz")
-	sel := func(s string) policy.Selectors {
+	sel := func(s string) Selectors {
 		v, err := policy.ParseSelector(s)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		return policy.Selectors{v}
+		return Selectors{v}
 	}
-	mk := func(name string, self, addr netip.Addr, local, remote policy.Selectors) *PeerConfig {
+	mk := func(name string, self, addr netip.Addr, local, remote Selectors) *PeerConfig {
 		return &PeerConfig{Name: name, Addr: addr, NATTPort: 4500, IKEPort: 4500, Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk},
 			LocalID: IdentityOf(self), RemoteID: IdentityOf(addr), LocalTS: local, RemoteTS: remote, DPD: -1, FragmentSize: 300,
 			RetransmitBase: time.Hour}
@@ -71,7 +71,7 @@ func fuzzPair(tb testing.TB) (d1, d2 *Daemon, s1, s2 *ikeSA) {
 	stranger := func(from netip.AddrPort, _ netip.Addr, _ []byte) *PeerConfig {
 		remote, _ := policy.ParseSelector(from.Addr().String())
 		return &PeerConfig{Name: from.Addr().String(), Addr: from.Addr(), Auth: Credential{Null: true}, PeerAuth: PeerAuth{Null: true},
-			LocalTS: local, RemoteTS: policy.Selectors{remote}, DPD: -1, RetransmitBase: time.Hour}
+			LocalTS: local, RemoteTS: Selectors{remote}, DPD: -1, RetransmitBase: time.Hour}
 	}
 	var err error
 	if d1, err = New(Config{Datapath: dp1, Peers: []*PeerConfig{mk("two", fuzzA1, fuzzA2, sel("10.0.0.1"), sel("10.0.0.2"))}}); err != nil {
@@ -222,7 +222,7 @@ func fuzzDaemonSeeds(tb testing.TB) [][]byte {
 	_, ke, _ := g.generate()
 	ts := func(init bool, s string) *TSPayload {
 		v, _ := policy.ParseSelector(s)
-		return &TSPayload{Initiator: init, Selectors: wireSelectors(policy.Selectors{v})}
+		return &TSPayload{Initiator: init, Selectors: wireSelectors(Selectors{v})}
 	}
 	spi := binary.BigEndian.AppendUint32(nil, c.Out.SPI)
 	newChild := clear(CREATE_CHILD_SA, 2, false, &SAPayload{Proposals: espProps}, &NoncePayload{Data: seq(1, 32)},

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/esp"
-	"github.com/oevpn/oevpn/policy"
 )
 
 func randSPI() uint64 {
@@ -183,7 +182,7 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	case AuthNULL:
 		method, key = "null", nil
 	}
-	if err := d.cfg.Authorizer.AuthorizePeer(policy.PeerIdentity{Peer: sa.peer.Name, Identity: id.String(), Key: key, Method: method}); err != nil {
+	if err := d.cfg.Authorizer.AuthorizePeer(PeerIdentity{Peer: sa.peer.Name, Identity: id.String(), Key: key, Method: method}); err != nil {
 		return fmt.Errorf("%w: %w", ErrAuth, err)
 	}
 	return nil

@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/oevpn/oevpn/esp"
-	"github.com/oevpn/oevpn/policy"
 )
 
 // maxPeerBytes is the most one established peer may cost one endpoint:
@@ -102,8 +101,8 @@ func perPeerBytes(t *testing.T, n int, auth func(self, peer netip.Addr) (Credent
 		bi := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
 		dpA.from[bi] = netip.AddrPortFrom(ai, 4500)
 		dpB.from[ai] = netip.AddrPortFrom(bi, 4500)
-		tsA := policy.Selectors{mustSelector(t, ai.String())}
-		tsB := policy.Selectors{mustSelector(t, bi.String())}
+		tsA := Selectors{mustSelector(t, ai.String())}
+		tsB := Selectors{mustSelector(t, bi.String())}
 		credA, paA := auth(ai, bi)
 		credB, paB := auth(bi, ai)
 		peersA = append(peersA, &PeerConfig{Name: bi.String(), Addr: bi, NATTPort: 4500, IKEPort: 4500, Auth: credA, PeerAuth: paA,

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
-
-	"github.com/oevpn/oevpn/policy"
 )
 
 // PeerConfig is one configured peer (a "configured tunnel").
@@ -25,7 +23,7 @@ type PeerConfig struct {
 	PeerAuth          PeerAuth
 	IKEProposals      []Proposal
 	ESPProposals      []Proposal
-	LocalTS, RemoteTS policy.Selectors
+	LocalTS, RemoteTS Selectors
 
 	// IKELifetime and ChildLifetime are when the IKE SA and each Child SA
 	// are rekeyed (defaults 4h and 1h, minus up to 10% jitter).

@@ -88,9 +88,9 @@ func (h *countingHandler) count(w string) int {
 // queuePeers makes the configurations of two PSK peers at a1 and a2.
 func queuePeers(t *testing.T, a1, a2 netip.Addr, tweak func(*PeerConfig)) (p1, p2 *PeerConfig) {
 	psk := []byte("queues queues queues")
-	ts1 := policy.Selectors{mustSelector(t, a1.String())}
-	ts2 := policy.Selectors{mustSelector(t, a2.String())}
-	mk := func(name string, self, addr netip.Addr, local, remote policy.Selectors) *PeerConfig {
+	ts1 := Selectors{mustSelector(t, a1.String())}
+	ts2 := Selectors{mustSelector(t, a2.String())}
+	mk := func(name string, self, addr netip.Addr, local, remote Selectors) *PeerConfig {
 		p := &PeerConfig{Name: name, Addr: addr, NATTPort: 4500, IKEPort: 4500, Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk},
 			LocalID: IdentityOf(self), RemoteID: IdentityOf(addr), LocalTS: local, RemoteTS: remote, DPD: -1}
 		if tweak != nil {
@@ -329,7 +329,7 @@ func FuzzHandlePacket(f *testing.F) {
 	d, err := New(Config{Datapath: sink, CookieThreshold: -1, Responder: func(from netip.AddrPort, _ netip.Addr, _ []byte) *PeerConfig {
 		remote, _ := policy.ParseSelector(from.Addr().String())
 		return &PeerConfig{Name: from.Addr().String(), Addr: from.Addr(), Auth: Credential{Null: true},
-			PeerAuth: PeerAuth{Null: true}, LocalTS: policy.Selectors{remote}, RemoteTS: policy.Selectors{remote}, DPD: -1}
+			PeerAuth: PeerAuth{Null: true}, LocalTS: Selectors{remote}, RemoteTS: Selectors{remote}, DPD: -1}
 	}})
 	if err != nil {
 		f.Fatal(err)

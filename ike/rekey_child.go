@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	"github.com/oevpn/oevpn/policy"
 )
 
 func (d *Daemon) rekeyChild(c *ChildSA) {
@@ -38,7 +36,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 
 // requestChild sends a CREATE_CHILD_SA request for a new Child SA (one that
 // rekeys old, if not nil) and calls done with the installed SA or nil.
-func (d *Daemon) requestChild(sa *ikeSA, old *ChildSA, local, remote policy.Selectors, done func(*ChildSA, *Message)) {
+func (d *Daemon) requestChild(sa *ikeSA, old *ChildSA, local, remote Selectors, done func(*ChildSA, *Message)) {
 	var spi uint32
 	var nI []byte
 	var dhPriv any

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/esp"
-	"github.com/oevpn/oevpn/policy"
 )
 
 type saState int
@@ -94,7 +93,7 @@ type ikeSA struct {
 	firstTS   [2][]TrafficSelector
 	// coverAsked are the remote selectors asked for in Child SAs of
 	// their own after the peer narrowed ours (coverSelectors).
-	coverAsked policy.Selectors
+	coverAsked Selectors
 	// Child SAs the peer deleted or refused (childLost): how many in a
 	// row, the last one, when restoreChildren may ask again, and the
 	// timer that waits for it.
@@ -128,7 +127,7 @@ type ChildSA struct {
 	nonce      []byte // the lower of the nonces that created it (§2.8.1)
 
 	Peer          netip.AddrPort // the peer's NAT-T address
-	Local, Remote policy.Selectors
+	Local, Remote Selectors
 	Out, In       esp.Config
 	Suite         ChildSuite
 	// Deferred asks the datapath not to send on this SA before a packet
@@ -370,15 +369,15 @@ func (sa *ikeSA) childKeys(cs ChildSuite, nI, nR, shared []byte, ourSPI, peerSPI
 }
 
 // selectors converts wire traffic selectors.
-func selectors(ts []TrafficSelector) policy.Selectors {
-	out := make(policy.Selectors, len(ts))
+func selectors(ts []TrafficSelector) Selectors {
+	out := make(Selectors, len(ts))
 	for i, t := range ts {
-		out[i] = policy.Selector{Start: t.Start, End: t.End, Proto: t.Protocol, StartPort: t.StartPort, EndPort: t.EndPort}
+		out[i] = Selector{Start: t.Start, End: t.End, Proto: t.Protocol, StartPort: t.StartPort, EndPort: t.EndPort}
 	}
 	return out
 }
 
-func wireSelectors(ss policy.Selectors) []TrafficSelector {
+func wireSelectors(ss Selectors) []TrafficSelector {
 	out := make([]TrafficSelector, len(ss))
 	for i, s := range ss {
 		out[i] = TrafficSelector{Protocol: s.Proto, StartPort: s.StartPort, EndPort: s.EndPort, Start: s.Start, End: s.End}
@@ -387,7 +386,7 @@ func wireSelectors(ss policy.Selectors) []TrafficSelector {
 }
 
 // narrow intersects proposed selectors with the allowed ones (§2.9).
-func narrow(proposed []TrafficSelector, allowed policy.Selectors) []TrafficSelector {
+func narrow(proposed []TrafficSelector, allowed Selectors) []TrafficSelector {
 	var out []TrafficSelector
 	for _, p := range proposed {
 		for _, a := range allowed {

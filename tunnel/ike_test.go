@@ -182,7 +182,7 @@ func TestIKENetstack(t *testing.T) {
 		{name: "legacy-cbc-modp2048", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth,
 			ikeProps: "aes256-sha256-prfsha256-modp2048", espProps: "aes256-sha256"},
 		{name: "cookie-demanded", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, cookies: true},
-		{name: "allowed-by-policy", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, authorizer: allowA()},
+		{name: "allowed-by-policy", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, authorizer: peerAuthorizer{allowA()}},
 		{name: "cookie-and-invalid-ke", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, cookies: true,
 			ikeProps: "aes128gcm16-prfsha256-modp2048-x25519", ikePropsB: "aes128gcm16-prfsha256-x25519"},
 		{name: "start-on-natt-port", credA: psk, credB: psk, authA: pskAuth, authB: pskAuth, startOnNATT: true},
@@ -242,7 +242,7 @@ func TestIKEAuthFailures(t *testing.T) {
 	onlyMallory.Allow("a", []string{"mallory.oevpn.test"}, false)
 	cases = append(cases,
 		authCase{name: "refused by policy", credA: ike.Credential{PSK: []byte("y")}, credB: ike.Credential{PSK: []byte("y")},
-			authA: ike.PeerAuth{PSK: []byte("y")}, authB: ike.PeerAuth{PSK: []byte("y")}, authorizer: &onlyMallory},
+			authA: ike.PeerAuth{PSK: []byte("y")}, authB: ike.PeerAuth{PSK: []byte("y")}, authorizer: peerAuthorizer{&onlyMallory}},
 		authCase{name: "unpinned certificate", credA: ike.Credential{Signer: kA, Cert: cA}, credB: ike.Credential{PSK: []byte("x")},
 			authA: ike.PeerAuth{Certs: []*x509.Certificate{other}}, authB: ike.PeerAuth{PSK: []byte("x")}},
 		authCase{name: "certificate for another name", credA: ike.Credential{Signer: kWrong, Cert: wrongName}, credB: ike.Credential{PSK: []byte("x")},

@@ -401,7 +401,7 @@ func (n *Node) startIKE() error {
 		}
 		n.av = av
 	}
-	icfg := ike.Config{Datapath: n.eng, Peers: pcs, Logger: n.log.With("component", "ike"), Authorizer: authz,
+	icfg := ike.Config{Datapath: n.eng, Peers: pcs, Logger: n.log.With("component", "ike"), Authorizer: peerAuthorizer{authz},
 		OnChange: n.onChange}
 	if n.oe != nil || n.av != nil {
 		icfg.Responder = n.responder
@@ -440,6 +440,13 @@ func (n *Node) startIKE() error {
 		}
 	})
 	return nil
+}
+
+// peerAuthorizer lets the policy decide about the peers IKE authenticated.
+type peerAuthorizer struct{ *policy.Peers }
+
+func (a peerAuthorizer) AuthorizePeer(id ike.PeerIdentity) error {
+	return a.Peers.AuthorizePeer(policy.PeerIdentity(id))
 }
 
 // onChange is told of every IKE SA that comes up or goes down, and fans

@@ -1,4 +1,4 @@
-package policy
+package ts
 
 import (
 	"errors"

@@ -27,7 +27,7 @@ func TestClasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	pkt := func(dst string, proto uint8, port uint16) *ipview.Packet {
-		return &ipview.Packet{Dst: netip.MustParseAddr(dst), Proto: proto, DstPort: port, HasPorts: port != 0}
+		return &ipview.Packet{Flow: ipview.Flow{Dst: netip.MustParseAddr(dst), Proto: proto, DstPort: port}, HasPorts: port != 0}
 	}
 	tests := []struct {
 		p    *ipview.Packet
@@ -80,7 +80,7 @@ func BenchmarkClassLookup(b *testing.B) {
 		prefixes = append(prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
 	}
 	c, _ := NewClasses(map[Class][]netip.Prefix{ClassPrivate: prefixes, ClassPrivateOrClear: {netip.MustParsePrefix("0.0.0.0/0")}}, nil, nil)
-	p := &ipview.Packet{Dst: netip.MustParseAddr("8.8.8.8"), Proto: ipview.ProtoTCP, DstPort: 443, HasPorts: true}
+	p := &ipview.Packet{Flow: ipview.Flow{Dst: netip.MustParseAddr("8.8.8.8"), Proto: ipview.ProtoTCP, DstPort: 443}, HasPorts: true}
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Lookup(p)

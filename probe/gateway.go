@@ -32,12 +32,8 @@ const (
 	maxProbes = 4096
 )
 
-// Flow is the addresses and ports of a fragment's packet.
-type Flow struct {
-	Src, Dst         netip.Addr
-	Proto            uint8
-	SrcPort, DstPort uint16
-}
+// Flow is a packet's five-tuple (ipview's).
+type Flow = ipview.Flow
 
 // FlowOf reads the flow of a packet fragment (IP header and 8 octets).
 func FlowOf(frag []byte) (Flow, error) {
@@ -617,5 +613,5 @@ func (g *Gateway) completedLocked(nonceR []byte, gateway netip.Addr, spend bool)
 	}
 	f, _ := FlowOf(c.frag)
 	return Completed{Gateway: gateway, NonceR: bytes.Clone(nonceR), Local: f.Dst, Remote: f.Src,
-		Flow: Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}}, true
+		Flow: f.Reverse()}, true
 }

@@ -48,12 +48,9 @@ const (
 	flowIdle = 2 * time.Minute
 )
 
-// flowKey is a connection as seen from our protected host.
-type flowKey struct {
-	proto         uint8
-	local, remote netip.Addr
-	lport, rport  uint16
-}
+// flowKey is a connection as seen from our protected host: Src is its
+// side.
+type flowKey = ipview.Flow
 
 type flowState struct {
 	inboundFirst bool // the peer host opened it
@@ -194,7 +191,7 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 			a.intercepted.Add(1)
 			return
 		}
-		a.noteFlow(flowKey{p.Proto, p.Dst, p.Src, p.DstPort, p.SrcPort}, true, p.Len, 0, now)
+		a.noteFlow(p.Flow.Reverse(), true, p.Len, 0, now)
 		a.eng.emit(VerdictClear, pkt)
 		return
 	}
@@ -202,7 +199,7 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 	if hl := ipview.HeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
 		flags = pkt[hl+13]
 	}
-	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, flags, now)
+	reply, paid := a.noteFlow(p.Flow, false, 0, flags, now)
 	v, _, decided := a.eng.VerdictFor(p.Dst)
 	if reply && !decided {
 		// Only a flow that brought more bytes than the probe costs, or a
@@ -284,7 +281,7 @@ func (a *AutoVPN) noteFlow(k flowKey, inbound bool, n int, tcpFlags byte, now ti
 func (a *AutoVPN) live(f probe.Flow) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	fs := a.flows[flowKey{f.Proto, f.Src, f.Dst, f.SrcPort, f.DstPort}]
+	fs := a.flows[f]
 	return fs != nil && !fs.inboundFirst && time.Since(fs.last) < flowIdle
 }
 

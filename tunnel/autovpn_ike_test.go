@@ -401,7 +401,7 @@ type flowStep struct {
 // sees only its host's).
 func TestAutoVPNFlowPays(t *testing.T) {
 	now := time.Now()
-	k := flowKey{6, netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("198.18.0.1"), 80, 40000}
+	k := flowKey{Proto: 6, Src: netip.MustParseAddr("10.2.0.2"), Dst: netip.MustParseAddr("198.18.0.1"), SrcPort: 80, DstPort: 40000}
 	for _, c := range []struct {
 		name  string
 		steps []flowStep

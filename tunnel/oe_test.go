@@ -416,7 +416,7 @@ func TestUnauthenticatedPairRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := ipview.Packet{Src: a.addr, Dst: netip.MustParseAddr("10.98.0.3")}
+	p := ipview.Packet{Flow: ipview.Flow{Src: a.addr, Dst: netip.MustParseAddr("10.98.0.3")}}
 	if !null.barred.Load() || a.eng.routes.Load().lookup(&p) != auth {
 		t.Error("the unauthenticated pair still carries an address an authenticated one carries")
 	}

@@ -129,7 +129,7 @@ func TestRouteTableLongestPrefix(t *testing.T) {
 				a[15], a[14] = byte(r.IntN(256)), byte(r.IntN(4))
 				dst = netip.AddrFrom16(a)
 			}
-			pkt := ipview.Packet{Src: netip.MustParseAddr("192.0.2.1"), Dst: dst}
+			pkt := ipview.Packet{Flow: ipview.Flow{Src: netip.MustParseAddr("192.0.2.1"), Dst: dst}}
 			if dst.Is6() {
 				pkt.Src = netip.MustParseAddr("2001:db8:ffff::1")
 			}

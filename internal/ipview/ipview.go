@@ -34,17 +34,28 @@ var (
 	ErrHeader    = errors.New("ipview: malformed header")
 )
 
-// Packet holds the parsed fields of one IP packet.
-type Packet struct {
+// Flow is a packet's five-tuple: addresses, transport protocol and ports
+// (for ICMP, type and code in the high and low octet of SrcPort, as RFC
+// 7296 §3.13.1 has it). It is comparable: a map key for per-flow state.
+type Flow struct {
 	Src, Dst netip.Addr
 	// Proto is the transport protocol (for IPv6 the first header after the
 	// fixed one; extension headers are not walked).
-	Proto uint8
-	// Ports are the transport source and destination ports for TCP, UDP
-	// and SCTP, and ICMP type and code in the high and low octet of
-	// SrcPort (RFC 7296 §3.13.1), when HasPorts.
+	Proto            uint8
 	SrcPort, DstPort uint16
-	HasPorts         bool
+}
+
+// Reverse returns the flow of the answers to f.
+func (f Flow) Reverse() Flow {
+	return Flow{Src: f.Dst, Dst: f.Src, Proto: f.Proto, SrcPort: f.DstPort, DstPort: f.SrcPort}
+}
+
+// Packet holds the parsed fields of one IP packet.
+type Packet struct {
+	Flow
+	// HasPorts tells whether the Flow's ports were read (TCP, UDP, SCTP
+	// and ICMP, not fragments after the first).
+	HasPorts bool
 	// Len is the packet's total length from its header (≤ len of the
 	// buffer it was parsed from).
 	Len int

@@ -47,10 +47,10 @@ func TestParse(t *testing.T) {
 		want Packet
 		err  error
 	}{
-		{"ipv4 tcp", ipv4Packet(a4, b4, ProtoTCP, 1234, 80, 10), Packet{Src: a4, Dst: b4, Proto: ProtoTCP, SrcPort: 1234, DstPort: 80, HasPorts: true, Len: 38}, nil},
-		{"ipv4 icmp", ipv4Packet(a4, b4, ProtoICMP, 0x0800, 0, 0), Packet{Src: a4, Dst: b4, Proto: ProtoICMP, SrcPort: 0x0800, HasPorts: true, Len: 28}, nil},
-		{"ipv4 fragment", frag, Packet{Src: a4, Dst: b4, Proto: ProtoUDP, Len: 28}, nil},
-		{"ipv6 udp", ipv6Packet(a6, b6, ProtoUDP, 53, 5353, 4), Packet{Src: a6, Dst: b6, Proto: ProtoUDP, SrcPort: 53, DstPort: 5353, HasPorts: true, Len: 52}, nil},
+		{"ipv4 tcp", ipv4Packet(a4, b4, ProtoTCP, 1234, 80, 10), Packet{Flow: Flow{Src: a4, Dst: b4, Proto: ProtoTCP, SrcPort: 1234, DstPort: 80}, HasPorts: true, Len: 38}, nil},
+		{"ipv4 icmp", ipv4Packet(a4, b4, ProtoICMP, 0x0800, 0, 0), Packet{Flow: Flow{Src: a4, Dst: b4, Proto: ProtoICMP, SrcPort: 0x0800}, HasPorts: true, Len: 28}, nil},
+		{"ipv4 fragment", frag, Packet{Flow: Flow{Src: a4, Dst: b4, Proto: ProtoUDP}, Len: 28}, nil},
+		{"ipv6 udp", ipv6Packet(a6, b6, ProtoUDP, 53, 5353, 4), Packet{Flow: Flow{Src: a6, Dst: b6, Proto: ProtoUDP, SrcPort: 53, DstPort: 5353}, HasPorts: true, Len: 52}, nil},
 		{"empty", nil, Packet{}, ErrVersion},
 		{"version 5", []byte{0x50, 0, 0, 0}, Packet{}, ErrVersion},
 		{"short ipv4", ipv4Packet(a4, b4, ProtoTCP, 1, 2, 0)[:19], Packet{}, ErrTruncated},

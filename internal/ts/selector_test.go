@@ -50,7 +50,7 @@ func TestSelectorsMatch(t *testing.T) {
 	local := Selectors{mustSel("192.0.2.1"), mustSel("2001:db8::1")}
 	remote := Selectors{mustSel("198.51.100.0/24[tcp/80]"), mustSel("203.0.113.5[icmp/2048]")}
 	pkt := func(src, dst string, proto uint8, sp, dp uint16) *ipview.Packet {
-		return &ipview.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Proto: proto, SrcPort: sp, DstPort: dp, HasPorts: true}
+		return &ipview.Packet{Flow: ipview.Flow{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Proto: proto, SrcPort: sp, DstPort: dp}, HasPorts: true}
 	}
 	tests := []struct {
 		p        *ipview.Packet

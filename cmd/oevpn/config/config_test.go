@@ -190,7 +190,7 @@ class = "block"
 		want  policy.Class
 	}{{"10.9.0.5", 6, 22, policy.ClassClear}, {"10.9.0.5", 6, 23, policy.ClassPrivate}, {"10.9.0.5", 17, 22, policy.ClassPrivate},
 		{"10.9.1.1", 17, 53, policy.ClassBlock}, {"2001:db8::1", 6, 22, policy.ClassClear}} {
-		p := ipview.Packet{Dst: netip.MustParseAddr(tt.dst), Proto: tt.proto, DstPort: tt.port, HasPorts: true}
+		p := ipview.Packet{Flow: ipview.Flow{Dst: netip.MustParseAddr(tt.dst), Proto: tt.proto, DstPort: tt.port}, HasPorts: true}
 		if got := c.Policy.Classes.Lookup(&p); got != tt.want {
 			t.Errorf("%s proto %d port %d: %v, want %v", tt.dst, tt.proto, tt.port, got, tt.want)
 		}

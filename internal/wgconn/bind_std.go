@@ -269,23 +269,30 @@ func (s *StdNetBind) receiveIP(
 		if sizes[i] == 0 {
 			continue
 		}
-		addrPort := msg.Addr.(*net.UDPAddr).AddrPort()
-		ep := &StdNetEndpoint{AddrPort: addrPort} // TODO: remove allocation
+		// The endpoint the caller passed back is reused: a flood of
+		// datagrams makes no garbage.
+		ep, ok := eps[i].(*StdNetEndpoint)
+		if !ok || ep == nil {
+			ep = new(StdNetEndpoint)
+			eps[i] = ep
+		}
+		ep.AddrPort = msg.Addr.(*net.UDPAddr).AddrPort()
 		getSrcFromControl(msg.OOB[:msg.NN], ep)
-		eps[i] = ep
 	}
 	return numMsgs, nil
 }
 
 func (s *StdNetBind) makeReceiveIPv4(pc *ipv4.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
+	br := newBatchReader(conn, pc)
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
-		return s.receiveIP(pc, conn, rxOffload, bufs, sizes, eps)
+		return s.receiveIP(br, conn, rxOffload, bufs, sizes, eps)
 	}
 }
 
 func (s *StdNetBind) makeReceiveIPv6(pc *ipv6.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
+	br := newBatchReader(conn, pc)
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
-		return s.receiveIP(pc, conn, rxOffload, bufs, sizes, eps)
+		return s.receiveIP(br, conn, rxOffload, bufs, sizes, eps)
 	}
 }
 

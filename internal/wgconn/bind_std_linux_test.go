@@ -71,8 +71,11 @@ func TestReceiveAllocatesNothing(t *testing.T) {
 		n += round()
 	}
 	runtime.ReadMemStats(&m1)
-	// Sending allocates nothing either; allow the odd runtime allocation.
-	if allocs := m1.Mallocs - m0.Mallocs; allocs > uint64(n)/100 {
+	// Sending allocates nothing either; allow the odd runtime allocation
+	// (the race detector's are more than odd).
+	if allocs := m1.Mallocs - m0.Mallocs; raceEnabled {
+		t.Logf("%d allocations for %d datagrams received (race detector)", allocs, n)
+	} else if allocs := m1.Mallocs - m0.Mallocs; allocs > uint64(n)/100 {
 		t.Errorf("%d allocations for %d datagrams received", allocs, n)
 	}
 }

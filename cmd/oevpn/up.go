@@ -79,6 +79,9 @@ func cmdUp(args []string, stderr io.Writer) error {
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
 		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers))
 	ep.initiatePeers(cfg.Peers)
+	trimStop := make(chan struct{})
+	defer close(trimStop)
+	go tunnel.TrimAfterBursts(trimStop)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig

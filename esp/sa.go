@@ -108,36 +108,41 @@ type Counters struct {
 // goroutines at once; Open for one SA from one goroutine at a time (it owns
 // the replay window), as the engine does. Counters may be read anywhere.
 type SA struct {
-	transform Transform
-	spi       uint32
-	esn       bool
-	maxSeq    uint64
-	soft      Lifetime
-	hard      Lifetime
-	created   time.Time
-	onEvent   func(*SA, Event)
-	c         crypter
-	ivLen     int
-	align     int
-
-	seq  atomic.Uint64 // outbound: last sequence number used
-	seq0 uint64        // outbound: the sequence number before the first packet
-
-	store     SeqStore      // nil: sequence numbers live in memory only
-	seqLimit  atomic.Uint64 // with store: the highest number reserved
-	reserving atomic.Bool   // with store: a reservation is under way
-
-	replay       replayWindow // inbound
-	limitPackets uint64       // the lowest packet limit, soft or hard (fast check)
+	// What Seal and Open use for every packet comes first, in the first
+	// three cache lines of the SA (its size, a multiple of 64 octets,
+	// keeps it aligned to them): with many SAs, a packet meets a cold SA.
+	hardRaised  atomic.Bool
+	transform   Transform
+	esn         bool
+	spi         uint32
+	ivLen       int
+	align       int
+	seq         atomic.Uint64 // outbound: last sequence number used
+	seq0        uint64        // outbound: the sequence number before the first packet
+	maxSeq      uint64
+	hardPackets uint64 // hard.Packets
+	// limitPackets and limitBytes are the lowest limits, soft or hard
+	// (a fast check).
+	limitPackets uint64
 	limitBytes   uint64
-	macMu        sync.Mutex // AES-CBC: guards c.mac
-	softRaised   atomic.Bool
-	hardRaised   atomic.Bool
 	packets      atomic.Uint64
 	bytes        atomic.Uint64
+	store        SeqStore // nil: sequence numbers live in memory only
+	c            crypter
+	replay       replayWindow // inbound
+
+	seqLimit     atomic.Uint64 // with store: the highest number reserved
+	reserving    atomic.Bool   // with store: a reservation is under way
+	macMu        sync.Mutex    // AES-CBC: guards c.mac
+	softRaised   atomic.Bool
 	replayDrops  atomic.Uint64
 	integrityErr atomic.Uint64
 	paddingErr   atomic.Uint64
+	soft         Lifetime
+	hard         Lifetime
+	created      time.Time
+	onEvent      func(*SA, Event)
+	_            [32]byte // to 384 octets: a size class of whole cache lines
 }
 
 // NewSA keys an SA.
@@ -159,17 +164,18 @@ func newSA(cfg Config) (*SA, error) {
 		return nil, err
 	}
 	sa := &SA{
-		transform: cfg.Transform,
-		spi:       cfg.SPI,
-		esn:       cfg.ESN,
-		maxSeq:    1<<32 - 1,
-		soft:      cfg.Soft,
-		hard:      cfg.Hard,
-		created:   time.Now(),
-		onEvent:   cfg.OnEvent,
-		c:         c,
-		ivLen:     cfg.Transform.IVLen(),
-		align:     cfg.Transform.blockAlign(),
+		transform:   cfg.Transform,
+		spi:         cfg.SPI,
+		esn:         cfg.ESN,
+		maxSeq:      1<<32 - 1,
+		soft:        cfg.Soft,
+		hard:        cfg.Hard,
+		hardPackets: cfg.Hard.Packets,
+		created:     time.Now(),
+		onEvent:     cfg.OnEvent,
+		c:           c,
+		ivLen:       cfg.Transform.IVLen(),
+		align:       cfg.Transform.blockAlign(),
 	}
 	if cfg.ESN {
 		sa.maxSeq = 1<<64 - 1
@@ -320,7 +326,7 @@ func (sa *SA) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
 		sa.raise(EventHardExpire)
 		return nil, ErrSeqExhausted
 	}
-	if sa.hard.Packets > 0 && seq-sa.seq0 > sa.hard.Packets {
+	if sa.hardPackets > 0 && seq-sa.seq0 > sa.hardPackets {
 		return nil, ErrExpired
 	}
 	if sa.store != nil {

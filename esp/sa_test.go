@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func testKey(t Transform, seed byte) []byte {
@@ -471,5 +472,18 @@ func TestZeroAllocs(t *testing.T) {
 		if seal != 0 || open != 0 {
 			t.Errorf("%s: %v allocs per Seal, %v per Open; want 0", tr, seal, open)
 		}
+	}
+}
+
+// TestSALayout checks that an SA takes whole cache lines (so the heap
+// aligns it to them) and that what every packet reads sits in the first
+// three.
+func TestSALayout(t *testing.T) {
+	var sa SA
+	if s := unsafe.Sizeof(sa); s%64 != 0 {
+		t.Errorf("SA takes %d octets, not a multiple of 64", s)
+	}
+	if end := unsafe.Offsetof(sa.c) + unsafe.Offsetof(sa.c.salt) + unsafe.Sizeof(sa.c.salt); end > 192 {
+		t.Errorf("the hot fields end at octet %d", end)
 	}
 }

@@ -109,25 +109,28 @@ type PairConfig struct {
 
 // SAPair is an installed pair of SAs.
 type SAPair struct {
-	Peer          netip.AddrPort
-	Local, Remote policy.Selectors
-	Out, In       *esp.SA
-
-	// Owner is the control plane's object for the pair (an *ike.ChildSA).
-	Owner any
-
-	ep     conn.Endpoint
-	ready  atomic.Bool // may carry outbound traffic (see PairConfig.Deferred)
-	unauth bool        // PairConfig.Unauthenticated
+	// What the datapath reads for every packet comes first, within the
+	// first two cache lines: with many pairs, a packet meets a cold one.
+	ready atomic.Bool // may carry outbound traffic (see PairConfig.Deferred)
 	// barred is set, once and for good, on an unauthenticated pair
 	// whose remote address came to need authentication: it carries
 	// nothing more, either way.
 	barred atomic.Bool
+	peer4  bool // the peer's outer address is IPv4
+	unauth bool // PairConfig.Unauthenticated
+
+	Out, In       *esp.SA
+	Remote, Local policy.Selectors
+	ep            conn.Endpoint
+	Peer          netip.AddrPort
+
+	// Owner is the control plane's object for the pair (an *ike.ChildSA).
+	Owner any
+
 	// admitted is set on an unauthenticated pair for a private-or-clear
 	// address once Decide sent that address clear: it may then carry
 	// the address's outbound traffic.
 	admitted atomic.Bool
-	peer4    bool   // the peer's outer address is IPv4
 	seq      uint64 // install order: newer pairs win outbound (make-before-break)
 	removed  atomic.Bool
 	routed   bool // in the route table; guarded by Engine.mu

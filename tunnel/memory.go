@@ -3,9 +3,11 @@ package tunnel
 import (
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Memory is the process's memory use.
@@ -56,4 +58,61 @@ func rss() uint64 {
 		return 0
 	}
 	return pages * uint64(os.Getpagesize())
+}
+
+// Trimming after bursts. The garbage of a burst of work (a flood of
+// spoofed IKE_SA_INIT answered with cookies, a wave of handshakes) grows
+// the heap to the collector's goal, twice the live heap, and the runtime
+// keeps those pages resident: its scavenger only returns what is above the
+// goal. Once a burst has passed, TrimAfterBursts hands them back.
+const (
+	// trimInterval is how often the allocation rate is looked at.
+	trimInterval = 10 * time.Second
+	// trimBurst is how much must have been allocated since the last trim
+	// for a trim to be worth its cost (one garbage collection).
+	trimBurst = 32 << 20
+	// trimQuiet is the most that may have been allocated in the last
+	// interval: the burst has passed.
+	trimQuiet = 1 << 20
+)
+
+// memTrimmer decides when to trim, from the cumulative bytes allocated.
+type memTrimmer struct {
+	last, atTrim uint64
+}
+
+// due reports whether to trim now that allocs bytes have been allocated
+// in all, one interval after the previous call.
+func (m *memTrimmer) due(allocs uint64) bool {
+	quiet := allocs-m.last < trimQuiet
+	m.last = allocs
+	if quiet && allocs-m.atTrim >= trimBurst {
+		m.atTrim = allocs
+		return true
+	}
+	return false
+}
+
+// TrimAfterBursts returns the heap's free pages to the operating system
+// once a burst of allocation has passed (at most once per 32 MiB
+// allocated, in an interval of 10 s that allocated less than 1 MiB), until
+// stop is closed. The daemon runs it; a trim costs one garbage collection.
+func TrimAfterBursts(stop <-chan struct{}) {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	allocs := func() uint64 { metrics.Read(s); return s[0].Value.Uint64() }
+	m := memTrimmer{}
+	m.last = allocs()
+	m.atTrim = m.last
+	t := time.NewTicker(trimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if m.due(allocs()) {
+				debug.FreeOSMemory()
+			}
+		}
+	}
 }

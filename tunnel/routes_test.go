@@ -149,6 +149,95 @@ func TestRouteTableLongestPrefix(t *testing.T) {
 	}
 }
 
+// TestRouteTableAnyPrefix is TestRouteTableLongestPrefix with prefixes of
+// every length anywhere in the address space: short ones, long ones
+// alone in a subtree (leaves) and long ones side by side, and addresses
+// in and near them.
+func TestRouteTableAnyPrefix(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	local := append(hostSel(netip.MustParseAddr("192.0.2.1")), hostSel(netip.MustParseAddr("2001:db8:ffff::1"))...)
+	random := func(v6 bool) netip.Addr {
+		if v6 {
+			var a [16]byte
+			for i := range a {
+				a[i] = byte(r.Uint32())
+			}
+			return netip.AddrFrom16(a)
+		}
+		return v4(r.Uint32())
+	}
+	// near returns an address in p with some of its last bits random.
+	near := func(p netip.Prefix) netip.Addr {
+		a := random(p.Addr().Is6())
+		keep := p.Bits() + r.IntN(p.Addr().BitLen()-p.Bits()+1)
+		// The first keep bits from p, the rest from a.
+		b, c := p.Addr().AsSlice(), a.AsSlice()
+		for i := range c {
+			for j := 7; j >= 0; j-- {
+				if bit := i*8 + 7 - j; bit < keep {
+					c[i] = c[i]&^(1<<j) | b[i]&(1<<j)
+				}
+			}
+		}
+		out, _ := netip.AddrFromSlice(c)
+		return out
+	}
+	var pairs []*SAPair
+	var prefixes []netip.Prefix
+	rt := &routeTable{}
+	for i := range 600 {
+		v6 := r.IntN(2) == 0
+		var p netip.Prefix
+		if len(prefixes) > 0 && r.IntN(2) == 0 {
+			// Near another prefix, longer or shorter.
+			q := prefixes[r.IntN(len(prefixes))]
+			if q.Addr().Is6() == v6 {
+				p = netip.PrefixFrom(near(q), r.IntN(q.Addr().BitLen()+1)).Masked()
+			}
+		}
+		if !p.IsValid() {
+			a := random(v6)
+			p = netip.PrefixFrom(a, r.IntN(a.BitLen()+1)).Masked()
+		}
+		sp := &SAPair{Local: local, Remote: policy.Selectors{policy.PrefixSelector(p)}, seq: uint64(i + 1)}
+		sp.ready.Store(r.IntN(4) != 0)
+		prefixBits[sp] = p.Bits()
+		pairs, prefixes = append(pairs, sp), append(prefixes, p)
+		rt = rt.with(sp)
+		if r.IntN(3) == 0 {
+			j := r.IntN(len(pairs))
+			rt = rt.without(pairs[j])
+			pairs = append(pairs[:j], pairs[j+1:]...)
+			prefixes = append(prefixes[:j], prefixes[j+1:]...)
+		}
+		if i%20 != 0 {
+			continue
+		}
+		for range 200 {
+			dst := random(r.IntN(2) == 0)
+			if len(prefixes) > 0 && r.IntN(4) != 0 {
+				dst = near(prefixes[r.IntN(len(prefixes))])
+			}
+			pkt := ipview.Packet{Src: netip.MustParseAddr("192.0.2.1"), Dst: dst}
+			if dst.Is6() {
+				pkt.Src = netip.MustParseAddr("2001:db8:ffff::1")
+			}
+			if got, want := rt.lookup(&pkt), linearLookup(pairs, &pkt); got != want {
+				t.Fatalf("after %d pairs, %v: got %v, want %v", i, dst, describe(got), describe(want))
+			}
+			if got, want := rt.pairFor(dst), linearPairFor(pairs, dst); got != want {
+				t.Fatalf("after %d pairs, pairFor %v: got %v, want %v", i, dst, describe(got), describe(want))
+			}
+		}
+	}
+	for _, p := range pairs {
+		rt = rt.without(p)
+	}
+	if rt.v4 != nil || rt.v6 != nil {
+		t.Fatal("nodes left after every pair was removed")
+	}
+}
+
 func describe(p *SAPair) string {
 	if p == nil {
 		return "none"

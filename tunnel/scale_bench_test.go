@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -126,109 +127,182 @@ func scalePacket(src, dst netip.Addr, n int) []byte {
 	return p
 }
 
-// BenchmarkScalePacket measures the datapath's per-packet work without
-// I/O, with N SA pairs installed whose remote selectors are host addresses
-// or /30 subnets: seal is parse, route lookup and ESP Seal of a 128-octet
-// packet; open is SPI lookup, ESP Open, parse and the selector check. The
-// packets go to (come from) 256 pairs chosen at random.
+// packetSize and packetRing are the size of the scale benchmarks' packets
+// and the number of pairs (chosen at random) they go to.
+const packetSize, packetRing = 128, 256
+
+// packetSteps returns the per-packet work of the scale benchmarks on
+// engine e, whose pairs are pairs, for packet i of a ring that goes to (or
+// comes from) pairs[idx[i%len(idx)]]: the route lookup alone; seal (parse,
+// route lookup and ESP Seal); open (SPI lookup, ESP Open, parse and the
+// selector check).
+func packetSteps(tb testing.TB, e *Engine, pairs []*SAPair, idx []int, subnet bool) (lookup, seal, open func(i int)) {
+	ring := len(idx)
+	out := make([][]byte, ring) // to the pairs' remote addresses
+	views := make([]ipview.Packet, ring)
+	in := make([][]byte, ring) // sealed by the pairs' peers
+	for i, j := range idx {
+		dst, src := scaleAddr(j), scaleAddr(j)
+		if subnet {
+			dst, src = scaleAddr(4*j+1), scaleAddr(4*j+2)
+		}
+		out[i] = scalePacket(scaleLocal, dst, packetSize)
+		views[i], _ = ipview.Parse(out[i])
+		pc := scalePairConfig(j, subnet)
+		peer, err := esp.NewSA(pc.In)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sb := make([]byte, esp.Headroom+packetSize+esp.Tailroom)
+		copy(sb[esp.Headroom:], scalePacket(src, scaleLocal, packetSize))
+		if in[i], err = peer.Seal(sb, esp.Headroom, packetSize, ipview.ProtoIPv4); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	buf := make([]byte, esp.Headroom+packetSize+esp.Tailroom+64)
+	lookup = func(i int) {
+		i %= ring
+		if pair := e.routes.Load().lookup(&views[i]); pair != pairs[idx[i]] {
+			tb.Fatalf("packet to %v: pair %p, want %p", views[i].Dst, pair, pairs[idx[i]])
+		}
+	}
+	seal = func(i int) {
+		i %= ring
+		pkt := buf[esp.Headroom : esp.Headroom+packetSize]
+		copy(pkt, out[i])
+		p, err := ipview.Parse(pkt)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		pair := e.routes.Load().lookup(&p)
+		if pair == nil || pair != pairs[idx[i]] {
+			tb.Fatalf("packet to %v: pair %p, want %p", p.Dst, pair, pairs[idx[i]])
+		}
+		if _, err := pair.Out.Seal(buf, esp.Headroom, p.Len, ipview.ProtoIPv4); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	open = func(i int) {
+		i %= ring
+		d := buf[esp.Headroom:]
+		copy(d, in[i])
+		pair, ok := e.spis.Lookup(esp.Header(d).SPI())
+		if !ok || pair != pairs[idx[i]] {
+			tb.Fatal("SPI not found")
+		}
+		inner, _, err := pair.In.Open(buf, esp.Headroom, len(in[i]))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		p, err := ipview.Parse(inner)
+		if err != nil || !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
+			tb.Fatal("selector check failed", err)
+		}
+	}
+	return lookup, seal, open
+}
+
+// packetEngine returns an engine with n pairs installed, its timers
+// stopped (they tick every SA each second and would disturb the
+// figures), and the pairs a ring of packets goes to.
+func packetEngine(b *testing.B, n int, subnet bool) (*Engine, []*SAPair, []int) {
+	e, pairs, _ := scaleEngine(b, n, subnet)
+	e.Close() // the tables stay
+	idx := make([]int, packetRing)
+	for i := range idx {
+		idx[i] = rand.IntN(n)
+	}
+	return e, pairs, idx
+}
+
+// BenchmarkScalePacket measures the datapath's per-packet work (see
+// packetSteps) without I/O, with N SA pairs installed whose remote
+// selectors are host addresses or /30 subnets.
 func BenchmarkScalePacket(b *testing.B) {
-	const size, ring = 128, 256
 	for _, subnet := range []bool{false, true} {
 		kind := "host"
 		if subnet {
 			kind = "subnet"
 		}
 		for _, n := range scaleSizes() {
-			var e *Engine
-			var pairs []*SAPair
+			var lookup, seal, open func(int)
 			setup := func(b *testing.B) {
-				if e == nil {
-					e, pairs, _ = scaleEngine(b, n, subnet)
-					// The tables stay; the engine's timers (which tick
-					// every SA each second) stop disturbing the figures.
-					e.Close()
+				if lookup == nil {
+					e, pairs, idx := packetEngine(b, n, subnet)
+					lookup, seal, open = packetSteps(b, e, pairs, idx, subnet)
 				}
 			}
-			idx := make([]int, ring)
-			for i := range idx {
-				idx[i] = rand.IntN(n)
+			for _, step := range []struct {
+				name string
+				f    *func(int)
+			}{{"lookup", &lookup}, {"seal", &seal}, {"open", &open}} {
+				b.Run(fmt.Sprintf("%s/%s/pairs=%d", step.name, kind, n), func(b *testing.B) {
+					setup(b)
+					if step.name != "lookup" {
+						b.SetBytes(packetSize)
+					}
+					b.ReportAllocs()
+					i := 0
+					for b.Loop() {
+						i++
+						(*step.f)(i)
+					}
+				})
 			}
-			b.Run(fmt.Sprintf("seal/%s/pairs=%d", kind, n), func(b *testing.B) {
-				setup(b)
-				pkts := make([][]byte, ring)
-				for i, j := range idx {
-					dst := scaleAddr(j)
-					if subnet {
-						dst = scaleAddr(4*j + 1)
-					}
-					pkts[i] = scalePacket(scaleLocal, dst, size)
-				}
-				buf := make([]byte, esp.Headroom+size+esp.Tailroom)
-				b.SetBytes(size)
-				b.ReportAllocs()
-				i := 0
-				for b.Loop() {
-					i = (i + 1) % ring
-					pkt := buf[esp.Headroom : esp.Headroom+size]
-					copy(pkt, pkts[i])
-					p, err := ipview.Parse(pkt)
-					if err != nil {
-						b.Fatal(err)
-					}
-					pair := e.routes.Load().lookup(&p)
-					if pair == nil || pair != pairs[idx[i]] {
-						b.Fatalf("packet to %v: pair %p, want %p", p.Dst, pair, pairs[idx[i]])
-					}
-					if _, err := pair.Out.Seal(buf, esp.Headroom, p.Len, ipview.ProtoIPv4); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run(fmt.Sprintf("open/%s/pairs=%d", kind, n), func(b *testing.B) {
-				setup(b)
-				pkts := make([][]byte, ring)
-				for i, j := range idx {
-					src := scaleAddr(j)
-					if subnet {
-						src = scaleAddr(4*j + 2)
-					}
-					pc := scalePairConfig(j, subnet)
-					out, err := esp.NewSA(pc.In)
-					if err != nil {
-						b.Fatal(err)
-					}
-					inner := scalePacket(src, scaleLocal, size)
-					sb := make([]byte, esp.Headroom+size+esp.Tailroom)
-					copy(sb[esp.Headroom:], inner)
-					sealed, err := out.Seal(sb, esp.Headroom, size, ipview.ProtoIPv4)
-					if err != nil {
-						b.Fatal(err)
-					}
-					pkts[i] = sealed
-				}
-				buf := make([]byte, esp.Headroom+size+esp.Tailroom+64)
-				b.SetBytes(size)
-				b.ReportAllocs()
-				i := 0
-				for b.Loop() {
-					i = (i + 1) % ring
-					d := buf[esp.Headroom:]
-					copy(d, pkts[i])
-					pair, ok := e.spis.Lookup(esp.Header(d).SPI())
-					if !ok || pair != pairs[idx[i]] {
-						b.Fatal("SPI not found")
-					}
-					inner, _, err := pair.In.Open(buf, esp.Headroom, len(pkts[i]))
-					if err != nil {
-						b.Fatal(err)
-					}
-					p, err := ipview.Parse(inner)
-					if err != nil || !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
-						b.Fatal("selector check failed", err)
-					}
-				}
-			})
-			e, pairs = nil, nil // the next engine is measured alone
+			lookup, seal, open = nil, nil, nil // the next engine is measured alone
 		}
 	}
+}
+
+// BenchmarkScaleRatio measures the per-packet cost with the largest number
+// of pairs against the cost with one (the bar: within 2×), on a
+// shared machine: the two engines are timed in turns, in short runs of
+// the same packets, and each figure is the median of the runs (ratio is
+// the median of the ratios of runs taken side by side; ratio-best that of
+// the fastest runs, the least disturbed).
+func BenchmarkScaleRatio(b *testing.B) {
+	sizes := scaleSizes()
+	large := sizes[len(sizes)-1]
+	const runs, perRun = 41, 20000
+	for _, subnet := range []bool{false, true} {
+		kind := "host"
+		if subnet {
+			kind = "subnet"
+		}
+		e1, p1, i1 := packetEngine(b, 1, subnet)
+		eN, pN, iN := packetEngine(b, large, subnet)
+		l1, s1, o1 := packetSteps(b, e1, p1, i1, subnet)
+		lN, sN, oN := packetSteps(b, eN, pN, iN, subnet)
+		for _, c := range []struct {
+			name   string
+			one, n func(int)
+		}{{"lookup", l1, lN}, {"seal", s1, sN}, {"open", o1, oN}} {
+			b.Run(fmt.Sprintf("%s/%s/pairs=%d", c.name, kind, large), func(b *testing.B) {
+				time1 := func(f func(int)) float64 {
+					t0 := time.Now()
+					for i := range perRun {
+						f(i)
+					}
+					return float64(time.Since(t0).Nanoseconds()) / perRun
+				}
+				var ones, ns, ratios []float64
+				for range b.N {
+					for range runs {
+						a, z := time1(c.one), time1(c.n)
+						ones, ns, ratios = append(ones, a), append(ns, z), append(ratios, z/a)
+					}
+				}
+				b.ReportMetric(median(ones), "ns/1pair")
+				b.ReportMetric(median(ns), "ns/Npairs")
+				b.ReportMetric(median(ratios), "ratio")
+				// The fastest runs are the least disturbed.
+				b.ReportMetric(slices.Min(ns)/slices.Min(ones), "ratio-best")
+			})
+		}
+	}
+}
+
+func median(v []float64) float64 {
+	slices.Sort(v)
+	return v[len(v)/2]
 }

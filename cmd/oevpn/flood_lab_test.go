@@ -94,11 +94,10 @@ func vmRSS(t *testing.T, pid int) int {
 // flood of spoofed IKE_SA_INIT at the rate one goroutine sends, strongSwan
 // (a configured peer) connects to oevpn within 5 s every time and the
 // tunnel keeps rekeying its Child SA; the flood leaves no IKE state, and
-// oevpn's memory does not grow after it. The resident set is logged
-// against the issue's bar (within 20 % of the baseline a minute later)
-// but not held to it here: it grows during the flood with no IKE state
-// kept (every spoofed request is dropped before the daemon's queues), and
-// the datapath's buffers and memory reporting are item 7's.
+// a minute after it oevpn's resident set is within 20 % of what it was
+// before the flood. (It was 1.9 times as much: receiving each datagram
+// made garbage, so the heap grew to the collector's goal, twice the live
+// heap, and the runtime kept those pages.)
 func TestLabSpoofedInitFlood(t *testing.T) {
 	lab.Require(t, "charon-systemd", "swanctl", "ping")
 	if testing.Short() {
@@ -125,20 +124,10 @@ func TestLabSpoofedInitFlood(t *testing.T) {
 	l.o.Run("ping", "-c", "1", "-W", "2", "-I", ioInnerO, ioInnerS)
 	time.Sleep(2 * time.Second)
 	pid := p.Cmd.Process.Pid
-	cold := vmRSS(t, pid)
-	// The receive routines' batch buffers become resident with the first
-	// burst of any traffic; that is the baseline, not what the flood
-	// makes the IKE daemon keep.
-	var sent atomic.Int64
-	warm := make(chan struct{})
-	spoofedInitFlood(t, l.s, netip.MustParseAddrPort(ioOuterO+":500"), warm, &sent)
-	time.Sleep(3 * time.Second)
-	close(warm)
-	time.Sleep(5 * time.Second)
-	base := vmRSS(t, pid)
+	base, baseMem := vmRSS(t, pid), oevpnStatus(t, cfg).Memory
 
+	var sent atomic.Int64
 	stop := make(chan struct{})
-	sent.Store(0)
 	spoofedInitFlood(t, l.s, netip.MustParseAddrPort(ioOuterO+":500"), stop, &sent)
 	const floodFor = 60 * time.Second
 	start := time.Now()
@@ -168,19 +157,17 @@ func TestLabSpoofedInitFlood(t *testing.T) {
 	st := oevpnStatus(t, cfg)
 	l.o.Run("ping", "-c", "1", "-W", "2", "-I", ioInnerO, ioInnerS)
 	time.Sleep(60 * time.Second)
-	after := vmRSS(t, pid)
-	t.Logf("flood: %.0f spoofed IKE_SA_INIT/s for %v; connects %v; %d Child SA rekeys; RSS %d KiB cold, %d warm (baseline), %d at the end of the flood, %d a minute later; ike %+v",
-		rate, flooded.Round(time.Second), connects, rekeys, cold, base, peak, after, st.IKE)
+	after, afterMem := vmRSS(t, pid), oevpnStatus(t, cfg).Memory
+	t.Logf("flood: %.0f spoofed IKE_SA_INIT/s for %v; connects %v; %d Child SA rekeys; RSS %d KiB before, %d at the end of the flood, %d a minute later; ike %+v",
+		rate, flooded.Round(time.Second), connects, rekeys, base, peak, after, st.IKE)
+	t.Logf("Go memory before, at the end and a minute after: %+v, %+v, %+v", baseMem, st.Memory, afterMem)
 	if rekeys < len(connects) {
 		t.Errorf("%d Child SA rekeys in %d windows of 10 s (child_lifetime 6 s)", rekeys, len(connects))
 	}
 	if len(st.IKESAs) != 1 {
 		t.Errorf("IKE SAs after the flood: %+v", st.IKESAs)
 	}
-	if float64(after) > 1.05*float64(peak) {
-		t.Errorf("RSS grew after the flood: %d KiB at its end, %d a minute later", peak, after)
-	}
 	if float64(after) > 1.2*float64(base) {
-		t.Logf("issue bar not met: RSS a minute after the flood %d KiB, baseline %d KiB (item 7)", after, base)
+		t.Errorf("RSS a minute after the flood %d KiB, more than 20 %% above the %d KiB before it", after, base)
 	}
 }

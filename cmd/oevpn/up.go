@@ -75,6 +75,10 @@ func cmdUp(args []string, stderr io.Writer) error {
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
 		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers),
 		"control", cfg.Interface.Control, "state_dir", cfg.Interface.StateDir)
+	// After a burst (a flood), give the heap's free pages back.
+	trimStop := make(chan struct{})
+	defer close(trimStop)
+	go tunnel.TrimAfterBursts(trimStop)
 	notifyService("READY=1\nSTATUS=endpoint up")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

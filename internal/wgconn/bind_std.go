@@ -199,11 +199,15 @@ again:
 }
 
 func (s *StdNetBind) putMessages(msgs *[]ipv6.Message) {
+	resetMessages(msgs)
+	s.msgsPool.Put(msgs)
+}
+
+func resetMessages(msgs *[]ipv6.Message) {
 	for i := range *msgs {
 		(*msgs)[i].OOB = (*msgs)[i].OOB[:0]
 		(*msgs)[i] = ipv6.Message{Buffers: (*msgs)[i].Buffers, OOB: (*msgs)[i].OOB}
 	}
-	s.msgsPool.Put(msgs)
 }
 
 func (s *StdNetBind) getMessages() *[]ipv6.Message {
@@ -227,16 +231,16 @@ func (s *StdNetBind) receiveIP(
 	br batchReader,
 	conn *net.UDPConn,
 	rxOffload bool,
+	msgs *[]ipv6.Message,
 	bufs [][]byte,
 	sizes []int,
 	eps []Endpoint,
 ) (n int, err error) {
-	msgs := s.getMessages()
 	for i := range bufs {
 		(*msgs)[i].Buffers[0] = bufs[i]
 		(*msgs)[i].OOB = (*msgs)[i].OOB[:cap((*msgs)[i].OOB)]
 	}
-	defer s.putMessages(msgs)
+	defer resetMessages(msgs)
 	var numMsgs int
 	if runtime.GOOS == "linux" || runtime.GOOS == "android" {
 		if rxOffload {
@@ -269,23 +273,34 @@ func (s *StdNetBind) receiveIP(
 		if sizes[i] == 0 {
 			continue
 		}
-		addrPort := msg.Addr.(*net.UDPAddr).AddrPort()
-		ep := &StdNetEndpoint{AddrPort: addrPort} // TODO: remove allocation
+		// The endpoint the caller passed back is reused: a flood of
+		// datagrams makes no garbage.
+		ep, ok := eps[i].(*StdNetEndpoint)
+		if !ok || ep == nil {
+			ep = new(StdNetEndpoint)
+			eps[i] = ep
+		}
+		ep.AddrPort = msg.Addr.(*net.UDPAddr).AddrPort()
 		getSrcFromControl(msg.OOB[:msg.NN], ep)
-		eps[i] = ep
 	}
 	return numMsgs, nil
 }
 
 func (s *StdNetBind) makeReceiveIPv4(pc *ipv4.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
+	// The function is called by one goroutine at a time: its messages
+	// are its own (a pool's are dropped by garbage collections).
+	br, msgs := newBatchReader(conn, pc), s.getMessages()
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
-		return s.receiveIP(pc, conn, rxOffload, bufs, sizes, eps)
+		return s.receiveIP(br, conn, rxOffload, msgs, bufs, sizes, eps)
 	}
 }
 
 func (s *StdNetBind) makeReceiveIPv6(pc *ipv6.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
+	// The function is called by one goroutine at a time: its messages
+	// are its own (a pool's are dropped by garbage collections).
+	br, msgs := newBatchReader(conn, pc), s.getMessages()
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
-		return s.receiveIP(pc, conn, rxOffload, bufs, sizes, eps)
+		return s.receiveIP(br, conn, rxOffload, msgs, bufs, sizes, eps)
 	}
 }
 

@@ -30,6 +30,9 @@ const (
 // sizes may be zero, and callers should ignore them. Callers must pass a sizes
 // and eps slice with a length greater than or equal to the length of packets.
 // These lengths must not exceed the length of the associated Bind.BatchSize().
+// A ReceiveFunc may reuse the endpoints it finds in eps (those it wrote by
+// the previous call): a caller that keeps one beyond the next call must
+// copy it.
 type ReceiveFunc func(packets [][]byte, sizes []int, eps []Endpoint) (n int, err error)
 
 // A Bind listens on a port for both IPv6 and IPv4 UDP traffic.

@@ -1,0 +1,5 @@
+//go:build !race
+
+package wgconn
+
+const raceEnabled = false

@@ -218,7 +218,7 @@ func TestRouteTableAnyPrefix(t *testing.T) {
 			if len(prefixes) > 0 && r.IntN(4) != 0 {
 				dst = near(prefixes[r.IntN(len(prefixes))])
 			}
-			pkt := ipview.Packet{Src: netip.MustParseAddr("192.0.2.1"), Dst: dst}
+			pkt := ipview.Packet{Flow: ipview.Flow{Src: netip.MustParseAddr("192.0.2.1"), Dst: dst}}
 			if dst.Is6() {
 				pkt.Src = netip.MustParseAddr("2001:db8:ffff::1")
 			}

@@ -23,6 +23,8 @@ import (
 type hostNet interface {
 	// addAddress assigns p to the device.
 	addAddress(p netip.Prefix) error
+	// up brings the device up.
+	up() error
 	// delAddress removes p from the device; errNotFound if it has not.
 	delAddress(p netip.Prefix) error
 	// addRoute routes p into the device, preferring source src when
@@ -81,14 +83,21 @@ func (h *hostRouting) configure(cfg OSConfig) (err error) {
 		h.undo = append(h.undo, func() error { return h.net.delAddress(a) })
 		onDev[a.Addr()] = true
 	}
+	if err := h.net.up(); err != nil {
+		return fmt.Errorf("tunnel: bringing %s up: %w", h.name, err)
+	}
+	warned := map[netip.Addr]bool{}
 	for _, r := range hostRoutes(cfg) {
 		src := r.Src
 		if src.IsValid() && !onDev[src] {
 			// A route's source can only be one of the device's own
 			// addresses there (XNU's rt_setif, Windows' source
 			// selection): the OS picks.
-			h.log.Warn("the OS chooses the source address of packets routed into the device: it cannot prefer an address of another interface here",
-				"device", h.name, "prefix", r.Prefix, "source", src)
+			if !warned[src] {
+				warned[src] = true
+				h.log.Warn("the OS chooses the source address of packets routed into the device: it cannot prefer an address of another interface here; give the device an address (interface.addresses) that the traffic selectors cover",
+					"device", h.name, "prefix", r.Prefix, "source", src)
+			}
 			src = netip.Addr{}
 		}
 		err := h.net.addRoute(r.Prefix, src)

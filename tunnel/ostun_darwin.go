@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -53,6 +54,19 @@ func (n *darwinNet) ioctl(a netip.Addr, req uintptr, arg []byte) error {
 		return e
 	}
 	return nil
+}
+
+// up sets IFF_UP on the device, as ifconfig utunN up does: utun devices
+// are created down.
+func (n *darwinNet) up() error {
+	ifr := make([]byte, 32) // struct ifreq: name[16], ifru_flags (short) at 16
+	copy(ifr[:15], n.name)
+	any4 := netip.IPv4Unspecified()
+	if err := n.ioctl(any4, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint16(ifr[16:], binary.LittleEndian.Uint16(ifr[16:])|unix.IFF_UP)
+	return n.ioctl(any4, unix.SIOCSIFFLAGS, ifr)
 }
 
 func (n *darwinNet) addAddress(p netip.Prefix) error {

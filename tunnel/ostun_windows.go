@@ -38,6 +38,9 @@ func mapErr(err error) error {
 	return err
 }
 
+// up does nothing: Wintun adapters are up from their creation.
+func (n *winNet) up() error { return nil }
+
 func (n *winNet) addAddress(p netip.Prefix) error { return mapErr(n.luid.AddIPAddress(p)) }
 
 func (n *winNet) delAddress(p netip.Prefix) error { return mapErr(n.luid.DeleteIPAddress(p)) }

@@ -58,13 +58,14 @@ type hostRouting struct {
 	undo []func() error
 }
 
-// configure assigns cfg's addresses to the device, then routes cfg's
-// routes into it, then the prefixes of the addresses (which Linux routes
-// by itself). A route that exists already is accepted only if it sends
-// its prefix into the device; one by another interface is refused, never
-// replaced: oevpn does not take over routes it did not make, and would
-// not know what to restore. On any error everything added is removed
-// again and the error returned.
+// configure assigns cfg's addresses to the device, brings it up, then
+// routes cfg's routes into it, then the prefixes of the addresses (which
+// Linux routes by itself). After each route it asks the OS whether the
+// prefix now goes into the device: a route by another interface that
+// exists already, or that the OS prefers, is refused, never replaced:
+// oevpn does not take over routes it did not make, and would not know
+// what to restore. On any error everything added is removed again and the
+// error returned.
 func (h *hostRouting) configure(cfg OSConfig) (err error) {
 	if len(cfg.Protected) > 0 {
 		return errNoPolicyRouting
@@ -101,24 +102,46 @@ func (h *hostRouting) configure(cfg OSConfig) (err error) {
 			src = netip.Addr{}
 		}
 		err := h.net.addRoute(r.Prefix, src)
-		if errors.Is(err, errExists) {
-			into, via, lerr := h.net.lookup(r.Prefix.Addr())
-			if lerr == nil && into {
-				continue // the device's already (an address's prefix)
-			}
-			if lerr != nil {
-				via = lerr.Error()
-			}
-			return fmt.Errorf("tunnel: a route for %v exists already, by %s: oevpn does not replace routes it did not make; remove it or leave %v out of the configuration", r.Prefix, via, r.Prefix)
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, errExists) {
 			return fmt.Errorf("tunnel: routing %v into %s: %w", r.Prefix, h.name, err)
 		}
-		h.log.Debug("added route", "device", h.name, "prefix", r.Prefix, "source", src)
-		p := r.Prefix
-		h.undo = append(h.undo, func() error { return h.net.delRoute(p) })
+		if err == nil {
+			h.log.Debug("added route", "device", h.name, "prefix", r.Prefix, "source", src)
+			p := r.Prefix
+			h.undo = append(h.undo, func() error { return h.net.delRoute(p) })
+		}
+		// Whether added or there already (an address's prefix), the
+		// OS must now send the prefix into the device: not so when the
+		// route that exists is another interface's (macOS has one route
+		// per prefix), or when Windows prefers another interface's
+		// route for the same prefix by its metric.
+		probe := probeAddr(r.Prefix)
+		into, via, lerr := h.net.lookup(probe)
+		if lerr != nil {
+			return fmt.Errorf("tunnel: looking up the route to %v (in %v): %w", probe, r.Prefix, lerr)
+		}
+		if !into && errors.Is(err, errExists) {
+			return fmt.Errorf("tunnel: a route for %v exists already, by %s: oevpn does not replace routes it did not make; remove it or leave %v out of the configuration", r.Prefix, via, r.Prefix)
+		}
+		if !into {
+			return fmt.Errorf("tunnel: the OS prefers a route by %s for %v to the one into %s: remove it or leave %v out of the configuration", via, r.Prefix, h.name, r.Prefix)
+		}
 	}
 	return nil
+}
+
+// probeAddr returns the address of p whose route configure checks: the
+// first of p's upper half (64.0.0.0 for 0.0.0.0/1, not 0.0.0.0, which an
+// OS may refuse to look up), or p's only address.
+func probeAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr()
+	if p.IsSingleIP() {
+		return a
+	}
+	b := a.AsSlice()
+	b[p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+	m, _ := netip.AddrFromSlice(b)
+	return m
 }
 
 // remove removes what configure added, last first. What is gone already

@@ -22,7 +22,10 @@ type fakeHostNet struct {
 	addrs  map[netip.Prefix]bool
 	calls  []string
 	failOn string // a call that fails
-	gone   bool   // the device is gone: nothing of it is found
+	// prefer is a route by another interface for the same prefix as
+	// one of ours that the OS prefers (Windows, by metric).
+	prefer map[netip.Prefix]string
+	gone   bool // the device is gone: nothing of it is found
 }
 
 func newFakeHostNet() *fakeHostNet {
@@ -99,10 +102,16 @@ func (f *fakeHostNet) delRoute(p netip.Prefix) error {
 }
 
 func (f *fakeHostNet) lookup(dst netip.Addr) (bool, string, error) {
+	if err := f.call("lookup %v", dst); err != nil {
+		return false, "", err
+	}
 	best, via := -1, ""
 	for p, ifc := range f.routes {
 		if p.Contains(dst) && p.Bits() > best {
 			best, via = p.Bits(), ifc
+			if f.prefer[p] != "" {
+				via = f.prefer[p]
+			}
 		}
 	}
 	switch via {
@@ -159,15 +168,17 @@ func TestHostRoutingConfigureAndRemove(t *testing.T) {
 		"addAddress 10.10.0.1/32",
 		"up",
 		// Halves of the default route: the host's own stays.
-		"addRoute 0.0.0.0/1 10.9.0.1",
-		"addRoute 128.0.0.0/1 10.9.0.1",
+		// Each route is checked by a lookup of its upper half's first
+		// address.
+		"addRoute 0.0.0.0/1 10.9.0.1", "lookup 64.0.0.0",
+		"addRoute 128.0.0.0/1 10.9.0.1", "lookup 192.0.0.0",
 		// 192.168.1.20 is en0's: the OS picks the source.
-		"addRoute 192.0.2.0/24 invalid IP",
-		"addRoute 192.0.3.0/24 invalid IP",
-		"addRoute 2001:db8::/32 fd00::1",
+		"addRoute 192.0.2.0/24 invalid IP", "lookup 192.0.2.128",
+		"addRoute 192.0.3.0/24 invalid IP", "lookup 192.0.3.128",
+		"addRoute 2001:db8::/32 fd00::1", "lookup 2001:db8:8000::",
 		// The OS routed these with the addresses: accepted as they are.
-		"addRoute 10.9.0.0/24 10.9.0.1",
-		"addRoute fd00::/64 fd00::1",
+		"addRoute 10.9.0.0/24 10.9.0.1", "lookup 10.9.0.128",
+		"addRoute fd00::/64 fd00::1", "lookup fd00::8000:0:0:0",
 	}
 	if !slices.Equal(f.calls, want) {
 		t.Fatalf("calls:\n%s\nwant:\n%s", strings.Join(f.calls, "\n"), strings.Join(want, "\n"))
@@ -184,6 +195,10 @@ func TestHostRoutingConfigureAndRemove(t *testing.T) {
 	if err := h.remove(); err != nil {
 		t.Fatal(err)
 	}
+	if err := h.routesInto(netip.MustParseAddr("8.8.8.8")); err == nil || !strings.Contains(err.Error(), "by en0") {
+		t.Errorf("routesInto after remove: %v", err)
+	}
+	f.calls = slices.DeleteFunc(f.calls, func(c string) bool { return strings.HasPrefix(c, "lookup") })
 	wantDel := []string{
 		"delRoute 2001:db8::/32",
 		"delRoute 192.0.3.0/24",
@@ -262,6 +277,46 @@ func TestHostRoutingRefusesForeignRoute(t *testing.T) {
 		routes, addrs := f.snapshot()
 		if !maps.Equal(routes, routes0) || !maps.Equal(addrs, addrs0) {
 			t.Errorf("left behind: routes %v addrs %v", routes, addrs)
+		}
+	}
+}
+
+// TestHostRoutingRefusesPreferredForeignRoute: Windows keeps a route per
+// interface for the same prefix and prefers the lower metric. When the
+// host's LAN route for a private prefix outranks ours, adding ours
+// succeeds but the traffic would still leave in the clear: configure
+// notices, fails, and leaves nothing.
+func TestHostRoutingRefusesPreferredForeignRoute(t *testing.T) {
+	f := newFakeHostNet()
+	routes0, addrs0 := f.snapshot()
+	lan := netip.MustParsePrefix("10.50.0.0/16")
+	f.prefer = map[netip.Prefix]string{lan: "Ethernet"}
+	cfg := hostTestConfig()
+	cfg.Routes = append(cfg.Routes, Route{Prefix: lan})
+	h := hostRouting{net: f, name: "oevpn0", log: slog.New(slog.DiscardHandler)}
+	err := h.configure(cfg)
+	if err == nil || !strings.Contains(err.Error(), "prefers a route by Ethernet for 10.50.0.0/16") {
+		t.Fatalf("configure with a preferred LAN route: %v", err)
+	}
+	routes, addrs := f.snapshot()
+	if !maps.Equal(routes, routes0) || !maps.Equal(addrs, addrs0) {
+		t.Errorf("left behind: routes %v addrs %v", routes, addrs)
+	}
+}
+
+func TestProbeAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0.0.0.0/1":     "64.0.0.0",
+		"128.0.0.0/1":   "192.0.0.0",
+		"10.1.0.0/16":   "10.1.128.0",
+		"10.1.2.0/31":   "10.1.2.1",
+		"10.1.2.3/32":   "10.1.2.3",
+		"::/1":          "4000::",
+		"2001:db8::/32": "2001:db8:8000::",
+		"fd00::1/128":   "fd00::1",
+	} {
+		if got := probeAddr(netip.MustParsePrefix(in)).String(); got != want {
+			t.Errorf("probeAddr(%s) = %s, want %s", in, got, want)
 		}
 	}
 }

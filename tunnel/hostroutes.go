@@ -124,7 +124,7 @@ func (h *hostRouting) configure(cfg OSConfig) (err error) {
 			return fmt.Errorf("tunnel: a route for %v exists already, by %s: oevpn does not replace routes it did not make; remove it or leave %v out of the configuration", r.Prefix, via, r.Prefix)
 		}
 		if !into {
-			return fmt.Errorf("tunnel: the OS prefers a route by %s for %v to the one into %s: remove it or leave %v out of the configuration", via, r.Prefix, h.name, r.Prefix)
+			return fmt.Errorf("tunnel: with %v routed into %s the OS still sends %v by %s, a route it prefers: remove that route or leave %v out of the configuration", r.Prefix, h.name, probe, via, r.Prefix)
 		}
 	}
 	return nil

@@ -295,7 +295,7 @@ func TestHostRoutingRefusesPreferredForeignRoute(t *testing.T) {
 	cfg.Routes = append(cfg.Routes, Route{Prefix: lan})
 	h := hostRouting{net: f, name: "oevpn0", log: slog.New(slog.DiscardHandler)}
 	err := h.configure(cfg)
-	if err == nil || !strings.Contains(err.Error(), "prefers a route by Ethernet for 10.50.0.0/16") {
+	if err == nil || !strings.Contains(err.Error(), "with 10.50.0.0/16 routed into oevpn0 the OS still sends 10.50.128.0 by Ethernet") {
 		t.Fatalf("configure with a preferred LAN route: %v", err)
 	}
 	routes, addrs := f.snapshot()

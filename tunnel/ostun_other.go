@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin && !windows
 
 package tunnel
 
@@ -11,13 +11,13 @@ import (
 )
 
 // OSDevice is an OS TUN device. On this platform oevpn creates the device
-// but does not yet configure addresses or routes: the operator does, and
+// but does not configure addresses or routes: the operator does, and
 // CreateOSTUN logs what is needed.
 type OSDevice struct {
 	tun.Device
 }
 
-// CreateOSTUN creates the TUN device (utun on macOS, Wintun on Windows).
+// CreateOSTUN creates the TUN device.
 func CreateOSTUN(cfg OSConfig) (*OSDevice, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -22,7 +22,7 @@ type trap struct {
 	local, remote policy.Selectors
 
 	mu       sync.Mutex // guards the fields below; taken only for packets without an SA
-	held     [][]byte
+	held     stage
 	acquired time.Time // when the acquire was raised; zero if none is under way
 }
 
@@ -44,7 +44,8 @@ func (e *Engine) AcquireFailed(name string) {
 	e.mu.Unlock()
 	if t != nil {
 		t.mu.Lock()
-		t.held, t.acquired = nil, time.Time{}
+		t.held.take()
+		t.acquired = time.Time{}
 		t.mu.Unlock()
 	}
 }
@@ -78,12 +79,10 @@ func (e *Engine) hold(t *trap, pkt []byte) {
 	t.mu.Lock()
 	fresh := t.acquired.IsZero() || now.Sub(t.acquired) > heldTimeout
 	if fresh {
-		t.held = t.held[:0]
+		t.held.take()
 		t.acquired = now
 	}
-	if len(t.held) < maxHeldPerTrap {
-		t.held = append(t.held, append([]byte(nil), pkt...))
-	} else {
+	if !t.held.hold(pkt, maxHeldPerTrap) {
 		e.stats.noSA.Add(1)
 	}
 	t.mu.Unlock()
@@ -106,18 +105,8 @@ func (e *Engine) flushHeld(p *SAPair) {
 	send := e.flushOE(p)
 	for _, t := range traps {
 		t.mu.Lock()
-		held := t.held
-		keep := held[:0:0]
-		for _, pkt := range held {
-			out := sealCopy(p, pkt)
-			if out == nil {
-				keep = append(keep, pkt)
-				continue
-			}
-			send = append(send, out)
-		}
-		t.held = keep
-		if len(keep) == 0 {
+		send = t.held.sealThrough(p, send)
+		if t.held.len() == 0 {
 			t.acquired = time.Time{}
 		}
 		t.mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/policy"
 )
@@ -43,7 +42,7 @@ func (v Verdict) String() string { return verdictNames[v] }
 type oeDest struct {
 	mu      sync.Mutex // taken only for packets without an SA
 	verdict Verdict
-	held    [][]byte
+	held    stage
 	since   time.Time // when the acquire was raised (pending)
 	until   time.Time // when a clear or drop verdict runs out
 }
@@ -76,7 +75,7 @@ func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	if ok {
 		o := old.(*oeDest)
 		o.mu.Lock()
-		held, o.held = o.held, nil
+		held = o.held.take()
 		o.mu.Unlock()
 		e.oeHeld.Add(-int64(len(held)))
 	}
@@ -102,7 +101,7 @@ func (e *Engine) Abandon(dst netip.Addr) {
 	if v, ok := e.oe.Load(dst); ok {
 		d := v.(*oeDest)
 		d.mu.Lock()
-		e.stats.noSA.Add(uint64(len(d.held)))
+		e.stats.noSA.Add(uint64(d.held.len()))
 		d.mu.Unlock()
 		e.forget(dst, d)
 	}
@@ -204,12 +203,11 @@ func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class)
 func (e *Engine) holdOE(d *oeDest, pkt []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.verdict != VerdictPending || len(d.held) >= maxHeldPerDest || e.oeHeld.Load() >= maxHeldOE {
+	if d.verdict != VerdictPending || e.oeHeld.Load() >= maxHeldOE || !d.held.hold(pkt, maxHeldPerDest) {
 		e.stats.noSA.Add(1)
 		return
 	}
 	e.oeHeld.Add(1)
-	d.held = append(d.held, append([]byte(nil), pkt...))
 }
 
 // emit sends a packet in the clear or drops it, by verdict.
@@ -243,16 +241,11 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 		// authenticated was refused, and clears nothing.
 		d := v.(*oeDest)
 		d.mu.Lock()
-		held := d.held
-		d.held = nil
+		n := d.held.len()
+		send = d.held.sealThrough(p, send)
+		e.oeHeld.Add(-int64(n - d.held.len()))
 		d.mu.Unlock()
-		e.oeHeld.Add(-int64(len(held)))
-		e.forget(dst, d)
-		for _, pkt := range held {
-			if out := sealCopy(p, pkt); out != nil {
-				send = append(send, out)
-			}
-		}
+		e.forget(dst, d) // drops what p does not carry
 		return true
 	})
 	return send
@@ -262,8 +255,7 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 func (e *Engine) forget(dst netip.Addr, d *oeDest) {
 	if e.oe.CompareAndDelete(dst, d) {
 		d.mu.Lock()
-		e.oeHeld.Add(-int64(len(d.held)))
-		d.held = nil
+		e.oeHeld.Add(-int64(len(d.held.take())))
 		d.mu.Unlock()
 		e.oeDests.Add(-1)
 	}
@@ -283,24 +275,4 @@ func (e *Engine) sweepOE(now time.Time) {
 		}
 		return true
 	})
-}
-
-// sealCopy encrypts a held packet into a new buffer, or returns nil if the
-// pair does not carry it.
-func sealCopy(p *SAPair, pkt []byte) []byte {
-	ip, err := ipview.Parse(pkt)
-	if err != nil || !p.Remote.MatchDst(&ip) || !p.Local.MatchSrc(&ip) {
-		return nil
-	}
-	buf := make([]byte, esp.Headroom+len(pkt)+esp.Tailroom)
-	copy(buf[esp.Headroom:], pkt)
-	nh := byte(ipview.ProtoIPv4)
-	if ipview.Version(pkt) == 6 {
-		nh = ipview.ProtoIPv6
-	}
-	out, err := p.Out.Seal(buf, esp.Headroom, ip.Len, nh)
-	if err != nil {
-		return nil
-	}
-	return out
 }

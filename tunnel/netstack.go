@@ -30,11 +30,11 @@ const (
 	netstackBatch = 128
 	// netstackQueue bounds the packets the stack may queue for the
 	// engine; beyond it the link drops, as a full NIC queue does.
-	netstackQueue = 1024
+	netstackQueue = 4096
 	// tcpBufferMax is the most a TCP socket's send or receive buffer
 	// grows to (receive buffers by auto-tuning, RFC 7323 windows): about
 	// a bandwidth-delay product of 10 Gbit/s at 6 ms.
-	tcpBufferMax = 8 << 20
+	tcpBufferMax = 4 << 20
 )
 
 // nicID is the netstack's one NIC.
@@ -84,7 +84,7 @@ func NewNetstack(addrs []netip.Addr, mtu int) (tun.Device, *Netstack, error) {
 			return fail(fmt.Sprintf("TCP option %T", o), err)
 		}
 	}
-	if err := s.CreateNIC(nicID, &d.link); err != nil {
+	if err := s.CreateNICWithOptions(nicID, &d.link, stack.NICOptions{QDisc: &d.link}); err != nil {
 		return fail("creating the NIC", err)
 	}
 	var has4, has6 bool
@@ -267,32 +267,29 @@ func (d *netstackDevice) Close() error {
 	return nil
 }
 
-// enqueue queues what the stack sends for Read; it returns how many
-// packets fit.
-func (d *netstackDevice) enqueue(pkts stack.PacketBufferList) int {
+// enqueue queues pkt for Read, or drops it when the queue is full or the
+// device closed.
+func (d *netstackDevice) enqueue(pkt *stack.PacketBuffer) tcpip.Error {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return 0
+		return &tcpip.ErrClosedForSend{}
 	}
-	wasEmpty := d.queued == 0
-	n := 0
-	for _, pkt := range pkts.AsSlice() {
-		if d.queued == netstackQueue {
-			break
-		}
-		d.queue[(d.head+d.queued)%netstackQueue] = pkt.IncRef()
-		d.queued++
-		n++
+	if d.queued == netstackQueue {
+		d.mu.Unlock()
+		return &tcpip.ErrNoBufferSpace{}
 	}
+	d.queue[(d.head+d.queued)%netstackQueue] = pkt.IncRef()
+	d.queued++
+	wake := d.queued == 1
 	d.mu.Unlock()
-	if wasEmpty && n > 0 {
+	if wake {
 		select {
 		case d.ready <- struct{}{}:
 		default:
 		}
 	}
-	return n
+	return nil
 }
 
 // netstackLink is the device's side of the stack: a link without headers
@@ -302,26 +299,25 @@ type netstackLink struct {
 }
 
 var (
-	_ stack.LinkEndpoint = (*netstackLink)(nil)
-	_ stack.GSOEndpoint  = (*netstackLink)(nil)
+	_ stack.LinkEndpoint       = (*netstackLink)(nil)
+	_ stack.GSOEndpoint        = (*netstackLink)(nil)
+	_ stack.QueueingDiscipline = (*netstackLink)(nil)
 )
 
-// WritePackets implements stack.LinkWriter.
-func (l *netstackLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	if n := l.d.enqueue(pkts); n > 0 || pkts.Len() == 0 {
-		return n, nil
-	}
-	if l.d.closedNow() {
-		return 0, &tcpip.ErrClosedForSend{}
-	}
-	return 0, &tcpip.ErrNoBufferSpace{}
-}
+// WritePacket implements stack.QueueingDiscipline: the link is also its
+// NIC's queue, the device's ring (without it, the NIC allocates a list for
+// each packet to call WritePackets).
+func (l *netstackLink) WritePacket(pkt *stack.PacketBuffer) tcpip.Error { return l.d.enqueue(pkt) }
 
-// closedNow reports whether the device is closed.
-func (d *netstackDevice) closedNow() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
+// WritePackets implements stack.LinkWriter. The NIC writes through
+// WritePacket; nothing else writes here.
+func (l *netstackLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	for i, pkt := range pkts.AsSlice() {
+		if err := l.d.enqueue(pkt); err != nil {
+			return i, err
+		}
+	}
+	return pkts.Len(), nil
 }
 
 // MTU implements stack.NetworkLinkEndpoint.
@@ -377,7 +373,8 @@ func (l *netstackLink) AddHeader(*stack.PacketBuffer) {}
 // ParseHeader implements stack.NetworkLinkEndpoint: no link header.
 func (l *netstackLink) ParseHeader(*stack.PacketBuffer) bool { return true }
 
-// Close implements stack.NetworkLinkEndpoint.
+// Close implements stack.NetworkLinkEndpoint and
+// stack.QueueingDiscipline; the device closes the queue.
 func (l *netstackLink) Close() {}
 
 // SetOnCloseAction implements stack.NetworkLinkEndpoint.

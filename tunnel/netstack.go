@@ -53,8 +53,8 @@ func NewNetstack(addrs []netip.Addr, mtu int) (tun.Device, *Netstack, error) {
 	if len(addrs) == 0 {
 		return nil, nil, errors.New("tunnel: netstack device needs at least one address")
 	}
-	if mtu < header.IPv4MinimumMTU || mtu > maxPacket {
-		return nil, nil, fmt.Errorf("tunnel: netstack MTU %d out of range [%d, %d]", mtu, header.IPv4MinimumMTU, maxPacket)
+	if mtu < header.IPv6MinimumMTU || mtu > maxPacket {
+		return nil, nil, fmt.Errorf("tunnel: netstack MTU %d out of range [%d, %d]", mtu, header.IPv6MinimumMTU, maxPacket)
 	}
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -148,8 +148,9 @@ func (d *netstackDevice) MTU() (int, error) { return d.mtu, nil }
 func (d *netstackDevice) BatchSize() int { return netstackBatch }
 
 // Read implements tun.Device: it waits for the stack to send a packet and
-// copies it and every other queued one, up to len(bufs), each to its
-// buffer at offset. A packet larger than its buffer is dropped.
+// copies it and every other queued one that fits, each to its buffer at
+// offset; a TCP packet of more than one segment (GSO) takes a buffer per
+// segment. A packet larger than its buffers is dropped.
 func (d *netstackDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	var pkts [netstackBatch]*stack.PacketBuffer
 	var n int
@@ -159,10 +160,14 @@ func (d *netstackDevice) Read(bufs [][]byte, sizes []int, offset int) (int, erro
 			d.mu.Unlock()
 			return 0, os.ErrClosed
 		}
-		n = min(d.queued, len(bufs), len(pkts))
-		for i := range n {
-			j := (d.head + i) % netstackQueue
-			pkts[i], d.queue[j] = d.queue[j], nil
+		for slots := min(len(bufs), len(pkts)); n < d.queued && n < slots; n++ {
+			j := (d.head + n) % netstackQueue
+			need := segments(d.queue[j])
+			if need > slots-n && n > 0 {
+				break // for the next read
+			}
+			slots -= need - 1
+			pkts[n], d.queue[j] = d.queue[j], nil
 		}
 		d.head = (d.head + n) % netstackQueue
 		d.queued -= n
@@ -177,7 +182,9 @@ func (d *netstackDevice) Read(bufs [][]byte, sizes []int, offset int) (int, erro
 	}
 	out := 0
 	for _, pkt := range pkts[:n] {
-		if size := copyPacket(bufs[out][offset:], pkt); size > 0 {
+		if pkt.GSOOptions.NeedsCsum {
+			out += segmentTCP(bufs[out:], sizes[out:], offset, pkt)
+		} else if size := copyPacket(bufs[out][offset:], pkt, 0); size > 0 {
 			sizes[out] = size
 			out++
 		}
@@ -186,23 +193,23 @@ func (d *netstackDevice) Read(bufs [][]byte, sizes []int, offset int) (int, erro
 	return out, nil
 }
 
-// copyPacket copies pkt into b and returns its length, or 0 if it does not
-// fit.
-func copyPacket(b []byte, pkt *stack.PacketBuffer) int {
-	size := pkt.Size()
-	if size > len(b) {
+// copyPacket copies the octets of pkt from off on into b, as many as fit,
+// and returns how many it copied, or 0 if the packet does not fit whole.
+func copyPacket(b []byte, pkt *stack.PacketBuffer, off int) int {
+	if off == 0 && pkt.Size() > len(b) {
 		return 0
 	}
-	views, off := pkt.AsViewList()
+	views, skip := pkt.AsViewList()
+	skip += off
 	n := 0
-	for v := views.Front(); v != nil && n < size; v = v.Next() {
+	for v := views.Front(); v != nil && n < len(b); v = v.Next() {
 		s := v.AsSlice()
-		if off >= len(s) {
-			off -= len(s)
+		if skip >= len(s) {
+			skip -= len(s)
 			continue
 		}
-		n += copy(b[n:size], s[off:])
-		off = 0
+		n += copy(b[n:], s[skip:])
+		skip = 0
 	}
 	return n
 }
@@ -381,11 +388,13 @@ func (l *netstackLink) Close() {}
 func (l *netstackLink) SetOnCloseAction(func()) {}
 
 // GSOMaxSize implements stack.GSOEndpoint: TCP hands over up to 64 KiB
-// at once, which it cuts into segments of the MSS itself.
+// at once.
 func (l *netstackLink) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
 
-// SupportedGSO implements stack.GSOEndpoint.
-func (l *netstackLink) SupportedGSO() stack.SupportedGSO { return stack.GVisorGSOSupported }
+// SupportedGSO implements stack.GSOEndpoint: "host" GSO, that is, the
+// device's Read cuts TCP packets into segments (segmentTCP) and computes
+// their checksums.
+func (l *netstackLink) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
 
 // Netstack is the socket API of a netstack device's stack: connections
 // from and to the node's inner addresses, through the tunnel.

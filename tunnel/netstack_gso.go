@@ -34,12 +34,13 @@ func segmentTCP(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBuffer)
 		mss = max(payload, 1)
 	}
 	n := max(1, (payload+mss-1)/mss)
-	if n > len(bufs) || len(th) < header.TCPMinimumSize {
+	if n > len(bufs) || len(th) < header.TCPMinimumSize || len(nh) == 0 {
 		return 0
 	}
 	var src, dst tcpip.Address
 	var id uint16
-	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
+	v4 := header.IPVersion(nh) == header.IPv4Version
+	if v4 {
 		ip := header.IPv4(nh)
 		src, dst, id = ip.SourceAddress(), ip.DestinationAddress(), ip.ID()
 	} else {
@@ -58,7 +59,7 @@ func segmentTCP(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBuffer)
 		copy(b, nh)
 		copy(b[len(nh):], th)
 		copyPacket(b[hdrLen:], pkt, hdrLen+i*mss)
-		if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
+		if v4 {
 			ip := header.IPv4(b)
 			ip.SetTotalLength(uint16(len(b)))
 			ip.SetID(id + uint16(i))

@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-netstack bench-lab soak fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-netstack bench-lab bench-compare soak fuzz demo lab-deps clean
 
 all: build
 
@@ -78,7 +78,17 @@ bench-netstack:
 	$(GO) test -run '^$$' -bench 'NetstackTCP' -benchtime 3s -count 3 ./tunnel | $(GO) run ./internal/tools/benchtable
 
 bench-lab:
-	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench' -v -timeout 20m ./cmd/oevpn
+	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench$$' -v -timeout 20m ./cmd/oevpn
+
+## bench-compare: oevpn beside wireguard-go (its device package, defaults) and
+## the bare veth in one namespace pair, interleaved: iperf3 with 1 and 4
+## streams, ping, CPU seconds per GB at 1 Gbit/s offered; with offloads on
+## and off and at MTU 1500 and 9000. Root and make lab-deps; ROUNDS runs per
+## figure (default 3). A benchmark: it prints a table and fails nothing.
+ROUNDS ?= 3
+bench-compare:
+	OEVPN_BENCH_COMPARE=1 OEVPN_BENCH_ROUNDS=$(ROUNDS) $(GO) test -count=1 -run '^TestLabBenchCompare' -v -timeout 60m ./cmd/oevpn \
+		| grep -v -E '^\s+time=|^=== RUN|^--- (PASS|SKIP)'
 
 ## soak: two endpoints in this process, rekeying every 10 s under traffic,
 ## for SOAK (default 2m; e.g. make soak SOAK=30m); not part of make test
@@ -95,14 +105,14 @@ fuzz:
 		done; \
 	done
 
-## demo: two userspace endpoints in one process, traffic through ESP
+## demo: opportunism from signed DNS, policy, AutoVPN, SOCKS5, in one unprivileged process
 demo: build
 	./bin/oevpn demo
 
 ## lab-deps: the Debian packages the lab tests need
 lab-deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins knot unbound ldnsutils nftables >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins knot unbound ldnsutils nftables curl systemd util-linux ethtool >/dev/null
 
 clean:
 	rm -rf bin

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/oevpn/oevpn/internal/dnszone"
 )
 
 // dnssecWorld is a signed reverse tree served in process: the anchored
@@ -18,9 +20,9 @@ import (
 // 3.0.192, and to 66.0.192, a correctly signed zone that the attacker
 // controls.
 type dnssecWorld struct {
-	srv                   *zoneServer
+	srv                   *dnszone.Server
 	anchors               *TrustAnchors
-	top, victim, v3, evil *tzone
+	top, victim, v3, evil *dnszone.Zone
 	victimKey, evilKey    ed25519.PublicKey
 	evilPriv              ed25519.PrivateKey
 }
@@ -37,7 +39,10 @@ func ipseckeyLine(t testing.TB, addr string, pub ed25519.PublicKey) string {
 func newDNSSECWorld(t *testing.T) *dnssecWorld {
 	t.Helper()
 	w := buildDNSSECWorld(t)
-	w.srv.listen(t)
+	if err := w.srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.srv.Close() })
 	return w
 }
 
@@ -48,35 +53,53 @@ func buildDNSSECWorld(t testing.TB) *dnssecWorld {
 	w := &dnssecWorld{}
 	w.victimKey, _, _ = ed25519.GenerateKey(rand.Reader)
 	w.evilKey, w.evilPriv, _ = ed25519.GenerateKey(rand.Reader)
-	w.top = newTZone(t, "0.192.in-addr.arpa.", true)
-	w.top.nsec3, w.top.optOut = true, true
-	w.victim = newTZone(t, "2.0.192.in-addr.arpa.", true)
-	w.victim.add(t, ipseckeyLine(t, "192.0.2.7", w.victimKey), "10.2.0.192.in-addr.arpa. 300 IN PTR host.example.",
+	zone := func(origin string, signed bool, lines ...string) *dnszone.Zone {
+		z, err := dnszone.New(origin, signed)
+		if err == nil {
+			err = z.Add(lines...)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return z
+	}
+	w.top = zone("0.192.in-addr.arpa.", true)
+	w.top.NSEC3, w.top.OptOut = true, true
+	w.victim = zone("2.0.192.in-addr.arpa.", true, ipseckeyLine(t, "192.0.2.7", w.victimKey), "10.2.0.192.in-addr.arpa. 300 IN PTR host.example.",
 		"9.2.0.192.in-addr.arpa. 300 IN CNAME 9.5.0.192.in-addr.arpa.") // RFC 2317 style, into another zone
-	w.v3 = newTZone(t, "5.0.192.in-addr.arpa.", true)
-	w.v3.nsec3 = true
-	w.v3.add(t, ipseckeyLine(t, "192.0.5.7", w.victimKey), "10.5.0.192.in-addr.arpa. 300 IN PTR host.example.")
+	w.v3 = zone("5.0.192.in-addr.arpa.", true, ipseckeyLine(t, "192.0.5.7", w.victimKey), "10.5.0.192.in-addr.arpa. 300 IN PTR host.example.")
+	w.v3.NSEC3 = true
 	nine, _ := dns.NewRR(ipseckeyLine(t, "192.0.5.7", w.victimKey))
 	nine.Header().Name = "9.5.0.192.in-addr.arpa."
-	w.v3.put(nine)
-	unsigned := newTZone(t, "3.0.192.in-addr.arpa.", false)
-	unsigned.add(t, ipseckeyLine(t, "192.0.3.7", w.victimKey))
-	w.evil = newTZone(t, "66.0.192.in-addr.arpa.", true)
-	w.evil.add(t, ipseckeyLine(t, "192.0.66.7", w.evilKey))
-	for _, c := range []*tzone{w.victim, w.v3, unsigned, w.evil} {
-		w.top.delegate(t, c)
+	w.v3.Put(nine)
+	unsigned := zone("3.0.192.in-addr.arpa.", false, ipseckeyLine(t, "192.0.3.7", w.victimKey))
+	w.evil = zone("66.0.192.in-addr.arpa.", true, ipseckeyLine(t, "192.0.66.7", w.evilKey))
+	for _, c := range []*dnszone.Zone{w.victim, w.v3, unsigned, w.evil} {
+		w.top.Delegate(c)
 	}
-	w.srv = newZoneServer(t, w.top, w.victim, w.v3, unsigned, w.evil)
 	var err error
-	w.anchors, err = ParseTrustAnchors(strings.NewReader(w.top.key.ToDS(dns.SHA256).String()+"\n"), "anchors")
+	if w.srv, err = dnszone.NewServer(w.top, w.victim, w.v3, unsigned, w.evil); err != nil {
+		t.Fatal(err)
+	}
+	w.anchors, err = ParseTrustAnchors(strings.NewReader(w.top.DS().String()+"\n"), "anchors")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return w
 }
 
+// sign is z's signature over set.
+func sign(t testing.TB, z *dnszone.Zone, set []dns.RR) *dns.RRSIG {
+	t.Helper()
+	sig, err := z.Sign(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig
+}
+
 func (w *dnssecWorld) resolver(mode DNSSEC) *Resolver {
-	return &Resolver{Server: w.srv.addr, Mode: mode, Anchors: w.anchors}
+	return &Resolver{Server: w.srv.Addr, Mode: mode, Anchors: w.anchors}
 }
 
 // evilSet is an IPSECKEY RRset with the attacker's key, owned by owner.
@@ -134,12 +157,12 @@ func TestOwnValidationAttacks(t *testing.T) {
 	nxFor := func(name string, qtype uint16) *dns.Msg { // an honest answer for another name
 		m := new(dns.Msg)
 		m.SetQuestion(name, qtype)
-		return w.srv.respond(m)
+		return w.srv.Respond(m)
 	}
 	msg := func(rcode int, answer, ns []dns.RR) *dns.Msg {
 		return &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: rcode}, Answer: answer, Ns: ns}
 	}
-	soa := w.victim.withSig(w.victim.origin, dns.TypeSOA)
+	soa := w.victim.WithSig(w.victim.Origin, dns.TypeSOA)
 	cases := []struct {
 		name   string
 		target string // whose IPSECKEY query is forged
@@ -147,29 +170,33 @@ func TestOwnValidationAttacks(t *testing.T) {
 		forge  func() *dns.Msg
 	}{
 		{"wrong owner, signed by the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
-			return msg(0, w.evil.withSig(evilOwner, dns.TypeIPSECKEY), nil)
+			return msg(0, w.evil.WithSig(evilOwner, dns.TypeIPSECKEY), nil)
 		}},
 		{"victim's name, signed by the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
 			set := w.evilSet(t, victim)
-			return msg(0, append(set, w.evil.sign(t, set)), nil)
+			return msg(0, append(set, sign(t, w.evil, set)), nil)
 		}},
 		{"victim's name, attacker's key claiming the victim's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
 			set := w.evilSet(t, victim)
-			return msg(0, append(set, signWith(t, set, w.victim.origin, w.evil.key, w.evil.priv)), nil)
+			sig, err := dnszone.SignWith(set, w.victim.Origin, w.evil.Key, w.evil.Priv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return msg(0, append(set, sig), nil)
 		}},
 		{"unsigned set in a signed zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
 			return msg(0, w.evilSet(t, victim), nil)
 		}},
 		{"both sets, the attacker's first", victim, dns.TypeIPSECKEY, func() *dns.Msg {
-			return msg(0, append(w.evil.withSig(evilOwner, dns.TypeIPSECKEY), w.evilSet(t, victim)...), nil)
+			return msg(0, append(w.evil.WithSig(evilOwner, dns.TypeIPSECKEY), w.evilSet(t, victim)...), nil)
 		}},
 		{"unsigned CNAME to the attacker's signed set", victim, dns.TypeIPSECKEY, func() *dns.Msg {
 			cn, _ := dns.NewRR(victim + " 300 IN CNAME " + evilOwner)
-			return msg(0, append([]dns.RR{cn}, w.evil.withSig(evilOwner, dns.TypeIPSECKEY)...), nil)
+			return msg(0, append([]dns.RR{cn}, w.evil.WithSig(evilOwner, dns.TypeIPSECKEY)...), nil)
 		}},
 		{"CNAME signed by the attacker's zone", victim, dns.TypeIPSECKEY, func() *dns.Msg {
 			cn, _ := dns.NewRR(victim + " 300 IN CNAME " + evilOwner)
-			return msg(0, append([]dns.RR{cn, w.evil.sign(t, []dns.RR{cn})}, w.evil.withSig(evilOwner, dns.TypeIPSECKEY)...), nil)
+			return msg(0, append([]dns.RR{cn, sign(t, w.evil, []dns.RR{cn})}, w.evil.WithSig(evilOwner, dns.TypeIPSECKEY)...), nil)
 		}},
 		{"NXDOMAIN without proof", victim, dns.TypeIPSECKEY, func() *dns.Msg { return msg(dns.RcodeNameError, nil, soa) }},
 		{"NODATA without proof", victim, dns.TypeIPSECKEY, func() *dns.Msg { return msg(0, nil, soa) }},
@@ -194,22 +221,22 @@ func TestOwnValidationAttacks(t *testing.T) {
 			return nxFor("10.5.0.192.in-addr.arpa.", dns.TypeIPSECKEY)
 		}},
 		{"NSEC3: NODATA without proof", victim3, dns.TypeIPSECKEY, func() *dns.Msg {
-			return msg(0, nil, w.v3.withSig(w.v3.origin, dns.TypeSOA))
+			return msg(0, nil, w.v3.WithSig(w.v3.Origin, dns.TypeSOA))
 		}},
 		{"NSEC3: unsigned set", victim3, dns.TypeIPSECKEY, func() *dns.Msg {
 			return msg(0, w.evilSet(t, victim3), nil)
 		}},
-		{"downgrade: the victim zone's DS denied without proof", w.victim.origin, dns.TypeDS, func() *dns.Msg {
-			return msg(0, nil, w.top.withSig(w.top.origin, dns.TypeSOA))
+		{"downgrade: the victim zone's DS denied without proof", w.victim.Origin, dns.TypeDS, func() *dns.Msg {
+			return msg(0, nil, w.top.WithSig(w.top.Origin, dns.TypeSOA))
 		}},
-		{"downgrade: the victim zone's DS denied with the opt-out proof of the unsigned zone", w.victim.origin, dns.TypeDS, func() *dns.Msg {
+		{"downgrade: the victim zone's DS denied with the opt-out proof of the unsigned zone", w.victim.Origin, dns.TypeDS, func() *dns.Msg {
 			return nxFor("3.0.192.in-addr.arpa.", dns.TypeDS)
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			forged := tc.forge()
-			w.srv.setHook(func(q dns.Question, honest *dns.Msg) *dns.Msg {
+			w.srv.SetHook(func(q dns.Question, honest *dns.Msg) *dns.Msg {
 				if canonical(q.Name) == tc.target && q.Qtype == tc.qtype {
 					return forged.Copy()
 				}
@@ -219,7 +246,7 @@ func TestOwnValidationAttacks(t *testing.T) {
 				}
 				return nil
 			})
-			defer w.srv.setHook(nil)
+			defer w.srv.SetHook(nil)
 			dest := netip.MustParseAddr("192.0.2.7")
 			if strings.HasSuffix(tc.target, "5.0.192.in-addr.arpa.") {
 				dest = netip.MustParseAddr("192.0.5.7")
@@ -248,7 +275,7 @@ func FuzzValidate(f *testing.F) {
 	honest := func(name string, qtype uint16) []byte {
 		m := new(dns.Msg)
 		m.SetQuestion(name, qtype)
-		b, err := w.srv.respond(m).Pack()
+		b, err := w.srv.Respond(m).Pack()
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -284,7 +311,7 @@ func FuzzValidate(f *testing.F) {
 				out.Id = m.Id
 				return out, nil
 			}
-			return w.srv.respond(m), nil
+			return w.srv.Respond(m), nil
 		}
 		res := r.Lookup(context.Background(), dests[int(dest)%len(dests)])
 		for _, g := range res.Gateways {

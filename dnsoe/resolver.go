@@ -404,54 +404,82 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	return in, err
 }
 
+// lookup asks DNS what dest publishes: its IPSECKEY, TXT (FreeS/WAN) or
+// KEY (IP AutoSEC) records, then the keys and addresses of the gateways
+// they name.
 func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
-	name := ReverseName(dest)
-	res := Result{Validated: true, Expires: time.Now().Add(time.Hour)}
-	var transportErr error
-	sawBogus := false
-	published := false // an IPsec record of dest's, usable or not
-	use := func(a answer) bool {
-		switch {
-		case a.err != nil:
-			if transportErr == nil {
-				transportErr = a.err
-			}
-			return false
-		case a.bogus:
-			sawBogus = true // a failed validation gives neither records nor "no record"
-			return false
+	l := &lookupRun{r: r, ctx: ctx, dest: dest, name: ReverseName(dest),
+		res: Result{Validated: true, Expires: time.Now().Add(time.Hour)}}
+	l.destRecords()
+	l.gatewayKeys()
+	l.gatewayAddrs()
+	return l.result()
+}
+
+// lookupRun is one lookup's state: what the answers so far gave and how
+// they failed.
+type lookupRun struct {
+	r            *Resolver
+	ctx          context.Context
+	dest         netip.Addr
+	name         string // dest's reverse name
+	res          Result
+	transportErr error
+	sawBogus     bool
+	published    bool // an IPsec record of dest's, usable or not
+}
+
+// use reports whether answer a has records to read, and records what it
+// says otherwise: a transport error, a validation failure (neither records
+// nor "no record"), an unvalidated answer under the DNSSEC mode; and the
+// earliest expiry.
+func (l *lookupRun) use(a answer) bool {
+	switch {
+	case a.err != nil:
+		if l.transportErr == nil {
+			l.transportErr = a.err
 		}
-		if exp := time.Now().Add(a.ttl); exp.Before(res.Expires) {
-			res.Expires = exp
-		}
-		if len(a.rrs) == 0 {
-			if a.unproven && r.Mode == DNSSECRequire && res.Err == nil {
-				res.Err = ErrUnvalidated
-			}
-			return false
-		}
-		if !a.validated {
-			if r.Mode == DNSSECRequire {
-				res.Err = ErrUnvalidated
-				return false
-			}
-			if r.Mode == DNSSECPrefer {
-				res.Validated = false
-			}
-		}
-		return true
+		return false
+	case a.bogus:
+		l.sawBogus = true
+		return false
 	}
-	if a := r.query(ctx, name, dns.TypeIPSECKEY); use(a) {
+	if exp := time.Now().Add(a.ttl); exp.Before(l.res.Expires) {
+		l.res.Expires = exp
+	}
+	mode := l.r.Mode
+	if len(a.rrs) == 0 {
+		if a.unproven && mode == DNSSECRequire && l.res.Err == nil {
+			l.res.Err = ErrUnvalidated
+		}
+		return false
+	}
+	if !a.validated {
+		if mode == DNSSECRequire {
+			l.res.Err = ErrUnvalidated
+			return false
+		}
+		if mode == DNSSECPrefer {
+			l.res.Validated = false
+		}
+	}
+	return true
+}
+
+// destRecords reads dest's own records: IPSECKEY and TXT, else a KEY
+// record of the destination itself (plain, or IP AutoSEC).
+func (l *lookupRun) destRecords() {
+	if a := l.r.query(l.ctx, l.name, dns.TypeIPSECKEY); l.use(a) {
 		for _, rr := range a.rrs {
 			if rr, ok := rr.(*dns.IPSECKEY); ok {
-				published = true
-				if g, err := FromIPSECKEY(rr, dest); err == nil {
-					res.Gateways = append(res.Gateways, g)
+				l.published = true
+				if g, err := FromIPSECKEY(rr, l.dest); err == nil {
+					l.res.Gateways = append(l.res.Gateways, g)
 				}
 			}
 		}
 	}
-	if a := r.query(ctx, name, dns.TypeTXT); use(a) {
+	if a := l.r.query(l.ctx, l.name, dns.TypeTXT); l.use(a) {
 		for _, rr := range a.rrs {
 			t, ok := rr.(*dns.TXT)
 			if !ok {
@@ -461,30 +489,31 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 			if !strings.HasPrefix(txt, txtPrefix) {
 				continue
 			}
-			published = true
+			l.published = true
 			if g, err := FromTXT(txt); err == nil {
-				res.Gateways = append(res.Gateways, g)
+				l.res.Gateways = append(l.res.Gateways, g)
 			}
 		}
 	}
-	// Neither: a KEY record of the destination itself (plain, or IP
-	// AutoSEC).
-	if len(res.Gateways) == 0 && res.Err == nil {
-		if a := r.query(ctx, name, dns.TypeKEY); use(a) {
-			for _, rr := range a.rrs {
-				if rr, ok := rr.(*dns.KEY); ok {
-					if g, err := FromKEYRecord(rr, dest); err == nil {
-						res.Gateways = append(res.Gateways, g)
-					}
+	if len(l.res.Gateways) > 0 || l.res.Err != nil {
+		return
+	}
+	if a := l.r.query(l.ctx, l.name, dns.TypeKEY); l.use(a) {
+		for _, rr := range a.rrs {
+			if rr, ok := rr.(*dns.KEY); ok {
+				if g, err := FromKEYRecord(rr, l.dest); err == nil {
+					l.res.Gateways = append(l.res.Gateways, g)
 				}
 			}
-		} else if a.err != nil && transportErr == nil {
-			transportErr = a.err
 		}
 	}
-	// Gateways named without a key: their KEY (or IPSECKEY) record.
-	for i := range res.Gateways {
-		g := &res.Gateways[i]
+}
+
+// gatewayKeys finds the keys of gateways named without one: their KEY (or
+// IPSECKEY) record.
+func (l *lookupRun) gatewayKeys() {
+	for i := range l.res.Gateways {
+		g := &l.res.Gateways[i]
 		if g.Key != nil {
 			continue
 		}
@@ -492,7 +521,7 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 		if g.Name == "" {
 			owner = ReverseName(g.Addr)
 		}
-		if a := r.query(ctx, owner, dns.TypeKEY); use(a) {
+		if a := l.r.query(l.ctx, owner, dns.TypeKEY); l.use(a) {
 			for _, rr := range a.rrs {
 				if rr, ok := rr.(*dns.KEY); ok {
 					if k, err := FromKEY(rr); err == nil {
@@ -502,30 +531,35 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 				}
 			}
 		}
-		if g.Key == nil {
-			if a := r.query(ctx, owner, dns.TypeIPSECKEY); use(a) {
-				for _, rr := range a.rrs {
-					if rr, ok := rr.(*dns.IPSECKEY); ok {
-						if kg, err := FromIPSECKEY(rr, g.Addr); err == nil && kg.Key != nil {
-							g.Key = kg.Key
-							break
-						}
+		if g.Key != nil {
+			continue
+		}
+		if a := l.r.query(l.ctx, owner, dns.TypeIPSECKEY); l.use(a) {
+			for _, rr := range a.rrs {
+				if rr, ok := rr.(*dns.IPSECKEY); ok {
+					if kg, err := FromIPSECKEY(rr, g.Addr); err == nil && kg.Key != nil {
+						g.Key = kg.Key
+						break
 					}
 				}
 			}
 		}
 	}
-	// Gateways known only by name: their address, of dest's family.
-	for i := range res.Gateways {
-		g := &res.Gateways[i]
+}
+
+// gatewayAddrs finds the addresses of gateways known only by name, of
+// dest's family.
+func (l *lookupRun) gatewayAddrs() {
+	qtype := dns.TypeA
+	if l.dest.Is6() {
+		qtype = dns.TypeAAAA
+	}
+	for i := range l.res.Gateways {
+		g := &l.res.Gateways[i]
 		if g.Addr.IsValid() || g.Name == "" {
 			continue
 		}
-		qtype := dns.TypeA
-		if dest.Is6() {
-			qtype = dns.TypeAAAA
-		}
-		if a := r.query(ctx, dns.Fqdn(g.Name), qtype); use(a) {
+		if a := l.r.query(l.ctx, dns.Fqdn(g.Name), qtype); l.use(a) {
 			switch rr := a.rrs[0].(type) {
 			case *dns.A:
 				g.Addr, _ = netip.AddrFromSlice(rr.A.To4())
@@ -534,7 +568,12 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 			}
 		}
 	}
-	// Without a key there is no authenticated peer: drop such gateways.
+}
+
+// result keeps the gateways with a key (without one there is no
+// authenticated peer), in order, and says why there are none.
+func (l *lookupRun) result() Result {
+	res := l.res
 	kept := res.Gateways[:0]
 	for _, g := range res.Gateways {
 		if g.Key != nil {
@@ -547,13 +586,13 @@ func (r *Resolver) lookup(ctx context.Context, dest netip.Addr) Result {
 		if res.Err == ErrUnvalidated {
 			res.Err = nil // some records validated; the others were skipped
 		}
-	case sawBogus:
-		res.Err = fmt.Errorf("%w (%s)", ErrBogus, name)
-	case transportErr != nil:
-		res.Err = transportErr
+	case l.sawBogus:
+		res.Err = fmt.Errorf("%w (%s)", ErrBogus, l.name)
+	case l.transportErr != nil:
+		res.Err = l.transportErr
 	case res.Err != nil:
-	case published:
-		res.Err = fmt.Errorf("%w (%s)", ErrUnusableKey, name)
+	case l.published:
+		res.Err = fmt.Errorf("%w (%s)", ErrUnusableKey, l.name)
 	default:
 		res.Err = ErrNoRecord
 	}

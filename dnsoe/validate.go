@@ -99,10 +99,6 @@ func worst(a, b security) security {
 	return secure
 }
 
-func (s security) String() string {
-	return [...]string{"insecure", "secure", "bogus"}[s]
-}
-
 const (
 	// maxChain bounds the CNAME/DNAME links followed.
 	maxChain = 16

@@ -37,15 +37,14 @@ func (h Header) Encode(spi, seq uint32) {
 // Kind is what a datagram received on the NAT-T port (4500) carries.
 type Kind uint8
 
-// The kinds of datagram on UDP/4500 (RFC 3948 §2 and DESIGN.md).
+// The kinds of datagram on UDP/4500 (RFC 3948 §2).
 const (
 	KindESP       Kind = iota + 1 // an ESP packet, found by SPI
 	KindIKE                       // an IKE message behind the 4-octet non-ESP marker
-	KindProbe                     // an AutoVPN probe message behind ProbePreamble
 	KindKeepalive                 // a NAT-keepalive (one octet 0xFF), to be dropped
 )
 
-var kindNames = [...]string{KindESP: "esp", KindIKE: "ike", KindProbe: "probe", KindKeepalive: "keepalive"}
+var kindNames = [...]string{KindESP: "esp", KindIKE: "ike", KindKeepalive: "keepalive"}
 
 // String names the kind.
 func (k Kind) String() string {
@@ -59,11 +58,6 @@ func (k Kind) String() string {
 // that precedes IKE messages on port 4500 (RFC 3948 §2.2).
 const NonESPMarkerLen = 4
 
-// ProbePreamble starts every AutoVPN probe message carried over UDP: an SPI
-// from the reserved range 1–255 (so never ESP and never the non-ESP marker)
-// followed by ASCII "AUTOVPNPROBE" (DESIGN.md, wire constants).
-var ProbePreamble = [16]byte{0, 0, 0, 0xA5, 'A', 'U', 'T', 'O', 'V', 'P', 'N', 'P', 'R', 'O', 'B', 'E'}
-
 // Errors returned by Classify.
 var (
 	ErrShortDatagram = errors.New("esp: datagram too short")
@@ -71,10 +65,12 @@ var (
 )
 
 // Classify tells what a UDP/4500 payload carries (RFC 3948 §2): an IKE
-// message behind the non-ESP marker, an AutoVPN probe behind its preamble, a
-// NAT-keepalive, or ESP. It checks only the framing; an ESP packet is then
-// looked up by SPI. The payload of an IKE datagram starts at
-// b[NonESPMarkerLen:], that of a probe at b[len(ProbePreamble):].
+// message behind the non-ESP marker, a NAT-keepalive, or ESP. It checks only
+// the framing; an ESP packet is then looked up by SPI. The payload of an IKE
+// datagram starts at b[NonESPMarkerLen:]. A datagram whose first four
+// octets are an SPI from the reserved range 1–255 is ErrReservedSPI: it is
+// not ESP, and a caller that frames its own messages there (AutoVPN probes,
+// see package probe) recognises them itself.
 func Classify(b []byte) (Kind, error) {
 	switch {
 	case len(b) == 1 && b[0] == 0xFF:
@@ -88,8 +84,6 @@ func Classify(b []byte) (Kind, error) {
 		return KindIKE, nil
 	case spi >= MinSPI:
 		return KindESP, nil
-	case len(b) >= len(ProbePreamble) && [16]byte(b[:16]) == ProbePreamble:
-		return KindProbe, nil
 	}
 	return 0, ErrReservedSPI
 }

@@ -254,6 +254,3 @@ const (
 	HashSHA2_512 = 4
 	HashIdentity = 5
 )
-
-// NonESPMarker precedes IKE messages on the NAT-T port (RFC 3948 §2.2).
-var NonESPMarker = [4]byte{}

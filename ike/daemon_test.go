@@ -24,13 +24,40 @@ type memDatapath struct {
 	nextSPI  uint32
 	children map[*ChildSA]bool
 	sent     [][]byte // what the daemon sent, in order
+	// in and heard are how many ESP packets each Child SA accepted, and
+	// when the last (hear).
+	in    map[*ChildSA]uint64
+	heard map[*ChildSA]time.Time
+	// beforeSend, if set, sees each message before it goes, on the
+	// sending daemon's goroutine.
+	beforeSend func(msg []byte)
+}
+
+// hear records an ESP packet accepted by c now.
+func (m *memDatapath) hear(c *ChildSA) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.in == nil {
+		m.in, m.heard = map[*ChildSA]uint64{}, map[*ChildSA]time.Time{}
+	}
+	m.in[c]++
+	m.heard[c] = time.Now()
+}
+
+func (m *memDatapath) ChildHeard(c *ChildSA) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heard[c]
 }
 
 func (m *memDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
 	m.mu.Lock()
-	p := m.peer
+	p, f := m.peer, m.beforeSend
 	m.sent = append(m.sent, append([]byte(nil), msg...))
 	m.mu.Unlock()
+	if f != nil {
+		f(msg)
+	}
 	p.HandlePacket(msg, m.self, natt)
 	return nil
 }
@@ -52,7 +79,11 @@ func (m *memDatapath) RemoveChild(c *ChildSA) {
 	defer m.mu.Unlock()
 	delete(m.children, c)
 }
-func (m *memDatapath) ChildInPackets(*ChildSA) uint64     { return 0 }
+func (m *memDatapath) ChildInPackets(c *ChildSA) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.in[c]
+}
 func (m *memDatapath) SendKeepalive(netip.AddrPort) error { return nil }
 func (m *memDatapath) sends() [][]byte {
 	m.mu.Lock()
@@ -180,6 +211,8 @@ func TestSimultaneousIKERekey(t *testing.T) {
 		if !oneEstablished(d1) || !oneEstablished(d2) {
 			t.Fatal("Child SA not moved to the surviving IKE SA")
 		}
+		checkAddrIndex(t, d1)
+		checkAddrIndex(t, d2)
 		if n := strings.Count(log.String(), "IKE SA rekey collision"); n != 2 {
 			t.Fatalf("%d ends saw the collision, want 2:\n%s", n, log.String())
 		}

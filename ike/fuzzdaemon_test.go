@@ -163,7 +163,7 @@ func runFuzzDaemon(t *testing.T, in []byte) {
 						d.rekeyChild(sa.children[0])
 					}
 				case 2:
-					d.createChild(sa)
+					d.restoreChildren(sa)
 				case 3:
 					d.Acquire(sa.peer.Name)
 				case 4:

@@ -305,6 +305,8 @@ func (d *Daemon) putSA(spi uint64, sa *ikeSA) {
 	if old := d.sas[spi]; old != sa {
 		d.countResponder(old, -1)
 		d.countResponder(sa, 1)
+		d.indexAddr(old, false)
+		d.indexAddr(sa, true)
 	}
 	d.sas[spi] = sa
 	d.spis.Store(spi, struct{}{})
@@ -313,6 +315,7 @@ func (d *Daemon) putSA(spi uint64, sa *ikeSA) {
 // deleteSA forgets our SPI spi.
 func (d *Daemon) deleteSA(spi uint64) {
 	d.countResponder(d.sas[spi], -1)
+	d.indexAddr(d.sas[spi], false)
 	delete(d.sas, spi)
 	d.spis.Delete(spi)
 }
@@ -323,10 +326,12 @@ func (d *Daemon) setRemote(sa *ikeSA, from netip.AddrPort) {
 	in := d.sas[sa.ourSPI()] == sa
 	if in {
 		d.countResponder(sa, -1)
+		d.indexAddr(sa, false)
 	}
 	sa.remote = from
 	if in {
 		d.countResponder(sa, 1)
+		d.indexAddr(sa, true)
 	}
 }
 

@@ -95,6 +95,17 @@ type ikeSA struct {
 	// coverAsked are the remote selectors asked for in Child SAs of
 	// their own after the peer narrowed ours (coverSelectors).
 	coverAsked policy.Selectors
+	// Child SAs the peer deleted or refused (childLost): how many in a
+	// row, the last one, when restoreChildren may ask again, and the
+	// timer that waits for it.
+	childLosses   int
+	lastChildLoss time.Time
+	restoreAt     time.Time
+	restoreTimer  *time.Timer
+	// invalidSPISent is when this IKE SA last told the peer of ESP with
+	// an SPI we do not know; invalidSPIBusy, that it is not answered.
+	invalidSPISent time.Time
+	invalidSPIBusy bool
 }
 
 // request is our outstanding request, retransmitted until answered.

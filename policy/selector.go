@@ -1,6 +1,3 @@
-// Package policy decides what happens to traffic: the traffic selectors an SA
-// covers now, and (in later issues) connection classes, lifespans and the
-// peer trust store.
 package policy
 
 import (
@@ -45,8 +42,6 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-var protoNames = map[string]uint8{"tcp": ipview.ProtoTCP, "udp": ipview.ProtoUDP, "icmp": ipview.ProtoICMP, "ipv6-icmp": ipview.ProtoICMPv6, "icmpv6": ipview.ProtoICMPv6, "sctp": ipview.ProtoSCTP}
-
 // ParseSelector parses "ADDR", "PREFIX" or "ADDR-ADDR", optionally followed by
 // "[PROTO]" or "[PROTO/PORT]" or "[PROTO/LOW-HIGH]", e.g. "192.0.2.0/24",
 // "2001:db8::1", "10.0.0.1-10.0.0.9[tcp/80]".
@@ -83,13 +78,11 @@ func ParseSelector(s string) (Selector, error) {
 		return sel, fmt.Errorf("%w %q: missing ']'", ErrSelector, s)
 	}
 	protoStr, ports, hasPorts := strings.Cut(spec, "/")
-	if p, ok := protoNames[strings.ToLower(protoStr)]; ok {
-		sel.Proto = p
-	} else if n, err := strconv.ParseUint(protoStr, 10, 8); err == nil {
-		sel.Proto = uint8(n)
-	} else {
+	p, ok := ipview.ParseProto(protoStr)
+	if !ok {
 		return sel, fmt.Errorf("%w %q: unknown protocol %q", ErrSelector, s, protoStr)
 	}
+	sel.Proto = p
 	if hasPorts {
 		lo, hi, isRange := strings.Cut(ports, "-")
 		if !isRange {

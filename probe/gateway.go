@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oevpn/oevpn/internal/ipview"
 )
 
 // Defaults of the exchange.
@@ -42,20 +44,21 @@ func FlowOf(frag []byte) (Flow, error) {
 	var f Flow
 	var l4 []byte
 	switch {
-	case len(frag) >= 20 && frag[0]>>4 == 4:
-		ihl := int(frag[0]&0x0f) * 4
-		if ihl < 20 || len(frag) < ihl+4 {
+	case len(frag) >= ipview.IPv4MinimumSize && ipview.Version(frag) == 4:
+		h := ipview.IPv4(frag)
+		if ihl := h.HeaderLength(); ihl < ipview.IPv4MinimumSize || len(frag) < ihl+4 {
 			return f, malformed("fragment shorter than its IPv4 header")
 		}
-		f.Src, f.Dst, f.Proto = netip.AddrFrom4([4]byte(frag[12:16])), netip.AddrFrom4([4]byte(frag[16:20])), frag[9]
-		l4 = frag[ihl:]
-	case len(frag) >= 44 && frag[0]>>4 == 6:
-		f.Src, f.Dst, f.Proto = netip.AddrFrom16([16]byte(frag[8:24])), netip.AddrFrom16([16]byte(frag[24:40])), frag[6]
-		l4 = frag[40:]
+		f.Src, f.Dst, f.Proto = h.Src(), h.Dst(), h.Protocol()
+		l4 = h.Payload()
+	case len(frag) >= ipview.IPv6FixedSize+4 && ipview.Version(frag) == 6:
+		h := ipview.IPv6(frag)
+		f.Src, f.Dst, f.Proto = h.Src(), h.Dst(), h.NextHeader()
+		l4 = h.Payload()
 	default:
 		return f, malformed("fragment is not an IP packet")
 	}
-	if f.Proto == 6 || f.Proto == 17 || f.Proto == 132 {
+	if f.Proto == ipview.ProtoTCP || f.Proto == ipview.ProtoUDP || f.Proto == ipview.ProtoSCTP {
 		f.SrcPort, f.DstPort = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
 	}
 	return f, nil
@@ -71,31 +74,28 @@ func Original(reply []byte) ([]byte, error) {
 		return nil, err
 	}
 	var l4 []byte
-	switch frag[0] >> 4 {
+	var proto uint8
+	switch ipview.Version(frag) {
 	case 4:
-		ihl := int(frag[0]&0x0f) * 4
-		s, d := [4]byte(frag[12:16]), [4]byte(frag[16:20])
-		copy(frag[12:], d[:])
-		copy(frag[16:], s[:])
-		frag[10], frag[11] = 0, 0
-		binary.BigEndian.PutUint16(frag[10:], checksum(frag[:ihl]))
-		l4 = frag[ihl:]
+		h := ipview.IPv4(frag)
+		s, d := h.Src().As4(), h.Dst().As4()
+		h.SetSrc(d)
+		h.SetDst(s)
+		h.SetChecksum()
+		l4, proto = h.Payload(), h.Protocol()
 	case 6:
-		s, d := [16]byte(frag[8:24]), [16]byte(frag[24:40])
-		copy(frag[8:], d[:])
-		copy(frag[24:], s[:])
-		l4 = frag[40:]
+		h := ipview.IPv6(frag)
+		s, d := h.Src().As16(), h.Dst().As16()
+		h.SetSrc(d)
+		h.SetDst(s)
+		l4, proto = h.Payload(), h.NextHeader()
 	}
-	proto := frag[9]
-	if frag[0]>>4 == 6 {
-		proto = frag[6]
-	}
-	if proto == 6 || proto == 17 || proto == 132 {
+	if proto == ipview.ProtoTCP || proto == ipview.ProtoUDP || proto == ipview.ProtoSCTP {
 		sp, dp := [2]byte(l4[0:2]), [2]byte(l4[2:4])
 		copy(l4[0:], dp[:])
 		copy(l4[2:], sp[:])
 	}
-	if off := len(frag) - 8; proto == 6 && len(reply) >= off+12 {
+	if off := len(frag) - 8; proto == ipview.ProtoTCP && len(reply) >= off+12 {
 		// The reply's acknowledgment number, at offset 8 of TCP.
 		copy(l4[4:8], reply[off+8:off+12])
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/oevpn/oevpn/internal/ipview"
 )
 
 var (
@@ -255,7 +257,7 @@ func TestNATDetect(t *testing.T) {
 func TestNotAProbe(t *testing.T) {
 	w := newWire(t, nil)
 	plain := []byte{3, 3, 0, 0, 0, 0, 0, 0}
-	binary.BigEndian.PutUint16(plain[2:], checksum(plain))
+	binary.BigEndian.PutUint16(plain[2:], ipview.Checksum(plain))
 	if w.g1.HandleICMP(plain, g2Addr, h1Addr) {
 		t.Fatal("a port unreachable was consumed")
 	}
@@ -269,8 +271,8 @@ func TestOriginal(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, _ := FlowOf(o)
-	if f.Src != h1Addr || f.Dst != h2Addr || f.SrcPort != 40000 || f.DstPort != 80 || checksum(o[:20]) != 0 {
-		t.Fatalf("original %+v (header checksum %#x)", f, checksum(o[:20]))
+	if f.Src != h1Addr || f.Dst != h2Addr || f.SrcPort != 40000 || f.DstPort != 80 || ipview.Checksum(o[:20]) != 0 {
+		t.Fatalf("original %+v (header checksum %#x)", f, ipview.Checksum(o[:20]))
 	}
 	if binary.BigEndian.Uint32(o[24:]) != 0x01020304 {
 		t.Fatalf("sequence number % x, want the reply's acknowledgment", o[24:28])

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/oevpn/oevpn/internal/ipview"
 )
 
 // Errors of the decoders. Anything malformed is to be dropped silently
@@ -144,7 +146,7 @@ func (m *Message) AppendUDP(b []byte) []byte {
 // ParseUDP decodes a probe message carried over UDP; b starts with the
 // preamble.
 func ParseUDP(b []byte) (*Message, error) {
-	if len(b) < PreambleLen || [16]byte(b[:PreambleLen]) != Preamble {
+	if !HasPreamble(b) {
 		return nil, malformed("no preamble")
 	}
 	b = b[PreambleLen:]
@@ -188,8 +190,8 @@ func (m *Message) AppendICMP(b []byte) []byte {
 		b = append(b, ClassNum, byte(t))
 		b = append(b, v...)
 	})
-	binary.BigEndian.PutUint16(b[ext+2:], checksum(b[ext:]))
-	binary.BigEndian.PutUint16(b[start+2:], checksum(b[start:]))
+	binary.BigEndian.PutUint16(b[ext+2:], ipview.Checksum(b[ext:]))
+	binary.BigEndian.PutUint16(b[start+2:], ipview.Checksum(b[start:]))
 	return b
 }
 
@@ -202,7 +204,7 @@ func ParseICMP(b []byte) (*Message, error) {
 	if b[0] != icmpTypeParamProblem || b[1] != icmpCode {
 		return nil, ErrNotProbe
 	}
-	if checksum(b) != 0 {
+	if ipview.Checksum(b) != 0 {
 		return nil, malformed("ICMP checksum")
 	}
 	orig := int(b[5]) * 4
@@ -217,7 +219,7 @@ func ParseICMP(b []byte) (*Message, error) {
 	if ext[0]>>4 != extVersion {
 		return nil, ErrNotProbe
 	}
-	if binary.BigEndian.Uint16(ext[2:]) != 0 && checksum(ext) != 0 {
+	if binary.BigEndian.Uint16(ext[2:]) != 0 && ipview.Checksum(ext) != 0 {
 		return nil, malformed("extension checksum")
 	}
 	m := &Message{}
@@ -260,14 +262,14 @@ func fragmentOf(d []byte) ([]byte, error) {
 		return nil, malformed("empty original datagram")
 	}
 	var n int
-	switch d[0] >> 4 {
+	switch ipview.Version(d) {
 	case 4:
-		n = int(d[0]&0x0f)*4 + 8
-		if d[0]&0x0f < 5 {
+		n = ipview.IPv4(d).HeaderLength() + 8
+		if n < ipview.IPv4MinimumSize+8 {
 			return nil, malformed("original datagram IPv4 header length")
 		}
 	case 6:
-		n = 40 + 8
+		n = ipview.IPv6FixedSize + 8
 	default:
 		return nil, malformed("original datagram is not IP")
 	}
@@ -277,22 +279,6 @@ func fragmentOf(d []byte) ([]byte, error) {
 	return bytes.Clone(d[:n]), nil
 }
 
-// checksum is the Internet checksum (RFC 1071) of b.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
 // Fragment returns the part of an IP packet that probe messages carry:
 // its header and the 8 octets that follow, zero-padded if the packet is
 // shorter (as the ICMP original-datagram field is).
@@ -300,9 +286,9 @@ func Fragment(pkt []byte) []byte {
 	if len(pkt) == 0 {
 		return nil
 	}
-	n := 48
-	if pkt[0]>>4 == 4 {
-		n = int(pkt[0]&0x0f)*4 + 8
+	n := ipview.IPv6FixedSize + 8
+	if ipview.Version(pkt) == 4 {
+		n = ipview.IPv4(pkt).HeaderLength() + 8
 	}
 	f := make([]byte, n)
 	copy(f, pkt)

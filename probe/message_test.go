@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/oevpn/oevpn/internal/ipview"
 )
 
 // tcpSYN is an IPv4 TCP SYN from 10.1.0.5:40000 to 10.2.0.9:80 (header
@@ -37,7 +39,7 @@ func TestRoundTrip(t *testing.T) {
 			continue
 		}
 		b := m.AppendICMP(nil)
-		if checksum(b) != 0 {
+		if ipview.Checksum(b) != 0 {
 			t.Errorf("ICMP %v: checksum does not verify", m.Type)
 		}
 		i, err := ParseICMP(b)
@@ -71,7 +73,7 @@ func TestWireLayout(t *testing.T) {
 		t.Fatal("original datagram not the fragment, zero-padded to 128 octets")
 	}
 	ext := b[8+128:]
-	if ext[0] != 0x20 || checksum(ext) != 0 {
+	if ext[0] != 0x20 || ipview.Checksum(ext) != 0 {
 		t.Fatalf("extension header % x", ext[:4])
 	}
 	// First object: Version, Class-Num 250, C-Type 1.
@@ -116,13 +118,13 @@ func TestMalformed(t *testing.T) {
 	}
 	short := bytes.Clone(icmp[:8+128+2])
 	binary.BigEndian.PutUint16(short[2:], 0)
-	binary.BigEndian.PutUint16(short[2:], checksum(short))
+	binary.BigEndian.PutUint16(short[2:], ipview.Checksum(short))
 	if _, err := ParseICMP(short); !errors.Is(err, ErrMalformed) {
 		t.Errorf("ICMP truncated extension: %v", err)
 	}
 	// Other ICMP messages are not ours.
 	plain := []byte{3, 1, 0, 0, 0, 0, 0, 0}
-	binary.BigEndian.PutUint16(plain[2:], checksum(plain))
+	binary.BigEndian.PutUint16(plain[2:], ipview.Checksum(plain))
 	if _, err := ParseICMP(plain); !errors.Is(err, ErrNotProbe) {
 		t.Errorf("destination unreachable: %v", err)
 	}
@@ -131,7 +133,7 @@ func TestMalformed(t *testing.T) {
 	other[8+128+4+2] = 1 // first object's Class-Num
 	binary.BigEndian.PutUint16(other[8+128+2:], 0)
 	binary.BigEndian.PutUint16(other[2:], 0)
-	binary.BigEndian.PutUint16(other[2:], checksum(other))
+	binary.BigEndian.PutUint16(other[2:], ipview.Checksum(other))
 	if _, err := ParseICMP(other); err == nil {
 		t.Errorf("object of another class decoded as a probe")
 	}
@@ -214,6 +216,26 @@ func FuzzParseICMP(f *testing.F) {
 		again, err := ParseICMP(m.AppendICMP(nil))
 		if err != nil || !reflect.DeepEqual(again, m) {
 			t.Fatalf("re-encoding changed the message: %+v %+v %v", m, again, err)
+		}
+	})
+}
+
+// FuzzFlowOf checks the flow and original-datagram readers on the packet
+// fragments a hostile probe carries.
+func FuzzFlowOf(f *testing.F) {
+	f.Add(tcpSYN)
+	f.Add(Fragment(tcpSYN))
+	f.Add(make([]byte, 48))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fl, err := FlowOf(b)
+		if err != nil {
+			return
+		}
+		if !fl.Src.IsValid() || !fl.Dst.IsValid() || fl.Src.Is4() != fl.Dst.Is4() {
+			t.Fatalf("flow %+v of % x", fl, b)
+		}
+		if o, err := Original(b); err == nil && len(o) != len(Fragment(b)) {
+			t.Fatalf("original of % x is % x", b, o)
 		}
 	})
 }

@@ -28,9 +28,8 @@ type Nonces struct {
 	Now func() time.Time
 
 	mu      sync.Mutex
-	id      byte      // current key ID
 	keys    [2][]byte // keys[0] current, keys[1] previous
-	ids     [2]byte
+	ids     [2]byte   // their key IDs
 	rotated time.Time
 }
 

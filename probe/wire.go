@@ -9,21 +9,26 @@
 // datagram, goes in a private-use Fragment payload (type 128).
 package probe
 
-import "github.com/oevpn/oevpn/esp"
-
-// Wire constants (DESIGN.md, "Wire constants"): the values the draft leaves
-// to IANA, from private-use ranges.
+// Wire constants (docs/ARCHITECTURE.md, "Wire constants"): the values the
+// draft leaves to IANA, from private-use ranges.
 const (
 	// ClassNum is the ICMP extension object Class-Num of AutoVPN payloads
 	// (RFC 4884 §7); the C-Type is the payload type.
 	ClassNum = 250
 	// PreambleLen is the length of the UDP preamble.
-	PreambleLen = len(esp.ProbePreamble)
+	PreambleLen = len(Preamble)
 )
 
 // Preamble starts every probe message carried over UDP/4500: an SPI from
-// the reserved range 1–255 and "AUTOVPNPROBE".
-var Preamble = esp.ProbePreamble
+// the range 1–255 that RFC 4303 §2.1 reserves (so never ESP, and never the
+// non-ESP marker of IKE) followed by ASCII "AUTOVPNPROBE".
+var Preamble = [16]byte{0, 0, 0, 0xA5, 'A', 'U', 'T', 'O', 'V', 'P', 'N', 'P', 'R', 'O', 'B', 'E'}
+
+// HasPreamble reports whether the UDP payload b starts with the preamble:
+// whether it is a probe message on port 4500 rather than ESP or IKE.
+func HasPreamble(b []byte) bool {
+	return len(b) >= PreambleLen && [PreambleLen]byte(b[:PreambleLen]) == Preamble
+}
 
 // PayloadType is an AutoVPN payload type (draft §5.3).
 type PayloadType uint8

@@ -36,14 +36,6 @@ func (e *Engine) SetTrap(name string, local, remote policy.Selectors) {
 	e.reviewUnauthLocked(remote)
 }
 
-// RemoveTrap removes a trap and drops what it held.
-func (e *Engine) RemoveTrap(name string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.traps, name)
-	e.setTrapsLocked()
-}
-
 // AcquireFailed tells the engine that the negotiation for a trap failed: its
 // held packets are dropped and the next packet raises a new acquire.
 func (e *Engine) AcquireFailed(name string) {

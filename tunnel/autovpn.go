@@ -2,8 +2,6 @@ package tunnel
 
 import (
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -201,7 +199,7 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 		return
 	}
 	var flags byte
-	if hl := ipHeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
+	if hl := ipview.HeaderLen(pkt); p.Proto == ipview.ProtoTCP && len(pkt) >= hl+14 {
 		flags = pkt[hl+13]
 	}
 	reply, paid := a.noteFlow(flowKey{p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort}, false, 0, flags, now)
@@ -221,24 +219,17 @@ func (a *AutoVPN) outbound(p *ipview.Packet, pkt []byte) {
 	a.eng.emit(VerdictClear, pkt)
 }
 
-func ipHeaderLen(pkt []byte) int {
-	if pkt[0]>>4 == 4 {
-		return int(pkt[0]&0x0f) * 4
-	}
-	return 40
-}
-
 // intercept takes probe messages addressed to our hosts (gateway mode:
 // they pass through us): ICMP Parameter Problem with our objects, and UDP
 // to port 4500 behind the preamble.
 func (a *AutoVPN) intercept(p *ipview.Packet, pkt []byte) bool {
-	hl := ipHeaderLen(pkt)
+	hl := ipview.HeaderLen(pkt)
 	switch {
 	case p.Proto == ipview.ProtoICMP && len(pkt) > hl+1 && pkt[hl] == 12:
 		return a.gw.HandleICMP(pkt[hl:p.Len], p.Src, p.Dst)
 	case p.Proto == ipview.ProtoUDP && p.DstPort == 4500 && p.Len >= hl+8+probe.PreambleLen:
 		msg := pkt[hl+8 : p.Len]
-		if [16]byte(msg[:probe.PreambleLen]) == probe.Preamble {
+		if probe.HasPreamble(msg) {
 			a.gw.HandleUDP(msg, netip.AddrPortFrom(p.Src, p.SrcPort), p.Dst)
 			return true
 		}
@@ -297,20 +288,6 @@ func (a *AutoVPN) live(f probe.Flow) bool {
 	return fs != nil && !fs.inboundFirst && time.Since(fs.last) < flowIdle
 }
 
-// dnOf returns the printable DN of an identity (DER_ASN1_DN), or its
-// string.
-func dnOf(id ike.Identity) string {
-	if id.Type == ike.IDDERASN1D {
-		var rdn pkix.RDNSequence
-		if rest, err := asn1.Unmarshal(id.Data, &rdn); err == nil && len(rest) == 0 {
-			var n pkix.Name
-			n.FillFromRDNSequence(&rdn)
-			return n.String()
-		}
-	}
-	return id.String()
-}
-
 // peerAuth is how AutoVPN peers authenticate: a certificate or the shared
 // secret kept for the peer's DN, both decided by the trust store's Accept.
 func (a *AutoVPN) peerAuth() ike.PeerAuth {
@@ -320,9 +297,9 @@ func (a *AutoVPN) peerAuth() ike.PeerAuth {
 			return err
 		},
 		SharedSecret: func(id ike.Identity, c *x509.Certificate) []byte {
-			p, err := a.cfg.Store.Accept(dnOf(id), c, true, time.Now())
+			p, err := a.cfg.Store.Accept(id.String(), c, true, time.Now())
 			if err != nil {
-				a.log.Info("AutoVPN: shared secret refused", "id", dnOf(id), "err", err)
+				a.log.Info("AutoVPN: shared secret refused", "id", id.String(), "err", err)
 				return nil
 			}
 			return p.SharedSecret

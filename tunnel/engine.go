@@ -103,6 +103,8 @@ type PairConfig struct {
 	// only once opportunism decided that the address would go clear
 	// (Decide): only then is it better than the alternative.
 	Unauthenticated bool
+	// Owner becomes the pair's Owner, set before the pair is published.
+	Owner any
 }
 
 // SAPair is an installed pair of SAs.
@@ -129,6 +131,9 @@ type SAPair struct {
 	seq      uint64 // install order: newer pairs win outbound (make-before-break)
 	removed  atomic.Bool
 	routed   bool // in the route table; guarded by Engine.mu
+	// heard is when (UnixNano, read once per received batch) In last
+	// accepted a packet: dead-peer detection times its checks from it.
+	heard atomic.Int64
 }
 
 // Stats are the engine's packet counters (per-SA counters are on the SAs).
@@ -373,7 +378,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if len(pc.Local) == 0 || len(pc.Remote) == 0 {
 		return nil, errors.New("tunnel: SA pair without traffic selectors")
 	}
-	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated}
+	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated, Owner: pc.Owner}
 	p.ready.Store(!pc.Deferred)
 	onEvent := func(_ *esp.SA, ev esp.Event) {
 		select {
@@ -826,18 +831,18 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		now := time.Now().UnixNano()
 		for i := 0; i < n; i++ {
 			d := pkts[i][:sizes[i]]
 			if !natt {
 				e.deliverIKE(d, eps[i], false)
 				continue
 			}
-			kind, _ := esp.Classify(d)
-			switch kind {
+			switch classify(d) {
 			case esp.KindIKE:
 				e.deliverIKE(d[esp.NonESPMarkerLen:], eps[i], true)
 				continue
-			case esp.KindProbe:
+			case kindProbe:
 				e.deliverProbe(d, eps[i])
 				continue
 			case esp.KindKeepalive:
@@ -871,6 +876,9 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			if err != nil {
 				e.stats.decryptErrors.Add(1)
 				continue
+			}
+			if pair.heard.Load() != now {
+				pair.heard.Store(now) // once per batch and pair
 			}
 			p, err := ipview.Parse(inner)
 			if err != nil || (nh == ipview.ProtoIPv4) != (ipview.Version(inner) == 4) {

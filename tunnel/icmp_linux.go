@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/oevpn/oevpn/internal/ipview"
 )
 
 // icmpSocket is a raw ICMPv4 socket: it sends ICMP messages (the kernel
@@ -38,11 +40,11 @@ func (s *icmpSocket) receive(buf []byte) (src, dst netip.Addr, icmp []byte, err 
 	if err != nil {
 		return src, dst, nil, err
 	}
-	b := buf[:n]
-	if n < 20 || b[0]>>4 != 4 || int(b[0]&0x0f)*4 > n {
+	h := ipview.IPv4(buf[:n])
+	if n < ipview.IPv4MinimumSize || ipview.Version(h) != 4 || h.HeaderLength() > n {
 		return src, dst, nil, fmt.Errorf("tunnel: short ICMP packet")
 	}
-	return netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20])), b[int(b[0]&0x0f)*4:], nil
+	return h.Src(), h.Dst(), h.Payload(), nil
 }
 
 func (s *icmpSocket) close() error { return unix.Close(s.fd) }

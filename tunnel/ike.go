@@ -30,12 +30,11 @@ func (e *Engine) ReleaseSPI(spi uint32) {
 // InstallChild installs a negotiated Child SA.
 func (e *Engine) InstallChild(c *ike.ChildSA) error {
 	p, err := e.Install(PairConfig{Peer: c.Peer, Local: c.Local, Remote: c.Remote, Out: c.Out, In: c.In, Deferred: c.Deferred,
-		Unauthenticated: c.PeerAuthMethod() == "null"})
+		Unauthenticated: c.PeerAuthMethod() == "null", Owner: c})
 	if err != nil {
 		return fmt.Errorf("installing Child SA: %w", err)
 	}
 	c.Handle = p
-	p.Owner = c
 	return nil
 }
 

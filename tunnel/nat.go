@@ -146,16 +146,16 @@ func (t *natTable) natInbound(pkt []byte, p *ipview.Packet) {
 // rewrite replaces an IPv4 packet's source (or destination) address and,
 // for TCP and UDP, port, and fixes the checksums incrementally (RFC 1624).
 func rewrite(pkt []byte, p *ipview.Packet, src bool, addr netip.Addr, port uint16) {
-	ihl := int(pkt[0]&0x0f) * 4
-	aOff, pOff := 16, 2
+	h := ipview.IPv4(pkt[:p.Len])
+	a4, oldAddr, pOff := addr.As4(), h.Dst().As4(), 2
 	if src {
-		aOff, pOff = 12, 0
+		oldAddr, pOff = h.Src().As4(), 0
+		h.SetSrc(a4)
+	} else {
+		h.SetDst(a4)
 	}
-	a4 := addr.As4()
-	oldAddr := [4]byte(pkt[aOff : aOff+4])
-	copy(pkt[aOff:], a4[:])
-	binary.BigEndian.PutUint16(pkt[10:], csumUpdate(binary.BigEndian.Uint16(pkt[10:]), oldAddr[:], a4[:]))
-	l4 := pkt[ihl:p.Len]
+	h.UpdateChecksum(oldAddr[:], a4[:])
+	l4 := h.Payload()
 	var csOff int
 	switch p.Proto {
 	case ipview.ProtoTCP:
@@ -175,24 +175,10 @@ func rewrite(pkt []byte, p *ipview.Packet, src bool, addr netip.Addr, port uint1
 	if p.Proto == ipview.ProtoUDP && cs == 0 {
 		return // no UDP checksum
 	}
-	cs = csumUpdate(cs, oldAddr[:], a4[:]) // the pseudo-header
-	cs = csumUpdate(cs, oldPort[:], l4[pOff:pOff+2])
+	cs = ipview.ChecksumUpdate(cs, oldAddr[:], a4[:]) // the pseudo-header
+	cs = ipview.ChecksumUpdate(cs, oldPort[:], l4[pOff:pOff+2])
 	if p.Proto == ipview.ProtoUDP && cs == 0 {
 		cs = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[csOff:], cs)
-}
-
-// csumUpdate updates an Internet checksum for 16-bit words old replaced
-// by new (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
-func csumUpdate(sum uint16, old, new []byte) uint16 {
-	s := uint32(^sum)
-	for i := 0; i+1 < len(old); i += 2 {
-		s += uint32(^binary.BigEndian.Uint16(old[i:]))
-		s += uint32(binary.BigEndian.Uint16(new[i:]))
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime"
 
+	conn "github.com/oevpn/oevpn/internal/wgconn"
+
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
@@ -62,6 +64,18 @@ type NodeConfig struct {
 	// AutoVPNHost is set when the protected addresses are this host's own
 	// (AutoVPN host mode); otherwise the node is a gateway for them.
 	AutoVPNHost bool
+
+	// DNS, if set, is the DNS server that LookupNetIP (and so the node's
+	// dialer) asks, reached through the node's own stack: e.g. a peer's
+	// server behind the tunnel.
+	DNS netip.AddrPort
+
+	// Bind, if set, makes the outer UDP transport of one port (e.g. an
+	// in-memory network); nil means the host's UDP sockets.
+	Bind func() conn.Bind
+	// ClearDial, if set, makes the host-side connections of flows that
+	// leave in the clear in netstack mode; nil means the host's sockets.
+	ClearDial DialFunc
 
 	// Logger receives the node's log; nil discards it.
 	Logger *slog.Logger
@@ -164,7 +178,7 @@ func (n *Node) newClasses() (*policy.Classes, error) {
 // startEngine creates the device and starts the datapath.
 func (n *Node) startEngine() error {
 	cfg := n.cfg
-	tcfg := Config{IKEPort: cfg.IKEPort, NATTPort: cfg.NATTPort, Logger: n.log}
+	tcfg := Config{IKEPort: cfg.IKEPort, NATTPort: cfg.NATTPort, NewBind: cfg.Bind, Logger: n.log}
 	if cfg.Netstack {
 		var addrs []netip.Addr
 		for _, p := range cfg.Addresses {
@@ -177,7 +191,10 @@ func (n *Node) startEngine() error {
 		tcfg.Device, n.net = dev, tnet
 		// No raw sockets here: flows that leave in the clear are
 		// terminated and re-originated from host sockets.
-		tcfg.ForwardDial = (&net.Dialer{}).DialContext
+		tcfg.ForwardDial = cfg.ClearDial
+		if tcfg.ForwardDial == nil {
+			tcfg.ForwardDial = (&net.Dialer{}).DialContext
+		}
 		n.clear = "forwarder"
 	} else {
 		n.outside = n.findOutside()
@@ -455,11 +472,26 @@ func (n *Node) responder(from netip.AddrPort, local netip.Addr, autovpnNonce []b
 func (n *Node) newOpportunism() *Opportunism {
 	oc := *n.cfg.Opportunism
 	oc.Logger, oc.Outside = n.log.With("component", "oe"), n.outside
+	if n.cfg.Netstack {
+		// Our traffic starts on the stack: its address, not the host's
+		// route to dst, is the source, hence the traffic selector.
+		oc.Source = n.stackSource
+	}
 	if !n.cfg.Netstack && oc.Resolver != nil && oc.Resolver.Dialer == nil {
 		// Queries leave by the outside, not into the TUN.
 		oc.Resolver.Dialer = n.outside.Dialer()
 	}
 	return NewOpportunism(n.eng, oc)
+}
+
+// stackSource is the stack's address of dst's family (netstack mode).
+func (n *Node) stackSource(dst netip.Addr) netip.Addr {
+	for _, p := range n.cfg.Addresses {
+		if a := p.Addr().Unmap(); a.Is4() == dst.Unmap().Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // newAutoVPN prepares AutoVPN.

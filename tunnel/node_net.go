@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"syscall"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/ike"
@@ -98,14 +102,18 @@ func (n *Node) Check(a netip.Addr) Check {
 const triggerWait = 3 * time.Second
 
 // LookupNetIP resolves host to addresses, as the DNS-triggered mode does
-// for applications: through the opportunistic resolver when opportunism is
-// on (the system's otherwise), starting opportunism for every address at
-// once and leaving out those whose traffic would be dropped. network is
-// "ip", "ip4" or "ip6". It fails with ErrBlocked when every address was
-// left out.
+// for applications: through NodeConfig.DNS if set, else the opportunistic
+// resolver when opportunism is on, else the system's. With opportunism it
+// starts negotiating with every address at once and leaves out those whose
+// traffic would be dropped, failing with ErrBlocked when none is left.
+// network is "ip", "ip4" or "ip6".
 func (n *Node) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	r := net.DefaultResolver
-	if o := n.cfg.Opportunism; n.oe != nil && o.Resolver != nil && o.Resolver.Server != "" {
+	if dns := n.cfg.DNS; dns.IsValid() && n.net != nil {
+		r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return n.DialContext(ctx, network, dns.String())
+		}}
+	} else if o := n.cfg.Opportunism; n.oe != nil && o.Resolver != nil && o.Resolver.Server != "" {
 		d := &net.Dialer{}
 		if !n.cfg.Netstack {
 			d = n.outside.Dialer()
@@ -171,6 +179,7 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 			if conn, err = n.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(a, uint16(port))); err == nil {
 				return conn, nil
 			}
+			err = stackError(err)
 		} else {
 			var conn net.Conn
 			if conn, err = n.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a, uint16(port))); err == nil {
@@ -182,6 +191,31 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 		}
 	}
 	return nil, fmt.Errorf("tunnel: dial %s: %w", address, first)
+}
+
+// stackErrors are the errnos of the userspace stack's errors, which gonet
+// passes on as text only.
+var stackErrors = map[string]syscall.Errno{
+	(&tcpip.ErrConnectionRefused{}).String():  syscall.ECONNREFUSED,
+	(&tcpip.ErrHostUnreachable{}).String():    syscall.EHOSTUNREACH,
+	(&tcpip.ErrNetworkUnreachable{}).String(): syscall.ENETUNREACH,
+	(&tcpip.ErrTimeout{}).String():            syscall.ETIMEDOUT,
+	(&tcpip.ErrConnectionReset{}).String():    syscall.ECONNRESET,
+}
+
+// stackError gives an error of the userspace stack the errno a host
+// socket would report, so that callers can tell a refusal from a timeout
+// with errors.Is, as with the host's sockets.
+func stackError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		if errno, ok := stackErrors[op.Err.Error()]; ok {
+			op2 := *op
+			op2.Err = os.NewSyscallError(op.Op, errno)
+			return &op2
+		}
+	}
+	return err
 }
 
 // dialAddrs returns the addresses to try for host, of network's family.
@@ -247,6 +281,29 @@ func (n *Node) listenAddr(network, proto, address string) (netip.AddrPort, error
 		if a, err = netip.ParseAddr(host); err != nil {
 			return netip.AddrPort{}, fmt.Errorf("tunnel: listen %s: %w", address, err)
 		}
+	} else if port == 0 {
+		// The stack binds "any address" only with a port; an ephemeral
+		// socket takes the node's own address of the family asked (IPv4
+		// first for "udp" and "tcp").
+		a = n.ownAddr(network[len(network)-1])
 	}
 	return netip.AddrPortFrom(a, uint16(port)), nil
+}
+
+// ownAddr returns the node's first address of the family that a network
+// name's last character gives ('4', '6', or either, IPv4 first).
+func (n *Node) ownAddr(family byte) netip.Addr {
+	var v4, v6 netip.Addr
+	for _, p := range n.cfg.Addresses {
+		switch a := p.Addr().Unmap(); {
+		case a.Is4() && !v4.IsValid():
+			v4 = a
+		case a.Is6() && !v6.IsValid():
+			v6 = a
+		}
+	}
+	if family == '6' || (family != '4' && !v4.IsValid()) {
+		return v6
+	}
+	return v4
 }

@@ -2,15 +2,23 @@ package tunnel
 
 import (
 	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/ike"
+	"github.com/oevpn/oevpn/internal/dnszone"
+	"github.com/oevpn/oevpn/internal/memnet"
+	conn "github.com/oevpn/oevpn/internal/wgconn"
 	"github.com/oevpn/oevpn/policy"
 )
 
@@ -109,6 +117,10 @@ func TestNodeDialThroughIKE(t *testing.T) {
 	if !errors.Is(err, ErrBlocked) || time.Since(start) > time.Second {
 		t.Errorf("dial to a blocked destination: %v after %v, want ErrBlocked at once", err, time.Since(start))
 	}
+	// The stack's errors carry the errno a host socket would give.
+	if _, err := a.DialContext(ctx, "tcp", "10.97.0.2:7001"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial to a closed port: %v, want ECONNREFUSED", err)
+	}
 	if _, err := a.DialContext(ctx, "sctp", "10.97.0.2:7000"); err == nil {
 		t.Error("dial sctp succeeded")
 	}
@@ -127,4 +139,117 @@ func testLogger(t testing.TB, name string) *slog.Logger {
 		}
 	})
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestNodeListenPacket sends a datagram each way between unconnected UDP
+// sockets of two nodes (an ephemeral one and one on a fixed port), as
+// SOCKS5 UDP ASSOCIATE uses them.
+func TestNodeListenPacket(t *testing.T) {
+	a, b := nodePair(t)
+	pb, err := b.ListenPacket("udp", ":5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	pa, err := a.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	dst := &net.UDPAddr{IP: net.IPv4(10, 97, 0, 2), Port: 5353}
+	buf := make([]byte, 64)
+	// The first datagrams wait for IKE: send until one arrives.
+	for i := 0; ; i++ {
+		if _, err := pa.WriteTo([]byte("ping"), dst); err != nil {
+			t.Fatal(err)
+		}
+		pb.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, from, err := pb.ReadFrom(buf)
+		if err == nil {
+			if string(buf[:n]) != "ping" || from.String() != "10.97.0.1:"+fmt.Sprint(from.(*net.UDPAddr).Port) {
+				t.Fatalf("B got %q from %v", buf[:n], from)
+			}
+			pb.WriteTo([]byte("pong"), from)
+			break
+		}
+		if i == 25 {
+			t.Fatal("no datagram reached B in 5 s")
+		}
+	}
+	pa.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, from, err := pa.ReadFrom(buf); err != nil || string(buf[:n]) != "pong" || from.String() != "10.97.0.2:5353" {
+		t.Fatalf("A got %q from %v: %v", buf[:n], from, err)
+	}
+}
+
+// TestNodeOpportunisticDialSource: a netstack node that dials an
+// opportunistic destination by address starts opportunism before the
+// first packet, and must negotiate for its stack's address, not for the
+// address the host's routing would pick (which the stack never sends
+// from: the SA would carry none of the connection, and a second one
+// would be negotiated on the first packet).
+func TestNodeOpportunisticDialSource(t *testing.T) {
+	mn := &memnet.Network{}
+	addrA, addrB := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	_, privB, _ := ed25519.GenerateKey(crand.Reader)
+	zone, err := dnszone.New("100.51.198.in-addr.arpa.", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := dnsoe.Records(addrB.String(), "", 10, privB.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := zone.Add(lines...); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := dnszone.NewServer(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	node := func(addr netip.Addr, auth ike.Credential) *Node {
+		n, err := NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addr, 32)},
+			IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return mn.Bind(addr) },
+			Policy:      Policy{PrivateOrClear: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
+			Opportunism: &OEConfig{Resolver: &dnsoe.Resolver{Server: srv.Addr, Mode: dnsoe.DNSSECOff}, Auth: auth},
+			Logger:      testLogger(t, addr.String())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	b := node(addrB, ike.Credential{Signer: privB})
+	a := node(addrA, ike.Credential{Null: true})
+	ln, err := b.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(addrB, 7).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	pairs := a.Engine().Pairs()
+	if len(pairs) != 1 || fmt.Sprint(pairs[0].Local) != fmt.Sprint(hostSel(addrA)) {
+		t.Fatalf("A's SAs: %s, want one, for %v", dumpPairs(a.Engine()), addrA)
+	}
 }

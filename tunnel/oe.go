@@ -37,6 +37,10 @@ type OEConfig struct {
 	// Outside is how oevpn's own sockets leave (routing lookups for our
 	// address).
 	Outside Outside
+	// Source, if set, is our address for traffic to a destination (in
+	// netstack mode the stack's own, which no host route knows); nil asks
+	// the host's routing through Outside.
+	Source func(dst netip.Addr) netip.Addr
 	// ID is our identity with a raw key when it is not our address (an
 	// FQDN that our records name as gateway).
 	ID ike.Identity
@@ -369,7 +373,7 @@ func (o *Opportunism) Responder(from netip.AddrPort, local netip.Addr) *ike.Peer
 		return nil
 	}
 	if local = local.Unmap(); !local.IsValid() {
-		local = o.cfg.Outside.SourceFor(a)
+		local = o.source(a)
 	}
 	if !local.IsValid() || local.Is4() != a.Is4() {
 		return nil
@@ -596,7 +600,7 @@ func (o *Opportunism) Trigger(ctx context.Context, dst netip.Addr) dnsoe.Verdict
 		}
 		if !started {
 			started = true
-			src := o.cfg.Outside.SourceFor(dst)
+			src := o.source(dst)
 			if !src.IsValid() {
 				return dnsoe.Proceed // no route: the application will find out
 			}
@@ -614,21 +618,10 @@ func (o *Opportunism) Trigger(ctx context.Context, dst netip.Addr) dnsoe.Verdict
 	}
 }
 
-// Tunnel describes an opportunistic tunnel for status displays.
-type Tunnel struct {
-	Peer   string
-	Dst    netip.Addr
-	Up     bool
-	Expiry time.Time // end of the current lifespan
-}
-
-// Tunnels returns the opportunistic tunnels.
-func (o *Opportunism) Tunnels() []Tunnel {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []Tunnel
-	for _, t := range o.tunnels {
-		out = append(out, Tunnel{Peer: t.name, Dst: t.dst, Up: t.up, Expiry: t.life.End()})
+// source is our address for traffic to dst.
+func (o *Opportunism) source(dst netip.Addr) netip.Addr {
+	if o.cfg.Source != nil {
+		return o.cfg.Source(dst)
 	}
-	return out
+	return o.cfg.Outside.SourceFor(dst)
 }

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,128 +20,10 @@ import (
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/ipview"
+	"github.com/oevpn/oevpn/internal/memnet"
 	conn "github.com/oevpn/oevpn/internal/wgconn"
 	"github.com/oevpn/oevpn/policy"
 )
-
-// memNet is an in-memory outer network: the engines of the opportunism
-// tests have outer addresses equal to their inner ones (as real
-// opportunistic hosts do), and standard ports, which loopback sockets
-// cannot give. Each bind is one address and port; Send delivers to the
-// bind of the destination, and the endpoints received tell the local
-// address (SrcIP), as the Linux sticky sockets do.
-type memNet struct {
-	mu    sync.Mutex
-	binds map[netip.AddrPort]*memBind
-}
-
-type memPacket struct {
-	b    []byte
-	from netip.AddrPort
-}
-
-type memBind struct {
-	net    *memNet
-	addr   netip.Addr
-	port   uint16
-	in     chan memPacket
-	closed chan struct{}
-	once   sync.Once
-}
-
-type memEndpoint struct {
-	src netip.Addr
-	dst netip.AddrPort
-}
-
-func (e *memEndpoint) ClearSrc()           {}
-func (e *memEndpoint) SrcToString() string { return e.src.String() }
-func (e *memEndpoint) DstToString() string { return e.dst.String() }
-func (e *memEndpoint) DstToBytes() []byte  { b, _ := e.dst.MarshalBinary(); return b }
-func (e *memEndpoint) DstIP() netip.Addr   { return e.dst.Addr() }
-func (e *memEndpoint) SrcIP() netip.Addr   { return e.src }
-
-func (n *memNet) bind(addr netip.Addr) conn.Bind {
-	return &memBind{net: n, addr: addr, in: make(chan memPacket, 1024), closed: make(chan struct{})}
-}
-
-func (b *memBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	b.net.mu.Lock()
-	defer b.net.mu.Unlock()
-	if b.net.binds == nil {
-		b.net.binds = map[netip.AddrPort]*memBind{}
-	}
-	ap := netip.AddrPortFrom(b.addr, port)
-	if _, busy := b.net.binds[ap]; busy || port == 0 {
-		return nil, 0, fmt.Errorf("memNet: %v in use", ap)
-	}
-	b.port = port
-	b.net.binds[ap] = b
-	recv := func(pkts [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		var p memPacket
-		select {
-		case p = <-b.in:
-		case <-b.closed:
-			return 0, net.ErrClosed
-		}
-		n := 0
-		for {
-			sizes[n] = copy(pkts[n], p.b)
-			eps[n] = &memEndpoint{src: b.addr, dst: p.from}
-			n++
-			if n == len(pkts) {
-				return n, nil
-			}
-			select {
-			case p = <-b.in:
-			default:
-				return n, nil
-			}
-		}
-	}
-	return []conn.ReceiveFunc{recv}, port, nil
-}
-
-func (b *memBind) Close() error {
-	b.once.Do(func() {
-		close(b.closed)
-		b.net.mu.Lock()
-		delete(b.net.binds, netip.AddrPortFrom(b.addr, b.port))
-		b.net.mu.Unlock()
-	})
-	return nil
-}
-
-func (b *memBind) SetMark(uint32) error { return nil }
-func (b *memBind) BatchSize() int       { return 16 }
-
-func (b *memBind) ParseEndpoint(s string) (conn.Endpoint, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return nil, err
-	}
-	return &memEndpoint{src: b.addr, dst: ap}, nil
-}
-
-func (b *memBind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	dst, err := netip.ParseAddrPort(ep.DstToString())
-	if err != nil {
-		return err
-	}
-	b.net.mu.Lock()
-	to := b.net.binds[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]
-	b.net.mu.Unlock()
-	if to == nil {
-		return nil // nobody there: lost, as on a network
-	}
-	for _, buf := range bufs {
-		select {
-		case to.in <- memPacket{b: append([]byte(nil), buf...), from: netip.AddrPortFrom(b.addr, b.port)}:
-		default:
-		}
-	}
-	return nil
-}
 
 // testLog keeps a log and shows it if the test fails.
 func testLog(t testing.TB, name string) *slog.Logger {
@@ -156,9 +36,9 @@ func testLog(t testing.TB, name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// newMemEndpoint is a netstack endpoint on the memNet, on ports 500 and
+// newMemEndpoint is a netstack endpoint on the memnet, on ports 500 and
 // 4500 of its address.
-func newMemEndpoint(t testing.TB, mn *memNet, addr netip.Addr) *testEndpoint {
+func newMemEndpoint(t testing.TB, mn *memnet.Network, addr netip.Addr) *testEndpoint {
 	t.Helper()
 	dev, tnet, err := NewNetstack([]netip.Addr{addr}, 1400)
 	if err != nil {
@@ -166,7 +46,7 @@ func newMemEndpoint(t testing.TB, mn *memNet, addr netip.Addr) *testEndpoint {
 	}
 	te := &testEndpoint{net: tnet, addr: addr}
 	te.eng, err = New(Config{Device: dev, IKEPort: 500, NATTPort: 4500, Logger: testLog(t, addr.String()+" engine"),
-		NewBind: func() conn.Bind { return mn.bind(addr) }})
+		NewBind: func() conn.Bind { return mn.Bind(addr) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +67,7 @@ type oeNode struct {
 	dns *dnstest.Server
 }
 
-func newOENode(t *testing.T, mn *memNet, addr netip.Addr, dnsAddr string) *oeNode {
+func newOENode(t *testing.T, mn *memnet.Network, addr netip.Addr, dnsAddr string) *oeNode {
 	t.Helper()
 	te := newMemEndpoint(t, mn, addr)
 	n := &oeNode{testEndpoint: te, rc: &recordingClear{}}
@@ -201,7 +81,7 @@ func newOENode(t *testing.T, mn *memNet, addr netip.Addr, dnsAddr string) *oeNod
 	}
 	te.eng.SetClasses(classes)
 	log := testLog(t, addr.String()+" opportunism and IKE")
-	res := &dnsoe.Resolver{Server: dnsAddr, Mode: dnsoe.DNSSECOff, Timeout: 300 * time.Millisecond}
+	res := &dnsoe.Resolver{Server: dnsAddr, Mode: dnsoe.DNSSECOff, Timeout: time.Second} // well above the 200 ms delays some tests add, under -race and load
 	n.o = NewOpportunism(te.eng, OEConfig{Resolver: res, Auth: ike.Credential{Null: true}, Timeout: 600 * time.Millisecond,
 		ShuntTTL: time.Second, Logger: log})
 	n.d, err = ike.New(ike.Config{Datapath: te.eng, Logger: log, OnChange: n.o.OnChange,
@@ -225,7 +105,7 @@ func newOENode(t *testing.T, mn *memNet, addr netip.Addr, dnsAddr string) *oeNod
 
 // nullAttacker is a second oevpn at addr that initiates IKE to victim
 // with AUTH_NULL, proposing remoteTS as the victim's traffic selector.
-func nullAttacker(t *testing.T, mn *memNet, addr netip.Addr, victim netip.Addr, remoteTS policy.Selectors) *ikeEnd {
+func nullAttacker(t *testing.T, mn *memnet.Network, addr netip.Addr, victim netip.Addr, remoteTS policy.Selectors) *ikeEnd {
 	t.Helper()
 	m := &ikeEnd{testEndpoint: newMemEndpoint(t, mn, addr)}
 	peer := &ike.PeerConfig{Name: "victim", Addr: victim, Auth: ike.Credential{Null: true}, PeerAuth: ike.PeerAuth{Null: true},
@@ -346,7 +226,7 @@ var (
 // responder must narrow TSr to the one address the initiator reached, and
 // its datapath must drop the packets for any other inner destination.
 func TestOpportunisticResponderSelectors(t *testing.T) {
-	mn := &memNet{}
+	mn := &memnet.Network{}
 	ns := startOEDNS(t)
 	a := newOENode(t, mn, oeVictim, ns.Addr)
 	everything := policy.Selectors{policy.PrefixSelector(netip.MustParsePrefix("0.0.0.0/0"))}
@@ -407,7 +287,7 @@ func TestOpportunisticNullHijack(t *testing.T) {
 		{name: "private", addr: oePrivP},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mn := &memNet{}
+			mn := &memnet.Network{}
 			ns := startOEDNS(t)
 			if tc.keyed {
 				publish(t, ns, tc.addr) // the real host's key: the attacker has not got it
@@ -456,7 +336,7 @@ func TestOpportunisticNullHijack(t *testing.T) {
 // traffic starts again, or a name is resolved through the stub): the
 // attacker can neither take our traffic nor send in.
 func TestOpportunisticNullBarred(t *testing.T) {
-	mn := &memNet{}
+	mn := &memnet.Network{}
 	ns := startOEDNS(t)
 	a := newOENode(t, mn, oeVictim, ns.Addr)
 	// The attacker, at the address, first: nothing is published.
@@ -550,7 +430,7 @@ func TestUnauthenticatedPairRefused(t *testing.T) {
 func TestOpportunisticResolverFailsClosed(t *testing.T) {
 	for _, mode := range []string{"servfail", "silent"} {
 		t.Run(mode, func(t *testing.T) {
-			mn := &memNet{}
+			mn := &memnet.Network{}
 			ns := startOEDNS(t)
 			dst := netip.MustParseAddr("10.98.0.20")
 			publish(t, ns, dst) // nobody answers IKE there: hard fail, dropped
@@ -652,7 +532,7 @@ func TestKeyedSetBounded(t *testing.T) {
 // end to end between two oevpn endpoints, one signing with its published
 // key.
 func TestOpportunisticRecheckResolverDown(t *testing.T) {
-	mn := &memNet{}
+	mn := &memnet.Network{}
 	ns := startOEDNS(t)
 	bAddr := netip.MustParseAddr("10.98.0.30")
 	priv := publish(t, ns, bAddr)

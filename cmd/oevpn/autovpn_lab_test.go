@@ -28,13 +28,12 @@ const (
 )
 
 type avLab struct {
-	h1, g1, g2, h2         *lab.Netns
-	wanG1, wanG2           string // the G1–G2 veth ends
-	dir                    string
-	cfgG1, cfgG2           string
-	procG1, procG2         *lab.Proc
-	storeG1, storeG2       string
-	certG1, certG2, keyDir string
+	h1, g1, g2, h2   *lab.Netns
+	wanG1, wanG2     string // the G1–G2 veth ends
+	dir              string
+	cfgG1, cfgG2     string
+	procG1, procG2   *lab.Proc
+	storeG1, storeG2 string
 }
 
 func newAVLab(t *testing.T) *avLab {

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -20,9 +21,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
-	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/tunnel"
 )
 
@@ -322,7 +323,7 @@ func controlCommand(name string, nargs int, usage string, args []string, stderr 
 
 // socketFlags adds the flags that find an endpoint's control socket.
 func socketFlags(fs *flag.FlagSet) func() (string, error) {
-	sock := fs.String("s", "", "control `socket` (default: from -c, or "+config.DefaultControl(config.DefaultName)+")")
+	sock := fs.String("s", "", "control `socket` (default: from -c, or the one running endpoint's in "+config.RuntimeDir()+" or "+config.SystemRuntimeDir+")")
 	cfgPath := fs.String("c", "", "the endpoint's configuration `file`, to find its control socket")
 	return func() (string, error) {
 		if *sock != "" {
@@ -335,8 +336,35 @@ func socketFlags(fs *flag.FlagSet) func() (string, error) {
 			}
 			return c.Interface.Control, nil
 		}
-		return config.DefaultControl(config.DefaultName), nil
+		return findControl()
 	}
+}
+
+// findControl returns the control socket of the one endpoint running in
+// this user's runtime directory or the system's (root's); with several, it
+// names them. Without any, it returns the default, for the error to name.
+func findControl() (string, error) {
+	var found []string
+	for _, dir := range []string{config.RuntimeDir(), config.SystemRuntimeDir} {
+		socks, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
+		for _, s := range socks {
+			if slices.Contains(found, s) {
+				continue
+			}
+			// A socket left by a killed endpoint accepts nothing.
+			if c, err := net.DialTimeout("unix", s, time.Second); err == nil {
+				c.Close()
+				found = append(found, s)
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return config.DefaultControl(config.DefaultName), nil
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("%w: several endpoints run (%s): choose one with -s SOCKET or -c FILE", errUsage, strings.Join(found, ", "))
 }
 
 func controlGet(path, url string, out any) error {

@@ -472,10 +472,12 @@ func TestLabInteropDeadPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
-	st := oevpnStatus(t, cfg)
-	if len(st.IKESAs) != 1 || st.IKESAs[0].State != "established" || st.IKESAs[0].Initiator {
-		t.Fatalf("after INITIAL_CONTACT: %+v", st.IKESAs)
-	}
+	// The old IKE SA goes at once from the datapath; its Delete, which
+	// strongSwan does not answer, gives up after 3 sends.
+	waitUntil(t, 5*time.Second, "oevpn keeps only the new IKE SA", func() bool {
+		st := oevpnStatus(t, cfg)
+		return len(st.IKESAs) == 1 && st.IKESAs[0].State == "established" && !st.IKESAs[0].Initiator
+	})
 	sw.Stop()
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
@@ -514,7 +516,7 @@ func TestLabInteropOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.o.Run("ping", "-c", "1", "-W", "5", "-I", ioInnerO, ioInnerS)
-	if !strings.Contains(p.Output(), "negotiating a new Child SA") || strings.Count(p.Output(), "IKE SA established") != 1 {
+	if !strings.Contains(p.Output(), "negotiating a Child SA for selectors without one") || strings.Count(p.Output(), "IKE SA established") != 1 {
 		t.Fatal("the Child SA was not re-created inside the existing IKE SA")
 	}
 	hashedTransfer(t, l.o, l.s, ioInnerS+":5203", 0.5)
@@ -555,9 +557,65 @@ func TestLabInteropIssue11(t *testing.T) {
 	t.Run("initiator-refuses-us", func(t *testing.T) { l.refusedCert(t, true) })
 	t.Run("responder-refuses-us", func(t *testing.T) { l.refusedCert(t, false) })
 	t.Run("child-refused", l.childRefused)
+	t.Run("child-refused-by-oevpn", func(t *testing.T) { l.childRefusedByOevpn(t, false) })
+	t.Run("child-refused-by-oevpn/strongswan-closes", func(t *testing.T) { l.childRefusedByOevpn(t, true) })
 	t.Run("both-initiate", l.bothInitiate)
+	for _, unique := range []string{"no", "replace"} {
+		t.Run("restart-racing-dpd/unique-"+unique, func(t *testing.T) { l.restartRacingDPD(t, unique) })
+	}
 	t.Run("two-children/two-peers", func(t *testing.T) { l.twoChildren(t, false) })
 	t.Run("two-children/one-peer", func(t *testing.T) { l.twoChildren(t, true) })
+	t.Run("child-deleted-remade", l.childDeletedRemade)
+}
+
+// childDeletedRemade (item 13): oevpn, configured to start, has two Child
+// SAs with strongSwan in one IKE SA (strongSwan narrows the first to one
+// of its children); strongSwan deletes one Child SA, then the other
+// (swanctl --terminate --child), keeping the IKE SA. oevpn must make each
+// again in the same IKE SA, and traffic flow.
+func (l *interopLab) childDeletedRemade(t *testing.T) {
+	const inner2, net2 = "10.3.0.1", "10.3.0.0/24"
+	l.s.Run("ip", "addr", "replace", inner2+"/32", "dev", "lo")
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO,
+		MoreChildren: []lab.SwanChild{{Name: "rig2", LocalTS: net2, RemoteTS: ioNetO}}}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk", remotes: []string{ioNetS, net2}}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	waitUntil(t, 15*time.Second, "two Child SAs at strongSwan", func() bool {
+		return strings.Count(sw.ListSAs(), "INSTALLED") == 2
+	})
+	for i, child := range []string{"rig2", lab.SwanName} {
+		if out, err := sw.Swanctl("--terminate", "--child", child); err != nil {
+			t.Fatalf("swanctl --terminate --child %s: %v\n%s", child, err, out)
+		}
+		waitUntil(t, 5*time.Second, "oevpn hears the Delete", func() bool {
+			return strings.Count(p.Output(), "peer deleted a Child SA") == i+1
+		})
+		gone := time.Now()
+		waitUntil(t, 10*time.Second, "oevpn makes the deleted Child SA again", func() bool {
+			return strings.Count(sw.ListSAs(), "INSTALLED") == 2 &&
+				strings.Count(p.Output(), "negotiating a Child SA for selectors without one") == i+1
+		})
+		t.Logf("Child SA %s made again after %v", child, time.Since(gone).Round(time.Millisecond))
+		if n := strings.Count(sw.ListSAs(), "ESTABLISHED"); n != 1 || strings.Count(p.Output(), "IKE SA established") != 1 {
+			t.Fatalf("the Child SA was not made in the same IKE SA:\n%s", sw.ListSAs())
+		}
+		l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+		l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, inner2)
+	}
+	for _, dst := range []string{ioInnerS, inner2} {
+		if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, dst).CombinedOutput(); !strings.Contains(string(out), "encrypted-and-authenticated") {
+			t.Fatalf("oevpn check %s:\n%s", dst, out)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }
 
 // refusedCert (item 8): strongSwan pins another certificate for oevpn's
@@ -647,6 +705,70 @@ func (l *interopLab) childRefused(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// childRefusedByOevpn (item 15, the other direction): strongSwan initiates,
+// and oevpn, the responder, refuses the Child SA (no common ESP proposal)
+// in IKE_AUTH. strongSwan tries again and again (swanctl --initiate, and
+// start_action = trap on its traffic), keeping the IKE SA without a Child
+// SA (its default) or deleting it (close_ike_on_child_failure). Neither
+// side may be left with an IKE SA the other does not have, nor with a
+// growing pile of them.
+func (l *interopLab) childRefusedByOevpn(t *testing.T, swanCloses bool) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, ESPProposals: "aes128-sha256", StartAction: "trap"}
+	if swanCloses {
+		sc.Charon = []string{"close_ike_on_child_failure = yes"}
+	}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk", espProps: "aes256gcm16"}, "", "", "none")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	established := func() (ours int, spis []string) {
+		for _, sa := range oevpnStatus(t, cfg).IKESAs {
+			if sa.State == "established" {
+				ours++
+				spis = append(spis, sa.SPIi+"_i")
+			}
+		}
+		return ours, spis
+	}
+	for i := range 4 {
+		if err := sw.Initiate(lab.SwanName); err == nil {
+			t.Fatal("strongSwan installed a Child SA oevpn cannot have accepted")
+		}
+		// strongSwan's traffic hits its trap too.
+		l.s.Cmd("ping", "-c", "1", "-W", "1", "-I", ioInnerS, ioInnerO).Run()
+		time.Sleep(500 * time.Millisecond)
+		if i == 0 && !strings.Contains(p.Output(), "no acceptable ESP proposal") {
+			t.Fatal("oevpn did not log the refusal")
+		}
+	}
+	time.Sleep(2 * time.Second)
+	sas := sw.ListSAs()
+	theirs := strings.Count(sas, "ESTABLISHED")
+	ours, spis := established()
+	t.Logf("after 4 refused attempts: strongSwan %d IKE SAs, oevpn %d (%v)", theirs, ours, spis)
+	if theirs > 1 || ours > 1 || theirs != ours {
+		t.Fatalf("strongSwan has %d IKE SAs, oevpn %d:\n%s", theirs, ours, sas)
+	}
+	for _, spi := range spis {
+		if !strings.Contains(sas, spi) {
+			t.Fatalf("oevpn's IKE SA %s is not strongSwan's:\n%s", spi, sas)
+		}
+	}
+	if strings.Contains(sas, "INSTALLED") {
+		t.Fatalf("a Child SA at strongSwan:\n%s", sas)
+	}
+	if out, _ := exec.Command(oevpnBinary(t), "check", "-c", cfg, ioInnerS).CombinedOutput(); strings.Contains(string(out), "encrypted") {
+		t.Fatalf("oevpn check with the Child SA refused:\n%s", out)
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
 }
 
 // pinnedExpired (item 14): oevpn pins strongSwan's certificate, which has
@@ -790,6 +912,67 @@ func (l *interopLab) bothInitiate(t *testing.T) {
 	}
 	l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
 	t.Logf("duplicates deleted by oevpn: %d", strings.Count(p.Output(), "duplicate IKE SA"))
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+}
+
+// restartRacingDPD (item 9): oevpn, configured to start, is killed (-9)
+// and started again just as strongSwan's dead-peer detection gives up on
+// it and restarts the connection itself (dpd_action = restart), at a few
+// offsets around that moment. Both initiate: after the race, each side
+// must hold one IKE SA and one Child SA pair, the same, and traffic flow.
+func (l *interopLab) restartRacingDPD(t *testing.T, unique string) {
+	sc := lab.SwanConfig{LocalAddr: ioOuterS, RemoteAddr: ioOuterO, LocalID: ioIDS, RemoteID: ioIDO,
+		Auth: "psk", PSK: ioPSK, LocalTS: ioNetS, RemoteTS: ioNetO, DPDDelay: "1s", DPDAction: "restart", Unique: unique,
+		// Dead after about 4.4 s of silence: 3 sends, 1 s apart and growing.
+		Charon: []string{"retransmit_timeout = 1", "retransmit_base = 1.4", "retransmit_tries = 2"}}
+	sw := lab.StartStrongSwan(t, l.s, sc)
+	defer sw.Stop()
+	p, cfg := l.startOevpn(t, interopCase{auth: "psk"}, "", "", "start")
+	defer func() {
+		if t.Failed() {
+			t.Logf("oevpn log:\n%s", p.Output())
+		}
+	}()
+	if _, ok := pingUntil(l.o, ioInnerO, ioInnerS, 15*time.Second); !ok {
+		t.Fatal("no tunnel to start with")
+	}
+	for _, offset := range []time.Duration{-time.Second, 0, 300 * time.Millisecond, time.Second} {
+		gaveUp := strings.Count(sw.Log(), "giving up after")
+		p.Signal(syscall.SIGKILL)
+		p.Wait(10 * time.Second)
+		if offset < 0 {
+			// Before strongSwan gives up: about 4.4 s after its first
+			// unanswered check, which comes a second after the kill.
+			time.Sleep(5400*time.Millisecond + offset)
+		} else {
+			waitUntil(t, 15*time.Second, "strongSwan's dead-peer detection gives up", func() bool {
+				return strings.Count(sw.Log(), "giving up after") > gaveUp
+			})
+			time.Sleep(offset)
+		}
+		p, cfg = l.startOevpn(t, interopCase{auth: "psk"}, "", "", "start")
+		took, ok := pingUntil(l.o, ioInnerO, ioInnerS, 20*time.Second)
+		if !ok {
+			t.Fatalf("restart %v after strongSwan gave up: no traffic in 20 s\n%s", offset, sw.ListSAs())
+		}
+		// Let the duplicates, their Deletes and strongSwan's retries settle.
+		time.Sleep(8 * time.Second)
+		sas := sw.ListSAs()
+		var ours []IKEStatus
+		for _, sa := range oevpnStatus(t, cfg).IKESAs {
+			if sa.State == "established" {
+				ours = append(ours, sa)
+			}
+		}
+		t.Logf("restart %v after strongSwan gave up: traffic after %v; strongSwan %d IKE SAs %d Child SAs, oevpn %d",
+			offset, took.Round(10*time.Millisecond), strings.Count(sas, "ESTABLISHED"), strings.Count(sas, "INSTALLED"), len(ours))
+		if strings.Count(sas, "ESTABLISHED") != 1 || strings.Count(sas, "INSTALLED") != 1 || len(ours) != 1 || len(ours[0].Children) != 1 ||
+			!strings.Contains(sas, ours[0].SPIi+"_i") {
+			t.Fatalf("restart %v after strongSwan gave up: strongSwan has\n%s\noevpn has %+v", offset, sas, ours)
+		}
+		l.o.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", ioInnerO, ioInnerS)
+	}
 	p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 }

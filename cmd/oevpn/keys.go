@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -16,10 +17,10 @@ import (
 	"io"
 	"math/big"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/oevpn/oevpn/dnsoe"
+	"github.com/oevpn/oevpn/ike"
 )
 
 // cmdKeygen writes a new private key (PKCS#8 PEM, mode 0600) and prints the
@@ -38,10 +39,10 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	if *out == "" || fs.NArg() > 0 || (*certDN == "") != (*certOut == "") {
 		return fmt.Errorf("%w: oevpn keygen [-t ed25519|ecdsa|rsa] -o FILE [-cert DN -cert-out FILE]", errUsage)
 	}
-	var subject pkix.Name
+	var subject ike.Identity
 	if *certDN != "" {
 		var err error
-		if subject, err = parseDN(*certDN); err != nil {
+		if subject, err = parseSubject(*certDN); err != nil {
 			return fmt.Errorf("%w: -cert: %v", errUsage, err)
 		}
 	}
@@ -76,7 +77,7 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 		if err := writeSelfSigned(*certOut, subject, key, *days); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "wrote %s: self-signed certificate for %q\n", *certOut, subject.String())
+		fmt.Fprintf(stderr, "wrote %s: self-signed certificate for %q\n", *certOut, subject)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
@@ -147,43 +148,35 @@ func readPublicKey(path string) (crypto.PublicKey, error) {
 	return nil, fmt.Errorf("%s: a %q PEM block is not a key oevpn reads", path, blk.Type)
 }
 
-// parseDN reads "CN=a, O=b, OU=c, C=CH, L=x, ST=y" into a name.
-func parseDN(s string) (pkix.Name, error) {
+// parseSubject reads the DN of a certificate to make, e.g. "CN=gw1.example.org,
+// O=Example", with the parser of IKE identities: the certificate's subject
+// is then, attribute for attribute and in the order written, the identity
+// a peer that writes the same DN as remote_id asks it to confirm.
+func parseSubject(s string) (ike.Identity, error) {
+	id, err := ike.ParseIdentity(s)
+	if err != nil {
+		return id, err
+	}
+	if id.Type != ike.IDDERASN1D {
+		return id, fmt.Errorf("%q is not a distinguished name (want e.g. \"CN=gw1.example.org, O=Example\")", s)
+	}
+	var rdns pkix.RDNSequence
 	var n pkix.Name
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || v == "" {
-			return n, fmt.Errorf("%q is not KEY=VALUE", part)
-		}
-		switch strings.ToUpper(strings.TrimSpace(k)) {
-		case "CN":
-			n.CommonName = v
-		case "O":
-			n.Organization = append(n.Organization, v)
-		case "OU":
-			n.OrganizationalUnit = append(n.OrganizationalUnit, v)
-		case "C":
-			n.Country = append(n.Country, v)
-		case "L":
-			n.Locality = append(n.Locality, v)
-		case "ST":
-			n.Province = append(n.Province, v)
-		default:
-			return n, fmt.Errorf("unknown attribute %q (want CN, O, OU, C, L or ST)", k)
-		}
+	if _, err := asn1.Unmarshal(id.Data, &rdns); err != nil {
+		return id, err
 	}
-	if n.CommonName == "" {
-		return n, errors.New("a CN is needed")
+	if n.FillFromRDNSequence(&rdns); n.CommonName == "" {
+		return id, errors.New("a CN is needed")
 	}
-	return n, nil
+	return id, nil
 }
 
 // writeSelfSigned writes a self-signed certificate for key (AutoVPN peers
 // present them and are trusted by leap of faith).
-func writeSelfSigned(path string, subject pkix.Name, key crypto.Signer, days int) error {
+func writeSelfSigned(path string, subject ike.Identity, key crypto.Signer, days int) error {
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: subject, NotBefore: now.Add(-time.Hour),
+	tmpl := &x509.Certificate{SerialNumber: serial, RawSubject: subject.Data, NotBefore: now.Add(-time.Hour),
 		NotAfter: now.Add(time.Duration(days) * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)

@@ -4,10 +4,13 @@ package main
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,14 +19,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/oevpn/oevpn/internal/lab"
 )
 
 // TestMain lets lab tests run this test binary inside a namespace as a TCP
 // source or sink that hashes what it sends or receives
 // (OEVPN_LAB_HELPER="sink ADDR:PORT" or "source ADDR:PORT SECONDS"), a TCP
-// acceptor and timed connector ("accept", "connect"), or a UDP echo server
-// and client ("echo ADDR:PORT", "ask ADDR:PORT").
+// acceptor and timed connector ("accept", "connect"), a UDP echo server
+// and client ("echo ADDR:PORT", "ask ADDR:PORT"), an HTTP server ("http
+// ADDR:PORT BODY"), a DNS server ("dns ADDR:PORT NAME IPV4") or a DNS
+// query through a SOCKS5 proxy ("socks-udp PROXY SERVER NAME").
 func TestMain(m *testing.M) {
 	if h := os.Getenv("OEVPN_LAB_HELPER"); h != "" {
 		os.Exit(labHelper(strings.Fields(h)))
@@ -139,8 +146,94 @@ func labHelper(args []string) int {
 			}
 		}
 		return fail(fmt.Errorf("no echo from %s", args[1]))
+	case len(args) == 3 && args[0] == "http":
+		// Serve args[2] to every HTTP request until killed.
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println("listening")
+		return fail(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Println("request from", r.RemoteAddr)
+			io.WriteString(w, args[2])
+		})))
+	case len(args) == 4 && args[0] == "dns":
+		// Answer A queries for args[2] with args[3] until killed.
+		srv := &dns.Server{Addr: args[1], Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+			r := new(dns.Msg)
+			r.SetReply(q)
+			if len(q.Question) == 1 && q.Question[0].Qtype == dns.TypeA && strings.EqualFold(q.Question[0].Name, args[2]) {
+				rr, _ := dns.NewRR(args[2] + " 60 IN A " + args[3])
+				r.Answer = append(r.Answer, rr)
+			}
+			w.WriteMsg(r)
+		}), NotifyStartedFunc: func() { fmt.Println("listening") }}
+		return fail(srv.ListenAndServe())
+	case len(args) > 0 && args[0] == "wireguard":
+		return fail(wgHelper(args[1:]))
+	case len(args) == 4 && args[0] == "socks-udp":
+		// One DNS A query for args[3] to the server args[2], through the
+		// SOCKS5 proxy args[1] (UDP ASSOCIATE).
+		a, err := socksUDPQuery(args[1], args[2], args[3])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println("answer", a)
+		return 0
 	}
 	return fail(fmt.Errorf("bad helper arguments %q", args))
+}
+
+// socksUDPQuery asks server for name's A record through the SOCKS5 proxy's
+// UDP ASSOCIATE (RFC 1928 §7), written out here as a client would.
+func socksUDPQuery(proxyAddr, server, name string) (string, error) {
+	c, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte{5, 1, 0})
+	var b [262]byte
+	if _, err := io.ReadFull(c, b[:2]); err != nil || b[1] != 0 {
+		return "", fmt.Errorf("greeting: % x %v", b[:2], err)
+	}
+	c.Write([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0}) // UDP ASSOCIATE from 0.0.0.0:0
+	if _, err := io.ReadFull(c, b[:10]); err != nil || b[1] != 0 || b[3] != 1 {
+		return "", fmt.Errorf("UDP ASSOCIATE reply % x: %v", b[:10], err)
+	}
+	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[8:10]))
+	u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer u.Close()
+	dst := netip.MustParseAddrPort(server)
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	wire, _ := q.Pack()
+	hdr := append([]byte{0, 0, 0, 1}, dst.Addr().AsSlice()...)
+	hdr = binary.BigEndian.AppendUint16(hdr, dst.Port())
+	buf := make([]byte, 2048)
+	for try := 0; try < 5; try++ {
+		u.WriteTo(append(hdr, wire...), net.UDPAddrFromAddrPort(relay))
+		u.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := u.ReadFrom(buf)
+		if err != nil || n < 10 {
+			continue
+		}
+		var r dns.Msg
+		if err := r.Unpack(buf[10:n]); err != nil {
+			return "", err
+		}
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				return a.A.String(), nil
+			}
+		}
+		return "", fmt.Errorf("no A record in %v", r.Answer)
+	}
+	return "", fmt.Errorf("no answer through %v", relay)
 }
 
 // tcpdump captures the packets that filter takes on iface in ns, into a new

@@ -6,7 +6,7 @@
 //	oevpn status         show a running endpoint's SAs (--json)
 //	oevpn down PEER      delete the SAs with a configured peer
 //	oevpn cleanup -c FILE  remove the routing a killed endpoint left
-//	oevpn demo           two userspace endpoints in this process, traffic through ESP
+//	oevpn demo           userspace nodes in this process: opportunism, policy, AutoVPN, SOCKS5
 //	oevpn version        print the version
 package main
 
@@ -34,8 +34,8 @@ Usage:
                      (they keep its protected traffic blocked until it runs again)
   oevpn check ADDR   what happens to traffic to ADDR now: encrypted-and-authenticated,
                      encrypted-unauthenticated, pending, blocked or clear
-  oevpn demo         run two userspace endpoints in this process and show traffic
-                     flowing between them through ESP
+  oevpn demo         run userspace nodes in this process and show opportunism from
+                     signed DNS, policy, AutoVPN and the SOCKS5 proxy (-h lists the parts)
   oevpn peers        list the AutoVPN peers of the trust store: fingerprint, state,
                      shared secret, last seen, DN, contact details
   oevpn trust|untrust|forget FINGERPRINT|DN

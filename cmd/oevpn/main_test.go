@@ -58,15 +58,60 @@ func TestUpBadConfig(t *testing.T) {
 	}
 }
 
+// TestDemo runs the whole demo and checks each part's key lines, and
+// that -h lists the parts and -part runs one.
 func TestDemo(t *testing.T) {
 	code, out, errOut := runCLI("demo", "-size", "4")
 	if code != 0 {
 		t.Fatalf("demo failed (%d): %s\n%s", code, errOut, out)
 	}
-	for _, want := range []string{"ping 10.200.0.2 seq=3: reply", "4 MiB arrived intact", "spi=", "seen 0 times", "demo OK"} {
+	for _, want := range []string{
+		// (a) discovery in signed DNS, IKE, the held first packet
+		"check 198.51.100.2 before: pending",
+		"IPSECKEY at 2.100.51.198.in-addr.arpa. found: gateway 198.51.100.2, Ed25519 key",
+		"DNSSEC validated=true (A's own validation from trust anchor 51.198.in-addr.arpa. DS",
+		"IKEv2: IKE SA AES_GCM_16-256", "A authenticates with null",
+		"ESP: Child SA AES_GCM_16-256", "selectors [198.51.100.1] ⇄ [198.51.100.2]",
+		"first packet (SYN) held by A, delivered to B",
+		"check 198.51.100.2 after: encrypted-and-authenticated (IKE SA authenticated by signature",
+		// (b) clear under private-or-clear, refused under private
+		"198.51.100.9 (private-or-clear): DNS says dnsoe: no opportunistic IPsec record (validated=true) → sent in the clear",
+		`which answered "clear host 198.51.100.9 got`,
+		"check 198.51.100.9: clear (policy: private-or-clear",
+		"198.51.100.200 (private): DNS says dnsoe: no opportunistic IPsec record (validated=true) → refused: Node.DialContext returned tunnel.ErrBlocked",
+		"check 198.51.100.200: blocked (policy: private",
+		"none to 198.51.100.200",
+		// (c) AutoVPN
+		"probe complete after",
+		"G1's trust store: CN=G2.autovpn.demo,O=oevpn demo G2 is unverified (leap of faith",
+		"G2's trust store: CN=G1.autovpn.demo,O=oevpn demo G1 is unverified (leap of faith",
+		"G2 spent the nonce", "H1 → H2 TCP through the gateways' ESP: echo OK",
+		"CN=G2.autovpn.demo,O=oevpn demo G2 is now trusted",
+		// (d) HTTP by name through SOCKS5
+		"GET http://web.demo.test/ via socks5h", "resolved by A's resolver to 198.51.100.2): 200 OK",
+		"| <h1>served on B's userspace stack</h1>",
+		"GET http://secret.demo.test/ (198.51.100.200, private, no key): refused by A's proxy: SOCKS5 reply 0x02",
+		// bulk, and the wire
+		"4 MiB arrived intact (SHA-256 matches)", "Gbit/s",
+		"spi=", "AutoVPN probe", " ESP; plaintext marker", "seen 0 times",
+		"demo OK",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	code, out, _ = runCLI("demo", "-h")
+	for _, p := range demoParts {
+		if !strings.Contains(out, p.name) || !strings.Contains(out, p.title) {
+			t.Errorf("demo -h does not list part %s: %d\n%s", p.name, code, out)
+		}
+	}
+	code, out, errOut = runCLI("demo", "-part", "policy")
+	if code != 0 || !strings.Contains(out, "(b) ") || strings.Contains(out, "(a) ") || !strings.Contains(out, "demo OK") {
+		t.Errorf("demo -part policy: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("demo", "-part", "nosuch"); code == 0 || !strings.Contains(errOut, `no part "nosuch"`) {
+		t.Errorf("demo -part nosuch: %d %s", code, errOut)
 	}
 }
 

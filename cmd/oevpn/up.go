@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oevpn/oevpn/cmd/oevpn/config"
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
-	"github.com/oevpn/oevpn/internal/config"
 	"github.com/oevpn/oevpn/policy"
 	"github.com/oevpn/oevpn/tunnel"
 )
@@ -58,6 +58,13 @@ func cmdUp(args []string, stderr io.Writer) error {
 	logSettings(cfg, log)
 	ep, err := startEndpoint(cfg, cfg.Interface.StateDir, log)
 	if err != nil {
+		if cfg.Interface.Mode == config.ModeTUN && (errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM)) {
+			return fmt.Errorf("%w\n%s: a TUN device needs CAP_NET_ADMIN (run as root, or with that capability); to run without privileges set interface.mode = %q", err, cfg.Path, config.ModeNetstack)
+		}
+		return err
+	}
+	if err := startProxies(ep, cfg, log); err != nil {
+		ep.Close()
 		return err
 	}
 	if err := ep.serveControl(cfg, gid); err != nil {
@@ -66,11 +73,14 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	ikePort, natt := ep.Engine().Ports()
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
-		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers))
+		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers),
+		"control", cfg.Interface.Control, "state_dir", cfg.Interface.StateDir)
+	notifyService("READY=1\nSTATUS=endpoint up")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	notifyService("STOPPING=1")
 	return ep.Close()
 }
 
@@ -142,7 +152,7 @@ func startEndpoint(cfg *config.Config, stateDir string, log *slog.Logger) (*endp
 // configuration.
 func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) {
 	in := cfg.Interface
-	nc := tunnel.NodeConfig{Netstack: in.Mode == config.ModeNetstack, Name: in.Name, MTU: in.MTU, Addresses: in.Addresses,
+	nc := tunnel.NodeConfig{Netstack: in.Mode == config.ModeNetstack, Name: in.Name, MTU: in.MTU, Addresses: in.Addresses, DNS: cfg.Proxy.DNS,
 		IKEPort: uint16(*in.IKEPort), NATTPort: uint16(*in.NATTPort), Mark: uint32(*in.Fwmark), Table: in.Table, Outside: in.Outside}
 	if in.Outside != "" {
 		if _, err := net.InterfaceByName(in.Outside); err != nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
+	"strings"
 )
 
 // Protocol numbers used by the datapath.
@@ -113,4 +115,17 @@ func (p *Packet) readPorts(l4 []byte) {
 			p.HasPorts = true
 		}
 	}
+}
+
+// protoNames are the protocol names the configuration accepts.
+var protoNames = map[string]uint8{"tcp": ProtoTCP, "udp": ProtoUDP, "icmp": ProtoICMP, "ipv6-icmp": ProtoICMPv6, "icmpv6": ProtoICMPv6, "sctp": ProtoSCTP}
+
+// ParseProto reads an IP protocol written as a name (tcp, udp, icmp,
+// icmpv6 or ipv6-icmp, sctp; any case) or a decimal number 0–255.
+func ParseProto(s string) (uint8, bool) {
+	if p, ok := protoNames[strings.ToLower(s)]; ok {
+		return p, true
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	return uint8(n), err == nil
 }

@@ -87,3 +87,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseProto(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint8
+		ok   bool
+	}{
+		{"tcp", ProtoTCP, true}, {"UDP", ProtoUDP, true}, {"icmp", ProtoICMP, true},
+		{"icmpv6", ProtoICMPv6, true}, {"ipv6-icmp", ProtoICMPv6, true}, {"sctp", ProtoSCTP, true},
+		{"47", 47, true}, {"0", 0, true}, {"255", 255, true},
+		{"256", 0, false}, {"-1", 0, false}, {"gre", 0, false}, {"", 0, false},
+	}
+	for _, tt := range tests {
+		if got, ok := ParseProto(tt.in); ok != tt.ok || ok && got != tt.want {
+			t.Errorf("ParseProto(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}

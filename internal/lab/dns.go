@@ -76,8 +76,27 @@ func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
 	}
 	authPort, resPort := freePort(t), freePort(t)
 	auth := fmt.Sprintf("127.0.0.1@%d", authPort)
+	knotZones, ubZones, anchors := writeZones(t, dir, auth, zones)
+	anchorsPath := filepath.Join(dir, "unbound", "anchors.keys")
+	os.WriteFile(anchorsPath, anchors, 0o644)
+	knotConf := writeKnotConf(dir, auth, knotZones)
+	ubConf := writeUnboundConf(t, dir, ns, resPort, auth, anchorsPath, ubZones)
+	lab := &DNSLab{Resolver: fmt.Sprintf("127.0.0.1:%d", resPort), Anchors: anchorsPath, dir: dir}
+	startDNSDaemon(t, ns, "knotd", "knotd", "-c", knotConf)
+	waitDNSIn(t, ns, fmt.Sprintf("127.0.0.1:%d", authPort), zones[0].Name, false)
+	startDNSDaemon(t, ns, "unbound", "unbound", "-d", "-c", ubConf)
+	waitDNSIn(t, ns, lab.Resolver, zones[0].Name, true)
+	return lab
+}
+
+// writeZones writes the zone files, signed where asked, children first so
+// that a parent's file gets its children's delegations and DS. It returns
+// knot's zone list, unbound's stub zones and the trust anchors (the DS of
+// every signed zone).
+func writeZones(t *testing.T, dir, auth string, zones []DNSZone) (knot, unbound string, anchors []byte) {
+	t.Helper()
 	var knotZones, ubZones strings.Builder
-	var anchors bytes.Buffer
+	var anchorBuf bytes.Buffer
 	now := time.Now().UTC()
 	// Children first: a parent's zone file gets its children's DS.
 	order := append([]DNSZone(nil), zones...)
@@ -105,40 +124,11 @@ func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
 		}
 		served := plain
 		if z.Mode == "signed" || z.Mode == "bogus" {
-			run := func(args ...string) string {
-				cmd := exec.Command(args[0], args[1:]...)
-				cmd.Dir = filepath.Join(dir, "keys")
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-				}
-				return strings.TrimSpace(string(out))
-			}
-			ksk := run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", z.Name)
-			zsk := run("ldns-keygen", "-a", "ECDSAP256SHA256", z.Name)
-			stamp := func(t time.Time) string { return t.Format("20060102150405") }
-			args := []string{"ldns-signzone", "-o", z.Name, "-i", stamp(now.Add(-time.Hour)), "-e", stamp(now.Add(30 * 24 * time.Hour))}
-			switch z.Denial {
-			case "", "nsec":
-			case "nsec3":
-				args = append(args, "-n", "-t", "0", "-s", "ab12")
-			case "nsec3-optout":
-				args = append(args, "-n", "-t", "0", "-s", "ab12", "-p")
-			default:
-				t.Fatalf("zone %s: denial %q", z.Name, z.Denial)
-			}
-			run(append(args, "-f", plain+".signed", plain, ksk, zsk)...)
-			ds, err := os.ReadFile(filepath.Join(dir, "keys", ksk+".ds"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			anchors.Write(ds)
+			var ds []byte
+			served, ds = signZone(t, dir, z, plain, now)
+			anchorBuf.Write(ds)
 			if parent != "" {
 				delegations[parent] = append(delegations[parent], strings.TrimSpace(string(ds)))
-			}
-			served = plain + ".signed"
-			if z.Mode == "bogus" {
-				breakSignatures(t, served)
 			}
 		}
 		fmt.Fprintf(&knotZones, "  - domain: %q\n    file: %q\n", z.Name, served)
@@ -152,10 +142,52 @@ func StartDNSIn(t *testing.T, ns *Netns, zones []DNSZone) *DNSLab {
 		}
 		fmt.Fprintf(&ubZones, "stub-zone:\n  name: %q\n  stub-addr: %s\n", z.Name, auth)
 	}
-	anchorsPath := filepath.Join(dir, "unbound", "anchors.keys")
-	os.WriteFile(anchorsPath, anchors.Bytes(), 0o644)
-	knotConf := filepath.Join(dir, "knot", "knot.conf")
-	os.WriteFile(knotConf, []byte(fmt.Sprintf(`server:
+	return knotZones.String(), ubZones.String(), anchorBuf.Bytes()
+}
+
+// signZone signs the zone file plain with a new KSK and ZSK (ldns) and the
+// denial z asks for, breaking the signatures of a "bogus" zone; it returns
+// the signed file and the KSK's DS.
+func signZone(t *testing.T, dir string, z DNSZone, plain string, now time.Time) (string, []byte) {
+	t.Helper()
+	run := func(args ...string) string {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = filepath.Join(dir, "keys")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	ksk := run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", z.Name)
+	zsk := run("ldns-keygen", "-a", "ECDSAP256SHA256", z.Name)
+	stamp := func(t time.Time) string { return t.Format("20060102150405") }
+	args := []string{"ldns-signzone", "-o", z.Name, "-i", stamp(now.Add(-time.Hour)), "-e", stamp(now.Add(30 * 24 * time.Hour))}
+	switch z.Denial {
+	case "", "nsec":
+	case "nsec3":
+		args = append(args, "-n", "-t", "0", "-s", "ab12")
+	case "nsec3-optout":
+		args = append(args, "-n", "-t", "0", "-s", "ab12", "-p")
+	default:
+		t.Fatalf("zone %s: denial %q", z.Name, z.Denial)
+	}
+	run(append(args, "-f", plain+".signed", plain, ksk, zsk)...)
+	ds, err := os.ReadFile(filepath.Join(dir, "keys", ksk+".ds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := plain + ".signed"
+	if z.Mode == "bogus" {
+		breakSignatures(t, served)
+	}
+	return served, ds
+}
+
+// writeKnotConf writes knot's configuration: the zones, served on auth.
+func writeKnotConf(dir, auth, zones string) string {
+	p := filepath.Join(dir, "knot", "knot.conf")
+	os.WriteFile(p, []byte(fmt.Sprintf(`server:
     rundir: %q
     listen: %s
     udp-workers: 1
@@ -172,13 +204,21 @@ template:
     zonefile-load: whole
     journal-content: none
 zone:
-%s`, filepath.Join(dir, "knot"), auth, filepath.Join(dir, "knot", "db"), knotZones.String())), 0o644)
-	ubConf := filepath.Join(dir, "unbound", "unbound.conf")
+%s`, filepath.Join(dir, "knot"), auth, filepath.Join(dir, "knot", "db"), zones)), 0o644)
+	return p
+}
+
+// writeUnboundConf writes unbound's configuration: a validating resolver
+// on resPort (on every address of ns, if set), with the anchors, whose
+// stub zones point at auth.
+func writeUnboundConf(t *testing.T, dir string, ns *Netns, resPort int, auth, anchorsPath, stubZones string) string {
+	t.Helper()
+	p := filepath.Join(dir, "unbound", "unbound.conf")
 	listen, allow := "127.0.0.1", "127.0.0.0/8"
 	if ns != nil {
 		listen, allow = "0.0.0.0", "0.0.0.0/0"
 	}
-	os.WriteFile(ubConf, []byte(fmt.Sprintf(`server:
+	os.WriteFile(p, []byte(fmt.Sprintf(`server:
   interface: %s@%d
   port: %d
   do-ip6: no
@@ -205,47 +245,49 @@ remote-control:
 stub-zone:
   name: "."
   stub-addr: %s
-%s`, listen, resPort, resPort, filepath.Join(dir, "unbound"), filepath.Join(dir, "unbound", "unbound.pid"), anchorsPath, allow, auth, ubZones.String())), 0o644)
-	if out, err := exec.Command("unbound-checkconf", ubConf).CombinedOutput(); err != nil {
+%s`, listen, resPort, resPort, filepath.Join(dir, "unbound"), filepath.Join(dir, "unbound", "unbound.pid"), anchorsPath, allow, auth, stubZones)), 0o644)
+	if out, err := exec.Command("unbound-checkconf", p).CombinedOutput(); err != nil {
 		t.Fatalf("unbound-checkconf: %v\n%s", err, out)
 	}
-	lab := &DNSLab{Resolver: fmt.Sprintf("127.0.0.1:%d", resPort), Anchors: anchorsPath, dir: dir}
-	startDaemon := func(name string, args ...string) {
-		cmd := exec.Command(args[0], args[1:]...)
-		if ns != nil {
-			cmd = ns.Cmd(args...)
-		}
-		var log bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &log, &log
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting %s: %v", name, err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("%s log:\n%s", name, log.String())
-			}
-		})
+	return p
+}
+
+// startDNSDaemon runs a DNS server in ns (the root namespace if nil) until
+// the test ends, showing its log if the test failed.
+func startDNSDaemon(t *testing.T, ns *Netns, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	if ns != nil {
+		cmd = ns.Cmd(args...)
 	}
-	startDaemon("knotd", "knotd", "-c", knotConf)
-	wait := func(server string, recursive bool) {
-		// t.Fatal must not run inside Do: the thread would die in the
-		// namespace.
-		var err error
-		if ns == nil {
-			err = waitDNS(server, zones[0].Name, recursive)
-		} else if derr := ns.Do(func() error { return waitDNS(server, zones[0].Name, recursive) }); derr != nil {
-			err = derr
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
 	}
-	wait(fmt.Sprintf("127.0.0.1:%d", authPort), false)
-	startDaemon("unbound", "unbound", "-d", "-c", ubConf)
-	wait(lab.Resolver, true)
-	return lab
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, log.String())
+		}
+	})
+}
+
+// waitDNSIn waits until server answers for zone, in ns if set.
+func waitDNSIn(t *testing.T, ns *Netns, server, zone string, recursive bool) {
+	t.Helper()
+	// t.Fatal must not run inside Do: the thread would die in the
+	// namespace.
+	var err error
+	if ns == nil {
+		err = waitDNS(server, zone, recursive)
+	} else if derr := ns.Do(func() error { return waitDNS(server, zone, recursive) }); derr != nil {
+		err = derr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // breakSignatures corrupts every RRSIG except those over the DNSKEY RRset,

@@ -4,19 +4,12 @@ package lab
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
+
 	"encoding/hex"
-	"encoding/pem"
+
 	"errors"
 	"fmt"
-	"math/big"
+
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,11 +100,18 @@ type SwanConfig struct {
 	// DPDDelay (default "0s", i.e. off), in swanctl syntax.
 	RekeyTime, ChildRekeyTime, DPDDelay string
 	// StartAction is the child's start_action: "none" (default), "start"
-	// or "trap".
-	StartAction string
+	// or "trap". DPDAction is its dpd_action: "clear" (default), "trap"
+	// or "restart".
+	StartAction, DPDAction string
 	// MoreChildren are further children of the connection, with the
 	// first child's settings but their own selectors.
 	MoreChildren []SwanChild
+	// Unique is the connection's uniqueness policy: "no" (the default),
+	// "never", "keep" or "replace".
+	Unique string
+	// Charon are more settings of the charon section of strongswan.conf,
+	// one "key = value" each, e.g. "close_ike_on_child_failure = yes".
+	Charon []string
 }
 
 // SwanChild is one more child of the connection.
@@ -232,6 +232,22 @@ func requireSwanPlugins(t testing.TB) {
 // writeConfig writes Dir/strongswan.conf, Dir/swanctl/swanctl.conf and, for
 // pubkey auth, the key files.
 func (s *StrongSwan) writeConfig() error {
+	if err := s.writeCharonConf(); err != nil {
+		return err
+	}
+	f, err := s.writeCredentials()
+	if err != nil {
+		return err
+	}
+	return s.writeSwanctlConf(f)
+}
+
+// swanFiles names the credential files written for swanctl.conf.
+type swanFiles struct{ localPub, remotePub, localCert, remoteCert string }
+
+// writeCharonConf writes strongswan.conf: the plugins, ports, the vici
+// socket and the log of this instance.
+func (s *StrongSwan) writeCharonConf() error {
 	for _, p := range []string{s.Dir, s.logPath} {
 		if strings.ContainsAny(p, "\"\\\n") {
 			return fmt.Errorf("unusable path %q", p)
@@ -244,13 +260,17 @@ func (s *StrongSwan) writeConfig() error {
 		}
 		load = append(load, p)
 	}
+	extra := ""
+	for _, kv := range s.Cfg.Charon {
+		extra += "    " + kv + "\n"
+	}
 	sconf := fmt.Sprintf(`# strongswan.conf for one charon-systemd instance (internal/lab)
 charon {
     load = %[1]s
     port = 500
     port_nat_t = 4500
     install_routes = yes
-    plugins {
+%[4]s    plugins {
         vici {
             socket = "unix://%[2]s/charon.vici"
         }
@@ -276,11 +296,73 @@ swanctl {
     socket = "unix://%[2]s/charon.vici"
     load = random nonce openssl pem pkcs1 pkcs8 pubkey x509
 }
-`, strings.Join(load, " "), s.Dir, s.logPath)
-	if err := os.WriteFile(s.conf, []byte(sconf), 0o600); err != nil {
-		return err
-	}
+`, strings.Join(load, " "), s.Dir, s.logPath, extra)
+	return os.WriteFile(s.conf, []byte(sconf), 0o600)
+}
 
+// writeCredentials writes the keys and certificates of Cfg.Auth where
+// swanctl loads them.
+func (s *StrongSwan) writeCredentials() (swanFiles, error) {
+	c := s.Cfg
+	var f swanFiles
+	switch c.Auth {
+	case "psk":
+		if c.PSK == "" {
+			return f, errors.New("auth psk without PSK")
+		}
+	case "pubkey":
+		if c.LocalID == "" || c.RemoteID == "" {
+			return f, errors.New("auth pubkey needs LocalID and RemoteID (they become the raw keys' subjects)")
+		}
+		if len(c.LocalKeyPEM) == 0 || len(c.RemotePubPEM) == 0 {
+			return f, errors.New("auth pubkey needs LocalKeyPEM and RemotePubPEM")
+		}
+		pub, err := publicPEM(c.LocalKeyPEM)
+		if err != nil {
+			return f, fmt.Errorf("LocalKeyPEM: %v", err)
+		}
+		files := map[string][]byte{
+			"private/local.pem": c.LocalKeyPEM,
+			"pubkey/local.pub":  pub,
+			"pubkey/remote.pub": c.RemotePubPEM,
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(s.swanDir, name), data, 0o600); err != nil {
+				return f, err
+			}
+		}
+		f.localPub, f.remotePub = "local.pub", "remote.pub"
+	case "cert":
+		// X.509 certificates (self-signed ones pinned as the peer's).
+		if len(c.LocalKeyPEM) == 0 || len(c.LocalCertPEM) == 0 || len(c.RemoteCertPEM)+len(c.CACertPEMs) == 0 {
+			return f, errors.New("auth cert needs LocalKeyPEM, LocalCertPEM and RemoteCertPEM or CACertPEMs")
+		}
+		files := map[string][]byte{
+			"private/local.pem": c.LocalKeyPEM,
+			"x509/local.crt":    c.LocalCertPEM,
+		}
+		f.localCert = "local.crt"
+		if len(c.RemoteCertPEM) > 0 {
+			files["x509/remote.crt"] = c.RemoteCertPEM
+			f.remoteCert = "remote.crt"
+		}
+		for i, ca := range c.CACertPEMs {
+			files[fmt.Sprintf("x509ca/ca%d.crt", i)] = ca
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(s.swanDir, name), data, 0o600); err != nil {
+				return f, err
+			}
+		}
+	default:
+		return f, fmt.Errorf("auth %q: want psk, pubkey or cert", c.Auth)
+	}
+	return f, nil
+}
+
+// writeSwanctlConf writes swanctl.conf: the connection, its children and
+// the PSK.
+func (s *StrongSwan) writeSwanctlConf(f swanFiles) error {
 	c := s.Cfg
 	def := func(v, d string) string {
 		if v == "" {
@@ -300,59 +382,6 @@ swanctl {
 		}
 		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
 	}
-	var localPub, remotePub, localCert, remoteCert string
-	switch c.Auth {
-	case "psk":
-		if c.PSK == "" {
-			return errors.New("auth psk without PSK")
-		}
-	case "pubkey":
-		if c.LocalID == "" || c.RemoteID == "" {
-			return errors.New("auth pubkey needs LocalID and RemoteID (they become the raw keys' subjects)")
-		}
-		if len(c.LocalKeyPEM) == 0 || len(c.RemotePubPEM) == 0 {
-			return errors.New("auth pubkey needs LocalKeyPEM and RemotePubPEM")
-		}
-		pub, err := publicPEM(c.LocalKeyPEM)
-		if err != nil {
-			return fmt.Errorf("LocalKeyPEM: %v", err)
-		}
-		files := map[string][]byte{
-			"private/local.pem": c.LocalKeyPEM,
-			"pubkey/local.pub":  pub,
-			"pubkey/remote.pub": c.RemotePubPEM,
-		}
-		for name, data := range files {
-			if err := os.WriteFile(filepath.Join(s.swanDir, name), data, 0o600); err != nil {
-				return err
-			}
-		}
-		localPub, remotePub = "local.pub", "remote.pub"
-	case "cert":
-		// X.509 certificates (self-signed ones pinned as the peer's).
-		if len(c.LocalKeyPEM) == 0 || len(c.LocalCertPEM) == 0 || len(c.RemoteCertPEM)+len(c.CACertPEMs) == 0 {
-			return errors.New("auth cert needs LocalKeyPEM, LocalCertPEM and RemoteCertPEM or CACertPEMs")
-		}
-		files := map[string][]byte{
-			"private/local.pem": c.LocalKeyPEM,
-			"x509/local.crt":    c.LocalCertPEM,
-		}
-		localCert = "local.crt"
-		if len(c.RemoteCertPEM) > 0 {
-			files["x509/remote.crt"] = c.RemoteCertPEM
-			remoteCert = "remote.crt"
-		}
-		for i, ca := range c.CACertPEMs {
-			files[fmt.Sprintf("x509ca/ca%d.crt", i)] = ca
-		}
-		for name, data := range files {
-			if err := os.WriteFile(filepath.Join(s.swanDir, name), data, 0o600); err != nil {
-				return err
-			}
-		}
-	default:
-		return fmt.Errorf("auth %q: want psk, pubkey or cert", c.Auth)
-	}
 	authMethod := c.Auth
 	if authMethod == "cert" {
 		authMethod = "pubkey"
@@ -366,7 +395,8 @@ swanctl {
 	line(2, "mobike", "no")
 	line(2, "proposals", def(c.Proposals, "aes128gcm16-prfsha256-x25519"))
 	line(2, "dpd_delay", def(c.DPDDelay, "0s"))
-	if localCert != "" {
+	line(2, "unique", c.Unique)
+	if f.localCert != "" {
 		line(2, "send_cert", def(c.SendCert, "always"))
 	}
 	line(2, "rekey_time", def(c.RekeyTime, "4h"))
@@ -379,13 +409,13 @@ swanctl {
 	b.WriteString("        local {\n")
 	line(3, "auth", authMethod)
 	line(3, "id", quote(c.LocalID))
-	line(3, "pubkeys", localPub)
-	line(3, "certs", localCert)
+	line(3, "pubkeys", f.localPub)
+	line(3, "certs", f.localCert)
 	b.WriteString("        }\n        remote {\n")
 	line(3, "auth", authMethod)
 	line(3, "id", quote(c.RemoteID))
-	line(3, "pubkeys", remotePub)
-	line(3, "certs", remoteCert)
+	line(3, "pubkeys", f.remotePub)
+	line(3, "certs", f.remoteCert)
 	b.WriteString("        }\n        children {\n")
 	for _, ch := range append([]SwanChild{{SwanName, c.LocalTS, c.RemoteTS}}, c.MoreChildren...) {
 		b.WriteString("            " + ch.Name + " {\n")
@@ -394,6 +424,7 @@ swanctl {
 		line(4, "esp_proposals", def(c.ESPProposals, "aes128gcm16"))
 		line(4, "mode", "tunnel")
 		line(4, "start_action", def(c.StartAction, "none"))
+		line(4, "dpd_action", c.DPDAction)
 		line(4, "rekey_time", def(c.ChildRekeyTime, "1h"))
 		if c.ChildRekeyTime != "" {
 			line(4, "life_time", "60s")
@@ -411,174 +442,6 @@ swanctl {
 	}
 	b.WriteString("}\n")
 	return os.WriteFile(filepath.Join(s.swanDir, "swanctl.conf"), []byte(b.String()), 0o600)
-}
-
-// publicPEM returns the "PUBLIC KEY" PEM of a private key PEM.
-func publicPEM(privPEM []byte) ([]byte, error) {
-	blk, _ := pem.Decode(privPEM)
-	if blk == nil {
-		return nil, errors.New("no PEM block")
-	}
-	var key any
-	var err error
-	switch blk.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(blk.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-	default:
-		return nil, fmt.Errorf("unsupported PEM type %q", blk.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a signing key", key)
-	}
-	der, err := x509.MarshalPKIXPublicKey(signer.Public())
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// GenerateKey returns a new key pair for raw-public-key auth, kind "ed25519"
-// or "ecdsa" (P-256): the private key as PKCS#8 PEM ("PRIVATE KEY") and the
-// public key as PEM SubjectPublicKeyInfo ("PUBLIC KEY"), the formats
-// strongSwan's pki --gen/--pub write for Ed25519 and that swanctl loads.
-func GenerateKey(t testing.TB, kind string) (privPEM, pubPEM []byte) {
-	t.Helper()
-	var priv crypto.Signer
-	var err error
-	switch kind {
-	case "ed25519":
-		_, priv, err = ed25519.GenerateKey(rand.Reader)
-	case "ecdsa":
-		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "rsa":
-		priv, err = rsa.GenerateKey(rand.Reader, 2048)
-	default:
-		t.Fatalf("GenerateKey: kind %q: want ed25519, ecdsa or rsa", kind)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubDER, err := x509.MarshalPKIXPublicKey(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
-}
-
-// GenerateCert makes a self-signed ECDSA P-256 certificate whose subject is
-// CN=name and whose subjectAltName is the DNS name, as strongSwan wants an
-// FQDN identity to be confirmed by the certificate. It returns the private
-// key (PKCS#8 PEM) and the certificate (PEM).
-func GenerateCert(t testing.TB, name string) (keyPEM, certPEM []byte) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"oevpn lab"}},
-		DNSNames:              []string{name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-// CA is a certification authority for lab certificates (ECDSA P-256).
-type CA struct {
-	Cert *x509.Certificate
-	Key  crypto.Signer
-	// PEM is Cert as PEM.
-	PEM []byte
-}
-
-// NewCA makes a CA named CN=name: a root when parent is nil, else an
-// intermediate that parent issues.
-func NewCA(t testing.TB, name string, parent *CA) *CA {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"oevpn lab"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	issuer, signer := tmpl, crypto.Signer(k)
-	if parent != nil {
-		issuer, signer = parent.Cert, parent.Key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &k.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &CA{Cert: cert, Key: k, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// Issue makes an end-entity certificate for the DNS name (subject CN=name,
-// subjectAltName DNS:name) valid until notAfter (zero: a day from now). It
-// returns the private key (PKCS#8 PEM) and the certificate (PEM).
-func (ca *CA) Issue(t testing.TB, name string, notAfter time.Time) (keyPEM, certPEM []byte) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if notAfter.IsZero() {
-		notAfter = time.Now().Add(24 * time.Hour)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"oevpn lab"}},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-48 * time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &k.PublicKey, ca.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // Swanctl runs swanctl in the namespace against this instance (its

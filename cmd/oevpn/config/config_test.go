@@ -235,7 +235,7 @@ func TestAutoVPNConfig(t *testing.T) {
 }
 
 func TestExampleConfigParses(t *testing.T) {
-	data, err := os.ReadFile("../../config.example.toml")
+	data, err := os.ReadFile("../../../config.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,38 @@
+package ipview
+
+import "encoding/binary"
+
+// Checksum returns the Internet checksum (RFC 1071) of b: the complement
+// of the ones'-complement sum of its 16-bit words, an odd last octet
+// padded with zero. A header whose checksum field is correct sums to 0.
+func Checksum(b []byte) uint16 {
+	var sum uint32
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	return ^fold(sum)
+}
+
+// ChecksumUpdate returns the Internet checksum sum updated for the 16-bit
+// words old replaced by new, which have the same even length (RFC 1624,
+// eqn. 3: HC' = ~(~HC + ~m + m')).
+func ChecksumUpdate(sum uint16, old, new []byte) uint16 {
+	s := uint32(^sum)
+	for i := 0; i+1 < len(old); i += 2 {
+		s += uint32(^binary.BigEndian.Uint16(old[i:]))
+		s += uint32(binary.BigEndian.Uint16(new[i:]))
+	}
+	return ^fold(s)
+}
+
+// fold adds the carries of a 32-bit ones'-complement sum back in.
+func fold(s uint32) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}

@@ -29,11 +29,14 @@ const (
 	// sealed and sent as one sendmmsg/UDP-GSO batch.
 	netstackBatch = 128
 	// netstackQueue bounds the packets the stack may queue for the
-	// engine; beyond it the link drops, as a full NIC queue does.
+	// engine; beyond it the link drops, as a full NIC queue does. It
+	// holds the largest window of one TCP stream (tcpBufferMax in
+	// segments of a 1280-octet MTU): one stream alone never loses
+	// packets to it, which cost it a retransmission timeout.
 	netstackQueue = 4096
 	// tcpBufferMax is the most a TCP socket's send or receive buffer
-	// grows to (receive buffers by auto-tuning, RFC 7323 windows): about
-	// a bandwidth-delay product of 10 Gbit/s at 6 ms.
+	// grows to (receive buffers by auto-tuning, RFC 7323 windows):
+	// gVisor's default, the bandwidth-delay product of 1 Gbit/s at 33 ms.
 	tcpBufferMax = 4 << 20
 )
 
@@ -45,10 +48,10 @@ const nicID = 1
 // through the returned Netstack (Dial, Listen, ping); nothing touches the
 // host's network configuration, so no privileges are needed.
 //
-// The device hands the engine what the stack sent in batches, and takes
-// batches of packets that it coalesces per TCP flow (GRO) before the stack
-// sees them; TCP segments up to 64 KiB at once (software GSO), with SACK,
-// RACK and receive-buffer auto-tuning.
+// The device hands the engine what the stack sent in batches, TCP's
+// packets of up to 64 KiB cut into segments (GSO), and takes batches of
+// packets that it coalesces per TCP flow (GRO) before the stack sees them.
+// TCP runs with SACK, RACK and receive-buffer auto-tuning.
 func NewNetstack(addrs []netip.Addr, mtu int) (tun.Device, *Netstack, error) {
 	if len(addrs) == 0 {
 		return nil, nil, errors.New("tunnel: netstack device needs at least one address")

@@ -34,6 +34,9 @@ const (
 	// segments of a 1280-octet MTU): one stream alone never loses
 	// packets to it, which cost it a retransmission timeout.
 	netstackQueue = 4096
+	// netstackQueueBytes bounds the octets in the queue too (a packet
+	// may be 64 KiB): two streams' largest windows.
+	netstackQueueBytes = 2 * tcpBufferMax
 	// tcpBufferMax is the most a TCP socket's send or receive buffer
 	// grows to (receive buffers by auto-tuning, RFC 7323 windows):
 	// gVisor's default, the bandwidth-delay product of 1 Gbit/s at 33 ms.
@@ -126,6 +129,7 @@ type netstackDevice struct {
 	queue  [netstackQueue]*stack.PacketBuffer
 	head   int           // index of the oldest packet
 	queued int           // packets in the ring
+	octets int           // their sizes, at most netstackQueueBytes
 	closed bool          // guarded by mu and by inMu
 	ready  chan struct{} // signalled when the ring becomes non-empty
 	done   chan struct{} // closed by Close
@@ -170,6 +174,7 @@ func (d *netstackDevice) Read(bufs [][]byte, sizes []int, offset int) (int, erro
 				break // for the next read
 			}
 			slots -= need - 1
+			d.octets -= d.queue[j].Size()
 			pkts[n], d.queue[j] = d.queue[j], nil
 		}
 		d.head = (d.head + n) % netstackQueue
@@ -267,6 +272,7 @@ func (d *netstackDevice) Close() error {
 	d.stack.Close()
 	d.mu.Lock()
 	for d.queued > 0 {
+		d.octets -= d.queue[d.head].Size()
 		d.queue[d.head].DecRef()
 		d.queue[d.head] = nil
 		d.head = (d.head + 1) % netstackQueue
@@ -277,20 +283,22 @@ func (d *netstackDevice) Close() error {
 	return nil
 }
 
-// enqueue queues pkt for Read, or drops it when the queue is full or the
-// device closed.
+// enqueue queues pkt for Read, or drops it when the queue is full (in
+// packets or octets) or the device closed.
 func (d *netstackDevice) enqueue(pkt *stack.PacketBuffer) tcpip.Error {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return &tcpip.ErrClosedForSend{}
 	}
-	if d.queued == netstackQueue {
+	size := pkt.Size()
+	if d.queued == netstackQueue || d.octets+size > netstackQueueBytes {
 		d.mu.Unlock()
 		return &tcpip.ErrNoBufferSpace{}
 	}
 	d.queue[(d.head+d.queued)%netstackQueue] = pkt.IncRef()
 	d.queued++
+	d.octets += size
 	wake := d.queued == 1
 	d.mu.Unlock()
 	if wake {

@@ -278,3 +278,66 @@ func TestNetstackAllocs(t *testing.T) {
 		t.Logf("%.1f allocations per 64 KiB written", per)
 	}
 }
+
+// TestNetstackQueueBound sends large UDP datagrams from the stack while
+// nothing reads the device: the queue stops at its bound in octets (with
+// an MTU of 64000) or in packets (1400: fragments), and reads drain it.
+func TestNetstackQueueBound(t *testing.T) {
+	for _, mtu := range []int{64000, 1400} {
+		t.Run(fmt.Sprint(mtu), func(t *testing.T) { testQueueBound(t, mtu) })
+	}
+}
+
+func testQueueBound(t *testing.T, mtu int) {
+	addr := netip.MustParseAddr("10.98.3.1")
+	dev, ns, err := NewNetstack([]netip.Addr{addr}, mtu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	d := dev.(*netstackDevice)
+	msg := make([]byte, 60000)
+	var queued, octets, after int
+	// Each socket blocks at its send buffer: as many as it takes to fill
+	// the queue, and a few more.
+	for range 1000 {
+		c, err := ns.DialUDPAddrPort(netip.AddrPort{}, netip.MustParseAddrPort("10.98.3.2:9"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+		for {
+			if _, err := c.Write(msg); err != nil {
+				break
+			}
+		}
+		d.mu.Lock()
+		queued, octets = d.queued, d.octets
+		d.mu.Unlock()
+		if queued == netstackQueue || octets > netstackQueueBytes-mtu {
+			if after++; after == 3 {
+				break
+			}
+		}
+	}
+	full := queued == netstackQueue || octets > netstackQueueBytes-mtu
+	if octets > netstackQueueBytes || queued > netstackQueue || !full {
+		t.Fatalf("%d packets, %d octets queued; the bound is %d packets, %d octets", queued, octets, netstackQueue, netstackQueueBytes)
+	}
+	bufs := make([][]byte, netstackBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, mtu)
+	}
+	sizes := make([]int, len(bufs))
+	for read := 0; read < queued; {
+		n, err := dev.Read(bufs, sizes, 0)
+		if err != nil || n == 0 {
+			t.Fatalf("read %d of %d: %d, %v", read, queued, n, err)
+		}
+		read += n
+	}
+	if d.queued != 0 || d.octets != 0 {
+		t.Fatalf("after reading all: %d packets, %d octets queued", d.queued, d.octets)
+	}
+}

@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-lab bench-compare soak fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-netstack bench-lab bench-compare soak fuzz demo lab-deps clean
 
 all: build
 
@@ -49,8 +49,8 @@ cross:
 		echo "build $$os/$$arch"; GOOS=$$os GOARCH=$$arch $(GO) build -o /dev/null $(PKGS) || exit 1; \
 	done; done
 
-## bench: ESP vs raw AEAD table, IKE, scale, then the lab tunnel vs veth iperf3 figures
-bench: bench-esp bench-ike bench-scale bench-lab
+## bench: ESP vs raw AEAD table, IKE, scale, netstack TCP, then the lab tunnel vs veth iperf3 figures
+bench: bench-esp bench-ike bench-scale bench-netstack bench-lab
 
 bench-esp:
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchmem -benchtime 1s -count 3 ./esp | $(GO) run ./internal/tools/benchtable
@@ -73,6 +73,12 @@ bench-scale:
 	$(GO) test -run '^$$' -bench 'ScaleInstall' -benchtime 1000x -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
 	$(GO) test -run '^$$' -bench 'ScalePacket' -benchtime 200000x -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
 	$(GO) test -run '^$$' -bench 'ScaleRatio' -benchtime 1x ./tunnel | grep -E '^Benchmark|^ok|FAIL'
+
+# Userspace mode: one TCP stream between two netstack nodes in this process,
+# through ESP over loopback UDP, in Gbit/s and per CPU-second of the process
+# (less sensitive to other load on the machine); no root needed.
+bench-netstack:
+	$(GO) test -run '^$$' -bench 'NetstackTCP' -benchtime 3s -count 3 ./tunnel | $(GO) run ./internal/tools/benchtable
 
 bench-lab:
 	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench$$' -v -timeout 20m ./cmd/oevpn

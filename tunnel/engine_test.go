@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/policy"
@@ -23,7 +22,7 @@ import (
 
 type testEndpoint struct {
 	eng  *Engine
-	net  *netstack.Net
+	net  *Netstack
 	addr netip.Addr
 	ike  chan []byte
 }

@@ -11,7 +11,6 @@ import (
 	"runtime"
 
 	conn "github.com/oevpn/oevpn/internal/wgconn"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
@@ -123,14 +122,14 @@ type Node struct {
 	cfg     NodeConfig
 	log     *slog.Logger
 	eng     *Engine
-	ike     *ike.Daemon   // nil without peers, opportunism or AutoVPN
-	oe      *Opportunism  // nil without opportunistic classes
-	av      *AutoVPN      // nil without AutoVPN
-	net     *netstack.Net // netstack mode only
-	dev     *OSDevice     // TUN mode only
-	outside Outside       // how our own packets leave, TUN mode only
-	clear   string        // "raw", "forwarder" or "none"
-	closers []func()      // run first by Close
+	ike     *ike.Daemon  // nil without peers, opportunism or AutoVPN
+	oe      *Opportunism // nil without opportunistic classes
+	av      *AutoVPN     // nil without AutoVPN
+	net     *Netstack    // netstack mode only
+	dev     *OSDevice    // TUN mode only
+	outside Outside      // how our own packets leave, TUN mode only
+	clear   string       // "raw", "forwarder" or "none"
+	closers []func()     // run first by Close
 }
 
 // NewNode creates the device, starts the datapath, installs the static SAs
@@ -581,7 +580,7 @@ func (n *Node) Trust() *policy.TrustStore {
 }
 
 // Net returns the userspace network stack (netstack mode), nil on a TUN.
-func (n *Node) Net() *netstack.Net { return n.net }
+func (n *Node) Net() *Netstack { return n.net }
 
 // Device returns the OS TUN device (TUN mode), nil in netstack mode.
 func (n *Node) Device() *OSDevice { return n.dev }

@@ -176,7 +176,9 @@ func (d *Daemon) scheduleDPD(sa *ikeSA) {
 // ---- Child SA rekeying (§1.3.3, §2.8) ----
 
 func (d *Daemon) scheduleChildRekey(c *ChildSA) {
-	c.rekeyTimer = time.AfterFunc(jitter(c.ike.peer.childLifetime()), func() {
+	delay := jitter(c.ike.peer.childLifetime())
+	c.rekeyAt = time.Now().Add(delay)
+	c.rekeyTimer = time.AfterFunc(delay, func() {
 		d.post(func() { d.rekeyChild(c) })
 	})
 }
@@ -209,6 +211,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 		c.rekeying = false
 		if nc == nil {
 			d.log.Warn("Child SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "notify", notifyList(m))
+			c.rekeyAt = time.Now().Add(10 * time.Second)
 			c.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyChild(c) }) })
 			return
 		}
@@ -474,7 +477,9 @@ func (d *Daemon) onCreateChildSA(sa *ikeSA, m *Message) []Payload {
 // ---- IKE SA rekeying (§1.3.2, §2.18) ----
 
 func (d *Daemon) scheduleIKERekey(sa *ikeSA) {
-	sa.rekeyTimer = time.AfterFunc(jitter(sa.peer.ikeLifetime()), func() {
+	delay := jitter(sa.peer.ikeLifetime())
+	sa.rekeyAt = time.Now().Add(delay)
+	sa.rekeyTimer = time.AfterFunc(delay, func() {
 		d.post(func() { d.rekeyIKE(sa) })
 	})
 }
@@ -511,6 +516,7 @@ func (d *Daemon) rekeyIKE(sa *ikeSA) {
 			sa.rekeyingIKE = false
 			if err := d.completeRekeyIKE(sa, nsa, m, group, priv); err != nil {
 				d.log.Warn("IKE SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "err", err)
+				sa.rekeyAt = time.Now().Add(10 * time.Second)
 				sa.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyIKE(sa) }) })
 			}
 		}})

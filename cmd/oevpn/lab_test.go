@@ -208,8 +208,8 @@ func TestLabTwoNamespaces(t *testing.T) {
 	if out, err := lp.a.Try("ping", "-c", "1", "-W", "1", blockB4); err == nil {
 		t.Errorf("ping to a blocked address succeeded:\n%s", out)
 	}
-	if st := oevpnStatus(t, lp.cfgA); st.Stats.Blocked == 0 {
-		t.Errorf("no packet counted as blocked: %+v", st.Stats)
+	if st := oevpnStatus(t, lp.cfgA); st.Datapath.Blocked == 0 {
+		t.Errorf("no packet counted as blocked: %+v", st.Datapath)
 	}
 	for addr, want := range map[string]string{labB4: "encrypted-and-authenticated", bareB4: "clear", labB6: "encrypted-and-authenticated",
 		blockB4: "blocked"} {
@@ -731,8 +731,8 @@ func TestLabStaticSARestart(t *testing.T) {
 	if n != 6 {
 		t.Errorf("%d ESP packets from A captured, want 6", n)
 	}
-	if st := oevpnStatus(t, lp.cfgB); st.Stats.DecryptErrors != 0 || pingErr != nil {
-		t.Errorf("B refused %d of A's packets after A's restart: %v\n%s", st.Stats.DecryptErrors, pingErr, pingOut)
+	if st := oevpnStatus(t, lp.cfgB); st.Datapath.DecryptErrors != 0 || pingErr != nil {
+		t.Errorf("B refused %d of A's packets after A's restart: %v\n%s", st.Datapath.DecryptErrors, pingErr, pingOut)
 	}
 	t.Logf("%d ESP packets from A, %d distinct IVs", n, len(seen))
 	lp.stop(t)

@@ -3,8 +3,11 @@
 // Usage:
 //
 //	oevpn up -c FILE     run an endpoint from a TOML configuration
-//	oevpn status         show a running endpoint's SAs (--json)
+//	oevpn up PEER        initiate a configured peer of the running endpoint
+//	oevpn status         show a running endpoint's peers, SAs and tables (--json)
 //	oevpn down PEER      delete the SAs with a configured peer
+//	oevpn shunts         list the opportunistic negative cache
+//	oevpn flush [ADDR]   forget opportunistic fallback verdicts
 //	oevpn cleanup -c FILE  remove the routing a killed endpoint left
 //	oevpn demo           two userspace endpoints in this process, traffic through ESP
 //	oevpn version        print the version
@@ -26,9 +29,13 @@ const usage = `oevpn — opportunistic IPsec (IKEv2/ESP) endpoint
 
 Usage:
   oevpn up -c FILE   run an endpoint from a TOML configuration (see config.example.toml)
-  oevpn status       show the IKE SAs, Child SAs and counters of a running endpoint
+  oevpn up PEER      initiate the IKE SA with a configured peer of the running endpoint
+  oevpn status       show a running endpoint's peers (configured ones too), IKE and
+                     Child SAs, opportunistic table, AutoVPN peers and counters
                      (-c FILE or -s SOCKET to pick it, --json for JSON)
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
+  oevpn shunts       list the destinations opportunism fell back for (clear or drop)
+  oevpn flush [ADDR] forget those verdicts (all, or ADDR's): the next packet negotiates
   oevpn cleanup -c FILE
                      remove the rules and prohibit routes a killed endpoint left
                      (they keep its protected traffic blocked until it runs again)
@@ -66,7 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "up":
-		err = cmdUp(args[1:], stderr)
+		err = cmdUp(args[1:], stdout, stderr)
+	case "shunts":
+		err = cmdShunts(args[1:], stdout, stderr)
+	case "flush":
+		err = cmdFlush(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "down":

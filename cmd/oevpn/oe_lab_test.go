@@ -325,9 +325,9 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 	if out := l.a.Run("ip", "route", "show", "table", "20293"); !strings.Contains(out, "throw "+oeC4clear) {
 		t.Errorf("no bypass route for %s:\n%s", oeC4clear, out)
 	}
-	before := oevpnStatus(t, l.cfgA).Stats.Clear
+	before := oevpnStatus(t, l.cfgA).Datapath.Clear
 	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeC4clear)
-	if after := oevpnStatus(t, l.cfgA).Stats.Clear; after != before {
+	if after := oevpnStatus(t, l.cfgA).Datapath.Clear; after != before {
 		t.Errorf("bypassed traffic still went through oevpn's clear path (%d → %d packets)", before, after)
 	}
 

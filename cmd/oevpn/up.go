@@ -25,15 +25,25 @@ import (
 	"github.com/oevpn/oevpn/tunnel"
 )
 
-func cmdUp(args []string, stderr io.Writer) error {
+// cmdUp runs an endpoint (oevpn up -c FILE) or, given a peer's name,
+// initiates that configured peer on the running one (oevpn up PEER).
+func cmdUp(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	socketFlags(fs)
+	fs.Bool("json", false, "")
+	if rest, err := parseInterspersed(fs, args); err == nil && len(rest) > 0 {
+		return cmdUpPeer(args, stdout, stderr)
+	}
+	fs = flag.NewFlagSet("up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "configuration `file` (TOML)")
-	if err := fs.Parse(args); err != nil {
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
-		return fmt.Errorf("%w: oevpn up -c FILE", errUsage)
+	if *path == "" || len(rest) > 0 {
+		return fmt.Errorf("%w: oevpn up -c FILE, or oevpn up [-s SOCKET | -c FILE] PEER", errUsage)
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {

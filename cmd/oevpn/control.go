@@ -278,11 +278,8 @@ func socketFlags(fs *flag.FlagSet) func() (string, error) {
 			return *sock, nil
 		}
 		if *cfgPath != "" {
-			c, err := config.Load(*cfgPath)
-			if err != nil {
-				return "", err
-			}
-			return c.Interface.Control, nil
+			// The socket is all we need: no keys are read.
+			return config.ControlSocket(*cfgPath)
 		}
 		return findControl()
 	}

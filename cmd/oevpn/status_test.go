@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -238,6 +239,15 @@ start = "none"
 		{[]string{"flush", "-s", sock, "10.2.0.1", "10.2.0.2"}, 2, "oevpn flush"},
 		{[]string{"down", "office", "-s", sock}, 0, "peer office:"},
 	}
+	// A configuration that names the socket but whose keys cannot be
+	// read, in a file anyone may read: enough for the control commands.
+	keyless := filepath.Join(filepath.Dir(p), "keyless.toml")
+	os.WriteFile(keyless, []byte(fmt.Sprintf("[interface]\ncontrol = %q\n\n[[peer]]\nname = \"x\"\nauth = \"pubkey\"\nprivate_key = \"/nonexistent.pem\"\npsk = \"x\"\n", sock)), 0o644)
+	tests = append(tests, struct {
+		args []string
+		code int
+		want string
+	}{[]string{"status", "-c", keyless}, 0, "peer office"})
 	for _, tt := range tests {
 		code, out, errOut := runCLI(tt.args...)
 		if code != tt.code || !strings.Contains(out+errOut, tt.want) {

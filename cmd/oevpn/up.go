@@ -59,6 +59,8 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	if err := prepareControlDir(filepath.Dir(cfg.Interface.Control), gid); err != nil {
 		return err
 	}
+	sig, hup, stopSignals := daemonSignals()
+	defer stopSignals()
 	lock, err := lockInstance(cfg.Interface.Control, cfg.Interface.Name)
 	if err != nil {
 		return err
@@ -85,11 +87,29 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
 		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers),
 		"control", cfg.Interface.Control, "state_dir", cfg.Interface.StateDir)
-	sig := make(chan os.Signal, 1)
+	for {
+		select {
+		case <-hup:
+			log.Warn("SIGHUP: reloading the configuration is not supported; restart oevpn to apply a changed file", "config", cfg.Path)
+		case s := <-sig:
+			log.Info("shutting down", "signal", s.String())
+			return ep.Close()
+		}
+	}
+}
+
+// daemonSignals asks for the signals the endpoint handles, before anything
+// is set up: SIGINT and SIGTERM stop it (sig); SIGHUP, which would kill it
+// and leave its routing behind, is only logged (hup); SIGPIPE, which Go
+// turns into an exit when stdout or stderr is a closed pipe, is ignored:
+// writes to the pipe fail (log/slog drops them) and the endpoint carries
+// on. stop undoes it.
+func daemonSignals() (sig, hup chan os.Signal, stop func()) {
+	sig, hup = make(chan os.Signal, 1), make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	return ep.Close()
+	signal.Notify(hup, syscall.SIGHUP)
+	signal.Ignore(syscall.SIGPIPE)
+	return sig, hup, func() { signal.Stop(sig); signal.Stop(hup); signal.Reset(syscall.SIGPIPE) }
 }
 
 // controlGroup returns the gid of [interface] control_group, or -1.

@@ -475,6 +475,39 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// ControlSocket returns the control socket of the endpoint that the
+// configuration at path describes, reading only [interface]: no key,
+// certificate or trust store is opened, and the file's mode does not
+// matter, so that commands that only talk to a running endpoint work for
+// whoever may reach its socket.
+func ControlSocket(path string) (string, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		Interface struct {
+			Name    string `toml:"name"`
+			Control string `toml:"control"`
+		} `toml:"interface"`
+	}
+	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return "", &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Err: errors.New(pe.Message)}
+		}
+		return "", &Error{File: path, Err: err}
+	}
+	if c.Interface.Control != "" {
+		return c.Interface.Control, nil
+	}
+	name := c.Interface.Name
+	if name == "" {
+		name = DefaultName
+	}
+	return DefaultControl(name), nil
+}
+
 // Parse reads and checks a configuration; name is used in errors.
 func Parse(name string, data []byte) (*Config, error) {
 	var c Config

@@ -208,14 +208,43 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if asJSON {
-		return writeJSON(stdout, c, false)
+		if err := writeJSON(stdout, c, false); err != nil {
+			return err
+		}
+		return checkStatus(c.Verdict)
 	}
 	peer := ""
 	if c.Peer != "" {
 		peer = " (peer " + c.Peer + ")"
 	}
 	fmt.Fprintf(stdout, "%s: %s%s: %s\n", printable(c.Addr), printable(c.Verdict), printable(peer), printable(c.Reason))
-	return nil
+	return checkStatus(c.Verdict)
+}
+
+// exitStatus is an error that only sets the exit status.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// The exit statuses of oevpn check.
+const (
+	checkEncrypted = 0 // encrypted, authenticated or not
+	checkClear     = 1
+	checkBlocked   = 2
+	checkError     = 3 // pending, or the question could not be answered
+)
+
+// checkStatus returns the exit status of a verdict, nil for encrypted.
+func checkStatus(verdict string) error {
+	switch verdict {
+	case tunnel.CheckEncrypted, tunnel.CheckUnauthenticated:
+		return nil
+	case tunnel.CheckClear:
+		return exitStatus(checkClear)
+	case tunnel.CheckBlocked:
+		return exitStatus(checkBlocked)
+	}
+	return exitStatus(checkError)
 }
 
 func controlClient(path string) *http.Client {
@@ -233,11 +262,10 @@ func controlCommand(name string, nargs int, usage string, args []string, stderr 
 
 // controlCommandRange is controlCommand for min to max arguments.
 func controlCommandRange(name string, min, max int, usage string, args []string, stderr io.Writer) (sock string, asJSON bool, rest []string, err error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags(name)
 	sockFn := socketFlags(fs)
 	j := fs.Bool("json", false, "print JSON")
-	rest, err = parseInterspersed(fs, args)
+	rest, err = parseArgs(fs, args)
 	if err != nil {
 		return "", false, nil, err
 	}
@@ -271,7 +299,11 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // socketFlags adds the flags that find an endpoint's control socket.
 func socketFlags(fs *flag.FlagSet) func() (string, error) {
-	sock := fs.String("s", "", "control `socket` (default: from -c, or the one running endpoint's in "+config.RuntimeDir()+" or "+config.SystemRuntimeDir+")")
+	dirs := config.RuntimeDir()
+	if dirs != config.SystemRuntimeDir {
+		dirs += " or " + config.SystemRuntimeDir
+	}
+	sock := fs.String("s", "", "control `socket` (default: from -c, or the one running endpoint's in "+dirs+")")
 	cfgPath := fs.String("c", "", "the endpoint's configuration `file`, to find its control socket")
 	return func() (string, error) {
 		if *sock != "" {

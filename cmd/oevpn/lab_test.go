@@ -590,7 +590,7 @@ func controlLab(t *testing.T, extra string) (bin, sock string, as func(uid int, 
 	os.Chmod(base, 0o755)
 	sock = filepath.Join(base, "ctl", "oevpn.sock")
 	cfg := filepath.Join(base, "a.toml")
-	os.WriteFile(cfg, fmt.Appendf(nil, "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/24\"]\ncontrol = %q\n%s\n", sock, extra), 0o644)
+	os.WriteFile(cfg, fmt.Appendf(nil, "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/24\"]\ncontrol = %q\n%s\n\n[policy]\nblock = [\"10.66.0.0/16\"]\n", sock, extra), 0o644)
 	ns := lab.NewNetns(t)
 	p := ns.Start(bin, "up", "-c", cfg)
 	if err := p.WaitFor("endpoint up", 15*time.Second); err != nil {

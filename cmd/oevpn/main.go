@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 )
 
 // version is stamped by the Makefile from git describe.
@@ -99,18 +100,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "oevpn %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" {
+			if _, ok := commandHelp[args[1]]; !ok {
+				fmt.Fprintf(stderr, "oevpn: no command %q\n\n%s", args[1], usage)
+				return 2
+			}
+			return run([]string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprintf(stderr, "oevpn: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	var help helpRequest
+	var status exitStatus
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &status):
+		return int(status)
+	case errors.As(err, &help):
+		printHelp(stdout, help.name, help.fs)
+		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case args[0] == "check":
+		// Scripts tell the verdicts by the exit status (1 and 2 are
+		// verdicts): every error is 3, as pending.
+		fmt.Fprintf(stderr, "oevpn: %v\n", err)
+		return checkError
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "oevpn: %v\n", err)
+		if u := usageOf(args[0]); u != "" && !strings.Contains(err.Error(), "oevpn "+args[0]) {
+			fmt.Fprintln(stderr, u)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "oevpn: %v\n", err)

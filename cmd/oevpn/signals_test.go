@@ -30,6 +30,9 @@ ike_port = 0
 natt_port = 0
 control = %q
 state_dir = %q
+
+[policy]
+block = ["10.66.0.0/16"]
 `, sock, filepath.Join(dir, "state"))), 0o600)
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"os/user"
@@ -35,10 +36,11 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	if rest, err := parseInterspersed(fs, args); err == nil && len(rest) > 0 {
 		return cmdUpPeer(args, stdout, stderr)
 	}
-	fs = flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "configuration `file` (TOML)")
-	rest, err := parseInterspersed(fs, args)
+	fs = newFlags("up")
+	path := fs.String("c", "", "configuration `file` (TOML) to run; with PEER, the running endpoint's, to find its socket")
+	fs.String("s", "", "with PEER: the running endpoint's control `socket`")
+	fs.Bool("json", false, "with PEER: print JSON")
+	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -194,8 +196,19 @@ func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) 
 		// one twice.
 		nc.Sequences = func(key []byte) (esp.SeqStore, error) { return newSeqFile(stateDir, key) }
 	}
-	for _, p := range cfg.Peers {
-		nc.Peers = append(nc.Peers, tunnel.Peer{IKE: peerConfig(p), Start: startOf(p.Start)})
+	for i, p := range cfg.Peers {
+		pc := peerConfig(p)
+		if pc.LocalID.Type == 0 && (p.Auth == config.AuthPSK || p.Auth == config.AuthPubkey) {
+			// As strongSwan: our identity is the address we reach the
+			// peer from (routing at start, before our own routes).
+			src, err := localAddressFor(p.Address)
+			if err != nil {
+				return nc, cfg.KeyError(fmt.Sprintf("peer[%d].local_id", i),
+					fmt.Errorf("not set, and our address toward %v, its default, is unknown (%v): set local_id", p.Address, err))
+			}
+			pc.LocalID = ike.IdentityOf(src)
+		}
+		nc.Peers = append(nc.Peers, tunnel.Peer{IKE: pc, Start: startOf(p.Start)})
 	}
 	pol := cfg.Policy
 	nc.Policy = tunnel.Policy{Block: pol.Block, Clear: pol.Clear, Private: pol.Private,
@@ -211,6 +224,20 @@ func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) 
 		nc.AutoVPNHost = cfg.AutoVPN.Mode == "host"
 	}
 	return nc, nil
+}
+
+// localAddressFor returns the address this host sends from to reach a, by
+// its routing now: a UDP socket connected to a (nothing is sent).
+func localAddressFor(a netip.Addr) (netip.Addr, error) {
+	if !a.IsValid() {
+		return netip.Addr{}, errors.New("no peer address")
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 500)))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
 }
 
 // staticSAs returns the configured static SA pairs.

@@ -137,6 +137,7 @@ type Node struct {
 	activity activityWatch        // when SA pairs last carried packets
 	statusMu sync.Mutex           // guards errors
 	errors   map[string]peerError // configured peers' last errors
+	events   events               // IKE SAs established and failed
 }
 
 // NewNode creates the device, starts the datapath, installs the static SAs

@@ -206,6 +206,7 @@ func (o *Opportunism) acquire(src, dst netip.Addr, class policy.Class) {
 func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
 	start := time.Now()
 	res := o.cfg.Resolver.Lookup(context.Background(), dst)
+	o.notes.lookedUp(res)
 	if res.Err != nil || len(res.Gateways) == 0 {
 		o.lookupFailed(dst, class, res, start)
 		return
@@ -354,7 +355,7 @@ func (o *Opportunism) fallback(dst netip.Addr, class policy.Class, published boo
 		v = VerdictClear
 	}
 	o.log.Info("opportunism failed: falling back", "dst", dst, "class", class, "verdict", v, "for", ttl, "reason", reason)
-	o.notes.failed(dst, reason)
+	o.notes.failed(dst, v, reason)
 	o.eng.Decide(dst, v, time.Now().Add(ttl))
 }
 

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/policy"
 )
@@ -41,6 +43,7 @@ type Status struct {
 	AutoVPNPeers []AutoVPNPeerStatus `json:"autovpn_peers"`
 
 	Datapath DatapathCounters `json:"datapath"`
+	Events   EventCounters    `json:"events"`
 	IKE      *ike.Stats       `json:"ike,omitempty"`
 	AutoVPN  *AutoVPNCounters `json:"autovpn,omitempty"`
 	Bypass   *BypassStatus    `json:"bypass_routes,omitempty"`
@@ -170,6 +173,95 @@ func datapathCounters(s Stats) DatapathCounters {
 		NullRefused: s.NullRefused, Keepalives: s.Keepalives}
 }
 
+// EventCounters count what happened since the node started; every map
+// has all its keys, zero or not.
+type EventCounters struct {
+	// IKEEstablished counts IKE SAs that came up; IKEFailed the
+	// negotiations that failed and the IKE SAs lost, by reason
+	// (IKEFailureReasons).
+	IKEEstablished uint64            `json:"ike_established"`
+	IKEFailed      map[string]uint64 `json:"ike_failed"`
+	// DNSLookups counts opportunistic lookups by result
+	// (DNSLookupResults); DNSCacheEntries is how many destinations the
+	// resolver caches now.
+	DNSLookups      map[string]uint64 `json:"dns_lookups"`
+	DNSCacheEntries int               `json:"dns_cache_entries"`
+	// OEFallbacks counts opportunistic fallback verdicts given, "clear"
+	// and "drop".
+	OEFallbacks map[string]uint64 `json:"opportunistic_fallbacks"`
+}
+
+// IKEFailureReasons are the reasons EventCounters.IKEFailed counts.
+var IKEFailureReasons = []string{"no_answer", "auth", "proposal", "child_refused", "other"}
+
+// DNSLookupResults are the results EventCounters.DNSLookups counts.
+var DNSLookupResults = []string{"found", "no_record", "bogus", "unvalidated", "unusable_key", "error"}
+
+// events keeps the EventCounters.
+type events struct {
+	mu                  sync.Mutex
+	established         uint64
+	failed, lookups, oe map[string]uint64
+}
+
+func (ev *events) add(m *map[string]uint64, key string) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if *m == nil {
+		*m = map[string]uint64{}
+	}
+	(*m)[key]++
+}
+
+func (ev *events) snapshot() EventCounters {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	all := func(keys []string, m map[string]uint64) map[string]uint64 {
+		out := make(map[string]uint64, len(keys))
+		for _, k := range keys {
+			out[k] = m[k]
+		}
+		return out
+	}
+	return EventCounters{IKEEstablished: ev.established, IKEFailed: all(IKEFailureReasons, ev.failed),
+		DNSLookups: all(DNSLookupResults, ev.lookups), OEFallbacks: all([]string{"clear", "drop"}, ev.oe)}
+}
+
+// failureReason sorts an IKE failure into IKEFailureReasons.
+func failureReason(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no answer") || strings.Contains(msg, "did not answer") || strings.Contains(msg, "did not complete"):
+		return "no_answer"
+	case errors.Is(err, ike.ErrAuth) || strings.Contains(msg, "AUTHENTICATION_FAILED"):
+		return "auth"
+	case strings.Contains(msg, "NO_PROPOSAL_CHOSEN") || strings.Contains(msg, "proposal") || strings.Contains(msg, "DH group") ||
+		strings.Contains(msg, "INVALID_KE_PAYLOAD"):
+		return "proposal"
+	case errors.Is(err, ike.ErrChildRefused) || strings.Contains(msg, "TS_UNACCEPTABLE"):
+		return "child_refused"
+	}
+	return "other"
+}
+
+// lookupResult sorts an opportunistic lookup's outcome into
+// DNSLookupResults.
+func lookupResult(res dnsoe.Result) string {
+	switch err := res.Err; {
+	case err == nil && len(res.Gateways) > 0:
+		return "found"
+	case err == nil || errors.Is(err, dnsoe.ErrNoRecord):
+		return "no_record"
+	case errors.Is(err, dnsoe.ErrBogus):
+		return "bogus"
+	case errors.Is(err, dnsoe.ErrUnvalidated):
+		return "unvalidated"
+	case errors.Is(err, dnsoe.ErrUnusableKey):
+		return "unusable_key"
+	}
+	return "error"
+}
+
 // AutoVPNCounters are AutoVPN's counters (AutoVPNStats), named for JSON.
 type AutoVPNCounters struct {
 	ProbeRequests  uint64 `json:"probe_requests_sent"`
@@ -195,7 +287,14 @@ func (n *Node) Status() Status {
 	ikePort, natt := n.eng.Ports()
 	st := Status{Mode: "tun", Device: n.cfg.Name, IKEPort: ikePort, NATTPort: natt, ClearPath: n.clear,
 		Outside: n.outside.Interface, Peers: []PeerStatus{}, StaticSAs: []ChildSAStatus{}, Opportunistic: []OEStatus{},
-		AutoVPNPeers: []AutoVPNPeerStatus{}, Datapath: datapathCounters(n.eng.Stats()), Memory: ReadMemory()}
+		AutoVPNPeers: []AutoVPNPeerStatus{}, Datapath: datapathCounters(n.eng.Stats()), Events: n.events.snapshot(), Memory: ReadMemory()}
+	if n.oe != nil {
+		oe := n.oe.notes.events.snapshot()
+		st.Events.DNSLookups, st.Events.OEFallbacks = oe.DNSLookups, oe.OEFallbacks
+		if r := n.cfg.Opportunism.Resolver; r != nil {
+			st.Events.DNSCacheEntries = r.CacheLen()
+		}
+	}
 	if n.cfg.Netstack {
 		st.Mode, st.Device = "netstack", ""
 	}
@@ -423,8 +522,9 @@ func (e *Engine) flushVerdicts(dst netip.Addr, forgot func(netip.Addr)) int {
 // found and why opportunism fell back, for Status. It holds at most
 // maxOEDests entries (the engine's table has no more).
 type oeNotes struct {
-	mu sync.Mutex
-	m  map[netip.Addr]oeNote
+	mu     sync.Mutex
+	m      map[netip.Addr]oeNote
+	events events // lookups and fallbacks
 }
 
 type oeNote struct{ source, reason string }
@@ -434,10 +534,14 @@ func (ns *oeNotes) tried(dst netip.Addr, source string) {
 	ns.update(dst, func(n *oeNote) { n.source = source })
 }
 
-// failed notes why opportunism fell back for dst.
-func (ns *oeNotes) failed(dst netip.Addr, reason string) {
+// failed notes why opportunism fell back for dst, to verdict v.
+func (ns *oeNotes) failed(dst netip.Addr, v Verdict, reason string) {
+	ns.events.add(&ns.events.oe, v.String())
 	ns.update(dst, func(n *oeNote) { n.reason = reason })
 }
+
+// lookedUp counts a lookup's result.
+func (ns *oeNotes) lookedUp(res dnsoe.Result) { ns.events.add(&ns.events.lookups, lookupResult(res)) }
 
 func (ns *oeNotes) update(dst netip.Addr, f func(*oeNote)) {
 	ns.mu.Lock()
@@ -486,6 +590,14 @@ type peerError struct {
 // ones: the names of others come from the network), cleared when it comes
 // up.
 func (n *Node) noteChange(peer string, up bool, err error) {
+	switch {
+	case up:
+		n.events.mu.Lock()
+		n.events.established++
+		n.events.mu.Unlock()
+	case err != nil && !errors.Is(err, ike.ErrDown):
+		n.events.add(&n.events.failed, failureReason(err))
+	}
 	if !slices.ContainsFunc(n.cfg.Peers, func(p Peer) bool { return p.IKE.Name == peer }) {
 		return
 	}

@@ -64,6 +64,9 @@ func TestNodeStatus(t *testing.T) {
 		c.RekeyInSeconds == nil || c.ExpireInSeconds == nil || *c.ExpireInSeconds < *c.RekeyInSeconds {
 		t.Errorf("Child SA: %+v", c)
 	}
+	if st.Events.IKEEstablished == 0 || st.Events.IKEFailed["other"] != 0 {
+		t.Errorf("events: %+v", st.Events)
+	}
 	if bs := b.Status(); len(bs.Peers) != 1 || bs.Peers[0].State != PeerUp || bs.Peers[0].Start != "none" || bs.Peers[0].IKESAs[0].Initiator {
 		t.Errorf("B's peers: %+v", bs.Peers)
 	}
@@ -114,6 +117,9 @@ func TestNodeStatusLastError(t *testing.T) {
 			if p.State != PeerDown || p.LastErrorSeconds == nil || p.Start != "none" {
 				t.Errorf("after: %+v", p)
 			}
+			if ev := n.Status().Events; ev.IKEFailed["no_answer"] != 1 || ev.IKEEstablished != 0 || len(ev.IKEFailed) != len(IKEFailureReasons) {
+				t.Errorf("events: %+v (last error %q)", ev, p.LastError)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -162,7 +168,7 @@ func TestFlushRemovesBypass(t *testing.T) {
 	te.eng.Decide(clear, VerdictClear, time.Now().Add(time.Hour))
 	te.eng.Decide(drop, VerdictDrop, time.Now().Add(time.Hour))
 	n.oe.notes.tried(drop, "IPSECKEY")
-	n.oe.notes.failed(drop, "no gateway answered")
+	n.oe.notes.failed(drop, VerdictDrop, "no gateway answered")
 	sendUDP(t, te, pending, 1)
 	waitFor(t, func() bool { _, _, ok := te.eng.VerdictFor(pending); return ok }, "pending verdict")
 	if !bp.has(clear) {
@@ -188,6 +194,9 @@ func TestFlushRemovesBypass(t *testing.T) {
 	}
 	if _, _, ok := te.eng.VerdictFor(pending); !ok {
 		t.Error("Flush removed a pending destination")
+	}
+	if ev := n.oe.notes.events.snapshot(); ev.OEFallbacks["drop"] != 1 || ev.OEFallbacks["clear"] != 0 {
+		t.Errorf("fallbacks counted: %+v", ev.OEFallbacks)
 	}
 	if n.oe.notes.get(drop) != (oeNote{}) {
 		t.Error("notes of a flushed destination kept")

@@ -94,6 +94,12 @@ func printStatus(w io.Writer, st tunnel.Status) error {
 	fmt.Fprintf(w, "\ndatapath  esp sent %d received %d  clear sent %d\n", d.ESPSent, d.ESPReceived, d.Clear)
 	fmt.Fprintf(w, "  dropped: no SA %d, blocked %d, malformed %d, unknown SPI %d, decrypt %d, selector %d, seal %d, unauthenticated %d, control %d; send errors %d\n",
 		d.NoSA, d.Blocked, d.Malformed, d.UnknownSPI, d.DecryptErrors, d.SelectorDrops, d.SealErrors, d.NullDrops, d.ControlDropped, d.SendErrors)
+	ev := st.Events
+	fmt.Fprintf(w, "ike  %d IKE SA(s) established, failed:%s\n", ev.IKEEstablished, countsText(tunnel.IKEFailureReasons, ev.IKEFailed))
+	if len(st.Opportunistic) > 0 || sum(ev.DNSLookups) > 0 {
+		fmt.Fprintf(w, "opportunism  dns lookups:%s; %d cached; fallbacks:%s\n", countsText(tunnel.DNSLookupResults, ev.DNSLookups),
+			ev.DNSCacheEntries, countsText([]string{"clear", "drop"}, ev.OEFallbacks))
+	}
 	if b := st.Bypass; b != nil {
 		fmt.Fprintf(w, "bypass routes  %d installed, %d refused\n", b.Installed, b.Refused)
 	}
@@ -105,6 +111,27 @@ func printStatus(w io.Writer, st tunnel.Status) error {
 	fmt.Fprintf(w, "memory  heap %.1f MiB live, %.1f MiB in use; rss %.1f MiB; %d goroutines\n",
 		mib(m.HeapLive), mib(m.HeapInUse), mib(m.RSS), m.Goroutines)
 	return nil
+}
+
+// countsText renders counts in the order of keys, " none" if all are 0.
+func countsText(keys []string, m map[string]uint64) string {
+	var b strings.Builder
+	for _, k := range keys {
+		if m[k] > 0 {
+			fmt.Fprintf(&b, " %s %d", k, m[k])
+		}
+	}
+	if b.Len() == 0 {
+		return " none"
+	}
+	return b.String()
+}
+
+func sum(m map[string]uint64) (n uint64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }

@@ -60,9 +60,12 @@ func goldenStatus() tunnel.Status {
 		AutoVPNPeers: []tunnel.AutoVPNPeerStatus{{Fingerprint: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 			DN: "CN=gw2.example.org", State: "trusted", SharedSecret: true, LastSeenSeconds: i64(300), Contact: "noc@example.org"}},
 		Datapath: tunnel.DatapathCounters{ESPSent: 243, ESPReceived: 240, Clear: 17, NoSA: 2, Blocked: 5},
-		Bypass:   &tunnel.BypassStatus{Installed: 1},
-		AutoVPN:  &tunnel.AutoVPNCounters{ProbeRequests: 3, ProbeResponses: 3, Completed: 1},
-		Memory:   tunnel.Memory{HeapLive: 3 << 20, HeapInUse: 5 << 20, RSS: 12 << 20, Goroutines: 41},
+		Events: tunnel.EventCounters{IKEEstablished: 3, IKEFailed: map[string]uint64{"no_answer": 2, "auth": 0, "proposal": 0, "child_refused": 0, "other": 0},
+			DNSLookups: map[string]uint64{"found": 1, "no_record": 1, "bogus": 0, "unvalidated": 0, "unusable_key": 0, "error": 0}, DNSCacheEntries: 2,
+			OEFallbacks: map[string]uint64{"clear": 1, "drop": 1}},
+		Bypass:  &tunnel.BypassStatus{Installed: 1},
+		AutoVPN: &tunnel.AutoVPNCounters{ProbeRequests: 3, ProbeResponses: 3, Completed: 1},
+		Memory:  tunnel.Memory{HeapLive: 3 << 20, HeapInUse: 5 << 20, RSS: 12 << 20, Goroutines: 41},
 	}
 }
 

@@ -68,7 +68,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer lock.Close() // after ep.Close: the host is clean before another may start
-	log := newLogger(stderr, cfg.Interface.LogLevel)
+	log := newLogger(stderr, cfg.Interface.LogLevel, cfg.Interface.LogFormat)
 	logSettings(cfg, log)
 	ep, err := startEndpoint(cfg, cfg.Interface.StateDir, log)
 	if err != nil {
@@ -82,6 +82,10 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := ep.serveControl(cfg, gid); err != nil {
+		ep.Close()
+		return err
+	}
+	if err := ep.serveMetrics(cfg, log); err != nil {
 		ep.Close()
 		return err
 	}
@@ -152,10 +156,16 @@ func logSettings(cfg *config.Config, log *slog.Logger) {
 	}
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger returns the daemon's logger: text (key=value) or, with format
+// "json", one JSON object a line.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(strings.ToUpper(level)))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // endpoint is the running node and what the command adds to it: the

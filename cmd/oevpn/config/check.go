@@ -113,6 +113,18 @@ func (c *Config) checkInterface() error {
 	} else {
 		in.StateDir = c.resolve(in.StateDir)
 	}
+	switch in.LogFormat {
+	case "":
+		in.LogFormat = "text"
+	case "text", "json":
+	default:
+		return keyErr("interface.log_format", "%q is not \"text\" or \"json\"", in.LogFormat)
+	}
+	if in.Metrics != "" {
+		if _, err := netip.ParseAddrPort(in.Metrics); err != nil {
+			return keyErr("interface.metrics", "%q is not an address and port to listen on, e.g. \"127.0.0.1:9474\" or \"[::1]:9474\"", in.Metrics)
+		}
+	}
 	switch strings.ToLower(in.LogLevel) {
 	case "", "info", "debug", "warn", "error":
 	default:

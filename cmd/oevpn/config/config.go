@@ -162,6 +162,12 @@ type Interface struct {
 	// StateDir keeps what must survive a restart: the outbound sequence
 	// numbers of the [[sa]] keys (default DefaultStateDir).
 	StateDir string `toml:"state_dir"`
+	// LogFormat is "text" (the default) or "json" (one JSON object a
+	// line, log/slog's JSONHandler).
+	LogFormat string `toml:"log_format"`
+	// Metrics, if set, is the address ("127.0.0.1:9474") of an HTTP
+	// server of Prometheus metrics at /metrics.
+	Metrics string `toml:"metrics"`
 }
 
 // SA is one statically keyed pair of SAs.

@@ -313,7 +313,7 @@ func (n *Node) Status() Status {
 		}
 	}
 	n.activity.sample(n.eng.Pairs(), now)
-	act := n.activity.snapshot()
+	act := &n.activity
 	owned := map[*SAPair]bool{}
 	byName := map[string]*PeerStatus{}
 	for _, p := range n.cfg.Peers {
@@ -386,15 +386,15 @@ func (n *Node) Status() Status {
 }
 
 // pairStatus describes an SA pair.
-func pairStatus(now time.Time, p *SAPair, suite string, act map[*SAPair]activity) ChildSAStatus {
+func pairStatus(now time.Time, p *SAPair, suite string, act *activityWatch) ChildSAStatus {
 	in, out := p.In.Counters(), p.Out.Counters()
-	a := act[p]
+	inAt, outAt := act.last(p)
 	return ChildSAStatus{Peer: p.Peer.String(), LocalTS: selectorStrings(p.Local), RemoteTS: selectorStrings(p.Remote),
 		SPIIn: fmt.Sprintf("%08x", p.In.SPI()), SPIOut: fmt.Sprintf("%08x", p.Out.SPI()), Suite: suite,
 		AgeSeconds: seconds(now.Sub(p.Out.Created())),
-		In: TrafficStatus{Packets: in.Packets, Bytes: in.Bytes, LastPacketSeconds: ago(now, a.inAt),
+		In: TrafficStatus{Packets: in.Packets, Bytes: in.Bytes, LastPacketSeconds: ago(now, inAt),
 			ReplayDrops: in.ReplayDrops, IntegrityFailures: in.IntegrityFailures},
-		Out: TrafficStatus{Packets: out.Packets, Bytes: out.Bytes, LastPacketSeconds: ago(now, a.outAt)}}
+		Out: TrafficStatus{Packets: out.Packets, Bytes: out.Bytes, LastPacketSeconds: ago(now, outAt)}}
 }
 
 func selectorStrings(s policy.Selectors) []string {
@@ -629,38 +629,55 @@ const activityInterval = 2 * time.Second
 type activity struct {
 	in, out     uint64
 	inAt, outAt time.Time
+	gen         uint64 // the sample that last saw the pair
 }
 
 // activityWatch samples the SA pairs' counters (off the datapath, which
 // keeps no times).
 type activityWatch struct {
 	mu    sync.Mutex
-	pairs map[*SAPair]activity
+	gen   uint64
+	pairs map[*SAPair]*activity
 }
 
 // sample updates the last-packet times from the pairs' counters, and
-// forgets pairs gone.
+// forgets pairs gone. It allocates only for new pairs.
 func (w *activityWatch) sample(pairs []*SAPair, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	next := make(map[*SAPair]activity, len(pairs))
+	if w.pairs == nil {
+		w.pairs = map[*SAPair]*activity{}
+	}
+	w.gen++
 	for _, p := range pairs {
 		a := w.pairs[p]
+		if a == nil {
+			a = &activity{}
+			w.pairs[p] = a
+		}
 		if in := p.In.Counters().Packets; in != a.in {
 			a.in, a.inAt = in, now
 		}
 		if out := p.Out.Counters().Packets; out != a.out {
 			a.out, a.outAt = out, now
 		}
-		next[p] = a
+		a.gen = w.gen
 	}
-	w.pairs = next
+	for p, a := range w.pairs {
+		if a.gen != w.gen {
+			delete(w.pairs, p)
+		}
+	}
 }
 
-func (w *activityWatch) snapshot() map[*SAPair]activity {
+// last returns when p last carried a packet each way (zero: never seen).
+func (w *activityWatch) last(p *SAPair) (in, out time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.pairs
+	if a := w.pairs[p]; a != nil {
+		return a.inAt, a.outAt
+	}
+	return time.Time{}, time.Time{}
 }
 
 // watchActivity samples the pairs every activityInterval until the node

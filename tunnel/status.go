@@ -338,9 +338,16 @@ func (n *Node) Status() Status {
 				byName[sa.Peer] = ps
 			}
 			is := IKESAStatus{Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator, LocalID: sa.LocalID,
-				RemoteID: sa.PeerID, Auth: sa.Auth, Suite: sa.Suite.String(), SPIi: fmt.Sprintf("%016x", sa.SPIi),
+				RemoteID: sa.PeerID, Auth: sa.Auth, SPIi: fmt.Sprintf("%016x", sa.SPIi),
 				SPIr: fmt.Sprintf("%016x", sa.SPIr), AgeSeconds: seconds(now.Sub(sa.Created)), RekeyInSeconds: until(now, sa.RekeyAt),
 				LastHeard: ago(now, sa.LastHeard), ChildSAs: []ChildSAStatus{}}
+			// Not known before the exchanges that set them.
+			if sa.Suite != (ike.Suite{}) {
+				is.Suite = sa.Suite.String()
+			}
+			if sa.PeerID == (ike.Identity{}).String() {
+				is.RemoteID = ""
+			}
 			switch {
 			case sa.State == "established" || sa.State == "rekeyed":
 				ps.State = PeerUp

@@ -160,6 +160,13 @@ func (r *Resolver) init() {
 	})
 }
 
+// CacheLen returns how many destinations the cache holds.
+func (r *Resolver) CacheLen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cache)
+}
+
 // Cached returns a cached, unexpired result for dest.
 func (r *Resolver) Cached(dest netip.Addr, now time.Time) (Result, bool) {
 	r.init()

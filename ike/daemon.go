@@ -275,6 +275,11 @@ type SAInfo struct {
 	Auth      string
 	Created   time.Time
 	Children  []*ChildSA
+	// RekeyAt is when the IKE SA is next rekeyed (zero: not scheduled),
+	// LastHeard when the peer last sent an authenticated message, and
+	// ChildRekeyAt when each of Children is next rekeyed.
+	RekeyAt, LastHeard time.Time
+	ChildRekeyAt       []time.Time
 }
 
 // SAs returns the IKE SAs.
@@ -288,7 +293,10 @@ func (d *Daemon) SAs() []SAInfo {
 			}
 			out = append(out, SAInfo{Peer: sa.peer.Name, Remote: sa.remote, Initiator: sa.initiator, State: state,
 				SPIi: sa.spiI, SPIr: sa.spiR, Suite: sa.suite, LocalID: ourID(sa.peer).String(), PeerID: sa.peerIDSeen.String(), Auth: sa.peer.Auth.Method(),
-				Created: sa.created, Children: append([]*ChildSA(nil), sa.children...)})
+				Created: sa.created, Children: append([]*ChildSA(nil), sa.children...), RekeyAt: sa.rekeyAt, LastHeard: sa.lastHeard})
+			for _, c := range sa.children {
+				out[len(out)-1].ChildRekeyAt = append(out[len(out)-1].ChildRekeyAt, c.rekeyAt)
+			}
 		}
 	})
 	return out

@@ -17,6 +17,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 		c.rekeying = false
 		if nc == nil {
 			d.log.Warn("Child SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "notify", notifyList(m))
+			c.rekeyAt = time.Now().Add(10 * time.Second)
 			c.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyChild(c) }) })
 			return
 		}

@@ -40,6 +40,7 @@ func (d *Daemon) rekeyIKE(sa *ikeSA) {
 			sa.rekeyingIKE = false
 			if err := d.completeRekeyIKE(sa, nsa, m, group, priv); err != nil {
 				d.log.Warn("IKE SA rekey failed; retrying in 10s", "peer", sa.peer.Name, "err", err)
+				sa.rekeyAt = time.Now().Add(10 * time.Second)
 				sa.rekeyTimer = time.AfterFunc(10*time.Second, func() { d.post(func() { d.rekeyIKE(sa) }) })
 			}
 		}})

@@ -69,6 +69,7 @@ type ikeSA struct {
 	watchOut       uint64
 	lastIn         time.Time // when watchIn last grew
 	rekeyTimer     *time.Timer
+	rekeyAt        time.Time // when rekeyTimer fires (for status)
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer
 	rekeyed        bool              // replaced by a rekeyed IKE SA: children moved away
@@ -120,6 +121,7 @@ type request struct {
 type ChildSA struct {
 	ike        *ikeSA
 	rekeyTimer *time.Timer
+	rekeyAt    time.Time
 	rekeying   bool     // a CREATE_CHILD_SA to replace it is under way
 	replaced   bool     // rekeyed: to be deleted
 	successor  *ChildSA // the Child SA that replaced it

@@ -117,7 +117,9 @@ func (d *Daemon) scheduleDPD(sa *ikeSA) {
 }
 
 func (d *Daemon) scheduleChildRekey(c *ChildSA) {
-	c.rekeyTimer = time.AfterFunc(jitter(c.ike.peer.childLifetime()), func() {
+	delay := jitter(c.ike.peer.childLifetime())
+	c.rekeyAt = time.Now().Add(delay)
+	c.rekeyTimer = time.AfterFunc(delay, func() {
 		d.post(func() { d.rekeyChild(c) })
 	})
 }
@@ -141,7 +143,9 @@ func (d *Daemon) ChildEvent(c *ChildSA, hard bool) {
 }
 
 func (d *Daemon) scheduleIKERekey(sa *ikeSA) {
-	sa.rekeyTimer = time.AfterFunc(jitter(sa.peer.ikeLifetime()), func() {
+	delay := jitter(sa.peer.ikeLifetime())
+	sa.rekeyAt = time.Now().Add(delay)
+	sa.rekeyTimer = time.AfterFunc(delay, func() {
 		d.post(func() { d.rekeyIKE(sa) })
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
+	"sync"
 
 	conn "github.com/oevpn/oevpn/internal/wgconn"
 
@@ -130,6 +132,11 @@ type Node struct {
 	outside Outside      // how our own packets leave, TUN mode only
 	clear   string       // "raw", "forwarder" or "none"
 	closers []func()     // run first by Close
+
+	activity activityWatch        // when SA pairs last carried packets
+	statusMu sync.Mutex           // guards errors
+	errors   map[string]peerError // configured peers' last errors
+	events   events               // IKE SAs established and failed
 }
 
 // NewNode creates the device, starts the datapath, installs the static SAs
@@ -156,6 +163,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	n.closers = append(n.closers, n.watchActivity())
 	n.initiatePeers()
 	return n, nil
 }
@@ -451,6 +459,7 @@ func (a peerAuthorizer) AuthorizePeer(id ike.PeerIdentity) error {
 // onChange is told of every IKE SA that comes up or goes down, and fans
 // it out.
 func (n *Node) onChange(peer string, up bool, err error) {
+	n.noteChange(peer, up, err)
 	if !up && err != nil {
 		n.eng.AcquireFailed(peer) // drop held packets; the next one retries
 	}
@@ -536,6 +545,18 @@ func (n *Node) initiatePeers() {
 			}
 		}
 	}
+}
+
+// ErrNoPeer is returned by Up for a name that is no configured peer.
+var ErrNoPeer = errors.New("tunnel: no configured peer of that name")
+
+// Up initiates an IKE SA with the configured peer name, unless it has one
+// (up or being negotiated).
+func (n *Node) Up(name string) error {
+	if n.ike == nil || !slices.ContainsFunc(n.cfg.Peers, func(p Peer) bool { return p.IKE.Name == name }) {
+		return fmt.Errorf("%w: %q", ErrNoPeer, name)
+	}
+	return n.ike.Initiate(name)
 }
 
 // OnClose adds f to what Close runs first (e.g. the control socket).

@@ -88,6 +88,7 @@ type Opportunism struct {
 	// apart so that remote initiators cannot crowd the first out, those
 	// whose initiators signed with a published key.
 	keys, peerKeys keyedSet
+	notes          oeNotes // record kinds and fallback reasons, for Status
 }
 
 // Retry times of verdicts given when DNS could not answer.
@@ -209,6 +210,7 @@ func (o *Opportunism) acquire(src, dst netip.Addr, class policy.Class) {
 func (o *Opportunism) discover(src, dst netip.Addr, class policy.Class) {
 	start := time.Now()
 	res := o.cfg.Resolver.Lookup(context.Background(), dst)
+	o.notes.lookedUp(res)
 	if res.Err != nil || len(res.Gateways) == 0 {
 		o.lookupFailed(dst, class, res, start)
 		return
@@ -282,6 +284,7 @@ func (o *Opportunism) tryNext(t *oeTunnel) {
 		t.gateways = t.gateways[1:]
 		t.key = g.Key
 		o.mu.Unlock()
+		o.notes.tried(t.dst, g.Source)
 		pc, err := o.initiatorPeer(t, g)
 		if err == nil {
 			err = o.ike.AddPeer(pc)
@@ -356,6 +359,7 @@ func (o *Opportunism) fallback(dst netip.Addr, class policy.Class, published boo
 		v = VerdictClear
 	}
 	o.log.Info("opportunism failed: falling back", "dst", dst, "class", class, "verdict", v, "for", ttl, "reason", reason)
+	o.notes.failed(dst, v, reason)
 	o.eng.Decide(dst, v, time.Now().Add(ttl))
 }
 

@@ -88,7 +88,7 @@ func (d *OSDevice) RoutesInto(dst netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("device %s is gone: %w", d.cfg.Name, err)
 	}
-	oif, err := routeOIF(dst.Unmap())
+	oif, err := routeOIF(dst.Unmap(), d.protectedSource(dst.Unmap()))
 	if err != nil {
 		return fmt.Errorf("no route to %v: %w", dst, err)
 	}
@@ -100,6 +100,21 @@ func (d *OSDevice) RoutesInto(dst netip.Addr) error {
 		return fmt.Errorf("the kernel routes %v by %s, not into %s", dst, name, d.cfg.Name)
 	}
 	return nil
+}
+
+// protectedSource returns the address traffic to dst leaves from when the
+// kernel routes it into the device by its source: in AutoVPN host mode,
+// the host's protected address of dst's family; invalid otherwise.
+func (d *OSDevice) protectedSource(dst netip.Addr) netip.Addr {
+	if !d.cfg.ProtectedHost {
+		return netip.Addr{}
+	}
+	for _, p := range d.cfg.Protected {
+		if p.Addr().Is4() == dst.Is4() {
+			return p.Addr()
+		}
+	}
+	return netip.Addr{}
 }
 
 // CreateOSTUN creates the TUN device (with TSO/GRO offloads where the kernel

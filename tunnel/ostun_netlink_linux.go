@@ -153,8 +153,14 @@ func delThrow(table uint32, dst netip.Addr) error {
 
 // routeOIF asks the kernel which interface a packet to dst without a
 // mark leaves by (as `ip route get` does), with every rule applied.
-func routeOIF(dst netip.Addr) (int, error) {
-	msgs, err := nlRequest(unix.RTM_GETROUTE, 0, rtMsg(dst, 0, 0))
+func routeOIF(dst, src netip.Addr) (int, error) {
+	req := rtMsg(dst, 0, 0)
+	if src.IsValid() && src.Is6() == dst.Is6() {
+		// From src, as policy-routing rules on the source see it.
+		req[2] = uint8(src.BitLen())
+		req = rtAttr(req, unix.RTA_SRC, src.AsSlice())
+	}
+	msgs, err := nlRequest(unix.RTM_GETROUTE, 0, req)
 	if err != nil {
 		return 0, err
 	}

@@ -353,7 +353,7 @@ func TestLabAutoVPNHostMode(t *testing.T) {
 	hashedTransfer(t, l.g1, l.g2, avG2+":7401", 0.5)
 	time.Sleep(3500 * time.Millisecond) // the retransmissions
 	st := oevpnStatus(t, l.cfgG2)
-	if st.AutoVPN == nil || st.AutoVPN.Probe.Requests != 3 || st.AutoVPN.Probe.Completed != 0 || len(st.IKESAs) != 0 {
+	if st.AutoVPN == nil || st.AutoVPN.ProbeRequests != 3 || st.AutoVPN.Completed != 0 || len(st.IKESAs) != 0 {
 		t.Errorf("G2 against an innocent receiver: %+v, IKE SAs %d", st.AutoVPN, len(st.IKESAs))
 	}
 	if out, err := exec.Command(oevpnBinary(t), "status", "-c", l.cfgG2).CombinedOutput(); err != nil || !strings.Contains(string(out), "3 requests") {
@@ -361,7 +361,7 @@ func TestLabAutoVPNHostMode(t *testing.T) {
 	}
 	// Another connection: not probed again within 24 hours.
 	hashedTransfer(t, l.g1, l.g2, avG2+":7402", 0.2)
-	if st := oevpnStatus(t, l.cfgG2); st.AutoVPN.Probe.Requests != 3 || st.AutoVPN.Probe.Limited == 0 {
+	if st := oevpnStatus(t, l.cfgG2); st.AutoVPN.ProbeRequests != 3 || st.AutoVPN.Limited == 0 {
 		t.Errorf("the innocent receiver was probed again: %+v", st.AutoVPN)
 	}
 	l.procG2.Signal(syscall.SIGTERM)
@@ -587,7 +587,7 @@ func TestLabAutoVPNSpoofedFlood(t *testing.T) {
 	n, out := probeBytes(t, stop())
 	st := oevpnStatus(t, l.cfgG2).AutoVPN
 	t.Logf("spoofed SYNs: %d octets in, %d probes (%d octets) out; G2 %+v", in, n, out, st)
-	if out >= in || st == nil || st.Probe.Requests != 0 || st.Probe.Unpaid == 0 {
+	if out >= in || st == nil || st.ProbeRequests != 0 || st.Unpaid == 0 {
 		t.Errorf("spoofed SYNs reflected %d octets for %d (G2 %+v)", out, in, st)
 	}
 

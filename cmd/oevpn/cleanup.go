@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -15,13 +14,13 @@ import (
 // protects from leaving in the clear while it is down. It is for a host
 // where that endpoint will not run again; `oevpn up` replaces them itself.
 func cmdCleanup(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("cleanup")
 	path := fs.String("c", "", "configuration `file` (TOML) of the endpoint that was killed")
-	if err := fs.Parse(args); err != nil {
+	rest, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
+	if *path == "" || len(rest) > 0 {
 		return fmt.Errorf("%w: oevpn cleanup -c FILE", errUsage)
 	}
 	cfg, err := config.Load(*path)

@@ -14,16 +14,12 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/oevpn/oevpn/cmd/oevpn/config"
-	"github.com/oevpn/oevpn/esp"
-	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/tunnel"
 )
 
@@ -100,113 +96,10 @@ func authorize(next http.Handler, gid int) http.Handler {
 	})
 }
 
-// Status is what GET /status returns.
-type Status struct {
-	Version string       `json:"version"`
-	Device  string       `json:"device"`
-	Mode    string       `json:"mode"`
-	Ports   [2]uint16    `json:"ports"`
-	IKESAs  []IKEStatus  `json:"ike_sas"`
-	Static  []SAStatus   `json:"static_sas"`
-	Stats   tunnel.Stats `json:"datapath"`
-	// ClearPath is how packets leave in the clear: "raw" sockets, the
-	// "forwarder", or "none" (dropped).
-	ClearPath string `json:"clear_path"`
-	// Outside is the interface oevpn's own sockets are bound to, if any.
-	Outside string `json:"outside,omitempty"`
-	// Bypass counts the routes that send destinations in the clear
-	// around the device (TUN mode).
-	Bypass *BypassStatus `json:"bypass_routes,omitempty"`
-	// AutoVPN counts the probe messages, when AutoVPN runs.
-	AutoVPN *tunnel.AutoVPNStats `json:"autovpn,omitempty"`
-	// IKE counts what the IKE daemon dropped or answered without state.
-	IKE *ike.Stats `json:"ike,omitempty"`
-	// Memory is the daemon's memory use.
-	Memory tunnel.Memory `json:"memory"`
-}
-
-// BypassStatus counts bypass routes: installed now, and not installed
-// because tunnel.DefaultMaxBypass were (the clear path carried those
-// destinations instead).
-type BypassStatus struct {
-	Installed int    `json:"installed"`
-	Refused   uint64 `json:"refused"`
-}
-
-// IKEStatus describes one IKE SA.
-type IKEStatus struct {
-	Peer       string     `json:"peer"`
-	Remote     string     `json:"remote"`
-	State      string     `json:"state"`
-	Initiator  bool       `json:"initiator"`
-	LocalID    string     `json:"local_id"`
-	RemoteID   string     `json:"remote_id"`
-	Auth       string     `json:"auth"`
-	Algorithms string     `json:"algorithms"`
-	SPIi       string     `json:"spi_i"`
-	SPIr       string     `json:"spi_r"`
-	AgeSeconds float64    `json:"age_seconds"`
-	Children   []SAStatus `json:"child_sas"`
-}
-
-// SAStatus describes one Child SA (or static SA pair).
-type SAStatus struct {
-	Algorithms string       `json:"algorithms"`
-	SPIIn      string       `json:"spi_in"`
-	SPIOut     string       `json:"spi_out"`
-	Local      string       `json:"local"`
-	Remote     string       `json:"remote"`
-	Peer       string       `json:"peer"`
-	AgeSeconds float64      `json:"age_seconds"`
-	In         esp.Counters `json:"in"`
-	Out        esp.Counters `json:"out"`
-}
-
-func pairStatus(p *tunnel.SAPair, alg string) SAStatus {
-	if alg == "" {
-		alg = p.Out.Transform().String()
-	}
-	return SAStatus{Algorithms: alg, SPIIn: fmt.Sprintf("%08x", p.In.SPI()), SPIOut: fmt.Sprintf("%08x", p.Out.SPI()),
-		Local: fmt.Sprint(p.Local), Remote: fmt.Sprint(p.Remote), Peer: p.Peer.String(),
-		AgeSeconds: time.Since(p.Out.Created()).Seconds(), In: p.In.Counters(), Out: p.Out.Counters()}
-}
-
-func (ep *endpoint) status(cfg *config.Config) Status {
-	ikePort, natt := ep.Engine().Ports()
-	st := Status{Version: version, Device: cfg.Interface.Name, Mode: cfg.Interface.Mode, Ports: [2]uint16{ikePort, natt},
-		Stats: ep.Engine().Stats(), ClearPath: ep.ClearPath(), Outside: ep.Outside().Interface, Memory: tunnel.ReadMemory()}
-	if ep.Device() != nil {
-		n, refused := ep.Device().BypassStats()
-		st.Bypass = &BypassStatus{Installed: n, Refused: refused}
-	}
-	if ep.AutoVPN() != nil {
-		avs := ep.AutoVPN().Stats()
-		st.AutoVPN = &avs
-	}
-	owned := map[*tunnel.SAPair]bool{}
-	if ep.IKE() != nil {
-		is := ep.IKE().Stats()
-		st.IKE = &is
-		for _, sa := range ep.IKE().SAs() {
-			is := IKEStatus{Peer: sa.Peer, Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator,
-				LocalID: sa.LocalID, RemoteID: sa.PeerID, Auth: sa.Auth, Algorithms: sa.Suite.String(),
-				SPIi: fmt.Sprintf("%016x", sa.SPIi), SPIr: fmt.Sprintf("%016x", sa.SPIr), AgeSeconds: time.Since(sa.Created).Seconds()}
-			for _, c := range sa.Children {
-				if p, ok := c.Handle.(*tunnel.SAPair); ok {
-					owned[p] = true
-					is.Children = append(is.Children, pairStatus(p, c.Suite.String()))
-				}
-			}
-			st.IKESAs = append(st.IKESAs, is)
-		}
-	}
-	for _, p := range ep.Engine().Pairs() {
-		if !owned[p] {
-			st.Static = append(st.Static, pairStatus(p, ""))
-		}
-	}
-	sort.Slice(st.IKESAs, func(i, j int) bool { return st.IKESAs[i].Peer < st.IKESAs[j].Peer })
-	sort.Slice(st.Static, func(i, j int) bool { return st.Static[i].SPIIn < st.Static[j].SPIIn })
+// status is what GET /status returns: the node's, and our version.
+func (ep *endpoint) status() tunnel.Status {
+	st := ep.Status()
+	st.Version = version
 	return st
 }
 
@@ -222,8 +115,36 @@ func (ep *endpoint) serveControl(cfg *config.Config, gid int) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(ep.status(cfg))
+		json.NewEncoder(w).Encode(ep.status())
 	})
+	mux.HandleFunc("POST /up/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		if err := ep.Up(r.PathValue("peer")); err != nil {
+			status := http.StatusInternalServerError
+			if errors.Is(err, tunnel.ErrNoPeer) {
+				status = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"initiated": r.PathValue("peer")})
+	})
+	mux.HandleFunc("GET /shunts", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ep.Shunts())
+	})
+	flush := func(w http.ResponseWriter, r *http.Request) {
+		var a netip.Addr
+		if s := r.PathValue("addr"); s != "" {
+			var err error
+			if a, err = netip.ParseAddr(s); err != nil {
+				http.Error(w, "not an IP address: "+s, http.StatusBadRequest)
+				return
+			}
+		}
+		json.NewEncoder(w).Encode(map[string]int{"flushed": ep.Flush(a)})
+	}
+	mux.HandleFunc("POST /flush", flush)
+	mux.HandleFunc("POST /flush/{addr}", flush)
 	mux.HandleFunc("POST /down/{peer}", func(w http.ResponseWriter, r *http.Request) {
 		if ep.IKE() == nil {
 			http.Error(w, "no IKE peers configured", http.StatusNotFound)
@@ -287,14 +208,43 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if asJSON {
-		return writeJSON(stdout, c, false)
+		if err := writeJSON(stdout, c, false); err != nil {
+			return err
+		}
+		return checkStatus(c.Verdict)
 	}
 	peer := ""
 	if c.Peer != "" {
 		peer = " (peer " + c.Peer + ")"
 	}
 	fmt.Fprintf(stdout, "%s: %s%s: %s\n", printable(c.Addr), printable(c.Verdict), printable(peer), printable(c.Reason))
-	return nil
+	return checkStatus(c.Verdict)
+}
+
+// exitStatus is an error that only sets the exit status.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// The exit statuses of oevpn check.
+const (
+	checkEncrypted = 0 // encrypted, authenticated or not
+	checkClear     = 1
+	checkBlocked   = 2
+	checkError     = 3 // pending, or the question could not be answered
+)
+
+// checkStatus returns the exit status of a verdict, nil for encrypted.
+func checkStatus(verdict string) error {
+	switch verdict {
+	case tunnel.CheckEncrypted, tunnel.CheckUnauthenticated:
+		return nil
+	case tunnel.CheckClear:
+		return exitStatus(checkClear)
+	case tunnel.CheckBlocked:
+		return exitStatus(checkBlocked)
+	}
+	return exitStatus(checkError)
 }
 
 func controlClient(path string) *http.Client {
@@ -307,34 +257,61 @@ func controlClient(path string) *http.Client {
 // controlCommand parses the flags every control command has (-s, -c,
 // --json) and checks that it got nargs arguments; usage names them.
 func controlCommand(name string, nargs int, usage string, args []string, stderr io.Writer) (sock string, asJSON bool, rest []string, err error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	return controlCommandRange(name, nargs, nargs, usage, args, stderr)
+}
+
+// controlCommandRange is controlCommand for min to max arguments.
+func controlCommandRange(name string, min, max int, usage string, args []string, stderr io.Writer) (sock string, asJSON bool, rest []string, err error) {
+	fs := newFlags(name)
 	sockFn := socketFlags(fs)
 	j := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	rest, err = parseArgs(fs, args)
+	if err != nil {
 		return "", false, nil, err
 	}
-	if fs.NArg() != nargs {
-		return "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE] %s", errUsage, name, usage)
+	if len(rest) < min || len(rest) > max {
+		return "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE] [--json] %s", errUsage, name, usage)
 	}
 	sock, err = sockFn()
-	return sock, *j, fs.Args(), err
+	return sock, *j, rest, err
+}
+
+// parseInterspersed parses args with fs, accepting flags after the
+// positional arguments too (oevpn down PEER --json), and returns the
+// positional ones. After "--" everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if used := len(args) - fs.NArg(); used > 0 && args[used-1] == "--" {
+			return append(rest, fs.Args()...), nil
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return rest, nil
+		}
+		rest = append(rest, args[0])
+		args = args[1:]
+	}
 }
 
 // socketFlags adds the flags that find an endpoint's control socket.
 func socketFlags(fs *flag.FlagSet) func() (string, error) {
-	sock := fs.String("s", "", "control `socket` (default: from -c, or the one running endpoint's in "+config.RuntimeDir()+" or "+config.SystemRuntimeDir+")")
+	dirs := config.RuntimeDir()
+	if dirs != config.SystemRuntimeDir {
+		dirs += " or " + config.SystemRuntimeDir
+	}
+	sock := fs.String("s", "", "control `socket` (default: from -c, or the one running endpoint's in "+dirs+")")
 	cfgPath := fs.String("c", "", "the endpoint's configuration `file`, to find its control socket")
 	return func() (string, error) {
 		if *sock != "" {
 			return *sock, nil
 		}
 		if *cfgPath != "" {
-			c, err := config.Load(*cfgPath)
-			if err != nil {
-				return "", err
-			}
-			return c.Interface.Control, nil
+			// The socket is all we need: no keys are read.
+			return config.ControlSocket(*cfgPath)
 		}
 		return findControl()
 	}
@@ -400,63 +377,15 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var st Status
+	var st tunnel.Status
 	if err := controlGet(sock, "/status", &st); err != nil {
 		return err
 	}
 	if asJSON {
 		return writeJSON(stdout, st, true)
 	}
-	// Every string is printed through printable: identities and peer
-	// names come from peers.
-	fmt.Fprintf(stdout, "oevpn %s  device %s (%s)  ports ike %d natt %d  clear path %s\n", printable(st.Version), printable(st.Device),
-		printable(st.Mode), st.Ports[0], st.Ports[1], printable(st.ClearPath))
-	if st.Outside != "" {
-		fmt.Fprintf(stdout, "own packets leave by %s\n", printable(st.Outside))
-	}
-	m := st.Memory
-	fmt.Fprintf(stdout, "memory: heap %.1f MiB live, %.1f MiB in use; rss %.1f MiB; %d goroutines\n",
-		mib(m.HeapLive), mib(m.HeapInUse), mib(m.RSS), m.Goroutines)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for _, sa := range st.IKESAs {
-		role := "responder"
-		if sa.Initiator {
-			role = "initiator"
-		}
-		fmt.Fprintf(tw, "\npeer %s\t%s\t%s, %s\tage %s\n", printable(sa.Peer), printable(sa.Remote), printable(sa.State), role, dur(sa.AgeSeconds))
-		fmt.Fprintf(tw, "  ike\t%s <-> %s\tauth %s\t%s\tspi %s_i %s_r\n", printable(sa.LocalID), printable(sa.RemoteID), printable(sa.Auth),
-			printable(sa.Algorithms), printable(sa.SPIi), printable(sa.SPIr))
-		for _, c := range sa.Children {
-			printChild(tw, c)
-		}
-	}
-	if len(st.Static) > 0 {
-		fmt.Fprintf(tw, "\nstatic SAs\n")
-		for _, c := range st.Static {
-			printChild(tw, c)
-		}
-	}
-	if len(st.IKESAs)+len(st.Static) == 0 {
-		fmt.Fprintf(tw, "\nno SAs\n")
-	}
-	if a := st.AutoVPN; a != nil {
-		p := a.Probe
-		fmt.Fprintf(tw, "\nautovpn\tprobes sent: %d requests, %d responses, %d completes\tcompleted %d\tdropped %d\tnot sent: 24 h or rate limit %d, flow too small %d\tintercepted %d\n",
-			p.Requests, p.Responses, p.Completes, p.Completed, p.Dropped, p.Limited, p.Unpaid, a.Intercepted)
-	}
-	return tw.Flush()
+	return printStatus(stdout, st)
 }
-
-func mib(n uint64) float64 { return float64(n) / (1 << 20) }
-
-func printChild(w io.Writer, c SAStatus) {
-	fmt.Fprintf(w, "  child\t%s === %s\t%s\tspi in %s out %s\tage %s\n", printable(c.Local), printable(c.Remote), printable(c.Algorithms),
-		printable(c.SPIIn), printable(c.SPIOut), dur(c.AgeSeconds))
-	fmt.Fprintf(w, "  \tin %d packets %d bytes\tout %d packets %d bytes\treplayed %d, failed integrity %d\n",
-		c.In.Packets, c.In.Bytes, c.Out.Packets, c.Out.Bytes, c.In.ReplayDrops, c.In.IntegrityFailures)
-}
-
-func dur(s float64) string { return (time.Duration(s) * time.Second).String() }
 
 func cmdDown(args []string, stdout, stderr io.Writer) error {
 	sock, asJSON, rest, err := controlCommand("down", 1, "PEER", args, stderr)

@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/oevpn/oevpn/policy"
+	"github.com/oevpn/oevpn/tunnel"
 )
 
 // hostile is what a peer puts in its certificate's DN, its contact
@@ -120,10 +121,13 @@ func TestTerminalInjection(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(Status{Version: "test", Device: "oe0", Mode: "gateway", ClearPath: "raw",
-			IKESAs: []IKEStatus{{Peer: "av-in-" + hostile, Remote: "192.0.2.1:4500", State: "established", LocalID: "CN=us",
-				RemoteID: hostile, Auth: "signature", Algorithms: "aes256gcm16", SPIi: "01", SPIr: "02",
-				Children: []SAStatus{{Local: "[10.0.0.1/32]", Remote: "[" + hostile + "]", Algorithms: "aes256gcm16"}}}}})
+		json.NewEncoder(w).Encode(tunnel.Status{Version: "test", Device: "oe0", Mode: "gateway", ClearPath: "raw",
+			Peers: []tunnel.PeerStatus{{Name: "av-in-" + hostile, Kind: "autovpn", State: "up", LastError: hostile,
+				IKESAs: []tunnel.IKESAStatus{{Remote: "192.0.2.1:4500", State: "established", LocalID: "CN=us",
+					RemoteID: hostile, Auth: "signature", Suite: "aes256gcm16", SPIi: "01", SPIr: "02",
+					ChildSAs: []tunnel.ChildSAStatus{{LocalTS: []string{"10.0.0.1/32"}, RemoteTS: []string{hostile}, Suite: "aes256gcm16"}}}}}},
+			Opportunistic: []tunnel.OEStatus{{Destination: hostile, Reason: hostile, Verdict: "drop"}},
+			AutoVPNPeers:  []tunnel.AutoVPNPeerStatus{{Fingerprint: hostile, DN: hostile, State: "trusted"}}})
 	})
 	mux.HandleFunc("GET /check/{addr}", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(Check{Addr: r.PathValue("addr"), Verdict: "encrypted-and-authenticated", Peer: hostile, Reason: hostile})

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/internal/lab"
+	"github.com/oevpn/oevpn/tunnel"
 )
 
 // The interop lab: oevpn in one namespace on a TUN device, strongSwan with
@@ -119,16 +120,49 @@ start = %q
 	return runOevpn(t, l.o, "oevpn", path, cfg), path
 }
 
+// labStatus is `oevpn status --json`, with the IKE SAs of every peer in
+// one list, as the lab tests look at them.
+type labStatus struct {
+	tunnel.Status
+	IKESAs []labIKESA
+	Static []tunnel.ChildSAStatus
+}
+
+// labIKESA is an IKE SA with its peer's name and its Child SAs'
+// selectors as one string each ("[10.0.0.1 10.0.0.2]").
+type labIKESA struct {
+	tunnel.IKESAStatus
+	Peer       string
+	Algorithms string
+	Children   []labChild
+}
+
+type labChild struct {
+	tunnel.ChildSAStatus
+	Local, Remote string
+}
+
 // oevpnStatus runs `oevpn status --json` against the endpoint.
-func oevpnStatus(t *testing.T, cfg string) Status {
+func oevpnStatus(t *testing.T, cfg string) labStatus {
 	t.Helper()
 	out, err := exec.Command(oevpnBinary(t), "status", "-c", cfg, "--json").CombinedOutput()
 	if err != nil {
 		t.Fatalf("oevpn status: %v\n%s", err, out)
 	}
-	var st Status
-	if err := json.Unmarshal(out, &st); err != nil {
+	var st labStatus
+	if err := json.Unmarshal(out, &st.Status); err != nil {
 		t.Fatalf("oevpn status --json: %v\n%s", err, out)
+	}
+	st.Static = st.StaticSAs
+	for _, p := range st.Peers {
+		for _, sa := range p.IKESAs {
+			ls := labIKESA{IKESAStatus: sa, Peer: p.Name, Algorithms: sa.Suite}
+			for _, c := range sa.ChildSAs {
+				ls.Children = append(ls.Children, labChild{ChildSAStatus: c,
+					Local: "[" + strings.Join(c.LocalTS, " ") + "]", Remote: "[" + strings.Join(c.RemoteTS, " ") + "]"})
+			}
+			st.IKESAs = append(st.IKESAs, ls)
+		}
 	}
 	return st
 }
@@ -959,7 +993,7 @@ func (l *interopLab) restartRacingDPD(t *testing.T, unique string) {
 		// Let the duplicates, their Deletes and strongSwan's retries settle.
 		time.Sleep(8 * time.Second)
 		sas := sw.ListSAs()
-		var ours []IKEStatus
+		var ours []labIKESA
 		for _, sa := range oevpnStatus(t, cfg).IKESAs {
 			if sa.State == "established" {
 				ours = append(ours, sa)

@@ -12,7 +12,6 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -26,28 +25,26 @@ import (
 // cmdKeygen writes a new private key (PKCS#8 PEM, mode 0600) and prints the
 // public key.
 func cmdKeygen(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("keygen")
 	kind := fs.String("t", "ed25519", "key `type`: ed25519, ecdsa (P-256) or rsa (3072 bits)")
 	out := fs.String("o", "", "write the private key to this `file` (refuses to overwrite)")
 	certDN := fs.String("cert", "", "also make a self-signed certificate with this subject `DN`, e.g. \"CN=gw1.example.org, O=Example\" (AutoVPN)")
 	certOut := fs.String("cert-out", "", "write the certificate to this `file` (with -cert)")
 	days := fs.Int("days", 3650, "the certificate's validity in `days`")
-	if err := fs.Parse(args); err != nil {
+	rest, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *out == "" || fs.NArg() > 0 || (*certDN == "") != (*certOut == "") {
+	if *out == "" || len(rest) > 0 || (*certDN == "") != (*certOut == "") {
 		return fmt.Errorf("%w: oevpn keygen [-t ed25519|ecdsa|rsa] -o FILE [-cert DN -cert-out FILE]", errUsage)
 	}
 	var subject ike.Identity
 	if *certDN != "" {
-		var err error
 		if subject, err = parseSubject(*certDN); err != nil {
 			return fmt.Errorf("%w: -cert: %v", errUsage, err)
 		}
 	}
 	var key crypto.Signer
-	var err error
 	switch *kind {
 	case "ed25519":
 		_, key, err = ed25519.GenerateKey(rand.Reader)
@@ -90,26 +87,26 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 // cmdDNSRecords prints the records that publish a key for an address or a
 // domain name.
 func cmdDNSRecords(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dns-records", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("dns-records")
 	keyFile := fs.String("k", "", "the `key` file: a private key (PKCS#8 PEM) or a PUBLIC KEY PEM")
 	gateway := fs.String("gateway", "", "the security gateway, an `address or @FQDN` (default: the target itself)")
 	prec := fs.Int("p", 10, "`precedence` (lower is preferred)")
-	if err := fs.Parse(args); err != nil {
+	rest, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *keyFile == "" || fs.NArg() != 1 {
+	if *keyFile == "" || len(rest) != 1 {
 		return fmt.Errorf("%w: oevpn dns-records -k KEYFILE [-gateway ADDR|@FQDN] [-p N] ADDRESS|FQDN", errUsage)
 	}
 	pub, err := readPublicKey(*keyFile)
 	if err != nil {
 		return err
 	}
-	lines, err := dnsoe.Records(fs.Arg(0), *gateway, *prec, pub)
+	lines, err := dnsoe.Records(rest[0], *gateway, *prec, pub)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "; oevpn: opportunistic IPsec records for %s — paste into the zone, sign it with DNSSEC\n", fs.Arg(0))
+	fmt.Fprintf(stdout, "; oevpn: opportunistic IPsec records for %s — paste into the zone, sign it with DNSSEC\n", rest[0])
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}

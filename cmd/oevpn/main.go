@@ -3,8 +3,11 @@
 // Usage:
 //
 //	oevpn up -c FILE     run an endpoint from a TOML configuration
-//	oevpn status         show a running endpoint's SAs (--json)
+//	oevpn up PEER        initiate a configured peer of the running endpoint
+//	oevpn status         show a running endpoint's peers, SAs and tables (--json)
 //	oevpn down PEER      delete the SAs with a configured peer
+//	oevpn shunts         list the opportunistic negative cache
+//	oevpn flush [ADDR]   forget opportunistic fallback verdicts
 //	oevpn cleanup -c FILE  remove the routing a killed endpoint left
 //	oevpn demo           userspace nodes in this process: opportunism, policy, AutoVPN, SOCKS5
 //	oevpn version        print the version
@@ -17,6 +20,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 )
 
 // version is stamped by the Makefile from git describe.
@@ -26,9 +30,13 @@ const usage = `oevpn — opportunistic IPsec (IKEv2/ESP) endpoint
 
 Usage:
   oevpn up -c FILE   run an endpoint from a TOML configuration (see config.example.toml)
-  oevpn status       show the IKE SAs, Child SAs and counters of a running endpoint
+  oevpn up PEER      initiate the IKE SA with a configured peer of the running endpoint
+  oevpn status       show a running endpoint's peers (configured ones too), IKE and
+                     Child SAs, opportunistic table, AutoVPN peers and counters
                      (-c FILE or -s SOCKET to pick it, --json for JSON)
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
+  oevpn shunts       list the destinations opportunism fell back for (clear or drop)
+  oevpn flush [ADDR] forget those verdicts (all, or ADDR's): the next packet negotiates
   oevpn cleanup -c FILE
                      remove the rules and prohibit routes a killed endpoint left
                      (they keep its protected traffic blocked until it runs again)
@@ -66,7 +74,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "up":
-		err = cmdUp(args[1:], stderr)
+		err = cmdUp(args[1:], stdout, stderr)
+	case "shunts":
+		err = cmdShunts(args[1:], stdout, stderr)
+	case "flush":
+		err = cmdFlush(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "down":
@@ -88,18 +100,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "oevpn %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" {
+			if _, ok := commandHelp[args[1]]; !ok {
+				fmt.Fprintf(stderr, "oevpn: no command %q\n\n%s", args[1], usage)
+				return 2
+			}
+			return run([]string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprintf(stderr, "oevpn: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	var help helpRequest
+	var status exitStatus
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &status):
+		return int(status)
+	case errors.As(err, &help):
+		printHelp(stdout, help.name, help.fs)
+		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case args[0] == "check":
+		// Scripts tell the verdicts by the exit status (1 and 2 are
+		// verdicts): every error is 3, as pending.
+		fmt.Fprintf(stderr, "oevpn: %v\n", err)
+		return checkError
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "oevpn: %v\n", err)
+		if u := usageOf(args[0]); u != "" && !strings.Contains(err.Error(), "oevpn "+args[0]) {
+			fmt.Fprintln(stderr, u)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "oevpn: %v\n", err)

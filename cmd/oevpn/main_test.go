@@ -46,7 +46,7 @@ func TestUpBadConfig(t *testing.T) {
 		t.Fatalf("missing file: exit %d, stderr %q", code, errOut)
 	}
 	// What shows only on this host: before any device is created.
-	os.WriteFile(p, []byte("[interface]\nname = \"oetest0\"\noutside = \"no-such-if0\"\n"), 0o600)
+	os.WriteFile(p, []byte("[interface]\nname = \"oetest0\"\noutside = \"no-such-if0\"\n[policy]\nblock = [\"192.0.2.0/24\"]\n"), 0o600)
 	code, _, errOut = runCLI("up", "-c", p)
 	if code != 1 || !strings.Contains(errOut, p+`:3: interface.outside: no interface "no-such-if0" on this host`) {
 		t.Fatalf("missing outside interface: exit %d, stderr %q", code, errOut)

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/internal/ipview"
 	"github.com/oevpn/oevpn/internal/lab"
+	"github.com/oevpn/oevpn/tunnel"
 )
 
 // The opportunism lab: A (oevpn, initiator, AUTH_NULL) — B (oevpn,
@@ -218,9 +220,34 @@ dnssec = %q
 func checkVerdict(t *testing.T, cfg, addr, want string) {
 	t.Helper()
 	out, err := exec.Command(oevpnBinary(t), "check", "-c", cfg, addr).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), want) {
-		t.Errorf("oevpn check %s: want %q, got (%v):\n%s", addr, want, err, out)
+	if code := exitCode(err); code != verdictExit(want) || !strings.Contains(string(out), want) {
+		t.Errorf("oevpn check %s: want %q (exit %d), got (exit %d):\n%s", addr, want, verdictExit(want), code, out)
 	}
+}
+
+// verdictExit is the exit status of oevpn check for a verdict.
+func verdictExit(verdict string) int {
+	switch {
+	case strings.HasPrefix(verdict, "encrypted"):
+		return 0
+	case verdict == "clear":
+		return 1
+	case verdict == "blocked":
+		return 2
+	}
+	return 3
+}
+
+// exitCode is a command's exit status from its error.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
 
 // capture runs tcpdump on an interface of ns until the returned function
@@ -325,9 +352,9 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 	if out := l.a.Run("ip", "route", "show", "table", "20293"); !strings.Contains(out, "throw "+oeC4clear) {
 		t.Errorf("no bypass route for %s:\n%s", oeC4clear, out)
 	}
-	before := oevpnStatus(t, l.cfgA).Stats.Clear
+	before := oevpnStatus(t, l.cfgA).Datapath.Clear
 	l.a.Run("ping", "-c", "3", "-i", "0.2", "-W", "3", oeC4clear)
-	if after := oevpnStatus(t, l.cfgA).Stats.Clear; after != before {
+	if after := oevpnStatus(t, l.cfgA).Datapath.Clear; after != before {
 		t.Errorf("bypassed traffic still went through oevpn's clear path (%d → %d packets)", before, after)
 	}
 
@@ -367,6 +394,39 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 	// many packets.
 	if n := strings.Count(l.procA.Output(), "dst="+oeC4clear+" class=private-or-clear verdict=clear"); n != 1 {
 		t.Errorf("%s fell back %d times, want once (negative cache)", oeC4clear, n)
+	}
+
+	// Status shows the opportunistic peer, the shunts with why and where
+	// the key came from, and the lookups; flush forgets a clear shunt and
+	// its bypass route, so that the next packet goes through oevpn again.
+	st := oevpnStatus(t, l.cfgA)
+	oePeer := false
+	for _, p := range st.Peers {
+		oePeer = oePeer || p.Name == "oe-out-"+oeB4 && p.Kind == "opportunistic" && p.State == "up"
+	}
+	shunts := map[string]tunnel.OEStatus{}
+	for _, e := range st.Opportunistic {
+		shunts[e.Destination] = e
+	}
+	if c, d := shunts[oeC4clear], shunts[oeC4dead]; !oePeer || c.Verdict != "clear" || c.Class != "private-or-clear" || c.ExpiresInSeconds == nil ||
+		d.Verdict != "drop" || d.Reason != "no gateway answered" || d.Source != "IPSECKEY" ||
+		st.Events.DNSLookups["found"] == 0 || st.Events.DNSLookups["no_record"] == 0 || st.Events.OEFallbacks["drop"] == 0 {
+		t.Errorf("status: opportunistic peer %v, shunts %+v, events %+v", oePeer, st.Opportunistic, st.Events)
+	}
+	bin := oevpnBinary(t)
+	if out, err := exec.Command(bin, "shunts", "-c", l.cfgA).CombinedOutput(); err != nil || !strings.Contains(string(out), oeC4dead) ||
+		!strings.Contains(string(out), "no gateway answered") {
+		t.Errorf("oevpn shunts: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "flush", oeC4clear, "-c", l.cfgA).CombinedOutput(); err != nil || !strings.Contains(string(out), "1 shunt(s) flushed") {
+		t.Errorf("oevpn flush %s: %v\n%s", oeC4clear, err, out)
+	}
+	if out := l.a.Run("ip", "route", "show", "table", "20293"); strings.Contains(out, "throw "+oeC4clear) {
+		t.Errorf("the bypass route of %s outlived its flushed shunt:\n%s", oeC4clear, out)
+	}
+	checkVerdict(t, l.cfgA, oeC4clear, "pending")
+	if out, _ := exec.Command(bin, "status", "-c", l.cfgA).CombinedOutput(); true {
+		t.Logf("oevpn status:\n%s", out)
 	}
 }
 

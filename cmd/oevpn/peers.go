@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,21 +87,21 @@ func trustAction(s *policy.TrustStore, action, key string) (*PeerInfo, error) {
 // every control command, and -store, to work on a trust-store file directly while
 // oevpn is not running.
 func trustCommand(name string, nargs int, usage string, args []string, stderr io.Writer) (sock, store string, asJSON bool, rest []string, err error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags(name)
 	sockFn := socketFlags(fs)
 	st := fs.String("store", "", "work on this trust-store `file` directly (oevpn must not be running on it)")
 	j := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	rest, err = parseArgs(fs, args)
+	if err != nil {
 		return "", "", false, nil, err
 	}
-	if fs.NArg() != nargs {
+	if len(rest) != nargs {
 		return "", "", false, nil, fmt.Errorf("%w: oevpn %s [-s SOCKET | -c FILE | -store FILE] %s", errUsage, name, usage)
 	}
 	if *st == "" {
 		sock, err = sockFn()
 	}
-	return sock, *st, *j, fs.Args(), err
+	return sock, *st, *j, rest, err
 }
 
 func cmdPeers(args []string, stdout, stderr io.Writer) error {

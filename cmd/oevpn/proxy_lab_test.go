@@ -266,7 +266,7 @@ func TestLabTUNUnprivilegedHint(t *testing.T) {
 	ns := lab.NewNetns(t)
 	home := unprivilegedDir(t, oevpnBinary(t))
 	cfg := filepath.Join(home, "tun.toml")
-	os.WriteFile(cfg, []byte("[interface]\nname = \""+lab.Unique("up")+"\"\naddresses = [\"10.77.0.1/32\"]\n"), 0o600)
+	os.WriteFile(cfg, []byte("[interface]\nname = \""+lab.Unique("up")+"\"\naddresses = [\"10.77.0.1/32\"]\n\n[policy]\nblock = [\"10.66.0.0/16\"]\n"), 0o600)
 	os.Chown(cfg, pxNobody, pxNobody)
 	out, err := ns.Try("setpriv", fmt.Sprintf("--reuid=%d", pxNobody), fmt.Sprintf("--regid=%d", pxNobody), "--clear-groups",
 		"--inh-caps=-all", "env", "HOME="+home, "XDG_RUNTIME_DIR="+filepath.Join(home, "run"),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"os/user"
@@ -25,15 +26,26 @@ import (
 	"github.com/oevpn/oevpn/tunnel"
 )
 
-func cmdUp(args []string, stderr io.Writer) error {
+// cmdUp runs an endpoint (oevpn up -c FILE) or, given a peer's name,
+// initiates that configured peer on the running one (oevpn up PEER).
+func cmdUp(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "configuration `file` (TOML)")
-	if err := fs.Parse(args); err != nil {
+	fs.SetOutput(io.Discard)
+	socketFlags(fs)
+	fs.Bool("json", false, "")
+	if rest, err := parseInterspersed(fs, args); err == nil && len(rest) > 0 {
+		return cmdUpPeer(args, stdout, stderr)
+	}
+	fs = newFlags("up")
+	path := fs.String("c", "", "configuration `file` (TOML) to run; with PEER, the running endpoint's, to find its socket")
+	fs.String("s", "", "with PEER: the running endpoint's control `socket`")
+	fs.Bool("json", false, "with PEER: print JSON")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
-		return fmt.Errorf("%w: oevpn up -c FILE", errUsage)
+	if *path == "" || len(rest) > 0 {
+		return fmt.Errorf("%w: oevpn up -c FILE, or oevpn up [-s SOCKET | -c FILE] PEER", errUsage)
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -49,12 +61,14 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err := prepareControlDir(filepath.Dir(cfg.Interface.Control), gid); err != nil {
 		return err
 	}
+	sig, hup, stopSignals := daemonSignals()
+	defer stopSignals()
 	lock, err := lockInstance(cfg.Interface.Control, cfg.Interface.Name)
 	if err != nil {
 		return err
 	}
 	defer lock.Close() // after ep.Close: the host is clean before another may start
-	log := newLogger(stderr, cfg.Interface.LogLevel)
+	log := newLogger(stderr, cfg.Interface.LogLevel, cfg.Interface.LogFormat)
 	logSettings(cfg, log)
 	ep, err := startEndpoint(cfg, cfg.Interface.StateDir, log)
 	if err != nil {
@@ -71,6 +85,10 @@ func cmdUp(args []string, stderr io.Writer) error {
 		ep.Close()
 		return err
 	}
+	if err := ep.serveMetrics(cfg, log); err != nil {
+		ep.Close()
+		return err
+	}
 	ikePort, natt := ep.Engine().Ports()
 	log.Info("endpoint up", "config", cfg.Path, "mode", cfg.Interface.Mode, "device", cfg.Interface.Name,
 		"ike_port", ikePort, "natt_port", natt, "sas", len(cfg.SAs), "peers", len(cfg.Peers),
@@ -80,12 +98,30 @@ func cmdUp(args []string, stderr io.Writer) error {
 	defer close(trimStop)
 	go tunnel.TrimAfterBursts(trimStop)
 	notifyService("READY=1\nSTATUS=endpoint up")
-	sig := make(chan os.Signal, 1)
+	for {
+		select {
+		case <-hup:
+			log.Warn("SIGHUP: reloading the configuration is not supported; restart oevpn to apply a changed file", "config", cfg.Path)
+		case s := <-sig:
+			log.Info("shutting down", "signal", s.String())
+			notifyService("STOPPING=1")
+			return ep.Close()
+		}
+	}
+}
+
+// daemonSignals asks for the signals the endpoint handles, before anything
+// is set up: SIGINT and SIGTERM stop it (sig); SIGHUP, which would kill it
+// and leave its routing behind, is only logged (hup); SIGPIPE, which Go
+// turns into an exit when stdout or stderr is a closed pipe, is ignored:
+// writes to the pipe fail (log/slog drops them) and the endpoint carries
+// on. stop undoes it.
+func daemonSignals() (sig, hup chan os.Signal, stop func()) {
+	sig, hup = make(chan os.Signal, 1), make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	notifyService("STOPPING=1")
-	return ep.Close()
+	signal.Notify(hup, syscall.SIGHUP)
+	signal.Ignore(syscall.SIGPIPE)
+	return sig, hup, func() { signal.Stop(sig); signal.Stop(hup); signal.Reset(syscall.SIGPIPE) }
 }
 
 // controlGroup returns the gid of [interface] control_group, or -1.
@@ -126,10 +162,16 @@ func logSettings(cfg *config.Config, log *slog.Logger) {
 	}
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger returns the daemon's logger: text (key=value) or, with format
+// "json", one JSON object a line.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(strings.ToUpper(level)))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // endpoint is the running node and what the command adds to it: the
@@ -170,8 +212,19 @@ func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) 
 		// one twice.
 		nc.Sequences = func(key []byte) (esp.SeqStore, error) { return newSeqFile(stateDir, key) }
 	}
-	for _, p := range cfg.Peers {
-		nc.Peers = append(nc.Peers, tunnel.Peer{IKE: peerConfig(p), Start: startOf(p.Start)})
+	for i, p := range cfg.Peers {
+		pc := peerConfig(p)
+		if pc.LocalID.Type == 0 && (p.Auth == config.AuthPSK || p.Auth == config.AuthPubkey) {
+			// As strongSwan: our identity is the address we reach the
+			// peer from (routing at start, before our own routes).
+			src, err := localAddressFor(p.Address)
+			if err != nil {
+				return nc, cfg.KeyError(fmt.Sprintf("peer[%d].local_id", i),
+					fmt.Errorf("not set, and our address toward %v, its default, is unknown (%v): set local_id", p.Address, err))
+			}
+			pc.LocalID = ike.IdentityOf(src)
+		}
+		nc.Peers = append(nc.Peers, tunnel.Peer{IKE: pc, Start: startOf(p.Start)})
 	}
 	pol := cfg.Policy
 	nc.Policy = tunnel.Policy{Block: pol.Block, Clear: pol.Clear, Private: pol.Private,
@@ -187,6 +240,20 @@ func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) 
 		nc.AutoVPNHost = cfg.AutoVPN.Mode == "host"
 	}
 	return nc, nil
+}
+
+// localAddressFor returns the address this host sends from to reach a, by
+// its routing now: a UDP socket connected to a (nothing is sent).
+func localAddressFor(a netip.Addr) (netip.Addr, error) {
+	if !a.IsValid() {
+		return netip.Addr{}, errors.New("no peer address")
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 500)))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
 }
 
 // staticSAs returns the configured static SA pairs.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,12 +21,28 @@ import (
 // check applies defaults and validates what the TOML types cannot, section
 // by section; the first error wins.
 func (c *Config) check() error {
-	for _, check := range []func() error{c.checkInterface, c.checkSAs, c.checkPolicy, c.checkOE, c.checkAutoVPN, c.checkPeers, c.checkProxies} {
+	for _, check := range []func() error{c.checkInterface, c.checkSAs, c.checkPolicy, c.checkOE, c.checkAutoVPN, c.checkPeers, c.checkProxies, c.checkPurpose} {
 		if err := check(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ErrNothingToDo is returned for a configuration that would start an
+// endpoint doing nothing: no peer, no static SA, no policy class, no
+// AutoVPN, no proxy.
+var ErrNothingToDo = errors.New("nothing to do: no [[peer]], [[sa]], [policy] class, [autovpn] or [proxy] is configured (see config.example.toml)")
+
+// checkPurpose refuses a configuration that does nothing: most likely the
+// wrong file, or sections misspelt into it.
+func (c *Config) checkPurpose() error {
+	p := c.Policy
+	if len(c.Peers)+len(c.SAs)+len(p.Block)+len(p.Clear)+len(p.Private)+len(p.PrivateOrClear)+len(p.ClearOrPrivate)+len(p.Exceptions) > 0 ||
+		c.AutoVPN.Enabled() || c.Proxy.SOCKS5 != "" || c.Proxy.HTTP != "" || len(c.Forwards) > 0 {
+		return nil
+	}
+	return ErrNothingToDo
 }
 
 // checkInterface applies the defaults of [interface] and checks it.
@@ -95,6 +112,18 @@ func (c *Config) checkInterface() error {
 		in.StateDir = DefaultStateDir()
 	} else {
 		in.StateDir = c.resolve(in.StateDir)
+	}
+	switch in.LogFormat {
+	case "":
+		in.LogFormat = "text"
+	case "text", "json":
+	default:
+		return keyErr("interface.log_format", "%q is not \"text\" or \"json\"", in.LogFormat)
+	}
+	if in.Metrics != "" {
+		if _, err := netip.ParseAddrPort(in.Metrics); err != nil {
+			return keyErr("interface.metrics", "%q is not an address and port to listen on, e.g. \"127.0.0.1:9474\" or \"[::1]:9474\"", in.Metrics)
+		}
 	}
 	switch strings.ToLower(in.LogLevel) {
 	case "", "info", "debug", "warn", "error":
@@ -274,9 +303,9 @@ func (p *Peer) checkAuth(k func(string) string) error {
 	default:
 		return keyErr(k("auth"), "%q is not one of %q, %q, %q, %q", p.Auth, AuthPSK, AuthPubkey, AuthCert, AuthNull)
 	}
-	if p.Auth != AuthNull && p.Auth != AuthCert && p.LocalID == "" {
-		return keyErr(k("local_id"), "missing: our identity (an address, a domain name or user@domain)")
-	}
+	// Without local_id, PSK and raw-key peers get our address (the one
+	// the peer is reached from, as strongSwan defaults it): the command
+	// fills it in at start (PeerConfig.LocalID).
 	return nil
 }
 

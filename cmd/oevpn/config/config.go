@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -160,6 +162,12 @@ type Interface struct {
 	// StateDir keeps what must survive a restart: the outbound sequence
 	// numbers of the [[sa]] keys (default DefaultStateDir).
 	StateDir string `toml:"state_dir"`
+	// LogFormat is "text" (the default) or "json" (one JSON object a
+	// line, log/slog's JSONHandler).
+	LogFormat string `toml:"log_format"`
+	// Metrics, if set, is the address ("127.0.0.1:9474") of an HTTP
+	// server of Prometheus metrics at /metrics.
+	Metrics string `toml:"metrics"`
 }
 
 // SA is one statically keyed pair of SAs.
@@ -475,23 +483,52 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// ControlSocket returns the control socket of the endpoint that the
+// configuration at path describes, reading only [interface]: no key,
+// certificate or trust store is opened, and the file's mode does not
+// matter, so that commands that only talk to a running endpoint work for
+// whoever may reach its socket.
+func ControlSocket(path string) (string, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		Interface struct {
+			Name    string `toml:"name"`
+			Control string `toml:"control"`
+		} `toml:"interface"`
+	}
+	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c); err != nil {
+		return "", decodeError(path, locator{lines: strings.Split(string(data), "\n")}, err)
+	}
+	if c.Interface.Control != "" {
+		return c.Interface.Control, nil
+	}
+	name := c.Interface.Name
+	if name == "" {
+		name = DefaultName
+	}
+	return DefaultControl(name), nil
+}
+
 // Parse reads and checks a configuration; name is used in errors.
 func Parse(name string, data []byte) (*Config, error) {
 	var c Config
+	loc := locator{lines: strings.Split(string(data), "\n")}
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Err: errors.New(pe.Message)}
-		}
-		return nil, &Error{File: name, Err: err}
+		return nil, decodeError(name, loc, err)
 	}
 	c.Path = name
-	loc := locator{lines: strings.Split(string(data), "\n")}
 	c.loc = loc
 	if un := md.Undecoded(); len(un) > 0 {
 		k := un[0]
-		return nil, &Error{File: name, Line: loc.find(k), Key: k.String(), Err: errors.New("unknown key")}
+		msg := "unknown key"
+		if len(k) == 1 {
+			msg += sectionHint(k[0])
+		}
+		return nil, &Error{File: name, Line: loc.find(k), Key: k.String(), Err: errors.New(msg)}
 	}
 	if err := c.check(); err != nil {
 		var ce *Error
@@ -503,6 +540,106 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, &Error{File: name, Err: err}
 	}
 	return &c, nil
+}
+
+// decodeError turns an error of the TOML decoder into one that names the
+// file, line and key, the value, and what is expected there.
+func decodeError(name string, loc locator, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Err: errors.New(rewordParse(pe.Message))}
+	}
+	if m := badType.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		msg := fmt.Sprintf("%s where %s is expected", tomlTypes[m[3]], goTypes[m[4]])
+		if tomlTypes[m[3]] == "" || goTypes[m[4]] == "" {
+			msg = fmt.Sprintf("a TOML %s where a %s is expected", m[3], m[4])
+		}
+		if v := loc.value(line); v != "" {
+			msg = v + " is " + msg
+		}
+		return &Error{File: name, Line: line, Key: m[2], Err: errors.New(msg)}
+	}
+	return &Error{File: name, Err: err}
+}
+
+// badType matches the decoder's error for a value of the wrong type.
+var badType = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): incompatible types: TOML value has type (.+); destination has type (.+)$`)
+
+// tomlTypes and goTypes name the types of badType for people.
+var (
+	tomlTypes = map[string]string{"string": "a string", "int64": "a number", "float64": "a decimal number", "bool": "true or false",
+		"[]any": "a list", "[]map[string]any": "a list of tables", "map[string]any": "a table", "time.Time": "a date"}
+	goTypes = map[string]string{"map": "a table ([section] or { key = value })", "slice": `a list (e.g. ["…", "…"])`,
+		"string": "a string in quotes", "primitive (string-like)": "a string in quotes", "float": "a number",
+		"integer": "a whole number", "boolean": "true or false"}
+)
+
+// netipError matches the errors of net/netip's parsers, which values of
+// addresses, prefixes and address:port pairs give.
+var netipError = regexp.MustCompile(`^(?:netip\.)?Parse(Addr|Prefix|AddrPort)\("((?:[^"\\]|\\.)*)"\): (.*)$`)
+
+// rewordParse rewords an error of a value's parser: for addresses, the
+// value, what is wrong with it, and the form expected.
+func rewordParse(msg string) string {
+	m := netipError.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	kind, value, why := m[1], m[2], m[3]
+	for inner := netipError.FindStringSubmatch(why); inner != nil; inner = netipError.FindStringSubmatch(why) {
+		why = inner[3]
+	}
+	switch kind {
+	case "Prefix":
+		return fmt.Sprintf("%q is not an address prefix (%s): want ADDRESS/LENGTH, e.g. \"10.9.0.1/32\" or \"2001:db8::/64\"", value, why)
+	case "AddrPort":
+		return fmt.Sprintf("%q is not an address and port (%s): want ADDRESS:PORT, e.g. \"192.0.2.2:4500\" or \"[2001:db8::2]:4500\"", value, why)
+	}
+	return fmt.Sprintf("%q is not an IP address (%s): want e.g. \"192.0.2.1\" or \"2001:db8::1\"", value, why)
+}
+
+// sectionHint suggests the section meant by an unknown top-level key.
+func sectionHint(key string) string {
+	best, dist, array := "", 3, false
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		if d := editDistance(strings.ToLower(key), tag); d < dist {
+			best, dist, array = tag, d, t.Field(i).Type.Kind() == reflect.Slice
+		}
+	}
+	switch {
+	case best == "":
+		return ""
+	case array:
+		return fmt.Sprintf(" (did you mean [[%s]]?)", best)
+	}
+	return fmt.Sprintf(" (did you mean [%s]?)", best)
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // keyErr is a check's error about key; Parse adds the file and the line.
@@ -519,7 +656,17 @@ func (l locator) find(k toml.Key) int {
 	if len(k) == 0 {
 		return 0
 	}
-	return l.lineOf(strings.Join(k[:len(k)-1], "."), -1, k[len(k)-1])
+	if n := l.lineOf(strings.Join(k[:len(k)-1], "."), -1, k[len(k)-1]); n > 0 {
+		return n
+	}
+	// A table of that name: its header.
+	for i, raw := range l.lines {
+		s := strings.TrimSpace(strings.SplitN(raw, "#", 2)[0])
+		if strings.HasPrefix(s, "[") && strings.TrimSpace(strings.Trim(s, "[] \t")) == k.String() {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // findDotted locates a key written as "table.key" or "table[i].key".
@@ -535,6 +682,22 @@ func (l locator) findDotted(key string) int {
 		table = table[:open]
 	}
 	return l.lineOf(table, idx, field)
+}
+
+// value returns the value written on a line (what follows "="), shortened,
+// or "".
+func (l locator) value(line int) string {
+	if line < 1 || line > len(l.lines) {
+		return ""
+	}
+	_, v, ok := strings.Cut(l.lines[line-1], "=")
+	if v = strings.TrimSpace(v); !ok || v == "" {
+		return ""
+	}
+	if len(v) > 60 {
+		v = v[:57] + "..."
+	}
+	return v
 }
 
 // lineOf returns the 1-based line of field inside table (the idx-th array

@@ -337,3 +337,35 @@ func TestRemoteIDDefaultsToAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestControlSocket: the control socket is found from [interface] alone,
+// in a file whose keys cannot be read and whose mode Load would refuse.
+func TestControlSocket(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	os.WriteFile(p, []byte(`[interface]
+name = "oetest3"
+
+[[peer]]
+name = "x"
+address = "192.0.2.1"
+auth = "pubkey"
+private_key = "/nonexistent/key.pem"
+psk = "readable by all"
+`), 0o644)
+	if _, err := Load(p); err == nil {
+		t.Fatal("Load accepted the file")
+	}
+	got, err := ControlSocket(p)
+	if err != nil || got != DefaultControl("oetest3") {
+		t.Errorf("ControlSocket = %q, %v; want %q", got, err, DefaultControl("oetest3"))
+	}
+	os.WriteFile(p, []byte("[interface]\ncontrol = \"/run/x/y.sock\"\n"), 0o644)
+	if got, err := ControlSocket(p); err != nil || got != "/run/x/y.sock" {
+		t.Errorf("ControlSocket with control = %q, %v", got, err)
+	}
+	os.WriteFile(p, []byte("[interface]\nname = 3\n"), 0o644)
+	if _, err := ControlSocket(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Errorf("a broken file: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // resolve makes a path relative to the configuration file's directory.
@@ -36,6 +37,8 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	}
 	var k any
 	switch blk.Type {
+	case "PUBLIC KEY", "CERTIFICATE":
+		return nil, fmt.Errorf("%s holds a %s, not a private key: private_key names the file of our private key (PEM \"PRIVATE KEY\", as oevpn keygen -o writes it); the peer's public key goes in remote_public_key", path, strings.ToLower(blk.Type))
 	case "RSA PRIVATE KEY": // PKCS#1, as strongSwan's pki --gen and openssl genrsa write
 		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
 	case "EC PRIVATE KEY": // SEC 1

@@ -103,7 +103,7 @@ func TestUnprivilegedDefaults(t *testing.T) {
 		t.Errorf("without XDG_RUNTIME_DIR: control %s, state %s", c.Interface.Control, c.Interface.StateDir)
 	}
 	// A TUN keeps the standard ports: it needs privileges anyway.
-	tun := strings.Replace(strings.Split(proxyGood, "[proxy]")[0], `mode = "netstack"`, `mode = "tun"`, 1)
+	tun := strings.Replace(strings.Split(proxyGood, "[proxy]")[0], `mode = "netstack"`, `mode = "tun"`, 1) + "\n[policy]\nblock = [\"192.0.2.0/24\"]\n"
 	if c, err = Parse("t.toml", []byte(tun)); err != nil {
 		t.Fatal(err)
 	}

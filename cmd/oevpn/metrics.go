@@ -86,7 +86,25 @@ func writeMetrics(st tunnel.Status) []byte {
 	var p promWriter
 	p.family("oevpn_info", "gauge", "oevpn's version and mode.")
 	p.sample("oevpn_info", 1, "version", st.Version, "mode", st.Mode)
+	p.peers(st)
+	p.saTraffic(st)
+	p.datapath(st)
+	p.opportunism(st)
+	p.ikeAndAutoVPN(st)
+	if b := st.Bypass; b != nil {
+		p.one("oevpn_bypass_routes", "gauge", "Bypass routes installed.", float64(b.Installed))
+		p.one("oevpn_bypass_routes_refused_total", "counter", "Bypass routes not installed because the maximum were.", float64(b.Refused))
+	}
+	m := st.Memory
+	p.one("oevpn_memory_heap_live_bytes", "gauge", "Heap kept by the last garbage collection.", float64(m.HeapLive))
+	p.one("oevpn_memory_heap_in_use_bytes", "gauge", "Heap taken by objects now.", float64(m.HeapInUse))
+	p.one("oevpn_memory_rss_bytes", "gauge", "Resident set size (0 where unknown).", float64(m.RSS))
+	p.one("oevpn_goroutines", "gauge", "Goroutines.", float64(m.Goroutines))
+	return p.b.Bytes()
+}
 
+// peers writes the peers by kind and state, and the SAs.
+func (p *promWriter) peers(st tunnel.Status) {
 	p.family("oevpn_peers", "gauge", "Peers by kind and state.")
 	count := map[[2]string]int{}
 	for _, peer := range st.Peers {
@@ -114,6 +132,10 @@ func writeMetrics(st tunnel.Status) []byte {
 	p.one("oevpn_child_sas", "gauge", "Child SAs negotiated by IKE.", float64(children))
 	p.one("oevpn_static_sas", "gauge", "Statically keyed SA pairs.", float64(len(st.StaticSAs)))
 
+}
+
+// saTraffic writes each SA's packets and bytes, each way.
+func (p *promWriter) saTraffic(st tunnel.Status) {
 	// Per SA: packets and bytes each way.
 	for _, m := range []struct {
 		name, help string
@@ -139,6 +161,10 @@ func writeMetrics(st tunnel.Status) []byte {
 		}
 	}
 
+}
+
+// datapath writes the IKE outcomes and the datapath's counters.
+func (p *promWriter) datapath(st tunnel.Status) {
 	ev := st.Events
 	p.one("oevpn_ike_established_total", "counter", "IKE SAs established.", float64(ev.IKEEstablished))
 	p.family("oevpn_ike_failures_total", "counter", "IKE negotiations failed and IKE SAs lost, by reason.")
@@ -163,6 +189,11 @@ func writeMetrics(st tunnel.Status) []byte {
 	p.one("oevpn_null_auth_refused_total", "counter", "AUTH_NULL peers refused for addresses that must be authenticated.", float64(d.NullRefused))
 	p.one("oevpn_natt_keepalives_received_total", "counter", "NAT-T keepalives received.", float64(d.Keepalives))
 
+}
+
+// opportunism writes the opportunistic table, fallbacks and DNS lookups.
+func (p *promWriter) opportunism(st tunnel.Status) {
+	ev := st.Events
 	p.family("oevpn_opportunistic_destinations", "gauge", "Opportunistic destinations without an SA, by verdict.")
 	verdicts := map[string]int{}
 	for _, e := range st.Opportunistic {
@@ -181,6 +212,10 @@ func writeMetrics(st tunnel.Status) []byte {
 	}
 	p.one("oevpn_dns_cache_entries", "gauge", "Destinations in the opportunistic resolver's cache.", float64(ev.DNSCacheEntries))
 
+}
+
+// ikeAndAutoVPN writes the IKE daemon's and AutoVPN's counters.
+func (p *promWriter) ikeAndAutoVPN(st tunnel.Status) {
 	if s := st.IKE; s != nil {
 		p.one("oevpn_ike_queue_dropped_total", "counter", "IKE messages dropped because their queue was full.", float64(s.PacketsDropped))
 		p.one("oevpn_ike_cookies_sent_total", "counter", "COOKIE demands sent.", float64(s.CookiesSent))
@@ -211,16 +246,6 @@ func writeMetrics(st tunnel.Status) []byte {
 			p.sample("oevpn_autovpn_peers", float64(states[string(s)]), "state", string(s))
 		}
 	}
-	if b := st.Bypass; b != nil {
-		p.one("oevpn_bypass_routes", "gauge", "Bypass routes installed.", float64(b.Installed))
-		p.one("oevpn_bypass_routes_refused_total", "counter", "Bypass routes not installed because the maximum were.", float64(b.Refused))
-	}
-	m := st.Memory
-	p.one("oevpn_memory_heap_live_bytes", "gauge", "Heap kept by the last garbage collection.", float64(m.HeapLive))
-	p.one("oevpn_memory_heap_in_use_bytes", "gauge", "Heap taken by objects now.", float64(m.HeapInUse))
-	p.one("oevpn_memory_rss_bytes", "gauge", "Resident set size (0 where unknown).", float64(m.RSS))
-	p.one("oevpn_goroutines", "gauge", "Goroutines.", float64(m.Goroutines))
-	return p.b.Bytes()
 }
 
 func b2f(b bool) float64 {

@@ -1,0 +1,150 @@
+package tunnel
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+	conn "github.com/oevpn/oevpn/internal/wgconn"
+)
+
+// writeDevice writes one packet to the device (the clear forwarder's
+// answers); it is not on the fast path.
+func (e *Engine) writeDevice(pkt []byte) {
+	buf := make([]byte, writeOffset+len(pkt))
+	copy(buf[writeOffset:], pkt)
+	e.devMu.RLock()
+	defer e.devMu.RUnlock()
+	if e.closed() {
+		return
+	}
+	if _, err := e.dev.Write([][]byte{buf}, writeOffset); err != nil {
+		e.log.Debug("writing a forwarded packet to the device failed", "err", err)
+	}
+}
+
+func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
+	batch := bind.BatchSize()
+	bufs := newBuffers(batch, maxDatagram, groSlots)
+	pkts := make([][]byte, batch)
+	for i := range pkts {
+		pkts[i] = bufs[i][esp.Headroom:]
+	}
+	sizes := make([]int, batch)
+	eps := make([]conn.Endpoint, batch)
+	write := make([][]byte, 0, batch)
+	for {
+		n, err := recv(pkts, sizes, eps)
+		if err != nil {
+			if e.closed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			e.log.Debug("receive failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		now := time.Now().UnixNano()
+		for i := 0; i < n; i++ {
+			d := pkts[i][:sizes[i]]
+			if !natt {
+				e.deliverIKE(d, eps[i], false)
+				continue
+			}
+			switch classify(d) {
+			case esp.KindIKE:
+				e.deliverIKE(d[esp.NonESPMarkerLen:], eps[i], true)
+				continue
+			case kindProbe:
+				e.deliverProbe(d, eps[i])
+				continue
+			case esp.KindKeepalive:
+				e.stats.keepalives.Add(1)
+				continue
+			case esp.KindESP:
+			default:
+				e.stats.malformed.Add(1)
+				continue
+			}
+			spi := esp.Header(d).SPI()
+			pair, ok := e.spis.Lookup(spi)
+			if !ok || pair == nil {
+				e.stats.unknownSPI.Add(1)
+				if f := e.onUnknownSPI.Load(); !ok && f != nil && *f != nil {
+					(*f)(spi, addrPortOf(eps[i])) // the peer may have restarted us: it rate-limits
+				}
+				continue
+			}
+			if pair.barred.Load() {
+				e.stats.nullDrops.Add(1)
+				continue
+			}
+			if addrPortOf(eps[i]).Addr().Unmap().Is4() != pair.peer4 {
+				// An SA is opened by the routine of its peer's address
+				// family only: esp.SA.Open is single-threaded per SA.
+				e.stats.unknownSPI.Add(1)
+				continue
+			}
+			inner, nh, err := pair.In.Open(bufs[i], esp.Headroom, sizes[i])
+			if err != nil {
+				e.stats.decryptErrors.Add(1)
+				continue
+			}
+			if pair.heard.Load() != now {
+				pair.heard.Store(now) // once per batch and pair
+			}
+			p, err := ipview.Parse(inner)
+			if err != nil || (nh == ipview.ProtoIPv4) != (ipview.Version(inner) == 4) {
+				e.stats.malformed.Add(1)
+				continue
+			}
+			if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
+				e.stats.selectorDrops.Add(1)
+				continue
+			}
+			if !pair.ready.Load() {
+				pair.ready.Store(true) // the peer uses it: so may we
+			}
+			if nt := e.nat.Load(); nt != nil {
+				nt.natInbound(inner, &p)
+			}
+			start := cap(bufs[i]) - cap(inner)
+			write = append(write, bufs[i][start-writeOffset:start+p.Len])
+		}
+		if len(write) > 0 {
+			if _, err := e.dev.Write(write, writeOffset); err != nil && !e.closed() {
+				e.log.Debug("writing to the device failed", "err", err)
+			}
+			e.stats.rxPackets.Add(uint64(len(write)))
+			write = write[:0]
+		}
+	}
+}
+
+func addrPortOf(ep conn.Endpoint) netip.AddrPort {
+	if se, ok := ep.(*conn.StdNetEndpoint); ok {
+		return se.AddrPort
+	}
+	ap, _ := netip.ParseAddrPort(ep.DstToString())
+	return ap
+}
+
+func (e *Engine) deliverIKE(msg []byte, ep conn.Endpoint, natt bool) {
+	f := e.onIKE.Load()
+	if f == nil || *f == nil {
+		e.stats.controlDropped.Add(1)
+		return
+	}
+	(*f)(msg, addrPortOf(ep), ep.SrcIP().Unmap(), natt)
+}
+
+func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {
+	f := e.onProbe.Load()
+	if f == nil || *f == nil {
+		e.stats.controlDropped.Add(1)
+		return
+	}
+	(*f)(msg, addrPortOf(ep), ep.SrcIP())
+}

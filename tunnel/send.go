@@ -1,0 +1,132 @@
+package tunnel
+
+import (
+	"errors"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/oevpn/oevpn/esp"
+	"github.com/oevpn/oevpn/internal/ipview"
+)
+
+// newBuffers returns n packet buffers with ESP head- and tailroom around
+// size octets of packet; the last big ones have room for maxPacket.
+func newBuffers(n, size, big int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		if i >= n-big {
+			size = maxPacket
+		}
+		bufs[i] = make([]byte, esp.Headroom+size+esp.Tailroom)
+	}
+	return bufs
+}
+
+// newOutboundBuffers returns n buffers as newBuffers does, laid end to end
+// in one allocation, each with the capacity up to the end of the last: the
+// bind appends the sealed packets that follow one, moving each back behind
+// the one before, and sends them as one UDP GSO datagram. (Apart, each
+// buffer has no room behind its packet, and every packet went alone.)
+func newOutboundBuffers(n, size int) [][]byte {
+	stride := esp.Headroom + size + esp.Tailroom
+	arena := make([]byte, n*stride)
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = arena[i*stride : (i+1)*stride]
+	}
+	return bufs
+}
+
+// outboundSize returns the largest packet a device read brings: one of at
+// most the MTU. A device with offloads (a batch size above 1) splits
+// super-packets into segments itself.
+func (e *Engine) outboundSize() int {
+	mtu, err := e.dev.MTU()
+	if err != nil || mtu <= 0 || mtu > maxPacket {
+		return maxPacket
+	}
+	return max(mtu, 1500)
+}
+
+func (e *Engine) routineOutbound() {
+	batch := e.dev.BatchSize()
+	size := e.outboundSize()
+	bufs := newOutboundBuffers(batch, size)
+	sizes := make([]int, batch)
+	send := make([][]byte, 0, batch)
+	for {
+		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
+		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
+			if e.closed() {
+				return
+			}
+			if s := e.outboundSize(); s > size {
+				// The MTU grew: the packet did not fit.
+				e.log.Info("device MTU grew: larger buffers", "mtu", s, "err", err)
+				size, bufs = s, newOutboundBuffers(batch, s)
+				continue
+			}
+			e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)
+			return
+		}
+		rt := e.routes.Load()
+		var cur *SAPair
+		for i := 0; i < n; i++ {
+			pkt := bufs[i][esp.Headroom : esp.Headroom+sizes[i]]
+			p, err := ipview.Parse(pkt)
+			if err != nil {
+				e.stats.malformed.Add(1)
+				continue
+			}
+			pair := rt.lookup(&p)
+			if pair == nil {
+				// AutoVPN behind a NAT: the SA is for the public address.
+				if nt := e.nat.Load(); nt != nil {
+					if q, ok := nt.outboundView(&p); ok {
+						if pair = rt.lookup(&q); pair != nil {
+							nt.natOutbound(pkt, &p)
+						}
+					}
+				}
+			}
+			if pair == nil {
+				if t := rt.trapFor(&p); t != nil {
+					e.hold(t, pkt[:p.Len])
+				} else {
+					e.outboundNoSA(&p, pkt[:p.Len])
+				}
+				continue
+			}
+			if pair != cur && len(send) > 0 {
+				e.send(cur, send)
+				send = send[:0]
+			}
+			cur = pair
+			nh := byte(ipview.ProtoIPv4)
+			if ipview.Version(pkt) == 6 {
+				nh = ipview.ProtoIPv6
+			}
+			out, err := pair.Out.Seal(bufs[i], esp.Headroom, p.Len, nh)
+			if err != nil {
+				e.stats.sealErrors.Add(1)
+				continue
+			}
+			send = append(send, out)
+		}
+		if len(send) > 0 {
+			e.send(cur, send)
+			send = send[:0]
+		}
+	}
+}
+
+func (e *Engine) send(p *SAPair, bufs [][]byte) {
+	if err := e.natt.Send(bufs, p.ep); err != nil {
+		e.stats.sendErrors.Add(1)
+		if !e.closed() {
+			e.log.Debug("send failed", "peer", p.Peer, "err", err)
+		}
+		return
+	}
+	e.stats.txPackets.Add(uint64(len(bufs)))
+}

@@ -277,6 +277,9 @@ func (c *Config) checkPeer(i int, names map[string]bool) error {
 func (p *Peer) checkAuth(k func(string) string) error {
 	switch p.Auth {
 	case AuthPSK:
+		if p.PSK == "" {
+			return keyErr(k("psk"), "missing: auth = \"psk\" needs a secret of your own, at least 16 characters (e.g. from openssl rand -base64 32)")
+		}
 		if len(p.PSK) < 16 {
 			return keyErr(k("psk"), "a pre-shared key needs at least 16 characters")
 		}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -239,6 +240,12 @@ func TestExampleConfigParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As it is, it must refuse to start: its peer has no secret.
+	if _, err := Parse("config.example.toml", data); err == nil || !strings.Contains(err.Error(), "peer[0].psk") {
+		t.Fatalf("the example without a psk: %v", err)
+	}
+	// With one filled in, it parses.
+	data = bytes.Replace(data, []byte(`# psk = ""`), []byte(`psk = "a secret of the operator's own, long enough"`), 1)
 	if _, err := Parse("config.example.toml", data); err != nil {
 		t.Fatal(err)
 	}

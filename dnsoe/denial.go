@@ -1,12 +1,13 @@
 package dnsoe
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/oevpn/oevpn/internal/dnsname"
 )
 
 // denied is what a denial of existence proved.
@@ -142,8 +143,8 @@ func (p *proofs) coverNSEC(name string) *dns.NSEC {
 		if dns.IsSubDomain(o, name) && (t[dns.TypeNS] && !t[dns.TypeSOA] || t[dns.TypeDNAME]) {
 			continue
 		}
-		lo, hi := canonicalCompare(o, name), canonicalCompare(name, next)
-		if lo < 0 && (hi < 0 || canonicalCompare(next, o) <= 0) {
+		lo, hi := dnsname.Compare(o, name), dnsname.Compare(name, next)
+		if lo < 0 && (hi < 0 || dnsname.Compare(next, o) <= 0) {
 			return n
 		}
 	}
@@ -278,33 +279,4 @@ func lastLabels(name string, n int) string {
 // nextCloser is the ancestor of name one label longer than ce.
 func nextCloser(name, ce string) string {
 	return lastLabels(name, dns.CountLabel(ce)+1)
-}
-
-// wireLabels returns the labels of name as on the wire, in lower case.
-func wireLabels(name string) [][]byte {
-	buf := make([]byte, 256)
-	n, err := dns.PackDomainName(dns.Fqdn(name), buf, 0, nil, false)
-	if err != nil {
-		return nil
-	}
-	var labels [][]byte
-	for i := 0; i < n && buf[i] != 0; i += int(buf[i]) + 1 {
-		if i+1+int(buf[i]) > n {
-			return nil
-		}
-		labels = append(labels, bytes.ToLower(buf[i+1:i+1+int(buf[i])]))
-	}
-	return labels
-}
-
-// canonicalCompare orders names as RFC 4034 §6.1 does: by their labels
-// from the right, as lower-case octet strings.
-func canonicalCompare(a, b string) int {
-	la, lb := wireLabels(a), wireLabels(b)
-	for i, j := len(la)-1, len(lb)-1; i >= 0 && j >= 0; i, j = i-1, j-1 {
-		if c := bytes.Compare(la[i], lb[j]); c != 0 {
-			return c
-		}
-	}
-	return len(la) - len(lb)
 }

@@ -8,7 +8,6 @@
 package dnszone
 
 import (
-	"bytes"
 	"crypto"
 	"fmt"
 	"net"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/oevpn/oevpn/internal/dnsname"
 )
 
 // TTL is the TTL of the zone's own records (SOA, NS, DNSKEY, DS).
@@ -176,7 +177,7 @@ func (z *Zone) finish() error {
 		for n := range z.sets {
 			ns = append(ns, n)
 		}
-		sort.Slice(ns, func(i, j int) bool { return canonicalCompare(ns[i], ns[j]) < 0 })
+		sort.Slice(ns, func(i, j int) bool { return dnsname.Compare(ns[i], ns[j]) < 0 })
 		for i, n := range ns {
 			r := &dns.NSEC{Hdr: dns.RR_Header{Name: n, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: 60},
 				NextDomain: ns[(i+1)%len(ns)], TypeBitMap: z.types(n, true)}
@@ -261,8 +262,8 @@ func (z *Zone) covering(n string) int {
 				return i
 			}
 		case *dns.NSEC:
-			lo, hi := canonicalCompare(r.Hdr.Name, n), canonicalCompare(n, r.NextDomain)
-			if lo < 0 && (hi < 0 || canonicalCompare(r.NextDomain, r.Hdr.Name) <= 0) {
+			lo, hi := dnsname.Compare(r.Hdr.Name, n), dnsname.Compare(n, r.NextDomain)
+			if lo < 0 && (hi < 0 || dnsname.Compare(r.NextDomain, r.Hdr.Name) <= 0) {
 				return i
 			}
 		}
@@ -460,33 +461,4 @@ func nextCloser(name, ce string) string {
 		return name
 	}
 	return name[idx[len(idx)-n]:]
-}
-
-// wireLabels returns the labels of name as on the wire, in lower case.
-func wireLabels(name string) [][]byte {
-	buf := make([]byte, 256)
-	n, err := dns.PackDomainName(dns.Fqdn(name), buf, 0, nil, false)
-	if err != nil {
-		return nil
-	}
-	var labels [][]byte
-	for i := 0; i < n && buf[i] != 0; i += int(buf[i]) + 1 {
-		if i+1+int(buf[i]) > n {
-			return nil
-		}
-		labels = append(labels, bytes.ToLower(buf[i+1:i+1+int(buf[i])]))
-	}
-	return labels
-}
-
-// canonicalCompare orders names as RFC 4034 §6.1 does: by their labels
-// from the right, as lower-case octet strings.
-func canonicalCompare(a, b string) int {
-	la, lb := wireLabels(a), wireLabels(b)
-	for i, j := len(la)-1, len(lb)-1; i >= 0 && j >= 0; i, j = i-1, j-1 {
-		if c := bytes.Compare(la[i], lb[j]); c != 0 {
-			return c
-		}
-	}
-	return len(la) - len(lb)
 }

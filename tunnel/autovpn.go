@@ -80,6 +80,9 @@ type AutoVPN struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// goMu orders the goroutines started (spawn) against Close's wait:
+	// once stop is closed, none starts.
+	goMu sync.Mutex
 
 	mu    sync.Mutex
 	flows map[flowKey]*flowState
@@ -127,10 +130,29 @@ func (a *AutoVPN) Start(d *ike.Daemon) {
 // Close stops AutoVPN.
 func (a *AutoVPN) Close() {
 	a.eng.autovpn.CompareAndSwap(a, nil)
+	a.goMu.Lock()
 	close(a.stop)
+	a.goMu.Unlock()
 	a.wg.Wait()
 	a.icmp.close()
 	a.gw.Close()
+}
+
+// spawn runs f on a goroutine of its own that Close waits for, unless
+// Close has begun.
+func (a *AutoVPN) spawn(f func()) {
+	a.goMu.Lock()
+	defer a.goMu.Unlock()
+	select {
+	case <-a.stop:
+		return
+	default:
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
 }
 
 // SendICMP implements probe.Sender.
@@ -337,15 +359,13 @@ func (a *AutoVPN) onProbeComplete(c probe.Completed) {
 		// our host by; we translate our host's traffic ourselves.
 		a.eng.AddNAT(c.Flow.Src, c.Public.Addr(), c.Remote, c.Flow.Proto, c.Flow.SrcPort, c.Public.Port())
 	}
-	a.wg.Add(1)
-	go func() { // not on the caller's goroutine: AddPeer waits for the daemon
-		defer a.wg.Done()
+	a.spawn(func() { // not on the caller's goroutine: AddPeer waits for the daemon
 		if err := a.ike.AddPeer(pc); err != nil && !errors.Is(err, ike.ErrPeerExists) {
 			a.log.Warn("AutoVPN: starting IKE", "gateway", c.Gateway, "err", err)
 			return
 		}
 		a.log.Info("AutoVPN: probe complete; initiating IKE", "gateway", c.Gateway, "local", c.Local, "remote", c.Remote, "nat", c.NAT)
-	}()
+	})
 }
 
 // Responder, as G2, answers an IKE_SA_INIT that carries an AutoVPN nonce:
@@ -380,9 +400,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 	dn := i.Cert.Subject.String()
 	now := time.Now()
 	// The store writes its file: not on the daemon's goroutine.
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
+	a.spawn(func() {
 		old, known := a.cfg.Store.ByDN(dn)
 		p, err := a.cfg.Store.Seen(i.Cert, i.Contact, i.Remote.Addr(), i.BySharedSecret, now)
 		if err != nil {
@@ -402,7 +420,7 @@ func (a *AutoVPN) onEstablished(i ike.EstablishedInfo) {
 		}
 		a.log.Info("AutoVPN: peer authenticated", "dn", dn, "state", p.State, "fingerprint", p.Fingerprint[:16],
 			"by_shared_secret", i.BySharedSecret, "contact", strings.TrimSpace(i.Contact))
-	}()
+	})
 }
 
 // OnChange is to be called from the IKE daemon's OnChange: a failed

@@ -80,6 +80,9 @@ type Opportunism struct {
 	ike  *ike.Daemon
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// goMu orders the goroutines started (go) against Close's wait: once
+	// stop is closed, none starts.
+	goMu sync.Mutex
 
 	mu      sync.Mutex
 	tunnels map[string]*oeTunnel // by IKE peer name
@@ -170,9 +173,7 @@ func (o *Opportunism) Start(d *ike.Daemon) {
 	o.ike = d
 	o.eng.SetOpportunist(o.acquire)
 	interval := min(o.cfg.Lifespan/4, 5*time.Second)
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
+	o.spawn(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -183,26 +184,43 @@ func (o *Opportunism) Start(d *ike.Daemon) {
 				o.checkLifespans(now)
 			}
 		}
-	}()
+	})
 }
 
 // Close stops the lifespan checks.
 func (o *Opportunism) Close() {
+	o.goMu.Lock()
 	select {
 	case <-o.stop:
 	default:
 		close(o.stop)
 	}
+	o.goMu.Unlock()
 	o.wg.Wait()
+}
+
+// spawn runs f on a goroutine of its own that Close waits for, unless
+// Close has begun (the datapath may still ask for discovery then).
+func (o *Opportunism) spawn(f func()) {
+	o.goMu.Lock()
+	defer o.goMu.Unlock()
+	select {
+	case <-o.stop:
+		return
+	default:
+	}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		f()
+	}()
 }
 
 // acquire is the engine's call for a destination without an SA.
 func (o *Opportunism) acquire(src, dst netip.Addr, class policy.Class) {
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
+	o.spawn(func() {
 		o.discover(src, dst, class)
-	}()
+	})
 }
 
 // discover looks dst up and starts IKE with its best gateway, or decides
@@ -315,12 +333,10 @@ func (o *Opportunism) initiatorPeer(t *oeTunnel, g dnsoe.Gateway) (*ike.PeerConf
 	pc.IKELifetime = o.cfg.IKELifetime
 	pc.OnIKERekey = func() {
 		// The key is checked again at every IKE SA rekey.
-		o.wg.Add(1)
-		go func() {
-			defer o.wg.Done()
+		o.spawn(func() {
 			o.log.Info("IKE SA rekeyed: checking that the peer's key is still published", "dst", t.dst)
 			o.recheckKey(t)
-		}()
+		})
 	}
 	if g.Name != "" {
 		id, err := ike.ParseIdentity(g.Name)
@@ -487,11 +503,9 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 		o.mu.Unlock()
 		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "err", err)
 		// Not on the daemon's goroutine, which is calling us.
-		o.wg.Add(1)
-		go func() {
-			defer o.wg.Done()
+		o.spawn(func() {
 			o.tryNext(t)
-		}()
+		})
 	}
 }
 
@@ -538,11 +552,9 @@ func (o *Opportunism) checkLifespans(now time.Time) {
 		o.ike.Down(t.name)
 	}
 	for _, t := range recheck {
-		o.wg.Add(1)
-		go func() {
-			defer o.wg.Done()
+		o.spawn(func() {
 			o.recheckKey(t)
-		}()
+		})
 	}
 }
 
@@ -608,11 +620,9 @@ func (o *Opportunism) Trigger(ctx context.Context, dst netip.Addr) dnsoe.Verdict
 			if !src.IsValid() {
 				return dnsoe.Proceed // no route: the application will find out
 			}
-			o.wg.Add(1)
-			go func() {
-				defer o.wg.Done()
+			o.spawn(func() {
 				o.discover(src, dst, class)
-			}()
+			})
 		}
 		select {
 		case <-ctx.Done():

@@ -50,7 +50,7 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 	lo := netip.MustParseAddr("127.0.0.1")
 	g2IKE, g2NATT := p.g2.eng.Ports()
 	g1IKE, g1NATT := p.g1.eng.Ports()
-	logger := func(name string) *slog.Logger { return testLogger(t, name) }
+	logger := func(name string) *slog.Logger { return testLog(t, name) }
 	d2, err := ike.New(ike.Config{Datapath: p.g2.eng, Logger: logger("G2"), Responder: func(from netip.AddrPort, _ netip.Addr, nonce []byte) *ike.PeerConfig {
 		if nonce == nil || !bytes.Equal(nonce, c.accept) {
 			return nil
@@ -236,15 +236,7 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 	r := &realG2{g1: newIKEEnd(t, netip.MustParseAddr("10.98.0.1")), g2: newIKEEnd(t, netip.MustParseAddr("10.98.0.2")), store: store}
 	gw, nonceR := completeProbe(t, r.g1.addr, r.g2.addr)
 	r.nonce = nonceR
-	logger := func(name string) *slog.Logger {
-		var buf lockedBuffer
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("log of %s:\n%s", name, buf.String())
-			}
-		})
-		return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	logger := func(name string) *slog.Logger { return testLog(t, name) }
 	r.av = &AutoVPN{cfg: AutoVPNConfig{Signer: k2, Cert: k2.Cert, Store: store, Contact: "G2"}, gw: gw, log: logger("G2 AutoVPN"),
 		stop: make(chan struct{}), flows: map[flowKey]*flowState{}, initiated: map[string]probe.Completed{}}
 	t.Cleanup(r.av.wg.Wait)

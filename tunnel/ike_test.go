@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
@@ -47,13 +46,7 @@ func startDaemonCfg(t testing.TB, e *ikeEnd, peer *ike.PeerConfig, cfg ike.Confi
 	cfg.Datapath, cfg.Peers = e.eng, []*ike.PeerConfig{peer}
 	if cfg.Logger == nil {
 		// Keep the daemon's log, and show it if the test fails.
-		var buf lockedBuffer
-		cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("IKE log of %s:\n%s", e.addr, buf.String())
-			}
-		})
+		cfg.Logger = testLog(t, "IKE of "+e.addr.String())
 	}
 	d, err := ike.New(cfg)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"syscall"
@@ -56,7 +55,7 @@ func nodePair(t *testing.T, block ...netip.Prefix) (a, b *Node) {
 	var err error
 	// B only responds, so it need not know A's ports yet.
 	b, err = NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addrB, 32)},
-		Peers: []Peer{{IKE: peer("a", addrB, addrA, 1, 1), Start: StartNever}}, Logger: testLogger(t, "B")})
+		Peers: []Peer{{IKE: peer("a", addrB, addrA, 1, 1), Start: StartNever}}, Logger: testLog(t, "B")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +63,7 @@ func nodePair(t *testing.T, block ...netip.Prefix) (a, b *Node) {
 	bIKE, bNATT := b.Engine().Ports()
 	a, err = NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addrA, 32)},
 		Peers:  []Peer{{IKE: peer("b", addrA, addrB, bIKE, bNATT), Start: StartNow}},
-		Policy: Policy{Block: block}, Logger: testLogger(t, "A")})
+		Policy: Policy{Block: block}, Logger: testLog(t, "A")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,18 +126,6 @@ func TestNodeDialThroughIKE(t *testing.T) {
 	if _, err := a.Listen("udp", ":1"); err == nil {
 		t.Error("Listen udp succeeded")
 	}
-}
-
-// testLogger returns a debug logger whose output the test shows if it
-// fails.
-func testLogger(t testing.TB, name string) *slog.Logger {
-	var buf lockedBuffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", name, buf.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // TestNodeListenPacket sends a datagram each way between unconnected UDP
@@ -216,7 +203,7 @@ func TestNodeOpportunisticDialSource(t *testing.T) {
 			IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return mn.Bind(addr) },
 			Policy:      Policy{PrivateOrClear: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
 			Opportunism: &OEConfig{Resolver: &dnsoe.Resolver{Server: srv.Addr, Mode: dnsoe.DNSSECOff}, Auth: auth},
-			Logger:      testLogger(t, addr.String())})
+			Logger:      testLog(t, addr.String())})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,18 +57,7 @@ func TestRangePrefixes(t *testing.T) {
 	}
 }
 
-func keyPrefix(k addrKey, n int, is4 bool) string {
-	var b [16]byte
-	for i := range 8 {
-		b[i] = byte(k.hi >> (56 - 8*i))
-		b[8+i] = byte(k.lo >> (56 - 8*i))
-	}
-	a := netip.AddrFrom16(b)
-	if is4 {
-		a = netip.AddrFrom4([4]byte(b[:4]))
-	}
-	return netip.PrefixFrom(a, n).String()
-}
+func keyPrefix(k addrKey, n int, is4 bool) string { return k.prefix(n, is4).String() }
 
 func v4(u uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})

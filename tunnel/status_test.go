@@ -96,7 +96,7 @@ func TestNodeStatusLastError(t *testing.T) {
 		Peers: []Peer{{IKE: &ike.PeerConfig{Name: "gone", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: port, NATTPort: port,
 			Auth: ike.Credential{PSK: psk}, PeerAuth: ike.PeerAuth{PSK: psk}, LocalTS: hostSel(addr), RemoteTS: hostSel(netip.MustParseAddr("10.97.0.2")),
 			RetransmitBase: 20 * time.Millisecond, RetransmitTries: 2}, Start: StartNever}},
-		Logger: testLogger(t, "A")})
+		Logger: testLog(t, "A")})
 	if err != nil {
 		t.Fatal(err)
 	}

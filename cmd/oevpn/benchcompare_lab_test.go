@@ -250,21 +250,7 @@ func startBenchOevpn(t *testing.T, ns *lab.Netns, dir, name, peer, local, remote
 	if mtu > 1500 {
 		tunMTU = mtu - 100
 	}
-	cfg := fmt.Sprintf(`[interface]
-name = %q
-mtu = %d
-
-[[peer]]
-name = "peer"
-address = %q
-local_id = %q
-remote_id = %q
-auth = "psk"
-psk = %q
-local = ["%s/32"]
-remote = ["%s/32"]
-start = %q
-%s`, lab.Unique("bc"), tunMTU, peer, local, remote, ioPSK, local, remote, start, props)
+	cfg := pskPeerConfig(peer, local, remote, local+"/32", remote+"/32", start, fmt.Sprintf("mtu = %d\n", tunMTU), props)
 	return runOevpn(t, ns, name, filepath.Join(dir, name+".toml"), cfg)
 }
 

@@ -98,12 +98,19 @@ func TestLabRestartRecovery(t *testing.T) {
 // lab's addresses have it.
 func startOevpnPeer(t *testing.T, ns *lab.Netns, dir, peerAddr, localID, remoteID, local, remote, start string) *lab.Proc {
 	t.Helper()
-	cfg := fmt.Sprintf(`
-[interface]
+	cfg := pskPeerConfig(peerAddr, localID, remoteID, local, remote, start, "", "")
+	return runOevpn(t, ns, "oevpn "+localID, filepath.Join(dir, lab.Unique("cfg")+".toml"), cfg)
+}
+
+// pskPeerConfig is a configuration of oevpn on a TUN (a new device name)
+// with one peer, "peer", at peerAddr, authenticated by ioPSK; iface and
+// peer are more lines for those sections.
+func pskPeerConfig(peerAddr, localID, remoteID, local, remote, start, iface, peer string) string {
+	return fmt.Sprintf(`[interface]
 mode = "tun"
 name = %q
 log_level = "debug"
-
+%s
 [[peer]]
 name = "peer"
 address = %q
@@ -114,8 +121,7 @@ psk = %q
 local = [%q]
 remote = [%q]
 start = %q
-`, lab.Unique("tr"), peerAddr, localID, remoteID, ioPSK, local, remote, start)
-	return runOevpn(t, ns, "oevpn "+localID, filepath.Join(dir, lab.Unique("cfg")+".toml"), cfg)
+%s`, lab.Unique("tr"), iface, peerAddr, localID, remoteID, ioPSK, local, remote, start, peer)
 }
 
 // TestLabRestartRecoveryOevpn (issue 11, item 4) is TestLabRestartRecovery

@@ -107,21 +107,7 @@ func TestLabServiceUser(t *testing.T) {
 	}
 	startOevpnPeer(t, b, t.TempDir(), pxOuterA, pxInnerB, pxInnerA, pxInnerB+"/32", pxInnerA+"/32", "none")
 	cfgA := filepath.Join(home, "a.toml")
-	os.WriteFile(cfgA, fmt.Appendf(nil, `[interface]
-name = %q
-log_level = "debug"
-
-[[peer]]
-name = "b"
-address = %q
-local_id = %q
-remote_id = %q
-auth = "psk"
-psk = %q
-local = ["%s/32"]
-remote = ["%s/32"]
-start = "start"
-`, lab.Unique("sv"), pxOuterB, pxInnerA, pxInnerB, ioPSK, pxInnerA, pxInnerB), 0o600)
+	os.WriteFile(cfgA, []byte(pskPeerConfig(pxOuterB, pxInnerA, pxInnerB, pxInnerA+"/32", pxInnerB+"/32", "start", "", "")), 0o600)
 	os.Chown(cfgA, pxNobody, pxNobody)
 	rulesBefore := a.Run("ip", "rule")
 	args := tunForServiceUser(t)

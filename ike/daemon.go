@@ -92,7 +92,8 @@ type Daemon struct {
 	// byAddr are the IKE SAs in sas by the address of their peer
 	// (indexAddr).
 	byAddr  map[netip.Addr][]*ikeSA
-	dynamic map[string]*PeerConfig // opportunistic peers, by name
+	peers   atomic.Pointer[[]*PeerConfig] // the configured peers (configured, SetPeers)
+	dynamic map[string]*PeerConfig        // opportunistic peers, by name
 	wg      sync.WaitGroup
 	once    sync.Once
 	// halfOpenTimeout is how long a half-open IKE SA waits for IKE_AUTH.
@@ -131,6 +132,9 @@ func New(cfg Config) (*Daemon, error) {
 		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, byAddr: map[netip.Addr][]*ikeSA{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
 		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
 		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
+	peers := append([]*PeerConfig(nil), cfg.Peers...)
+	d.peers.Store(&peers)
+	d.cfg.Peers = nil // configured() has them
 	d.publishHalf()
 	d.after(watchTick, d.watchTraffic)
 	d.wg.Add(1)

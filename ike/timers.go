@@ -41,6 +41,9 @@ func (d *Daemon) scheduleRestart(p *PeerConfig) {
 	d.log.Info("will re-initiate", "peer", p.Name, "in", delay)
 	time.AfterFunc(delay, func() {
 		d.post(func() {
+			if d.peerByName(p.Name) != p {
+				return // removed or replaced by SetPeers
+			}
 			for _, sa := range d.sas {
 				if sa.peer == p {
 					return

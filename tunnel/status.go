@@ -315,7 +315,7 @@ func (n *Node) Status() Status {
 	act := &n.activity
 	owned := map[*SAPair]bool{}
 	byName := map[string]*PeerStatus{}
-	for _, p := range n.cfg.Peers {
+	for _, p := range n.configured() {
 		ps := &PeerStatus{Name: p.IKE.Name, Kind: PeerConfigured, State: PeerDown, Address: p.IKE.Addr.String(),
 			Start: p.Start.String(), IKESAs: []IKESAStatus{}}
 		if e, ok := n.lastError(p.IKE.Name); ok {
@@ -462,7 +462,7 @@ func (n *Node) noteChange(peer string, up bool, err error) {
 	case err != nil && !errors.Is(err, ike.ErrDown):
 		n.events.add(&n.events.failed, failureReason(err))
 	}
-	if !slices.ContainsFunc(n.cfg.Peers, func(p Peer) bool { return p.IKE.Name == peer }) {
+	if !slices.ContainsFunc(n.configured(), func(p Peer) bool { return p.IKE.Name == peer }) {
 		return
 	}
 	n.statusMu.Lock()

@@ -1,6 +1,8 @@
 package ike
 
 import (
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"reflect"
@@ -52,14 +54,47 @@ func CheckPeers(peers []*PeerConfig) error {
 
 // SamePeer reports whether a and b configure a peer identically: the same
 // name, address, identities, credentials, proposals, selectors, lifetimes
-// and timers. The daemon's own bookkeeping in a PeerConfig (its restart
-// backoff) does not count; a function field set in either makes them
-// differ unless both are nil (configured peers have none).
+// and timers. Keys compare by value, certificates by their DER and CA
+// pools by their contents; the daemon's own bookkeeping in a PeerConfig
+// (its restart backoff) does not count; a function field set in either
+// makes them differ unless both are nil (configured peers have none).
 func SamePeer(a, b *PeerConfig) bool {
 	x, y := *a, *b
-	x.restarts, y.restarts = 0, 0
-	x.refusalLogged, y.refusalLogged = time.Time{}, time.Time{}
+	if !sameSigner(x.Auth.Signer, y.Auth.Signer) || !sameKey(x.PeerAuth.PublicKey, y.PeerAuth.PublicKey) ||
+		!sameCerts([]*x509.Certificate{x.Auth.Cert}, []*x509.Certificate{y.Auth.Cert}) || !sameCerts(x.Auth.Chain, y.Auth.Chain) ||
+		!sameCerts(x.PeerAuth.Certs, y.PeerAuth.Certs) || !sameCerts(x.PeerAuth.CAs, y.PeerAuth.CAs) ||
+		(x.PeerAuth.Roots == nil) != (y.PeerAuth.Roots == nil) || x.PeerAuth.Roots != nil && !x.PeerAuth.Roots.Equal(y.PeerAuth.Roots) {
+		return false
+	}
+	for _, p := range []*PeerConfig{&x, &y} {
+		p.Auth.Signer, p.PeerAuth.PublicKey, p.Auth.Cert, p.Auth.Chain = nil, nil, nil, nil
+		p.PeerAuth.Certs, p.PeerAuth.CAs, p.PeerAuth.Roots = nil, nil, nil
+		p.restarts, p.refusalLogged = 0, time.Time{}
+	}
 	return reflect.DeepEqual(x, y)
+}
+
+// sameKey compares public keys by value (the standard library's keys have
+// Equal).
+func sameKey(a, b crypto.PublicKey) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}
+
+func sameSigner(a, b crypto.Signer) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return sameKey(a.Public(), b.Public())
+}
+
+func sameCerts(a, b []*x509.Certificate) bool {
+	return slices.EqualFunc(a, b, func(x, y *x509.Certificate) bool {
+		return x == nil && y == nil || x != nil && y != nil && x.Equal(y)
+	})
 }
 
 // SetPeers replaces the configured peers with peers (checked as by

@@ -1,6 +1,8 @@
 package ike
 
 import (
+	"crypto/ecdsa"
+	"crypto/x509"
 	"slices"
 	"testing"
 	"time"
@@ -130,4 +132,50 @@ func TestSetPeersRefusesBadList(t *testing.T) {
 func equalChanges(a, b PeerChanges) bool {
 	return slices.Equal(a.Added, b.Added) && slices.Equal(a.Removed, b.Removed) &&
 		slices.Equal(a.Changed, b.Changed) && slices.Equal(a.Unchanged, b.Unchanged)
+}
+
+// TestSamePeer compares configurations read twice from the same files
+// (keys, certificates and CA pools parsed again: other pointers, equal
+// values) as the same, and any change of credential as a change.
+func TestSamePeer(t *testing.T) {
+	now := time.Now()
+	ca, caKey := issueTestCert(t, "ca", true, nil, nil, now.Add(-time.Hour), now.Add(time.Hour))
+	leaf, leafKey := issueTestCert(t, "leaf", false, ca, caKey, now.Add(-time.Hour), now.Add(time.Hour))
+	other, otherKey := issueTestCert(t, "other", false, ca, caKey, now.Add(-time.Hour), now.Add(time.Hour))
+	reparse := func(c *x509.Certificate) *x509.Certificate {
+		p, err := x509.ParseCertificate(c.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rekey := func(k *ecdsa.PrivateKey) *ecdsa.PrivateKey {
+		der, _ := x509.MarshalECPrivateKey(k)
+		p, err := x509.ParseECPrivateKey(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	mk := func(cert *x509.Certificate, key *ecdsa.PrivateKey) *PeerConfig {
+		roots := x509.NewCertPool()
+		roots.AddCert(reparse(ca))
+		return &PeerConfig{Name: "p", Auth: Credential{Signer: rekey(key), Cert: reparse(cert)},
+			PeerAuth: PeerAuth{Roots: roots, CAs: []*x509.Certificate{reparse(ca)}, PublicKey: rekey(otherKey).Public()}}
+	}
+	base := mk(leaf, leafKey)
+	if !SamePeer(base, mk(leaf, leafKey)) {
+		t.Error("the same configuration, parsed again, differs")
+	}
+	for name, p := range map[string]*PeerConfig{
+		"certificate": mk(other, leafKey),
+		"key":         mk(leaf, otherKey),
+		"roots":       func() *PeerConfig { p := mk(leaf, leafKey); p.PeerAuth.Roots = x509.NewCertPool(); return p }(),
+		"pinned key":  func() *PeerConfig { p := mk(leaf, leafKey); p.PeerAuth.PublicKey = leafKey.Public(); return p }(),
+		"dpd":         func() *PeerConfig { p := mk(leaf, leafKey); p.DPD = time.Second; return p }(),
+	} {
+		if SamePeer(base, p) {
+			t.Errorf("a changed %s is the same peer", name)
+		}
+	}
 }

@@ -22,7 +22,7 @@ import (
 
 // ErrReloadRefused is wrapped by Reload's refusal of a setting that
 // cannot change while the node runs; the message names it.
-var ErrReloadRefused = errors.New("cannot change while running: restart to apply it")
+var ErrReloadRefused = errors.New("cannot change while running")
 
 // ReloadReport says what Reload changed.
 type ReloadReport struct {
@@ -219,7 +219,7 @@ func (n *Node) refuseReload(old, cfg NodeConfig) error {
 	}
 	for _, c := range checks {
 		if !c.same {
-			return fmt.Errorf("%s: %w", c.field, ErrReloadRefused)
+			return fmt.Errorf("%s: %w: restart the node to apply it", c.field, ErrReloadRefused)
 		}
 	}
 	return nil

@@ -27,6 +27,15 @@ prints the same as JSON (schema in README.md).`,
 	"down": `oevpn down [-s SOCKET | -c FILE] [--json] PEER
 
 Delete the IKE and Child SAs with a configured peer (sending Delete).`,
+	"reload": `oevpn reload [-s SOCKET | -c FILE] [--json]
+
+Make the running endpoint read its configuration file again and apply
+it, as wg syncconf and swanctl --load-all do: [[peer]]s added, removed
+or changed (their SAs deleted, negotiated again), and [policy]; a peer
+whose configuration is unchanged keeps its IKE and Child SAs, SPIs and
+all. A change to any other section needs a restart: it is refused with
+the file, line and key, as is a file with an error, and the endpoint
+runs on as before. Prints what changed. SIGHUP does the same and logs it.`,
 	"check": `oevpn check [-s SOCKET | -c FILE] [--json] ADDRESS
 
 Say what happens now to traffic to ADDRESS, and why. Exit status:

@@ -6,6 +6,7 @@
 //	oevpn up PEER        initiate a configured peer of the running endpoint
 //	oevpn status         show a running endpoint's peers, SAs and tables (--json)
 //	oevpn down PEER      delete the SAs with a configured peer
+//	oevpn reload         apply the running endpoint's changed configuration file
 //	oevpn shunts         list the opportunistic negative cache
 //	oevpn flush [ADDR]   forget opportunistic fallback verdicts
 //	oevpn cleanup -c FILE  remove the routing a killed endpoint left
@@ -35,6 +36,8 @@ Usage:
                      Child SAs, opportunistic table, AutoVPN peers and counters
                      (-c FILE or -s SOCKET to pick it, --json for JSON)
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
+  oevpn reload       apply the changed configuration file of the running endpoint:
+                     peers and policy; unchanged peers keep their SAs (also SIGHUP)
   oevpn shunts       list the destinations opportunism fell back for (clear or drop)
   oevpn flush [ADDR] forget those verdicts (all, or ADDR's): the next packet negotiates
   oevpn cleanup -c FILE
@@ -83,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "down":
 		err = cmdDown(args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	case "cleanup":
 		err = cmdCleanup(args[1:], stdout, stderr)
 	case "check":

@@ -82,6 +82,12 @@ func refuseLive(old, cfg *config.Config) error {
 		}
 		return cfg.KeyError(key, notLive("it turns opportunism on or off"))
 	}
+	if len(old.Policy.Clear) == 0 && len(cfg.Policy.Clear) > 0 && old.Interface.Mode == config.ModeTUN &&
+		!old.Policy.Enabled() && !old.AutoVPN.Enabled() {
+		// The clear path (raw sockets or the forwarder) is opened at
+		// start, only when something may need it.
+		return cfg.KeyError("policy.clear", notLive("the first clear prefix needs the clear path, opened at start"))
+	}
 	sections := []struct {
 		key      string
 		old, new any
@@ -112,8 +118,25 @@ func notLive(what string) error {
 // differingKey compares a and b, one section (a struct, or a list of
 // tables) of two configurations: for a struct, the key of the first field
 // that differs ("interface.name"; the section itself for what was read
-// from the files the keys name); for anything else, the section.
+// from the files the keys name); for a list of tables, that of its first
+// table that differs ("sa[1].spi_in", or "sa" for one removed); for
+// anything else, the section.
 func differingKey(section string, a, b reflect.Value) (string, bool) {
+	if a.Kind() == reflect.Slice && a.Type().Elem().Kind() == reflect.Struct {
+		for i := range max(a.Len(), b.Len()) {
+			if i >= b.Len() {
+				return section, true
+			}
+			ai := reflect.New(a.Type().Elem()).Elem()
+			if i < a.Len() {
+				ai = a.Index(i)
+			}
+			if key, ok := differingKey(fmt.Sprintf("%s[%d]", section, i), ai, b.Index(i)); ok {
+				return key, true
+			}
+		}
+		return "", false
+	}
 	if a.Kind() != reflect.Struct {
 		return section, !reflect.DeepEqual(a.Interface(), b.Interface())
 	}

@@ -153,7 +153,7 @@ type Node struct {
 // the peers that start at once. On error nothing is left behind.
 func NewNode(cfg NodeConfig) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, clear: "none"}
-	peers := slices.Clone(cfg.Peers)
+	peers := clonePeers(cfg.Peers)
 	n.peers.Store(&peers)
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)

@@ -47,18 +47,31 @@ type ReloadReport struct {
 }
 
 // Config returns the node's configuration as it runs now (after the last
-// Reload): the starting point of a change to pass to Reload.
+// Reload), its peers' IKE configurations copied: the starting point of a
+// change to pass to Reload.
 func (n *Node) Config() NodeConfig {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
 	c := n.cfg
-	c.Peers = slices.Clone(n.configured())
+	c.Peers = clonePeers(n.configured())
 	return c
 }
 
 // configured returns the configured peers; Reload replaces the slice,
 // never its elements.
 func (n *Node) configured() []Peer { return *n.peers.Load() }
+
+// clonePeers copies the peers' IKE configurations. The node keeps copies
+// made before the daemon has them (it writes its bookkeeping into its
+// own), for Status, Config and the next Reload to read.
+func clonePeers(ps []Peer) []Peer {
+	out := slices.Clone(ps)
+	for i := range out {
+		c := *out[i].IKE
+		out[i].IKE = &c
+	}
+	return out
+}
 
 // Reload applies cfg: peers added, removed or changed; the policy classes
 // and exceptions. The device, its addresses and routes' table, the ports,
@@ -91,6 +104,7 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 	if err := ike.CheckPeers(pcs); err != nil {
 		return rep, err
 	}
+	peers := clonePeers(cfg.Peers) // before the daemon has them
 	policyChanged := !reflect.DeepEqual(old.Policy, cfg.Policy)
 	var classes *policy.Classes
 	if policyChanged {
@@ -147,11 +161,10 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 	for _, p := range old.Peers {
 		oldByName[p.IKE.Name] = p
 	}
-	peers := slices.Clone(cfg.Peers)
 	for i, p := range peers {
 		q, had := oldByName[p.IKE.Name]
 		if slices.Contains(rep.Unchanged, p.IKE.Name) {
-			peers[i].IKE = q.IKE // the daemon kept it
+			peers[i].IKE = q.IKE // the same, as the daemon kept its own
 		}
 		delete(oldByName, p.IKE.Name)
 		switch {

@@ -102,8 +102,8 @@ func TestNodeReload(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a, _, spis := upPair(t)
-			before := a.Config()
-			cfg := copyPeers(before)
+			before := a.configured()
+			cfg := copyPeers(a.Config())
 			tt.edit(&cfg)
 			rep, err := a.Reload(cfg)
 			switch {
@@ -115,7 +115,7 @@ func TestNodeReload(t *testing.T) {
 				t.Fatalf("report %+v, want %+v", rep, tt.want)
 			}
 			if tt.refused != "" {
-				if after := a.Config(); len(after.Peers) != len(before.Peers) || after.Peers[0].IKE != before.Peers[0].IKE {
+				if after := a.configured(); len(after) != len(before) || after[0].IKE != before[0].IKE {
 					t.Error("a refused reload changed the peers")
 				}
 			}
@@ -154,8 +154,9 @@ func TestNodeReloadAddsTrapsAndPolicy(t *testing.T) {
 		t.Error("status does not list the added peer")
 	}
 
-	// The added peer goes again, and its trap with it.
-	cfg = copyPeers(a.Config())
+	// The added peer goes again, and its trap with it. (Config's peers
+	// are copies: changing them changes nothing until Reload.)
+	cfg = a.Config()
 	cfg.Peers = cfg.Peers[:1]
 	cfg.Peers[0].IKE.ChildLifetime = 2 * time.Hour
 	rep, err := a.Reload(cfg)

@@ -76,7 +76,8 @@ func TestLabReload(t *testing.T) {
 	if len(spis) != 2 {
 		t.Fatalf("SAs before the reload: %v", spis)
 	}
-	t.Logf("before the reload: %v", spis)
+	_, st, _ := runCLI("status", "-s", sock)
+	t.Logf("before the reload: %v\n%s", spis, st)
 
 	// Traffic through the reload: 0.05 s apart, for 4 s.
 	ping := l.o.Start("ping", "-i", "0.05", "-w", "4", "-I", ioInnerO, ioInnerS)
@@ -112,6 +113,8 @@ remote = ["10.3.0.0/24"]
 	} else {
 		t.Logf("ping through the reload: %s packets sent, %s received", m[1], m[2])
 	}
+	_, st, _ = runCLI("status", "-s", sock)
+	t.Logf("after the reload:\n%s", st)
 	after, configured := peerSPIs(t, sock, "peer")
 	if !slices.Equal(after, spis) || !slices.Equal(configured, []string{"peer", "second"}) {
 		t.Fatalf("after the reload: SAs %v (before %v), configured peers %v", after, spis, configured)

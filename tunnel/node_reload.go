@@ -137,19 +137,36 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 		}
 	}
 
+	// The classes, before the peers: a tightened policy applies at once
+	// (routes and traps only add protection).
+	oldClasses := n.eng.Classes()
+	if policyChanged {
+		rep.Policy = true
+		n.eng.SetClasses(classes) // bars the unauthenticated pairs now private
+		n.cfg.Policy = cfg.Policy
+		rep.Flushed = n.Flush(netip.Addr{})
+		rep.Ended = n.endOpportunistic(classes)
+	}
+
 	// The peers: policy, then the daemon, then the traps.
 	oldAuthz := n.authz.Load()
 	if n.ike != nil {
 		n.authz.Store(peersPolicy(cfg.Peers))
 		ch, err := n.ike.SetPeers(pcs)
 		if err != nil {
+			// Undone, but for what only protects: the verdicts
+			// flushed and the opportunistic peers ended stay gone,
+			// and the routes added stay (nothing covers them, so
+			// their traffic is dropped; the next reload finds them).
 			n.authz.Store(oldAuthz)
-			// The routes added stay: nothing covers them, so their
-			// traffic is dropped, and the next reload finds them.
+			if policyChanged {
+				n.eng.SetClasses(oldClasses)
+				n.cfg.Policy = old.Policy
+			}
 			for _, r := range added {
 				n.routed[r.Prefix] = true
 			}
-			return rep, err
+			return ReloadReport{}, err
 		}
 		rep.Added, rep.Removed, rep.Changed, rep.Unchanged = ch.Added, ch.Removed, ch.Changed, ch.Unchanged
 	}
@@ -182,14 +199,6 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 	}
 	n.peers.Store(&peers)
 	n.cfg.Peers = peers
-
-	if policyChanged {
-		rep.Policy = true
-		n.eng.SetClasses(classes) // bars the unauthenticated pairs now private
-		n.cfg.Policy = cfg.Policy
-		rep.Flushed = n.Flush(netip.Addr{})
-		rep.Ended = n.endOpportunistic(classes)
-	}
 
 	for _, p := range peers {
 		if p.Start == StartNow && !slices.Contains(rep.Unchanged, p.IKE.Name) {

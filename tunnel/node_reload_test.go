@@ -332,3 +332,28 @@ func TestNodeReloadPolicyFailsClosed(t *testing.T) {
 		t.Errorf("after blocking %v: %+v", addrA, v)
 	}
 }
+
+// TestNodeReloadUndone: a reload the daemon refuses (a configured peer
+// named as an opportunistic one that runs) leaves the policy and the
+// peers as they were.
+func TestNodeReloadUndone(t *testing.T) {
+	a, _, addrA, addrB := oeNodes(t)
+	blocked := netip.MustParseAddr("198.51.100.77")
+	cfg := a.Config()
+	cfg.Policy.Block = []netip.Prefix{netip.PrefixFrom(blocked, 32)}
+	psk := []byte("a pre-shared key of some length")
+	cfg.Peers = append(cfg.Peers, Peer{IKE: &ike.PeerConfig{Name: "oe-out-" + addrB.String(), Addr: addrB,
+		Auth: ike.Credential{PSK: psk}, PeerAuth: ike.PeerAuth{PSK: psk}, LocalTS: hostSel(addrA), RemoteTS: hostSel(addrB)}})
+	if _, err := a.Reload(cfg); !errors.Is(err, ike.ErrPeerExists) {
+		t.Fatalf("Reload: %v, want ErrPeerExists", err)
+	}
+	if v := a.Check(blocked); v.Verdict == CheckBlocked {
+		t.Errorf("the refused reload's policy applies: %+v", v)
+	}
+	if len(a.Config().Peers) != 0 || len(a.Config().Policy.Block) != 0 {
+		t.Errorf("the refused reload's configuration stayed: %+v", a.Config())
+	}
+	if v := a.Check(addrB); v.Verdict != CheckEncrypted {
+		t.Errorf("the opportunistic SA: %+v", v)
+	}
+}

@@ -16,6 +16,12 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/oevpn ./cmd/oevpn
 
+## man: the manual page oevpn(8), generated from the help text, in build/man
+.PHONY: man
+man:
+	mkdir -p build/man
+	$(GO) run -ldflags '-X main.version=$(VERSION)' ./cmd/oevpn help --man > build/man/oevpn.8
+
 ## test: everything CI runs
 test: fmt-check tidy-check vet unit e2e lab cross
 	@echo "make test: all checks passed"

@@ -105,12 +105,18 @@ const (
 	resolverRetry = 30 * time.Second
 )
 
+// maxFailuresShown is how many gateways' failures a fallback's reason
+// names.
+const maxFailuresShown = 3
+
 // oeTunnel is one opportunistic peer, negotiating or up.
 type oeTunnel struct {
 	name      string
 	src, dst  netip.Addr
 	class     policy.Class
 	gateways  []dnsoe.Gateway // not yet tried, for failover
+	gateway   netip.Addr      // the one being tried
+	failures  []string        // why the gateways tried failed, from IKE
 	initiator bool
 	up        bool
 	life      policy.Lifespan
@@ -294,13 +300,21 @@ func (o *Opportunism) tryNext(t *oeTunnel) {
 		o.mu.Lock()
 		if len(t.gateways) == 0 {
 			delete(o.tunnels, t.name)
+			reason := "no gateway answered"
+			if f := t.failures; len(f) > 0 {
+				// The first ones tell; a long list would only be long.
+				if len(f) > maxFailuresShown {
+					f = append(f[:maxFailuresShown:maxFailuresShown], fmt.Sprintf("and %d more", len(f)-maxFailuresShown))
+				}
+				reason = "IKE failed with " + strings.Join(f, "; ")
+			}
 			o.mu.Unlock()
-			o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "no gateway answered")
+			o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, reason)
 			return
 		}
 		g := t.gateways[0]
 		t.gateways = t.gateways[1:]
-		t.key = g.Key
+		t.key, t.gateway = g.Key, g.Addr
 		o.mu.Unlock()
 		o.notes.tried(t.dst, g.Source)
 		pc, err := o.initiatorPeer(t, g)
@@ -316,6 +330,9 @@ func (o *Opportunism) tryNext(t *oeTunnel) {
 			return // an earlier negotiation still runs
 		}
 		o.log.Warn("opportunistic gateway unusable", "dst", t.dst, "gateway", g.Addr, "err", err)
+		o.mu.Lock()
+		t.failures = append(t.failures, fmt.Sprintf("gateway %v: unusable: %v", g.Addr, err))
+		o.mu.Unlock()
 	}
 }
 
@@ -362,7 +379,7 @@ func (o *Opportunism) checkStuck(t *oeTunnel) {
 	up := t.up
 	o.mu.Unlock()
 	if v, _, ok := o.eng.VerdictFor(t.dst); ok && v == VerdictPending && up {
-		o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "no Child SA for the destination")
+		o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "the IKE SA came up, but no Child SA for the destination")
 	}
 }
 
@@ -492,6 +509,9 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 	case t.up || !t.initiator:
 		delete(o.tunnels, peer)
 		o.mu.Unlock()
+		if err != nil {
+			o.log.Info("opportunistic IKE SA lost", "dst", t.dst, "err", err)
+		}
 	case errors.Is(err, ike.ErrDown):
 		// Stopped by the operator: not a failure, so no shunt; the
 		// next packet starts again.
@@ -500,8 +520,12 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 		o.log.Info("opportunistic negotiation stopped", "dst", t.dst)
 		o.eng.Abandon(t.dst)
 	default:
+		// The cause is the daemon's: no answer, a refusal with its
+		// notify, authentication, proposals (ike.ErrNoAnswer,
+		// ike.RefusedError, ...).
+		t.failures = append(t.failures, fmt.Sprintf("gateway %v: %v", t.gateway, err))
 		o.mu.Unlock()
-		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "err", err)
+		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "gateway", t.gateway, "err", err)
 		// Not on the daemon's goroutine, which is calling us.
 		o.spawn(func() {
 			o.tryNext(t)

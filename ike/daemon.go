@@ -36,6 +36,11 @@ type Datapath interface {
 	InstallChild(c *ChildSA) error
 	// RemoveChild removes an installed Child SA.
 	RemoveChild(c *ChildSA)
+	// RetireChild removes a Child SA that a rekey replaced: it carries
+	// no outbound traffic from now on, and its inbound SA is uninstalled
+	// after linger, so that packets the peer sent on it before switching
+	// are still accepted.
+	RetireChild(c *ChildSA, linger time.Duration)
 	// ChildInPackets returns how many packets the Child SA accepted, for
 	// dead-peer detection.
 	ChildInPackets(c *ChildSA) uint64

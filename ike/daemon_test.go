@@ -28,6 +28,8 @@ type memDatapath struct {
 	// when the last (hear).
 	in    map[*ChildSA]uint64
 	heard map[*ChildSA]time.Time
+	// retired are the Child SAs removed by RetireChild, in order.
+	retired []*ChildSA
 	// beforeSend, if set, sees each message before it goes, on the
 	// sending daemon's goroutine.
 	beforeSend func(msg []byte)
@@ -73,6 +75,19 @@ func (m *memDatapath) InstallChild(c *ChildSA) error {
 	defer m.mu.Unlock()
 	m.children[c] = true
 	return nil
+}
+func (m *memDatapath) RetireChild(c *ChildSA, linger time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.children[c] && linger == rekeyedLinger {
+		m.retired = append(m.retired, c)
+	}
+	delete(m.children, c)
+}
+func (m *memDatapath) retiredSAs() []*ChildSA {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*ChildSA(nil), m.retired...)
 }
 func (m *memDatapath) RemoveChild(c *ChildSA) {
 	m.mu.Lock()
@@ -242,6 +257,34 @@ func TestSimultaneousChildRekey(t *testing.T) {
 		if n := strings.Count(log.String(), "deleting our redundant Child SA"); n != 1 {
 			t.Fatalf("%d ends deleted a redundant Child SA, want 1:\n%s", n, log.String())
 		}
+	}
+}
+
+// TestRekeyRetiresReplacedChild: after a Child SA rekey, both ends retire
+// the replaced Child SA (its inbound SA lingers for what is in flight)
+// instead of removing it at once; a Child SA deleted for good, with no
+// successor, is removed at once.
+func TestRekeyRetiresReplacedChild(t *testing.T) {
+	d1, d2, dp1, dp2 := memPair(t)
+	s1, s2 := current(d1), current(d2)
+	var c1, c2 *ChildSA
+	d1.call(func() { c1 = s1.children[0] })
+	d2.call(func() { c2 = s2.children[0] })
+	d1.call(func() { d1.rekeyChild(c1) })
+	waitUntil(t, func() bool { return len(dp1.retiredSAs()) == 1 && len(dp2.retiredSAs()) == 1 }, "the replaced Child SA retired on both ends")
+	if r1, r2 := dp1.retiredSAs()[0], dp2.retiredSAs()[0]; r1 != c1 || r2 != c2 {
+		t.Fatalf("retired %p and %p, want the replaced %p and %p", r1, r2, c1, c2)
+	}
+	if dp1.installed() != 1 || dp2.installed() != 1 {
+		t.Fatalf("%d and %d Child SAs installed, want the successor alone", dp1.installed(), dp2.installed())
+	}
+
+	// Deleting the successor, which nothing replaced, removes it at once.
+	var n1 *ChildSA
+	d1.call(func() { n1 = s1.children[0]; d1.deleteChild(n1) })
+	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "the last Child SA removed on both ends")
+	if len(dp1.retiredSAs()) != 1 || len(dp2.retiredSAs()) != 1 {
+		t.Fatal("a Child SA without a successor was retired, not removed")
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/oevpn/oevpn/esp"
 )
@@ -58,6 +59,7 @@ func (e *espDatapath) InstallChild(c *ChildSA) error {
 	return nil
 }
 
+func (e *espDatapath) RetireChild(c *ChildSA, _ time.Duration) { e.RemoveChild(c) }
 func (e *espDatapath) RemoveChild(c *ChildSA) {
 	e.mu.Lock()
 	delete(e.esp, c)

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/oevpn/oevpn/ike"
 )
@@ -42,6 +43,14 @@ func (e *Engine) InstallChild(c *ike.ChildSA) error {
 func (e *Engine) RemoveChild(c *ike.ChildSA) {
 	if p, ok := c.Handle.(*SAPair); ok {
 		e.Remove(p)
+	}
+}
+
+// RetireChild removes a Child SA that a rekey replaced; its inbound SA
+// accepts packets for linger more (see Engine.Retire).
+func (e *Engine) RetireChild(c *ike.ChildSA, linger time.Duration) {
+	if p, ok := c.Handle.(*SAPair); ok {
+		e.Retire(p, linger)
 	}
 }
 

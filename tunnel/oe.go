@@ -270,6 +270,11 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 	if err == nil {
 		err = dnsoe.ErrNoRecord
 	}
+	// The reason, for the log, status and check, says how to fix it.
+	why := err.Error()
+	if h := dnsoe.Hint(err); h != "" {
+		why += "; to fix: " + h
+	}
 	switch {
 	case errors.Is(err, dnsoe.ErrNoRecord):
 		o.forgetKey(dst)
@@ -277,19 +282,19 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 		if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl {
 			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
 		}
-		o.fallback(dst, class, false, ttl, err.Error())
+		o.fallback(dst, class, false, ttl, why)
 	case errors.Is(err, dnsoe.ErrBogus):
-		o.fallback(dst, class, true, failClosedRetry, err.Error())
+		o.fallback(dst, class, true, failClosedRetry, why)
 	case errors.Is(err, dnsoe.ErrUnusableKey):
-		o.fallback(dst, class, true, o.cfg.ShuntTTL, err.Error()) // it asked for encryption: hard fail
+		o.fallback(dst, class, true, o.cfg.ShuntTTL, why) // it asked for encryption: hard fail
 	case o.keyed(dst):
-		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+err.Error())
+		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+why)
 	case errors.Is(err, dnsoe.ErrUnvalidated):
-		o.fallback(dst, class, false, o.cfg.ShuntTTL, err.Error())
+		o.fallback(dst, class, false, o.cfg.ShuntTTL, why)
 	case class.FailsOpen():
-		o.fallback(dst, class, false, min(o.cfg.ShuntTTL, resolverRetry), err.Error())
+		o.fallback(dst, class, false, min(o.cfg.ShuntTTL, resolverRetry), why)
 	default:
-		o.fallback(dst, class, false, failClosedRetry, err.Error())
+		o.fallback(dst, class, false, failClosedRetry, why)
 	}
 }
 

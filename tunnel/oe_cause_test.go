@@ -1,12 +1,16 @@
 package tunnel
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/internal/memnet"
+	"github.com/oevpn/oevpn/policy"
 )
 
 // TestOpportunisticFailureCause: when opportunism falls back for a
@@ -79,3 +83,19 @@ func TestIKEFailureReasons(t *testing.T) {
 type errFromPeer string
 
 func (e errFromPeer) Error() string { return string(e) }
+
+// TestOpportunisticDNSSECHint: a lookup that failed DNSSEC validation
+// gives a reason with the fix (dnsoe.Hint) in the log, status and check.
+func TestOpportunisticDNSSECHint(t *testing.T) {
+	te, _, _ := oeEndpoint(t)
+	n := &Node{eng: te.eng}
+	n.oe = NewOpportunism(te.eng, OEConfig{})
+	dst := netip.MustParseAddr("10.98.0.7")
+	expired := fmt.Errorf("%w (7.0.98.10.in-addr.arpa.): %w: RRSIG expired at 2026-11-30T00:00:00Z", dnsoe.ErrBogus, dnsoe.ErrSignatureExpired)
+	n.oe.lookupFailed(dst, policy.ClassPrivateOrClear, dnsoe.Result{Err: expired}, time.Now())
+	for what, got := range map[string]string{"shunt": n.Shunts()[0].Reason, "check": n.Check(dst).Reason} {
+		if !strings.Contains(got, "expired at 2026-11-30T00:00:00Z; to fix: re-sign the zone") {
+			t.Errorf("%s reason %q", what, got)
+		}
+	}
+}

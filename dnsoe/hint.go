@@ -23,6 +23,9 @@ var (
 	// ErrBadSignature: the signatures are current but do not verify with
 	// keys that chain to the trust anchor.
 	ErrBadSignature = errors.New("dnsoe: DNSSEC signatures do not verify")
+	// ErrResolverBogus: the validating resolver refused the answer as
+	// bogus, without saying why (extended DNS error 6).
+	ErrResolverBogus = errors.New("dnsoe: the resolver found the answer bogus")
 	// ErrNoTrustAnchor: own validation, and no trust anchor covers the
 	// name.
 	ErrNoTrustAnchor = errors.New("dnsoe: no trust anchor covers the name")
@@ -48,6 +51,8 @@ func Hint(err error) string {
 		return "point [opportunism] resolver at a resolver that returns DNSSEC records (unbound, BIND, Knot Resolver) and not through a forwarder that strips them; or someone forges answers"
 	case errors.Is(err, ErrBadSignature):
 		return "the trust anchor or the parent's DS does not match the zone's keys (a key rollover?): compare trust_anchors and the DS with the zone's DNSKEY; or someone forges answers"
+	case errors.Is(err, ErrResolverBogus):
+		return "the resolver does not say why: set trust_anchors so that oevpn validates itself and names the cause, or check the zone with delv or dnsviz (expired signatures? keys that do not match the DS?)"
 	case errors.Is(err, ErrNoTrustAnchor):
 		return "add a trust anchor for the name's zone or a parent (e.g. the root's: trust_anchors = \"/usr/share/dns/root.ds\")"
 	case errors.Is(err, ErrZoneUnsigned):
@@ -116,6 +121,48 @@ func whyUnvalidatedByResolver(server string, in *dns.Msg) error {
 		}
 	}
 	return fmt.Errorf("%w (resolver %s)", ErrNoDNSSECRecords, server)
+}
+
+// edeCauses are the hint sentinels of the extended DNS errors (RFC 8914)
+// a validating resolver gives with a SERVFAIL (Unbound: ede: yes).
+var edeCauses = map[uint16]error{
+	dns.ExtendedErrorCodeSignatureExpired:            ErrSignatureExpired,
+	dns.ExtendedErrorCodeSignatureExpiredBeforeValid: ErrSignatureExpired,
+	dns.ExtendedErrorCodeSignatureNotYetValid:        ErrSignatureNotYetValid,
+	dns.ExtendedErrorCodeRRSIGsMissing:               ErrNoSignatures,
+	dns.ExtendedErrorCodeNSECMissing:                 ErrNoSignatures,
+	dns.ExtendedErrorCodeDNSKEYMissing:               ErrBadSignature,
+	dns.ExtendedErrorCodeNoZoneKeyBitSet:             ErrBadSignature,
+	dns.ExtendedErrorCodeDNSBogus:                    ErrResolverBogus,
+}
+
+// maxEDEText bounds the resolver's text quoted in an error.
+const maxEDEText = 120
+
+// edeCause is the cause a failed answer's extended DNS error gives, with
+// the resolver's words; nil without one. It is only a hint (the answer
+// is not authenticated): it changes no verdict.
+func edeCause(in *dns.Msg) error {
+	opt := in.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	for _, o := range opt.Option {
+		ede, ok := o.(*dns.EDNS0_EDE)
+		if !ok {
+			continue
+		}
+		text := ede.ExtraText
+		if len(text) > maxEDEText {
+			text = text[:maxEDEText]
+		}
+		what := fmt.Sprintf("extended DNS error %d (%s) %q", ede.InfoCode, dns.ExtendedErrorCodeToString[ede.InfoCode], text)
+		if cause := edeCauses[ede.InfoCode]; cause != nil {
+			return fmt.Errorf("%w: the resolver says: %s", cause, what)
+		}
+		return fmt.Errorf("the resolver says: %s", what)
+	}
+	return nil
 }
 
 // unvalidated is ErrUnvalidated with its cause, if known.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -150,4 +151,43 @@ func mustAnchors(t *testing.T, lines string) *TrustAnchors {
 		t.Fatal(err)
 	}
 	return ta
+}
+
+// TestDNSSECHintsEDE: a validating resolver's SERVFAIL with an extended
+// DNS error (RFC 8914) gives its cause and hint; the resolver's text is
+// quoted, bounded, and never changes the verdict (not ErrBogus: the
+// answer is not authenticated).
+func TestDNSSECHintsEDE(t *testing.T) {
+	w := newDNSSECWorld(t)
+	victim := "7.2.0.192.in-addr.arpa."
+	for _, tc := range []struct {
+		code uint16
+		text string
+		want error
+		hint string
+	}{
+		{dns.ExtendedErrorCodeSignatureExpired, "signature expired from 127.0.0.1 for " + victim, ErrSignatureExpired, "re-sign the zone"},
+		{dns.ExtendedErrorCodeSignatureNotYetValid, "", ErrSignatureNotYetValid, "clock"},
+		{dns.ExtendedErrorCodeRRSIGsMissing, strings.Repeat("\x1b[2J", 100), ErrNoSignatures, "returns DNSSEC records"},
+		{dns.ExtendedErrorCodeDNSKEYMissing, "", ErrBadSignature, "key rollover"},
+		{dns.ExtendedErrorCodeDNSBogus, "", ErrResolverBogus, "trust_anchors"},
+	} {
+		w.srv.SetHook(func(q dns.Question, honest *dns.Msg) *dns.Msg {
+			if canonical(q.Name) != victim || q.Qtype != dns.TypeIPSECKEY {
+				return nil
+			}
+			m := &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeServerFailure}}
+			m.SetEdns0(1232, true)
+			opt := m.IsEdns0()
+			opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: tc.code, ExtraText: tc.text})
+			return m
+		})
+		res := (&Resolver{Server: w.srv.Addr, Mode: DNSSECRequire}).Lookup(context.Background(), netip.MustParseAddr("192.0.2.7"))
+		msg := fmt.Sprint(res.Err)
+		if !errors.Is(res.Err, tc.want) || errors.Is(res.Err, ErrBogus) || !strings.Contains(msg, "SERVFAIL") ||
+			!strings.Contains(Hint(res.Err), tc.hint) || strings.ContainsRune(msg, 0x1b) || len(msg) > 400 {
+			t.Errorf("EDE %d: %q (hint %q)", tc.code, msg, Hint(res.Err))
+		}
+	}
+	w.srv.SetHook(nil)
 }

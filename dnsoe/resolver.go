@@ -360,6 +360,9 @@ func rcodeErr(name string, qtype uint16, in *dns.Msg) error {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 		return nil
 	}
+	if cause := edeCause(in); cause != nil {
+		return fmt.Errorf("dnsoe: %s %s: %s: %w", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode], cause)
+	}
 	return fmt.Errorf("dnsoe: %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])
 }
 

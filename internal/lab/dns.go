@@ -23,8 +23,8 @@ type DNSZone struct {
 	Name    string
 	Records []string
 	// Mode: "signed", "bogus" (signed, then the signatures over the
-	// records broken), "expired" (signed, with signatures that expired a
-	// day ago) or "unsigned".
+	// records broken), "expired" (signed, with signatures that expired
+	// three days ago) or "unsigned".
 	Mode string
 	// Denial, for a signed zone: "nsec" (the default), "nsec3" (no
 	// iterations, a salt) or "nsec3-optout" (unsigned delegations left
@@ -165,7 +165,9 @@ func signZone(t *testing.T, dir string, z DNSZone, plain string, now time.Time) 
 	stamp := func(t time.Time) string { return t.Format("20060102150405") }
 	inception, expiration := now.Add(-time.Hour), now.Add(30*24*time.Hour)
 	if z.Mode == "expired" {
-		inception, expiration = now.Add(-30*24*time.Hour), now.Add(-24*time.Hour)
+		// Beyond Unbound's allowance for clock skew (val-sig-skew-max,
+		// a day).
+		inception, expiration = now.Add(-30*24*time.Hour), now.Add(-3*24*time.Hour)
 	}
 	args := []string{"ldns-signzone", "-o", z.Name, "-i", stamp(inception), "-e", stamp(expiration)}
 	switch z.Denial {
@@ -242,6 +244,8 @@ func writeUnboundConf(t *testing.T, dir string, ns *Netns, resPort int, auth, an
   trust-anchor-file: %q
   val-permissive-mode: no
   harden-dnssec-stripped: yes
+  ede: yes
+  val-log-level: 2
   trust-anchor-signaling: no
   prefetch: no
   access-control: %s allow

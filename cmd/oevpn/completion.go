@@ -91,7 +91,7 @@ const (
 func completions(cs []command) []compCommand {
 	var out []compCommand
 	for _, c := range cs {
-		cc := compCommand{name: c.name, summary: c.summary}
+		cc := compCommand{name: c.name, summary: c.summary()}
 		flagWords := map[string][]string{}
 		var prev string
 		for _, tok := range strings.Fields(c.synopsis()) {

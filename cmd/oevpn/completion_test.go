@@ -223,3 +223,21 @@ func commandNames(cs []command) []string {
 	}
 	return l
 }
+
+// TestGeneratedFromHelp: a command added to commandHelp (as reload will
+// be) appears in the man page and every completion script by itself.
+func TestGeneratedFromHelp(t *testing.T) {
+	commandHelp["frobnicate"] = "oevpn frobnicate [-s SOCKET | -c FILE] PEER\n\nFrobnicate a peer."
+	defer delete(commandHelp, "frobnicate")
+	if _, page, _ := runCLI("help", "--man"); !strings.Contains(page, ".SS frobnicate\n") || !strings.Contains(page, "Frobnicate a peer.") {
+		t.Error("the man page lacks the new command")
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		if _, script, _ := runCLI("completion", sh); !strings.Contains(script, "frobnicate") {
+			t.Errorf("the %s completion lacks the new command", sh)
+		}
+	}
+	if code, out, _ := runCLI("completion", "-h"); code != 0 || !strings.HasPrefix(out, "Usage: oevpn completion bash|zsh|fish") || strings.Contains(out, "-peers") {
+		t.Errorf("completion -h: %d %q", code, out)
+	}
+}

@@ -108,10 +108,6 @@ func cmdHelp(args []string, stdout, stderr io.Writer) error {
 type command struct {
 	name, help string
 	flags      []*flag.Flag
-	// summary is its line in the overview; rank, that line's index
-	// (-1: not there).
-	summary string
-	rank    int
 }
 
 // synopsis returns the command's synopsis lines.
@@ -126,54 +122,50 @@ func (c command) description() string {
 	return d
 }
 
+// summary returns the description's first sentence, or clause.
+func (c command) summary() string {
+	d := strings.Join(strings.Fields(c.description()), " ")
+	for _, end := range []string{". ", ": ", "; "} {
+		d, _, _ = strings.Cut(d, end)
+	}
+	return strings.TrimSuffix(d, ".")
+}
+
 // commands returns every command of commandHelp with the flags its -h
 // shows, in the order of the overview (usage), then by name.
 func commands() []command {
 	var cs []command
 	for name, h := range commandHelp {
-		c := command{name: name, help: h, rank: -1}
+		c := command{name: name, help: h}
 		if fs := commandFlags(name); fs != nil {
 			fs.VisitAll(func(f *flag.Flag) { c.flags = append(c.flags, f) })
 		}
-		c.overview()
 		cs = append(cs, c)
 	}
 	slices.SortFunc(cs, func(a, b command) int {
-		return cmp.Or(cmp.Compare(uint(a.rank), uint(b.rank)), strings.Compare(a.name, b.name))
+		return cmp.Or(cmp.Compare(overviewLine(a.name), overviewLine(b.name)), strings.Compare(a.name, b.name))
 	})
 	return cs
 }
 
-// overview finds the command's rank, its first line in the overview
-// (usage), and its summary.
-func (c *command) overview() {
+// overviewLine is the line of the overview (usage) that first names the
+// command, or a number past its end.
+func overviewLine(name string) int {
 	lines := strings.Split(usage, "\n")
 	for i, l := range lines {
-		w, ok := strings.CutPrefix(l, "  oevpn ")
-		if !ok {
-			continue
+		if w, ok := strings.CutPrefix(l, "  oevpn "); ok {
+			w, _, _ = strings.Cut(w, " ")
+			if slices.Contains(strings.Split(w, "|"), name) {
+				return i
+			}
 		}
-		w, _, _ = strings.Cut(w, " ")
-		if !slices.Contains(strings.Split(w, "|"), c.name) {
-			continue
-		}
-		c.rank = i
-		break
 	}
-	// The summary is the help's first sentence, or clause.
-	d := strings.Join(strings.Fields(c.description()), " ")
-	for _, end := range []string{". ", ": ", "; "} {
-		d, _, _ = strings.Cut(d, end)
-	}
-	c.summary = strings.TrimSuffix(d, ".")
+	return len(lines)
 }
 
 // commandFlags returns the flags of command name, as its -h sees them (nil
 // for a command without any).
 func commandFlags(name string) *flag.FlagSet {
-	if name == "help" {
-		return nil
-	}
 	var h helpRequest
 	if errors.As(dispatch([]string{name, "-h"}, io.Discard, io.Discard), &h) {
 		return h.fs

@@ -121,7 +121,7 @@ demo: build
 ## lab-deps: the Debian packages the lab tests need
 lab-deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins knot unbound ldnsutils nftables curl systemd util-linux ethtool >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins knot unbound ldnsutils nftables curl systemd util-linux ethtool groff-base bash zsh fish >/dev/null
 
 clean:
 	rm -rf bin

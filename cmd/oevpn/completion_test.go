@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/oevpn/oevpn/internal/lab"
 )
 
 // TestCLIHelperProcess is not a test: it is oevpn, for the shells the
@@ -76,10 +78,7 @@ func TestCompletionScripts(t *testing.T) {
 			}
 		}
 		check := map[string][]string{"bash": {"bash", "-n"}, "zsh": {"zsh", "-n"}, "fish": {"fish", "--no-execute"}}[sh]
-		if _, err := exec.LookPath(check[0]); err != nil {
-			t.Logf("%s not installed: its script is not parsed", sh)
-			continue
-		}
+		lab.RequireTools(t, check[0])
 		cmd := exec.Command(check[0], check[1:]...)
 		cmd.Stdin = strings.NewReader(script)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -96,9 +95,7 @@ func TestCompletionScripts(t *testing.T) {
 // a flag's words, and the configured peers of a running endpoint for
 // down PEER.
 func TestCompletionBash(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
-	}
+	lab.RequireTools(t, "bash")
 	_, script, _ := runCLI("completion", "bash")
 	dir := t.TempDir()
 	scriptPath := filepath.Join(dir, "oevpn.bash")
@@ -184,9 +181,7 @@ start = "none"
 // TestCompletionFish asks fish itself what it completes, where fish is
 // installed.
 func TestCompletionFish(t *testing.T) {
-	if _, err := exec.LookPath("fish"); err != nil {
-		t.Skip("fish not installed")
-	}
+	lab.RequireTools(t, "fish")
 	_, script, _ := runCLI("completion", "fish")
 	scriptPath := filepath.Join(t.TempDir(), "oevpn.fish")
 	os.WriteFile(scriptPath, []byte(script), 0o600)

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/oevpn/oevpn/internal/lab"
 )
 
 // TestManPage: oevpn(8) has a section for every command with its synopsis
@@ -50,9 +52,7 @@ func TestManPage(t *testing.T) {
 		}
 	}
 
-	if _, err := exec.LookPath("groff"); err != nil {
-		t.Skip("groff not installed: the page was checked, not rendered")
-	}
+	lab.RequireTools(t, "groff")
 	var out, warn bytes.Buffer
 	cmd := exec.Command("groff", "-man", "-Tutf8", "-ww")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(page), &out, &warn

@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -152,8 +151,6 @@ func (d *Daemon) scheduleIKERekey(sa *ikeSA) {
 		d.post(func() { d.rekeyIKE(sa) })
 	})
 }
-
-var errDeadPeer = errors.New("dead peer: no answer to our requests")
 
 // childHearer is implemented by datapaths that tell when each Child SA
 // last accepted a packet (tunnel.Engine does, to the received batch).

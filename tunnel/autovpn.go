@@ -122,7 +122,6 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 func (a *AutoVPN) Start(d *ike.Daemon) {
 	a.ike = d
 	a.eng.autovpn.Store(a)
-	a.eng.SetProbeHandler(func(msg []byte, from netip.AddrPort, to netip.Addr) { a.gw.HandleUDP(msg, from, to) })
 	a.wg.Add(1)
 	go a.routineICMP()
 }

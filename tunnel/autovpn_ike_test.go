@@ -64,14 +64,14 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 		t.Fatal(err)
 	}
 	p.g2.d = d2
-	p.g2.eng.SetIKEHandler(d2.HandlePacketTo)
+	p.g2.route(func(c *testControl) { c.ike = d2.HandlePacketTo })
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: p.g1.eng, Logger: logger("G1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.g1.d = d1
-	p.g1.eng.SetIKEHandler(d1.HandlePacketTo)
+	p.g1.route(func(c *testControl) { c.ike = d1.HandlePacketTo })
 	t.Cleanup(d1.Close)
 	pa1 := ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}
 	if c.secret1 != nil {
@@ -263,14 +263,14 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 	}
 	r.g2.d = d2
 	r.av.ike = d2
-	r.g2.eng.SetIKEHandler(d2.HandlePacketTo)
+	r.g2.route(func(c *testControl) { c.ike = d2.HandlePacketTo })
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: r.g1.eng, Logger: logger("G1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.g1.d = d1
-	r.g1.eng.SetIKEHandler(d1.HandlePacketTo)
+	r.g1.route(func(c *testControl) { c.ike = d1.HandlePacketTo })
 	t.Cleanup(d1.Close)
 	pc := &ike.PeerConfig{Name: "av-out", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: g2IKE, NATTPort: g2NATT, Auth: k1,
 		PeerAuth: ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}, AutoVPNNonce: nonceR,

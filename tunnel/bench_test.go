@@ -61,7 +61,7 @@ func benchHandshakes(b *testing.B, others int) {
 		b.Fatal(err)
 	}
 	defer da.Close()
-	ia.eng.SetIKEHandler(da.HandlePacketTo)
+	ia.route(func(c *testControl) { c.ike = da.HandlePacketTo })
 	startDaemon(b, ib, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
 		LocalTS: hostSel(ib.addr), RemoteTS: hostSel(ia.addr)})

@@ -53,7 +53,7 @@ func startDaemonCfg(t testing.TB, e *ikeEnd, peer *ike.PeerConfig, cfg ike.Confi
 		t.Fatal(err)
 	}
 	e.d, e.peer = d, peer
-	e.eng.SetIKEHandler(d.HandlePacketTo)
+	e.route(func(c *testControl) { c.ike = d.HandlePacketTo })
 	t.Cleanup(d.Close)
 }
 
@@ -359,7 +359,7 @@ func onDemandPair(t testing.TB) (a, b *ikeEnd) {
 		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
 		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)})
 	a.eng.SetTrap("b", hostSel(a.addr), hostSel(b.addr))
-	a.eng.SetAcquireHandler(a.d.Acquire)
+	a.route(func(c *testControl) { c.acquire = a.d.Acquire })
 	return a, b
 }
 

@@ -438,14 +438,7 @@ func (n *Node) startIKE() error {
 			n.eng.SetTrap(p.IKE.Name, p.IKE.LocalTS, p.IKE.RemoteTS)
 		}
 	}
-	n.eng.SetAcquireHandler(d.Acquire)
-	n.eng.SetIKEHandler(d.HandlePacketTo)
-	n.eng.SetUnknownSPIHandler(d.UnknownESP)
-	n.eng.SetSAEventHandler(func(p *SAPair, ev esp.Event) {
-		if c, ok := p.Owner.(*ike.ChildSA); ok {
-			d.ChildEvent(c, ev == esp.EventHardExpire)
-		}
-	})
+	n.eng.SetControl(&controlPlane{ike: d, oe: n.oe, av: n.av})
 	return nil
 }
 

@@ -144,7 +144,6 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
-	eng.SetKeyed(o.keyed)
 	return o
 }
 
@@ -167,11 +166,11 @@ func (o *Opportunism) forgetKey(dst netip.Addr) {
 	o.peerKeys.forget(dst)
 }
 
-// Start hooks the manager to the engine's acquires and starts the
-// lifespan checks.
+// Start starts the lifespan checks. The node's control plane hands the
+// manager the engine's opportunistic acquires (acquire) and asks it which
+// addresses publish keys (keyed).
 func (o *Opportunism) Start(d *ike.Daemon) {
 	o.ike = d
-	o.eng.SetOpportunist(o.acquire)
 	interval := min(o.cfg.Lifespan/4, 5*time.Second)
 	o.spawn(func() {
 		t := time.NewTicker(interval)

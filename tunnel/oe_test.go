@@ -94,7 +94,7 @@ func newOENode(t *testing.T, mn *memnet.Network, addr netip.Addr, dnsAddr string
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.eng.SetIKEHandler(n.d.HandlePacketTo)
+	te.route(func(c *testControl) { c.ike, c.oe, c.keyed = n.d.HandlePacketTo, n.o.acquire, n.o.keyed })
 	n.o.Start(n.d)
 	t.Cleanup(func() {
 		n.o.Close()

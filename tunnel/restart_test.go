@@ -68,14 +68,16 @@ func restartEnd(t *testing.T, e *ikeEnd, ikePort, nattPort uint16, peer *ike.Pee
 	ne := &ikeEnd{testEndpoint: &testEndpoint{eng: eng, net: tnet, addr: e.addr}}
 	startDaemon(t, ne, peer)
 	if !silent {
-		ne.eng.SetUnknownSPIHandler(ne.d.UnknownESP)
+		ne.route(func(c *testControl) { c.unknownSPI = ne.d.UnknownESP })
 		return ne
 	}
 	// As strongSwan (or a kernel): ESP and IKE for unknown SPIs are
 	// dropped without a word.
-	ne.eng.SetIKEHandler(func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
-		if h, err := ike.ParseHeader(msg); err == nil && (h.Exchange == ike.IKE_SA_INIT || len(ne.d.SAs()) > 0) {
-			ne.d.HandlePacketTo(msg, from, to, natt)
+	ne.route(func(c *testControl) {
+		c.ike = func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
+			if h, err := ike.ParseHeader(msg); err == nil && (h.Exchange == ike.IKE_SA_INIT || len(ne.d.SAs()) > 0) {
+				ne.d.HandlePacketTo(msg, from, to, natt)
+			}
 		}
 	})
 	return ne
@@ -109,8 +111,8 @@ func TestRestartRecovery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, bIKE, bNATT := lifecyclePair(t, func(p *ike.PeerConfig) { p.AutoStart = true })
 			aIKE, aNATT := a.eng.Ports()
-			a.eng.SetUnknownSPIHandler(a.d.UnknownESP)
-			b.eng.SetUnknownSPIHandler(b.d.UnknownESP)
+			a.route(func(c *testControl) { c.unknownSPI = a.d.UnknownESP })
+			b.route(func(c *testControl) { c.unknownSPI = b.d.UnknownESP })
 			a.d.Initiate("b")
 			waitChild(t, a)
 			waitChild(t, b)

@@ -31,14 +31,17 @@ type Datapath interface {
 	ReserveSPI() (uint32, error)
 	// ReleaseSPI frees a reserved SPI that was not installed.
 	ReleaseSPI(spi uint32)
-	// InstallChild installs an established Child SA (using its reserved
-	// inbound SPI) and sets c.Handle.
+	// InstallChild installs an established Child SA, described by c's
+	// exported fields (it keeps no reference to c). From then on the
+	// daemon and the datapath name it by its inbound SPI, c.In.SPI, which
+	// ReserveSPI gave.
 	InstallChild(c *ChildSA) error
-	// RemoveChild removes an installed Child SA.
-	RemoveChild(c *ChildSA)
-	// ChildInPackets returns how many packets the Child SA accepted, for
-	// dead-peer detection.
-	ChildInPackets(c *ChildSA) uint64
+	// RemoveChild removes the installed Child SA whose inbound SPI is
+	// spi, if there is one.
+	RemoveChild(spi uint32)
+	// ChildInPackets returns how many packets the Child SA whose inbound
+	// SPI is spi accepted, for dead-peer detection.
+	ChildInPackets(spi uint32) uint64
 	// SendKeepalive sends a NAT-keepalive (RFC 3948 §2.3) from the NAT-T
 	// port.
 	SendKeepalive(to netip.AddrPort) error
@@ -321,7 +324,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		if c.rekeyTimer != nil {
 			c.rekeyTimer.Stop()
 		}
-		d.dp.RemoveChild(c)
+		d.dp.RemoveChild(c.In.SPI)
 	}
 	sa.children = nil
 	if sa.childSPI != 0 {

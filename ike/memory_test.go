@@ -30,7 +30,7 @@ type espDatapath struct {
 	mu   sync.Mutex
 	peer *Daemon
 	from map[netip.Addr]netip.AddrPort // destination → the source it arrives from
-	esp  map[*ChildSA][2]*esp.SA
+	esp  map[uint32][2]*esp.SA         // by inbound SPI
 }
 
 func (e *espDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
@@ -53,14 +53,14 @@ func (e *espDatapath) InstallChild(c *ChildSA) error {
 		return err
 	}
 	e.mu.Lock()
-	e.esp[c] = [2]*esp.SA{out, in}
+	e.esp[c.In.SPI] = [2]*esp.SA{out, in}
 	e.mu.Unlock()
 	return nil
 }
 
-func (e *espDatapath) RemoveChild(c *ChildSA) {
+func (e *espDatapath) RemoveChild(spi uint32) {
 	e.mu.Lock()
-	delete(e.esp, c)
+	delete(e.esp, spi)
 	e.mu.Unlock()
 }
 
@@ -92,8 +92,8 @@ func perPeerBytes(t *testing.T, n int, auth func(self, peer netip.Addr) (Credent
 		auth = func(_, _ netip.Addr) (Credential, PeerAuth) { return Credential{PSK: psk}, PeerAuth{PSK: psk} }
 	}
 	a, b := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
-	dpA := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(a, 4500), nextSPI: 0x1000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[*ChildSA][2]*esp.SA{}}
-	dpB := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(b, 4500), nextSPI: 0x80000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[*ChildSA][2]*esp.SA{}}
+	dpA := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(a, 4500), nextSPI: 0x1000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[uint32][2]*esp.SA{}}
+	dpB := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(b, 4500), nextSPI: 0x80000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[uint32][2]*esp.SA{}}
 	var peersA, peersB []*PeerConfig
 	for i := 0; i < n; i++ {
 		// Peer i is at 10.1.x.y for A (A is at 10.2.x.y for it).

@@ -25,7 +25,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 			// Simultaneous rekey (§2.8.1): the SA with the lowest
 			// nonce is redundant, and we created it: delete it.
 			d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
-			d.dp.RemoveChild(nc) // stop sending on it now; the Delete follows
+			d.dp.RemoveChild(nc.In.SPI) // stop sending on it now; the Delete follows
 			d.deleteChild(nc)
 			return
 		}
@@ -144,7 +144,7 @@ func (d *Daemon) removeChild(c *ChildSA) {
 			if c.rekeyTimer != nil {
 				c.rekeyTimer.Stop()
 			}
-			d.dp.RemoveChild(c)
+			d.dp.RemoveChild(c.In.SPI)
 			d.log.Info("Child SA removed", "peer", sa.peer.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI))
 			return
 		}

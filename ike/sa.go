@@ -136,8 +136,6 @@ type ChildSA struct {
 	// arrives on it while an older SA covers the same traffic (we answered
 	// a rekey; the peer installs its inbound SA when our answer arrives).
 	Deferred bool
-	// Handle is the datapath's, set by InstallChild.
-	Handle any
 }
 
 // forgetAuthState drops what only IKE_SA_INIT and IKE_AUTH need, once the

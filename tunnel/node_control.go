@@ -59,9 +59,10 @@ func (c *controlPlane) Opportunistic(src, dst netip.Addr, class policy.Class) {
 // Keyed implements Control.
 func (c *controlPlane) Keyed(a netip.Addr) bool { return c.oe != nil && c.oe.keyed(a) }
 
-// SAEvent implements Control.
+// SAEvent implements Control: the daemon knows its Child SAs by inbound
+// SPI (and ignores those of static pairs).
 func (c *controlPlane) SAEvent(p *SAPair, ev esp.Event) {
-	if ch, ok := p.Owner.(*ike.ChildSA); ok && c.ike != nil {
-		c.ike.ChildEvent(ch, ev == esp.EventHardExpire)
+	if c.ike != nil {
+		c.ike.ChildEvent(p.In.SPI(), ev == esp.EventHardExpire)
 	}
 }

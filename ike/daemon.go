@@ -39,6 +39,11 @@ type Datapath interface {
 	// RemoveChild removes the installed Child SA whose inbound SPI is
 	// spi, if there is one.
 	RemoveChild(spi uint32)
+	// RetireChild removes the Child SA whose inbound SPI is spi, which a
+	// rekey replaced: it carries no outbound traffic from now on, and its
+	// inbound SA is uninstalled after linger, so that packets the peer
+	// sent on it before switching are still accepted.
+	RetireChild(spi uint32, linger time.Duration)
 	// ChildInPackets returns how many packets the Child SA whose inbound
 	// SPI is spi accepted, for dead-peer detection.
 	ChildInPackets(spi uint32) uint64

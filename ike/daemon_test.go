@@ -28,6 +28,9 @@ type memDatapath struct {
 	// when the last (hear).
 	in    map[uint32]uint64
 	heard map[uint32]time.Time
+	// retired are the inbound SPIs of the Child SAs removed by
+	// RetireChild, in order.
+	retired []uint32
 	// beforeSend, if set, sees each message before it goes, on the
 	// sending daemon's goroutine.
 	beforeSend func(msg []byte)
@@ -73,6 +76,19 @@ func (m *memDatapath) InstallChild(c *ChildSA) error {
 	defer m.mu.Unlock()
 	m.children[c.In.SPI] = true
 	return nil
+}
+func (m *memDatapath) RetireChild(spi uint32, linger time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.children[spi] && linger == rekeyedLinger {
+		m.retired = append(m.retired, spi)
+	}
+	delete(m.children, spi)
+}
+func (m *memDatapath) retiredSAs() []uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]uint32(nil), m.retired...)
 }
 func (m *memDatapath) RemoveChild(spi uint32) {
 	m.mu.Lock()
@@ -242,6 +258,34 @@ func TestSimultaneousChildRekey(t *testing.T) {
 		if n := strings.Count(log.String(), "deleting our redundant Child SA"); n != 1 {
 			t.Fatalf("%d ends deleted a redundant Child SA, want 1:\n%s", n, log.String())
 		}
+	}
+}
+
+// TestRekeyRetiresReplacedChild: after a Child SA rekey, both ends retire
+// the replaced Child SA (its inbound SA lingers for what is in flight)
+// instead of removing it at once; a Child SA deleted for good, with no
+// successor, is removed at once.
+func TestRekeyRetiresReplacedChild(t *testing.T) {
+	d1, d2, dp1, dp2 := memPair(t)
+	s1, s2 := current(d1), current(d2)
+	var c1, c2 *ChildSA
+	d1.call(func() { c1 = s1.children[0] })
+	d2.call(func() { c2 = s2.children[0] })
+	d1.call(func() { d1.rekeyChild(c1) })
+	waitUntil(t, func() bool { return len(dp1.retiredSAs()) == 1 && len(dp2.retiredSAs()) == 1 }, "the replaced Child SA retired on both ends")
+	if r1, r2 := dp1.retiredSAs()[0], dp2.retiredSAs()[0]; r1 != c1.In.SPI || r2 != c2.In.SPI {
+		t.Fatalf("retired SPIs %#x and %#x, want the replaced %#x and %#x", r1, r2, c1.In.SPI, c2.In.SPI)
+	}
+	if dp1.installed() != 1 || dp2.installed() != 1 {
+		t.Fatalf("%d and %d Child SAs installed, want the successor alone", dp1.installed(), dp2.installed())
+	}
+
+	// Deleting the successor, which nothing replaced, removes it at once.
+	var n1 *ChildSA
+	d1.call(func() { n1 = s1.children[0]; d1.deleteChild(n1) })
+	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "the last Child SA removed on both ends")
+	if len(dp1.retiredSAs()) != 1 || len(dp2.retiredSAs()) != 1 {
+		t.Fatal("a Child SA without a successor was retired, not removed")
 	}
 }
 

@@ -39,7 +39,7 @@ func (d *Daemon) onInformational(sa *ikeSA, m *Message) []Payload {
 				for i, c := range owner.children {
 					if len(spi) == 4 && binary.BigEndian.Uint32(spi) == c.Out.SPI {
 						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.In.SPI))
-						d.dp.RemoveChild(c.In.SPI)
+						d.uninstallChild(c)
 						if c.rekeyTimer != nil {
 							c.rekeyTimer.Stop()
 						}

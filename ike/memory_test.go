@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/oevpn/oevpn/esp"
 )
@@ -58,6 +59,7 @@ func (e *espDatapath) InstallChild(c *ChildSA) error {
 	return nil
 }
 
+func (e *espDatapath) RetireChild(spi uint32, _ time.Duration) { e.RemoveChild(spi) }
 func (e *espDatapath) RemoveChild(spi uint32) {
 	e.mu.Lock()
 	delete(e.esp, spi)

@@ -144,11 +144,28 @@ func (d *Daemon) removeChild(c *ChildSA) {
 			if c.rekeyTimer != nil {
 				c.rekeyTimer.Stop()
 			}
-			d.dp.RemoveChild(c.In.SPI)
+			d.uninstallChild(c)
 			d.log.Info("Child SA removed", "peer", sa.peer.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI))
 			return
 		}
 	}
+}
+
+// rekeyedLinger is how long the inbound SA of a Child SA that a rekey
+// replaced still accepts packets once it is deleted (strongSwan's
+// delete_rekeyed_delay): the peer may have sent on it until it saw our
+// answer, and ESP does not travel with IKE, so those packets can arrive
+// after the Delete exchange that removed it.
+const rekeyedLinger = 5 * time.Second
+
+// uninstallChild takes a Child SA out of the datapath: at once, or, for
+// one a rekey replaced, with its inbound SA lingering.
+func (d *Daemon) uninstallChild(c *ChildSA) {
+	if c.replaced {
+		d.dp.RetireChild(c.In.SPI, rekeyedLinger)
+		return
+	}
+	d.dp.RemoveChild(c.In.SPI)
 }
 
 // onCreateChildSA answers a CREATE_CHILD_SA request: a Child SA rekey, a new

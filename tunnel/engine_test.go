@@ -326,6 +326,62 @@ func TestRemoveStopsTraffic(t *testing.T) {
 	}
 }
 
+// TestRetiredPairAcceptsInFlight: a pair replaced by a rekey and retired
+// takes no outbound traffic, but what the peer still sends on it (the
+// peer has not switched yet, or its packets crossed the Delete) arrives
+// until the linger ends; then its SPI is unknown.
+func TestRetiredPairAcceptsInFlight(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.6.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.6.2"))
+	tr := esp.AESGCM128
+	old, _ := connect(t, a, b, tr) // b keeps sending on the old pair
+	k := make([]byte, tr.KeyLen())
+	succ, err := a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
+		Out: esp.Config{Transform: tr, SPI: 0x7101, Key: k}, In: esp.Config{Transform: tr, SPI: 0x7102, Key: k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const linger = 500 * time.Millisecond
+	if !a.eng.Retire(old, linger) || a.eng.Retire(old, linger) || a.eng.Remove(old) {
+		t.Fatal("Retire: want true once, then the pair no longer installed")
+	}
+	if l := a.eng.Pairs(); len(l) != 1 || l[0] != succ {
+		t.Fatalf("pairs after Retire: %v, want the successor alone", l)
+	}
+	l, err := a.net.ListenUDPAddrPort(netip.AddrPortFrom(a.addr, 7200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := b.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a.addr, 7200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	c.Write([]byte("in flight"))
+	l.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := l.Read(buf); err != nil || string(buf[:n]) != "in flight" {
+		t.Fatalf("a datagram on the retired pair within the linger: %q, %v", buf[:n], err)
+	}
+	// a's own traffic goes on the successor, whose SPI b does not know.
+	r, err := a.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(b.addr, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Write([]byte("out"))
+	waitFor(t, func() bool { return b.eng.Stats().UnknownSPI == 1 }, "a's packet sent on the successor")
+
+	time.Sleep(linger + 100*time.Millisecond)
+	c.Write([]byte("too late"))
+	waitFor(t, func() bool { return a.eng.Stats().UnknownSPI == 1 }, "the retired SPI unknown after the linger")
+	l.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := l.Read(buf); err == nil {
+		t.Fatalf("received %q on a retired pair after its linger", buf[:n])
+	}
+}
+
 func TestHardExpiryRemovesPair(t *testing.T) {
 	a := newTestEndpoint(t, netip.MustParseAddr("10.99.5.1"))
 	b := newTestEndpoint(t, netip.MustParseAddr("10.99.5.2"))

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/oevpn/oevpn/ike"
 )
@@ -43,6 +44,15 @@ func (e *Engine) InstallChild(c *ike.ChildSA) error {
 func (e *Engine) RemoveChild(spi uint32) {
 	if p := e.pairBySPI(spi); p != nil {
 		e.Remove(p)
+	}
+}
+
+// RetireChild removes the Child SA whose inbound SPI is spi, which a rekey
+// replaced; its inbound SA accepts packets for linger more (see
+// Engine.Retire).
+func (e *Engine) RetireChild(spi uint32, linger time.Duration) {
+	if p := e.pairBySPI(spi); p != nil {
+		e.Retire(p, linger)
 	}
 }
 

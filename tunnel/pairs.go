@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/oevpn/oevpn/esp"
 	conn "github.com/oevpn/oevpn/internal/wgconn"
@@ -186,12 +187,48 @@ func singles(ss policy.Selectors) []netip.Addr {
 func (e *Engine) Remove(p *SAPair) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.uninstallLocked(p) {
+		return false
+	}
+	e.spis.Remove(p.In.SPI())
+	e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
+	return true
+}
+
+// Retire uninstalls an SA pair that a newer one replaced (a rekey): it
+// carries no outbound traffic from now on, but its inbound SA still
+// accepts packets for linger, so that what the peer sent on it before it
+// switched, and what arrives after the exchange that deleted it (ESP and
+// IKE travel apart), is not lost. It reports whether the pair was
+// installed.
+func (e *Engine) Retire(p *SAPair, linger time.Duration) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.uninstallLocked(p) {
+		return false
+	}
+	spi := p.In.SPI()
+	e.log.Info("SA pair retired", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", spi), "inbound_for", linger)
+	time.AfterFunc(linger, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		// The SPI stayed in the table, so it was not given out again.
+		if q, ok := e.spis.Lookup(spi); ok && q == p {
+			e.spis.Remove(spi)
+		}
+	})
+	return true
+}
+
+// uninstallLocked takes p out of every table but the SPI table: it no
+// longer carries outbound traffic, is not listed, and has no lifetime
+// events. It reports whether p was installed.
+func (e *Engine) uninstallLocked(p *SAPair) bool {
 	if _, ok := e.pairs[p]; !ok {
 		return false
 	}
 	delete(e.pairs, p)
 	p.removed.Store(true)
-	e.spis.Remove(p.In.SPI())
 	e.unrouteLocked(p)
 	if p.unauth {
 		for _, a := range singles(p.Remote) {
@@ -203,7 +240,6 @@ func (e *Engine) Remove(p *SAPair) bool {
 			}
 		}
 	}
-	e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
 	return true
 }
 

@@ -58,6 +58,7 @@ func TestSoak(t *testing.T) {
 			t.Logf("last IKE log lines:\n%s", logs.String())
 		}
 	})
+	udpBefore := kernelUDPErrors()
 	a, b := soakPair(t, logger)
 	waitChild(t, a)
 	waitChild(t, b)
@@ -126,6 +127,14 @@ func TestSoak(t *testing.T) {
 		elapsed.Round(time.Second), len(childSeen)-1, len(ikeSeen)-1, maxChildAge.Round(100*time.Millisecond), maxIKEAge.Round(100*time.Millisecond), maxPairs)
 	t.Logf("UDP a→b: %d sent, %d received (%d late), b→a: %d sent, %d received (%d late); TCP: %d MB intact",
 		sent, got, late, sent2, got2, late2, tcpSent>>20)
+	// Where lost datagrams went: the engines' drops, and the kernel's
+	// (a loopback socket buffer overflowing on a busy machine).
+	for _, e := range []*ikeEnd{a, b} {
+		s := e.eng.Stats()
+		t.Logf("%v drops: no SA %d, unknown SPI %d, decrypt %d, selector %d, send errors %d",
+			e.addr, s.NoSA, s.UnknownSPI, s.DecryptErrors, s.SelectorDrops, s.SendErrors)
+	}
+	t.Logf("kernel UDP receive errors during the soak (all sockets): %d", kernelUDPErrors()-udpBefore)
 	for _, s := range samples {
 		t.Logf("  t=%-5v goroutines %4d  live heap %6.2f MiB", s.at, s.goroutines, float64(s.heap)/(1<<20))
 	}
@@ -354,4 +363,33 @@ func (r *ringLog) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return strings.Join(r.lines, "")
+}
+
+// kernelUDPErrors returns the kernel's count of UDP datagrams dropped on
+// receive (InErrors in /proc/net/snmp: full socket buffers and bad
+// checksums), 0 where there is none.
+func kernelUDPErrors() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "InErrors" && i < len(f) {
+				var v int64
+				fmt.Sscan(f[i], &v)
+				return v
+			}
+		}
+	}
+	return 0
 }

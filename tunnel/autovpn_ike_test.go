@@ -46,7 +46,8 @@ type autovpnCase struct {
 
 func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credential) *autovpnPair {
 	t.Helper()
-	p := &autovpnPair{g1: newIKEEnd(t, netip.MustParseAddr("10.98.0.1")), g2: newIKEEnd(t, netip.MustParseAddr("10.98.0.2"))}
+	p := &autovpnPair{g1: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.1"))},
+		g2: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.2"))}}
 	lo := netip.MustParseAddr("127.0.0.1")
 	g2IKE, g2NATT := p.g2.eng.Ports()
 	g1IKE, g1NATT := p.g1.eng.Ports()
@@ -233,7 +234,8 @@ type g1Opts func(*ike.PeerConfig)
 
 func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, g2Proposals string, opts ...g1Opts) *realG2 {
 	t.Helper()
-	r := &realG2{g1: newIKEEnd(t, netip.MustParseAddr("10.98.0.1")), g2: newIKEEnd(t, netip.MustParseAddr("10.98.0.2")), store: store}
+	r := &realG2{g1: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.1"))},
+		g2: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.2"))}, store: store}
 	gw, nonceR := completeProbe(t, r.g1.addr, r.g2.addr)
 	r.nonce = nonceR
 	logger := func(name string) *slog.Logger { return testLog(t, name) }

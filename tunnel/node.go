@@ -81,6 +81,13 @@ type NodeConfig struct {
 
 	// Logger receives the node's log; nil discards it.
 	Logger *slog.Logger
+
+	// engineConfig and ikeConfig, if set, adjust the engine's and the IKE
+	// daemon's configuration before they start: the tests' knobs that the
+	// file does not have (a recording clear path, COOKIEs always, another
+	// authorizer, a tap on OnChange).
+	engineConfig func(*Config)
+	ikeConfig    func(*ike.Config)
 }
 
 // Peer is a configured IKEv2 peer and when to bring it up.
@@ -224,6 +231,9 @@ func (n *Node) startEngine() error {
 				return err
 			}
 		}
+	}
+	if cfg.engineConfig != nil {
+		cfg.engineConfig(&tcfg)
 	}
 	eng, err := New(tcfg)
 	if err != nil {
@@ -415,6 +425,9 @@ func (n *Node) startIKE() error {
 	}
 	if n.av != nil {
 		icfg.ClaimAutoVPNNonce = n.av.ClaimNonce
+	}
+	if cfg.ikeConfig != nil {
+		cfg.ikeConfig(&icfg)
 	}
 	d, err := ike.New(icfg)
 	if err != nil {

@@ -332,9 +332,9 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		d.dp.RemoveChild(c.In.SPI)
 	}
 	sa.children = nil
-	if sa.childSPI != 0 {
-		d.dp.ReleaseSPI(sa.childSPI)
-		sa.childSPI = 0
+	if sa.hs != nil && sa.hs.childSPI != 0 {
+		d.dp.ReleaseSPI(sa.hs.childSPI)
+		sa.hs.childSPI = 0
 	}
 	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)

@@ -83,11 +83,11 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 				return
 			}
 		}
-		d.teardown(sa, fmt.Errorf("peer wants DH group %d, which we do not offer", g))
+		d.teardown(sa, fmt.Errorf("%w: peer wants DH group %d, which we do not offer", ErrNoProposal, g))
 		return
 	}
 	if n := m.ErrorNotify(); n != nil {
-		d.teardown(sa, fmt.Errorf("peer refused IKE_SA_INIT: %s", n.NotifyType.String()))
+		d.teardown(sa, &RefusedError{Exchange: IKE_SA_INIT, Notify: n.NotifyType})
 		return
 	}
 	sap, ke, nr := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
@@ -209,7 +209,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	if idr == nil || auth == nil {
 		err := fmt.Errorf("%w: IKE_AUTH response without IDr or AUTH", ErrMissing)
 		if refused != nil {
-			err = fmt.Errorf("peer refused IKE_AUTH: %s", refused.NotifyType.String())
+			err = &RefusedError{Exchange: IKE_AUTH, Notify: refused.NotifyType}
 			if refused.NotifyType == AUTHENTICATION_FAILED && p.Auth.Null {
 				err = fmt.Errorf("%w (we authenticated with AUTH_NULL, RFC 7619, which the peer may not implement)", err)
 			}

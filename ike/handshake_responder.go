@@ -54,7 +54,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 	d.addHalf(key, sa)
 	d.after(d.halfOpenTimeout, func() {
 		if sa.state == stateInitDone {
-			d.teardown(sa, errors.New("initiator did not complete IKE_AUTH"))
+			d.teardown(sa, fmt.Errorf("%w: the initiator did not complete IKE_AUTH", ErrNoAnswer))
 		}
 	})
 	d.send(sa, resp)

@@ -102,6 +102,7 @@ type ikeSA struct {
 // request is our outstanding request, retransmitted until answered.
 type request struct {
 	msgs       [][]byte
+	sent       time.Time // first
 	tries      int
 	timer      *time.Timer
 	id         uint32

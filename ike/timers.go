@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -154,8 +153,6 @@ func (d *Daemon) scheduleIKERekey(sa *ikeSA) {
 		d.post(func() { d.rekeyIKE(sa) })
 	})
 }
-
-var errDeadPeer = errors.New("dead peer: no answer to our requests")
 
 // childBySPI returns the Child SA of an IKE SA whose inbound SPI is spi,
 // or nil.

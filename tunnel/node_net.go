@@ -73,9 +73,9 @@ func (n *Node) Check(a netip.Addr) Check {
 			case VerdictPending:
 				c.Verdict, c.Reason = CheckPending, "policy: "+class.String()+"; discovery and IKE under way"
 			case VerdictClear:
-				c.Verdict, c.Reason = CheckClear, fmt.Sprintf("policy: %v; opportunism failed, clear until %s", class, until.Format(time.RFC3339))
+				c.Verdict, c.Reason = CheckClear, fmt.Sprintf("policy: %v; opportunism failed, clear until %s%s", class, until.Format(time.RFC3339), n.oeWhy(a))
 			default:
-				c.Verdict, c.Reason = CheckBlocked, fmt.Sprintf("policy: %v; opportunism failed, dropped until %s", class, until.Format(time.RFC3339))
+				c.Verdict, c.Reason = CheckBlocked, fmt.Sprintf("policy: %v; opportunism failed, dropped until %s%s", class, until.Format(time.RFC3339), n.oeWhy(a))
 			}
 			return c
 		}

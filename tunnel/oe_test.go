@@ -69,12 +69,18 @@ func newOENode(t *testing.T, mn *memnet.Network, addr netip.Addr, dnsAddr string
 	return n
 }
 
+// newMemIKEEnd prepares an IKE test endpoint on the memnet, on ports 500
+// and 4500 of its address.
+func newMemIKEEnd(mn *memnet.Network, addr netip.Addr) *ikeEnd {
+	return &ikeEnd{testEndpoint: &testEndpoint{addr: addr}, ikePort: 500, nattPort: 4500,
+		bind: func() conn.Bind { return mn.Bind(addr) }}
+}
+
 // nullAttacker is a second oevpn at addr that initiates IKE to victim
 // with AUTH_NULL, proposing remoteTS as the victim's traffic selector.
 func nullAttacker(t *testing.T, mn *memnet.Network, addr netip.Addr, victim netip.Addr, remoteTS policy.Selectors) *ikeEnd {
 	t.Helper()
-	m := &ikeEnd{testEndpoint: &testEndpoint{addr: addr}, ikePort: 500, nattPort: 4500,
-		bind: func() conn.Bind { return mn.Bind(addr) }}
+	m := newMemIKEEnd(mn, addr)
 	peer := &ike.PeerConfig{Name: "victim", Addr: victim, Auth: ike.Credential{Null: true}, PeerAuth: ike.PeerAuth{Null: true},
 		LocalTS: hostSel(addr), RemoteTS: remoteTS, RetransmitBase: 100 * time.Millisecond, RetransmitTries: 4}
 	startDaemonCfg(t, m, peer, ike.Config{Logger: testLog(t, addr.String()+" attacker IKE")})

@@ -226,18 +226,17 @@ func (ev *events) snapshot() EventCounters {
 		DNSLookups: all(DNSLookupResults, ev.lookups), OEFallbacks: all([]string{"clear", "drop"}, ev.oe)}
 }
 
-// failureReason sorts an IKE failure into IKEFailureReasons.
+// failureReason sorts an IKE failure into IKEFailureReasons, by the
+// outcome the IKE daemon wrapped in it.
 func failureReason(err error) string {
-	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "no answer") || strings.Contains(msg, "did not answer") || strings.Contains(msg, "did not complete"):
+	case errors.Is(err, ike.ErrNoAnswer):
 		return "no_answer"
-	case errors.Is(err, ike.ErrAuth) || strings.Contains(msg, "AUTHENTICATION_FAILED"):
+	case errors.Is(err, ike.ErrAuth):
 		return "auth"
-	case strings.Contains(msg, "NO_PROPOSAL_CHOSEN") || strings.Contains(msg, "proposal") || strings.Contains(msg, "DH group") ||
-		strings.Contains(msg, "INVALID_KE_PAYLOAD"):
+	case errors.Is(err, ike.ErrNoProposal):
 		return "proposal"
-	case errors.Is(err, ike.ErrChildRefused) || strings.Contains(msg, "TS_UNACCEPTABLE"):
+	case errors.Is(err, ike.ErrChildRefused):
 		return "child_refused"
 	}
 	return "other"

@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -74,24 +73,27 @@ var demoParts = []demoPart{
 	{'e', "bulk", "bulk TCP throughput A→B through ESP", (*demoWorld).partBulk},
 }
 
-func cmdDemo(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	part := fs.String("part", "", "run only these parts (comma-separated names)")
-	size := fs.Int("size", 64, "MiB to send in the bulk part")
-	verbose := fs.Bool("v", false, "log the nodes' events")
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "Usage: oevpn demo [-part NAME[,NAME]] [-size MiB] [-v]\n\n")
-		fmt.Fprintf(w, "Runs oevpn nodes in this process, unprivileged, on an in-memory outer network\n")
-		fmt.Fprintf(w, "whose every datagram a wire tap sees, and ends with \"demo OK\". Parts:\n")
-		for _, p := range demoParts {
-			fmt.Fprintf(w, "  (%c) %-8s %s\n", p.letter, p.name, p.title)
-		}
-		fmt.Fprintf(w, "\nFlags:\n")
-		fs.PrintDefaults()
+// demoHelp is the demo's description, with its parts, for commandHelp.
+func demoHelp() string {
+	var b strings.Builder
+	b.WriteString(`oevpn demo [-part NAME[,NAME]] [-size MiB] [-v]
+
+Show oevpn at work between nodes in this process. They run unprivileged,
+on an in-memory outer network whose every datagram a wire tap sees; the
+demo ends with "demo OK". Parts:
+`)
+	for _, p := range demoParts {
+		fmt.Fprintf(&b, "  (%c) %-8s %s\n", p.letter, p.name, p.title)
 	}
-	if err := fs.Parse(args); err != nil {
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func cmdDemo(args []string, stdout io.Writer) error {
+	fs := newFlags("demo")
+	part := fs.String("part", "", "run only these `parts` (comma-separated names)")
+	size := fs.Int("size", 64, "`MiB` to send in the bulk part")
+	verbose := fs.Bool("v", false, "log the nodes' events")
+	if _, err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	run := demoParts

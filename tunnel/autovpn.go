@@ -93,7 +93,9 @@ type AutoVPN struct {
 	probesSent, intercepted atomic.Uint64
 }
 
-// NewAutoVPN prepares AutoVPN on eng; Start hooks it up.
+// NewAutoVPN prepares AutoVPN on eng; Start hooks it up. The engine's
+// Control hands it the probes that reach the NAT-T port (NewNode wires
+// it).
 func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 	if cfg.Store == nil || cfg.Cert == nil {
 		return nil, errors.New("tunnel: AutoVPN needs a certificate and a trust store")

@@ -132,7 +132,8 @@ func responderName(src netip.Addr) string { return "oe-in-" + src.String() }
 
 // NewOpportunism creates the manager. Call Start with the IKE daemon,
 // whose Config.Responder and Config.OnChange must lead to Responder and
-// OnChange.
+// OnChange, and the engine's Control to the manager (NewNode wires all
+// three).
 func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second

@@ -336,6 +336,7 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		d.dp.RemoveChild(c.In.SPI)
 	}
 	sa.children = nil
+	d.endLingering(sa)
 	if sa.hs != nil && sa.hs.childSPI != 0 {
 		d.dp.ReleaseSPI(sa.hs.childSPI)
 		sa.hs.childSPI = 0

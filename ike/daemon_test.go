@@ -31,6 +31,9 @@ type memDatapath struct {
 	// retired are the inbound SPIs of the Child SAs removed by
 	// RetireChild, in order.
 	retired []uint32
+	// lingering are the inbound SPIs of retired Child SAs whose linger
+	// RemoveChild has not ended.
+	lingering map[uint32]bool
 	// beforeSend, if set, sees each message before it goes, on the
 	// sending daemon's goroutine.
 	beforeSend func(msg []byte)
@@ -82,8 +85,17 @@ func (m *memDatapath) RetireChild(spi uint32, linger time.Duration) {
 	defer m.mu.Unlock()
 	if m.children[spi] && linger == rekeyedLinger {
 		m.retired = append(m.retired, spi)
+		if m.lingering == nil {
+			m.lingering = map[uint32]bool{}
+		}
+		m.lingering[spi] = true
 	}
 	delete(m.children, spi)
+}
+func (m *memDatapath) lingers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.lingering)
 }
 func (m *memDatapath) retiredSAs() []uint32 {
 	m.mu.Lock()
@@ -94,6 +106,7 @@ func (m *memDatapath) RemoveChild(spi uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.children, spi)
+	delete(m.lingering, spi)
 }
 func (m *memDatapath) ChildInPackets(spi uint32) uint64 {
 	m.mu.Lock()
@@ -287,6 +300,28 @@ func TestRekeyRetiresReplacedChild(t *testing.T) {
 	if len(dp1.retiredSAs()) != 1 || len(dp2.retiredSAs()) != 1 {
 		t.Fatal("a Child SA without a successor was retired, not removed")
 	}
+}
+
+// TestIKEDownEndsLinger: the retired Child SAs' inbound SAs, which still
+// accept packets after a rekey, go with their IKE SA, at both ends (a peer
+// taken down or removed by a reload sends nothing more that is accepted),
+// also after an IKE SA rekey moved them.
+func TestIKEDownEndsLinger(t *testing.T) {
+	d1, d2, dp1, dp2 := memPair(t)
+	s1 := current(d1)
+	var c1 *ChildSA
+	d1.call(func() { c1 = s1.children[0] })
+	d1.call(func() { d1.rekeyChild(c1) })
+	waitUntil(t, func() bool { return dp1.lingers() == 1 && dp2.lingers() == 1 }, "the replaced Child SA lingering on both ends")
+	d1.call(func() { d1.rekeyIKE(s1) })
+	waitUntil(t, func() bool { n := current(d1); return n != nil && n != s1 && len(d1.SAs()) == 1 && len(d2.SAs()) == 1 }, "the IKE SA rekeyed")
+	if dp1.lingers() != 1 || dp2.lingers() != 1 {
+		t.Fatal("the IKE SA rekey ended the linger")
+	}
+	if n, err := d1.Down("two"); err != nil || n != 1 {
+		t.Fatalf("Down: %d, %v", n, err)
+	}
+	waitUntil(t, func() bool { return dp1.lingers() == 0 && dp2.lingers() == 0 }, "the linger ended with the IKE SA at both ends")
 }
 
 // crossed runs f1 on d1 and f2 on d2 so that each one's request reaches

@@ -342,7 +342,7 @@ func TestRetiredPairAcceptsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	const linger = 500 * time.Millisecond
-	if !a.eng.Retire(old, linger) || a.eng.Retire(old, linger) || a.eng.Remove(old) {
+	if !a.eng.Retire(old, linger) || a.eng.Retire(old, linger) {
 		t.Fatal("Retire: want true once, then the pair no longer installed")
 	}
 	if l := a.eng.Pairs(); len(l) != 1 || l[0] != succ {
@@ -379,6 +379,40 @@ func TestRetiredPairAcceptsInFlight(t *testing.T) {
 	l.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, err := l.Read(buf); err == nil {
 		t.Fatalf("received %q on a retired pair after its linger", buf[:n])
+	}
+}
+
+// TestRemoveEndsLinger: Remove of a retired pair (its peer went) ends its
+// linger at once.
+func TestRemoveEndsLinger(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.7.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.7.2"))
+	old, _ := connect(t, a, b, esp.AESGCM128)
+	l, err := a.net.ListenUDPAddrPort(netip.AddrPortFrom(a.addr, 7200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := b.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a.addr, 7200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a.eng.Retire(old, time.Hour)
+	c.Write([]byte("lingering"))
+	buf := make([]byte, 64)
+	l.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := l.Read(buf); err != nil {
+		t.Fatalf("nothing on the retired pair within its linger: %v", err)
+	}
+	if a.eng.Remove(old) {
+		t.Fatal("Remove of a retired pair reported it installed")
+	}
+	c.Write([]byte("after Remove"))
+	waitFor(t, func() bool { return a.eng.Stats().UnknownSPI == 1 }, "the retired SPI unknown after Remove")
+	l.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := l.Read(buf); err == nil {
+		t.Fatalf("received %q on a retired pair after Remove", buf[:n])
 	}
 }
 

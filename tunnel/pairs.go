@@ -183,16 +183,18 @@ func singles(ss policy.Selectors) []netip.Addr {
 	return l
 }
 
-// Remove uninstalls an SA pair; it reports whether the pair was installed.
+// Remove uninstalls an SA pair, and ends the linger of a retired one; it
+// reports whether the pair was installed (and not retired).
 func (e *Engine) Remove(p *SAPair) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.uninstallLocked(p) {
-		return false
+	installed := e.uninstallLocked(p)
+	spi := p.In.SPI()
+	if q, ok := e.spis.Lookup(spi); ok && q == p {
+		e.spis.Remove(spi)
+		e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", spi), "retired", !installed)
 	}
-	e.spis.Remove(p.In.SPI())
-	e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
-	return true
+	return installed
 }
 
 // Retire uninstalls an SA pair that a newer one replaced (a rekey): it

@@ -61,9 +61,9 @@ type ikeSA struct {
 	peerIDSeen     Identity
 	children       []*ChildSA
 	lingering      []lingering // retired Child SAs whose inbound SAs still accept packets
-	queue          []exchange // requests waiting for the window
-	lastHeard      time.Time  // last authenticated message from the peer
-	watchIn        uint64     // inbound and outbound ESP packets of the Child SAs at the last traffic watch
+	queue          []exchange  // requests waiting for the window
+	lastHeard      time.Time   // last authenticated message from the peer
+	watchIn        uint64      // inbound and outbound ESP packets of the Child SAs at the last traffic watch
 	watchOut       uint64
 	lastIn         time.Time // when watchIn last grew
 	rekeyTimer     *time.Timer

@@ -337,9 +337,9 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 	}
 	sa.children = nil
 	d.endLingering(sa)
-	if sa.hs != nil && sa.hs.childSPI != 0 {
-		d.dp.ReleaseSPI(sa.hs.childSPI)
-		sa.hs.childSPI = 0
+	if hs := sa.ihs; hs != nil && hs.childSPI != 0 {
+		d.dp.ReleaseSPI(hs.childSPI)
+		hs.childSPI = 0
 	}
 	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)
@@ -409,7 +409,9 @@ func (d *Daemon) receive(b []byte, from netip.AddrPort, to netip.Addr, natt bool
 		return
 	}
 	if m.Exchange == IKE_SA_INIT && m.IsResponse() && sa.state == stateInitSent {
-		d.onInitResponse(sa, m, from)
+		if sa.ihs != nil {
+			sa.ihs.processInitResponse(m)
+		}
 		return
 	}
 	d.onMessage(sa, m, from, natt)
@@ -444,7 +446,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		}
 		switch {
 		case m.Exchange == IKE_AUTH && sa.state == stateAuthSent:
-			d.onAuthResponse(sa, m)
+			sa.ihs.processAuthResponse(m)
 		case m.Exchange == INFORMATIONAL && sa.state == stateDeleting:
 			d.teardown(sa, nil)
 		case r.onResponse != nil:
@@ -487,7 +489,7 @@ func (d *Daemon) onMessage(sa *ikeSA, m *Message, from netip.AddrPort, natt bool
 		if sa.state != stateInitDone {
 			return
 		}
-		d.onAuthRequest(sa, m)
+		sa.rhs.processAuth(m)
 		return
 	case INFORMATIONAL:
 		resp = d.onInformational(sa, m)

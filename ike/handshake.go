@@ -130,7 +130,8 @@ func minNonce(a, b []byte) []byte {
 
 // verifyPeer checks the peer's AUTH payload over octets with the key its
 // configuration or certificate gives, then asks the Authorizer.
-func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayload, octets []byte) error {
+func (hs *handshake) verifyPeer(m *Message, id Identity, auth *AuthPayload, octets []byte) error {
+	d, sa := hs.d, hs.sa
 	var sent []*CertPayload
 	for _, p := range m.Payloads {
 		if c, ok := p.(*CertPayload); ok && !c.Request {
@@ -157,9 +158,9 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 		if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
 			return err
 		}
-		sa.bySecret = true
-		sa.hs.authSecret = pa.PSK
-		sa.peerCert = cert
+		hs.bySecret = true
+		hs.authSecret = pa.PSK
+		hs.peerCert = cert
 		return nil
 	}
 	key, cert, err := peerKeyCert(&pa, id, sent)
@@ -170,7 +171,7 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 	if err := verifyAuth(sa.prf, &pa, auth, octets); err != nil {
 		return err
 	}
-	sa.peerCert = cert
+	hs.peerCert = cert
 	sa.peerNull = auth.Method == AuthNULL
 	if d.cfg.Authorizer == nil || sa.peer.Opportunistic {
 		return nil
@@ -205,42 +206,41 @@ func certPayloads(p *PeerConfig) []Payload {
 
 // autovpnPayloads returns our Contact Details and AUTOVPN_SHARED_SECRET
 // for an IKE_AUTH message, as the peer's configuration asks.
-func autovpnPayloads(sa *ikeSA) []Payload {
+func (hs *handshake) autovpnPayloads() []Payload {
 	var out []Payload
-	if sa.peer.Contact != "" {
-		out = append(out, &ContactDetailsPayload{Text: sa.peer.Contact})
+	p := hs.sa.peer
+	if p.Contact != "" {
+		out = append(out, &ContactDetailsPayload{Text: p.Contact})
 	}
-	if sa.peer.SendSharedSecret {
-		sa.sentSecretReq = true
+	if p.SendSharedSecret {
+		hs.sentSecretReq = true
 		out = append(out, &NotifyPayload{NotifyType: AUTOVPN_SHARED_SECRET})
 	}
 	return out
 }
 
 // readAutoVPN notes the AutoVPN payloads of the peer's IKE_AUTH message.
-func readAutoVPN(sa *ikeSA, m *Message) {
+func (hs *handshake) readAutoVPN(m *Message) {
 	if c := Get[*ContactDetailsPayload](m); c != nil {
-		sa.peerContact = c.Text
+		hs.peerContact = c.Text
 	}
 	if m.Notify(AUTOVPN_SHARED_SECRET) != nil {
-		sa.sentSecretReq = true
+		hs.sentSecretReq = true
 	}
 }
 
-// reportEstablished tells the peer's OnEstablished what IKE_AUTH revealed,
-// and forgets the peer's certificate and Contact Details: nothing else
-// needs them, and a parsed certificate is the largest part of an
-// established IKE SA.
-func (d *Daemon) reportEstablished(sa *ikeSA) {
-	p := sa.peer
-	cert, contact := sa.peerCert, sa.peerContact
-	sa.peerCert, sa.peerContact = nil, ""
+// reportEstablished tells the peer's OnEstablished what IKE_AUTH
+// revealed. The peer's certificate and Contact Details go with the
+// handshake: nothing else needs them, and a parsed certificate would be
+// the largest part of an established IKE SA.
+func (hs *handshake) reportEstablished() {
+	sa, p := hs.sa, hs.sa.peer
 	if p.OnEstablished == nil {
 		return
 	}
-	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: cert,
-		BySharedSecret: sa.bySecret, Contact: contact}
-	if sa.sentSecretReq {
+	info := EstablishedInfo{Peer: p.Name, Remote: sa.remote, PeerID: sa.peerIDSeen, Cert: hs.peerCert,
+		BySharedSecret: hs.bySecret, Contact: hs.peerContact}
+	if hs.sentSecretReq {
 		info.SharedSecret = sa.prf.plus(sa.skD, []byte(sharedSecretLabel), sa.prf.size)
 	}
 	p.OnEstablished(info)

@@ -9,16 +9,29 @@ import (
 	"time"
 )
 
-// onInitRequest answers an IKE_SA_INIT request (RFC 7296 §1.2) in steps:
-// a retransmission gets the same answer; the request must be admitted
-// (limits.go, §2.6 cookies); the peer it comes from is found; the
-// exchange is accepted (proposal, group, KE) or refused with the notify
-// its step returned; the response is sent and the half-open SA kept.
+// The responder's script (RFC 7296 §1.2), one step per message, in the
+// order it runs below:
+//
+//	onInitRequest      ← IKE_SA_INIT request; a retransmission gets the same answer
+//	admitInit          the request may cost us anything (limits.go, §2.6 cookies)
+//	initPeer           the peer it comes from
+//	processInit        proposal, group, KE: a new IKE SA and its keys, or
+//	                   the notify to refuse with, returned as the error
+//	sendInitResponse   → SA, KE, Nr; the IKE SA is half-open
+//	processAuth        ← IDi, AUTH verified (the initiator's key looked up
+//	                     first, if it must be)
+//	sendAuthResponse   → IDr, AUTH, the first Child SA (respondChild); the
+//	                     IKE SA is up
+//
+// The daemon's goroutine runs each step as its message arrives
+// (Daemon.receive, onMessage); a failed step refuses the exchange.
+
+// onInitRequest answers an IKE_SA_INIT request.
 func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, natt bool) {
 	key := halfKey{m.SPIi, from}
 	if sa := d.half[key]; sa != nil {
-		if sa.hs != nil && bytes.Equal(m.Raw(), sa.hs.initReq) && sa.hs.initResp != nil {
-			d.send(sa, sa.hs.initResp) // retransmitted request
+		if hs := sa.rhs; hs != nil && bytes.Equal(m.Raw(), hs.initReq) && hs.initResp != nil {
+			d.send(sa, hs.initResp) // retransmitted request
 		}
 		return
 	}
@@ -40,7 +53,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 		return
 	}
 	defer d.forgetIfUnused(p) // an opportunistic peer that got no SA
-	sa, resp, err := d.acceptInit(p, m, from, natt, avNonce)
+	hs, err := d.processInit(p, m, from, natt, avNonce)
 	if err != nil {
 		var np *NotifyPayload
 		if errors.As(err, &np) {
@@ -48,16 +61,7 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 		}
 		return
 	}
-	sa.hs.initResp = resp
-	sa.state = stateInitDone
-	d.putSA(sa.spiR, sa)
-	d.addHalf(key, sa)
-	d.after(d.halfOpenTimeout, func() {
-		if sa.state == stateInitDone {
-			d.teardown(sa, fmt.Errorf("%w: the initiator did not complete IKE_AUTH", ErrNoAnswer))
-		}
-	})
-	d.send(sa, resp)
+	hs.sendInitResponse(key)
 }
 
 // admitInit decides whether an IKE_SA_INIT request may cost us anything:
@@ -114,157 +118,182 @@ func (d *Daemon) initPeer(m *Message, from netip.AddrPort, to netip.Addr) (*Peer
 	return d.responderPeer(from, to, avNonce), avNonce
 }
 
-// acceptInit chooses the IKE proposal, checks the initiator's group and
-// KE, derives the keys and makes the response. A refusal is returned as
-// the *NotifyPayload to answer with (NO_PROPOSAL_CHOSEN,
-// INVALID_KE_PAYLOAD, INVALID_SYNTAX); other errors get no answer.
-func (d *Daemon) acceptInit(p *PeerConfig, m *Message, from netip.AddrPort, natt bool, avNonce []byte) (*ikeSA, []byte, error) {
+// processInit chooses the IKE proposal, checks the initiator's group and
+// KE, and makes the IKE SA with its keys. A refusal is returned as the
+// *NotifyPayload to answer with (NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD,
+// INVALID_SYNTAX); other errors get no answer.
+func (d *Daemon) processInit(p *PeerConfig, m *Message, from netip.AddrPort, natt bool, avNonce []byte) (*responderHandshake, error) {
 	sap, ke, ni := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
 	chosen, err := choose(sap.Proposals, p.IKEProposals, ProtoIKE)
 	if err != nil {
 		d.logRefusal(p, "no acceptable IKE proposal", "from", from,
 			"offered", proposalsString(sap.Proposals), "configured", proposalsString(p.IKEProposals))
-		return nil, nil, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}
+		return nil, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}
 	}
 	suite, err := suiteOf(chosen)
 	if err != nil {
-		return nil, nil, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}
+		return nil, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}
 	}
 	if ke.Group != suite.DH {
 		// §1.2: tell the initiator which group we want.
-		return nil, nil, &NotifyPayload{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DH)}
+		return nil, &NotifyPayload{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DH)}
 	}
 	g, err := newDH(suite.DH)
 	if err != nil {
-		return nil, nil, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}
+		return nil, &NotifyPayload{NotifyType: NO_PROPOSAL_CHOSEN}
 	}
 	if avNonce != nil && d.cfg.ClaimAutoVPNNonce != nil && !d.cfg.ClaimAutoVPNNonce(from, avNonce) {
 		d.log.Info("IKE_SA_INIT with an AutoVPN nonce already spent", "from", from)
-		return nil, nil, errors.New("AutoVPN nonce already spent")
+		return nil, errors.New("AutoVPN nonce already spent")
 	}
 	// Keep exact copies of what AUTH needs, not the received datagram
 	// they point into.
 	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite,
-		hs: &handshake{group: g, initReq: bytes.Clone(m.Raw())}, nI: bytes.Clone(ni.Data), nR: randNonce(), created: time.Now(), peerMsgID: 1,
+		nI: bytes.Clone(ni.Data), nR: randNonce(), created: time.Now(), peerMsgID: 1,
 		fragOK: m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil}
+	hs := &responderHandshake{handshake: handshake{d: d, sa: sa, initReq: bytes.Clone(m.Raw())}, chosen: chosen}
+	sa.rhs = hs
 	priv, pub, err := g.generate()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	hs.ke = pub
 	shared, err := g.shared(priv, ke.Data)
 	if err != nil {
 		d.log.Debug("bad KE in IKE_SA_INIT", "from", from, "err", err)
-		return nil, nil, &NotifyPayload{NotifyType: INVALID_SYNTAX}
+		return nil, &NotifyPayload{NotifyType: INVALID_SYNTAX}
 	}
 	if err := sa.deriveKeys(shared); err != nil {
 		d.log.Warn("deriving IKE keys", "err", err)
-		return nil, nil, err
+		return nil, err
 	}
+	return hs, nil
+}
+
+// sendInitResponse answers IKE_SA_INIT with our SA, KE and nonce, and
+// keeps the IKE SA half-open (under key in Daemon.half) until IKE_AUTH
+// completes it or the half-open timeout ends it.
+func (hs *responderHandshake) sendInitResponse(key halfKey) {
+	d, sa, p := hs.d, hs.sa, hs.sa.peer
 	r := &Message{Header: Header{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: IKE_SA_INIT, Flags: FlagResponse}}
-	r.Payloads = append(r.Payloads, &SAPayload{Proposals: []Proposal{*chosen}}, &KEPayload{Group: suite.DH, Data: pub},
+	r.Payloads = append(r.Payloads, &SAPayload{Proposals: []Proposal{*hs.chosen}}, &KEPayload{Group: sa.suite.DH, Data: hs.ke},
 		&NoncePayload{Data: sa.nR})
 	r.Payloads = append(r.Payloads, certReqPayloads(&p.PeerAuth)...) // §3.7: in the IKE_SA_INIT response
-	r.Payloads = append(r.Payloads, natNotifies(sa.spiI, sa.spiR, from)...)
+	r.Payloads = append(r.Payloads, natNotifies(sa.spiI, sa.spiR, key.from)...)
 	r.Payloads = append(r.Payloads, sigHashNotify())
 	if sa.fragOK {
 		r.Payloads = append(r.Payloads, &NotifyPayload{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})
 	}
-	b, err := r.Marshal()
-	return sa, b, err
+	resp, err := r.Marshal()
+	if err != nil {
+		return
+	}
+	hs.chosen, hs.ke = nil, nil // in initResp now
+	hs.initResp = resp
+	sa.state = stateInitDone
+	d.putSA(sa.spiR, sa)
+	d.addHalf(key, sa)
+	d.after(d.halfOpenTimeout, func() {
+		if sa.state == stateInitDone {
+			d.teardown(sa, fmt.Errorf("%w: the initiator did not complete IKE_AUTH", ErrNoAnswer))
+		}
+	})
+	d.send(sa, resp)
 }
 
-// responderPeer asks Config.Responder for the opportunistic peer to answer
-// an initiator as.
-func (d *Daemon) responderPeer(from netip.AddrPort, to netip.Addr, nonce []byte) *PeerConfig {
-	p := d.cfg.Responder(from, to, nonce)
-	if p == nil {
-		return nil
-	}
-	if old := d.dynamic[p.Name]; old != nil {
-		return old
-	}
-	p.Opportunistic = true
-	if err := p.setDefaults(); err != nil {
-		d.log.Warn("opportunistic responder", "from", from, "err", err)
-		return nil
-	}
-	d.dynamic[p.Name] = p
-	return p
-}
-
-func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
-	p := sa.peer
-	fail := func(n NotifyType, err error) {
-		d.respond(sa, m, []Payload{&NotifyPayload{NotifyType: n}})
-		d.teardown(sa, err)
-	}
+// processAuth takes the IKE_AUTH request: the initiator's identity and
+// AUTH are verified, with its key looked up first if it must be
+// (lookupKey); on success sendAuthResponse completes the IKE SA.
+func (hs *responderHandshake) processAuth(m *Message) {
+	sa, p := hs.sa, hs.sa.peer
 	idi, auth := m.ID(true), Get[*AuthPayload](m)
 	if idi == nil || auth == nil {
-		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: IKE_AUTH without IDi or AUTH", ErrMissing))
+		hs.fail(m, fmt.Errorf("%w: IKE_AUTH without IDi or AUTH", ErrMissing))
 		return
 	}
 	peerID := Identity{Type: idi.IDType, Data: idi.Data}
 	if p.LookupKey != nil && p.PeerAuth.PublicKey == nil && auth.Method != AuthNULL && sa.lookedUp == nil {
-		// Find the initiator's key (§4.12.2) off the daemon's goroutine;
-		// retransmissions meanwhile are ignored.
-		if sa.hs.lookingUp {
-			return
-		}
-		sa.hs.lookingUp = true
-		from := sa.remote.Addr()
-		go func() {
-			key, err := p.LookupKey(peerID, from)
-			d.call(func() {
-				if sa.state != stateInitDone {
-					return // torn down meanwhile
-				}
-				sa.hs.lookingUp = false
-				if err != nil {
-					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: no key for opportunistic initiator %v at %v: %w", ErrAuth, peerID, from, err))
-					return
-				}
-				sa.lookedUp = key
-				d.onAuthRequest(sa, m)
-			})
-		}()
+		hs.lookupKey(m, peerID)
 		return
 	}
 	if p.CheckNull != nil && auth.Method == AuthNULL {
 		if err := p.CheckNull(sa.remote.Addr()); err != nil {
-			fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: %w", ErrAuth, err))
+			hs.fail(m, fmt.Errorf("%w: %w", ErrAuth, err))
 			return
 		}
 	}
 	// A key looked up for the identity speaks for it; otherwise the
 	// identity must be the configured one.
-	if sa.lookedUp == nil && !d.acceptID(p, peerID) {
-		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
+	if sa.lookedUp == nil && !hs.d.acceptID(p, peerID) {
+		hs.fail(m, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
-	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.hs.initReq, sa.nR, sa.hs.skPi, idi)); err != nil {
-		fail(AUTHENTICATION_FAILED, err)
+	if err := hs.verifyPeer(m, peerID, auth, signedOctets(sa.prf, hs.initReq, sa.nR, hs.skPi, idi)); err != nil {
+		hs.fail(m, err)
 		return
 	}
 	sa.peerIDSeen = peerID
-	readAutoVPN(sa, m)
+	hs.readAutoVPN(m)
+	hs.sendAuthResponse(m, peerID, auth)
+}
+
+// lookupKey finds the initiator's key (§4.12.2) off the daemon's
+// goroutine, then takes the IKE_AUTH request m again; retransmissions
+// meanwhile are ignored.
+func (hs *responderHandshake) lookupKey(m *Message, peerID Identity) {
+	if hs.lookingUp {
+		return
+	}
+	hs.lookingUp = true
+	d, sa := hs.d, hs.sa
+	lookup, from := sa.peer.LookupKey, sa.remote.Addr()
+	go func() {
+		key, err := lookup(peerID, from)
+		d.call(func() {
+			if sa.state != stateInitDone {
+				return // torn down meanwhile
+			}
+			hs.lookingUp = false
+			if err != nil {
+				hs.fail(m, fmt.Errorf("%w: no key for opportunistic initiator %v at %v: %w", ErrAuth, peerID, from, err))
+				return
+			}
+			sa.lookedUp = key
+			hs.processAuth(m)
+		})
+	}()
+}
+
+// fail refuses the IKE_AUTH request m with AUTHENTICATION_FAILED and
+// tears the IKE SA down with err.
+func (hs *responderHandshake) fail(m *Message, err error) {
+	hs.d.respond(hs.sa, m, []Payload{&NotifyPayload{NotifyType: AUTHENTICATION_FAILED}})
+	hs.d.teardown(hs.sa, err)
+}
+
+// sendAuthResponse answers the verified IKE_AUTH request m with our
+// identity and AUTH and the first Child SA (or the notify refusing it),
+// and brings the IKE SA up.
+func (hs *responderHandshake) sendAuthResponse(m *Message, peerID Identity, auth *AuthPayload) {
+	d, sa, p := hs.d, hs.sa, hs.sa.peer
 	id := ourID(p).payload(false)
 	cred := &p.Auth
 	switch {
-	case sa.bySecret:
-		cred = &Credential{PSK: sa.hs.authSecret, Cert: p.Auth.Cert} // answer with the secret the peer used
+	case hs.bySecret:
+		cred = &Credential{PSK: hs.authSecret, Cert: p.Auth.Cert} // answer with the secret the peer used
 	case p.PeerAuth.SharedSecret != nil:
 		// AutoVPN: a shared secret with this peer is used in preference
 		// to our certificate (§9.2), so that we may roll ours.
-		if secret := p.PeerAuth.SharedSecret(peerID, sa.peerCert); secret != nil {
+		if secret := p.PeerAuth.SharedSecret(peerID, hs.peerCert); secret != nil {
 			cred = &Credential{PSK: secret, Cert: p.Auth.Cert}
 		}
 	}
-	ourAuth, err := makeAuth(sa.prf, cred, signedOctets(sa.prf, sa.hs.initResp, sa.nI, sa.hs.skPr, id))
+	ourAuth, err := makeAuth(sa.prf, cred, signedOctets(sa.prf, hs.initResp, sa.nI, hs.skPr, id))
 	if err != nil {
-		fail(AUTHENTICATION_FAILED, err)
+		hs.fail(m, err)
 		return
 	}
-	resp := append(append(append([]Payload{id}, certPayloads(p)...), autovpnPayloads(sa)...), ourAuth)
+	resp := append(append(append([]Payload{id}, certPayloads(p)...), hs.autovpnPayloads()...), ourAuth)
 	childOK := false
 	sap, tsi, tsr := Get[*SAPayload](m), m.TS(true), m.TS(false)
 	if sap != nil && tsi != nil && tsr != nil {
@@ -276,7 +305,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	d.established(sa)
 	p.restarts = 0
 	d.respond(sa, m, resp)
-	d.reportEstablished(sa)
+	hs.reportEstablished()
 	d.dropHalf(sa)
 	d.log.Info("IKE SA established", "peer", p.Name, "remote", sa.remote, "peer_id", peerID, "auth", authMethodName(auth.Method),
 		"spi_i", fmt.Sprintf("%016x", sa.spiI), "spi_r", fmt.Sprintf("%016x", sa.spiR), "child", childOK)
@@ -321,4 +350,23 @@ func (d *Daemon) respondChild(sa *ikeSA, resp []Payload, sap *SAPayload, tsi, ts
 	ours.SPI = binary.BigEndian.AppendUint32(nil, spi)
 	return append(resp, &SAPayload{Proposals: []Proposal{ours}},
 		&TSPayload{Initiator: true, Selectors: ni}, &TSPayload{Initiator: false, Selectors: nr}), true
+}
+
+// responderPeer asks Config.Responder for the opportunistic peer to answer
+// an initiator as.
+func (d *Daemon) responderPeer(from netip.AddrPort, to netip.Addr, nonce []byte) *PeerConfig {
+	p := d.cfg.Responder(from, to, nonce)
+	if p == nil {
+		return nil
+	}
+	if old := d.dynamic[p.Name]; old != nil {
+		return old
+	}
+	p.Opportunistic = true
+	if err := p.setDefaults(); err != nil {
+		d.log.Warn("opportunistic responder", "from", from, "err", err)
+		return nil
+	}
+	d.dynamic[p.Name] = p
+	return p
 }

@@ -2,7 +2,6 @@ package ike
 
 import (
 	"crypto"
-	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -38,10 +37,10 @@ type ikeSA struct {
 	natt      bool           // IKE moved to the NAT-T port
 	created   time.Time
 
-	// hs is the state of IKE_SA_INIT and IKE_AUTH, dropped once the IKE
-	// SA is up (nil for one made by a rekey, but while its keys are
-	// derived).
-	hs *handshake
+	// ihs or rhs, by our role, is the state of IKE_SA_INIT and IKE_AUTH,
+	// dropped once the IKE SA is up (neither for one made by a rekey).
+	ihs *initiatorHandshake
+	rhs *responderHandshake
 
 	suite   Suite
 	prf     *prfFunc
@@ -70,19 +69,15 @@ type ikeSA struct {
 	rekeyAt        time.Time // when rekeyTimer fires (for status)
 	dpdTimer       *time.Timer
 	keepaliveTimer *time.Timer
-	rekeyed        bool              // replaced by a rekeyed IKE SA: children moved away
-	stopped        bool              // ended by Down or Close: not restarted
-	suspect        bool              // the peer may have lost it: liveness checks give up sooner
-	rekeyingIKE    bool              // our CREATE_CHILD_SA rekeying this IKE SA is under way
-	next           *ikeSA            // the IKE SA that replaced this one
-	colliding      *ikeSA            // the peer's rekey of this SA, made while ours ran (§2.8.2)
-	creatingChild  bool              // our CREATE_CHILD_SA for a new Child SA is under way
-	lookedUp       crypto.PublicKey  // the key found by PeerConfig.LookupKey, which verified the peer's AUTH
-	peerNull       bool              // the peer authenticated with AUTH_NULL
-	peerCert       *x509.Certificate // the certificate the peer presented, until reported
-	bySecret       bool              // the peer authenticated with the AutoVPN shared secret
-	sentSecretReq  bool              // AUTOVPN_SHARED_SECRET was in an IKE_AUTH message of this SA
-	peerContact    string            // the peer's Contact Details, until reported
+	rekeyed        bool             // replaced by a rekeyed IKE SA: children moved away
+	stopped        bool             // ended by Down or Close: not restarted
+	suspect        bool             // the peer may have lost it: liveness checks give up sooner
+	rekeyingIKE    bool             // our CREATE_CHILD_SA rekeying this IKE SA is under way
+	next           *ikeSA           // the IKE SA that replaced this one
+	colliding      *ikeSA           // the peer's rekey of this SA, made while ours ran (§2.8.2)
+	creatingChild  bool             // our CREATE_CHILD_SA for a new Child SA is under way
+	lookedUp       crypto.PublicKey // the key found by PeerConfig.LookupKey, which verified the peer's AUTH
+	peerNull       bool             // the peer authenticated with AUTH_NULL
 
 	// coverAsked are the remote selectors asked for in Child SAs of
 	// their own after the peer narrowed ours (coverSelectors).
@@ -129,19 +124,6 @@ type ChildSA struct {
 	// arrives on it while an older SA covers the same traffic (we answered
 	// a rekey; the peer installs its inbound SA when our answer arrives).
 	Deferred bool
-}
-
-// forgetAuthState drops the handshake state once the IKE SA is up, with
-// SK_pi and SK_pr zeroed. Reauthentication makes a new IKE SA, and a
-// retransmitted IKE_AUTH request is answered from lastResp, so nothing
-// needs it again; the nonces stay in the SA (the first Child SA's keys,
-// §2.17, and the duplicate check, §2.8.1).
-func (sa *ikeSA) forgetAuthState() {
-	if sa.hs != nil {
-		clear(sa.hs.skPi)
-		clear(sa.hs.skPr)
-		sa.hs = nil // the AutoVPN secret in it is the trust store's, not ours to zero
-	}
 }
 
 // current follows the chain of rekeys from sa to the IKE SA that now owns
@@ -238,10 +220,10 @@ func (sa *ikeSA) deriveKeysFrom(prf *prfFunc, skeyseed []byte) error {
 	sa.skD = take(prf.size)
 	skAi, skAr := take(integ.keyLen), take(integ.keyLen)
 	skEi, skEr := take(eLen), take(eLen)
-	if sa.hs == nil {
-		sa.hs = &handshake{} // a rekey's: established drops it at once
+	skPi, skPr := take(prf.size), take(prf.size)
+	if hs := sa.hs(); hs != nil {
+		hs.skPi, hs.skPr = skPi, skPr // a rekey's IKE SA has no AUTH to key
 	}
-	sa.hs.skPi, sa.hs.skPr = take(prf.size), take(prf.size)
 	ci, err := newSKCipher(encr, integ, skEi, skAi)
 	if err != nil {
 		return err

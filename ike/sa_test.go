@@ -32,11 +32,22 @@ func newTestSAPair(tb testing.TB, k int) (i, r *ikeSA) {
 	return i, r
 }
 
+// withHandshake gives sa the handshake state of its role, where
+// deriveKeys puts SK_pi and SK_pr.
+func withHandshake(sa *ikeSA) {
+	if sa.initiator {
+		sa.ihs = &initiatorHandshake{handshake: handshake{sa: sa}}
+	} else {
+		sa.rhs = &responderHandshake{handshake: handshake{sa: sa}}
+	}
+}
+
 func makeTestSAPair(k int) (i, r *ikeSA, err error) {
 	sas := make([]*ikeSA, 2)
 	for n, initiator := range []bool{true, false} {
 		sa := &ikeSA{initiator: initiator, suite: skSuites[k].suite(),
 			nI: seq(0x10, 32), nR: seq(0x50, 48), spiI: testSPIi(k), spiR: testSPIr}
+		withHandshake(sa)
 		if err := sa.deriveKeys(testShared); err != nil {
 			return nil, nil, fmt.Errorf("%s: deriveKeys: %w", skSuites[k].name, err)
 		}
@@ -86,7 +97,7 @@ func TestDeriveKeys(t *testing.T) {
 			skPi, skPr := take(prfSize), take(prfSize)
 
 			for _, sa := range []*ikeSA{i, r} {
-				if !bytes.Equal(sa.skD, skD) || !bytes.Equal(sa.hs.skPi, skPi) || !bytes.Equal(sa.hs.skPr, skPr) {
+				if !bytes.Equal(sa.skD, skD) || !bytes.Equal(sa.hs().skPi, skPi) || !bytes.Equal(sa.hs().skPr, skPr) {
 					t.Fatalf("initiator=%v: SK_d, SK_pi or SK_pr differ from the hand computation", sa.initiator)
 				}
 			}
@@ -272,6 +283,7 @@ func TestRekeyKeys(t *testing.T) {
 	}{{oldR, true}, {oldI, false}} { // the original responder rekeys
 		n := &ikeSA{initiator: c.initiator, suite: skSuites[k].suite(), nI: seq(0x21, 32), nR: seq(0x61, 32),
 			spiI: 0xaaaaaaaaaaaaaaaa, spiR: 0xbbbbbbbbbbbbbbbb}
+		withHandshake(n) // to see SK_pi and SK_pr, which a rekey does not keep
 		if err := n.rekeyKeys(c.old, shared); err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +299,7 @@ func TestRekeyKeys(t *testing.T) {
 	km := handPRFPlus(prfIDs[2].hash, skeyseed, seed, 64*3+2*64+2*32)
 	skD, skPi, skPr := km[:64], km[64+2*64+2*32:][:64], km[64+2*64+2*32+64:]
 	for _, n := range nsas {
-		if !bytes.Equal(n.skD, skD) || !bytes.Equal(n.hs.skPi, skPi) || !bytes.Equal(n.hs.skPr, skPr) {
+		if !bytes.Equal(n.skD, skD) || !bytes.Equal(n.hs().skPi, skPi) || !bytes.Equal(n.hs().skPr, skPr) {
 			t.Fatalf("initiator=%v: keys differ from the hand computation", n.initiator)
 		}
 		if n.prf.size != 64 {

@@ -31,19 +31,22 @@ type Datapath interface {
 	ReserveSPI() (uint32, error)
 	// ReleaseSPI frees a reserved SPI that was not installed.
 	ReleaseSPI(spi uint32)
-	// InstallChild installs an established Child SA (using its reserved
-	// inbound SPI) and sets c.Handle.
+	// InstallChild installs an established Child SA, described by c's
+	// exported fields (it keeps no reference to c). From then on the
+	// daemon and the datapath name it by its inbound SPI, c.In.SPI, which
+	// ReserveSPI gave.
 	InstallChild(c *ChildSA) error
-	// RemoveChild removes an installed Child SA.
-	RemoveChild(c *ChildSA)
-	// RetireChild removes a Child SA that a rekey replaced: it carries
-	// no outbound traffic from now on, and its inbound SA is uninstalled
-	// after linger, so that packets the peer sent on it before switching
-	// are still accepted.
-	RetireChild(c *ChildSA, linger time.Duration)
-	// ChildInPackets returns how many packets the Child SA accepted, for
-	// dead-peer detection.
-	ChildInPackets(c *ChildSA) uint64
+	// RemoveChild removes the installed Child SA whose inbound SPI is
+	// spi, if there is one.
+	RemoveChild(spi uint32)
+	// RetireChild removes the Child SA whose inbound SPI is spi, which a
+	// rekey replaced: it carries no outbound traffic from now on, and its
+	// inbound SA is uninstalled after linger, so that packets the peer
+	// sent on it before switching are still accepted.
+	RetireChild(spi uint32, linger time.Duration)
+	// ChildInPackets returns how many packets the Child SA whose inbound
+	// SPI is spi accepted, for dead-peer detection.
+	ChildInPackets(spi uint32) uint64
 	// SendKeepalive sends a NAT-keepalive (RFC 3948 §2.3) from the NAT-T
 	// port.
 	SendKeepalive(to netip.AddrPort) error
@@ -330,12 +333,12 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		if c.rekeyTimer != nil {
 			c.rekeyTimer.Stop()
 		}
-		d.dp.RemoveChild(c)
+		d.dp.RemoveChild(c.In.SPI)
 	}
 	sa.children = nil
-	if sa.childSPI != 0 {
-		d.dp.ReleaseSPI(sa.childSPI)
-		sa.childSPI = 0
+	if sa.hs != nil && sa.hs.childSPI != 0 {
+		d.dp.ReleaseSPI(sa.hs.childSPI)
+		sa.hs.childSPI = 0
 	}
 	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)

@@ -25,7 +25,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 			// Simultaneous rekey (§2.8.1): the SA with the lowest
 			// nonce is redundant, and we created it: delete it.
 			d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
-			d.dp.RemoveChild(nc) // stop sending on it now; the Delete follows
+			d.dp.RemoveChild(nc.In.SPI) // stop sending on it now; the Delete follows
 			d.deleteChild(nc)
 			return
 		}
@@ -162,10 +162,10 @@ const rekeyedLinger = 5 * time.Second
 // one a rekey replaced, with its inbound SA lingering.
 func (d *Daemon) uninstallChild(c *ChildSA) {
 	if c.replaced {
-		d.dp.RetireChild(c, rekeyedLinger)
+		d.dp.RetireChild(c.In.SPI, rekeyedLinger)
 		return
 	}
-	d.dp.RemoveChild(c)
+	d.dp.RemoveChild(c.In.SPI)
 }
 
 // onCreateChildSA answers a CREATE_CHILD_SA request: a Child SA rekey, a new

@@ -25,6 +25,7 @@ type testEndpoint struct {
 	net  *Netstack
 	addr netip.Addr
 	ike  chan []byte
+	ctl  testControl // what the engine hands its control plane (see route)
 }
 
 func newTestEndpoint(t testing.TB, addr netip.Addr) *testEndpoint {
@@ -34,16 +35,19 @@ func newTestEndpoint(t testing.TB, addr netip.Addr) *testEndpoint {
 		t.Fatal(err)
 	}
 	te := &testEndpoint{net: tnet, addr: addr, ike: make(chan []byte, 16)}
-	te.eng, err = New(Config{Device: dev, OnIKE: func(msg []byte, _ netip.AddrPort, _ netip.Addr, natt bool) {
-		m := append([]byte(nil), msg...)
-		if natt {
-			m = append([]byte("natt:"), m...)
-		}
-		te.ike <- m
-	}})
+	te.eng, err = New(Config{Device: dev})
 	if err != nil {
 		t.Fatal(err)
 	}
+	te.route(func(c *testControl) {
+		c.ike = func(msg []byte, _ netip.AddrPort, _ netip.Addr, natt bool) {
+			m := append([]byte(nil), msg...)
+			if natt {
+				m = append([]byte("natt:"), m...)
+			}
+			te.ike <- m
+		}
+	})
 	t.Cleanup(func() { te.eng.Close() })
 	return te
 }
@@ -385,7 +389,9 @@ func TestHardExpiryRemovesPair(t *testing.T) {
 	k := make([]byte, tr.KeyLen())
 	var mu sync.Mutex
 	var events []esp.Event
-	a.eng.SetSAEventHandler(func(_ *SAPair, ev esp.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() })
+	a.route(func(c *testControl) {
+		c.saEvent = func(_ *SAPair, ev esp.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }
+	})
 	_, err := a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
 		Out: esp.Config{Transform: tr, SPI: 0x7001, Key: k, Soft: esp.Lifetime{Packets: 2}, Hard: esp.Lifetime{Packets: 3}},
 		In:  esp.Config{Transform: tr, SPI: 0x7002, Key: k}})

@@ -82,6 +82,13 @@ type NodeConfig struct {
 
 	// Logger receives the node's log; nil discards it.
 	Logger *slog.Logger
+
+	// engineConfig and ikeConfig, if set, adjust the engine's and the IKE
+	// daemon's configuration before they start: the tests' knobs that the
+	// file does not have (a recording clear path, COOKIEs always, another
+	// authorizer, a tap on OnChange).
+	engineConfig func(*Config)
+	ikeConfig    func(*ike.Config)
 }
 
 // Peer is a configured IKEv2 peer and when to bring it up.
@@ -237,6 +244,9 @@ func (n *Node) startEngine() error {
 				return err
 			}
 		}
+	}
+	if cfg.engineConfig != nil {
+		cfg.engineConfig(&tcfg)
 	}
 	eng, err := New(tcfg)
 	if err != nil {
@@ -427,6 +437,9 @@ func (n *Node) startIKE() error {
 	if n.av != nil {
 		icfg.ClaimAutoVPNNonce = n.av.ClaimNonce
 	}
+	if cfg.ikeConfig != nil {
+		cfg.ikeConfig(&icfg)
+	}
 	d, err := ike.New(icfg)
 	if err != nil {
 		return err
@@ -449,14 +462,7 @@ func (n *Node) startIKE() error {
 			n.eng.SetTrap(p.IKE.Name, p.IKE.LocalTS, p.IKE.RemoteTS)
 		}
 	}
-	n.eng.SetAcquireHandler(d.Acquire)
-	n.eng.SetIKEHandler(d.HandlePacketTo)
-	n.eng.SetUnknownSPIHandler(d.UnknownESP)
-	n.eng.SetSAEventHandler(func(p *SAPair, ev esp.Event) {
-		if c, ok := p.Owner.(*ike.ChildSA); ok {
-			d.ChildEvent(c, ev == esp.EventHardExpire)
-		}
-	})
+	n.eng.SetControl(&controlPlane{ike: d, oe: n.oe, av: n.av})
 	return nil
 }
 

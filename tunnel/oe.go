@@ -132,7 +132,8 @@ func responderName(src netip.Addr) string { return "oe-in-" + src.String() }
 
 // NewOpportunism creates the manager. Call Start with the IKE daemon,
 // whose Config.Responder and Config.OnChange must lead to Responder and
-// OnChange.
+// OnChange, and the engine's Control to the manager (NewNode wires all
+// three).
 func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
@@ -150,7 +151,6 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
-	eng.SetKeyed(o.keyed)
 	return o
 }
 
@@ -173,11 +173,11 @@ func (o *Opportunism) forgetKey(dst netip.Addr) {
 	o.peerKeys.forget(dst)
 }
 
-// Start hooks the manager to the engine's acquires and starts the
-// lifespan checks.
+// Start starts the lifespan checks. The node's control plane hands the
+// manager the engine's opportunistic acquires (acquire) and asks it which
+// addresses publish keys (keyed).
 func (o *Opportunism) Start(d *ike.Daemon) {
 	o.ike = d
-	o.eng.SetOpportunist(o.acquire)
 	interval := min(o.cfg.Lifespan/4, 5*time.Second)
 	o.spawn(func() {
 		t := time.NewTicker(interval)

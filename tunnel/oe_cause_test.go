@@ -29,7 +29,7 @@ func TestOpportunisticFailureCause(t *testing.T) {
 		{"refused", func(t *testing.T, mn *memnet.Network, dst netip.Addr) {
 			// An IKE daemon that knows the victim's address as a PSK
 			// peer: it refuses the AUTH_NULL the opportunist sends.
-			b := &ikeEnd{testEndpoint: newMemEndpoint(t, mn, dst)}
+			b := newMemIKEEnd(mn, dst)
 			startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: oeVictim, Auth: ike.Credential{PSK: []byte("a pre-shared key of some length")},
 				PeerAuth: ike.PeerAuth{PSK: []byte("a pre-shared key of some length")}, LocalTS: hostSel(dst), RemoteTS: hostSel(oeVictim)})
 		}, []string{"IKE failed with gateway 10.98.0.30: peer refused IKE_AUTH: AUTHENTICATION_FAILED", "AUTH_NULL"}},

@@ -35,8 +35,10 @@ type PairConfig struct {
 	// only once opportunism decided that the address would go clear
 	// (Decide): only then is it better than the alternative.
 	Unauthenticated bool
-	// Owner becomes the pair's Owner, set before the pair is published.
-	Owner any
+	// Auth is how IKE authenticated the peer of a negotiated pair (as
+	// ike.Credential.Method names it: "psk", "signature", "null", …);
+	// empty for a statically keyed pair.
+	Auth string
 }
 
 // SAPair is an installed pair of SAs.
@@ -56,8 +58,9 @@ type SAPair struct {
 	ep            conn.Endpoint
 	Peer          netip.AddrPort
 
-	// Owner is the control plane's object for the pair (an *ike.ChildSA).
-	Owner any
+	// Auth is PairConfig.Auth: empty for a statically keyed pair. The
+	// IKE daemon knows a negotiated pair by In.SPI().
+	Auth string
 
 	// admitted is set on an unauthenticated pair for a private-or-clear
 	// address once Decide sent that address clear: it may then carry
@@ -82,7 +85,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if len(pc.Local) == 0 || len(pc.Remote) == 0 {
 		return nil, errors.New("tunnel: SA pair without traffic selectors")
 	}
-	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated, Owner: pc.Owner}
+	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated, Auth: pc.Auth}
 	p.ready.Store(!pc.Deferred)
 	onEvent := func(_ *esp.SA, ev esp.Event) {
 		select {

@@ -353,8 +353,8 @@ func (n *Node) Status() Status {
 				ps.State = PeerConnecting
 			}
 			for i, c := range sa.Children {
-				p, ok := c.Handle.(*SAPair)
-				if !ok {
+				p := n.eng.pairBySPI(c.In.SPI)
+				if p == nil {
 					continue
 				}
 				owned[p] = true

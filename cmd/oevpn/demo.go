@@ -330,8 +330,12 @@ func (d *demoWorld) partOE(out io.Writer) error {
 		}
 	}
 	if p := a.Engine().PairFor(demoB); p != nil {
-		if ch, ok := p.Owner.(*ike.ChildSA); ok {
-			fmt.Fprintf(out, "  ESP: Child SA %s, out spi %#08x, in spi %#08x, selectors %v ⇄ %v\n", ch.Suite, p.Out.SPI(), p.In.SPI(), ch.Local, ch.Remote)
+		for _, sa := range a.IKE().SAs() {
+			for _, ch := range sa.Children {
+				if ch.In.SPI == p.In.SPI() {
+					fmt.Fprintf(out, "  ESP: Child SA %s, out spi %#08x, in spi %#08x, selectors %v ⇄ %v\n", ch.Suite, p.Out.SPI(), p.In.SPI(), ch.Local, ch.Remote)
+				}
+			}
 		}
 	}
 	fmt.Fprintf(out, "  first packet (SYN) held by A, delivered to B %v later; echo through ESP OK\n", delivered.Sub(start).Round(100*time.Microsecond))

@@ -298,8 +298,20 @@ func (g *avGateway) startIKE(d *demoWorld, responder func(netip.AddrPort, netip.
 		return nil, err
 	}
 	d.closer = append(d.closer, dm.Close)
-	g.node.Engine().SetIKEHandler(dm.HandlePacketTo)
+	g.node.Engine().SetControl(demoIKE{d: dm})
 	return dm, nil
+}
+
+// demoIKE hands the engine's IKE messages to the demo's own daemon.
+type demoIKE struct {
+	tunnel.NopControl
+	d *ike.Daemon
+}
+
+// IKE implements tunnel.Control.
+func (c demoIKE) IKE(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) bool {
+	c.d.HandlePacketTo(msg, from, to, natt)
+	return true
 }
 
 // responder answers an IKE_SA_INIT that carries the nonce of a probe this

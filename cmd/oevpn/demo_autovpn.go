@@ -35,8 +35,9 @@ var (
 	demoH2 = netip.MustParseAddr("10.2.0.1")
 )
 
-// avGateway is one AutoVPN gateway of the demo: a node, its probe gateway,
-// its IKE daemon and its trust store, wired as tunnel.AutoVPN wires them.
+// avGateway is one AutoVPN gateway of the demo (or host A, its own
+// gateway, in the status part): a node, its probe gateway, its IKE daemon
+// and its trust store, wired as tunnel.AutoVPN wires them.
 type avGateway struct {
 	name     string
 	addr     netip.Addr // outer
@@ -200,9 +201,9 @@ func (d *demoWorld) gateways() (g1, g2 *avGateway, err error) {
 }
 
 // answerProbes gives g a probe gateway that answers probes for hosts (as
-// G1 does): ICMP to them and to g reaches it in process (inFront), its UDP Probe
-// Responses leave from port 4501 of its outer address, beside its
-// engine's socket, and completed probes go to g.completed.
+// G1 does): ICMP to them and to g reaches it in process (inFront), its
+// UDP Probe Responses leave from port 4501 of its outer address, beside
+// its engine's socket, and completed probes go to g.completed.
 func (d *demoWorld) answerProbes(g *avGateway, hosts ...netip.Addr) error {
 	udp, err := d.openBind(g.addr, 4501, nil)
 	if err != nil {

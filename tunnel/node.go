@@ -53,7 +53,10 @@ type NodeConfig struct {
 	// after the device exists. Nil keeps them in memory, which is only
 	// right for keys made for this run.
 	Sequences func(key []byte) (esp.SeqStore, error)
-	// Peers are the configured IKEv2 peers.
+	// Peers are the configured IKEv2 peers. Nothing fills in a PSK
+	// peer's LocalID: leave it empty and the peer is sent the null
+	// identity, which it refuses; `oevpn up` sets our address toward the
+	// peer, as strongSwan does.
 	Peers []Peer
 	// Policy classifies destinations (opportunism, block, clear).
 	Policy Policy

@@ -107,34 +107,17 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 	peers := clonePeers(cfg.Peers) // before the daemon has them
 	policyChanged := !reflect.DeepEqual(old.Policy, cfg.Policy)
 	var classes *policy.Classes
+	var err error
 	if policyChanged {
-		var err error
 		if classes, err = n.classesOf(cfg.Policy); err != nil {
 			return rep, err
 		}
 	}
 
 	// Routes first: the one step that may fail, undone by AddRoutes.
-	var added []Route
-	if n.dev != nil {
-		if n.routed == nil {
-			n.routed = map[netip.Prefix]bool{}
-			for _, r := range n.routesOf(old) {
-				n.routed[r.Prefix.Masked()] = true
-			}
-		}
-		var want []Route
-		for _, r := range n.routesOf(cfg) {
-			if !n.routed[r.Prefix.Masked()] {
-				want = append(want, r)
-			}
-		}
-		if len(want) > 0 {
-			var err error
-			if added, err = n.dev.AddRoutes(want); err != nil {
-				return rep, fmt.Errorf("routing the new peers' and prefixes' traffic into the device: %w", err)
-			}
-		}
+	added, err := n.addRoutes(old, cfg)
+	if err != nil {
+		return rep, err
 	}
 
 	// The classes, before the peers: a tightened policy applies at once
@@ -174,31 +157,7 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 		n.routed[r.Prefix] = true
 		rep.Routes = append(rep.Routes, r.Prefix.String())
 	}
-	oldByName := map[string]Peer{}
-	for _, p := range old.Peers {
-		oldByName[p.IKE.Name] = p
-	}
-	for i, p := range peers {
-		q, had := oldByName[p.IKE.Name]
-		if slices.Contains(rep.Unchanged, p.IKE.Name) {
-			peers[i].IKE = q.IKE // the same, as the daemon kept its own
-		}
-		delete(oldByName, p.IKE.Name)
-		switch {
-		case p.Start == StartNever:
-			n.eng.RemoveTrap(p.IKE.Name)
-		case !had || q.Start == StartNever || !slices.Contains(rep.Unchanged, p.IKE.Name):
-			n.eng.SetTrap(p.IKE.Name, p.IKE.LocalTS, p.IKE.RemoteTS)
-		}
-	}
-	for name := range oldByName {
-		n.eng.RemoveTrap(name)
-		n.statusMu.Lock()
-		delete(n.errors, name)
-		n.statusMu.Unlock()
-	}
-	n.peers.Store(&peers)
-	n.cfg.Peers = peers
+	n.setPeers(old.Peers, peers, rep.Unchanged)
 
 	for _, p := range peers {
 		if p.Start == StartNow && !slices.Contains(rep.Unchanged, p.IKE.Name) {
@@ -210,6 +169,67 @@ func (n *Node) Reload(cfg NodeConfig) (ReloadReport, error) {
 	n.log.Info("configuration reloaded", "added", rep.Added, "removed", rep.Removed, "changed", rep.Changed,
 		"unchanged", rep.Unchanged, "policy_changed", rep.Policy, "routes_added", rep.Routes)
 	return rep, nil
+}
+
+// addRoutes routes into the device the prefixes of cfg that old did not
+// have, and returns them; on error it added none.
+func (n *Node) addRoutes(old, cfg NodeConfig) ([]Route, error) {
+	if n.dev == nil {
+		return nil, nil
+	}
+	if n.routed == nil {
+		n.routed = map[netip.Prefix]bool{}
+		for _, r := range n.routesOf(old) {
+			n.routed[r.Prefix.Masked()] = true
+		}
+	}
+	var want []Route
+	for _, r := range n.routesOf(cfg) {
+		if !n.routed[r.Prefix.Masked()] {
+			want = append(want, r)
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	added, err := n.dev.AddRoutes(want)
+	if err != nil {
+		return nil, fmt.Errorf("routing the new peers' and prefixes' traffic into the device: %w", err)
+	}
+	return added, nil
+}
+
+// setPeers makes peers the node's configured peers in place of old, once
+// the daemon has them: the traps of each (those of unchanged peers kept,
+// as their *ike.PeerConfig, which the daemon kept), and the last errors
+// of removed ones forgotten.
+func (n *Node) setPeers(old, peers []Peer, unchanged []string) {
+	oldByName := map[string]Peer{}
+	for _, p := range old {
+		oldByName[p.IKE.Name] = p
+	}
+	for i, p := range peers {
+		q, had := oldByName[p.IKE.Name]
+		same := slices.Contains(unchanged, p.IKE.Name)
+		if same {
+			peers[i].IKE = q.IKE
+		}
+		delete(oldByName, p.IKE.Name)
+		switch {
+		case p.Start == StartNever:
+			n.eng.RemoveTrap(p.IKE.Name)
+		case !had || q.Start == StartNever || !same:
+			n.eng.SetTrap(p.IKE.Name, p.IKE.LocalTS, p.IKE.RemoteTS)
+		}
+	}
+	for name := range oldByName {
+		n.eng.RemoveTrap(name)
+		n.statusMu.Lock()
+		delete(n.errors, name)
+		n.statusMu.Unlock()
+	}
+	n.peers.Store(&peers)
+	n.cfg.Peers = peers
 }
 
 // refuseReload names the first setting that differs between old and cfg

@@ -54,7 +54,23 @@ const (
 	PeerConfigured    = "configured"
 	PeerOpportunistic = "opportunistic"
 	PeerAutoVPN       = "autovpn"
+	// PeerAdded is a peer a program added to the IKE daemon itself
+	// (Node.IKE().AddPeer), none of the above.
+	PeerAdded = "added"
 )
+
+// peerKind tells the kind of a peer that is not configured by the names
+// opportunism ("oe-…") and AutoVPN ("av-…", "autovpn-…") give the peers
+// they make.
+func peerKind(name string) string {
+	switch {
+	case strings.HasPrefix(name, "oe-"):
+		return PeerOpportunistic
+	case strings.HasPrefix(name, "av-"), strings.HasPrefix(name, "autovpn-"):
+		return PeerAutoVPN
+	}
+	return PeerAdded
+}
 
 // Peer states.
 const (
@@ -328,11 +344,7 @@ func (n *Node) Status() Status {
 		for _, sa := range n.ike.SAs() {
 			ps := byName[sa.Peer]
 			if ps == nil {
-				kind := PeerAutoVPN
-				if strings.HasPrefix(sa.Peer, "oe-") {
-					kind = PeerOpportunistic
-				}
-				ps = &PeerStatus{Name: sa.Peer, Kind: kind, State: PeerDown, IKESAs: []IKESAStatus{}}
+				ps = &PeerStatus{Name: sa.Peer, Kind: peerKind(sa.Peer), State: PeerDown, IKESAs: []IKESAStatus{}}
 				byName[sa.Peer] = ps
 			}
 			is := IKESAStatus{Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator, LocalID: sa.LocalID,

@@ -16,9 +16,11 @@
 //   - crypto: crypto.go, suite.go (proposals and their parsing), auth.go
 //     (AUTH payloads, certificates, CERTREQ);
 //   - the exchanges, per role: handshake_initiator.go and
-//     handshake_responder.go (IKE_SA_INIT and IKE_AUTH), handshake.go
+//     handshake_responder.go (IKE_SA_INIT and IKE_AUTH, each its role's
+//     script: the steps as methods in the order they run), handshake.go
 //     (what both share: installing the first Child SA, verifying the
-//     peer), handshake_state.go (what an IKE SA holds only until it is
+//     peer), handshake_state.go (initiatorHandshake and
+//     responderHandshake, what an IKE SA holds only until it is
 //     established: DH, COOKIE, the messages AUTH signs; sa.go holds the
 //     established SA), children.go and rekey_child.go (CREATE_CHILD_SA for new and
 //     rekeyed Child SAs), rekey_ike.go (IKE SA rekeying), informational.go

@@ -40,36 +40,57 @@ type StdNetBind struct {
 	ipv6TxOffload bool
 	ipv6RxOffload bool
 
-	// these two fields are not guarded by mu
-	udpAddrPool sync.Pool
-	msgsPool    sync.Pool
+	// free holds the send batches not in use (not guarded by mu). oevpn:
+	// a free list rather than upstream's sync.Pools, which garbage
+	// collections empty: a datapath that allocates nothing still made
+	// 257 objects for its next send after two of them.
+	free chan *sendBatch
 
 	blackhole4 bool
 	blackhole6 bool
 }
 
 func NewStdNetBind() Bind {
-	return &StdNetBind{
-		udpAddrPool: sync.Pool{
-			New: func() any {
-				return &net.UDPAddr{
-					IP: make([]byte, 16),
-				}
-			},
-		},
+	return &StdNetBind{free: make(chan *sendBatch, maxFreeSendBatches)}
+}
 
-		msgsPool: sync.Pool{
-			New: func() any {
-				// ipv6.Message and ipv4.Message are interchangeable as they are
-				// both aliases for x/net/internal/socket.Message.
-				msgs := make([]ipv6.Message, IdealBatchSize)
-				for i := range msgs {
-					msgs[i].Buffers = make(net.Buffers, 1)
-					msgs[i].OOB = make([]byte, 0, stickyControlSize+gsoControlSize)
-				}
-				return &msgs
-			},
-		},
+// maxFreeSendBatches bounds the send batches a StdNetBind keeps for
+// concurrent senders; more are made and dropped again.
+const maxFreeSendBatches = 8
+
+// sendBatch is what one Send uses: the messages and the destination.
+type sendBatch struct {
+	msgs []ipv6.Message
+	ua   net.UDPAddr
+}
+
+// newMessages returns IdealBatchSize messages with their buffer slots and
+// room for the control messages.
+func newMessages() *[]ipv6.Message {
+	// ipv6.Message and ipv4.Message are interchangeable as they are
+	// both aliases for x/net/internal/socket.Message.
+	msgs := make([]ipv6.Message, IdealBatchSize)
+	for i := range msgs {
+		msgs[i].Buffers = make(net.Buffers, 1)
+		msgs[i].OOB = make([]byte, 0, stickyControlSize+gsoControlSize)
+	}
+	return &msgs
+}
+
+func (s *StdNetBind) getSendBatch() *sendBatch {
+	select {
+	case b := <-s.free:
+		return b
+	default:
+		return &sendBatch{msgs: *newMessages(), ua: net.UDPAddr{IP: make([]byte, 16)}}
+	}
+}
+
+func (s *StdNetBind) putSendBatch(b *sendBatch) {
+	resetMessages(&b.msgs)
+	select {
+	case s.free <- b:
+	default:
 	}
 }
 
@@ -198,20 +219,11 @@ again:
 	return fns, uint16(port), nil
 }
 
-func (s *StdNetBind) putMessages(msgs *[]ipv6.Message) {
-	resetMessages(msgs)
-	s.msgsPool.Put(msgs)
-}
-
 func resetMessages(msgs *[]ipv6.Message) {
 	for i := range *msgs {
 		(*msgs)[i].OOB = (*msgs)[i].OOB[:0]
 		(*msgs)[i] = ipv6.Message{Buffers: (*msgs)[i].Buffers, OOB: (*msgs)[i].OOB}
 	}
-}
-
-func (s *StdNetBind) getMessages() *[]ipv6.Message {
-	return s.msgsPool.Get().(*[]ipv6.Message)
 }
 
 var (
@@ -288,8 +300,8 @@ func (s *StdNetBind) receiveIP(
 
 func (s *StdNetBind) makeReceiveIPv4(pc *ipv4.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
 	// The function is called by one goroutine at a time: its messages
-	// are its own (a pool's are dropped by garbage collections).
-	br, msgs := newBatchReader(conn, pc), s.getMessages()
+	// are its own.
+	br, msgs := newBatchReader(conn, pc), newMessages()
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
 		return s.receiveIP(br, conn, rxOffload, msgs, bufs, sizes, eps)
 	}
@@ -297,8 +309,8 @@ func (s *StdNetBind) makeReceiveIPv4(pc *ipv4.PacketConn, conn *net.UDPConn, rxO
 
 func (s *StdNetBind) makeReceiveIPv6(pc *ipv6.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
 	// The function is called by one goroutine at a time: its messages
-	// are its own (a pool's are dropped by garbage collections).
-	br, msgs := newBatchReader(conn, pc), s.getMessages()
+	// are its own.
+	br, msgs := newBatchReader(conn, pc), newMessages()
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
 		return s.receiveIP(br, conn, rxOffload, msgs, bufs, sizes, eps)
 	}
@@ -376,10 +388,9 @@ func (s *StdNetBind) Send(bufs [][]byte, endpoint Endpoint) error {
 		return syscall.EAFNOSUPPORT
 	}
 
-	msgs := s.getMessages()
-	defer s.putMessages(msgs)
-	ua := s.udpAddrPool.Get().(*net.UDPAddr)
-	defer s.udpAddrPool.Put(ua)
+	sb := s.getSendBatch()
+	defer s.putSendBatch(sb)
+	msgs, ua := &sb.msgs, &sb.ua
 	if is6 {
 		// oevpn: resize before copying. Upstream copies first, so an
 		// address left at 4 octets by an IPv4 send kept 12 stale octets

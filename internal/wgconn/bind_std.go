@@ -61,6 +61,7 @@ const maxFreeSendBatches = 8
 // sendBatch is what one Send uses: the messages and the destination.
 type sendBatch struct {
 	msgs []ipv6.Message
+	used int // messages to reset
 	ua   net.UDPAddr
 }
 
@@ -87,7 +88,8 @@ func (s *StdNetBind) getSendBatch() *sendBatch {
 }
 
 func (s *StdNetBind) putSendBatch(b *sendBatch) {
-	resetMessages(&b.msgs)
+	resetMessages(b.msgs[:b.used])
+	b.used = 0
 	select {
 	case s.free <- b:
 	default:
@@ -219,10 +221,9 @@ again:
 	return fns, uint16(port), nil
 }
 
-func resetMessages(msgs *[]ipv6.Message) {
-	for i := range *msgs {
-		(*msgs)[i].OOB = (*msgs)[i].OOB[:0]
-		(*msgs)[i] = ipv6.Message{Buffers: (*msgs)[i].Buffers, OOB: (*msgs)[i].OOB}
+func resetMessages(msgs []ipv6.Message) {
+	for i := range msgs {
+		msgs[i] = ipv6.Message{Buffers: msgs[i].Buffers, OOB: msgs[i].OOB[:0]}
 	}
 }
 
@@ -252,29 +253,43 @@ func (s *StdNetBind) receiveIP(
 		(*msgs)[i].Buffers[0] = bufs[i]
 		(*msgs)[i].OOB = (*msgs)[i].OOB[:cap((*msgs)[i].OOB)]
 	}
-	defer resetMessages(msgs)
-	var numMsgs int
+	// oevpn: only the messages used are reset afterwards (upstream
+	// resets all IdealBatchSize of them for every batch, a few percent
+	// of the datapath's time): on success those filled, and with
+	// offload the ones read into at the end.
+	all := *msgs
+	var numMsgs, readAt int
+	defer func() {
+		resetMessages(all[:numMsgs])
+		resetMessages(all[readAt:])
+	}()
 	if runtime.GOOS == "linux" || runtime.GOOS == "android" {
 		if rxOffload {
-			readAt := len(*msgs) - (IdealBatchSize / udpSegmentMaxDatagrams)
-			numMsgs, err = br.ReadBatch((*msgs)[readAt:], 0)
+			readAt = len(all) - (IdealBatchSize / udpSegmentMaxDatagrams)
+			numMsgs, err = br.ReadBatch(all[readAt:], 0)
 			if err != nil {
+				numMsgs = 0
 				return 0, err
 			}
-			numMsgs, err = splitCoalescedMessages(*msgs, readAt, getGSOSize)
+			numMsgs, err = splitCoalescedMessages(all, readAt, getGSOSize)
 			if err != nil {
+				numMsgs = len(all)
 				return 0, err
 			}
 		} else {
-			numMsgs, err = br.ReadBatch(*msgs, 0)
+			readAt = len(all)
+			numMsgs, err = br.ReadBatch(all, 0)
 			if err != nil {
+				numMsgs = 0
 				return 0, err
 			}
 		}
 	} else {
-		msg := &(*msgs)[0]
+		readAt = len(all)
+		msg := &all[0]
 		msg.N, msg.NN, _, msg.Addr, err = conn.ReadMsgUDP(msg.Buffers[0], msg.OOB)
 		if err != nil {
+			numMsgs = 1
 			return 0, err
 		}
 		numMsgs = 1
@@ -412,6 +427,7 @@ func (s *StdNetBind) Send(bufs [][]byte, endpoint Endpoint) error {
 retry:
 	if offload {
 		n := coalesceMessages(ua, endpoint.(*StdNetEndpoint), bufs, *msgs, setGSOSize)
+		sb.used = max(sb.used, n)
 		err = s.send(conn, br, (*msgs)[:n])
 		if err != nil && offload && errShouldDisableUDPGSO(err) {
 			offload = false
@@ -431,6 +447,7 @@ retry:
 			(*msgs)[i].Buffers[0] = bufs[i]
 			setSrcControl(&(*msgs)[i].OOB, endpoint.(*StdNetEndpoint))
 		}
+		sb.used = max(sb.used, len(bufs))
 		err = s.send(conn, br, (*msgs)[:len(bufs)])
 	}
 	if retried {

@@ -329,7 +329,6 @@ type Outbound struct {
 	sa              *SA
 	buf             []byte
 	start, off, end int // ESP header, inner packet, end of the trailer
-	n               int
 	seq             uint64
 }
 
@@ -369,6 +368,9 @@ func (sa *SA) Frame(o *Outbound, buf []byte, off, n int, nextHeader byte) error 
 		}
 	}
 	sa.frame(o, buf, off, n, nextHeader, seq, nil)
+	// Counted here, on the one goroutine that numbers, rather than
+	// where it is sealed: the workers would share the counters' line.
+	sa.account(n)
 	return nil
 }
 
@@ -420,11 +422,11 @@ func (sa *SA) frame(o *Outbound, buf []byte, off, n int, nextHeader byte, seq ui
 			sa.c.block.Encrypt(ivField, ivField)
 		}
 	}
-	*o = Outbound{sa: sa, buf: buf, start: start, off: off, end: end, n: n, seq: seq}
+	*o = Outbound{sa: sa, buf: buf, start: start, off: off, end: end, seq: seq}
 }
 
-// Seal encrypts the packet Frame framed, in place (step 4 of Seal's
-// flow), counts it against the SA's lifetimes and returns the ESP packet.
+// Seal encrypts the packet Frame framed (and counted against the SA's
+// lifetimes) in place, step 4 of Seal's flow, and returns the ESP packet.
 // Packets of one SA may be sealed on several goroutines at once.
 func (o *Outbound) Seal() ([]byte, error) {
 	sa, buf, start, off, end := o.sa, o.buf, o.start, o.off, o.end
@@ -435,7 +437,6 @@ func (o *Outbound) Seal() ([]byte, error) {
 		if len(out) != end-off+16 {
 			return nil, ErrNotAEADLength
 		}
-		sa.account(o.n)
 		return buf[start : end+16], nil
 	}
 	// AES-CBC then HMAC-SHA2-256-128 over header, IV and ciphertext, with
@@ -448,7 +449,6 @@ func (o *Outbound) Seal() ([]byte, error) {
 		prev = blk
 	}
 	sa.mac(buf, start, end, o.seq, buf[end:end])
-	sa.account(o.n)
 	return buf[start : end+16], nil
 }
 

@@ -16,12 +16,13 @@ import (
 )
 
 // pumpDevice is a tun.Device for the datapath benchmarks: Read hands out
-// copies of one packet in batches, as fast as the receiving end takes them
+// copies of its packets, in turn, in batches, as fast as the receiving end takes them
 // (at most window packets ahead of what the peer's pumpDevice counted;
 // a stall of stallTimeout counts the missing packets as lost and goes on);
 // Write counts the packets written. Neither allocates.
 type pumpDevice struct {
-	pkt    []byte
+	pkts   [][]byte
+	next   int // the packet Read copies next
 	batch  int
 	window int64
 	peer   *pumpDevice // whose written count paces Read
@@ -40,8 +41,8 @@ type pumpDevice struct {
 
 const stallTimeout = 50 * time.Millisecond
 
-func newPumpDevice(pkt []byte, batch int, window int64) *pumpDevice {
-	d := &pumpDevice{pkt: pkt, batch: batch, window: window, wake: make(chan struct{}, 1), start: make(chan struct{}),
+func newPumpDevice(pkts [][]byte, batch int, window int64) *pumpDevice {
+	d := &pumpDevice{pkts: pkts, batch: batch, window: window, wake: make(chan struct{}, 1), start: make(chan struct{}),
 		stop: make(chan struct{}), events: make(chan tun.Event), stall: time.NewTimer(time.Hour)}
 	d.stall.Stop()
 	return d
@@ -61,7 +62,7 @@ func (d *pumpDevice) Close() error {
 }
 
 func (d *pumpDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if d.pkt == nil {
+	if d.pkts == nil {
 		<-d.stop
 		return 0, os.ErrClosed
 	}
@@ -87,7 +88,8 @@ func (d *pumpDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	n := min(d.batch, len(bufs))
 	for i := range n {
-		sizes[i] = copy(bufs[i][offset:], d.pkt)
+		sizes[i] = copy(bufs[i][offset:], d.pkts[d.next])
+		d.next = (d.next + 1) % len(d.pkts)
 	}
 	d.sent.Add(int64(n))
 	return n, nil
@@ -119,7 +121,7 @@ func newPumpPair(tb testing.TB, tr esp.Transform, size, batch int, window int64)
 	tb.Helper()
 	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
 	pkt := scalePacket(addrA, addrB, size)
-	srcDev, dstDev := newPumpDevice(pkt, batch, window), newPumpDevice(nil, batch, window)
+	srcDev, dstDev := newPumpDevice([][]byte{pkt}, batch, window), newPumpDevice(nil, batch, window)
 	srcDev.peer = dstDev
 	a, err := New(Config{Device: srcDev})
 	if err != nil {

@@ -113,6 +113,11 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			m++
 		}
 		crypt.run(m)
+		// A run of packets of one flow on one pair is checked against
+		// the selectors once per batch.
+		var last *SAPair
+		var lastFlow ipview.Flow
+		var lastPorts bool
 		for j := range pending[:m] {
 			ip := &pending[j]
 			pair := ip.pair
@@ -134,9 +139,12 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				e.stats.malformed.Add(1)
 				continue
 			}
-			if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
-				e.stats.selectorDrops.Add(1)
-				continue
+			if pair != last || p.Flow != lastFlow || p.HasPorts != lastPorts {
+				if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
+					e.stats.selectorDrops.Add(1)
+					continue
+				}
+				last, lastFlow, lastPorts = pair, p.Flow, p.HasPorts
 			}
 			if !pair.ready.Load() {
 				pair.ready.Store(true) // the peer uses it: so may we

@@ -37,9 +37,13 @@ type cryptWorkers struct {
 	completed atomic.Uint32 // shares done in the batch
 }
 
+// cryptHelpers is how many helpers each routine starts (benchmarks
+// compare it with none).
+var cryptHelpers = func() int { return runtime.GOMAXPROCS(0) - 1 }
+
 // newCryptWorkers starts the helpers that run work; stop ends them.
 func newCryptWorkers(work func(lo, hi int)) *cryptWorkers {
-	n := runtime.GOMAXPROCS(0) - 1
+	n := max(cryptHelpers(), 0)
 	w := &cryptWorkers{work: work, helpers: n, wake: make(chan struct{}, n), done: make(chan struct{}, 1)}
 	for range n {
 		go func() {

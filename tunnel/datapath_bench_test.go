@@ -171,23 +171,43 @@ func (p *pumpPair) waitWritten(tb testing.TB, n int64) {
 // process's. Run with -cpu 1,2,4 to see how the path scales with cores.
 func BenchmarkDatapath(b *testing.B) {
 	for _, tr := range []esp.Transform{esp.AESGCM128, esp.AESGCM256, esp.ChaCha20Poly1305} {
-		b.Run(tr.String(), func(b *testing.B) {
-			const size = 1400
-			p := newPumpPair(b, tr, size, 64, 1024)
-			p.waitWritten(b, 4096) // warm up: buffers, the first allocations of each path
-			w0, lost0 := p.dstDev.written.Load(), p.srcDev.lost.Load()
-			cpu0 := cpuTime()
-			b.SetBytes(size)
-			b.ReportAllocs()
-			b.ResetTimer()
-			p.waitWritten(b, w0+int64(b.N))
-			b.StopTimer()
-			if cpu := cpuTime() - cpu0; cpu > 0 {
-				b.ReportMetric(float64(b.N)*size/1e6/cpu.Seconds(), "MB/cpu-s")
-			}
-			b.ReportMetric(float64(p.srcDev.lost.Load()-lost0)/float64(b.N), "lost/op")
-		})
+		b.Run(tr.String(), func(b *testing.B) { benchDatapath(b, tr) })
 	}
+}
+
+// BenchmarkDatapathHelpers is BenchmarkDatapath with the crypto workers'
+// helpers (GOMAXPROCS-1 per routine) and without (helpers=0), in turns.
+func BenchmarkDatapathHelpers(b *testing.B) {
+	auto := cryptHelpers
+	defer func() { cryptHelpers = auto }()
+	for _, tr := range []esp.Transform{esp.AESGCM256, esp.ChaCha20Poly1305} {
+		for _, helpers := range []string{"0", "auto"} {
+			b.Run(tr.String()+"/helpers="+helpers, func(b *testing.B) {
+				cryptHelpers = auto
+				if helpers == "0" {
+					cryptHelpers = func() int { return 0 }
+				}
+				benchDatapath(b, tr)
+			})
+		}
+	}
+}
+
+func benchDatapath(b *testing.B, tr esp.Transform) {
+	const size = 1400
+	p := newPumpPair(b, tr, size, 64, 1024)
+	p.waitWritten(b, 4096) // warm up: buffers, the first allocations of each path
+	w0, lost0 := p.dstDev.written.Load(), p.srcDev.lost.Load()
+	cpu0 := cpuTime()
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	p.waitWritten(b, w0+int64(b.N))
+	b.StopTimer()
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N)*size/1e6/cpu.Seconds(), "MB/cpu-s")
+	}
+	b.ReportMetric(float64(p.srcDev.lost.Load()-lost0)/float64(b.N), "lost/op")
 }
 
 // TestDatapathAllocatesNothing sends packets through both engines' packet

@@ -175,24 +175,6 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 }
 
-// BenchmarkDatapathHelpers is BenchmarkDatapath with the crypto workers'
-// helpers (GOMAXPROCS-1 per routine) and without (helpers=0), in turns.
-func BenchmarkDatapathHelpers(b *testing.B) {
-	auto := cryptHelpers
-	defer func() { cryptHelpers = auto }()
-	for _, tr := range []esp.Transform{esp.AESGCM256, esp.ChaCha20Poly1305} {
-		for _, helpers := range []string{"0", "auto"} {
-			b.Run(tr.String()+"/helpers="+helpers, func(b *testing.B) {
-				cryptHelpers = auto
-				if helpers == "0" {
-					cryptHelpers = func() int { return 0 }
-				}
-				benchDatapath(b, tr)
-			})
-		}
-	}
-}
-
 func benchDatapath(b *testing.B, tr esp.Transform) {
 	const size = 1400
 	p := newPumpPair(b, tr, size, 64, 1024)

@@ -26,15 +26,6 @@ func (e *Engine) writeDevice(pkt []byte) {
 	}
 }
 
-// inPacket is an ESP packet of the batch being received: checked by its
-// pair's inbound SA, then decrypted.
-type inPacket struct {
-	pair *SAPair
-	in   esp.Inbound
-	i    int // index in the batch
-	err  error
-}
-
 func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
 	batch := bind.BatchSize()
 	bufs := newBuffers(batch, maxDatagram, groSlots)
@@ -45,13 +36,6 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 	sizes := make([]int, batch)
 	eps := make([]conn.Endpoint, batch)
 	write := make([][]byte, 0, batch)
-	pending := make([]inPacket, batch)
-	crypt := newCryptWorkers(func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			pending[j].err = pending[j].in.Decrypt()
-		}
-	})
-	defer crypt.stop()
 	for {
 		n, err := recv(pkts, sizes, eps)
 		if err != nil {
@@ -63,7 +47,11 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			continue
 		}
 		now := time.Now().UnixNano()
-		m := 0
+		// A run of packets of one flow on one pair is checked against
+		// the selectors once per batch.
+		var last *SAPair
+		var lastFlow ipview.Flow
+		var lastPorts bool
 		for i := 0; i < n; i++ {
 			d := pkts[i][:sizes[i]]
 			if !natt {
@@ -99,34 +87,12 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				continue
 			}
 			if addrPortOf(eps[i]).Addr().Unmap().Is4() != pair.peer4 {
-				// An SA is checked and accepted by the routine of its
-				// peer's address family only: it owns the replay window.
+				// An SA is opened by the routine of its peer's address
+				// family only: esp.SA.Open is single-threaded per SA.
 				e.stats.unknownSPI.Add(1)
 				continue
 			}
-			ip := &pending[m]
-			if err := pair.In.Check(&ip.in, bufs[i], esp.Headroom, sizes[i]); err != nil {
-				e.stats.decryptErrors.Add(1)
-				continue
-			}
-			ip.pair, ip.i = pair, i
-			m++
-		}
-		crypt.run(m)
-		// A run of packets of one flow on one pair is checked against
-		// the selectors once per batch.
-		var last *SAPair
-		var lastFlow ipview.Flow
-		var lastPorts bool
-		for j := range pending[:m] {
-			ip := &pending[j]
-			pair := ip.pair
-			if ip.err != nil {
-				e.stats.decryptErrors.Add(1)
-				continue
-			}
-			// In the order received: the window takes each number once.
-			inner, nh, err := ip.in.Accept()
+			inner, nh, err := pair.In.Open(bufs[i], esp.Headroom, sizes[i])
 			if err != nil {
 				e.stats.decryptErrors.Add(1)
 				continue
@@ -152,9 +118,8 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			if nt := e.nat.Load(); nt != nil {
 				nt.natInbound(inner, &p)
 			}
-			b := bufs[ip.i]
-			start := cap(b) - cap(inner)
-			write = append(write, b[start-writeOffset:start+p.Len])
+			start := cap(bufs[i]) - cap(inner)
+			write = append(write, bufs[i][start-writeOffset:start+p.Len])
 		}
 		if len(write) > 0 {
 			if _, err := e.dev.Write(write, writeOffset); err != nil && !e.closed() {

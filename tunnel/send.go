@@ -48,28 +48,12 @@ func (e *Engine) outboundSize() int {
 	return max(mtu, 1500)
 }
 
-// outPacket is a packet of the batch being sent: framed by its pair's
-// outbound SA, then sealed.
-type outPacket struct {
-	pair *SAPair
-	o    esp.Outbound
-	out  []byte
-	err  error
-}
-
 func (e *Engine) routineOutbound() {
 	batch := e.dev.BatchSize()
 	size := e.outboundSize()
 	bufs := newOutboundBuffers(batch, size)
 	sizes := make([]int, batch)
 	send := make([][]byte, 0, batch)
-	pending := make([]outPacket, batch)
-	crypt := newCryptWorkers(func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			pending[j].out, pending[j].err = pending[j].o.Seal()
-		}
-	})
-	defer crypt.stop()
 	for {
 		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
@@ -86,7 +70,7 @@ func (e *Engine) routineOutbound() {
 			return
 		}
 		rt := e.routes.Load()
-		m := 0
+		var cur *SAPair
 		// A run of packets of one flow (a TCP stream's segments) is
 		// looked up once per batch.
 		var last *SAPair
@@ -122,33 +106,21 @@ func (e *Engine) routineOutbound() {
 				}
 				continue
 			}
+			if pair != cur && len(send) > 0 {
+				e.send(cur, send)
+				send = send[:0]
+			}
+			cur = pair
 			nh := byte(ipview.ProtoIPv4)
 			if ipview.Version(pkt) == 6 {
 				nh = ipview.ProtoIPv6
 			}
-			// Numbered here, in the order of sending.
-			op := &pending[m]
-			if err := pair.Out.Frame(&op.o, bufs[i], esp.Headroom, p.Len, nh); err != nil {
+			out, err := pair.Out.Seal(bufs[i], esp.Headroom, p.Len, nh)
+			if err != nil {
 				e.stats.sealErrors.Add(1)
 				continue
 			}
-			op.pair = pair
-			m++
-		}
-		crypt.run(m)
-		var cur *SAPair
-		for j := range pending[:m] {
-			op := &pending[j]
-			if op.err != nil {
-				e.stats.sealErrors.Add(1)
-				continue
-			}
-			if op.pair != cur && len(send) > 0 {
-				e.send(cur, send)
-				send = send[:0]
-			}
-			cur = op.pair
-			send = append(send, op.out)
+			send = append(send, out)
 		}
 		if len(send) > 0 {
 			e.send(cur, send)

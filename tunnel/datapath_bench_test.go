@@ -17,7 +17,7 @@ import (
 
 // pumpDevice is a tun.Device for the datapath benchmarks: Read hands out
 // copies of its packets, in turn, in batches, as fast as the receiving end takes them
-// (at most window packets ahead of what the peer's pumpDevice counted;
+// (at most window packets ahead of what the peers' pumpDevices counted;
 // a stall of stallTimeout counts the missing packets as lost and goes on);
 // Write counts the packets written. Neither allocates.
 type pumpDevice struct {
@@ -25,7 +25,7 @@ type pumpDevice struct {
 	next   int // the packet Read copies next
 	batch  int
 	window int64
-	peer   *pumpDevice // whose written count paces Read
+	peers  []*pumpDevice // whose written counts pace Read
 
 	sent    atomic.Int64 // packets handed out by Read
 	lost    atomic.Int64 // packets given up on after a stall
@@ -72,7 +72,10 @@ func (d *pumpDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, os.ErrClosed
 	}
 	for {
-		ahead := d.sent.Load() - d.lost.Load() - d.peer.written.Load()
+		ahead := d.sent.Load() - d.lost.Load()
+		for _, p := range d.peers {
+			ahead -= p.written.Load()
+		}
 		if ahead+int64(d.batch) <= d.window {
 			break
 		}
@@ -80,7 +83,7 @@ func (d *pumpDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		select {
 		case <-d.stop:
 			return 0, os.ErrClosed
-		case <-d.peer.wake:
+		case <-d.peers[0].wake:
 			d.stall.Stop()
 		case <-d.stall.C:
 			d.lost.Add(ahead) // lost on the way (a full socket buffer)
@@ -122,7 +125,7 @@ func newPumpPair(tb testing.TB, tr esp.Transform, size, batch int, window int64)
 	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
 	pkt := scalePacket(addrA, addrB, size)
 	srcDev, dstDev := newPumpDevice([][]byte{pkt}, batch, window), newPumpDevice(nil, batch, window)
-	srcDev.peer = dstDev
+	srcDev.peers = []*pumpDevice{dstDev}
 	a, err := New(Config{Device: srcDev})
 	if err != nil {
 		tb.Fatal(err)

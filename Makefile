@@ -16,6 +16,12 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/oevpn ./cmd/oevpn
 
+## man: the manual page oevpn(8), generated from the help text, in build/man
+.PHONY: man
+man:
+	mkdir -p build/man
+	$(GO) run -ldflags '-X main.version=$(VERSION)' ./cmd/oevpn help --man > build/man/oevpn.8
+
 ## test: everything CI runs
 test: fmt-check tidy-check vet unit e2e lab cross
 	@echo "make test: all checks passed"
@@ -115,7 +121,7 @@ demo: build
 ## lab-deps: the Debian packages the lab tests need
 lab-deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins knot unbound ldnsutils nftables curl systemd util-linux ethtool >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iperf3 tcpdump iputils-ping procps charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins knot unbound ldnsutils nftables curl systemd util-linux ethtool groff-base bash zsh fish >/dev/null
 
 clean:
 	rm -rf bin

@@ -291,6 +291,8 @@ type answer struct {
 	unproven bool
 	ttl      time.Duration // of the records, or the negative TTL
 	err      error
+	// cause: why the answer is bogus or not validated (hint.go).
+	cause error
 }
 
 // raw asks name/qtype with DNSSEC records and checking disabled (for
@@ -321,6 +323,9 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 	a := answer{rrs: follow(name, qtype, in), validated: in.AuthenticatedData && r.Mode != DNSSECOff}
 	a.ttl = ttlOf(a.rrs, in)
 	a.unproven = len(a.rrs) == 0 && !a.validated
+	if !a.validated {
+		a.cause = whyUnvalidatedByResolver(r.Server, in)
+	}
 	return a
 }
 
@@ -338,13 +343,25 @@ func (r *Resolver) queryValidating(ctx context.Context, name string, qtype uint1
 	if err != nil {
 		return answer{err: fmt.Errorf("dnsoe: %s %s: validating: %w", name, dns.TypeToString[qtype], err)}
 	}
-	return answer{rrs: c.rrs, validated: c.sec == secure, bogus: c.sec == bogus, ttl: min(ttlOf(c.rrs, in), c.ttl)}
+	a := answer{rrs: c.rrs, validated: c.sec == secure, bogus: c.sec == bogus, ttl: min(ttlOf(c.rrs, in), c.ttl)}
+	switch {
+	case c.sec == bogus:
+		a.cause = whyBogus(in, name, qtype, time.Now())
+	case c.sec == insecure && r.val.anchors.closest(name) == "":
+		a.cause = fmt.Errorf("%w (%s)", ErrNoTrustAnchor, name)
+	case c.sec == insecure:
+		a.cause = fmt.Errorf("%w (%s, proven by its parent)", ErrZoneUnsigned, name)
+	}
+	return a
 }
 
 func rcodeErr(name string, qtype uint16, in *dns.Msg) error {
 	switch in.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 		return nil
+	}
+	if cause := edeCause(in); cause != nil {
+		return fmt.Errorf("dnsoe: %s %s: %s: %w", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode], cause)
 	}
 	return fmt.Errorf("dnsoe: %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])
 }
@@ -433,7 +450,8 @@ type lookupRun struct {
 	res          Result
 	transportErr error
 	sawBogus     bool
-	published    bool // an IPsec record of dest's, usable or not
+	bogusCause   error // the first bogus answer's (whyBogus)
+	published    bool  // an IPsec record of dest's, usable or not
 }
 
 // use reports whether answer a has records to read, and records what it
@@ -448,7 +466,9 @@ func (l *lookupRun) use(a answer) bool {
 		}
 		return false
 	case a.bogus:
-		l.sawBogus = true
+		if !l.sawBogus {
+			l.sawBogus, l.bogusCause = true, a.cause
+		}
 		return false
 	}
 	if exp := time.Now().Add(a.ttl); exp.Before(l.res.Expires) {
@@ -457,13 +477,13 @@ func (l *lookupRun) use(a answer) bool {
 	mode := l.r.Mode
 	if len(a.rrs) == 0 {
 		if a.unproven && mode == DNSSECRequire && l.res.Err == nil {
-			l.res.Err = ErrUnvalidated
+			l.res.Err = unvalidated(a.cause)
 		}
 		return false
 	}
 	if !a.validated {
 		if mode == DNSSECRequire {
-			l.res.Err = ErrUnvalidated
+			l.res.Err = unvalidated(a.cause)
 			return false
 		}
 		if mode == DNSSECPrefer {
@@ -590,9 +610,11 @@ func (l *lookupRun) result() Result {
 	res.Gateways = Order(kept, nil)
 	switch {
 	case len(res.Gateways) > 0:
-		if res.Err == ErrUnvalidated {
+		if errors.Is(res.Err, ErrUnvalidated) {
 			res.Err = nil // some records validated; the others were skipped
 		}
+	case l.sawBogus && l.bogusCause != nil:
+		res.Err = fmt.Errorf("%w (%s): %w", ErrBogus, l.name, l.bogusCause)
 	case l.sawBogus:
 		res.Err = fmt.Errorf("%w (%s)", ErrBogus, l.name)
 	case l.transportErr != nil:

@@ -64,7 +64,7 @@ type sinkDatapath struct {
 }
 
 func newSink() *sinkDatapath {
-	return &sinkDatapath{memDatapath: memDatapath{nextSPI: 0x2000, children: map[*ChildSA]bool{}},
+	return &sinkDatapath{memDatapath: memDatapath{nextSPI: 0x2000, children: map[uint32]bool{}},
 		count: map[netip.Addr]int{}, last: map[netip.Addr][]byte{}}
 }
 
@@ -191,7 +191,7 @@ func TestHalfOpenFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d2.Close()
-	dp1 := &memDatapath{self: lAddr, nextSPI: 0x1000, children: map[*ChildSA]bool{}, peer: d2}
+	dp1 := &memDatapath{self: lAddr, nextSPI: 0x1000, children: map[uint32]bool{}, peer: d2}
 	d1, err := New(Config{Datapath: dp1, Peers: []*PeerConfig{{Name: "resp", Addr: rAddr.Addr(), IKEPort: 500, NATTPort: 500, LocalID: IdentityOf(lAddr.Addr()),
 		Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk}, LocalTS: ts1, RemoteTS: ts2, DPD: -1, RetransmitBase: 50 * time.Millisecond}}})
 	if err != nil {
@@ -513,8 +513,8 @@ func TestCertWithoutRemoteIDIsTheAddress(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k1 := key()
 			c1 := testCert(t, ca, caKey, k1.Public(), "initiator", tt.ips, tt.dns)
-			dp1 := &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
-			dp2 := &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
+			dp1 := &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[uint32]bool{}}
+			dp2 := &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[uint32]bool{}}
 			ts1, ts2 := Selectors{mustSelector(t, "10.0.0.1")}, Selectors{mustSelector(t, "10.0.0.2")}
 			d1, err := New(Config{Datapath: dp1, Peers: []*PeerConfig{{Name: "two", Addr: a2, IKEPort: 4500, NATTPort: 4500,
 				LocalID: tt.id, RemoteID: IdentityOf(a2), Auth: Credential{Signer: k1, Cert: c1}, PeerAuth: PeerAuth{Roots: roots},

@@ -31,19 +31,22 @@ type Datapath interface {
 	ReserveSPI() (uint32, error)
 	// ReleaseSPI frees a reserved SPI that was not installed.
 	ReleaseSPI(spi uint32)
-	// InstallChild installs an established Child SA (using its reserved
-	// inbound SPI) and sets c.Handle.
+	// InstallChild installs an established Child SA, described by c's
+	// exported fields (it keeps no reference to c). From then on the
+	// daemon and the datapath name it by its inbound SPI, c.In.SPI, which
+	// ReserveSPI gave.
 	InstallChild(c *ChildSA) error
-	// RemoveChild removes an installed Child SA.
-	RemoveChild(c *ChildSA)
-	// RetireChild removes a Child SA that a rekey replaced: it carries
-	// no outbound traffic from now on, and its inbound SA is uninstalled
-	// after linger, so that packets the peer sent on it before switching
-	// are still accepted.
-	RetireChild(c *ChildSA, linger time.Duration)
-	// ChildInPackets returns how many packets the Child SA accepted, for
-	// dead-peer detection.
-	ChildInPackets(c *ChildSA) uint64
+	// RemoveChild removes the installed Child SA whose inbound SPI is
+	// spi, if there is one.
+	RemoveChild(spi uint32)
+	// RetireChild removes the Child SA whose inbound SPI is spi, which a
+	// rekey replaced: it carries no outbound traffic from now on, and its
+	// inbound SA is uninstalled after linger, so that packets the peer
+	// sent on it before switching are still accepted.
+	RetireChild(spi uint32, linger time.Duration)
+	// ChildInPackets returns how many packets the Child SA whose inbound
+	// SPI is spi accepted, for dead-peer detection.
+	ChildInPackets(spi uint32) uint64
 	// SendKeepalive sends a NAT-keepalive (RFC 3948 §2.3) from the NAT-T
 	// port.
 	SendKeepalive(to netip.AddrPort) error
@@ -97,7 +100,8 @@ type Daemon struct {
 	// byAddr are the IKE SAs in sas by the address of their peer
 	// (indexAddr).
 	byAddr  map[netip.Addr][]*ikeSA
-	dynamic map[string]*PeerConfig // opportunistic peers, by name
+	peers   atomic.Pointer[[]*PeerConfig] // the configured peers (configured, SetPeers)
+	dynamic map[string]*PeerConfig        // opportunistic peers, by name
 	wg      sync.WaitGroup
 	once    sync.Once
 	// halfOpenTimeout is how long a half-open IKE SA waits for IKE_AUTH.
@@ -136,6 +140,9 @@ func New(cfg Config) (*Daemon, error) {
 		halfByAddr: map[netip.Addr]int{}, respByAddr: map[netip.Addr]int{}, byAddr: map[netip.Addr][]*ikeSA{}, cookies: newCookies(), dynamic: map[string]*PeerConfig{},
 		ctl: controlQueue{wake: make(chan struct{}, 1)}, known: make(chan packet, packetQueueLen), inits: make(chan packet, packetQueueLen), bulk: make(chan packet, packetQueueLen),
 		done: make(chan struct{}), halfOpenTimeout: halfOpenTimeout}
+	peers := append([]*PeerConfig(nil), cfg.Peers...)
+	d.peers.Store(&peers)
+	d.cfg.Peers = nil // configured() has them
 	d.publishHalf()
 	d.after(watchTick, d.watchTraffic)
 	d.wg.Add(1)
@@ -326,12 +333,13 @@ func (d *Daemon) teardown(sa *ikeSA, err error) {
 		if c.rekeyTimer != nil {
 			c.rekeyTimer.Stop()
 		}
-		d.dp.RemoveChild(c)
+		d.dp.RemoveChild(c.In.SPI)
 	}
 	sa.children = nil
-	if sa.childSPI != 0 {
-		d.dp.ReleaseSPI(sa.childSPI)
-		sa.childSPI = 0
+	d.endLingering(sa)
+	if sa.hs != nil && sa.hs.childSPI != 0 {
+		d.dp.ReleaseSPI(sa.hs.childSPI)
+		sa.hs.childSPI = 0
 	}
 	d.deleteSA(sa.ourSPI())
 	d.dropHalf(sa)

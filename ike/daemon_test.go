@@ -22,14 +22,18 @@ type memDatapath struct {
 	self     netip.AddrPort
 	peer     *Daemon
 	nextSPI  uint32
-	children map[*ChildSA]bool
-	sent     [][]byte // what the daemon sent, in order
+	children map[uint32]bool // by inbound SPI
+	sent     [][]byte        // what the daemon sent, in order
 	// in and heard are how many ESP packets each Child SA accepted, and
 	// when the last (hear).
-	in    map[*ChildSA]uint64
-	heard map[*ChildSA]time.Time
-	// retired are the Child SAs removed by RetireChild, in order.
-	retired []*ChildSA
+	in    map[uint32]uint64
+	heard map[uint32]time.Time
+	// retired are the inbound SPIs of the Child SAs removed by
+	// RetireChild, in order.
+	retired []uint32
+	// lingering are the inbound SPIs of retired Child SAs whose linger
+	// RemoveChild has not ended.
+	lingering map[uint32]bool
 	// beforeSend, if set, sees each message before it goes, on the
 	// sending daemon's goroutine.
 	beforeSend func(msg []byte)
@@ -40,16 +44,16 @@ func (m *memDatapath) hear(c *ChildSA) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.in == nil {
-		m.in, m.heard = map[*ChildSA]uint64{}, map[*ChildSA]time.Time{}
+		m.in, m.heard = map[uint32]uint64{}, map[uint32]time.Time{}
 	}
-	m.in[c]++
-	m.heard[c] = time.Now()
+	m.in[c.In.SPI]++
+	m.heard[c.In.SPI] = time.Now()
 }
 
-func (m *memDatapath) ChildHeard(c *ChildSA) time.Time {
+func (m *memDatapath) ChildHeard(spi uint32) time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.heard[c]
+	return m.heard[spi]
 }
 
 func (m *memDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
@@ -73,31 +77,41 @@ func (m *memDatapath) ReleaseSPI(uint32) {}
 func (m *memDatapath) InstallChild(c *ChildSA) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.children[c] = true
+	m.children[c.In.SPI] = true
 	return nil
 }
-func (m *memDatapath) RetireChild(c *ChildSA, linger time.Duration) {
+func (m *memDatapath) RetireChild(spi uint32, linger time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.children[c] && linger == rekeyedLinger {
-		m.retired = append(m.retired, c)
+	if m.children[spi] && linger == rekeyedLinger {
+		m.retired = append(m.retired, spi)
+		if m.lingering == nil {
+			m.lingering = map[uint32]bool{}
+		}
+		m.lingering[spi] = true
 	}
-	delete(m.children, c)
+	delete(m.children, spi)
 }
-func (m *memDatapath) retiredSAs() []*ChildSA {
+func (m *memDatapath) lingers() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]*ChildSA(nil), m.retired...)
+	return len(m.lingering)
 }
-func (m *memDatapath) RemoveChild(c *ChildSA) {
+func (m *memDatapath) retiredSAs() []uint32 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.children, c)
+	return append([]uint32(nil), m.retired...)
 }
-func (m *memDatapath) ChildInPackets(c *ChildSA) uint64 {
+func (m *memDatapath) RemoveChild(spi uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.in[c]
+	delete(m.children, spi)
+	delete(m.lingering, spi)
+}
+func (m *memDatapath) ChildInPackets(spi uint32) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.in[spi]
 }
 func (m *memDatapath) SendKeepalive(netip.AddrPort) error { return nil }
 func (m *memDatapath) sends() [][]byte {
@@ -136,8 +150,8 @@ func memPair(t *testing.T) (d1, d2 *Daemon, dp1, dp2 *memDatapath) {
 func memPairLog(t *testing.T, log *syncBuffer) (d1, d2 *Daemon, dp1, dp2 *memDatapath) {
 	t.Helper()
 	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	dp1 = &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
-	dp2 = &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
+	dp1 = &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[uint32]bool{}}
+	dp2 = &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[uint32]bool{}}
 	psk := []byte("collisions collisions")
 	ts1 := Selectors{mustSelector(t, "10.0.0.1")}
 	ts2 := Selectors{mustSelector(t, "10.0.0.2")}
@@ -272,8 +286,8 @@ func TestRekeyRetiresReplacedChild(t *testing.T) {
 	d2.call(func() { c2 = s2.children[0] })
 	d1.call(func() { d1.rekeyChild(c1) })
 	waitUntil(t, func() bool { return len(dp1.retiredSAs()) == 1 && len(dp2.retiredSAs()) == 1 }, "the replaced Child SA retired on both ends")
-	if r1, r2 := dp1.retiredSAs()[0], dp2.retiredSAs()[0]; r1 != c1 || r2 != c2 {
-		t.Fatalf("retired %p and %p, want the replaced %p and %p", r1, r2, c1, c2)
+	if r1, r2 := dp1.retiredSAs()[0], dp2.retiredSAs()[0]; r1 != c1.In.SPI || r2 != c2.In.SPI {
+		t.Fatalf("retired SPIs %#x and %#x, want the replaced %#x and %#x", r1, r2, c1.In.SPI, c2.In.SPI)
 	}
 	if dp1.installed() != 1 || dp2.installed() != 1 {
 		t.Fatalf("%d and %d Child SAs installed, want the successor alone", dp1.installed(), dp2.installed())
@@ -286,6 +300,28 @@ func TestRekeyRetiresReplacedChild(t *testing.T) {
 	if len(dp1.retiredSAs()) != 1 || len(dp2.retiredSAs()) != 1 {
 		t.Fatal("a Child SA without a successor was retired, not removed")
 	}
+}
+
+// TestIKEDownEndsLinger: the retired Child SAs' inbound SAs, which still
+// accept packets after a rekey, go with their IKE SA, at both ends (a peer
+// taken down or removed by a reload sends nothing more that is accepted),
+// also after an IKE SA rekey moved them.
+func TestIKEDownEndsLinger(t *testing.T) {
+	d1, d2, dp1, dp2 := memPair(t)
+	s1 := current(d1)
+	var c1 *ChildSA
+	d1.call(func() { c1 = s1.children[0] })
+	d1.call(func() { d1.rekeyChild(c1) })
+	waitUntil(t, func() bool { return dp1.lingers() == 1 && dp2.lingers() == 1 }, "the replaced Child SA lingering on both ends")
+	d1.call(func() { d1.rekeyIKE(s1) })
+	waitUntil(t, func() bool { n := current(d1); return n != nil && n != s1 && len(d1.SAs()) == 1 && len(d2.SAs()) == 1 }, "the IKE SA rekeyed")
+	if dp1.lingers() != 1 || dp2.lingers() != 1 {
+		t.Fatal("the IKE SA rekey ended the linger")
+	}
+	if n, err := d1.Down("two"); err != nil || n != 1 {
+		t.Fatalf("Down: %d, %v", n, err)
+	}
+	waitUntil(t, func() bool { return dp1.lingers() == 0 && dp2.lingers() == 0 }, "the linger ended with the IKE SA at both ends")
 }
 
 // crossed runs f1 on d1 and f2 on d2 so that each one's request reaches
@@ -323,7 +359,7 @@ func TestChildHardLifetime(t *testing.T) {
 	s1 := current(d1)
 	var c *ChildSA
 	d1.call(func() { c = s1.children[0] })
-	d1.ChildEvent(c, true)
+	d1.ChildEvent(c.In.SPI, true)
 	waitUntil(t, func() bool { return dp1.installed() == 0 && dp2.installed() == 0 }, "the Child SA removed on both ends")
 }
 
@@ -343,7 +379,7 @@ func (r *recordingDatapath) SendIKE(msg []byte, _ netip.AddrPort, _ bool) error 
 // its type (RFC 7296 §2.5).
 func TestUnsupportedCriticalPayload(t *testing.T) {
 	from := netip.MustParseAddr("192.0.2.1")
-	dp := &recordingDatapath{memDatapath: memDatapath{children: map[*ChildSA]bool{}}, sent: make(chan []byte, 4)}
+	dp := &recordingDatapath{memDatapath: memDatapath{children: map[uint32]bool{}}, sent: make(chan []byte, 4)}
 	d, err := New(Config{Datapath: dp, Peers: []*PeerConfig{{Name: "p", Addr: from, Auth: Credential{PSK: []byte("x")},
 		LocalTS: Selectors{mustSelector(t, "10.0.0.1")}, RemoteTS: Selectors{mustSelector(t, "10.0.0.2")}}}})
 	if err != nil {
@@ -404,7 +440,7 @@ func TestDownStopsNegotiation(t *testing.T) {
 		err  error
 	}
 	changes := make(chan change, 4)
-	dp := &deafDatapath{memDatapath{nextSPI: 0x1000, children: map[*ChildSA]bool{}}}
+	dp := &deafDatapath{memDatapath{nextSPI: 0x1000, children: map[uint32]bool{}}}
 	psk := []byte("nobody answers nobody answers")
 	p := &PeerConfig{Name: "deaf", Addr: netip.MustParseAddr("192.0.2.9"), NATTPort: 4500, IKEPort: 500,
 		Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk}, LocalTS: Selectors{mustSelector(t, "10.0.0.1")},

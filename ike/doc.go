@@ -7,7 +7,8 @@
 // timers and local requests reach it through queues (queue.go) that never
 // drop control work and drop only inbound packets, counted, under load.
 // Nothing it decides reaches the datapath but through the Datapath
-// interface: Child SAs are installed and removed there.
+// interface: Child SAs are installed and removed there, and named by their
+// inbound SPI.
 //
 // Where things are:
 //   - wire format: message.go (header, payload chain), payloads.go (each
@@ -17,7 +18,9 @@
 //   - the exchanges, per role: handshake_initiator.go and
 //     handshake_responder.go (IKE_SA_INIT and IKE_AUTH), handshake.go
 //     (what both share: installing the first Child SA, verifying the
-//     peer), children.go and rekey_child.go (CREATE_CHILD_SA for new and
+//     peer), handshake_state.go (what an IKE SA holds only until it is
+//     established: DH, COOKIE, the messages AUTH signs; sa.go holds the
+//     established SA), children.go and rekey_child.go (CREATE_CHILD_SA for new and
 //     rekeyed Child SAs), rekey_ike.go (IKE SA rekeying), informational.go
 //     (Delete and notifies), duplicate.go (RFC 7296 §2.8 duplicates),
 //     invalidspi.go and liveness.go (lost state, INVALID_SPI and

@@ -50,7 +50,7 @@ func (d *Daemon) retire(sa *ikeSA) {
 		if c.rekeyTimer != nil {
 			c.rekeyTimer.Stop()
 		}
-		d.dp.RemoveChild(c)
+		d.dp.RemoveChild(c.In.SPI)
 	}
 	sa.children = nil
 	b, err := sa.encrypt(INFORMATIONAL, sa.nextMsgID, false, []Payload{&DeletePayload{Protocol: ProtoIKE}})

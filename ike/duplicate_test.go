@@ -12,8 +12,8 @@ import (
 func TestBothInitiateKeepOne(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-		dp1 := &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
-		dp2 := &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
+		dp1 := &memDatapath{self: netip.AddrPortFrom(a1, 4500), nextSPI: 0x1000, children: map[uint32]bool{}}
+		dp2 := &memDatapath{self: netip.AddrPortFrom(a2, 4500), nextSPI: 0x2000, children: map[uint32]bool{}}
 		psk := []byte("duplicates duplicates")
 		mk := func(name string, self, addr netip.Addr, local, remote string) *PeerConfig {
 			return &PeerConfig{Name: name, Addr: addr, NATTPort: 4500, IKEPort: 4500, Auth: Credential{PSK: psk}, PeerAuth: PeerAuth{PSK: psk},

@@ -52,8 +52,8 @@ var fuzzA1, fuzzA2 = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.
 
 // fuzzPair brings up an IKE SA between d1 (initiator) and d2.
 func fuzzPair(tb testing.TB) (d1, d2 *Daemon, s1, s2 *ikeSA) {
-	dp1 := &memDatapath{self: netip.AddrPortFrom(fuzzA1, 4500), nextSPI: 0x1000, children: map[*ChildSA]bool{}}
-	dp2 := &memDatapath{self: netip.AddrPortFrom(fuzzA2, 4500), nextSPI: 0x2000, children: map[*ChildSA]bool{}}
+	dp1 := &memDatapath{self: netip.AddrPortFrom(fuzzA1, 4500), nextSPI: 0x1000, children: map[uint32]bool{}}
+	dp2 := &memDatapath{self: netip.AddrPortFrom(fuzzA2, 4500), nextSPI: 0x2000, children: map[uint32]bool{}}
 	psk := []byte("fuzz fuzz fuzz fuzz")
 	sel := func(s string) Selectors {
 		v, err := policy.ParseSelector(s)

@@ -158,7 +158,7 @@ func (d *Daemon) verifyPeer(sa *ikeSA, m *Message, id Identity, auth *AuthPayloa
 			return err
 		}
 		sa.bySecret = true
-		sa.authSecret = pa.PSK
+		sa.hs.authSecret = pa.PSK
 		sa.peerCert = cert
 		return nil
 	}

@@ -14,7 +14,7 @@ func (d *Daemon) startInitiator(p *PeerConfig) error {
 	if len(groups) == 0 {
 		return fmt.Errorf("ike: peer %s: no DH group in the IKE proposals", p.Name)
 	}
-	sa := &ikeSA{d: d, peer: p, initiator: true, spiI: randSPI(), remote: p.ikeAddr(), created: time.Now()}
+	sa := &ikeSA{d: d, peer: p, initiator: true, spiI: randSPI(), remote: p.ikeAddr(), created: time.Now(), hs: &handshake{}}
 	if p.ikeAddr() == p.nattAddr() {
 		// Start on the NAT-T port, behind the non-ESP marker (RFC 7296 §2.23).
 		sa.natt = true
@@ -27,22 +27,22 @@ func (d *Daemon) startInitiator(p *PeerConfig) error {
 // sendInit sends IKE_SA_INIT with a KE for group. A retry with a COOKIE
 // keeps the nonce and KE the cookie was computed over (§2.6).
 func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
-	if sa.group == nil || sa.group.id() != group || sa.cookie == nil {
+	if sa.hs.group == nil || sa.hs.group.id() != group || sa.hs.cookie == nil {
 		g, err := newDH(group)
 		if err != nil {
 			return err
 		}
-		sa.group = g
-		if sa.dhPriv, sa.ke, err = g.generate(); err != nil {
+		sa.hs.group = g
+		if sa.hs.dhPriv, sa.hs.ke, err = g.generate(); err != nil {
 			return err
 		}
 		sa.nI = randNonce()
 	}
 	m := &Message{Header: Header{SPIi: sa.spiI, Exchange: IKE_SA_INIT, Flags: FlagInitiator}}
-	if sa.cookie != nil {
-		m.Payloads = append(m.Payloads, &NotifyPayload{NotifyType: COOKIE, Data: sa.cookie})
+	if sa.hs.cookie != nil {
+		m.Payloads = append(m.Payloads, &NotifyPayload{NotifyType: COOKIE, Data: sa.hs.cookie})
 	}
-	m.Payloads = append(m.Payloads, &SAPayload{Proposals: sa.peer.IKEProposals}, &KEPayload{Group: group, Data: sa.ke},
+	m.Payloads = append(m.Payloads, &SAPayload{Proposals: sa.peer.IKEProposals}, &KEPayload{Group: group, Data: sa.hs.ke},
 		&NoncePayload{Data: sa.nI})
 	if sa.peer.AutoVPNNonce != nil {
 		m.Payloads = append(m.Payloads, &AutoVPNNoncePayload{Nonce: sa.peer.AutoVPNNonce})
@@ -53,7 +53,7 @@ func (d *Daemon) sendInit(sa *ikeSA, group uint16) error {
 	if err != nil {
 		return err
 	}
-	sa.initReq = b
+	sa.hs.initReq = b
 	sa.state = stateInitSent
 	d.sendRequest(sa, [][]byte{b}, 0, nil)
 	return nil
@@ -63,31 +63,31 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 	if m.MessageID != 0 {
 		return
 	}
-	if n := m.Notify(COOKIE); n != nil && sa.cookieTries < 3 {
+	if n := m.Notify(COOKIE); n != nil && sa.hs.cookieTries < 3 {
 		d.answered(sa)
-		sa.cookieTries++
-		sa.cookie = bytes.Clone(n.Data)
-		d.sendInit(sa, sa.group.id())
+		sa.hs.cookieTries++
+		sa.hs.cookie = bytes.Clone(n.Data)
+		d.sendInit(sa, sa.hs.group.id())
 		return
 	}
 	if n := m.Notify(INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 {
 		g := binary.BigEndian.Uint16(n.Data)
-		if g == sa.group.id() {
+		if g == sa.hs.group.id() {
 			return // the same answer to a retransmission of the request before the switch
 		}
 		for _, ours := range dhGroups(sa.peer.IKEProposals) {
-			if ours == g && g != sa.group.id() {
+			if ours == g && g != sa.hs.group.id() {
 				d.answered(sa)
 				d.log.Info("peer asks for another DH group", "peer", sa.peer.Name, "group", g)
 				d.sendInit(sa, g)
 				return
 			}
 		}
-		d.teardown(sa, fmt.Errorf("peer wants DH group %d, which we do not offer", g))
+		d.teardown(sa, fmt.Errorf("%w: peer wants DH group %d, which we do not offer", ErrNoProposal, g))
 		return
 	}
 	if n := m.ErrorNotify(); n != nil {
-		d.teardown(sa, fmt.Errorf("peer refused IKE_SA_INIT: %s", n.NotifyType.String()))
+		d.teardown(sa, &RefusedError{Exchange: IKE_SA_INIT, Notify: n.NotifyType})
 		return
 	}
 	sap, ke, nr := Get[*SAPayload](m), Get[*KEPayload](m), Get[*NoncePayload](m)
@@ -102,22 +102,22 @@ func (d *Daemon) onInitResponse(sa *ikeSA, m *Message, from netip.AddrPort) {
 		return
 	}
 	suite, err := suiteOf(&chosen)
-	if err != nil || suite.DH != sa.group.id() || ke.Group != suite.DH {
+	if err != nil || suite.DH != sa.hs.group.id() || ke.Group != suite.DH {
 		d.teardown(sa, fmt.Errorf("peer's DH group does not match: %v", err))
 		return
 	}
-	shared, err := sa.group.shared(sa.dhPriv, ke.Data)
+	shared, err := sa.hs.group.shared(sa.hs.dhPriv, ke.Data)
 	if err != nil {
 		d.teardown(sa, err)
 		return
 	}
-	sa.suite, sa.spiR, sa.nR, sa.initResp = suite, m.SPIr, bytes.Clone(nr.Data), bytes.Clone(m.Raw())
+	sa.suite, sa.spiR, sa.nR, sa.hs.initResp = suite, m.SPIr, bytes.Clone(nr.Data), bytes.Clone(m.Raw())
 	sa.fragOK = m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil
 	if err := sa.deriveKeys(shared); err != nil {
 		d.teardown(sa, err)
 		return
 	}
-	sa.dhPriv = nil
+	sa.hs.dhPriv = nil
 	// Our NAT_DETECTION_SOURCE_IP is bogus, so there is always a "NAT":
 	// move to the NAT-T port (§2.23).
 	sa.natt = true
@@ -166,9 +166,9 @@ func (d *Daemon) sendAuth(sa *ikeSA) {
 		d.teardown(sa, err)
 		return
 	}
-	sa.childSPI = spi
+	sa.hs.childSPI = spi
 	id := ourID(p).payload(true)
-	auth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, id))
+	auth, err := makeAuth(sa.prf, &p.Auth, signedOctets(sa.prf, sa.hs.initReq, sa.nR, sa.hs.skPi, id))
 	if err != nil {
 		d.teardown(sa, err)
 		return
@@ -209,7 +209,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	if idr == nil || auth == nil {
 		err := fmt.Errorf("%w: IKE_AUTH response without IDr or AUTH", ErrMissing)
 		if refused != nil {
-			err = fmt.Errorf("peer refused IKE_AUTH: %s", refused.NotifyType.String())
+			err = &RefusedError{Exchange: IKE_AUTH, Notify: refused.NotifyType}
 			if refused.NotifyType == AUTHENTICATION_FAILED && p.Auth.Null {
 				err = fmt.Errorf("%w (we authenticated with AUTH_NULL, RFC 7619, which the peer may not implement)", err)
 			}
@@ -223,7 +223,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 		d.teardown(sa, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
-	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, idr)); err != nil {
+	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.hs.initResp, sa.nI, sa.hs.skPr, idr)); err != nil {
 		d.sendDeleteIKE(sa) // the responder thinks the SA is up (§2.21.2)
 		d.teardown(sa, err)
 		return
@@ -240,6 +240,7 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	}
 	sa.peerIDSeen = peerID
 	readAutoVPN(sa, m)
+	hs := sa.hs // the first Child SA's proposal, selectors and SPI: established drops the handshake
 	d.established(sa)
 	p.restarts = 0
 	d.reportEstablished(sa)
@@ -248,10 +249,9 @@ func (d *Daemon) onAuthResponse(sa *ikeSA, m *Message) {
 	if d.cfg.OnChange != nil {
 		d.cfg.OnChange(p.Name, true, nil)
 	}
-	if d.installChild(sa, sa.firstProp, sa.nI, sa.nR, nil, sa.childSPI, true, sa.firstTS[0], sa.firstTS[1]) == nil {
-		d.dp.ReleaseSPI(sa.childSPI)
+	if d.installChild(sa, hs.firstProp, sa.nI, sa.nR, nil, hs.childSPI, true, hs.firstTS[0], hs.firstTS[1]) == nil {
+		d.dp.ReleaseSPI(hs.childSPI)
 	}
-	sa.childSPI, sa.firstProp, sa.firstTS = 0, nil, [2][]TrafficSelector{}
 	d.dropDuplicate(sa)
 	d.coverSelectors(sa)
 }
@@ -276,7 +276,7 @@ func (d *Daemon) firstChild(sa *ikeSA, m *Message, refused *NotifyPayload) error
 		return fmt.Errorf("%w: the peer's traffic selectors %s === %s exceed ours", ErrChildRefused,
 			selectors(tsi.Selectors), selectors(tsr.Selectors))
 	}
-	sa.firstProp, sa.firstTS = &chosen, [2][]TrafficSelector{tsi.Selectors, tsr.Selectors}
+	sa.hs.firstProp, sa.hs.firstTS = &chosen, [2][]TrafficSelector{tsi.Selectors, tsr.Selectors}
 	return nil
 }
 

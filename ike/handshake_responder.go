@@ -17,8 +17,8 @@ import (
 func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, natt bool) {
 	key := halfKey{m.SPIi, from}
 	if sa := d.half[key]; sa != nil {
-		if bytes.Equal(m.Raw(), sa.initReq) && sa.initResp != nil {
-			d.send(sa, sa.initResp) // retransmitted request
+		if sa.hs != nil && bytes.Equal(m.Raw(), sa.hs.initReq) && sa.hs.initResp != nil {
+			d.send(sa, sa.hs.initResp) // retransmitted request
 		}
 		return
 	}
@@ -48,13 +48,13 @@ func (d *Daemon) onInitRequest(m *Message, from netip.AddrPort, to netip.Addr, n
 		}
 		return
 	}
-	sa.initResp = resp
+	sa.hs.initResp = resp
 	sa.state = stateInitDone
 	d.putSA(sa.spiR, sa)
 	d.addHalf(key, sa)
 	d.after(d.halfOpenTimeout, func() {
 		if sa.state == stateInitDone {
-			d.teardown(sa, errors.New("initiator did not complete IKE_AUTH"))
+			d.teardown(sa, fmt.Errorf("%w: the initiator did not complete IKE_AUTH", ErrNoAnswer))
 		}
 	})
 	d.send(sa, resp)
@@ -144,8 +144,8 @@ func (d *Daemon) acceptInit(p *PeerConfig, m *Message, from netip.AddrPort, natt
 	}
 	// Keep exact copies of what AUTH needs, not the received datagram
 	// they point into.
-	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite, group: g,
-		nI: bytes.Clone(ni.Data), nR: randNonce(), initReq: bytes.Clone(m.Raw()), created: time.Now(), peerMsgID: 1,
+	sa := &ikeSA{d: d, peer: p, spiI: m.SPIi, spiR: randSPI(), remote: from, natt: natt, suite: suite,
+		hs: &handshake{group: g, initReq: bytes.Clone(m.Raw())}, nI: bytes.Clone(ni.Data), nR: randNonce(), created: time.Now(), peerMsgID: 1,
 		fragOK: m.Notify(IKEV2_FRAGMENTATION_SUPPORTED) != nil}
 	priv, pub, err := g.generate()
 	if err != nil {
@@ -207,18 +207,18 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	if p.LookupKey != nil && p.PeerAuth.PublicKey == nil && auth.Method != AuthNULL && sa.lookedUp == nil {
 		// Find the initiator's key (§4.12.2) off the daemon's goroutine;
 		// retransmissions meanwhile are ignored.
-		if sa.lookingUp {
+		if sa.hs.lookingUp {
 			return
 		}
-		sa.lookingUp = true
+		sa.hs.lookingUp = true
 		from := sa.remote.Addr()
 		go func() {
 			key, err := p.LookupKey(peerID, from)
 			d.call(func() {
-				sa.lookingUp = false
 				if sa.state != stateInitDone {
-					return
+					return // torn down meanwhile
 				}
+				sa.hs.lookingUp = false
 				if err != nil {
 					fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: no key for opportunistic initiator %v at %v: %w", ErrAuth, peerID, from, err))
 					return
@@ -241,7 +241,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 		fail(AUTHENTICATION_FAILED, fmt.Errorf("%w: peer identity %v is not %s", ErrAuth, peerID, expectedID(p)))
 		return
 	}
-	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.initReq, sa.nR, sa.skPi, idi)); err != nil {
+	if err := d.verifyPeer(sa, m, peerID, auth, signedOctets(sa.prf, sa.hs.initReq, sa.nR, sa.hs.skPi, idi)); err != nil {
 		fail(AUTHENTICATION_FAILED, err)
 		return
 	}
@@ -251,7 +251,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 	cred := &p.Auth
 	switch {
 	case sa.bySecret:
-		cred = &Credential{PSK: sa.authSecret, Cert: p.Auth.Cert} // answer with the secret the peer used
+		cred = &Credential{PSK: sa.hs.authSecret, Cert: p.Auth.Cert} // answer with the secret the peer used
 	case p.PeerAuth.SharedSecret != nil:
 		// AutoVPN: a shared secret with this peer is used in preference
 		// to our certificate (§9.2), so that we may roll ours.
@@ -259,7 +259,7 @@ func (d *Daemon) onAuthRequest(sa *ikeSA, m *Message) {
 			cred = &Credential{PSK: secret, Cert: p.Auth.Cert}
 		}
 	}
-	ourAuth, err := makeAuth(sa.prf, cred, signedOctets(sa.prf, sa.initResp, sa.nI, sa.skPr, id))
+	ourAuth, err := makeAuth(sa.prf, cred, signedOctets(sa.prf, sa.hs.initResp, sa.nI, sa.hs.skPr, id))
 	if err != nil {
 		fail(AUTHENTICATION_FAILED, err)
 		return

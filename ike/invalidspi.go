@@ -121,7 +121,7 @@ func (d *Daemon) onInvalidSPI(sa *ikeSA, n *NotifyPayload) {
 		if c.rekeyTimer != nil {
 			c.rekeyTimer.Stop()
 		}
-		d.dp.RemoveChild(c)
+		d.dp.RemoveChild(c.In.SPI)
 		d.log.Info("peer lost a Child SA (INVALID_SPI): removing it and making it again", "peer", sa.peer.Name,
 			"spi_out", fmt.Sprintf("%#08x", c.Out.SPI))
 		d.queueRequest(owner, exchange{exch: INFORMATIONAL, movable: true, payloads: func() ([]Payload, error) {

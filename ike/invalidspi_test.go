@@ -12,7 +12,7 @@ func loseChild(d *Daemon, dp *memDatapath, sa *ikeSA) (lost *ChildSA) {
 	d.call(func() {
 		lost = sa.children[0]
 		sa.children = nil
-		dp.RemoveChild(lost)
+		dp.RemoveChild(lost.In.SPI)
 	})
 	return lost
 }

@@ -129,8 +129,8 @@ func (d *Daemon) watchTraffic() {
 		}
 		var in, out uint64
 		for _, c := range sa.children {
-			in += d.dp.ChildInPackets(c)
-			out += oc.ChildOutPackets(c)
+			in += d.dp.ChildInPackets(c.In.SPI)
+			out += oc.ChildOutPackets(c.In.SPI)
 		}
 		if in != sa.watchIn {
 			sa.watchIn, sa.lastIn = in, now
@@ -163,7 +163,7 @@ const (
 )
 
 // childOutCounter is implemented by datapaths that count what each Child
-// SA sent (tunnel.Engine does).
+// SA (by inbound SPI) sent (tunnel.Engine does).
 type childOutCounter interface {
-	ChildOutPackets(c *ChildSA) uint64
+	ChildOutPackets(spi uint32) uint64
 }

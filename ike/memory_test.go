@@ -31,7 +31,7 @@ type espDatapath struct {
 	mu   sync.Mutex
 	peer *Daemon
 	from map[netip.Addr]netip.AddrPort // destination → the source it arrives from
-	esp  map[*ChildSA][2]*esp.SA
+	esp  map[uint32][2]*esp.SA         // by inbound SPI
 }
 
 func (e *espDatapath) SendIKE(msg []byte, to netip.AddrPort, natt bool) error {
@@ -54,15 +54,15 @@ func (e *espDatapath) InstallChild(c *ChildSA) error {
 		return err
 	}
 	e.mu.Lock()
-	e.esp[c] = [2]*esp.SA{out, in}
+	e.esp[c.In.SPI] = [2]*esp.SA{out, in}
 	e.mu.Unlock()
 	return nil
 }
 
-func (e *espDatapath) RetireChild(c *ChildSA, _ time.Duration) { e.RemoveChild(c) }
-func (e *espDatapath) RemoveChild(c *ChildSA) {
+func (e *espDatapath) RetireChild(spi uint32, _ time.Duration) { e.RemoveChild(spi) }
+func (e *espDatapath) RemoveChild(spi uint32) {
 	e.mu.Lock()
-	delete(e.esp, c)
+	delete(e.esp, spi)
 	e.mu.Unlock()
 }
 
@@ -94,8 +94,8 @@ func perPeerBytes(t *testing.T, n int, auth func(self, peer netip.Addr) (Credent
 		auth = func(_, _ netip.Addr) (Credential, PeerAuth) { return Credential{PSK: psk}, PeerAuth{PSK: psk} }
 	}
 	a, b := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
-	dpA := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(a, 4500), nextSPI: 0x1000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[*ChildSA][2]*esp.SA{}}
-	dpB := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(b, 4500), nextSPI: 0x80000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[*ChildSA][2]*esp.SA{}}
+	dpA := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(a, 4500), nextSPI: 0x1000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[uint32][2]*esp.SA{}}
+	dpB := &espDatapath{memDatapath: memDatapath{self: netip.AddrPortFrom(b, 4500), nextSPI: 0x80000}, from: map[netip.Addr]netip.AddrPort{}, esp: map[uint32][2]*esp.SA{}}
 	var peersA, peersB []*PeerConfig
 	for i := 0; i < n; i++ {
 		// Peer i is at 10.1.x.y for A (A is at 10.2.x.y for it).
@@ -220,11 +220,12 @@ func TestEstablishedForgetsAuthState(t *testing.T) {
 	for _, d := range []*Daemon{d1, d2} {
 		sa := current(d)
 		d.call(func() {
-			if sa.initReq != nil || sa.initResp != nil {
-				t.Errorf("initiator %v: the IKE_SA_INIT messages are kept (%d, %d octets)", sa.initiator, len(sa.initReq), len(sa.initResp))
-			}
-			if sa.skPi != nil || sa.skPr != nil || sa.dhPriv != nil || sa.ke != nil || sa.cookie != nil || sa.authSecret != nil {
-				t.Errorf("initiator %v: SK_p, DH or cookie state is kept", sa.initiator)
+			if hs := sa.hs; hs != nil {
+				// All of it: the IKE_SA_INIT messages, SK_pi/SK_pr, the DH
+				// private key, our KE value, the cookie and the AutoVPN
+				// secret.
+				t.Errorf("initiator %v: the handshake state is kept (IKE_SA_INIT messages of %d and %d octets)",
+					sa.initiator, len(hs.initReq), len(hs.initResp))
 			}
 			if sa.peerCert != nil {
 				t.Errorf("initiator %v: the peer's certificate is kept", sa.initiator)

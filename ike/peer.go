@@ -129,7 +129,7 @@ func (p *PeerConfig) setDefaults() error {
 }
 
 func (d *Daemon) peerByName(name string) *PeerConfig {
-	for _, p := range d.cfg.Peers {
+	for _, p := range d.configured() {
 		if p.Name == name {
 			return p
 		}
@@ -151,7 +151,7 @@ func (d *Daemon) forgetIfUnused(p *PeerConfig) {
 }
 
 func (d *Daemon) peerByAddr(a netip.Addr) *PeerConfig {
-	for _, p := range d.cfg.Peers {
+	for _, p := range d.configured() {
 		if p.Addr == a.Unmap() {
 			return p
 		}

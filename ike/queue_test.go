@@ -26,7 +26,7 @@ type routerDatapath struct {
 }
 
 func newRouter(self netip.AddrPort, spiBase uint32) *routerDatapath {
-	return &routerDatapath{memDatapath: memDatapath{self: self, nextSPI: spiBase, children: map[*ChildSA]bool{}}, to: map[netip.Addr]*Daemon{}}
+	return &routerDatapath{memDatapath: memDatapath{self: self, nextSPI: spiBase, children: map[uint32]bool{}}, to: map[netip.Addr]*Daemon{}}
 }
 
 func (r *routerDatapath) route(a netip.Addr, d *Daemon) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -25,7 +26,7 @@ func (d *Daemon) rekeyChild(c *ChildSA) {
 			// Simultaneous rekey (§2.8.1): the SA with the lowest
 			// nonce is redundant, and we created it: delete it.
 			d.log.Info("rekey collision: deleting our redundant Child SA", "peer", sa.peer.Name)
-			d.dp.RemoveChild(nc) // stop sending on it now; the Delete follows
+			d.dp.RemoveChild(nc.In.SPI) // stop sending on it now; the Delete follows
 			d.deleteChild(nc)
 			return
 		}
@@ -158,14 +159,39 @@ func (d *Daemon) removeChild(c *ChildSA) {
 // after the Delete exchange that removed it.
 const rekeyedLinger = 5 * time.Second
 
+// lingering is the inbound SPI of a retired Child SA, until when the IKE
+// SA may still end its linger. That is a second before the datapath ends
+// it itself: after that, the SPI may be given out again.
+type lingering struct {
+	spi   uint32
+	until time.Time
+}
+
 // uninstallChild takes a Child SA out of the datapath: at once, or, for
-// one a rekey replaced, with its inbound SA lingering.
+// one a rekey replaced, with its inbound SA lingering, which its IKE SA
+// remembers: the linger ends with the IKE SA.
 func (d *Daemon) uninstallChild(c *ChildSA) {
-	if c.replaced {
-		d.dp.RetireChild(c, rekeyedLinger)
+	if !c.replaced {
+		d.dp.RemoveChild(c.In.SPI)
 		return
 	}
-	d.dp.RemoveChild(c)
+	d.dp.RetireChild(c.In.SPI, rekeyedLinger)
+	sa := c.ike.current()
+	now := time.Now()
+	sa.lingering = slices.DeleteFunc(sa.lingering, func(l lingering) bool { return !now.Before(l.until) })
+	sa.lingering = append(sa.lingering, lingering{c.In.SPI, now.Add(rekeyedLinger - time.Second)})
+}
+
+// endLingering ends the linger of the Child SAs sa retired: when the IKE
+// SA goes, so do they (a peer removed by a reload, a dead peer).
+func (d *Daemon) endLingering(sa *ikeSA) {
+	now := time.Now()
+	for _, l := range sa.lingering {
+		if now.Before(l.until) {
+			d.dp.RemoveChild(l.spi)
+		}
+	}
+	sa.lingering = nil
 }
 
 // onCreateChildSA answers a CREATE_CHILD_SA request: a Child SA rekey, a new

@@ -122,6 +122,7 @@ func (d *Daemon) promoteColliding(sa *ikeSA) bool {
 // switchIKE makes nsa the peer's IKE SA, moving old's Child SAs to it.
 func (d *Daemon) switchIKE(old, nsa *ikeSA) {
 	nsa.children, old.children = old.children, nil
+	nsa.lingering, old.lingering = append(nsa.lingering, old.lingering...), nil
 	for _, c := range nsa.children {
 		c.ike = nsa
 	}

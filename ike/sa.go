@@ -38,20 +38,18 @@ type ikeSA struct {
 	natt      bool           // IKE moved to the NAT-T port
 	created   time.Time
 
-	suite       Suite
-	prf         *prfFunc
-	group       dhGroup
-	dhPriv      any
-	ke          []byte
-	nI, nR      []byte
-	cookie      []byte
-	cookieTries int
+	// hs is the state of IKE_SA_INIT and IKE_AUTH, dropped once the IKE
+	// SA is up (nil for one made by a rekey, but while its keys are
+	// derived).
+	hs *handshake
 
-	initReq, initResp []byte   // the raw IKE_SA_INIT messages, for AUTH
-	halfKey           *halfKey // set while half-open (responder): the key in Daemon.half
+	suite   Suite
+	prf     *prfFunc
+	nI, nR  []byte   // the nonces: the first Child SA's keys (§2.17), the duplicate check (§2.8.1)
+	halfKey *halfKey // set while half-open (responder): the key in Daemon.half
 
-	skD, skPi, skPr []byte
-	out, in         *skCipher
+	skD     []byte
+	out, in *skCipher
 
 	nextMsgID      uint32   // the ID of our next request
 	peerMsgID      uint32   // the ID expected in the peer's next request
@@ -60,12 +58,12 @@ type ikeSA struct {
 	fragOK         bool     // the peer supports IKE fragmentation (RFC 7383)
 	frags          *reassembly
 	pending        *request
-	childSPI       uint32 // inbound SPI reserved for the first Child SA
 	peerIDSeen     Identity
 	children       []*ChildSA
-	queue          []exchange // requests waiting for the window
-	lastHeard      time.Time  // last authenticated message from the peer
-	watchIn        uint64     // inbound and outbound ESP packets of the Child SAs at the last traffic watch
+	lingering      []lingering // retired Child SAs whose inbound SAs still accept packets
+	queue          []exchange  // requests waiting for the window
+	lastHeard      time.Time   // last authenticated message from the peer
+	watchIn        uint64      // inbound and outbound ESP packets of the Child SAs at the last traffic watch
 	watchOut       uint64
 	lastIn         time.Time // when watchIn last grew
 	rekeyTimer     *time.Timer
@@ -79,19 +77,13 @@ type ikeSA struct {
 	next           *ikeSA            // the IKE SA that replaced this one
 	colliding      *ikeSA            // the peer's rekey of this SA, made while ours ran (§2.8.2)
 	creatingChild  bool              // our CREATE_CHILD_SA for a new Child SA is under way
-	lookingUp      bool              // the peer's key is being looked up (PeerConfig.LookupKey)
-	lookedUp       crypto.PublicKey  // the key found, which must verify the peer's AUTH
+	lookedUp       crypto.PublicKey  // the key found by PeerConfig.LookupKey, which verified the peer's AUTH
 	peerNull       bool              // the peer authenticated with AUTH_NULL
 	peerCert       *x509.Certificate // the certificate the peer presented, until reported
 	bySecret       bool              // the peer authenticated with the AutoVPN shared secret
-	authSecret     []byte            // that secret: we answer with it too (until established)
 	sentSecretReq  bool              // AUTOVPN_SHARED_SECRET was in an IKE_AUTH message of this SA
 	peerContact    string            // the peer's Contact Details, until reported
 
-	// firstProp and firstTS are the first Child SA's proposal and
-	// selectors (TSi, TSr) from the IKE_AUTH response, until installed.
-	firstProp *Proposal
-	firstTS   [2][]TrafficSelector
 	// coverAsked are the remote selectors asked for in Child SAs of
 	// their own after the peer narrowed ours (coverSelectors).
 	coverAsked Selectors
@@ -111,6 +103,7 @@ type ikeSA struct {
 // request is our outstanding request, retransmitted until answered.
 type request struct {
 	msgs       [][]byte
+	sent       time.Time // first
 	tries      int
 	timer      *time.Timer
 	id         uint32
@@ -136,25 +129,19 @@ type ChildSA struct {
 	// arrives on it while an older SA covers the same traffic (we answered
 	// a rekey; the peer installs its inbound SA when our answer arrives).
 	Deferred bool
-	// Handle is the datapath's, set by InstallChild.
-	Handle any
 }
 
-// forgetAuthState drops what only IKE_SA_INIT and IKE_AUTH need, once the
-// IKE SA is up: the raw IKE_SA_INIT messages and SK_pi/SK_pr (signed and
-// keyed into the AUTH payloads, §2.15), our KE value, DH private key and
-// cookie, and the AutoVPN secret the peer authenticated with. The keys are
-// zeroed. Reauthentication makes a new IKE SA, and a
+// forgetAuthState drops the handshake state once the IKE SA is up, with
+// SK_pi and SK_pr zeroed. Reauthentication makes a new IKE SA, and a
 // retransmitted IKE_AUTH request is answered from lastResp, so nothing
-// needs them again; the nonces stay (the first Child SA's keys, §2.17,
-// and the duplicate check, §2.8.1).
+// needs it again; the nonces stay in the SA (the first Child SA's keys,
+// §2.17, and the duplicate check, §2.8.1).
 func (sa *ikeSA) forgetAuthState() {
-	clear(sa.skPi)
-	clear(sa.skPr)
-	sa.skPi, sa.skPr = nil, nil
-	sa.initReq, sa.initResp = nil, nil
-	sa.dhPriv, sa.ke, sa.cookie = nil, nil, nil
-	sa.authSecret = nil // the trust store's, not ours to zero
+	if sa.hs != nil {
+		clear(sa.hs.skPi)
+		clear(sa.hs.skPr)
+		sa.hs = nil // the AutoVPN secret in it is the trust store's, not ours to zero
+	}
 }
 
 // current follows the chain of rekeys from sa to the IKE SA that now owns
@@ -251,7 +238,10 @@ func (sa *ikeSA) deriveKeysFrom(prf *prfFunc, skeyseed []byte) error {
 	sa.skD = take(prf.size)
 	skAi, skAr := take(integ.keyLen), take(integ.keyLen)
 	skEi, skEr := take(eLen), take(eLen)
-	sa.skPi, sa.skPr = take(prf.size), take(prf.size)
+	if sa.hs == nil {
+		sa.hs = &handshake{} // a rekey's: established drops it at once
+	}
+	sa.hs.skPi, sa.hs.skPr = take(prf.size), take(prf.size)
 	ci, err := newSKCipher(encr, integ, skEi, skAi)
 	if err != nil {
 		return err

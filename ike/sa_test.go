@@ -86,7 +86,7 @@ func TestDeriveKeys(t *testing.T) {
 			skPi, skPr := take(prfSize), take(prfSize)
 
 			for _, sa := range []*ikeSA{i, r} {
-				if !bytes.Equal(sa.skD, skD) || !bytes.Equal(sa.skPi, skPi) || !bytes.Equal(sa.skPr, skPr) {
+				if !bytes.Equal(sa.skD, skD) || !bytes.Equal(sa.hs.skPi, skPi) || !bytes.Equal(sa.hs.skPr, skPr) {
 					t.Fatalf("initiator=%v: SK_d, SK_pi or SK_pr differ from the hand computation", sa.initiator)
 				}
 			}
@@ -287,7 +287,7 @@ func TestRekeyKeys(t *testing.T) {
 	km := handPRFPlus(prfIDs[2].hash, skeyseed, seed, 64*3+2*64+2*32)
 	skD, skPi, skPr := km[:64], km[64+2*64+2*32:][:64], km[64+2*64+2*32+64:]
 	for _, n := range nsas {
-		if !bytes.Equal(n.skD, skD) || !bytes.Equal(n.skPi, skPi) || !bytes.Equal(n.skPr, skPr) {
+		if !bytes.Equal(n.skD, skD) || !bytes.Equal(n.hs.skPi, skPi) || !bytes.Equal(n.hs.skPr, skPr) {
 			t.Fatalf("initiator=%v: keys differ from the hand computation", n.initiator)
 		}
 		if n.prf.size != 64 {

@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -41,6 +40,9 @@ func (d *Daemon) scheduleRestart(p *PeerConfig) {
 	d.log.Info("will re-initiate", "peer", p.Name, "in", delay)
 	time.AfterFunc(delay, func() {
 		d.post(func() {
+			if d.peerByName(p.Name) != p {
+				return // removed or replaced by SetPeers
+			}
 			for _, sa := range d.sas {
 				if sa.peer == p {
 					return
@@ -91,12 +93,12 @@ func (d *Daemon) scheduleDPD(sa *ikeSA) {
 			var in uint64
 			for _, c := range sa.children {
 				if exact {
-					if t := hearer.ChildHeard(c); t.After(sa.lastHeard) {
+					if t := hearer.ChildHeard(c.In.SPI); t.After(sa.lastHeard) {
 						sa.lastHeard = t
 					}
 					continue
 				}
-				in += d.dp.ChildInPackets(c)
+				in += d.dp.ChildInPackets(c.In.SPI)
 			}
 			if in != lastIn {
 				lastIn = in
@@ -124,18 +126,23 @@ func (d *Daemon) scheduleChildRekey(c *ChildSA) {
 	})
 }
 
-// ChildEvent tells the daemon that a Child SA reached a lifetime limit in
-// the datapath: a soft event starts a rekey; at the hard one the Child SA
-// is removed and the peer told (RFC 7296 §2.8), whatever became of its
-// rekey.
-func (d *Daemon) ChildEvent(c *ChildSA, hard bool) {
+// ChildEvent tells the daemon that the Child SA whose inbound SPI is spi
+// reached a lifetime limit in the datapath: a soft event starts a rekey;
+// at the hard one the Child SA is removed and the peer told (RFC 7296
+// §2.8), whatever became of its rekey. An SPI the daemon no longer knows
+// is ignored (the datapath removes a pair at its hard limit itself).
+func (d *Daemon) ChildEvent(spi uint32, hard bool) {
 	d.post(func() {
+		c := d.childBySPI(spi)
+		if c == nil {
+			return
+		}
 		if !hard {
 			d.rekeyChild(c)
 			return
 		}
-		d.dp.RemoveChild(c)
-		if sa := c.ike; sa != nil && sa.state != stateDead && d.hasChild(sa, c) {
+		d.dp.RemoveChild(c.In.SPI)
+		if sa := c.ike; sa != nil && sa.state != stateDead {
 			d.log.Warn("Child SA past its hard lifetime: removed", "peer", sa.peer.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI))
 			d.deleteChild(c)
 		}
@@ -150,10 +157,22 @@ func (d *Daemon) scheduleIKERekey(sa *ikeSA) {
 	})
 }
 
-var errDeadPeer = errors.New("dead peer: no answer to our requests")
+// childBySPI returns the Child SA of an IKE SA whose inbound SPI is spi,
+// or nil.
+func (d *Daemon) childBySPI(spi uint32) *ChildSA {
+	for _, sa := range d.sas {
+		for _, c := range sa.children {
+			if c.In.SPI == spi {
+				return c
+			}
+		}
+	}
+	return nil
+}
 
 // childHearer is implemented by datapaths that tell when each Child SA
-// last accepted a packet (tunnel.Engine does, to the received batch).
+// (by inbound SPI) last accepted a packet (tunnel.Engine does, to the
+// received batch).
 type childHearer interface {
-	ChildHeard(c *ChildSA) time.Time
+	ChildHeard(spi uint32) time.Time
 }

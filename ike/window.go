@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"fmt"
 	mrand "math/rand/v2"
 	"time"
 )
@@ -22,7 +23,7 @@ func (d *Daemon) sendRequest(sa *ikeSA, msgs [][]byte, id uint32, onResponse fun
 	if sa.pending != nil && sa.pending.timer != nil {
 		sa.pending.timer.Stop()
 	}
-	r := &request{msgs: msgs, id: id, onResponse: onResponse}
+	r := &request{msgs: msgs, id: id, onResponse: onResponse, sent: time.Now()}
 	sa.pending = r
 	d.send(sa, msgs...)
 	var arm func(delay time.Duration)
@@ -35,7 +36,8 @@ func (d *Daemon) sendRequest(sa *ikeSA, msgs [][]byte, id uint32, onResponse fun
 				r.tries++
 				if r.tries >= sa.retransmitTries() {
 					d.log.Warn("peer does not answer; giving up", "peer", sa.peer.Name, "tries", r.tries)
-					d.teardown(sa, errDeadPeer)
+					d.teardown(sa, fmt.Errorf("%w: %v sent %d times over %v", ErrNoAnswer, exchangeOf(msgs), r.tries,
+						time.Since(r.sent).Round(time.Millisecond)))
 					return
 				}
 				d.log.Debug("retransmitting", "peer", sa.peer.Name, "message_id", id, "try", r.tries)
@@ -99,4 +101,12 @@ type exchange struct {
 	// movable requests (Child SA operations) go on in the new IKE SA if
 	// this one is rekeyed before they are sent.
 	movable bool
+}
+
+// exchangeOf returns the exchange type of a request we made.
+func exchangeOf(msgs [][]byte) ExchangeType {
+	if len(msgs) == 0 || len(msgs[0]) < HeaderLen {
+		return 0
+	}
+	return ExchangeType(msgs[0][18])
 }

@@ -26,8 +26,8 @@ type trap struct {
 	acquired time.Time // when the acquire was raised; zero if none is under way
 }
 
-// SetTrap installs (or replaces) an on-demand trap. onAcquire is called,
-// without blocking, when the first packet needs it (set with SetAcquireHandler).
+// SetTrap installs (or replaces) an on-demand trap. The control plane's
+// Acquire is told when the first packet needs it.
 func (e *Engine) SetTrap(name string, local, remote policy.Selectors) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -60,9 +60,6 @@ func (e *Engine) setTrapsLocked() {
 	e.routes.Store(&rt)
 }
 
-// SetAcquireHandler sets the function told of acquires; it must not block.
-func (e *Engine) SetAcquireHandler(f func(name string)) { e.onAcquire.Store(&f) }
-
 func (rt *routeTable) trapFor(p *ipview.Packet) *trap {
 	for _, t := range rt.traps {
 		if t.remote.MatchDst(p) && t.local.MatchSrc(p) {
@@ -87,9 +84,7 @@ func (e *Engine) hold(t *trap, pkt []byte) {
 	}
 	t.mu.Unlock()
 	if fresh {
-		if f := e.onAcquire.Load(); f != nil && *f != nil {
-			(*f)(t.name)
-		}
+		e.control().Acquire(t.name)
 	}
 }
 

@@ -93,7 +93,9 @@ type AutoVPN struct {
 	probesSent, intercepted atomic.Uint64
 }
 
-// NewAutoVPN prepares AutoVPN on eng; Start hooks it up.
+// NewAutoVPN prepares AutoVPN on eng; Start hooks it up. The engine's
+// Control hands it the probes that reach the NAT-T port (NewNode wires
+// it).
 func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 	if cfg.Store == nil || cfg.Cert == nil {
 		return nil, errors.New("tunnel: AutoVPN needs a certificate and a trust store")
@@ -122,7 +124,6 @@ func NewAutoVPN(eng *Engine, cfg AutoVPNConfig) (*AutoVPN, error) {
 func (a *AutoVPN) Start(d *ike.Daemon) {
 	a.ike = d
 	a.eng.autovpn.Store(a)
-	a.eng.SetProbeHandler(func(msg []byte, from netip.AddrPort, to netip.Addr) { a.gw.HandleUDP(msg, from, to) })
 	a.wg.Add(1)
 	go a.routineICMP()
 }

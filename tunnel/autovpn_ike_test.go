@@ -46,7 +46,8 @@ type autovpnCase struct {
 
 func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credential) *autovpnPair {
 	t.Helper()
-	p := &autovpnPair{g1: newIKEEnd(t, netip.MustParseAddr("10.98.0.1")), g2: newIKEEnd(t, netip.MustParseAddr("10.98.0.2"))}
+	p := &autovpnPair{g1: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.1"))},
+		g2: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.2"))}}
 	lo := netip.MustParseAddr("127.0.0.1")
 	g2IKE, g2NATT := p.g2.eng.Ports()
 	g1IKE, g1NATT := p.g1.eng.Ports()
@@ -64,14 +65,14 @@ func startAutoVPN(t *testing.T, c autovpnCase, k1 ike.Credential, k2 ike.Credent
 		t.Fatal(err)
 	}
 	p.g2.d = d2
-	p.g2.eng.SetIKEHandler(d2.HandlePacketTo)
+	p.g2.route(func(c *testControl) { c.ike = d2.HandlePacketTo })
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: p.g1.eng, Logger: logger("G1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.g1.d = d1
-	p.g1.eng.SetIKEHandler(d1.HandlePacketTo)
+	p.g1.route(func(c *testControl) { c.ike = d1.HandlePacketTo })
 	t.Cleanup(d1.Close)
 	pa1 := ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}
 	if c.secret1 != nil {
@@ -233,7 +234,8 @@ type g1Opts func(*ike.PeerConfig)
 
 func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, g2Proposals string, opts ...g1Opts) *realG2 {
 	t.Helper()
-	r := &realG2{g1: newIKEEnd(t, netip.MustParseAddr("10.98.0.1")), g2: newIKEEnd(t, netip.MustParseAddr("10.98.0.2")), store: store}
+	r := &realG2{g1: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.1"))},
+		g2: &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.98.0.2"))}, store: store}
 	gw, nonceR := completeProbe(t, r.g1.addr, r.g2.addr)
 	r.nonce = nonceR
 	logger := func(name string) *slog.Logger { return testLog(t, name) }
@@ -263,14 +265,14 @@ func startRealG2(t *testing.T, store *policy.TrustStore, k1, k2 ike.Credential, 
 	}
 	r.g2.d = d2
 	r.av.ike = d2
-	r.g2.eng.SetIKEHandler(d2.HandlePacketTo)
+	r.g2.route(func(c *testControl) { c.ike = d2.HandlePacketTo })
 	t.Cleanup(d2.Close)
 	d1, err := ike.New(ike.Config{Datapath: r.g1.eng, Logger: logger("G1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.g1.d = d1
-	r.g1.eng.SetIKEHandler(d1.HandlePacketTo)
+	r.g1.route(func(c *testControl) { c.ike = d1.HandlePacketTo })
 	t.Cleanup(d1.Close)
 	pc := &ike.PeerConfig{Name: "av-out", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: g2IKE, NATTPort: g2NATT, Auth: k1,
 		PeerAuth: ike.PeerAuth{LeapOfFaith: func(*x509.Certificate) error { return nil }}, AutoVPNNonce: nonceR,

@@ -28,18 +28,11 @@ func benchHandshakes(b *testing.B, others int) {
 	// Four at once: the responder keeps at most MaxHalfOpenPerAddr
 	// half-open IKE SAs for one address (all of ours come from 127.0.0.1).
 	const parallel = ike.MaxHalfOpenPerAddr
-	ia := &ikeEnd{testEndpoint: newTestEndpoint(b, netip.MustParseAddr("10.96.0.1"))}
-	ib := &ikeEnd{testEndpoint: newTestEndpoint(b, netip.MustParseAddr("10.96.0.2"))}
-	for _, e := range []*Engine{ia.eng, ib.eng} {
-		for i := range others {
-			if _, err := e.Install(scalePairConfig(i, false)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	ia := newIKEEnd(b, netip.MustParseAddr("10.96.0.1"))
+	ib := newIKEEnd(b, netip.MustParseAddr("10.96.0.2"))
 	lo := netip.MustParseAddr("127.0.0.1")
-	aIKE, aNATT := ia.eng.Ports()
-	bIKE, bNATT := ib.eng.Ports()
+	aIKE, aNATT := ia.ports()
+	bIKE, bNATT := ib.ports()
 	edA, edAPub := keyPair(b, "ed25519")
 	edB, edBPub := keyPair(b, "ed25519")
 	idA, _ := ike.ParseIdentity("a.oevpn.test")
@@ -47,24 +40,39 @@ func benchHandshakes(b *testing.B, others int) {
 	props, _ := ike.ParseProposals("aes128gcm16-prfsha256-x25519", ike.ProtoIKE)
 	up := make(chan string, parallel)
 	var peers []*ike.PeerConfig
+	var nodePeers []Peer
 	for i := 0; i < parallel; i++ {
 		peers = append(peers, &ike.PeerConfig{Name: fmt.Sprintf("b%d", i), Addr: lo, IKEPort: bIKE, NATTPort: bNATT,
 			LocalID: idA, RemoteID: idB, Auth: ike.Credential{Signer: edA}, PeerAuth: ike.PeerAuth{PublicKey: edBPub},
 			IKEProposals: props, LocalTS: hostSel(ia.addr), RemoteTS: hostSel(ib.addr)})
+		nodePeers = append(nodePeers, Peer{IKE: peers[i], Start: StartNever})
 	}
-	da, err := ike.New(ike.Config{Datapath: ia.eng, Peers: peers, OnChange: func(peer string, isUp bool, _ error) {
-		if isUp {
-			up <- peer
-		}
-	}})
+	na, err := NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(ia.addr, 32)},
+		IKEPort: aIKE, NATTPort: aNATT, Peers: nodePeers, ikeConfig: func(c *ike.Config) {
+			onChange := c.OnChange
+			c.OnChange = func(peer string, isUp bool, err error) {
+				onChange(peer, isUp, err)
+				if isUp {
+					up <- peer
+				}
+			}
+		}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer da.Close()
-	ia.eng.SetIKEHandler(da.HandlePacketTo)
+	defer na.Close()
+	da := na.IKE()
+	ia.eng = na.Engine()
 	startDaemon(b, ib, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
 		LocalTS: hostSel(ib.addr), RemoteTS: hostSel(ia.addr)})
+	for _, e := range []*Engine{ia.eng, ib.eng} {
+		for i := range others {
+			if _, err := e.Install(scalePairConfig(i, false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 
 	perPeer := 0.0
 	if others == 0 {

@@ -52,12 +52,9 @@ type Config struct {
 	// NewBind creates the UDP transport for one port; nil means
 	// conn.NewStdNetBind.
 	NewBind func() conn.Bind
-	// OnIKE, if set, receives each IKE message (without the non-ESP
-	// marker), the address it came from and the local address it was
-	// sent to (invalid if the transport does not tell); natt tells
-	// whether it came on the NAT-T port. msg is only valid during the
-	// call.
-	OnIKE func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool)
+	// Control is the control plane, which the engine hands IKE messages,
+	// probes, acquires and SA events to; nil means none (see SetControl).
+	Control Control
 	// Clear, if set, sends packets that leave in the clear (the engine
 	// closes it); without it they are dropped and counted as NoSA.
 	Clear ClearPath
@@ -72,10 +69,6 @@ type Config struct {
 		AddBypass(netip.Addr) error
 		RemoveBypass(netip.Addr) error
 	}
-	// OnSAEvent, if set, is told of lifetime events. It runs on the
-	// engine's timer goroutine, never on the datapath. After a hard
-	// expiry the engine removes the pair itself.
-	OnSAEvent func(*SAPair, esp.Event)
 }
 
 // Stats are the engine's packet counters (per-SA counters are on the SAs).
@@ -129,22 +122,14 @@ type Engine struct {
 	traps   map[string]*trap
 	nextSeq uint64
 
-	onIKE     atomic.Pointer[func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool)]
-	onSAEvent atomic.Pointer[func(*SAPair, esp.Event)]
-	onAcquire atomic.Pointer[func(name string)]
-	classes   atomic.Pointer[policy.Classes]
-	onOE      atomic.Pointer[func(src, dst netip.Addr, class policy.Class)]
-	keyed     atomic.Pointer[func(netip.Addr) bool] // see SetKeyed
-	oe        sync.Map                              // netip.Addr → *oeDest: opportunistic destinations without an SA
-	oeHeld    atomic.Int64
-	oeDests   atomic.Int64
-	onProbe   atomic.Pointer[func(msg []byte, from netip.AddrPort, to netip.Addr)]
-	autovpn   atomic.Pointer[AutoVPN]
-	nat       atomic.Pointer[natTable] // AutoVPN behind a NAT: translations of the hosts' traffic
-	clear     ClearPath
-
-	// onUnknownSPI is told of ESP packets for SPIs never allocated.
-	onUnknownSPI atomic.Pointer[func(spi uint32, from netip.AddrPort)]
+	ctl     atomic.Pointer[controlRef] // never nil: see SetControl
+	classes atomic.Pointer[policy.Classes]
+	oe      sync.Map // netip.Addr → *oeDest: opportunistic destinations without an SA
+	oeHeld  atomic.Int64
+	oeDests atomic.Int64
+	autovpn atomic.Pointer[AutoVPN]
+	nat     atomic.Pointer[natTable] // AutoVPN behind a NAT: translations of the hosts' traffic
+	clear   ClearPath
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -190,6 +175,7 @@ func New(cfg Config) (*Engine, error) {
 		clear:   cfg.Clear,
 	}
 	e.routes.Store(&routeTable{})
+	e.SetControl(cfg.Control)
 	// fail undoes what New did so far; the engine owns Clear.
 	fail := func(err error) (*Engine, error) {
 		e.ike.Close()
@@ -209,12 +195,6 @@ func New(cfg Config) (*Engine, error) {
 			return fail(err)
 		}
 		e.clear = fwd
-	}
-	if cfg.OnIKE != nil {
-		e.onIKE.Store(&cfg.OnIKE)
-	}
-	if cfg.OnSAEvent != nil {
-		e.onSAEvent.Store(&cfg.OnSAEvent)
 	}
 	ikeFns, ikePort, err := e.ike.Open(cfg.IKEPort)
 	if err != nil {
@@ -294,12 +274,6 @@ func (e *Engine) Stats() Stats {
 	}
 }
 
-// SetKeyed sets the function that tells whether an address is known to
-// publish a key (opportunism remembers them): such an address is never
-// carried by an unauthenticated SA. Call Reconsider when it changes its
-// answer for an address.
-func (e *Engine) SetKeyed(f func(netip.Addr) bool) { e.keyed.Store(&f) }
-
 func (e *Engine) routineTimers() {
 	t := time.NewTicker(tickInterval)
 	defer t.Stop()
@@ -319,9 +293,7 @@ func (e *Engine) routineTimers() {
 			}
 			e.log.Info("SA lifetime event", "peer", ev.pair.Peer, "event", ev.ev,
 				"spi_in", fmt.Sprintf("%#08x", ev.pair.In.SPI()))
-			if f := e.onSAEvent.Load(); f != nil && *f != nil {
-				(*f)(ev.pair, ev.ev)
-			}
+			e.control().SAEvent(ev.pair, ev.ev)
 			if ev.ev == esp.EventHardExpire {
 				e.Remove(ev.pair)
 			}

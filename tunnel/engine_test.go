@@ -25,6 +25,7 @@ type testEndpoint struct {
 	net  *Netstack
 	addr netip.Addr
 	ike  chan []byte
+	ctl  testControl // what the engine hands its control plane (see route)
 }
 
 func newTestEndpoint(t testing.TB, addr netip.Addr) *testEndpoint {
@@ -34,16 +35,19 @@ func newTestEndpoint(t testing.TB, addr netip.Addr) *testEndpoint {
 		t.Fatal(err)
 	}
 	te := &testEndpoint{net: tnet, addr: addr, ike: make(chan []byte, 16)}
-	te.eng, err = New(Config{Device: dev, OnIKE: func(msg []byte, _ netip.AddrPort, _ netip.Addr, natt bool) {
-		m := append([]byte(nil), msg...)
-		if natt {
-			m = append([]byte("natt:"), m...)
-		}
-		te.ike <- m
-	}})
+	te.eng, err = New(Config{Device: dev})
 	if err != nil {
 		t.Fatal(err)
 	}
+	te.route(func(c *testControl) {
+		c.ike = func(msg []byte, _ netip.AddrPort, _ netip.Addr, natt bool) {
+			m := append([]byte(nil), msg...)
+			if natt {
+				m = append([]byte("natt:"), m...)
+			}
+			te.ike <- m
+		}
+	})
 	t.Cleanup(func() { te.eng.Close() })
 	return te
 }
@@ -338,7 +342,7 @@ func TestRetiredPairAcceptsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	const linger = 500 * time.Millisecond
-	if !a.eng.Retire(old, linger) || a.eng.Retire(old, linger) || a.eng.Remove(old) {
+	if !a.eng.Retire(old, linger) || a.eng.Retire(old, linger) {
 		t.Fatal("Retire: want true once, then the pair no longer installed")
 	}
 	if l := a.eng.Pairs(); len(l) != 1 || l[0] != succ {
@@ -378,6 +382,40 @@ func TestRetiredPairAcceptsInFlight(t *testing.T) {
 	}
 }
 
+// TestRemoveEndsLinger: Remove of a retired pair (its peer went) ends its
+// linger at once.
+func TestRemoveEndsLinger(t *testing.T) {
+	a := newTestEndpoint(t, netip.MustParseAddr("10.99.7.1"))
+	b := newTestEndpoint(t, netip.MustParseAddr("10.99.7.2"))
+	old, _ := connect(t, a, b, esp.AESGCM128)
+	l, err := a.net.ListenUDPAddrPort(netip.AddrPortFrom(a.addr, 7200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := b.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a.addr, 7200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a.eng.Retire(old, time.Hour)
+	c.Write([]byte("lingering"))
+	buf := make([]byte, 64)
+	l.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := l.Read(buf); err != nil {
+		t.Fatalf("nothing on the retired pair within its linger: %v", err)
+	}
+	if a.eng.Remove(old) {
+		t.Fatal("Remove of a retired pair reported it installed")
+	}
+	c.Write([]byte("after Remove"))
+	waitFor(t, func() bool { return a.eng.Stats().UnknownSPI == 1 }, "the retired SPI unknown after Remove")
+	l.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := l.Read(buf); err == nil {
+		t.Fatalf("received %q on a retired pair after Remove", buf[:n])
+	}
+}
+
 func TestHardExpiryRemovesPair(t *testing.T) {
 	a := newTestEndpoint(t, netip.MustParseAddr("10.99.5.1"))
 	b := newTestEndpoint(t, netip.MustParseAddr("10.99.5.2"))
@@ -385,7 +423,9 @@ func TestHardExpiryRemovesPair(t *testing.T) {
 	k := make([]byte, tr.KeyLen())
 	var mu sync.Mutex
 	var events []esp.Event
-	a.eng.SetSAEventHandler(func(_ *SAPair, ev esp.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() })
+	a.route(func(c *testControl) {
+		c.saEvent = func(_ *SAPair, ev esp.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }
+	})
 	_, err := a.eng.Install(PairConfig{Peer: b.nattAddr(), Local: hostSel(a.addr), Remote: hostSel(b.addr),
 		Out: esp.Config{Transform: tr, SPI: 0x7001, Key: k, Soft: esp.Lifetime{Packets: 2}, Hard: esp.Lifetime{Packets: 3}},
 		In:  esp.Config{Transform: tr, SPI: 0x7002, Key: k}})

@@ -28,38 +28,47 @@ func (e *Engine) ReleaseSPI(spi uint32) {
 	}
 }
 
-// InstallChild installs a negotiated Child SA.
+// InstallChild installs a negotiated Child SA, known from then on by its
+// inbound SPI.
 func (e *Engine) InstallChild(c *ike.ChildSA) error {
-	p, err := e.Install(PairConfig{Peer: c.Peer, Local: c.Local, Remote: c.Remote, Out: c.Out, In: c.In, Deferred: c.Deferred,
-		Unauthenticated: c.PeerAuthMethod() == "null", Owner: c})
+	_, err := e.Install(PairConfig{Peer: c.Peer, Local: c.Local, Remote: c.Remote, Out: c.Out, In: c.In, Deferred: c.Deferred,
+		Auth: c.PeerAuthMethod(), Unauthenticated: c.PeerAuthMethod() == "null"})
 	if err != nil {
 		return fmt.Errorf("installing Child SA: %w", err)
 	}
-	c.Handle = p
 	return nil
 }
 
-// RemoveChild removes a Child SA installed by InstallChild.
-func (e *Engine) RemoveChild(c *ike.ChildSA) {
-	if p, ok := c.Handle.(*SAPair); ok {
+// RemoveChild removes the Child SA installed by InstallChild whose
+// inbound SPI is spi.
+func (e *Engine) RemoveChild(spi uint32) {
+	if p := e.pairBySPI(spi); p != nil {
 		e.Remove(p)
 	}
 }
 
-// RetireChild removes a Child SA that a rekey replaced; its inbound SA
-// accepts packets for linger more (see Engine.Retire).
-func (e *Engine) RetireChild(c *ike.ChildSA, linger time.Duration) {
-	if p, ok := c.Handle.(*SAPair); ok {
+// RetireChild removes the Child SA whose inbound SPI is spi, which a rekey
+// replaced; its inbound SA accepts packets for linger more (see
+// Engine.Retire).
+func (e *Engine) RetireChild(spi uint32, linger time.Duration) {
+	if p := e.pairBySPI(spi); p != nil {
 		e.Retire(p, linger)
 	}
 }
 
-// ChildInPackets returns how many packets a Child SA accepted.
-func (e *Engine) ChildInPackets(c *ike.ChildSA) uint64 {
-	if p, ok := c.Handle.(*SAPair); ok {
+// ChildInPackets returns how many packets the Child SA whose inbound SPI
+// is spi accepted.
+func (e *Engine) ChildInPackets(spi uint32) uint64 {
+	if p := e.pairBySPI(spi); p != nil {
 		return p.In.Counters().Packets
 	}
 	return 0
+}
+
+// pairBySPI returns the installed pair whose inbound SPI is spi, or nil.
+func (e *Engine) pairBySPI(spi uint32) *SAPair {
+	p, _ := e.spis.Lookup(spi)
+	return p
 }
 
 // SendKeepalive sends a NAT-keepalive (one octet 0xFF) from the NAT-T port.

@@ -20,41 +20,99 @@ import (
 	"time"
 
 	"github.com/oevpn/oevpn/ike"
+	conn "github.com/oevpn/oevpn/internal/wgconn"
 	"github.com/oevpn/oevpn/policy"
 )
 
-// ikePair runs two netstack endpoints with IKE daemons configured as each
-// other's peer, a initiating.
+// ikeEnd is one endpoint of the IKE tests, assembled as the command
+// assembles one: a netstack node (NewNode) with one configured peer. Its
+// ports are chosen before the node starts, so that two ends can each be
+// configured with the other's.
 type ikeEnd struct {
-	*testEndpoint
-	d    *ike.Daemon
-	peer *ike.PeerConfig
+	*testEndpoint // set by startDaemon
+	d             *ike.Daemon
+	peer          *ike.PeerConfig
+	node          *Node
+
+	ikePort, nattPort uint16
+	bind              func() conn.Bind // nil: UDP sockets on loopback
+	// onTraffic brings the peer up when traffic for it comes (a trap);
+	// otherwise it is brought up at once if peer.AutoStart, else only
+	// when the test initiates.
+	onTraffic bool
 }
 
-func newIKEEnd(t *testing.T, addr netip.Addr) *ikeEnd {
-	te := newTestEndpoint(t, addr)
-	return &ikeEnd{testEndpoint: te}
+// newIKEEnd prepares an endpoint at addr on free loopback ports.
+func newIKEEnd(t testing.TB, addr netip.Addr) *ikeEnd {
+	t.Helper()
+	e := &ikeEnd{testEndpoint: &testEndpoint{addr: addr}}
+	e.ikePort, e.nattPort = freePorts(t)
+	return e
 }
+
+// freePorts returns two UDP ports that were free on every address.
+func freePorts(t testing.TB) (uint16, uint16) {
+	t.Helper()
+	var ports [2]uint16
+	var binds []conn.Bind
+	for i := range ports {
+		b := conn.NewStdNetBind()
+		_, p, err := b.Open(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		binds = append(binds, b)
+		ports[i] = p
+	}
+	for _, b := range binds {
+		b.Close()
+	}
+	return ports[0], ports[1]
+}
+
+// ports returns the endpoint's IKE and NAT-T ports.
+func (e *ikeEnd) ports() (ikePort, nattPort uint16) { return e.ikePort, e.nattPort }
 
 func startDaemon(t testing.TB, e *ikeEnd, peer *ike.PeerConfig) {
 	t.Helper()
 	startDaemonCfg(t, e, peer, ike.Config{})
 }
 
+// startDaemonCfg starts e's node with peer. Of cfg, the Logger (default:
+// the test's log, shown if it fails), Authorizer (default: the node's,
+// from the peer's identity) and CookieThreshold count.
 func startDaemonCfg(t testing.TB, e *ikeEnd, peer *ike.PeerConfig, cfg ike.Config) {
 	t.Helper()
-	cfg.Datapath, cfg.Peers = e.eng, []*ike.PeerConfig{peer}
-	if cfg.Logger == nil {
-		// Keep the daemon's log, and show it if the test fails.
-		cfg.Logger = testLog(t, "IKE of "+e.addr.String())
+	start := StartNever
+	switch {
+	case e.onTraffic:
+		start = StartOnTraffic
+	case peer.AutoStart:
+		start = StartNow
 	}
-	d, err := ike.New(cfg)
+	nc := NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(e.addr, e.addr.BitLen())},
+		IKEPort: e.ikePort, NATTPort: e.nattPort, Bind: e.bind, Peers: []Peer{{IKE: peer, Start: start}}, Logger: cfg.Logger}
+	if nc.Logger == nil {
+		// Keep the node's log, and show it if the test fails.
+		nc.Logger = testLog(t, "node "+e.addr.String())
+	}
+	if cfg.Authorizer != nil || cfg.CookieThreshold != 0 {
+		nc.ikeConfig = func(c *ike.Config) {
+			if cfg.Authorizer != nil {
+				c.Authorizer = cfg.Authorizer
+			}
+			if cfg.CookieThreshold != 0 {
+				c.CookieThreshold = cfg.CookieThreshold
+			}
+		}
+	}
+	n, err := NewNode(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.d, e.peer = d, peer
-	e.eng.SetIKEHandler(d.HandlePacketTo)
-	t.Cleanup(d.Close)
+	t.Cleanup(func() { n.Close() })
+	e.node, e.d, e.peer = n, n.IKE(), peer
+	e.eng, e.net = n.Engine(), n.Net()
 }
 
 type authCase struct {
@@ -110,8 +168,8 @@ func connectIKE(t *testing.T, tc authCase, n int) (a, b *ikeEnd) {
 	a = newIKEEnd(t, netip.MustParseAddr("10.98.0.1"))
 	b = newIKEEnd(t, netip.MustParseAddr("10.98.0.2"))
 	lo := netip.MustParseAddr("127.0.0.1")
-	aIKE, aNATT := a.eng.Ports()
-	bIKE, bNATT := b.eng.Ports()
+	aIKE, aNATT := a.ports()
+	bIKE, bNATT := b.ports()
 	mk := func(props string, p ike.ProtocolID) []ike.Proposal {
 		if props == "" {
 			return nil
@@ -342,11 +400,12 @@ func transferFor(t *testing.T, a, b *testEndpoint, d time.Duration) {
 // a sends traffic to b.
 func onDemandPair(t testing.TB) (a, b *ikeEnd) {
 	t.Helper()
-	a = &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.97.0.1"))}
-	b = &ikeEnd{testEndpoint: newTestEndpoint(t, netip.MustParseAddr("10.97.0.2"))}
+	a = newIKEEnd(t, netip.MustParseAddr("10.97.0.1"))
+	b = newIKEEnd(t, netip.MustParseAddr("10.97.0.2"))
+	a.onTraffic = true // the node sets a trap for b's selectors
 	lo := netip.MustParseAddr("127.0.0.1")
-	aIKE, aNATT := a.eng.Ports()
-	bIKE, bNATT := b.eng.Ports()
+	aIKE, aNATT := a.ports()
+	bIKE, bNATT := b.ports()
 	edA, edAPub := keyPair(t, "ed25519")
 	edB, edBPub := keyPair(t, "ed25519")
 	idA, _ := ike.ParseIdentity("a.oevpn.test")
@@ -358,8 +417,6 @@ func onDemandPair(t testing.TB) (a, b *ikeEnd) {
 	startDaemon(t, b, &ike.PeerConfig{Name: "a", Addr: lo, IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: ike.Credential{Signer: edB}, PeerAuth: ike.PeerAuth{PublicKey: edAPub}, IKEProposals: props,
 		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)})
-	a.eng.SetTrap("b", hostSel(a.addr), hostSel(b.addr))
-	a.eng.SetAcquireHandler(a.d.Acquire)
 	return a, b
 }
 
@@ -427,7 +484,7 @@ func lifecyclePair(t *testing.T, tweak func(*ike.PeerConfig)) (a, b *ikeEnd, bIK
 	t.Helper()
 	a = newIKEEnd(t, netip.MustParseAddr("10.95.0.1"))
 	b = newIKEEnd(t, netip.MustParseAddr("10.95.0.2"))
-	bIKE, bNATT = b.eng.Ports()
+	bIKE, bNATT = b.ports()
 	pa := lifecyclePeerA(a, bIKE, bNATT)
 	if tweak != nil {
 		tweak(pa)
@@ -450,7 +507,7 @@ func lifecyclePeerA(a *ikeEnd, bIKE, bNATT uint16) *ike.PeerConfig {
 func lifecyclePeerB(a, b *ikeEnd) *ike.PeerConfig {
 	idA, _ := ike.ParseIdentity("a.oevpn.test")
 	idB, _ := ike.ParseIdentity("b.oevpn.test")
-	aIKE, aNATT := a.eng.Ports()
+	aIKE, aNATT := a.ports()
 	return &ike.PeerConfig{Name: "a", Addr: netip.MustParseAddr("127.0.0.1"), IKEPort: aIKE, NATTPort: aNATT, LocalID: idB, RemoteID: idA,
 		Auth: ike.Credential{PSK: lifecyclePSK}, PeerAuth: ike.PeerAuth{PSK: lifecyclePSK},
 		LocalTS: hostSel(b.addr), RemoteTS: hostSel(a.addr)}
@@ -459,16 +516,7 @@ func lifecyclePeerB(a, b *ikeEnd) *ike.PeerConfig {
 // restartB brings b back on the same ports, with no state.
 func restartB(t *testing.T, a, b *ikeEnd, bIKE, bNATT uint16) *ikeEnd {
 	t.Helper()
-	dev, tnet, err := NewNetstack([]netip.Addr{b.addr}, 1400)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := New(Config{Device: dev, IKEPort: bIKE, NATTPort: bNATT})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	nb := &ikeEnd{testEndpoint: &testEndpoint{eng: eng, net: tnet, addr: b.addr}}
+	nb := &ikeEnd{testEndpoint: &testEndpoint{addr: b.addr}, ikePort: bIKE, nattPort: bNATT}
 	startDaemon(t, nb, lifecyclePeerB(a, nb))
 	return nb
 }

@@ -16,7 +16,7 @@ func TestChildHeard(t *testing.T) {
 	a := newTestEndpoint(t, netip.MustParseAddr("10.99.0.1"))
 	b := newTestEndpoint(t, netip.MustParseAddr("10.99.0.2"))
 	ab, ba := connect(t, a, b, esp.AESGCM128)
-	ca, cb := &ike.ChildSA{Handle: ab}, &ike.ChildSA{Handle: ba}
+	ca, cb := ab.In.SPI(), ba.In.SPI()
 	if !b.eng.ChildHeard(cb).IsZero() {
 		t.Fatal("heard before any packet")
 	}
@@ -40,12 +40,11 @@ func TestLostChildSAProtectedInvalidSPI(t *testing.T) {
 	a, b := connectIKE(t, authCase{credA: psk, credB: psk, authA: ike.PeerAuth{PSK: psk.PSK}, authB: ike.PeerAuth{PSK: psk.PSK}}, 0)
 	waitChild(t, a)
 	waitChild(t, b)
-	b.eng.SetUnknownSPIHandler(b.d.UnknownESP)
 	if err := ping(t, a.testEndpoint, b.addr, 0); err != nil {
 		t.Fatal(err)
 	}
 	lost := b.d.SAs()[0].Children[0]
-	b.eng.RemoveChild(lost) // b's datapath forgets it; its daemon does not know
+	b.eng.RemoveChild(lost.In.SPI) // b's datapath forgets it; its daemon does not know
 	start := time.Now()
 	go pingOnce(a.testEndpoint, b.addr, 1) // lost: b drops it, and tells a
 	waitFor(t, func() bool {

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	conn "github.com/oevpn/oevpn/internal/wgconn"
 
@@ -52,7 +53,10 @@ type NodeConfig struct {
 	// after the device exists. Nil keeps them in memory, which is only
 	// right for keys made for this run.
 	Sequences func(key []byte) (esp.SeqStore, error)
-	// Peers are the configured IKEv2 peers.
+	// Peers are the configured IKEv2 peers. Nothing fills in a PSK
+	// peer's LocalID: leave it empty and the peer is sent the null
+	// identity, which it refuses; `oevpn up` sets our address toward the
+	// peer, as strongSwan does.
 	Peers []Peer
 	// Policy classifies destinations (opportunism, block, clear).
 	Policy Policy
@@ -81,6 +85,13 @@ type NodeConfig struct {
 
 	// Logger receives the node's log; nil discards it.
 	Logger *slog.Logger
+
+	// engineConfig and ikeConfig, if set, adjust the engine's and the IKE
+	// daemon's configuration before they start: the tests' knobs that the
+	// file does not have (a recording clear path, COOKIEs always, another
+	// authorizer, a tap on OnChange).
+	engineConfig func(*Config)
+	ikeConfig    func(*ike.Config)
 }
 
 // Peer is a configured IKEv2 peer and when to bring it up.
@@ -137,6 +148,14 @@ type Node struct {
 	statusMu sync.Mutex           // guards errors
 	errors   map[string]peerError // configured peers' last errors
 	events   events               // IKE SAs established and failed
+
+	// Reload (node_reload.go): reloadMu serializes it and guards cfg's
+	// Peers and Policy, and routed; peers are the configured peers and
+	// authz their policy, read by the other goroutines.
+	reloadMu sync.Mutex
+	peers    atomic.Pointer[[]Peer]
+	authz    atomic.Pointer[policy.Peers]
+	routed   map[netip.Prefix]bool // routed into the device, once Reload needs it
 }
 
 // NewNode creates the device, starts the datapath, installs the static SAs
@@ -144,6 +163,8 @@ type Node struct {
 // the peers that start at once. On error nothing is left behind.
 func NewNode(cfg NodeConfig) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, clear: "none"}
+	peers := clonePeers(cfg.Peers)
+	n.peers.Store(&peers)
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -170,8 +191,10 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 
 // newClasses builds the policy classes, with the node's own addresses,
 // which are never opportunistic.
-func (n *Node) newClasses() (*policy.Classes, error) {
-	p := n.cfg.Policy
+func (n *Node) newClasses() (*policy.Classes, error) { return n.classesOf(n.cfg.Policy) }
+
+// classesOf builds the classes of p, with the node's own addresses.
+func (n *Node) classesOf(p Policy) (*policy.Classes, error) {
 	byClass := map[policy.Class][]netip.Prefix{
 		policy.ClassBlock: p.Block, policy.ClassClear: p.Clear, policy.ClassPrivate: p.Private,
 		policy.ClassPrivateOrClear: p.PrivateOrClear, policy.ClassClearOrPrivate: p.ClearOrPrivate,
@@ -224,6 +247,9 @@ func (n *Node) startEngine() error {
 				return err
 			}
 		}
+	}
+	if cfg.engineConfig != nil {
+		cfg.engineConfig(&tcfg)
 	}
 	eng, err := New(tcfg)
 	if err != nil {
@@ -306,12 +332,15 @@ func (n *Node) ownAddresses() []netip.Addr {
 // selector, with the local selector's address of the same family as source
 // when it is a single address (host-to-host), and every classified prefix
 // but the clear ones.
-func (n *Node) routes() []Route {
+func (n *Node) routes() []Route { return n.routesOf(n.cfg) }
+
+// routesOf is routes for the configuration cfg.
+func (n *Node) routesOf(cfg NodeConfig) []Route {
 	var routes []Route
 	// Blocked and opportunistic destinations are routed to oevpn, which
 	// drops, encrypts or re-sends in the clear (clear path) by class, so
 	// that nothing leaks around it.
-	pol := n.cfg.Policy
+	pol := cfg.Policy
 	for _, ps := range [][]netip.Prefix{pol.Block, pol.Private, pol.PrivateOrClear, pol.ClearOrPrivate} {
 		for _, p := range ps {
 			// The source the host would use without oevpn: the clear
@@ -334,10 +363,10 @@ func (n *Node) routes() []Route {
 			}
 		}
 	}
-	for _, sa := range n.cfg.SAs {
+	for _, sa := range cfg.SAs {
 		add(sa.Local, sa.Remote)
 	}
-	for _, p := range n.cfg.Peers {
+	for _, p := range cfg.Peers {
 		add(p.IKE.LocalTS, p.IKE.RemoteTS)
 	}
 	return routes
@@ -388,13 +417,8 @@ func (n *Node) startIKE() error {
 		return nil
 	}
 	var pcs []*ike.PeerConfig
-	authz := &policy.Peers{}
+	n.authz.Store(peersPolicy(cfg.Peers))
 	for _, p := range cfg.Peers {
-		var ids []string
-		if p.IKE.RemoteID.Type != 0 {
-			ids = append(ids, p.IKE.RemoteID.String())
-		}
-		authz.Allow(p.IKE.Name, ids, p.IKE.PeerAuth.Null)
 		p.IKE.AutoStart = p.Start == StartNow
 		pcs = append(pcs, p.IKE)
 	}
@@ -408,13 +432,16 @@ func (n *Node) startIKE() error {
 		}
 		n.av = av
 	}
-	icfg := ike.Config{Datapath: n.eng, Peers: pcs, Logger: n.log.With("component", "ike"), Authorizer: peerAuthorizer{authz},
+	icfg := ike.Config{Datapath: n.eng, Peers: pcs, Logger: n.log.With("component", "ike"), Authorizer: currentPeers{&n.authz},
 		OnChange: n.onChange}
 	if n.oe != nil || n.av != nil {
 		icfg.Responder = n.responder
 	}
 	if n.av != nil {
 		icfg.ClaimAutoVPNNonce = n.av.ClaimNonce
+	}
+	if cfg.ikeConfig != nil {
+		cfg.ikeConfig(&icfg)
 	}
 	d, err := ike.New(icfg)
 	if err != nil {
@@ -438,22 +465,8 @@ func (n *Node) startIKE() error {
 			n.eng.SetTrap(p.IKE.Name, p.IKE.LocalTS, p.IKE.RemoteTS)
 		}
 	}
-	n.eng.SetAcquireHandler(d.Acquire)
-	n.eng.SetIKEHandler(d.HandlePacketTo)
-	n.eng.SetUnknownSPIHandler(d.UnknownESP)
-	n.eng.SetSAEventHandler(func(p *SAPair, ev esp.Event) {
-		if c, ok := p.Owner.(*ike.ChildSA); ok {
-			d.ChildEvent(c, ev == esp.EventHardExpire)
-		}
-	})
+	n.eng.SetControl(&controlPlane{ike: d, oe: n.oe, av: n.av})
 	return nil
-}
-
-// peerAuthorizer lets the policy decide about the peers IKE authenticated.
-type peerAuthorizer struct{ *policy.Peers }
-
-func (a peerAuthorizer) AuthorizePeer(id ike.PeerIdentity) error {
-	return a.Peers.AuthorizePeer(policy.PeerIdentity(id))
 }
 
 // onChange is told of every IKE SA that comes up or goes down, and fans
@@ -469,6 +482,13 @@ func (n *Node) onChange(peer string, up bool, err error) {
 	if n.av != nil {
 		n.av.OnChange(peer, up, err)
 	}
+}
+
+// peerAuthorizer lets the policy decide about the peers IKE authenticated.
+type peerAuthorizer struct{ *policy.Peers }
+
+func (a peerAuthorizer) AuthorizePeer(id ike.PeerIdentity) error {
+	return a.Peers.AuthorizePeer(policy.PeerIdentity(id))
 }
 
 // responder finds the configuration for an IKE_SA_INIT from a peer that
@@ -538,7 +558,7 @@ func (n *Node) startStub() error {
 
 // initiatePeers starts IKE with the peers configured to start at once.
 func (n *Node) initiatePeers() {
-	for _, p := range n.cfg.Peers {
+	for _, p := range n.configured() {
 		if p.Start == StartNow {
 			if err := n.ike.Initiate(p.IKE.Name); err != nil {
 				n.log.Error("initiating", "peer", p.IKE.Name, "err", err)
@@ -553,7 +573,7 @@ var ErrNoPeer = errors.New("tunnel: no configured peer of that name")
 // Up initiates an IKE SA with the configured peer name, unless it has one
 // (up or being negotiated).
 func (n *Node) Up(name string) error {
-	if n.ike == nil || !slices.ContainsFunc(n.cfg.Peers, func(p Peer) bool { return p.IKE.Name == name }) {
+	if n.ike == nil || !slices.ContainsFunc(n.configured(), func(p Peer) bool { return p.IKE.Name == name }) {
 		return fmt.Errorf("%w: %q", ErrNoPeer, name)
 	}
 	return n.ike.Initiate(name)

@@ -14,7 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/oevpn/oevpn/dnsoe"
-	"github.com/oevpn/oevpn/ike"
 	"github.com/oevpn/oevpn/policy"
 )
 
@@ -55,9 +54,9 @@ func (n *Node) Check(a netip.Addr) Check {
 	if p := n.eng.PairFor(a); p != nil {
 		c.Peer = p.Peer.String()
 		c.Verdict, c.Reason = CheckEncrypted, "static SA with pre-shared keys"
-		if ch, ok := p.Owner.(*ike.ChildSA); ok {
-			c.Reason = "IKE SA authenticated by " + ch.PeerAuthMethod()
-			if ch.PeerAuthMethod() == "null" {
+		if p.Auth != "" {
+			c.Reason = "IKE SA authenticated by " + p.Auth
+			if p.Auth == "null" {
 				c.Verdict, c.Reason = CheckUnauthenticated, "IKE SA with AUTH_NULL (RFC 7619)"
 			}
 		}
@@ -74,9 +73,9 @@ func (n *Node) Check(a netip.Addr) Check {
 			case VerdictPending:
 				c.Verdict, c.Reason = CheckPending, "policy: "+class.String()+"; discovery and IKE under way"
 			case VerdictClear:
-				c.Verdict, c.Reason = CheckClear, fmt.Sprintf("policy: %v; opportunism failed, clear until %s", class, until.Format(time.RFC3339))
+				c.Verdict, c.Reason = CheckClear, fmt.Sprintf("policy: %v; opportunism failed, clear until %s%s", class, until.Format(time.RFC3339), n.oeWhy(a))
 			default:
-				c.Verdict, c.Reason = CheckBlocked, fmt.Sprintf("policy: %v; opportunism failed, dropped until %s", class, until.Format(time.RFC3339))
+				c.Verdict, c.Reason = CheckBlocked, fmt.Sprintf("policy: %v; opportunism failed, dropped until %s%s", class, until.Format(time.RFC3339), n.oeWhy(a))
 			}
 			return c
 		}

@@ -105,12 +105,18 @@ const (
 	resolverRetry = 30 * time.Second
 )
 
+// maxFailuresShown is how many gateways' failures a fallback's reason
+// names.
+const maxFailuresShown = 3
+
 // oeTunnel is one opportunistic peer, negotiating or up.
 type oeTunnel struct {
 	name      string
 	src, dst  netip.Addr
 	class     policy.Class
 	gateways  []dnsoe.Gateway // not yet tried, for failover
+	gateway   netip.Addr      // the one being tried
+	failures  []string        // why the gateways tried failed, from IKE
 	initiator bool
 	up        bool
 	life      policy.Lifespan
@@ -126,7 +132,8 @@ func responderName(src netip.Addr) string { return "oe-in-" + src.String() }
 
 // NewOpportunism creates the manager. Call Start with the IKE daemon,
 // whose Config.Responder and Config.OnChange must lead to Responder and
-// OnChange.
+// OnChange, and the engine's Control to the manager (NewNode wires all
+// three).
 func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
@@ -144,7 +151,6 @@ func NewOpportunism(eng *Engine, cfg OEConfig) *Opportunism {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Opportunism{cfg: cfg, eng: eng, log: cfg.Logger, stop: make(chan struct{}), tunnels: map[string]*oeTunnel{}}
-	eng.SetKeyed(o.keyed)
 	return o
 }
 
@@ -167,11 +173,11 @@ func (o *Opportunism) forgetKey(dst netip.Addr) {
 	o.peerKeys.forget(dst)
 }
 
-// Start hooks the manager to the engine's acquires and starts the
-// lifespan checks.
+// Start starts the lifespan checks. The node's control plane hands the
+// manager the engine's opportunistic acquires (acquire) and asks it which
+// addresses publish keys (keyed).
 func (o *Opportunism) Start(d *ike.Daemon) {
 	o.ike = d
-	o.eng.SetOpportunist(o.acquire)
 	interval := min(o.cfg.Lifespan/4, 5*time.Second)
 	o.spawn(func() {
 		t := time.NewTicker(interval)
@@ -264,6 +270,11 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 	if err == nil {
 		err = dnsoe.ErrNoRecord
 	}
+	// The reason, for the log, status and check, says how to fix it.
+	why := err.Error()
+	if h := dnsoe.Hint(err); h != "" {
+		why += "; to fix: " + h
+	}
 	switch {
 	case errors.Is(err, dnsoe.ErrNoRecord):
 		o.forgetKey(dst)
@@ -271,19 +282,19 @@ func (o *Opportunism) lookupFailed(dst netip.Addr, class policy.Class, res dnsoe
 		if !res.Expires.IsZero() && res.Expires.Sub(start) < ttl {
 			ttl = max(res.Expires.Sub(start), time.Second) // a record may appear after the negative TTL
 		}
-		o.fallback(dst, class, false, ttl, err.Error())
+		o.fallback(dst, class, false, ttl, why)
 	case errors.Is(err, dnsoe.ErrBogus):
-		o.fallback(dst, class, true, failClosedRetry, err.Error())
+		o.fallback(dst, class, true, failClosedRetry, why)
 	case errors.Is(err, dnsoe.ErrUnusableKey):
-		o.fallback(dst, class, true, o.cfg.ShuntTTL, err.Error()) // it asked for encryption: hard fail
+		o.fallback(dst, class, true, o.cfg.ShuntTTL, why) // it asked for encryption: hard fail
 	case o.keyed(dst):
-		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+err.Error())
+		o.fallback(dst, class, true, failClosedRetry, "the destination published a key, and DNS now fails: "+why)
 	case errors.Is(err, dnsoe.ErrUnvalidated):
-		o.fallback(dst, class, false, o.cfg.ShuntTTL, err.Error())
+		o.fallback(dst, class, false, o.cfg.ShuntTTL, why)
 	case class.FailsOpen():
-		o.fallback(dst, class, false, min(o.cfg.ShuntTTL, resolverRetry), err.Error())
+		o.fallback(dst, class, false, min(o.cfg.ShuntTTL, resolverRetry), why)
 	default:
-		o.fallback(dst, class, false, failClosedRetry, err.Error())
+		o.fallback(dst, class, false, failClosedRetry, why)
 	}
 }
 
@@ -294,13 +305,21 @@ func (o *Opportunism) tryNext(t *oeTunnel) {
 		o.mu.Lock()
 		if len(t.gateways) == 0 {
 			delete(o.tunnels, t.name)
+			reason := "no gateway answered"
+			if f := t.failures; len(f) > 0 {
+				// The first ones tell; a long list would only be long.
+				if len(f) > maxFailuresShown {
+					f = append(f[:maxFailuresShown:maxFailuresShown], fmt.Sprintf("and %d more", len(f)-maxFailuresShown))
+				}
+				reason = "IKE failed with " + strings.Join(f, "; ")
+			}
 			o.mu.Unlock()
-			o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "no gateway answered")
+			o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, reason)
 			return
 		}
 		g := t.gateways[0]
 		t.gateways = t.gateways[1:]
-		t.key = g.Key
+		t.key, t.gateway = g.Key, g.Addr
 		o.mu.Unlock()
 		o.notes.tried(t.dst, g.Source)
 		pc, err := o.initiatorPeer(t, g)
@@ -316,6 +335,9 @@ func (o *Opportunism) tryNext(t *oeTunnel) {
 			return // an earlier negotiation still runs
 		}
 		o.log.Warn("opportunistic gateway unusable", "dst", t.dst, "gateway", g.Addr, "err", err)
+		o.mu.Lock()
+		t.failures = append(t.failures, fmt.Sprintf("gateway %v: unusable: %v", g.Addr, err))
+		o.mu.Unlock()
 	}
 }
 
@@ -362,7 +384,7 @@ func (o *Opportunism) checkStuck(t *oeTunnel) {
 	up := t.up
 	o.mu.Unlock()
 	if v, _, ok := o.eng.VerdictFor(t.dst); ok && v == VerdictPending && up {
-		o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "no Child SA for the destination")
+		o.fallback(t.dst, t.class, true, o.cfg.ShuntTTL, "the IKE SA came up, but no Child SA for the destination")
 	}
 }
 
@@ -492,6 +514,9 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 	case t.up || !t.initiator:
 		delete(o.tunnels, peer)
 		o.mu.Unlock()
+		if err != nil {
+			o.log.Info("opportunistic IKE SA lost", "dst", t.dst, "err", err)
+		}
 	case errors.Is(err, ike.ErrDown):
 		// Stopped by the operator: not a failure, so no shunt; the
 		// next packet starts again.
@@ -500,8 +525,12 @@ func (o *Opportunism) OnChange(peer string, up bool, err error) {
 		o.log.Info("opportunistic negotiation stopped", "dst", t.dst)
 		o.eng.Abandon(t.dst)
 	default:
+		// The cause is the daemon's: no answer, a refusal with its
+		// notify, authentication, proposals (ike.ErrNoAnswer,
+		// ike.RefusedError, ...).
+		t.failures = append(t.failures, fmt.Sprintf("gateway %v: %v", t.gateway, err))
 		o.mu.Unlock()
-		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "err", err)
+		o.log.Info("opportunistic negotiation failed", "dst", t.dst, "gateway", t.gateway, "err", err)
 		// Not on the daemon's goroutine, which is calling us.
 		o.spawn(func() {
 			o.tryNext(t)

@@ -36,25 +36,7 @@ func testLog(t testing.TB, name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// newMemEndpoint is a netstack endpoint on the memnet, on ports 500 and
-// 4500 of its address.
-func newMemEndpoint(t testing.TB, mn *memnet.Network, addr netip.Addr) *testEndpoint {
-	t.Helper()
-	dev, tnet, err := NewNetstack([]netip.Addr{addr}, 1400)
-	if err != nil {
-		t.Fatal(err)
-	}
-	te := &testEndpoint{net: tnet, addr: addr}
-	te.eng, err = New(Config{Device: dev, IKEPort: 500, NATTPort: 4500, Logger: testLog(t, addr.String()+" engine"),
-		NewBind: func() conn.Bind { return mn.Bind(addr) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { te.eng.Close() })
-	return te
-}
-
-// oeNode is an oevpn endpoint with opportunism, as oevpn up wires it:
+// oeNode is an oevpn endpoint with opportunism, made by NewNode as oevpn up makes it:
 // 10.98.0.0/24 is private-or-clear, 10.97.0.0/24 private; a recording
 // clear path; its resolver is dnsAddr (DNSSEC off: the test server's
 // answers count as they are).
@@ -69,45 +51,36 @@ type oeNode struct {
 
 func newOENode(t *testing.T, mn *memnet.Network, addr netip.Addr, dnsAddr string) *oeNode {
 	t.Helper()
-	te := newMemEndpoint(t, mn, addr)
-	n := &oeNode{testEndpoint: te, rc: &recordingClear{}}
-	te.eng.clear = n.rc
-	classes, err := policy.NewClasses(map[policy.Class][]netip.Prefix{
-		policy.ClassPrivateOrClear: {netip.MustParsePrefix("10.98.0.0/24")},
-		policy.ClassPrivate:        {netip.MustParsePrefix("10.97.0.0/24")},
-	}, nil, []netip.Addr{addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	te.eng.SetClasses(classes)
-	log := testLog(t, addr.String()+" opportunism and IKE")
+	n := &oeNode{rc: &recordingClear{}}
 	res := &dnsoe.Resolver{Server: dnsAddr, Mode: dnsoe.DNSSECOff, Timeout: time.Second} // well above the 200 ms delays some tests add, under -race and load
-	n.o = NewOpportunism(te.eng, OEConfig{Resolver: res, Auth: ike.Credential{Null: true}, Timeout: 600 * time.Millisecond,
-		ShuntTTL: time.Second, Logger: log})
-	n.d, err = ike.New(ike.Config{Datapath: te.eng, Logger: log, OnChange: n.o.OnChange,
-		Responder: func(from netip.AddrPort, local netip.Addr, nonce []byte) *ike.PeerConfig {
-			if nonce != nil {
-				return nil
-			}
-			return n.o.Responder(from, local)
-		}})
+	node, err := NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addr, 32)},
+		IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return mn.Bind(addr) },
+		Policy: Policy{PrivateOrClear: []netip.Prefix{netip.MustParsePrefix("10.98.0.0/24")},
+			Private: []netip.Prefix{netip.MustParsePrefix("10.97.0.0/24")}},
+		Opportunism:  &OEConfig{Resolver: res, Auth: ike.Credential{Null: true}, Timeout: 600 * time.Millisecond, ShuntTTL: time.Second},
+		Logger:       testLog(t, addr.String()+" node"),
+		engineConfig: func(c *Config) { c.Clear = n.rc }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.eng.SetIKEHandler(n.d.HandlePacketTo)
-	n.o.Start(n.d)
-	t.Cleanup(func() {
-		n.o.Close()
-		n.d.Close()
-	})
+	t.Cleanup(func() { node.Close() })
+	n.testEndpoint = &testEndpoint{eng: node.Engine(), net: node.Net(), addr: addr}
+	n.d, n.o = node.IKE(), node.oe
 	return n
+}
+
+// newMemIKEEnd prepares an IKE test endpoint on the memnet, on ports 500
+// and 4500 of its address.
+func newMemIKEEnd(mn *memnet.Network, addr netip.Addr) *ikeEnd {
+	return &ikeEnd{testEndpoint: &testEndpoint{addr: addr}, ikePort: 500, nattPort: 4500,
+		bind: func() conn.Bind { return mn.Bind(addr) }}
 }
 
 // nullAttacker is a second oevpn at addr that initiates IKE to victim
 // with AUTH_NULL, proposing remoteTS as the victim's traffic selector.
 func nullAttacker(t *testing.T, mn *memnet.Network, addr netip.Addr, victim netip.Addr, remoteTS policy.Selectors) *ikeEnd {
 	t.Helper()
-	m := &ikeEnd{testEndpoint: newMemEndpoint(t, mn, addr)}
+	m := newMemIKEEnd(mn, addr)
 	peer := &ike.PeerConfig{Name: "victim", Addr: victim, Auth: ike.Credential{Null: true}, PeerAuth: ike.PeerAuth{Null: true},
 		LocalTS: hostSel(addr), RemoteTS: remoteTS, RetransmitBase: 100 * time.Millisecond, RetransmitTries: 4}
 	startDaemonCfg(t, m, peer, ike.Config{Logger: testLog(t, addr.String()+" attacker IKE")})

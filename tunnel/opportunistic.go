@@ -47,12 +47,6 @@ type oeDest struct {
 	until   time.Time // when a clear or drop verdict runs out
 }
 
-// SetOpportunist sets the function told that a destination of an
-// opportunistic class (private, private-or-clear) has traffic and no SA.
-// It must not block; it answers later with Decide, or by installing an SA
-// pair that covers dst (which sends the held packets through it).
-func (e *Engine) SetOpportunist(f func(src, dst netip.Addr, class policy.Class)) { e.onOE.Store(&f) }
-
 // Decide sets a destination's verdict until the given time, and sends (or
 // drops) the packets held for it: the negative cache of opportunism.
 //
@@ -172,9 +166,7 @@ func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class)
 			e.oeDests.Add(1)
 			// A new acquire: hold the packet, then tell the control plane.
 			e.holdOE(v.(*oeDest), pkt)
-			if f := e.onOE.Load(); f != nil && *f != nil {
-				(*f)(p.Src.Unmap(), dst, class)
-			}
+			e.control().Opportunistic(p.Src.Unmap(), dst, class)
 			return
 		}
 	}

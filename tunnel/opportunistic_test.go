@@ -54,7 +54,9 @@ func oeEndpoint(t *testing.T) (*testEndpoint, *recordingClear, chan acquire) {
 	}
 	a.eng.SetClasses(classes)
 	acq := make(chan acquire, 16)
-	a.eng.SetOpportunist(func(src, dst netip.Addr, class policy.Class) { acq <- acquire{src, dst, class} })
+	a.route(func(c *testControl) {
+		c.oe = func(src, dst netip.Addr, class policy.Class) { acq <- acquire{src, dst, class} }
+	})
 	return a, rc, acq
 }
 

@@ -35,8 +35,10 @@ type PairConfig struct {
 	// only once opportunism decided that the address would go clear
 	// (Decide): only then is it better than the alternative.
 	Unauthenticated bool
-	// Owner becomes the pair's Owner, set before the pair is published.
-	Owner any
+	// Auth is how IKE authenticated the peer of a negotiated pair (as
+	// ike.Credential.Method names it: "psk", "signature", "null", …);
+	// empty for a statically keyed pair.
+	Auth string
 }
 
 // SAPair is an installed pair of SAs.
@@ -56,8 +58,9 @@ type SAPair struct {
 	ep            conn.Endpoint
 	Peer          netip.AddrPort
 
-	// Owner is the control plane's object for the pair (an *ike.ChildSA).
-	Owner any
+	// Auth is PairConfig.Auth: empty for a statically keyed pair. The
+	// IKE daemon knows a negotiated pair by In.SPI().
+	Auth string
 
 	// admitted is set on an unauthenticated pair for a private-or-clear
 	// address once Decide sent that address clear: it may then carry
@@ -82,7 +85,7 @@ func (e *Engine) Install(pc PairConfig) (*SAPair, error) {
 	if len(pc.Local) == 0 || len(pc.Remote) == 0 {
 		return nil, errors.New("tunnel: SA pair without traffic selectors")
 	}
-	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated, Owner: pc.Owner}
+	p := &SAPair{Peer: pc.Peer, Local: pc.Local, Remote: pc.Remote, unauth: pc.Unauthenticated, Auth: pc.Auth}
 	p.ready.Store(!pc.Deferred)
 	onEvent := func(_ *esp.SA, ev esp.Event) {
 		select {
@@ -180,16 +183,18 @@ func singles(ss policy.Selectors) []netip.Addr {
 	return l
 }
 
-// Remove uninstalls an SA pair; it reports whether the pair was installed.
+// Remove uninstalls an SA pair, and ends the linger of a retired one; it
+// reports whether the pair was installed (and not retired).
 func (e *Engine) Remove(p *SAPair) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.uninstallLocked(p) {
-		return false
+	installed := e.uninstallLocked(p)
+	spi := p.In.SPI()
+	if q, ok := e.spis.Lookup(spi); ok && q == p {
+		e.spis.Remove(spi)
+		e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", spi), "retired", !installed)
 	}
-	e.spis.Remove(p.In.SPI())
-	e.log.Info("SA pair removed", "peer", p.Peer, "spi_in", fmt.Sprintf("%#08x", p.In.SPI()))
-	return true
+	return installed
 }
 
 // Retire uninstalls an SA pair that a newer one replaced (a rekey): it

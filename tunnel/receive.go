@@ -77,8 +77,8 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			pair, ok := e.spis.Lookup(spi)
 			if !ok || pair == nil {
 				e.stats.unknownSPI.Add(1)
-				if f := e.onUnknownSPI.Load(); !ok && f != nil && *f != nil {
-					(*f)(spi, addrPortOf(eps[i])) // the peer may have restarted us: it rate-limits
+				if !ok {
+					e.control().UnknownSPI(spi, addrPortOf(eps[i])) // the peer may have restarted us: it rate-limits
 				}
 				continue
 			}
@@ -140,19 +140,13 @@ func addrPortOf(ep conn.Endpoint) netip.AddrPort {
 }
 
 func (e *Engine) deliverIKE(msg []byte, ep conn.Endpoint, natt bool) {
-	f := e.onIKE.Load()
-	if f == nil || *f == nil {
+	if !e.control().IKE(msg, addrPortOf(ep), ep.SrcIP().Unmap(), natt) {
 		e.stats.controlDropped.Add(1)
-		return
 	}
-	(*f)(msg, addrPortOf(ep), ep.SrcIP().Unmap(), natt)
 }
 
 func (e *Engine) deliverProbe(msg []byte, ep conn.Endpoint) {
-	f := e.onProbe.Load()
-	if f == nil || *f == nil {
+	if !e.control().Probe(msg, addrPortOf(ep), ep.SrcIP()) {
 		e.stats.controlDropped.Add(1)
-		return
 	}
-	(*f)(msg, addrPortOf(ep), ep.SrcIP())
 }

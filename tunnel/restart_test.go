@@ -56,26 +56,19 @@ func recoveryTime(t *testing.T, from *testEndpoint, to netip.Addr, limit time.Du
 // running a daemon configured with peer.
 func restartEnd(t *testing.T, e *ikeEnd, ikePort, nattPort uint16, peer *ike.PeerConfig, silent bool) *ikeEnd {
 	t.Helper()
-	dev, tnet, err := NewNetstack([]netip.Addr{e.addr}, 1400)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := New(Config{Device: dev, IKEPort: ikePort, NATTPort: nattPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	ne := &ikeEnd{testEndpoint: &testEndpoint{eng: eng, net: tnet, addr: e.addr}}
+	ne := &ikeEnd{testEndpoint: &testEndpoint{addr: e.addr}, ikePort: ikePort, nattPort: nattPort}
 	startDaemon(t, ne, peer)
 	if !silent {
-		ne.eng.SetUnknownSPIHandler(ne.d.UnknownESP)
 		return ne
 	}
 	// As strongSwan (or a kernel): ESP and IKE for unknown SPIs are
-	// dropped without a word.
-	ne.eng.SetIKEHandler(func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
-		if h, err := ike.ParseHeader(msg); err == nil && (h.Exchange == ike.IKE_SA_INIT || len(ne.d.SAs()) > 0) {
-			ne.d.HandlePacketTo(msg, from, to, natt)
+	// dropped without a word. (This end is not an oevpn node, then: its
+	// engine hands the daemon only the IKE messages below.)
+	ne.route(func(c *testControl) {
+		c.ike = func(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) {
+			if h, err := ike.ParseHeader(msg); err == nil && (h.Exchange == ike.IKE_SA_INIT || len(ne.d.SAs()) > 0) {
+				ne.d.HandlePacketTo(msg, from, to, natt)
+			}
 		}
 	})
 	return ne
@@ -109,8 +102,6 @@ func TestRestartRecovery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, bIKE, bNATT := lifecyclePair(t, func(p *ike.PeerConfig) { p.AutoStart = true })
 			aIKE, aNATT := a.eng.Ports()
-			a.eng.SetUnknownSPIHandler(a.d.UnknownESP)
-			b.eng.SetUnknownSPIHandler(b.d.UnknownESP)
 			a.d.Initiate("b")
 			waitChild(t, a)
 			waitChild(t, b)

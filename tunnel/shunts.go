@@ -150,3 +150,15 @@ func (ns *oeNotes) prune(e *Engine) {
 		}
 	}
 }
+
+// oeWhy is ": " and why opportunism fell back for a, for Check ("" if not
+// known).
+func (n *Node) oeWhy(a netip.Addr) string {
+	if n.oe == nil {
+		return ""
+	}
+	if r := n.oe.notes.get(a).reason; r != "" {
+		return ": " + r
+	}
+	return ""
+}

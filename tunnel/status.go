@@ -54,7 +54,23 @@ const (
 	PeerConfigured    = "configured"
 	PeerOpportunistic = "opportunistic"
 	PeerAutoVPN       = "autovpn"
+	// PeerAdded is a peer a program added to the IKE daemon itself
+	// (Node.IKE().AddPeer), none of the above.
+	PeerAdded = "added"
 )
+
+// peerKind tells the kind of a peer that is not configured by the names
+// opportunism ("oe-…") and AutoVPN ("av-…", "autovpn-…") give the peers
+// they make.
+func peerKind(name string) string {
+	switch {
+	case strings.HasPrefix(name, "oe-"):
+		return PeerOpportunistic
+	case strings.HasPrefix(name, "av-"), strings.HasPrefix(name, "autovpn-"):
+		return PeerAutoVPN
+	}
+	return PeerAdded
+}
 
 // Peer states.
 const (
@@ -226,18 +242,17 @@ func (ev *events) snapshot() EventCounters {
 		DNSLookups: all(DNSLookupResults, ev.lookups), OEFallbacks: all([]string{"clear", "drop"}, ev.oe)}
 }
 
-// failureReason sorts an IKE failure into IKEFailureReasons.
+// failureReason sorts an IKE failure into IKEFailureReasons, by the
+// outcome the IKE daemon wrapped in it.
 func failureReason(err error) string {
-	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "no answer") || strings.Contains(msg, "did not answer") || strings.Contains(msg, "did not complete"):
+	case errors.Is(err, ike.ErrNoAnswer):
 		return "no_answer"
-	case errors.Is(err, ike.ErrAuth) || strings.Contains(msg, "AUTHENTICATION_FAILED"):
+	case errors.Is(err, ike.ErrAuth):
 		return "auth"
-	case strings.Contains(msg, "NO_PROPOSAL_CHOSEN") || strings.Contains(msg, "proposal") || strings.Contains(msg, "DH group") ||
-		strings.Contains(msg, "INVALID_KE_PAYLOAD"):
+	case errors.Is(err, ike.ErrNoProposal):
 		return "proposal"
-	case errors.Is(err, ike.ErrChildRefused) || strings.Contains(msg, "TS_UNACCEPTABLE"):
+	case errors.Is(err, ike.ErrChildRefused):
 		return "child_refused"
 	}
 	return "other"
@@ -315,7 +330,7 @@ func (n *Node) Status() Status {
 	act := &n.activity
 	owned := map[*SAPair]bool{}
 	byName := map[string]*PeerStatus{}
-	for _, p := range n.cfg.Peers {
+	for _, p := range n.configured() {
 		ps := &PeerStatus{Name: p.IKE.Name, Kind: PeerConfigured, State: PeerDown, Address: p.IKE.Addr.String(),
 			Start: p.Start.String(), IKESAs: []IKESAStatus{}}
 		if e, ok := n.lastError(p.IKE.Name); ok {
@@ -329,11 +344,7 @@ func (n *Node) Status() Status {
 		for _, sa := range n.ike.SAs() {
 			ps := byName[sa.Peer]
 			if ps == nil {
-				kind := PeerAutoVPN
-				if strings.HasPrefix(sa.Peer, "oe-") {
-					kind = PeerOpportunistic
-				}
-				ps = &PeerStatus{Name: sa.Peer, Kind: kind, State: PeerDown, IKESAs: []IKESAStatus{}}
+				ps = &PeerStatus{Name: sa.Peer, Kind: peerKind(sa.Peer), State: PeerDown, IKESAs: []IKESAStatus{}}
 				byName[sa.Peer] = ps
 			}
 			is := IKESAStatus{Remote: sa.Remote.String(), State: sa.State, Initiator: sa.Initiator, LocalID: sa.LocalID,
@@ -354,8 +365,8 @@ func (n *Node) Status() Status {
 				ps.State = PeerConnecting
 			}
 			for i, c := range sa.Children {
-				p, ok := c.Handle.(*SAPair)
-				if !ok {
+				p := n.eng.pairBySPI(c.In.SPI)
+				if p == nil {
 					continue
 				}
 				owned[p] = true
@@ -462,7 +473,7 @@ func (n *Node) noteChange(peer string, up bool, err error) {
 	case err != nil && !errors.Is(err, ike.ErrDown):
 		n.events.add(&n.events.failed, failureReason(err))
 	}
-	if !slices.ContainsFunc(n.cfg.Peers, func(p Peer) bool { return p.IKE.Name == peer }) {
+	if !slices.ContainsFunc(n.configured(), func(p Peer) bool { return p.IKE.Name == peer }) {
 		return
 	}
 	n.statusMu.Lock()

@@ -202,3 +202,21 @@ func TestFlushRemovesBypass(t *testing.T) {
 		t.Error("notes of a flushed destination kept")
 	}
 }
+
+// TestPeerKind: a peer that is not configured is opportunistic or AutoVPN
+// only by the names those make; any other is one a program added.
+func TestPeerKind(t *testing.T) {
+	for name, want := range map[string]string{
+		"oe-out-192.0.2.1":          PeerOpportunistic,
+		"oe-in-192.0.2.1":           PeerOpportunistic,
+		"av-out-192.0.2.1-10.0.0.1": PeerAutoVPN,
+		"av-in-192.0.2.1-10.0.0.1":  PeerAutoVPN,
+		"autovpn-203.0.113.2":       PeerAutoVPN,
+		"office":                    PeerAdded,
+		"":                          PeerAdded,
+	} {
+		if got := peerKind(name); got != want {
+			t.Errorf("peerKind(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -28,7 +28,7 @@ func (e *Engine) mayBeUnauth(a netip.Addr, rt *routeTable) bool {
 	if c := e.classes.Load(); c != nil && c.RequiresAuth(a) {
 		return false
 	}
-	if f := e.keyed.Load(); f != nil && *f != nil && (*f)(a) {
+	if e.control().Keyed(a) {
 		return false
 	}
 	if rt.authenticated(a) {

@@ -158,6 +158,7 @@ func (ep *endpoint) serveControl(cfg *config.Config, gid int) error {
 		json.NewEncoder(w).Encode(map[string]int{"deleted_ike_sas": n})
 	})
 	ep.handleTrustStore(mux)
+	ep.handleReload(mux)
 	mux.HandleFunc("GET /check/{addr}", func(w http.ResponseWriter, r *http.Request) {
 		a, err := netip.ParseAddr(r.PathValue("addr"))
 		if err != nil {

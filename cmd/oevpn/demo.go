@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -72,26 +71,32 @@ var demoParts = []demoPart{
 	{'c', "autovpn", "two AutoVPN gateways meet through the probe handshake, trusted by leap of faith", (*demoWorld).partAutoVPN},
 	{'d', "proxy", "an HTTP fetch by name through the SOCKS5 proxy", (*demoWorld).partProxy},
 	{'e', "bulk", "bulk TCP throughput A→B through ESP", (*demoWorld).partBulk},
+	{'f', "status", "oevpn status of A: a configured peer, an opportunistic peer, shunts and an AutoVPN peer", (*demoWorld).partStatus},
+}
+
+// demoHelp is the demo's description, with its parts, for commandHelp.
+func demoHelp() string {
+	var b strings.Builder
+	b.WriteString(`oevpn demo [-part NAME[,NAME]] [-size MiB] [-json] [-v]
+
+Show oevpn at work between nodes in this process. They run unprivileged,
+on an in-memory outer network whose every datagram a wire tap sees; the
+demo ends with "demo OK". With -json, the status part prints the status
+as oevpn status --json does. Parts:
+`)
+	for _, p := range demoParts {
+		fmt.Fprintf(&b, "  (%c) %-8s %s\n", p.letter, p.name, p.title)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func cmdDemo(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	part := fs.String("part", "", "run only these parts (comma-separated names)")
-	size := fs.Int("size", 64, "MiB to send in the bulk part")
+	fs := newFlags("demo")
+	part := fs.String("part", "", "run only these `parts` (comma-separated names)")
+	size := fs.Int("size", 64, "`MiB` to send in the bulk part")
+	asJSON := fs.Bool("json", false, "print the status part's status as JSON")
 	verbose := fs.Bool("v", false, "log the nodes' events")
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "Usage: oevpn demo [-part NAME[,NAME]] [-size MiB] [-v]\n\n")
-		fmt.Fprintf(w, "Runs oevpn nodes in this process, unprivileged, on an in-memory outer network\n")
-		fmt.Fprintf(w, "whose every datagram a wire tap sees, and ends with \"demo OK\". Parts:\n")
-		for _, p := range demoParts {
-			fmt.Fprintf(w, "  (%c) %-8s %s\n", p.letter, p.name, p.title)
-		}
-		fmt.Fprintf(w, "\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	run := demoParts
@@ -120,6 +125,7 @@ func cmdDemo(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer d.close()
+	d.json = *asJSON
 	fmt.Fprintf(stdout, "oevpn demo: userspace nodes in this process on an in-memory outer network, watched by a wire tap\n")
 	fmt.Fprintf(stdout, "  A  %-15v private-or-clear %v, private %v; publishes nothing (AUTH_NULL)\n", demoA, demoPrivOrClear, demoPrivPrefix)
 	fmt.Fprintf(stdout, "  B  %-15v publishes its Ed25519 key as IPSECKEY in %s\n", demoB, demoRevZone)
@@ -138,10 +144,12 @@ func cmdDemo(args []string, stdout io.Writer) error {
 }
 
 // demoWorld is what the parts share: the outer network and its tap, the
-// DNS server, and nodes A and B (started on first use).
+// DNS server, nodes A and B, and the AutoVPN gateways G1 and G2 (started
+// on first use).
 type demoWorld struct {
 	log    *slog.Logger
 	size   int
+	json   bool // the status part prints JSON
 	mn     *memnet.Network
 	tap    *wireTap
 	dns    *dnszone.Server
@@ -152,6 +160,12 @@ type demoWorld struct {
 	a, b   *tunnel.Node
 	clear  *clearHost
 	closer []func()
+
+	psk    []byte // of A's configured peer, G1
+	g1, g2 *avGateway
+	avDir  string                    // the trust stores' directory
+	avMu   sync.Mutex                // guards front
+	front  map[netip.Addr]*avGateway // the gateway in front of a host, which takes ICMP to it
 }
 
 func newDemoWorld(log *slog.Logger, size int) (*demoWorld, error) {
@@ -161,6 +175,8 @@ func newDemoWorld(log *slog.Logger, size int) (*demoWorld, error) {
 	if _, d.bPriv, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, err
 	}
+	d.psk = make([]byte, 32)
+	rand.Read(d.psk)
 	if err := d.startDNS(); err != nil {
 		d.close()
 		return nil, err
@@ -218,7 +234,9 @@ func (d *demoWorld) startDNS() error {
 	return err
 }
 
-// nodes starts A and B, once.
+// nodes starts A and B, once. A also has a configured peer: G1, by a PSK,
+// for H1 (its IKE starts on traffic; G1 answers it once the status part
+// has started the gateways).
 func (d *demoWorld) nodes() (a, b *tunnel.Node, err error) {
 	if d.a != nil {
 		return d.a, d.b, nil
@@ -229,7 +247,9 @@ func (d *demoWorld) nodes() (a, b *tunnel.Node, err error) {
 	if d.b, err = d.node(demoB, pol, &tunnel.OEConfig{Resolver: rB, Auth: ike.Credential{Signer: d.bPriv}}); err != nil {
 		return nil, nil, err
 	}
-	if d.a, err = d.node(demoA, pol, &tunnel.OEConfig{Resolver: d.rA, Auth: ike.Credential{Null: true}}); err != nil {
+	g1 := tunnel.Peer{IKE: &ike.PeerConfig{Name: "g1", Addr: demoG1, LocalID: ike.IdentityOf(demoA), Auth: ike.Credential{PSK: d.psk}, PeerAuth: ike.PeerAuth{PSK: d.psk},
+		LocalTS: hostSelector(demoA), RemoteTS: hostSelector(demoH1)}, Start: tunnel.StartOnTraffic}
+	if d.a, err = d.node(demoA, pol, &tunnel.OEConfig{Resolver: d.rA, Auth: ike.Credential{Null: true}}, g1); err != nil {
 		return nil, nil, err
 	}
 	return d.a, d.b, nil
@@ -237,10 +257,10 @@ func (d *demoWorld) nodes() (a, b *tunnel.Node, err error) {
 
 // node starts a netstack node at addr on the in-memory network, on ports
 // 500 and 4500, whose flows in the clear go to the demo's clear host.
-func (d *demoWorld) node(addr netip.Addr, pol tunnel.Policy, oe *tunnel.OEConfig) (*tunnel.Node, error) {
+func (d *demoWorld) node(addr netip.Addr, pol tunnel.Policy, oe *tunnel.OEConfig, peers ...tunnel.Peer) (*tunnel.Node, error) {
 	n, err := tunnel.NewNode(tunnel.NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addr, 32)},
 		IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return d.mn.Bind(addr) }, ClearDial: d.clear.dial,
-		Policy: pol, Opportunism: oe, Logger: d.log.With("node", addr)})
+		Policy: pol, Opportunism: oe, Peers: peers, Logger: d.log.With("node", addr)})
 	if err != nil {
 		return nil, fmt.Errorf("node %v: %w", addr, err)
 	}
@@ -310,8 +330,12 @@ func (d *demoWorld) partOE(out io.Writer) error {
 		}
 	}
 	if p := a.Engine().PairFor(demoB); p != nil {
-		if ch, ok := p.Owner.(*ike.ChildSA); ok {
-			fmt.Fprintf(out, "  ESP: Child SA %s, out spi %#08x, in spi %#08x, selectors %v ⇄ %v\n", ch.Suite, p.Out.SPI(), p.In.SPI(), ch.Local, ch.Remote)
+		for _, sa := range a.IKE().SAs() {
+			for _, ch := range sa.Children {
+				if ch.In.SPI == p.In.SPI() {
+					fmt.Fprintf(out, "  ESP: Child SA %s, out spi %#08x, in spi %#08x, selectors %v ⇄ %v\n", ch.Suite, p.Out.SPI(), p.In.SPI(), ch.Local, ch.Remote)
+				}
+			}
 		}
 	}
 	fmt.Fprintf(out, "  first packet (SYN) held by A, delivered to B %v later; echo through ESP OK\n", delivered.Sub(start).Round(100*time.Microsecond))

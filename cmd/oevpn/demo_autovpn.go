@@ -35,8 +35,9 @@ var (
 	demoH2 = netip.MustParseAddr("10.2.0.1")
 )
 
-// avGateway is one AutoVPN gateway of the demo: a node, its probe gateway,
-// its IKE daemon and its trust store, wired as tunnel.AutoVPN wires them.
+// avGateway is one AutoVPN gateway of the demo (or host A, its own
+// gateway, in the status part): a node, its probe gateway, its IKE daemon
+// and its trust store, wired as tunnel.AutoVPN wires them.
 type avGateway struct {
 	name     string
 	addr     netip.Addr // outer
@@ -49,6 +50,9 @@ type avGateway struct {
 	seen     chan *policy.Peer
 	seenErr  chan error
 	icmpSent atomic.Int32
+	// completed receives the probes that its probe gateway answered and
+	// that completed (answerProbes).
+	completed chan probe.Completed
 }
 
 // partAutoVPN: H1 connected to H2 in the clear; G2 sees H2's reply and
@@ -65,48 +69,11 @@ type avGateway struct {
 // have seen, and carries the ICMP probe messages in process; the UDP Probe
 // Response, IKE and ESP cross the outer network.
 func (d *demoWorld) partAutoVPN(out io.Writer) error {
-	dir, err := os.MkdirTemp("", "oevpn-demo-")
-	if err != nil {
-		return err
-	}
-	d.closer = append(d.closer, func() { os.RemoveAll(dir) })
-	g1, err := d.avGateway("G1", demoG1, demoH1, dir)
-	if err != nil {
-		return err
-	}
-	g2, err := d.avGateway("G2", demoG2, demoH2, dir)
+	g1, g2, err := d.gateways()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "  G1 %v in front of H1 %v, G2 %v in front of H2 %v; self-signed certificates, empty trust stores\n", demoG1, demoH1, demoG2, demoH2)
-
-	// Probe messages: G2's ICMP to H1 passes G1, which takes it (carried
-	// in process); G1's UDP Probe Response to H2's port 4500 crosses the
-	// outer network, from a socket of G1's beside its engine's, and G2,
-	// in front of H2, takes it.
-	respBind, err := d.openBind(demoG1, 4501, nil)
-	if err != nil {
-		return err
-	}
-	completed := make(chan probe.Completed, 1)
-	g1.gw = probe.NewGateway(probe.Config{Sender: probeSender{from: g1, udp: respBind}, Logger: d.log.With("node", "G1"),
-		OnComplete: func(c probe.Completed) {
-			select {
-			case completed <- c:
-			default:
-			}
-		}})
-	g2.gw = probe.NewGateway(probe.Config{Sender: probeSender{from: g2, to: g1}, Logger: d.log.With("node", "G2")})
-	d.closer = append(d.closer, g1.gw.Close, g2.gw.Close)
-	if _, err := d.openBind(demoH2, 4500, func(msg []byte, from netip.AddrPort) { g2.gw.HandleUDP(msg, from, demoH2) }); err != nil {
-		return err
-	}
-	if g1.ike, err = g1.startIKE(d, nil); err != nil {
-		return err
-	}
-	if g2.ike, err = g2.startIKE(d, g2.responder(demoH2)); err != nil {
-		return err
-	}
 
 	start := time.Now()
 	if err := g2.gw.Probe(synAck(demoH2, 80, demoH1, 40000), probe.ProvenPeer); err != nil {
@@ -115,7 +82,7 @@ func (d *demoWorld) partAutoVPN(out io.Writer) error {
 	fmt.Fprintf(out, "  G2 sees H2's SYN+ACK to H1 leave in the clear: probes H1 (ICMP Probe Request, taken by G1 on its way)\n")
 	var c probe.Completed
 	select {
-	case c = <-completed:
+	case c = <-g1.completed:
 	case <-time.After(5 * time.Second):
 		return errors.New("the probe exchange did not complete")
 	}
@@ -148,9 +115,12 @@ func (d *demoWorld) partAutoVPN(out io.Writer) error {
 		return errors.New("G2 did not spend the probe's nonce")
 	}
 	for _, sa := range g1.ike.SAs() {
+		if sa.Peer != peer.Name {
+			continue // A's configured peer (the status part)
+		}
 		fmt.Fprintf(out, "  IKEv2 G1→G2: %s, both authenticated by certificate; G2 spent the nonce (it starts no second SA)\n", sa.Suite)
 	}
-	if err := hostTraffic(g1.node, g2.node); err != nil {
+	if err := hostTraffic(g1.node, g2.node, demoH2, "(c): H1 → H2"); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "  H1 → H2 TCP through the gateways' ESP: echo OK (G1 check %v: %s)\n", demoH2, checkLine(g1.node.Check(demoH2)))
@@ -196,8 +166,100 @@ func (d *demoWorld) openBind(addr netip.Addr, port uint16, recv func(msg []byte,
 	return b, nil
 }
 
+// gateways starts G1 and G2, once: their nodes, probe gateways and IKE
+// daemons, and the socket at H2's port 4500 by which G2 takes the Probe
+// Responses for H2. G1 answers probes for H1, G2 nonces for H2; G1 also
+// answers A's configured peer (a PSK; the status part).
+func (d *demoWorld) gateways() (g1, g2 *avGateway, err error) {
+	if d.g1 != nil {
+		return d.g1, d.g2, nil
+	}
+	if g1, err = d.avGateway("G1", demoG1, demoH1); err != nil {
+		return nil, nil, err
+	}
+	if g2, err = d.avGateway("G2", demoG2, demoH2); err != nil {
+		return nil, nil, err
+	}
+	if err := d.answerProbes(g1, demoH1); err != nil {
+		return nil, nil, err
+	}
+	g2.gw = probe.NewGateway(probe.Config{Sender: probeSender{from: g2, icmp: d.inFront}, Logger: d.log.With("node", "G2")})
+	d.closer = append(d.closer, g2.gw.Close)
+	if _, err := d.openBind(demoH2, 4500, func(msg []byte, from netip.AddrPort) { g2.gw.HandleUDP(msg, from, demoH2) }); err != nil {
+		return nil, nil, err
+	}
+	a := &ike.PeerConfig{Name: "A", Addr: demoA, LocalID: ike.IdentityOf(demoG1), Auth: ike.Credential{PSK: d.psk}, PeerAuth: ike.PeerAuth{PSK: d.psk},
+		LocalTS: hostSelector(demoH1), RemoteTS: hostSelector(demoA)}
+	if g1.ike, err = g1.startIKE(d, nil, a); err != nil {
+		return nil, nil, err
+	}
+	if g2.ike, err = g2.startIKE(d, g2.responder(demoH2)); err != nil {
+		return nil, nil, err
+	}
+	d.g1, d.g2 = g1, g2
+	return g1, g2, nil
+}
+
+// answerProbes gives g a probe gateway that answers probes for hosts (as
+// G1 does): ICMP to them and to g reaches it in process (inFront), its
+// UDP Probe Responses leave from port 4501 of its outer address, beside
+// its engine's socket, and completed probes go to g.completed.
+func (d *demoWorld) answerProbes(g *avGateway, hosts ...netip.Addr) error {
+	udp, err := d.openBind(g.addr, 4501, nil)
+	if err != nil {
+		return err
+	}
+	g.completed = make(chan probe.Completed, 1)
+	g.gw = probe.NewGateway(probe.Config{Sender: probeSender{from: g, udp: udp}, Logger: d.log.With("node", g.name),
+		OnComplete: func(c probe.Completed) {
+			select {
+			case g.completed <- c:
+			default:
+			}
+		}})
+	d.closer = append(d.closer, g.gw.Close)
+	d.avMu.Lock()
+	defer d.avMu.Unlock()
+	if d.front == nil {
+		d.front = map[netip.Addr]*avGateway{}
+	}
+	d.front[g.addr] = g
+	for _, h := range hosts {
+		d.front[h] = g
+	}
+	return nil
+}
+
+// inFront is the gateway that ICMP to host passes (nil: none).
+func (d *demoWorld) inFront(host netip.Addr) *avGateway {
+	d.avMu.Lock()
+	defer d.avMu.Unlock()
+	return d.front[host]
+}
+
 // avGateway starts a gateway's node at outer address g, its stack at h.
-func (d *demoWorld) avGateway(name string, g, h netip.Addr, dir string) (*avGateway, error) {
+func (d *demoWorld) avGateway(name string, g, h netip.Addr) (*avGateway, error) {
+	n, err := tunnel.NewNode(tunnel.NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(h, 32)},
+		IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return d.mn.Bind(g) }, Logger: d.log.With("node", name)})
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", name, err)
+	}
+	d.closer = append(d.closer, func() { n.Close() })
+	return d.avIdentity(name, g, n)
+}
+
+// avIdentity makes what an AutoVPN gateway or host has of its own, for
+// node n at outer address addr: a self-signed certificate and an empty
+// trust store.
+func (d *demoWorld) avIdentity(name string, addr netip.Addr, n *tunnel.Node) (*avGateway, error) {
+	if d.avDir == "" {
+		dir, err := os.MkdirTemp("", "oevpn-demo-")
+		if err != nil {
+			return nil, err
+		}
+		d.avDir = dir
+		d.closer = append(d.closer, func() { os.RemoveAll(dir) })
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -214,24 +276,18 @@ func (d *demoWorld) avGateway(name string, g, h netip.Addr, dir string) (*avGate
 	if err != nil {
 		return nil, err
 	}
-	store, err := policy.OpenTrustStore(filepath.Join(dir, name+"-peers"))
+	store, err := policy.OpenTrustStore(filepath.Join(d.avDir, name+"-peers"))
 	if err != nil {
 		return nil, err
 	}
-	n, err := tunnel.NewNode(tunnel.NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(h, 32)},
-		IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return d.mn.Bind(g) }, Logger: d.log.With("node", name)})
-	if err != nil {
-		return nil, fmt.Errorf("gateway %s: %w", name, err)
-	}
-	d.closer = append(d.closer, func() { n.Close() })
-	return &avGateway{name: name, addr: g, node: n, store: store, cred: ike.Credential{Signer: key, Cert: cert},
+	return &avGateway{name: name, addr: addr, node: n, store: store, cred: ike.Credential{Signer: key, Cert: cert},
 		contact: name + " — the demo's operator", seen: make(chan *policy.Peer, 1), seenErr: make(chan error, 1)}, nil
 }
 
 // startIKE runs an IKE daemon on the gateway's engine, answering AutoVPN
-// nonces with responder (nil: initiate only).
-func (g *avGateway) startIKE(d *demoWorld, responder func(netip.AddrPort, netip.Addr, []byte) *ike.PeerConfig) (*ike.Daemon, error) {
-	cfg := ike.Config{Datapath: g.node.Engine(), Logger: d.log.With("node", g.name, "component", "ike"), Responder: responder}
+// nonces with responder (nil: initiate only) and the configured peers.
+func (g *avGateway) startIKE(d *demoWorld, responder func(netip.AddrPort, netip.Addr, []byte) *ike.PeerConfig, peers ...*ike.PeerConfig) (*ike.Daemon, error) {
+	cfg := ike.Config{Datapath: g.node.Engine(), Logger: d.log.With("node", g.name, "component", "ike"), Responder: responder, Peers: peers}
 	if responder != nil {
 		cfg.ClaimAutoVPNNonce = func(from netip.AddrPort, nonce []byte) bool {
 			_, ok := g.gw.Accept(nonce, from.Addr())
@@ -243,8 +299,20 @@ func (g *avGateway) startIKE(d *demoWorld, responder func(netip.AddrPort, netip.
 		return nil, err
 	}
 	d.closer = append(d.closer, dm.Close)
-	g.node.Engine().SetIKEHandler(dm.HandlePacketTo)
+	g.node.Engine().SetControl(demoIKE{d: dm})
 	return dm, nil
+}
+
+// demoIKE hands the engine's IKE messages to the demo's own daemon.
+type demoIKE struct {
+	tunnel.NopControl
+	d *ike.Daemon
+}
+
+// IKE implements tunnel.Control.
+func (c demoIKE) IKE(msg []byte, from netip.AddrPort, to netip.Addr, natt bool) bool {
+	c.d.HandlePacketTo(msg, from, to, natt)
+	return true
 }
 
 // responder answers an IKE_SA_INIT that carries the nonce of a probe this
@@ -297,16 +365,20 @@ func (g *avGateway) onEstablished(i ike.EstablishedInfo) {
 // gateway in front of the destination, UDP over the outer network.
 type probeSender struct {
 	from *avGateway
-	to   *avGateway // where ICMP goes
-	udp  conn.Bind  // where UDP leaves
+	icmp func(dst netip.Addr) *avGateway // where ICMP to dst goes
+	udp  conn.Bind                       // where UDP leaves
 }
 
 func (s probeSender) SendICMP(dst netip.Addr, icmp []byte) error {
-	if s.to == nil {
+	var to *avGateway
+	if s.icmp != nil {
+		to = s.icmp(dst)
+	}
+	if to == nil {
 		return errors.New("demo: no ICMP path")
 	}
 	s.from.icmpSent.Add(1)
-	go s.to.gw.HandleICMP(append([]byte(nil), icmp...), s.from.addr, dst)
+	go to.gw.HandleICMP(append([]byte(nil), icmp...), s.from.addr, dst)
 	return nil
 }
 
@@ -321,9 +393,9 @@ func (s probeSender) SendUDP(dst netip.AddrPort, msg []byte) error {
 	return s.udp.Send([][]byte{msg}, ep)
 }
 
-// hostTraffic sends a line from H1 to an echo server on H2 and reads it
-// back.
-func hostTraffic(n1, n2 *tunnel.Node) error {
+// hostTraffic sends a line, marker and msg, from node n1 to an echo
+// server on port 7 of node n2 at dst, and reads it back.
+func hostTraffic(n1, n2 *tunnel.Node, dst netip.Addr, msg string) error {
 	ln, err := n2.Listen("tcp", ":7")
 	if err != nil {
 		return err
@@ -342,11 +414,11 @@ func hostTraffic(n1, n2 *tunnel.Node) error {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := n1.DialContext(ctx, "tcp", netip.AddrPortFrom(demoH2, 7).String())
+	c, err := n1.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, 7).String())
 	if err != nil {
-		return fmt.Errorf("H1 → H2: %w", err)
+		return fmt.Errorf("%s: %w", msg, err)
 	}
-	msg := marker + " (c): H1 to H2\n"
+	msg = marker + " " + msg + "\n"
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, msg)
 	got, err := bufio.NewReader(c).ReadString('\n')
@@ -354,7 +426,7 @@ func hostTraffic(n1, n2 *tunnel.Node) error {
 	ln.Close()
 	wg.Wait()
 	if err != nil || got != msg {
-		return fmt.Errorf("H1 → H2 echo: %q, %v", got, err)
+		return fmt.Errorf("echo to %v: %q, %v", dst, got, err)
 	}
 	return nil
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -15,9 +17,10 @@ var commandHelp = map[string]string{
 	"up": `oevpn up -c FILE
        oevpn up [-s SOCKET | -c FILE] [--json] PEER
 
-With -c FILE alone, run an endpoint from a TOML configuration (see
-config.example.toml) until SIGINT or SIGTERM. Given a PEER, initiate the
-IKE SA with that configured peer of the running endpoint instead.`,
+Run an endpoint, or bring up a peer of a running one. With -c FILE alone,
+run an endpoint from a TOML configuration (see config.example.toml)
+until SIGINT or SIGTERM. Given a PEER, initiate the IKE SA with that
+configured peer of the running endpoint instead.`,
 	"status": `oevpn status [-s SOCKET | -c FILE] [--json]
 
 Show a running endpoint: every peer (configured ones too, with their
@@ -27,6 +30,15 @@ prints the same as JSON (schema in README.md).`,
 	"down": `oevpn down [-s SOCKET | -c FILE] [--json] PEER
 
 Delete the IKE and Child SAs with a configured peer (sending Delete).`,
+	"reload": `oevpn reload [-s SOCKET | -c FILE] [--json]
+
+Make the running endpoint read its configuration file again and apply
+it, as wg syncconf and swanctl --load-all do: [[peer]]s added, removed
+or changed (their SAs deleted, negotiated again), and [policy]; a peer
+whose configuration is unchanged keeps its IKE and Child SAs, SPIs and
+all. A change to any other section needs a restart: it is refused with
+the file, line and key, as is a file with an error, and the endpoint
+runs on as before. Prints what changed. SIGHUP does the same and logs it.`,
 	"check": `oevpn check [-s SOCKET | -c FILE] [--json] ADDRESS
 
 Say what happens now to traffic to ADDRESS, and why. Exit status:
@@ -65,13 +77,109 @@ also a self-signed certificate (AutoVPN).`,
 
 Print the IPSECKEY, KEY (and for RSA, TXT) records that publish the key
 for opportunistic IPsec.`,
-	"demo": `oevpn demo [options]
+	"demo": demoHelp(),
+	"completion": `oevpn completion bash|zsh|fish
 
-Run two userspace endpoints in this process and show traffic flowing
-between them through ESP.`,
+Print a completion script for the shell, generated from these commands
+and their options. Load it with, e.g., source <(oevpn completion bash),
+or install it where the shell looks for completions.`,
+	"help": `oevpn help [COMMAND]
+
+Print the list of commands, or COMMAND's help and options.`,
 	"version": `oevpn version
 
 Print the version.`,
+}
+
+// cmdHelp prints the overview, or a command's help (oevpn help CMD); the
+// hidden "oevpn help --man" prints the manual page, oevpn(8), in roff.
+func cmdHelp(args []string, stdout, stderr io.Writer) error {
+	if len(args) < 2 || args[0] != "help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	switch name := args[1]; {
+	case name == "--man":
+		return writeMan(stdout, commands())
+	case name == "-h" || name == "--help":
+		return helpRequest{name: "help"}
+	case commandHelp[name] == "":
+		fmt.Fprintf(stderr, "oevpn: no command %q\n\n%s", name, usage)
+		return exitStatus(2)
+	default:
+		return dispatch([]string{name, "-h"}, stdout, stderr)
+	}
+}
+
+// command is what the man page and the completion scripts know of a
+// command: its name, help text (synopsis, blank line, description) and
+// options.
+type command struct {
+	name, help string
+	flags      []*flag.Flag
+}
+
+// synopsis returns the command's synopsis lines.
+func (c command) synopsis() string {
+	s, _, _ := strings.Cut(c.help, "\n\n")
+	return s
+}
+
+// description returns the text after the synopsis.
+func (c command) description() string {
+	_, d, _ := strings.Cut(c.help, "\n\n")
+	return d
+}
+
+// summary returns the description's first sentence, or clause.
+func (c command) summary() string {
+	d := strings.Join(strings.Fields(c.description()), " ")
+	for _, end := range []string{". ", ": ", "; "} {
+		d, _, _ = strings.Cut(d, end)
+	}
+	return strings.TrimSuffix(d, ".")
+}
+
+// commands returns every command of commandHelp with the flags its -h
+// shows, in the order of the overview (usage), then by name.
+func commands() []command {
+	var cs []command
+	for name, h := range commandHelp {
+		c := command{name: name, help: h}
+		if fs := commandFlags(name); fs != nil {
+			fs.VisitAll(func(f *flag.Flag) { c.flags = append(c.flags, f) })
+		}
+		cs = append(cs, c)
+	}
+	slices.SortFunc(cs, func(a, b command) int {
+		return cmp.Or(cmp.Compare(overviewLine(a.name), overviewLine(b.name)), strings.Compare(a.name, b.name))
+	})
+	return cs
+}
+
+// overviewLine is the line of the overview (usage) that first names the
+// command, or a number past its end.
+func overviewLine(name string) int {
+	lines := strings.Split(usage, "\n")
+	for i, l := range lines {
+		if w, ok := strings.CutPrefix(l, "  oevpn "); ok {
+			w, _, _ = strings.Cut(w, " ")
+			if slices.Contains(strings.Split(w, "|"), name) {
+				return i
+			}
+		}
+	}
+	return len(lines)
+}
+
+// commandFlags returns the flags of command name, as its -h sees them (nil
+// for a command without any).
+func commandFlags(name string) *flag.FlagSet {
+	var h helpRequest
+	if errors.As(dispatch([]string{name, "-h"}, io.Discard, io.Discard), &h) {
+		return h.fs
+	}
+	return nil
 }
 
 // helpRequest is returned by parseArgs for -h or --help: run prints the

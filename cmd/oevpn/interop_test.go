@@ -477,7 +477,7 @@ func TestLabInteropDeadPeer(t *testing.T) {
 	l.o.Run("ping", "-c", "1", "-W", "2", "-I", ioInnerO, ioInnerS)
 
 	sw.Kill()
-	if err := p.WaitFor("dead peer", 15*time.Second); err != nil {
+	if err := p.WaitFor("no answer from the peer", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 5*time.Second, "no established SA after the peer died", func() bool {

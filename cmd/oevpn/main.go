@@ -6,6 +6,7 @@
 //	oevpn up PEER        initiate a configured peer of the running endpoint
 //	oevpn status         show a running endpoint's peers, SAs and tables (--json)
 //	oevpn down PEER      delete the SAs with a configured peer
+//	oevpn reload         apply the running endpoint's changed configuration file
 //	oevpn shunts         list the opportunistic negative cache
 //	oevpn flush [ADDR]   forget opportunistic fallback verdicts
 //	oevpn cleanup -c FILE  remove the routing a killed endpoint left
@@ -35,6 +36,8 @@ Usage:
                      Child SAs, opportunistic table, AutoVPN peers and counters
                      (-c FILE or -s SOCKET to pick it, --json for JSON)
   oevpn down PEER    delete the IKE and Child SAs with a configured peer
+  oevpn reload       apply the changed configuration file of the running endpoint:
+                     peers and policy; unchanged peers keep their SAs (also SIGHUP)
   oevpn shunts       list the destinations opportunism fell back for (clear or drop)
   oevpn flush [ADDR] forget those verdicts (all, or ADDR's): the next packet negotiates
   oevpn cleanup -c FILE
@@ -54,6 +57,8 @@ Usage:
   oevpn dns-records -k FILE ADDRESS|FQDN
                      print the IPSECKEY, KEY (and for RSA, TXT) records that
                      publish the key for opportunistic IPsec
+  oevpn completion bash|zsh|fish
+                     print a shell completion script
   oevpn version      print the version
 
 Run "oevpn COMMAND -h" for a command's options.
@@ -71,7 +76,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	var err error
+	return report(args[0], dispatch(args, stdout, stderr), stdout, stderr)
+}
+
+// dispatch runs the command args[0] with its arguments.
+func dispatch(args []string, stdout, stderr io.Writer) (err error) {
 	switch args[0] {
 	case "up":
 		err = cmdUp(args[1:], stdout, stderr)
@@ -83,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "down":
 		err = cmdDown(args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	case "cleanup":
 		err = cmdCleanup(args[1:], stdout, stderr)
 	case "check":
@@ -99,19 +110,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDNSRecords(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "oevpn %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+	case "completion":
+		err = cmdCompletion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		if len(args) > 1 && args[0] == "help" {
-			if _, ok := commandHelp[args[1]]; !ok {
-				fmt.Fprintf(stderr, "oevpn: no command %q\n\n%s", args[1], usage)
-				return 2
-			}
-			return run([]string{args[1], "-h"}, stdout, stderr)
-		}
-		fmt.Fprint(stdout, usage)
+		return cmdHelp(args, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "oevpn: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		return exitStatus(2)
 	}
+	return err
+}
+
+// report reports err of command name and returns the exit status.
+func report(name string, err error, stdout, stderr io.Writer) int {
 	var help helpRequest
 	var status exitStatus
 	switch {
@@ -124,14 +135,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case args[0] == "check":
+	case name == "check":
 		// Scripts tell the verdicts by the exit status (1 and 2 are
 		// verdicts): every error is 3, as pending.
 		fmt.Fprintf(stderr, "oevpn: %v\n", err)
 		return checkError
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "oevpn: %v\n", err)
-		if u := usageOf(args[0]); u != "" && !strings.Contains(err.Error(), "oevpn "+args[0]) {
+		if u := usageOf(name); u != "" && !strings.Contains(err.Error(), "oevpn "+name) {
 			fmt.Fprintln(stderr, u)
 		}
 		return 2

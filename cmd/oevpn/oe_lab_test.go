@@ -371,7 +371,7 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 		t.Errorf("ping %s (published key, no IKE) got through:\n%s", oeC4dead, out)
 	}
 	waitUntil(t, 10*time.Second, "the dead peer to be given up", func() bool {
-		return strings.Contains(l.procA.Output(), "no gateway answered")
+		return strings.Contains(l.procA.Output(), "no answer from the peer: IKE_SA_INIT sent")
 	})
 	checkVerdict(t, l.cfgA, oeC4dead, "blocked")
 
@@ -409,13 +409,13 @@ func TestLabOpportunisticIPSECKEY(t *testing.T) {
 		shunts[e.Destination] = e
 	}
 	if c, d := shunts[oeC4clear], shunts[oeC4dead]; !oePeer || c.Verdict != "clear" || c.Class != "private-or-clear" || c.ExpiresInSeconds == nil ||
-		d.Verdict != "drop" || d.Reason != "no gateway answered" || d.Source != "IPSECKEY" ||
+		d.Verdict != "drop" || !strings.Contains(d.Reason, "gateway "+oeC4dead+": ike: no answer from the peer") || d.Source != "IPSECKEY" ||
 		st.Events.DNSLookups["found"] == 0 || st.Events.DNSLookups["no_record"] == 0 || st.Events.OEFallbacks["drop"] == 0 {
 		t.Errorf("status: opportunistic peer %v, shunts %+v, events %+v", oePeer, st.Opportunistic, st.Events)
 	}
 	bin := oevpnBinary(t)
 	if out, err := exec.Command(bin, "shunts", "-c", l.cfgA).CombinedOutput(); err != nil || !strings.Contains(string(out), oeC4dead) ||
-		!strings.Contains(string(out), "no gateway answered") {
+		!strings.Contains(string(out), "no answer from the peer") {
 		t.Errorf("oevpn shunts: %v\n%s", err, out)
 	}
 	if out, err := exec.Command(bin, "flush", oeC4clear, "-c", l.cfgA).CombinedOutput(); err != nil || !strings.Contains(string(out), "1 shunt(s) flushed") {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -142,6 +143,13 @@ func TestLabServiceUser(t *testing.T) {
 	}
 	if !strings.Contains(procA.Output(), "control="+filepath.Join(home, "run", "oevpn")) {
 		t.Errorf("the control socket is not in the unit's runtime directory:\n%s", procA.Output())
+	}
+	// ExecReload, as the service user: the unchanged file keeps the tunnel.
+	unitValues(t, string(unit), "ExecReload")
+	reload := slices.Concat([]string{"setpriv", "--reuid=" + strconv.Itoa(pxNobody), "--regid=" + strconv.Itoa(pxNobody), "--clear-groups", "env"},
+		env, []string{filepath.Join(home, "oevpn"), "reload", "-c", cfgA})
+	if out, err := a.Try(reload...); err != nil || !strings.Contains(out, "peer peer: unchanged: its SAs kept") {
+		t.Errorf("oevpn reload as the service user: %v\n%s", err, out)
 	}
 	procA.Signal(syscall.SIGTERM)
 	if err := procA.Wait(10 * time.Second); err != nil {

@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -101,7 +102,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	for {
 		select {
 		case <-hup:
-			log.Warn("SIGHUP: reloading the configuration is not supported; restart oevpn to apply a changed file", "config", cfg.Path)
+			ep.reloadOnHUP(log)
 		case s := <-sig:
 			log.Info("shutting down", "signal", s.String())
 			notifyService("STOPPING=1")
@@ -112,7 +113,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 
 // daemonSignals asks for the signals the endpoint handles, before anything
 // is set up: SIGINT and SIGTERM stop it (sig); SIGHUP, which would kill it
-// and leave its routing behind, is only logged (hup); SIGPIPE, which Go
+// and leave its routing behind, reloads the configuration (hup); SIGPIPE, which Go
 // turns into an exit when stdout or stderr is a closed pipe, is ignored:
 // writes to the pipe fail (log/slog drops them) and the endpoint carries
 // on. stop undoes it.
@@ -175,8 +176,11 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 }
 
 // endpoint is the running node and what the command adds to it: the
-// control socket.
-type endpoint struct{ *tunnel.Node }
+// control socket, and the configuration it runs (for reload).
+type endpoint struct {
+	*tunnel.Node
+	running running // reload.go
+}
 
 // startEndpoint starts the node that cfg describes; stateDir keeps the
 // static SAs' sequence numbers ("" keeps them in memory, only for keys
@@ -191,7 +195,7 @@ func startEndpoint(cfg *config.Config, stateDir string, log *slog.Logger) (*endp
 	if err != nil {
 		return nil, err
 	}
-	return &endpoint{n}, nil
+	return &endpoint{Node: n, running: running{cfg: cfg}}, nil
 }
 
 // nodeConfig translates the configuration file into the node's
@@ -212,24 +216,12 @@ func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) 
 		// one twice.
 		nc.Sequences = func(key []byte) (esp.SeqStore, error) { return newSeqFile(stateDir, key) }
 	}
-	for i, p := range cfg.Peers {
-		pc := peerConfig(p)
-		if pc.LocalID.Type == 0 && (p.Auth == config.AuthPSK || p.Auth == config.AuthPubkey) {
-			// As strongSwan: our identity is the address we reach the
-			// peer from (routing at start, before our own routes).
-			src, err := localAddressFor(p.Address)
-			if err != nil {
-				return nc, cfg.KeyError(fmt.Sprintf("peer[%d].local_id", i),
-					fmt.Errorf("not set, and our address toward %v, its default, is unknown (%v): set local_id", p.Address, err))
-			}
-			pc.LocalID = ike.IdentityOf(src)
-		}
-		nc.Peers = append(nc.Peers, tunnel.Peer{IKE: pc, Start: startOf(p.Start)})
+	var err error
+	if nc.Peers, err = peersConfig(cfg, nil); err != nil {
+		return nc, err
 	}
-	pol := cfg.Policy
-	nc.Policy = tunnel.Policy{Block: pol.Block, Clear: pol.Clear, Private: pol.Private,
-		PrivateOrClear: pol.PrivateOrClear, ClearOrPrivate: pol.ClearOrPrivate, Exceptions: pol.Rules}
-	if pol.Enabled() {
+	nc.Policy = policyConfig(cfg)
+	if cfg.Policy.Enabled() {
 		nc.Opportunism = opportunismConfig(cfg)
 	}
 	if cfg.AutoVPN.Enabled() {
@@ -240,6 +232,40 @@ func nodeConfig(cfg *config.Config, stateDir string) (tunnel.NodeConfig, error) 
 		nc.AutoVPNHost = cfg.AutoVPN.Mode == "host"
 	}
 	return nc, nil
+}
+
+// peersConfig translates the [[peer]]s. A peer without local_id that
+// running has (by name, at the same address) keeps the identity it runs
+// with, the default found at start: a reload does not change it.
+func peersConfig(cfg *config.Config, running []tunnel.Peer) ([]tunnel.Peer, error) {
+	var out []tunnel.Peer
+	for i, p := range cfg.Peers {
+		pc := peerConfig(p)
+		if pc.LocalID.Type == 0 && (p.Auth == config.AuthPSK || p.Auth == config.AuthPubkey) {
+			if j := slices.IndexFunc(running, func(r tunnel.Peer) bool { return r.IKE.Name == p.Name && r.IKE.Addr == p.Address }); j >= 0 {
+				pc.LocalID = running[j].IKE.LocalID
+			} else {
+				// As strongSwan: our identity is the address we reach
+				// the peer from (routing at start, before our own
+				// routes).
+				src, err := localAddressFor(p.Address)
+				if err != nil {
+					return nil, cfg.KeyError(fmt.Sprintf("peer[%d].local_id", i),
+						fmt.Errorf("not set, and our address toward %v, its default, is unknown (%v): set local_id", p.Address, err))
+				}
+				pc.LocalID = ike.IdentityOf(src)
+			}
+		}
+		out = append(out, tunnel.Peer{IKE: pc, Start: startOf(p.Start)})
+	}
+	return out, nil
+}
+
+// policyConfig translates [policy].
+func policyConfig(cfg *config.Config) tunnel.Policy {
+	pol := cfg.Policy
+	return tunnel.Policy{Block: pol.Block, Clear: pol.Clear, Private: pol.Private,
+		PrivateOrClear: pol.PrivateOrClear, ClearOrPrivate: pol.ClearOrPrivate, Exceptions: pol.Rules}
 }
 
 // localAddressFor returns the address this host sends from to reach a, by

@@ -23,7 +23,8 @@ type DNSZone struct {
 	Name    string
 	Records []string
 	// Mode: "signed", "bogus" (signed, then the signatures over the
-	// records broken) or "unsigned".
+	// records broken), "expired" (signed, with signatures that expired
+	// three days ago) or "unsigned".
 	Mode string
 	// Denial, for a signed zone: "nsec" (the default), "nsec3" (no
 	// iterations, a salt) or "nsec3-optout" (unsigned delegations left
@@ -123,7 +124,7 @@ func writeZones(t *testing.T, dir, auth string, zones []DNSZone) (knot, unbound 
 			t.Fatal(err)
 		}
 		served := plain
-		if z.Mode == "signed" || z.Mode == "bogus" {
+		if z.Mode == "signed" || z.Mode == "bogus" || z.Mode == "expired" {
 			var ds []byte
 			served, ds = signZone(t, dir, z, plain, now)
 			anchorBuf.Write(ds)
@@ -162,7 +163,13 @@ func signZone(t *testing.T, dir string, z DNSZone, plain string, now time.Time) 
 	ksk := run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", z.Name)
 	zsk := run("ldns-keygen", "-a", "ECDSAP256SHA256", z.Name)
 	stamp := func(t time.Time) string { return t.Format("20060102150405") }
-	args := []string{"ldns-signzone", "-o", z.Name, "-i", stamp(now.Add(-time.Hour)), "-e", stamp(now.Add(30 * 24 * time.Hour))}
+	inception, expiration := now.Add(-time.Hour), now.Add(30*24*time.Hour)
+	if z.Mode == "expired" {
+		// Beyond Unbound's allowance for clock skew (val-sig-skew-max,
+		// a day).
+		inception, expiration = now.Add(-30*24*time.Hour), now.Add(-3*24*time.Hour)
+	}
+	args := []string{"ldns-signzone", "-o", z.Name, "-i", stamp(inception), "-e", stamp(expiration)}
 	switch z.Denial {
 	case "", "nsec":
 	case "nsec3":
@@ -237,6 +244,8 @@ func writeUnboundConf(t *testing.T, dir string, ns *Netns, resPort int, auth, an
   trust-anchor-file: %q
   val-permissive-mode: no
   harden-dnssec-stripped: yes
+  ede: yes
+  val-log-level: 2
   trust-anchor-signaling: no
   prefetch: no
   access-control: %s allow

@@ -30,6 +30,27 @@ import (
 // Required reports whether lab tests must run (OEVPN_LAB=required).
 func Required() bool { return os.Getenv("OEVPN_LAB") == "required" }
 
+// RequireTools checks for the commands a test runs that need neither root
+// nor namespaces (shells, groff): a missing one skips the test, or fails
+// it when OEVPN_LAB=required (`make lab-deps` installs them).
+func RequireTools(t testing.TB, cmds ...string) {
+	t.Helper()
+	var missing []string
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "test needs " + strings.Join(missing, ", ") + " (`make lab-deps` installs them)"
+	if Required() {
+		t.Fatal(msg + "; OEVPN_LAB=required")
+	}
+	t.Skip(msg)
+}
+
 // Require checks the prerequisites of a lab test: root, /dev/net/tun, the ip
 // command and the given commands. A missing one skips the test, or fails it
 // when OEVPN_LAB=required.

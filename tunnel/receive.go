@@ -47,6 +47,11 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			continue
 		}
 		now := time.Now().UnixNano()
+		// A run of packets of one flow on one pair is checked against
+		// the selectors once per batch.
+		var last *SAPair
+		var lastFlow ipview.Flow
+		var lastPorts bool
 		for i := 0; i < n; i++ {
 			d := pkts[i][:sizes[i]]
 			if !natt {
@@ -100,9 +105,12 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				e.stats.malformed.Add(1)
 				continue
 			}
-			if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
-				e.stats.selectorDrops.Add(1)
-				continue
+			if pair != last || p.Flow != lastFlow || p.HasPorts != lastPorts {
+				if !pair.Remote.MatchSrc(&p) || !pair.Local.MatchDst(&p) {
+					e.stats.selectorDrops.Add(1)
+					continue
+				}
+				last, lastFlow, lastPorts = pair, p.Flow, p.HasPorts
 			}
 			if !pair.ready.Load() {
 				pair.ready.Store(true) // the peer uses it: so may we

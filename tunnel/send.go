@@ -71,6 +71,11 @@ func (e *Engine) routineOutbound() {
 		}
 		rt := e.routes.Load()
 		var cur *SAPair
+		// A run of packets of one flow (a TCP stream's segments) is
+		// looked up once per batch.
+		var last *SAPair
+		var lastFlow ipview.Flow
+		var lastPorts bool
 		for i := 0; i < n; i++ {
 			pkt := bufs[i][esp.Headroom : esp.Headroom+sizes[i]]
 			p, err := ipview.Parse(pkt)
@@ -78,7 +83,11 @@ func (e *Engine) routineOutbound() {
 				e.stats.malformed.Add(1)
 				continue
 			}
-			pair := rt.lookup(&p)
+			pair := last
+			if pair == nil || p.Flow != lastFlow || p.HasPorts != lastPorts {
+				pair = rt.lookup(&p)
+				last, lastFlow, lastPorts = pair, p.Flow, p.HasPorts
+			}
 			if pair == nil {
 				// AutoVPN behind a NAT: the SA is for the public address.
 				if nt := e.nat.Load(); nt != nil {

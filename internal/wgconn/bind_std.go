@@ -40,36 +40,59 @@ type StdNetBind struct {
 	ipv6TxOffload bool
 	ipv6RxOffload bool
 
-	// these two fields are not guarded by mu
-	udpAddrPool sync.Pool
-	msgsPool    sync.Pool
+	// free holds the send batches not in use (not guarded by mu). oevpn:
+	// a free list rather than upstream's sync.Pools, which garbage
+	// collections empty: a datapath that allocates nothing still made
+	// 257 objects for its next send after two of them.
+	free chan *sendBatch
 
 	blackhole4 bool
 	blackhole6 bool
 }
 
 func NewStdNetBind() Bind {
-	return &StdNetBind{
-		udpAddrPool: sync.Pool{
-			New: func() any {
-				return &net.UDPAddr{
-					IP: make([]byte, 16),
-				}
-			},
-		},
+	return &StdNetBind{free: make(chan *sendBatch, maxFreeSendBatches)}
+}
 
-		msgsPool: sync.Pool{
-			New: func() any {
-				// ipv6.Message and ipv4.Message are interchangeable as they are
-				// both aliases for x/net/internal/socket.Message.
-				msgs := make([]ipv6.Message, IdealBatchSize)
-				for i := range msgs {
-					msgs[i].Buffers = make(net.Buffers, 1)
-					msgs[i].OOB = make([]byte, 0, stickyControlSize+gsoControlSize)
-				}
-				return &msgs
-			},
-		},
+// maxFreeSendBatches bounds the send batches a StdNetBind keeps for
+// concurrent senders; more are made and dropped again.
+const maxFreeSendBatches = 8
+
+// sendBatch is what one Send uses: the messages and the destination.
+type sendBatch struct {
+	msgs []ipv6.Message
+	used int // messages to reset
+	ua   net.UDPAddr
+}
+
+// newMessages returns IdealBatchSize messages with their buffer slots and
+// room for the control messages.
+func newMessages() *[]ipv6.Message {
+	// ipv6.Message and ipv4.Message are interchangeable as they are
+	// both aliases for x/net/internal/socket.Message.
+	msgs := make([]ipv6.Message, IdealBatchSize)
+	for i := range msgs {
+		msgs[i].Buffers = make(net.Buffers, 1)
+		msgs[i].OOB = make([]byte, 0, stickyControlSize+gsoControlSize)
+	}
+	return &msgs
+}
+
+func (s *StdNetBind) getSendBatch() *sendBatch {
+	select {
+	case b := <-s.free:
+		return b
+	default:
+		return &sendBatch{msgs: *newMessages(), ua: net.UDPAddr{IP: make([]byte, 16)}}
+	}
+}
+
+func (s *StdNetBind) putSendBatch(b *sendBatch) {
+	resetMessages(b.msgs[:b.used])
+	b.used = 0
+	select {
+	case s.free <- b:
+	default:
 	}
 }
 
@@ -198,20 +221,10 @@ again:
 	return fns, uint16(port), nil
 }
 
-func (s *StdNetBind) putMessages(msgs *[]ipv6.Message) {
-	resetMessages(msgs)
-	s.msgsPool.Put(msgs)
-}
-
-func resetMessages(msgs *[]ipv6.Message) {
-	for i := range *msgs {
-		(*msgs)[i].OOB = (*msgs)[i].OOB[:0]
-		(*msgs)[i] = ipv6.Message{Buffers: (*msgs)[i].Buffers, OOB: (*msgs)[i].OOB}
+func resetMessages(msgs []ipv6.Message) {
+	for i := range msgs {
+		msgs[i] = ipv6.Message{Buffers: msgs[i].Buffers, OOB: msgs[i].OOB[:0]}
 	}
-}
-
-func (s *StdNetBind) getMessages() *[]ipv6.Message {
-	return s.msgsPool.Get().(*[]ipv6.Message)
 }
 
 var (
@@ -240,29 +253,43 @@ func (s *StdNetBind) receiveIP(
 		(*msgs)[i].Buffers[0] = bufs[i]
 		(*msgs)[i].OOB = (*msgs)[i].OOB[:cap((*msgs)[i].OOB)]
 	}
-	defer resetMessages(msgs)
-	var numMsgs int
+	// oevpn: only the messages used are reset afterwards (upstream
+	// resets all IdealBatchSize of them for every batch, a few percent
+	// of the datapath's time): on success those filled, and with
+	// offload the ones read into at the end.
+	all := *msgs
+	var numMsgs, readAt int
+	defer func() {
+		resetMessages(all[:numMsgs])
+		resetMessages(all[readAt:])
+	}()
 	if runtime.GOOS == "linux" || runtime.GOOS == "android" {
 		if rxOffload {
-			readAt := len(*msgs) - (IdealBatchSize / udpSegmentMaxDatagrams)
-			numMsgs, err = br.ReadBatch((*msgs)[readAt:], 0)
+			readAt = len(all) - (IdealBatchSize / udpSegmentMaxDatagrams)
+			numMsgs, err = br.ReadBatch(all[readAt:], 0)
 			if err != nil {
+				numMsgs = 0
 				return 0, err
 			}
-			numMsgs, err = splitCoalescedMessages(*msgs, readAt, getGSOSize)
+			numMsgs, err = splitCoalescedMessages(all, readAt, getGSOSize)
 			if err != nil {
+				numMsgs = len(all)
 				return 0, err
 			}
 		} else {
-			numMsgs, err = br.ReadBatch(*msgs, 0)
+			readAt = len(all)
+			numMsgs, err = br.ReadBatch(all, 0)
 			if err != nil {
+				numMsgs = 0
 				return 0, err
 			}
 		}
 	} else {
-		msg := &(*msgs)[0]
+		readAt = len(all)
+		msg := &all[0]
 		msg.N, msg.NN, _, msg.Addr, err = conn.ReadMsgUDP(msg.Buffers[0], msg.OOB)
 		if err != nil {
+			numMsgs = 1
 			return 0, err
 		}
 		numMsgs = 1
@@ -288,8 +315,8 @@ func (s *StdNetBind) receiveIP(
 
 func (s *StdNetBind) makeReceiveIPv4(pc *ipv4.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
 	// The function is called by one goroutine at a time: its messages
-	// are its own (a pool's are dropped by garbage collections).
-	br, msgs := newBatchReader(conn, pc), s.getMessages()
+	// are its own.
+	br, msgs := newBatchReader(conn, pc), newMessages()
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
 		return s.receiveIP(br, conn, rxOffload, msgs, bufs, sizes, eps)
 	}
@@ -297,8 +324,8 @@ func (s *StdNetBind) makeReceiveIPv4(pc *ipv4.PacketConn, conn *net.UDPConn, rxO
 
 func (s *StdNetBind) makeReceiveIPv6(pc *ipv6.PacketConn, conn *net.UDPConn, rxOffload bool) ReceiveFunc {
 	// The function is called by one goroutine at a time: its messages
-	// are its own (a pool's are dropped by garbage collections).
-	br, msgs := newBatchReader(conn, pc), s.getMessages()
+	// are its own.
+	br, msgs := newBatchReader(conn, pc), newMessages()
 	return func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error) {
 		return s.receiveIP(br, conn, rxOffload, msgs, bufs, sizes, eps)
 	}
@@ -376,10 +403,9 @@ func (s *StdNetBind) Send(bufs [][]byte, endpoint Endpoint) error {
 		return syscall.EAFNOSUPPORT
 	}
 
-	msgs := s.getMessages()
-	defer s.putMessages(msgs)
-	ua := s.udpAddrPool.Get().(*net.UDPAddr)
-	defer s.udpAddrPool.Put(ua)
+	sb := s.getSendBatch()
+	defer s.putSendBatch(sb)
+	msgs, ua := &sb.msgs, &sb.ua
 	if is6 {
 		// oevpn: resize before copying. Upstream copies first, so an
 		// address left at 4 octets by an IPv4 send kept 12 stale octets
@@ -401,6 +427,7 @@ func (s *StdNetBind) Send(bufs [][]byte, endpoint Endpoint) error {
 retry:
 	if offload {
 		n := coalesceMessages(ua, endpoint.(*StdNetEndpoint), bufs, *msgs, setGSOSize)
+		sb.used = max(sb.used, n)
 		err = s.send(conn, br, (*msgs)[:n])
 		if err != nil && offload && errShouldDisableUDPGSO(err) {
 			offload = false
@@ -420,6 +447,7 @@ retry:
 			(*msgs)[i].Buffers[0] = bufs[i]
 			setSrcControl(&(*msgs)[i].OOB, endpoint.(*StdNetEndpoint))
 		}
+		sb.used = max(sb.used, len(bufs))
 		err = s.send(conn, br, (*msgs)[:len(bufs)])
 	}
 	if retried {

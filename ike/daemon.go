@@ -229,21 +229,7 @@ func (d *Daemon) Down(name string) (int, error) {
 			err = fmt.Errorf("%w %q", ErrNoSuchPeer, name)
 			return
 		}
-		for _, sa := range d.sas {
-			if sa.peer.Name != name {
-				continue
-			}
-			sa.stopped = true
-			var why error
-			switch {
-			case sa.state == stateEstablished:
-				d.sendDeleteIKE(sa)
-			case !sa.rekeyed:
-				why = ErrDown
-			}
-			d.teardown(sa, why)
-			n++
-		}
+		n = d.deleteSAs(func(sa *ikeSA) bool { return sa.peer.Name == name })
 	})
 	return n, err
 }

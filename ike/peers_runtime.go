@@ -149,7 +149,7 @@ func (d *Daemon) SetPeers(peers []*PeerConfig) (PeerChanges, error) {
 		// pending restarts find them gone.
 		d.peers.Store(&next)
 		for _, q := range gone {
-			d.deletePeerSAs(q)
+			d.deleteSAs(func(sa *ikeSA) bool { return sa.peer == q })
 		}
 	})
 	for _, l := range []*[]string{&ch.Added, &ch.Removed, &ch.Changed, &ch.Unchanged} {
@@ -161,12 +161,13 @@ func (d *Daemon) SetPeers(peers []*PeerConfig) (PeerChanges, error) {
 // ErrClosed is returned for work asked of a closed daemon.
 var ErrClosed = errors.New("ike: daemon closed")
 
-// deletePeerSAs deletes every IKE SA of the configuration p, as Down does:
-// a Delete for the established ones, and their Child SAs removed from the
-// datapath at once.
-func (d *Daemon) deletePeerSAs(p *PeerConfig) {
+// deleteSAs deletes the IKE SAs that match (Down, and SetPeers for removed
+// and changed peers): a Delete for the established ones, and their Child
+// SAs removed from the datapath at once. It returns how many it deleted.
+func (d *Daemon) deleteSAs(match func(*ikeSA) bool) int {
+	n := 0
 	for _, sa := range d.sas {
-		if sa.peer != p {
+		if !match(sa) {
 			continue
 		}
 		sa.stopped = true
@@ -178,5 +179,7 @@ func (d *Daemon) deletePeerSAs(p *PeerConfig) {
 			why = ErrDown
 		}
 		d.teardown(sa, why)
+		n++
 	}
+	return n
 }

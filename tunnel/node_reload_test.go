@@ -2,23 +2,15 @@ package tunnel
 
 import (
 	"context"
-	"crypto/ed25519"
-	crand "crypto/rand"
 	"errors"
-	"io"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/oevpn/oevpn/dnsoe"
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/ike"
-	"github.com/oevpn/oevpn/internal/dnszone"
-	"github.com/oevpn/oevpn/internal/memnet"
-	conn "github.com/oevpn/oevpn/internal/wgconn"
 )
 
 // childSPIs returns the SPIs (in, out) of the Child SAs of peer's
@@ -205,79 +197,6 @@ func TestNodeReloadRefusalIsWrapped(t *testing.T) {
 func sameReport(a, b ReloadReport) bool {
 	return slices.Equal(a.Added, b.Added) && slices.Equal(a.Removed, b.Removed) && slices.Equal(a.Changed, b.Changed) &&
 		slices.Equal(a.Unchanged, b.Unchanged) && a.Policy == b.Policy && slices.Equal(a.Ended, b.Ended)
-}
-
-// oeNodes starts two netstack nodes on a memory network, opportunistic
-// for 198.51.100.0/24: b publishes its key in the reverse zone, a uses
-// AUTH_NULL; a's connection to b brings up an SA that b holds as
-// unauthenticated.
-func oeNodes(t *testing.T) (a, b *Node, addrA, addrB netip.Addr) {
-	mn := &memnet.Network{}
-	addrA, addrB = netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
-	_, privB, _ := ed25519.GenerateKey(crand.Reader)
-	zone, err := dnszone.New("100.51.198.in-addr.arpa.", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := dnsoe.Records(addrB.String(), "", 10, privB.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := zone.Add(lines...); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := dnszone.NewServer(zone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	node := func(addr netip.Addr, auth ike.Credential) *Node {
-		n, err := NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addr, 32)},
-			IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return mn.Bind(addr) },
-			// Nothing leaves in the clear: the forwarder dials nowhere.
-			ClearDial: func(context.Context, string, string) (net.Conn, error) {
-				return nil, errors.New("no clear path in this test")
-			},
-			Policy:      Policy{PrivateOrClear: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
-			Opportunism: &OEConfig{Resolver: &dnsoe.Resolver{Server: srv.Addr, Mode: dnsoe.DNSSECOff}, Auth: auth},
-			Logger:      testLog(t, addr.String())})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	b, a = node(addrB, ike.Credential{Signer: privB}), node(addrA, ike.Credential{Null: true})
-	ln, err := b.Listen("tcp", ":7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(addrB, 7).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	c.Write([]byte("x"))
-	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if v := b.Check(addrA); v.Verdict != CheckUnauthenticated {
-		t.Fatalf("b's SA with a: %+v, want it unauthenticated", v)
-	}
-	return a, b, addrA, addrB
 }
 
 // TestNodeReloadPolicyFailsClosed is the attack on a reload that makes

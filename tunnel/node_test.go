@@ -176,8 +176,20 @@ func TestNodeListenPacket(t *testing.T) {
 // from: the SA would carry none of the connection, and a second one
 // would be negotiated on the first packet).
 func TestNodeOpportunisticDialSource(t *testing.T) {
+	a, _, addrA, _ := oeNodes(t)
+	pairs := a.Engine().Pairs()
+	if len(pairs) != 1 || fmt.Sprint(pairs[0].Local) != fmt.Sprint(hostSel(addrA)) {
+		t.Fatalf("A's SAs: %s, want one, for %v", dumpPairs(a.Engine()), addrA)
+	}
+}
+
+// oeNodes starts two netstack nodes on a memory network, opportunistic
+// for 198.51.100.0/24: b publishes its key in the reverse zone, a uses
+// AUTH_NULL; a's connection to b brings up an SA that b holds as
+// unauthenticated.
+func oeNodes(t *testing.T) (a, b *Node, addrA, addrB netip.Addr) {
 	mn := &memnet.Network{}
-	addrA, addrB := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	addrA, addrB = netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
 	_, privB, _ := ed25519.GenerateKey(crand.Reader)
 	zone, err := dnszone.New("100.51.198.in-addr.arpa.", false)
 	if err != nil {
@@ -201,6 +213,10 @@ func TestNodeOpportunisticDialSource(t *testing.T) {
 	node := func(addr netip.Addr, auth ike.Credential) *Node {
 		n, err := NewNode(NodeConfig{Netstack: true, MTU: 1400, Addresses: []netip.Prefix{netip.PrefixFrom(addr, 32)},
 			IKEPort: 500, NATTPort: 4500, Bind: func() conn.Bind { return mn.Bind(addr) },
+			// Nothing leaves in the clear: the forwarder dials nowhere.
+			ClearDial: func(context.Context, string, string) (net.Conn, error) {
+				return nil, errors.New("no clear path in this test")
+			},
 			Policy:      Policy{PrivateOrClear: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
 			Opportunism: &OEConfig{Resolver: &dnsoe.Resolver{Server: srv.Addr, Mode: dnsoe.DNSSECOff}, Auth: auth},
 			Logger:      testLog(t, addr.String())})
@@ -210,13 +226,12 @@ func TestNodeOpportunisticDialSource(t *testing.T) {
 		t.Cleanup(func() { n.Close() })
 		return n
 	}
-	b := node(addrB, ike.Credential{Signer: privB})
-	a := node(addrA, ike.Credential{Null: true})
+	b, a = node(addrB, ike.Credential{Signer: privB}), node(addrA, ike.Credential{Null: true})
 	ln, err := b.Listen("tcp", ":7")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		if c, err := ln.Accept(); err == nil {
 			io.Copy(c, c)
@@ -229,14 +244,14 @@ func TestNodeOpportunisticDialSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	c.Write([]byte("x"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	pairs := a.Engine().Pairs()
-	if len(pairs) != 1 || fmt.Sprint(pairs[0].Local) != fmt.Sprint(hostSel(addrA)) {
-		t.Fatalf("A's SAs: %s, want one, for %v", dumpPairs(a.Engine()), addrA)
+	if v := b.Check(addrA); v.Verdict != CheckUnauthenticated {
+		t.Fatalf("b's SA with a: %+v, want it unauthenticated", v)
 	}
+	return a, b, addrA, addrB
 }

@@ -178,6 +178,83 @@ start = "none"
 	}
 }
 
+// TestCompletionZsh runs the zsh script's functions with the completion
+// system's builtins (_describe, _arguments, compadd) replaced by ones that
+// print what they were given: zsh's line editor does not start without a
+// terminal, but what the script asks of it is what can go wrong.
+func TestCompletionZsh(t *testing.T) {
+	lab.RequireTools(t, "zsh")
+	_, script, _ := runCLI("completion", "zsh")
+	dir := t.TempDir()
+	scriptPath := filepath.Join(dir, "_oevpn")
+	os.WriteFile(scriptPath, []byte(script), 0o600)
+	p := filepath.Join(dir, "n.toml")
+	os.WriteFile(p, []byte(`[interface]
+mode = "netstack"
+addresses = ["10.9.0.1/32"]
+ike_port = 0
+natt_port = 0
+
+[[peer]]
+name = "office"
+address = "127.0.0.1"
+ike_port = 9
+natt_port = 9
+auth = "psk"
+psk = "a pre-shared key of some length"
+local = ["10.9.0.1"]
+remote = ["10.2.0.0/16"]
+start = "none"
+`), 0o600)
+	testEndpoint(t, p)
+	sock := filepath.Join(dir, "c.sock")
+	bin := filepath.Join(oevpnOnPath(t), "oevpn")
+	const stubs = `compdef() { :; }
+_describe() { print -rl -- "describe $1" ${(P)2}; }
+_arguments() { print -rl -- "arguments" "$@"; local a=${@[-1]}; [[ $a == '*:peer:'* ]] && ${a#*:peer:}; return 0; }
+compadd() { [[ $1 == -a ]] && print -rl -- "compadd" ${(P)2}; }
+`
+	for _, tt := range []struct {
+		line string   // the command line up to the cursor
+		want []string // lines the output must have
+		not  []string // lines it must not have
+	}{
+		{"oevpn st", []string{"describe command", "status:Show a running endpoint"}, nil},
+		{"oevpn up -", []string{"arguments", "-json[with PEER\\: print JSON]", "*:peer:_oevpn_peers"}, nil},
+		{"oevpn down -s " + sock + " ", []string{"compadd", "office"}, nil},
+		{"oevpn status ", []string{"arguments"}, []string{"compadd", "*:peer:_oevpn_peers"}},
+	} {
+		words := strings.Fields(tt.line)
+		if strings.HasSuffix(tt.line, " ") {
+			words = append(words, "")
+		}
+		words[0] = bin
+		var quoted []string
+		for _, w := range words {
+			quoted = append(quoted, fmt.Sprintf("%q", w))
+		}
+		prog := fmt.Sprintf("%ssource %q\nwords=(%s)\nCURRENT=%d\n_oevpn\n", stubs, scriptPath, strings.Join(quoted, " "), len(words))
+		var out, errOut bytes.Buffer
+		cmd := exec.Command("zsh", "-f", "-c", prog)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil || errOut.Len() > 0 {
+			t.Errorf("%q: %v %s", tt.line, err, errOut.String())
+			continue
+		}
+		lines := strings.Split(out.String(), "\n")
+		for _, w := range tt.want {
+			if !slices.Contains(lines, w) {
+				t.Errorf("%q<TAB>: no line %q in\n%s", tt.line, w, out.String())
+			}
+		}
+		for _, w := range tt.not {
+			if slices.Contains(lines, w) {
+				t.Errorf("%q<TAB>: line %q in\n%s", tt.line, w, out.String())
+			}
+		}
+	}
+}
+
 // TestCompletionFish asks fish itself what it completes, where fish is
 // installed.
 func TestCompletionFish(t *testing.T) {

@@ -260,13 +260,36 @@ compadd() { [[ $1 == -a ]] && print -rl -- "compadd" ${(P)2}; }
 func TestCompletionFish(t *testing.T) {
 	lab.RequireTools(t, "fish")
 	_, script, _ := runCLI("completion", "fish")
-	scriptPath := filepath.Join(t.TempDir(), "oevpn.fish")
+	dir := t.TempDir()
+	scriptPath := filepath.Join(dir, "oevpn.fish")
 	os.WriteFile(scriptPath, []byte(script), 0o600)
+	p := filepath.Join(dir, "n.toml")
+	os.WriteFile(p, []byte(`[interface]
+mode = "netstack"
+addresses = ["10.9.0.1/32"]
+ike_port = 0
+natt_port = 0
+
+[[peer]]
+name = "office"
+address = "127.0.0.1"
+ike_port = 9
+natt_port = 9
+auth = "psk"
+psk = "a pre-shared key of some length"
+local = ["10.9.0.1"]
+remote = ["10.2.0.0/16"]
+start = "none"
+`), 0o600)
+	testEndpoint(t, p)
+	sock := filepath.Join(dir, "c.sock")
+	bin := filepath.Join(oevpnOnPath(t), "oevpn")
 	for _, tt := range []struct {
 		line string
 		want []string
 	}{
 		{"oevpn st", []string{"status"}},
+		{bin + " down -s " + sock + " ", []string{"office"}},
 		{"oevpn keygen -t ", []string{"ed25519", "ecdsa", "rsa"}},
 		{"oevpn completion ", []string{"bash", "zsh", "fish"}},
 		{"oevpn status -", []string{"-c", "-json", "-s"}},

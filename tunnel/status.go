@@ -82,7 +82,7 @@ const (
 // PeerStatus is one peer and its IKE SAs.
 type PeerStatus struct {
 	Name  string `json:"name"`
-	Kind  string `json:"kind"`  // PeerConfigured, PeerOpportunistic or PeerAutoVPN
+	Kind  string `json:"kind"`  // PeerConfigured, PeerOpportunistic, PeerAutoVPN or PeerAdded
 	State string `json:"state"` // PeerUp, PeerConnecting or PeerDown
 	// Address is the configured address (configured peers).
 	Address string `json:"address"`
@@ -385,7 +385,7 @@ func (n *Node) Status() Status {
 	for _, ps := range byName {
 		st.Peers = append(st.Peers, *ps)
 	}
-	kindOrder := map[string]int{PeerConfigured: 0, PeerOpportunistic: 1, PeerAutoVPN: 2}
+	kindOrder := map[string]int{PeerConfigured: 0, PeerOpportunistic: 1, PeerAutoVPN: 2, PeerAdded: 3}
 	slices.SortFunc(st.Peers, func(a, b PeerStatus) int {
 		if d := kindOrder[a.Kind] - kindOrder[b.Kind]; d != 0 {
 			return d

@@ -110,7 +110,7 @@ func (p *promWriter) peers(st tunnel.Status) {
 	for _, peer := range st.Peers {
 		count[[2]string{peer.Kind, peer.State}]++
 	}
-	for _, kind := range []string{tunnel.PeerConfigured, tunnel.PeerOpportunistic, tunnel.PeerAutoVPN} {
+	for _, kind := range []string{tunnel.PeerConfigured, tunnel.PeerOpportunistic, tunnel.PeerAutoVPN, tunnel.PeerAdded} {
 		for _, state := range []string{tunnel.PeerUp, tunnel.PeerConnecting, tunnel.PeerDown} {
 			p.sample("oevpn_peers", float64(count[[2]string{kind, state}]), "kind", kind, "state", state)
 		}

@@ -174,6 +174,7 @@ func TestMetricsGolden(t *testing.T) {
 	for series, want := range map[string]float64{
 		`oevpn_peers{kind=configured,state=up}`:                                                  1,
 		`oevpn_peers{kind=configured,state=down}`:                                                1,
+		`oevpn_peers{kind=added,state=up}`:                                                       0,
 		`oevpn_peer_up{peer=office}`:                                                             1,
 		`oevpn_peer_up{peer=backup}`:                                                             0,
 		`oevpn_sa_bytes_total{peer=office,spi_in=c0a80001,direction=in}`:                         98304,

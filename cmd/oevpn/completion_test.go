@@ -102,24 +102,7 @@ func TestCompletionBash(t *testing.T) {
 	os.WriteFile(scriptPath, []byte(script), 0o600)
 
 	// A running endpoint with two configured peers.
-	p := filepath.Join(dir, "n.toml")
-	os.WriteFile(p, []byte(`[interface]
-mode = "netstack"
-addresses = ["10.9.0.1/32"]
-ike_port = 0
-natt_port = 0
-
-[[peer]]
-name = "office"
-address = "127.0.0.1"
-ike_port = 9
-natt_port = 9
-auth = "psk"
-psk = "a pre-shared key of some length"
-local = ["10.9.0.1"]
-remote = ["10.2.0.0/16"]
-start = "none"
-
+	_, sock := startOffice(t, dir, `
 [[peer]]
 name = "lab"
 address = "127.0.0.2"
@@ -130,9 +113,7 @@ psk = "a pre-shared key of some length"
 local = ["10.9.0.1"]
 remote = ["10.3.0.0/16"]
 start = "none"
-`), 0o600)
-	testEndpoint(t, p)
-	sock := filepath.Join(dir, "c.sock")
+`)
 	bin := filepath.Join(oevpnOnPath(t), "oevpn")
 
 	for _, tt := range []struct {
@@ -188,26 +169,7 @@ func TestCompletionZsh(t *testing.T) {
 	dir := t.TempDir()
 	scriptPath := filepath.Join(dir, "_oevpn")
 	os.WriteFile(scriptPath, []byte(script), 0o600)
-	p := filepath.Join(dir, "n.toml")
-	os.WriteFile(p, []byte(`[interface]
-mode = "netstack"
-addresses = ["10.9.0.1/32"]
-ike_port = 0
-natt_port = 0
-
-[[peer]]
-name = "office"
-address = "127.0.0.1"
-ike_port = 9
-natt_port = 9
-auth = "psk"
-psk = "a pre-shared key of some length"
-local = ["10.9.0.1"]
-remote = ["10.2.0.0/16"]
-start = "none"
-`), 0o600)
-	testEndpoint(t, p)
-	sock := filepath.Join(dir, "c.sock")
+	_, sock := startOffice(t, dir, "")
 	bin := filepath.Join(oevpnOnPath(t), "oevpn")
 	const stubs = `compdef() { :; }
 _describe() { print -rl -- "describe $1" ${(P)2}; }
@@ -263,26 +225,7 @@ func TestCompletionFish(t *testing.T) {
 	dir := t.TempDir()
 	scriptPath := filepath.Join(dir, "oevpn.fish")
 	os.WriteFile(scriptPath, []byte(script), 0o600)
-	p := filepath.Join(dir, "n.toml")
-	os.WriteFile(p, []byte(`[interface]
-mode = "netstack"
-addresses = ["10.9.0.1/32"]
-ike_port = 0
-natt_port = 0
-
-[[peer]]
-name = "office"
-address = "127.0.0.1"
-ike_port = 9
-natt_port = 9
-auth = "psk"
-psk = "a pre-shared key of some length"
-local = ["10.9.0.1"]
-remote = ["10.2.0.0/16"]
-start = "none"
-`), 0o600)
-	testEndpoint(t, p)
-	sock := filepath.Join(dir, "c.sock")
+	_, sock := startOffice(t, dir, "")
 	bin := filepath.Join(oevpnOnPath(t), "oevpn")
 	for _, tt := range []struct {
 		line string

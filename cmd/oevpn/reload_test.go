@@ -22,26 +22,7 @@ func TestReloadCommand(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "n.toml")
 	sock := filepath.Join(dir, "c.sock")
-	base := fmt.Sprintf(`[interface]
-mode = "netstack"
-addresses = ["10.9.0.1/32"]
-ike_port = 0
-natt_port = 0
-control = %q
-
-[[peer]]
-name = "office"
-address = "127.0.0.1"
-ike_port = 9
-natt_port = 9
-auth = "psk"
-psk = "a pre-shared key of some length"
-local_id = "10.9.0.1"
-remote_id = "gw.example.net"
-local = ["10.9.0.1"]
-remote = ["10.2.0.0/16"]
-start = "none"
-`, sock)
+	base := officeConfig(fmt.Sprintf("control = %q\n", sock), "")
 	home := `
 [[peer]]
 name = "home"

@@ -142,25 +142,7 @@ func checkSchema(t *testing.T, js []byte) {
 // (configured peer down, nothing else), where empty lists must still be
 // arrays.
 func TestStatusSchemaLive(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "n.toml")
-	os.WriteFile(p, []byte(`[interface]
-mode = "netstack"
-addresses = ["10.9.0.1/32"]
-ike_port = 0
-natt_port = 0
-
-[[peer]]
-name = "office"
-address = "127.0.0.1"
-auth = "psk"
-psk = "a pre-shared key of some length"
-local_id = "10.9.0.1"
-remote_id = "gw.example.net"
-local = ["10.9.0.1"]
-remote = ["10.2.0.0/16"]
-start = "none"
-`), 0o600)
-	ep := testEndpoint(t, p)
+	ep, _ := startOffice(t, t.TempDir(), "")
 	var js bytes.Buffer
 	if err := writeJSON(&js, ep.status(), true); err != nil {
 		t.Fatal(err)
@@ -171,6 +153,40 @@ start = "none"
 			t.Errorf("status lacks %s:\n%s", want, js.String())
 		}
 	}
+}
+
+// officePeer is the configured peer of the tests' endpoints: PSK, at a
+// port where nothing answers, brought up by nothing.
+const officePeer = `
+[[peer]]
+name = "office"
+address = "127.0.0.1"
+ike_port = 9
+natt_port = 9
+auth = "psk"
+psk = "a pre-shared key of some length"
+local_id = "10.9.0.1"
+remote_id = "gw.example.net"
+local = ["10.9.0.1"]
+remote = ["10.2.0.0/16"]
+start = "none"
+`
+
+// officeConfig is a netstack endpoint's configuration with iface added to
+// its [interface], the office peer, and more after it.
+func officeConfig(iface, more string) string {
+	return "[interface]\nmode = \"netstack\"\naddresses = [\"10.9.0.1/32\"]\nike_port = 0\nnatt_port = 0\n" + iface + officePeer + more
+}
+
+// startOffice starts, in this process, an endpoint of officeConfig("",
+// more), written as dir/n.toml, and returns it and its control socket.
+func startOffice(t *testing.T, dir, more string) (ep *endpoint, sock string) {
+	t.Helper()
+	p := filepath.Join(dir, "n.toml")
+	if err := os.WriteFile(p, []byte(officeConfig("", more)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return testEndpoint(t, p), filepath.Join(dir, "c.sock")
 }
 
 // testEndpoint starts the endpoint of the configuration file at path,
@@ -203,28 +219,7 @@ func testEndpoint(t *testing.T, path string) *endpoint {
 // (text and JSON), up PEER, shunts and flush, with flags after the
 // positional arguments too.
 func TestControlCommands(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "n.toml")
-	os.WriteFile(p, []byte(`[interface]
-mode = "netstack"
-addresses = ["10.9.0.1/32"]
-ike_port = 0
-natt_port = 0
-
-[[peer]]
-name = "office"
-address = "127.0.0.1"
-ike_port = 9
-natt_port = 9
-auth = "psk"
-psk = "a pre-shared key of some length"
-local_id = "10.9.0.1"
-remote_id = "gw.example.net"
-local = ["10.9.0.1"]
-remote = ["10.2.0.0/16"]
-start = "none"
-`), 0o600)
-	ep := testEndpoint(t, p)
-	sock := filepath.Join(filepath.Dir(p), "c.sock")
+	ep, sock := startOffice(t, t.TempDir(), "")
 	tests := []struct {
 		args []string
 		code int
@@ -244,7 +239,7 @@ start = "none"
 	}
 	// A configuration that names the socket but whose keys cannot be
 	// read, in a file anyone may read: enough for the control commands.
-	keyless := filepath.Join(filepath.Dir(p), "keyless.toml")
+	keyless := filepath.Join(filepath.Dir(sock), "keyless.toml")
 	os.WriteFile(keyless, []byte(fmt.Sprintf("[interface]\ncontrol = %q\n\n[[peer]]\nname = \"x\"\nauth = \"pubkey\"\nprivate_key = \"/nonexistent.pem\"\npsk = \"x\"\n", sock)), 0o644)
 	tests = append(tests, struct {
 		args []string

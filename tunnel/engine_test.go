@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/policy"
@@ -348,16 +349,7 @@ func TestRetiredPairAcceptsInFlight(t *testing.T) {
 	if l := a.eng.Pairs(); len(l) != 1 || l[0] != succ {
 		t.Fatalf("pairs after Retire: %v, want the successor alone", l)
 	}
-	l, err := a.net.ListenUDPAddrPort(netip.AddrPortFrom(a.addr, 7200))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := b.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a.addr, 7200))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := udpFlow(t, b, a, 7200)
 	buf := make([]byte, 64)
 	c.Write([]byte("in flight"))
 	l.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -382,22 +374,30 @@ func TestRetiredPairAcceptsInFlight(t *testing.T) {
 	}
 }
 
+// udpFlow returns a UDP listener on to's port and a socket of from's
+// connected to it, closed when the test ends.
+func udpFlow(t *testing.T, from, to *testEndpoint, port uint16) (l, c *gonet.UDPConn) {
+	t.Helper()
+	l, err := to.net.ListenUDPAddrPort(netip.AddrPortFrom(to.addr, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, err = from.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(to.addr, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return l, c
+}
+
 // TestRemoveEndsLinger: Remove of a retired pair (its peer went) ends its
 // linger at once.
 func TestRemoveEndsLinger(t *testing.T) {
 	a := newTestEndpoint(t, netip.MustParseAddr("10.99.7.1"))
 	b := newTestEndpoint(t, netip.MustParseAddr("10.99.7.2"))
 	old, _ := connect(t, a, b, esp.AESGCM128)
-	l, err := a.net.ListenUDPAddrPort(netip.AddrPortFrom(a.addr, 7200))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := b.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a.addr, 7200))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := udpFlow(t, b, a, 7200)
 	a.eng.Retire(old, time.Hour)
 	c.Write([]byte("lingering"))
 	buf := make([]byte, 64)

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.zx2c4.com/wireguard/tun"
+
 	"github.com/oevpn/oevpn/esp"
 	"github.com/oevpn/oevpn/internal/ipview"
 	conn "github.com/oevpn/oevpn/internal/wgconn"
@@ -26,13 +28,33 @@ func (e *Engine) writeDevice(pkt []byte) {
 	}
 }
 
-func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
-	batch := bind.BatchSize()
-	bufs := newBuffers(batch, maxDatagram, groSlots)
-	pkts := make([][]byte, batch)
+// coalescesInPlace reports whether dev's Write merges the segments of a
+// TCP stream into the buffer of the first one (Linux TUN GRO): that buffer
+// then needs room for the whole super-packet, or every write carries only
+// what fits in one receive buffer. The netstack device copies instead.
+func coalescesInPlace(dev tun.Device) bool {
+	_, copies := dev.(*netstackDevice)
+	return !copies && dev.BatchSize() > 1
+}
+
+// receiveBuffers returns the routine's packet buffers of size octets and
+// their views behind the ESP headroom.
+func receiveBuffers(batch, size int) (bufs, pkts [][]byte) {
+	bufs = newBuffers(batch, size, groSlots)
+	pkts = make([][]byte, batch)
 	for i := range pkts {
 		pkts[i] = bufs[i][esp.Headroom:]
 	}
+	return bufs, pkts
+}
+
+func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
+	batch := bind.BatchSize()
+	bufs, pkts := receiveBuffers(batch, maxDatagram)
+	// A routine that carries ESP to a device that coalesces in place
+	// grows its buffers to a super-packet each after its first ESP
+	// batch: an idle one, or one that carries only IKE, stays small.
+	grow := natt && batch > 1 && coalescesInPlace(e.dev)
 	sizes := make([]int, batch)
 	eps := make([]conn.Endpoint, batch)
 	write := make([][]byte, 0, batch)
@@ -127,6 +149,10 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			}
 			e.stats.rxPackets.Add(uint64(len(write)))
 			write = write[:0]
+			if grow {
+				grow = false
+				bufs, pkts = receiveBuffers(batch, maxPacket)
+			}
 		}
 	}
 }

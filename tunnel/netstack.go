@@ -400,7 +400,9 @@ func (l *netstackLink) SetOnCloseAction(func()) {}
 
 // GSOMaxSize implements stack.GSOEndpoint: TCP hands over up to 64 KiB
 // at once.
-func (l *netstackLink) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
+func (l *netstackLink) GSOMaxSize() uint32 {
+	return uint32(min(superPacketSize(l.d.mtu), stack.GVisorGSOMaxSize))
+}
 
 // SupportedGSO implements stack.GSOEndpoint: "host" GSO, that is, the
 // device's Read cuts TCP packets into segments (segmentTCP) and computes

@@ -226,6 +226,13 @@ func (d *OSDevice) configure() error {
 	if err := linkUp(ifc.Index); err != nil {
 		return err
 	}
+	if d.Device.BatchSize() > 1 {
+		// Offloads are on: super-packets that leave as one datagram.
+		// An older kernel that cannot change it only costs throughput.
+		if err := setSuperPacketSize(ifc.Index, superPacketSize(d.cfg.MTU)); err != nil {
+			d.log.Info("kept the device's super-packet size", "err", err)
+		}
+	}
 	table := uint32(unix.RT_TABLE_MAIN)
 	if d.cfg.Mark != 0 {
 		table = uint32(d.cfg.Table)

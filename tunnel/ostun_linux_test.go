@@ -72,3 +72,27 @@ func TestLabBypassNetlink(t *testing.T) {
 		t.Errorf("routes left after Close:\n%s", routes)
 	}
 }
+
+// TestLabSuperPacketSize: a TUN device with offloads takes super-packets
+// of superPacketSize from the kernel (gso_max_size), not the default
+// 64 KiB whose segments overflow one UDP GSO datagram.
+func TestLabSuperPacketSize(t *testing.T) {
+	lab.Require(t)
+	ns := lab.NewNetns(t)
+	const name, mtu = "oesp0", 1400
+	var d *OSDevice
+	if err := ns.Do(func() (err error) {
+		d, err = CreateOSTUN(OSConfig{Name: name, MTU: mtu})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Do(func() error { return d.Close() })
+	if d.BatchSize() <= 1 {
+		t.Fatal("the TUN device has no offloads: nothing to measure (kernel without IFF_VNET_HDR offloads?)")
+	}
+	out := ns.Run("ip", "-d", "link", "show", name)
+	if want := fmt.Sprintf(" gso_max_size %d ", superPacketSize(mtu)); !strings.Contains(out, want) {
+		t.Errorf("device has not%s:\n%s", want, out)
+	}
+}

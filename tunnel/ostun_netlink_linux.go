@@ -216,6 +216,20 @@ func linkUp(ifindex int) error {
 	return nil
 }
 
+// setSuperPacketSize sets the largest TCP super-packet (GSO) the kernel
+// hands the interface with index ifindex (ip link set D gso_max_size N).
+func setSuperPacketSize(ifindex, size int) error {
+	b := []byte{unix.AF_UNSPEC, 0, 0, 0}
+	b = binary.NativeEndian.AppendUint32(b, uint32(ifindex))
+	b = binary.NativeEndian.AppendUint32(b, 0) // flags
+	b = binary.NativeEndian.AppendUint32(b, 0) // change
+	b = rtAttr(b, unix.IFLA_GSO_MAX_SIZE, binary.NativeEndian.AppendUint32(nil, uint32(size)))
+	if _, err := nlRequest(unix.RTM_NEWLINK, 0, b); err != nil {
+		return fmt.Errorf("tunnel: setting the device's gso_max_size to %d: %w", size, err)
+	}
+	return nil
+}
+
 // replaceDevRoute routes p into the interface with index ifindex, in
 // table, with preferred source src if valid (ip route replace P dev D
 // table T src S).

@@ -92,8 +92,9 @@ bench-lab:
 ## bench-compare: oevpn beside wireguard-go (its device package, defaults) and
 ## the bare veth in one namespace pair, interleaved: iperf3 with 1 and 4
 ## streams, ping, CPU seconds per GB at 1 Gbit/s offered; with offloads on
-## and off and at MTU 1500 and 9000. Root and make lab-deps; ROUNDS runs per
-## figure (default 3). A benchmark: it prints a table and fails nothing.
+## and off and at MTU 1500 and 9000. Root and make lab-deps; ROUNDS runs of
+## 10 s per figure (default 3: about 20 minutes). A benchmark: it prints a
+## table and fails nothing.
 ROUNDS ?= 3
 bench-compare:
 	OEVPN_BENCH_COMPARE=1 OEVPN_BENCH_ROUNDS=$(ROUNDS) $(GO) test -count=1 -run '^TestLabBenchCompare' -v -timeout 60m ./cmd/oevpn \

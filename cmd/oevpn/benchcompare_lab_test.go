@@ -31,7 +31,7 @@ const (
 	bcOuterA, bcOuterB = "10.230.0.1", "10.230.0.2"
 	bcInnerA, bcInnerB = "10.231.0.1", "10.231.0.2" // oevpn's
 	bcWgA, bcWgB       = "10.232.0.1", "10.232.0.2" // wireguard-go's
-	bcSecs             = 5
+	bcSecs             = 10                         // seconds per iperf3 run
 )
 
 // bcTarget is one thing measured: an address in B reached from A, and the

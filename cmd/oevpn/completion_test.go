@@ -96,10 +96,7 @@ func TestCompletionScripts(t *testing.T) {
 // down PEER.
 func TestCompletionBash(t *testing.T) {
 	lab.RequireTools(t, "bash")
-	_, script, _ := runCLI("completion", "bash")
-	dir := t.TempDir()
-	scriptPath := filepath.Join(dir, "oevpn.bash")
-	os.WriteFile(scriptPath, []byte(script), 0o600)
+	dir, scriptPath := completionScript(t, "bash", "oevpn.bash")
 
 	// A running endpoint with two configured peers.
 	_, sock := startOffice(t, dir, `
@@ -131,25 +128,14 @@ start = "none"
 		{"oevpn up -s " + sock + " o", []string{"office"}},
 		{"oevpn check ", nil},
 	} {
-		words := strings.Fields(tt.line)
-		if strings.HasSuffix(tt.line, " ") {
-			words = append(words, "")
-		}
-		words[0] = bin
-		var quoted []string
-		for _, w := range words {
-			quoted = append(quoted, fmt.Sprintf("%q", w))
-		}
+		n, quoted := shellWords(tt.line, bin)
 		prog := fmt.Sprintf("source %q\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\n_oevpn\nprintf '%%s\\n' \"${COMPREPLY[@]}\"\n",
-			scriptPath, strings.Join(quoted, " "), len(words)-1)
-		var out, errOut bytes.Buffer
-		cmd := exec.Command("bash", "--norc", "--noprofile", "-c", prog)
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		if err := cmd.Run(); err != nil || errOut.Len() > 0 {
-			t.Errorf("%q: %v %s", tt.line, err, errOut.String())
+			scriptPath, quoted, n-1)
+		out, ok := runShell(t, tt.line, "bash", "--norc", "--noprofile", "-c", prog)
+		if !ok {
 			continue
 		}
-		got := strings.Fields(out.String())
+		got := strings.Fields(out)
 		slices.Sort(got)
 		want := slices.Clone(tt.want)
 		slices.Sort(want)
@@ -165,10 +151,7 @@ start = "none"
 // terminal, but what the script asks of it is what can go wrong.
 func TestCompletionZsh(t *testing.T) {
 	lab.RequireTools(t, "zsh")
-	_, script, _ := runCLI("completion", "zsh")
-	dir := t.TempDir()
-	scriptPath := filepath.Join(dir, "_oevpn")
-	os.WriteFile(scriptPath, []byte(script), 0o600)
+	dir, scriptPath := completionScript(t, "zsh", "_oevpn")
 	_, sock := startOffice(t, dir, "")
 	bin := filepath.Join(oevpnOnPath(t), "oevpn")
 	const stubs = `compdef() { :; }
@@ -186,32 +169,21 @@ compadd() { [[ $1 == -a ]] && print -rl -- "compadd" ${(P)2}; }
 		{"oevpn down -s " + sock + " ", []string{"compadd", "office"}, nil},
 		{"oevpn status ", []string{"arguments"}, []string{"compadd", "*:peer:_oevpn_peers"}},
 	} {
-		words := strings.Fields(tt.line)
-		if strings.HasSuffix(tt.line, " ") {
-			words = append(words, "")
-		}
-		words[0] = bin
-		var quoted []string
-		for _, w := range words {
-			quoted = append(quoted, fmt.Sprintf("%q", w))
-		}
-		prog := fmt.Sprintf("%ssource %q\nwords=(%s)\nCURRENT=%d\n_oevpn\n", stubs, scriptPath, strings.Join(quoted, " "), len(words))
-		var out, errOut bytes.Buffer
-		cmd := exec.Command("zsh", "-f", "-c", prog)
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		if err := cmd.Run(); err != nil || errOut.Len() > 0 {
-			t.Errorf("%q: %v %s", tt.line, err, errOut.String())
+		n, quoted := shellWords(tt.line, bin)
+		prog := fmt.Sprintf("%ssource %q\nwords=(%s)\nCURRENT=%d\n_oevpn\n", stubs, scriptPath, quoted, n)
+		out, ok := runShell(t, tt.line, "zsh", "-f", "-c", prog)
+		if !ok {
 			continue
 		}
-		lines := strings.Split(out.String(), "\n")
+		lines := strings.Split(out, "\n")
 		for _, w := range tt.want {
 			if !slices.Contains(lines, w) {
-				t.Errorf("%q<TAB>: no line %q in\n%s", tt.line, w, out.String())
+				t.Errorf("%q<TAB>: no line %q in\n%s", tt.line, w, out)
 			}
 		}
 		for _, w := range tt.not {
 			if slices.Contains(lines, w) {
-				t.Errorf("%q<TAB>: line %q in\n%s", tt.line, w, out.String())
+				t.Errorf("%q<TAB>: line %q in\n%s", tt.line, w, out)
 			}
 		}
 	}
@@ -221,10 +193,7 @@ compadd() { [[ $1 == -a ]] && print -rl -- "compadd" ${(P)2}; }
 // installed.
 func TestCompletionFish(t *testing.T) {
 	lab.RequireTools(t, "fish")
-	_, script, _ := runCLI("completion", "fish")
-	dir := t.TempDir()
-	scriptPath := filepath.Join(dir, "oevpn.fish")
-	os.WriteFile(scriptPath, []byte(script), 0o600)
+	dir, scriptPath := completionScript(t, "fish", "oevpn.fish")
 	_, sock := startOffice(t, dir, "")
 	bin := filepath.Join(oevpnOnPath(t), "oevpn")
 	for _, tt := range []struct {
@@ -252,6 +221,50 @@ func TestCompletionFish(t *testing.T) {
 			}
 		}
 	}
+}
+
+// completionScript writes oevpn's completion script for shell to a new
+// directory as name and returns the directory and the script's path.
+func completionScript(t *testing.T, shell, name string) (dir, path string) {
+	t.Helper()
+	_, script, _ := runCLI("completion", shell)
+	dir = t.TempDir()
+	path = filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
+// shellWords returns how many words a shell sees in line (one more, empty,
+// after a trailing space: the word being completed) and them quoted for
+// an array assignment, the first replaced by bin.
+func shellWords(line, bin string) (n int, quoted string) {
+	words := strings.Fields(line)
+	if strings.HasSuffix(line, " ") {
+		words = append(words, "")
+	}
+	words[0] = bin
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = fmt.Sprintf("%q", w)
+	}
+	return len(words), strings.Join(q, " ")
+}
+
+// runShell runs a shell command for the completion of line and returns
+// its output; a failure or anything on standard error is an error of the
+// test, and ok is false.
+func runShell(t *testing.T, line string, args ...string) (out string, ok bool) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		t.Errorf("%q: %v %s", line, err, stderr.String())
+		return "", false
+	}
+	return stdout.String(), true
 }
 
 func commandNames(cs []command) []string {

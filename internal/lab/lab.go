@@ -35,18 +35,27 @@ func Required() bool { return os.Getenv("OEVPN_LAB") == "required" }
 // it when OEVPN_LAB=required (`make lab-deps` installs them).
 func RequireTools(t testing.TB, cmds ...string) {
 	t.Helper()
-	var missing []string
+	if missing := notOnPath(nil, cmds); len(missing) > 0 {
+		lacking(t, "test needs "+strings.Join(missing, ", ")+" (`make lab-deps` installs them)")
+	}
+}
+
+// notOnPath appends to missing those of cmds that are not on PATH.
+func notOnPath(missing, cmds []string) []string {
 	for _, c := range cmds {
 		if _, err := exec.LookPath(c); err != nil {
 			missing = append(missing, c)
 		}
 	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "test needs " + strings.Join(missing, ", ") + " (`make lab-deps` installs them)"
+	return missing
+}
+
+// lacking skips t for what msg says is missing, or fails it when
+// OEVPN_LAB=required.
+func lacking(t testing.TB, msg string) {
+	t.Helper()
 	if Required() {
-		t.Fatal(msg + "; OEVPN_LAB=required")
+		t.Fatal(msg + "; OEVPN_LAB=required makes this a failure")
 	}
 	t.Skip(msg)
 }
@@ -63,11 +72,7 @@ func Require(t testing.TB, cmds ...string) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		missing = append(missing, "/dev/net/tun")
 	}
-	for _, c := range append([]string{"ip"}, cmds...) {
-		if _, err := exec.LookPath(c); err != nil {
-			missing = append(missing, c)
-		}
-	}
+	missing = notOnPath(missing, append([]string{"ip"}, cmds...))
 	if len(missing) == 0 {
 		if err := exec.Command("ip", "netns", "add", "oevpn-probe-"+fmt.Sprint(os.Getpid())).Run(); err != nil {
 			missing = append(missing, "network namespaces ("+err.Error()+")")
@@ -75,14 +80,9 @@ func Require(t testing.TB, cmds ...string) {
 			exec.Command("ip", "netns", "del", "oevpn-probe-"+fmt.Sprint(os.Getpid())).Run()
 		}
 	}
-	if len(missing) == 0 {
-		return
+	if len(missing) > 0 {
+		lacking(t, "lab test needs "+strings.Join(missing, ", ")+" (run as root after `make lab-deps`)")
 	}
-	msg := "lab test needs " + strings.Join(missing, ", ") + " (run as root after `make lab-deps`)"
-	if Required() {
-		t.Fatal(msg + "; OEVPN_LAB=required makes this a failure")
-	}
-	t.Skip(msg)
 }
 
 var seq atomic.Int32

@@ -343,6 +343,25 @@ func (d *demoWorld) partOE(out io.Writer) error {
 	return nil
 }
 
+// dialClear dials demoClear, which publishes nothing and is under
+// private-or-clear, from a: a connection in the clear.
+func dialClear(ctx context.Context, a *tunnel.Node) (net.Conn, error) {
+	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(demoClear, 80).String())
+	if err != nil {
+		return nil, fmt.Errorf("private-or-clear %v: %w", demoClear, err)
+	}
+	return c, nil
+}
+
+// refusesPrivate checks that a refuses to dial demoPrivate, which
+// publishes nothing and is under private.
+func refusesPrivate(ctx context.Context, a *tunnel.Node) error {
+	if _, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(demoPrivate, 80).String()); !errors.Is(err, tunnel.ErrBlocked) {
+		return fmt.Errorf("private %v: %v, want the dial refused", demoPrivate, err)
+	}
+	return nil
+}
+
 // partPolicy: a destination that publishes nothing, under
 // private-or-clear, is reached in the clear (through A's clear path, to an
 // in-process host); one under private is refused.
@@ -353,9 +372,9 @@ func (d *demoWorld) partPolicy(out io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(demoClear, 80).String())
+	c, err := dialClear(ctx, a)
 	if err != nil {
-		return fmt.Errorf("private-or-clear %v: %w", demoClear, err)
+		return err
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c, "hello from A\n")
@@ -369,9 +388,8 @@ func (d *demoWorld) partPolicy(out io.Writer) error {
 	fmt.Fprintf(out, "    A's clear path re-originated the flow to the in-process clear host, which answered %q\n", strings.TrimSpace(reply))
 	fmt.Fprintf(out, "    A: check %v: %s\n", demoClear, checkLine(a.Check(demoClear)))
 	start := time.Now()
-	_, err = a.DialContext(ctx, "tcp", netip.AddrPortFrom(demoPrivate, 80).String())
-	if !errors.Is(err, tunnel.ErrBlocked) {
-		return fmt.Errorf("private %v: %v, want the dial refused", demoPrivate, err)
+	if err := refusesPrivate(ctx, a); err != nil {
+		return err
 	}
 	res = d.rA.Lookup(ctx, demoPrivate)
 	fmt.Fprintf(out, "  %v (private): DNS says %v (validated=%v) → refused: Node.DialContext returned tunnel.ErrBlocked after %v\n",

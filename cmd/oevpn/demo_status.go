@@ -50,13 +50,13 @@ func (d *demoWorld) partStatus(out io.Writer) error {
 	// The shunts.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(demoClear, 80).String())
+	c, err := dialClear(ctx, a)
 	if err != nil {
-		return fmt.Errorf("private-or-clear %v: %w", demoClear, err)
+		return err
 	}
 	c.Close()
-	if _, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(demoPrivate, 80).String()); !errors.Is(err, tunnel.ErrBlocked) {
-		return fmt.Errorf("private %v: %v, want the dial refused", demoPrivate, err)
+	if err := refusesPrivate(ctx, a); err != nil {
+		return err
 	}
 	// The AutoVPN peer.
 	av, err := d.autoVPNHost(a, g2)

@@ -204,13 +204,18 @@ func addAddress(ifindex int, p netip.Prefix) error {
 	return nil
 }
 
-// linkUp brings the interface with index ifindex up.
-func linkUp(ifindex int) error {
+// ifInfo returns the header of a link message (struct ifinfomsg) for the
+// interface with index ifindex, changing the flags in change to flags.
+func ifInfo(ifindex int, flags, change uint32) []byte {
 	b := []byte{unix.AF_UNSPEC, 0, 0, 0}
 	b = binary.NativeEndian.AppendUint32(b, uint32(ifindex))
-	b = binary.NativeEndian.AppendUint32(b, unix.IFF_UP) // flags
-	b = binary.NativeEndian.AppendUint32(b, unix.IFF_UP) // change
-	if _, err := nlRequest(unix.RTM_NEWLINK, 0, b); err != nil {
+	b = binary.NativeEndian.AppendUint32(b, flags)
+	return binary.NativeEndian.AppendUint32(b, change)
+}
+
+// linkUp brings the interface with index ifindex up.
+func linkUp(ifindex int) error {
+	if _, err := nlRequest(unix.RTM_NEWLINK, 0, ifInfo(ifindex, unix.IFF_UP, unix.IFF_UP)); err != nil {
 		return fmt.Errorf("tunnel: bringing the device up: %w", err)
 	}
 	return nil
@@ -219,11 +224,7 @@ func linkUp(ifindex int) error {
 // setSuperPacketSize sets the largest TCP super-packet (GSO) the kernel
 // hands the interface with index ifindex (ip link set D gso_max_size N).
 func setSuperPacketSize(ifindex, size int) error {
-	b := []byte{unix.AF_UNSPEC, 0, 0, 0}
-	b = binary.NativeEndian.AppendUint32(b, uint32(ifindex))
-	b = binary.NativeEndian.AppendUint32(b, 0) // flags
-	b = binary.NativeEndian.AppendUint32(b, 0) // change
-	b = rtAttr(b, unix.IFLA_GSO_MAX_SIZE, binary.NativeEndian.AppendUint32(nil, uint32(size)))
+	b := rtAttr(ifInfo(ifindex, 0, 0), unix.IFLA_GSO_MAX_SIZE, binary.NativeEndian.AppendUint32(nil, uint32(size)))
 	if _, err := nlRequest(unix.RTM_NEWLINK, 0, b); err != nil {
 		return fmt.Errorf("tunnel: setting the device's gso_max_size to %d: %w", size, err)
 	}

@@ -27,12 +27,19 @@ type trap struct {
 }
 
 // SetTrap installs (or replaces) an on-demand trap. The control plane's
-// Acquire is told when the first packet needs it.
+// Acquire is told when the first packet needs it. A replaced trap's held
+// packets are dropped with it.
 func (e *Engine) SetTrap(name string, local, remote policy.Selectors) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	old := e.traps[name]
 	e.traps[name] = &trap{name: name, local: local, remote: remote}
 	e.setTrapsLocked()
+	if old != nil {
+		old.mu.Lock()
+		old.held.retire()
+		old.mu.Unlock()
+	}
 	e.reviewUnauthLocked(remote)
 }
 
@@ -70,10 +77,18 @@ func (rt *routeTable) trapFor(p *ipview.Packet) *trap {
 }
 
 // hold keeps a copy of an outbound packet for which trap t has no SA yet
-// and raises an acquire if none is under way.
-func (e *Engine) hold(t *trap, pkt []byte) {
+// and raises an acquire if none is under way. It holds nothing and
+// reports false when the packet must be decided again: t left the tables,
+// or a pair that carries the packet was installed, and t flushed, since
+// the caller's route lookup. Install publishes a pair before it takes
+// t.mu to flush, so the look at the routes under t.mu sees it.
+func (e *Engine) hold(t *trap, p *ipview.Packet, pkt []byte) bool {
 	now := time.Now()
 	t.mu.Lock()
+	if t.held.retired || e.routes.Load().lookup(p) != nil {
+		t.mu.Unlock()
+		return false
+	}
 	fresh := t.acquired.IsZero() || now.Sub(t.acquired) > heldTimeout
 	if fresh {
 		t.held.take()
@@ -86,6 +101,7 @@ func (e *Engine) hold(t *trap, pkt []byte) {
 	if fresh {
 		e.control().Acquire(t.name)
 	}
+	return true
 }
 
 // flushHeld sends the packets held by traps that the new pair covers.

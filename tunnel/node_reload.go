@@ -324,7 +324,7 @@ func (e *Engine) RemoveTrap(name string) {
 	delete(e.traps, name)
 	e.setTrapsLocked()
 	t.mu.Lock()
-	t.held.take()
+	t.held.retire()
 	t.mu.Unlock()
 }
 

@@ -69,7 +69,7 @@ func (e *Engine) Decide(dst netip.Addr, v Verdict, until time.Time) {
 	if ok {
 		o := old.(*oeDest)
 		o.mu.Lock()
-		held = o.held.take()
+		held = o.held.retire()
 		o.mu.Unlock()
 		e.oeHeld.Add(-int64(len(held)))
 	}
@@ -125,49 +125,56 @@ func (e *Engine) HasSA(dst netip.Addr) bool { return e.PairFor(dst) != nil }
 func (e *Engine) PairFor(dst netip.Addr) *SAPair { return e.routes.Load().pairFor(dst.Unmap()) }
 
 // outboundNoSA handles a packet that no SA pair or trap covers, by the
-// class of its destination.
-func (e *Engine) outboundNoSA(p *ipview.Packet, pkt []byte) {
+// class of its destination. It reports false, having done nothing, when
+// the packet must be decided again (see holdOE).
+func (e *Engine) outboundNoSA(p *ipview.Packet, pkt []byte) bool {
 	if av := e.autovpn.Load(); av != nil && av.covers(p) {
 		av.outbound(p, pkt)
-		return
+		return true
 	}
 	c := e.classes.Load()
 	if c == nil {
 		e.stats.noSA.Add(1)
-		return
+		return true
 	}
 	class, explicit := c.Match(p)
 	switch {
 	case class == policy.ClassBlock:
 		e.stats.blocked.Add(1)
 	case class.Initiates():
-		e.opportunistic(p, pkt, class)
+		return e.opportunistic(p, pkt, class)
 	case explicit:
 		e.emit(VerdictClear, pkt) // clear, clear-or-private
 	default:
 		// No class: a configured tunnel's destination without its SA.
 		e.stats.noSA.Add(1)
 	}
+	return true
 }
 
 // opportunistic handles a packet of an opportunistic class without an SA:
-// by its destination's verdict, or held while a new acquire runs.
-func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class) {
+// by its destination's verdict, or held while a new acquire runs. It
+// reports false when the packet must be decided again (see holdOE).
+func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class) bool {
 	dst := p.Dst.Unmap()
 	now := time.Now()
 	v, ok := e.oe.Load(dst)
 	if !ok {
 		if e.oeDests.Load() >= maxOEDests {
 			e.stats.noSA.Add(1) // too many destinations at once: no state for more
-			return
+			return true
 		}
 		v, ok = e.oe.LoadOrStore(dst, &oeDest{since: now})
 		if !ok {
 			e.oeDests.Add(1)
 			// A new acquire: hold the packet, then tell the control plane.
-			e.holdOE(v.(*oeDest), pkt)
+			d := v.(*oeDest)
+			if !e.holdOE(d, p, pkt) {
+				e.forget(dst, d)
+				return false
+			}
 			e.control().Opportunistic(p.Src.Unmap(), dst, class)
-			return
+			return true
 		}
 	}
 	d := v.(*oeDest)
@@ -182,24 +189,33 @@ func (e *Engine) opportunistic(p *ipview.Packet, pkt []byte, class policy.Class)
 	d.mu.Unlock()
 	if stale {
 		e.forget(dst, d)
-		e.opportunistic(p, pkt, class)
-		return
+		return e.opportunistic(p, pkt, class)
 	}
 	if verdict == VerdictPending {
-		e.holdOE(d, pkt)
-		return
+		return e.holdOE(d, p, pkt)
 	}
 	e.emit(verdict, pkt)
+	return true
 }
 
-func (e *Engine) holdOE(d *oeDest, pkt []byte) {
+// holdOE holds a packet for a pending destination. It holds nothing and
+// reports false when the packet must be decided again: d left the table
+// (Decide replaced it, or a pair's flush or a sweep forgot it), or a pair
+// that carries the packet was installed since the caller's route lookup.
+// Install publishes a pair before it takes d.mu to flush, so the look at
+// the routes under d.mu sees it.
+func (e *Engine) holdOE(d *oeDest, p *ipview.Packet, pkt []byte) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.held.retired || e.routes.Load().lookup(p) != nil {
+		return false
+	}
 	if d.verdict != VerdictPending || e.oeHeld.Load() >= maxHeldOE || !d.held.hold(pkt, maxHeldPerDest) {
 		e.stats.noSA.Add(1)
-		return
+		return true
 	}
 	e.oeHeld.Add(1)
+	return true
 }
 
 // emit sends a packet in the clear or drops it, by verdict.
@@ -247,7 +263,7 @@ func (e *Engine) flushOE(p *SAPair) [][]byte {
 func (e *Engine) forget(dst netip.Addr, d *oeDest) {
 	if e.oe.CompareAndDelete(dst, d) {
 		d.mu.Lock()
-		e.oeHeld.Add(-int64(len(d.held.take())))
+		e.oeHeld.Add(-int64(len(d.held.retire())))
 		d.mu.Unlock()
 		e.oeDests.Add(-1)
 	}

@@ -175,3 +175,74 @@ func TestOpportunisticSweep(t *testing.T) {
 		t.Fatalf("%d destinations after the sweep, want 0", n)
 	}
 }
+
+// TestOpportunisticHoldRacesInstall: the outbound routine routes a batch
+// on the table it loaded first. A packet of that batch that reaches the
+// destination's stage after a pair was installed and flushed it is sent
+// through the pair: it is neither held where no flush will come (and
+// counted against the global bound for ever) nor the cause of a second
+// acquire. So is one that meets a verdict Decide replaced.
+func TestOpportunisticHoldRacesInstall(t *testing.T) {
+	a, rc, acq := oeEndpoint(t)
+	b := newTestEndpoint(t, netip.MustParseAddr("10.98.0.2"))
+	l, err := b.net.ListenUDPAddrPort(netip.AddrPortFrom(b.addr, 9999))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sendUDP(t, a, b.addr, 1)
+	<-acq
+	stale := a.eng.routes.Load()
+	v, _ := a.eng.oe.Load(b.addr)
+	connect(t, a, b, esp.AESGCM128)
+
+	late := ipv4Packet(ipview.ProtoUDP, a.addr, b.addr, 4444, 9999, []byte("late"))
+	p, err := ipview.Parse(late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.eng.holdOE(v.(*oeDest), &p, late) {
+		t.Fatal("a packet was held for a destination its pair's flush forgot")
+	}
+	a.eng.unrouted(stale, &p, late)
+	l.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 100)
+	for _, want := range []string{"held", "late"} {
+		n, err := l.Read(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("read %q, %v; want %q", buf[:n], err, want)
+		}
+	}
+	select {
+	case got := <-acq:
+		t.Fatalf("second acquire %+v for a destination with an SA", got)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if n := a.eng.oeHeld.Load(); n != 0 {
+		t.Fatalf("%d packets counted as held", n)
+	}
+	if _, _, ok := a.eng.VerdictFor(b.addr); ok {
+		t.Fatal("the destination has state again")
+	}
+
+	// A verdict replaced under a packet: the clear verdict decides it.
+	dst := netip.MustParseAddr("10.98.0.9")
+	sendUDP(t, a, dst, 1)
+	<-acq
+	v, _ = a.eng.oe.Load(dst)
+	a.eng.Decide(dst, VerdictClear, time.Now().Add(time.Minute))
+	late = ipv4Packet(ipview.ProtoUDP, a.addr, dst, 4444, 9999, []byte("late"))
+	if p, err = ipview.Parse(late); err != nil {
+		t.Fatal(err)
+	}
+	if a.eng.holdOE(v.(*oeDest), &p, late) {
+		t.Fatal("a packet was held for a destination Decide replaced")
+	}
+	a.eng.unrouted(a.eng.routes.Load(), &p, late)
+	if n := rc.count(); n != 2 {
+		t.Fatalf("%d packets sent in the clear, want the held one and the late one", n)
+	}
+	if n := a.eng.oeHeld.Load(); n != 0 {
+		t.Fatalf("%d packets counted as held", n)
+	}
+}

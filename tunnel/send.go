@@ -99,11 +99,7 @@ func (e *Engine) routineOutbound() {
 				}
 			}
 			if pair == nil {
-				if t := rt.trapFor(&p); t != nil {
-					e.hold(t, pkt[:p.Len])
-				} else {
-					e.outboundNoSA(&p, pkt[:p.Len])
-				}
+				e.unrouted(rt, &p, pkt[:p.Len])
 				continue
 			}
 			if pair != cur && len(send) > 0 {
@@ -127,6 +123,40 @@ func (e *Engine) routineOutbound() {
 			send = send[:0]
 		}
 	}
+}
+
+// maxRedecide bounds how often one packet is decided again because the
+// tables changed under it (each time, a pair was installed or a
+// destination's verdict replaced in that instant).
+const maxRedecide = 4
+
+// unrouted handles a packet that route table rt gave no SA pair: a trap or
+// an opportunistic destination holds it, or its class decides. A stage
+// hands the packet back when the tables changed since rt was loaded (a
+// pair installed and its flush done, a verdict replaced): it is then
+// decided again on the newest table, so that nothing waits in a stage no
+// flush will empty.
+func (e *Engine) unrouted(rt *routeTable, p *ipview.Packet, pkt []byte) {
+	for try := 0; try < maxRedecide; try++ {
+		if try > 0 {
+			rt = e.routes.Load()
+			if pair := rt.lookup(p); pair != nil {
+				if out := sealCopy(pair, pkt); out != nil {
+					e.send(pair, [][]byte{out})
+					return
+				}
+				break
+			}
+		}
+		if t := rt.trapFor(p); t != nil {
+			if e.hold(t, p, pkt) {
+				return
+			}
+		} else if e.outboundNoSA(p, pkt) {
+			return
+		}
+	}
+	e.stats.noSA.Add(1)
 }
 
 func (e *Engine) send(p *SAPair, bufs [][]byte) {

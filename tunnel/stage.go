@@ -10,7 +10,13 @@ import (
 // destination's (discovery, then IKE). Its owner's lock guards it, and it
 // is touched only for packets that have no SA, never on the path of those
 // that have one.
-type stage struct{ pkts [][]byte }
+type stage struct {
+	pkts [][]byte
+	// retired: the owner left the engine's tables. A packet that finds
+	// it here was routed by a table older than that, and is decided
+	// again rather than held where no flush will come.
+	retired bool
+}
 
 // hold keeps a copy of pkt unless max are held already, and reports
 // whether it did.
@@ -30,6 +36,12 @@ func (s *stage) take() [][]byte {
 	p := s.pkts
 	s.pkts = nil
 	return p
+}
+
+// retire empties the stage for good and returns what it held.
+func (s *stage) retire() [][]byte {
+	s.retired = true
+	return s.take()
 }
 
 // sealThrough seals the held packets that pair p carries, in order, into

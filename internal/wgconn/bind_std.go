@@ -89,6 +89,9 @@ func (s *StdNetBind) getSendBatch() *sendBatch {
 
 func (s *StdNetBind) putSendBatch(b *sendBatch) {
 	resetMessages(b.msgs[:b.used])
+	for i := range b.msgs[:b.used] {
+		b.msgs[i].Buffers = nil // the caller's: Send slices them in
+	}
 	b.used = 0
 	select {
 	case s.free <- b:
@@ -444,7 +447,7 @@ retry:
 	} else {
 		for i := range bufs {
 			(*msgs)[i].Addr = ua
-			(*msgs)[i].Buffers[0] = bufs[i]
+			(*msgs)[i].Buffers = bufs[i : i+1 : i+1]
 			setSrcControl(&(*msgs)[i].OOB, endpoint.(*StdNetEndpoint))
 		}
 		sb.used = max(sb.used, len(bufs))
@@ -494,9 +497,16 @@ const (
 
 type setGSOFunc func(control *[]byte, gsoSize uint16)
 
+// coalesceMessages groups bufs into UDP GSO messages: runs of datagrams of
+// one size, the last of a run possibly shorter. oevpn: a message gathers
+// its run from bufs (one iovec per datagram) where upstream copies the run
+// into the spare capacity of its first buffer: no copy, and no run cut
+// short because that capacity ran out.
 func coalesceMessages(addr *net.UDPAddr, ep *StdNetEndpoint, bufs [][]byte, msgs []ipv6.Message, setGSO setGSOFunc) int {
 	var (
 		base     = -1 // index of msg we are currently coalescing into
+		start    int  // index in bufs of msgs[base]'s first datagram
+		baseLen  int  // octets in msgs[base]
 		gsoSize  int  // segmentation size of msgs[base]
 		dgramCnt int  // number of dgrams coalesced into msgs[base]
 		endBatch bool // tracking flag to start a new batch on next iteration of bufs
@@ -508,14 +518,12 @@ func coalesceMessages(addr *net.UDPAddr, ep *StdNetEndpoint, bufs [][]byte, msgs
 	for i, buf := range bufs {
 		if i > 0 {
 			msgLen := len(buf)
-			baseLenBefore := len(msgs[base].Buffers[0])
-			freeBaseCap := cap(msgs[base].Buffers[0]) - baseLenBefore
-			if msgLen+baseLenBefore <= maxPayloadLen &&
+			if msgLen+baseLen <= maxPayloadLen &&
 				msgLen <= gsoSize &&
-				msgLen <= freeBaseCap &&
 				dgramCnt < udpSegmentMaxDatagrams &&
 				!endBatch {
-				msgs[base].Buffers[0] = append(msgs[base].Buffers[0], buf...)
+				msgs[base].Buffers = bufs[start : i+1 : i+1]
+				baseLen += msgLen
 				if i == len(bufs)-1 {
 					setGSO(&msgs[base].OOB, uint16(gsoSize))
 				}
@@ -535,9 +543,10 @@ func coalesceMessages(addr *net.UDPAddr, ep *StdNetEndpoint, bufs [][]byte, msgs
 		// new potential batch.
 		endBatch = false
 		base++
+		start, baseLen = i, len(buf)
 		gsoSize = len(buf)
 		setSrcControl(&msgs[base].OOB, ep)
-		msgs[base].Buffers[0] = buf
+		msgs[base].Buffers = bufs[i : i+1 : i+1]
 		msgs[base].Addr = addr
 		dgramCnt = 1
 	}

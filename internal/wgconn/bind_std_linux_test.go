@@ -1,10 +1,12 @@
 package wgconn
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // TestReceiveAllocatesNothing floods a StdNetBind with small datagrams, as
@@ -81,5 +83,61 @@ func TestReceiveAllocatesNothing(t *testing.T) {
 		t.Logf("%d allocations for %d datagrams received (race detector)", allocs, n)
 	} else if allocs := m1.Mallocs - m0.Mallocs; allocs > uint64(n)/100 {
 		t.Errorf("%d allocations for %d datagrams received", allocs, n)
+	}
+}
+
+// TestSendGathers sends batches through UDP GSO, where a message gathers
+// its run of datagrams from the caller's buffers, and checks that every
+// datagram arrives whole and in its own right: runs cut where the size
+// changes, at a short datagram, at 64 datagrams and at 64 KiB, with no
+// spare capacity behind any buffer (upstream needed it to copy into).
+func TestSendGathers(t *testing.T) {
+	bind := NewStdNetBind()
+	if _, _, err := bind.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer bind.Close()
+	rcv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
+	rcv.SetReadBuffer(8 << 20)
+	ep, err := bind.ParseEndpoint(rcv.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sizes := range [][]int{
+		{1400, 1400, 1400, 300, 1400, 1400},
+		{1200, 1400, 1400, 1400},
+		append(make([]int, 70), 5), // 70 of 900, then 5: a run ends at 64
+		{60000, 6000, 6000},        // 64 KiB: the second starts a run
+	} {
+		for i := range sizes {
+			if sizes[i] == 0 {
+				sizes[i] = 900
+			}
+		}
+		bufs := make([][]byte, len(sizes))
+		for i, n := range sizes {
+			bufs[i] = make([]byte, n, n) // no room behind
+			for j := range bufs[i] {
+				bufs[i][j] = byte(i + j)
+			}
+		}
+		if err := bind.Send(bufs, ep); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65536)
+		rcv.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for i := range bufs {
+			n, err := rcv.Read(buf)
+			if err != nil {
+				t.Fatalf("sizes %v: datagram %d: %v", sizes, i, err)
+			}
+			if !bytes.Equal(buf[:n], bufs[i]) {
+				t.Fatalf("sizes %v: datagram %d of %d octets, want %d octets of its own", sizes, i, n, len(bufs[i]))
+			}
+		}
 	}
 }

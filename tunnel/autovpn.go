@@ -63,6 +63,7 @@ type flowState struct {
 const (
 	tcpSYN = 0x02
 	tcpRST = 0x04
+	tcpPSH = 0x08
 	tcpACK = 0x10
 )
 

@@ -52,12 +52,22 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 	batch := bind.BatchSize()
 	bufs, pkts := receiveBuffers(batch, maxDatagram)
 	// A routine that carries ESP to a device that coalesces in place
-	// grows its buffers to a super-packet each after its first ESP
-	// batch: an idle one, or one that carries only IKE, stays small.
+	// (UDP datagrams, below) grows its buffers to a super-packet each
+	// after its first ESP batch: an idle one, or one that carries only
+	// IKE, stays small.
 	grow := natt && batch > 1 && coalescesInPlace(e.dev)
+	// TCP segments are coalesced here, without a copy, where the device
+	// takes super-packets (see coalescer); the device coalesces the rest.
+	var co *coalescer
+	if natt && batch > 1 {
+		if w := newGatherWriter(e.dev); w != nil {
+			co = newCoalescer(batch, w)
+		}
+	}
 	sizes := make([]int, batch)
 	eps := make([]conn.Endpoint, batch)
 	write := make([][]byte, 0, batch)
+	rx := 0 // packets of the batch for the device
 	for {
 		n, err := recv(pkts, sizes, eps)
 		if err != nil {
@@ -140,15 +150,27 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			if nt := e.nat.Load(); nt != nil {
 				nt.natInbound(inner, &p)
 			}
+			rx++
+			if co != nil && co.add(inner[:p.Len], &p) {
+				continue
+			}
 			start := cap(bufs[i]) - cap(inner)
 			write = append(write, bufs[i][start-writeOffset:start+p.Len])
 		}
-		if len(write) > 0 {
-			if _, err := e.dev.Write(write, writeOffset); err != nil && !e.closed() {
-				e.log.Debug("writing to the device failed", "err", err)
+		if rx > 0 {
+			if len(write) > 0 {
+				if _, err := e.dev.Write(write, writeOffset); err != nil && !e.closed() {
+					e.log.Debug("writing to the device failed", "err", err)
+				}
+				write = write[:0]
 			}
-			e.stats.rxPackets.Add(uint64(len(write)))
-			write = write[:0]
+			if co != nil {
+				if err := co.flush(); err != nil && !e.closed() {
+					e.log.Debug("writing to the device failed", "err", err)
+				}
+			}
+			e.stats.rxPackets.Add(uint64(rx))
+			rx = 0
 			if grow {
 				grow = false
 				bufs, pkts = receiveBuffers(batch, maxPacket)

@@ -37,3 +37,29 @@ func TestChecksumUpdate(t *testing.T) {
 		}
 	}
 }
+
+// TestPseudoSum checks the pseudo-header sum against the checksum of the
+// pseudo-header written out (RFC 9293 §3.1, RFC 8200 §8.1).
+func TestPseudoSum(t *testing.T) {
+	for _, tc := range []struct {
+		addrs  []byte
+		proto  uint8
+		length int
+	}{
+		{[]byte{10, 0, 0, 1, 192, 0, 2, 200}, ProtoTCP, 1380},
+		{[]byte{255, 255, 255, 255, 255, 255, 255, 255}, ProtoUDP, 65515},
+		{[]byte{0xfd, 0, 0xff, 0xee, 12: 0xab, 15: 1, 16: 0xfd, 31: 2}, ProtoTCP, 70000},
+	} {
+		var pseudo []byte
+		pseudo = append(pseudo, tc.addrs...)
+		if len(tc.addrs) == 8 {
+			pseudo = append(pseudo, 0, tc.proto, byte(tc.length>>8), byte(tc.length))
+		} else {
+			pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(tc.length))
+			pseudo = append(pseudo, 0, 0, 0, tc.proto)
+		}
+		if got, want := PseudoSum(tc.addrs, tc.proto, tc.length), ^Checksum(pseudo); got != want {
+			t.Errorf("PseudoSum(%x, %d, %d) = %#04x, want %#04x", tc.addrs, tc.proto, tc.length, got, want)
+		}
+	}
+}

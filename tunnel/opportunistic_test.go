@@ -205,19 +205,8 @@ func TestOpportunisticHoldRacesInstall(t *testing.T) {
 		t.Fatal("a packet was held for a destination its pair's flush forgot")
 	}
 	a.eng.unrouted(stale, &p, late)
-	l.SetReadDeadline(time.Now().Add(3 * time.Second))
-	buf := make([]byte, 100)
-	for _, want := range []string{"held", "late"} {
-		n, err := l.Read(buf)
-		if err != nil || string(buf[:n]) != want {
-			t.Fatalf("read %q, %v; want %q", buf[:n], err, want)
-		}
-	}
-	select {
-	case got := <-acq:
-		t.Fatalf("second acquire %+v for a destination with an SA", got)
-	case <-time.After(50 * time.Millisecond):
-	}
+	readDatagrams(t, l, "held", "late")
+	noneOn(t, acq, "a second acquire for a destination with an SA")
 	if n := a.eng.oeHeld.Load(); n != 0 {
 		t.Fatalf("%d packets counted as held", n)
 	}
@@ -244,5 +233,31 @@ func TestOpportunisticHoldRacesInstall(t *testing.T) {
 	}
 	if n := a.eng.oeHeld.Load(); n != 0 {
 		t.Fatalf("%d packets counted as held", n)
+	}
+}
+
+// readDatagrams reads datagrams from l until each of want came, in order.
+func readDatagrams(t *testing.T, l interface {
+	Read([]byte) (int, error)
+	SetReadDeadline(time.Time) error
+}, want ...string) {
+	t.Helper()
+	l.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 100)
+	for _, w := range want {
+		n, err := l.Read(buf)
+		if err != nil || string(buf[:n]) != w {
+			t.Fatalf("read %q, %v; want %q", buf[:n], err, w)
+		}
+	}
+}
+
+// noneOn fails if ch delivers within 50 ms.
+func noneOn[T any](t *testing.T, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		t.Fatalf("%s: %+v", what, got)
+	case <-time.After(50 * time.Millisecond):
 	}
 }

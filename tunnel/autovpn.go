@@ -65,6 +65,7 @@ const (
 	tcpRST = 0x04
 	tcpPSH = 0x08
 	tcpACK = 0x10
+	tcpECE = 0x40
 )
 
 // AutoVPN runs the AutoVPN probe handshake and its IKE SAs on an engine:

@@ -178,7 +178,9 @@ func (it *superPacket) start(pkt []byte, ipLen, hdrLen int) {
 	it.size = len(pkt)
 	it.next = binary.BigEndian.Uint32(tcp[4:]) + uint32(it.gso)
 	it.psh = flags&tcpPSH != 0
-	it.closed = it.gso == 0 || flags&^tcpPSH != tcpACK || it.psh
+	// A plain data segment: ACK, perhaps ECE (an ECN echo); not SYN, FIN,
+	// RST, URG or CWR (Linux's GRO ends a run at CWR too).
+	it.closed = it.gso == 0 || flags&^(tcpPSH|tcpECE) != tcpACK || it.psh
 }
 
 // appendable reports whether pkt, of the same stream, continues it: the
@@ -204,7 +206,7 @@ func (it *superPacket) appendable(pkt []byte, hdrLen int) bool {
 	tcp, ftcp := pkt[ipLen:], first[ipLen:]
 	if binary.BigEndian.Uint32(tcp[4:]) != it.next ||
 		string(tcp[8:13]) != string(ftcp[8:13]) || // acknowledgment, data offset
-		tcp[13]&^tcpPSH != tcpACK ||
+		tcp[13]&^tcpPSH != ftcp[13]&^tcpPSH || // flags but PSH
 		string(tcp[14:16]) != string(ftcp[14:16]) || // window
 		string(tcp[20:hdrLen-ipLen]) != string(ftcp[20:hdrLen-ipLen]) { // options
 		return false

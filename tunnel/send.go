@@ -22,21 +22,6 @@ func newBuffers(n, size, big int) [][]byte {
 	return bufs
 }
 
-// newOutboundBuffers returns n buffers as newBuffers does, laid end to end
-// in one allocation, each with the capacity up to the end of the last: the
-// bind appends the sealed packets that follow one, moving each back behind
-// the one before, and sends them as one UDP GSO datagram. (Apart, each
-// buffer has no room behind its packet, and every packet went alone.)
-func newOutboundBuffers(n, size int) [][]byte {
-	stride := esp.Headroom + size + esp.Tailroom
-	arena := make([]byte, n*stride)
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = arena[i*stride : (i+1)*stride]
-	}
-	return bufs
-}
-
 // outboundSize returns the largest packet a device read brings: one of at
 // most the MTU. A device with offloads (a batch size above 1) splits
 // super-packets into segments itself.
@@ -51,7 +36,7 @@ func (e *Engine) outboundSize() int {
 func (e *Engine) routineOutbound() {
 	batch := e.dev.BatchSize()
 	size := e.outboundSize()
-	bufs := newOutboundBuffers(batch, size)
+	bufs := newBuffers(batch, size, 0)
 	sizes := make([]int, batch)
 	send := make([][]byte, 0, batch)
 	for {
@@ -63,7 +48,7 @@ func (e *Engine) routineOutbound() {
 			if s := e.outboundSize(); s > size {
 				// The MTU grew: the packet did not fit.
 				e.log.Info("device MTU grew: larger buffers", "mtu", s, "err", err)
-				size, bufs = s, newOutboundBuffers(batch, s)
+				size, bufs = s, newBuffers(batch, s, 0)
 				continue
 			}
 			e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)

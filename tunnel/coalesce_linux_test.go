@@ -94,6 +94,18 @@ func TestLabCoalescedWrite(t *testing.T) {
 		}
 		conn.Close()
 	}
+	// Writing through the device allocates nothing either.
+	c := newCoalescer(4, w)
+	ack := seg{seq: 1, payload: 0}.build()
+	p, _ := ipview.Parse(ack)
+	if n := testing.AllocsPerRun(100, func() {
+		c.add(ack, &p)
+		if err := c.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per write to the device", n)
+	}
 }
 
 // readSegment reads packets from the device until a TCP SYN-ACK of the

@@ -121,7 +121,7 @@ func (c *coalescer) flush() error {
 		if err := c.w.writeGather(it.finish()); err != nil && first == nil {
 			first = err
 		}
-		clear(it.iov[:cap(it.iov)]) // drop the batch's buffers
+		clear(it.iov) // drop the batch's buffers
 		it.iov = it.iov[:0]
 	}
 	c.items = c.items[:0]

@@ -153,16 +153,16 @@ func sameStream(a, b []byte, ipLen int) bool {
 	if len(a) < ipLen+4 || a[0]>>4 != b[0]>>4 {
 		return false
 	}
-	if addrs := addrsOf(a, ipLen); string(addrs) != string(addrsOf(b, ipLen)) {
+	if string(addrsOf(a)) != string(addrsOf(b)) {
 		return false
 	}
 	return string(a[ipLen:ipLen+4]) == string(b[ipLen:ipLen+4])
 }
 
-// addrsOf returns the source and destination addresses of an IP header
-// of ipLen (20: IPv4, 40: IPv6), one after the other.
-func addrsOf(pkt []byte, ipLen int) []byte {
-	if ipLen == 20 {
+// addrsOf returns the source and destination addresses of an IPv4 or
+// IPv6 packet, one after the other.
+func addrsOf(pkt []byte) []byte {
+	if ipview.Version(pkt) == 4 {
 		return pkt[12:20]
 	}
 	return pkt[8:40]
@@ -246,7 +246,7 @@ func (it *superPacket) finish() [][]byte {
 		it.vnet[1] = vnetGSOTCPv6
 	}
 	// The device adds the header and payload to the sum, and complements.
-	binary.BigEndian.PutUint16(tcp[16:], ipview.PseudoSum(addrsOf(pkt, it.ipLen), ipview.ProtoTCP, it.size-it.ipLen))
+	binary.BigEndian.PutUint16(tcp[16:], ipview.PseudoSum(addrsOf(pkt), ipview.ProtoTCP, it.size-it.ipLen))
 	it.vnet[0] = vnetNeedsCsum
 	binary.NativeEndian.PutUint16(it.vnet[2:], uint16(it.hdrLen))
 	binary.NativeEndian.PutUint16(it.vnet[4:], uint16(it.gso))

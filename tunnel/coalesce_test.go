@@ -90,24 +90,17 @@ func (s seg) build() []byte {
 	return pkt
 }
 
-func addrsFor(pkt []byte, ipLen int) []byte {
-	if ipview.Version(pkt) == 6 {
-		return pkt[8:40]
-	}
-	return pkt[12:20]
-}
-
 // setTCPChecksum computes a packet's TCP checksum afresh.
 func setTCPChecksum(pkt []byte, ipLen int) {
 	tcp := pkt[ipLen:]
-	binary.BigEndian.PutUint16(tcp[16:], ipview.PseudoSum(addrsFor(pkt, ipLen), ipview.ProtoTCP, len(tcp)))
+	binary.BigEndian.PutUint16(tcp[16:], ipview.PseudoSum(addrsOf(pkt), ipview.ProtoTCP, len(tcp)))
 	binary.BigEndian.PutUint16(tcp[16:], ipview.Checksum(tcp))
 }
 
 // tcpChecksumValid reports whether a packet's TCP checksum verifies.
 func tcpChecksumValid(pkt []byte, ipLen int) bool {
 	tcp := pkt[ipLen:]
-	sum := uint32(^ipview.Checksum(tcp)) + uint32(ipview.PseudoSum(addrsFor(pkt, ipLen), ipview.ProtoTCP, len(tcp)))
+	sum := uint32(^ipview.Checksum(tcp)) + uint32(ipview.PseudoSum(addrsOf(pkt), ipview.ProtoTCP, len(tcp)))
 	return uint16(sum+sum>>16) == 0xffff
 }
 

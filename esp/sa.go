@@ -312,22 +312,46 @@ const NextHeaderNone = 59
 // Seal protects the inner packet buf[off:off+n], whose protocol is
 // nextHeader (4 for IPv4, 41 for IPv6), and returns the ESP packet, a
 // sub-slice of buf that starts before off. buf must have Headroom octets
-// before off and Tailroom octets after off+n.
+// before off and Tailroom octets after off+n. It is Frame and then
+// Outbound.Seal.
 func (sa *SA) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
+	var o Outbound
+	if err := sa.Frame(&o, buf, off, n, nextHeader); err != nil {
+		return nil, err
+	}
+	return o.Seal()
+}
+
+// Outbound is a packet that Frame numbered and framed and that Seal
+// encrypts. It lets the datapath number packets in the order it sends
+// them and encrypt them on several goroutines at once.
+type Outbound struct {
+	sa              *SA
+	buf             []byte
+	start, off, end int // ESP header, inner packet, end of the trailer
+	seq             uint64
+}
+
+// Frame does the steps of Seal but the encryption into o: it takes the
+// next sequence number (steps 1–3 of Seal's flow). The packets of an SA
+// go on the wire in the order Frame numbered them; o.Seal may then run on
+// any goroutine. (o is filled in place: the datapath keeps one per packet
+// of a batch.)
+func (sa *SA) Frame(o *Outbound, buf []byte, off, n int, nextHeader byte) error {
 	if off < Headroom || n < 0 || len(buf)-off-n < Tailroom {
-		return nil, ErrBuffer
+		return ErrBuffer
 	}
 	if sa.hardRaised.Load() {
-		return nil, ErrExpired
+		return ErrExpired
 	}
 	seq := sa.seq.Add(1)
 	if seq > sa.maxSeq || seq == 0 {
 		sa.seq.Store(sa.maxSeq)
 		sa.raise(EventHardExpire)
-		return nil, ErrSeqExhausted
+		return ErrSeqExhausted
 	}
 	if sa.hardPackets > 0 && seq-sa.seq0 > sa.hardPackets {
-		return nil, ErrExpired
+		return ErrExpired
 	}
 	if sa.store != nil {
 		// Never a number that a restart could use again: only
@@ -340,10 +364,14 @@ func (sa *SA) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
 			}()
 		}
 		if seq > lim {
-			return nil, ErrSeqNotReserved
+			return ErrSeqNotReserved
 		}
 	}
-	return sa.seal(buf, off, n, nextHeader, seq, nil)
+	sa.frame(o, buf, off, n, nextHeader, seq, nil)
+	// Counted here, on the one goroutine that numbers, rather than
+	// where it is sealed: the workers would share the counters' line.
+	sa.account(n)
+	return nil
 }
 
 // reserve durably reserves the next SeqBlock sequence numbers.
@@ -357,9 +385,17 @@ func (sa *SA) reserve() error {
 	return nil
 }
 
-// seal does steps 2–4 of Seal for sequence number seq. A non-nil iv replaces
-// the IV the SA would derive (known-answer tests only).
+// seal frames and seals the packet with sequence number seq (known-answer
+// tests).
 func (sa *SA) seal(buf []byte, off, n int, nextHeader byte, seq uint64, iv []byte) ([]byte, error) {
+	var o Outbound
+	sa.frame(&o, buf, off, n, nextHeader, seq, iv)
+	return o.Seal()
+}
+
+// frame does steps 2 and 3 of Seal for sequence number seq into o. A
+// non-nil iv replaces the IV the SA would derive (known-answer tests only).
+func (sa *SA) frame(o *Outbound, buf []byte, off, n int, nextHeader byte, seq uint64, iv []byte) {
 	padLen := (sa.align - (n+2)%sa.align) % sa.align
 	end := off + n
 	for i := 0; i < padLen; i++ {
@@ -386,27 +422,33 @@ func (sa *SA) seal(buf []byte, off, n int, nextHeader byte, seq uint64, iv []byt
 			sa.c.block.Encrypt(ivField, ivField)
 		}
 	}
+	*o = Outbound{sa: sa, buf: buf, start: start, off: off, end: end, seq: seq}
+}
+
+// Seal encrypts the packet Frame framed (and counted against the SA's
+// lifetimes) in place, step 4 of Seal's flow, and returns the ESP packet.
+// Packets of one SA may be sealed on several goroutines at once.
+func (o *Outbound) Seal() ([]byte, error) {
+	sa, buf, start, off, end := o.sa, o.buf, o.start, o.off, o.end
 	if sa.transform.aead() {
-		nonce := sa.nonce(buf[start-12:start], ivField)
-		aad := sa.aad(buf, start, seq)
+		nonce := sa.nonce(buf[start-12:start], buf[start+headerLen:off])
+		aad := sa.aad(buf, start, o.seq)
 		out := sa.c.aead.Seal(buf[off:off], nonce, buf[off:end], aad)
 		if len(out) != end-off+16 {
 			return nil, ErrNotAEADLength
 		}
-		sa.account(n)
 		return buf[start : end+16], nil
 	}
 	// AES-CBC then HMAC-SHA2-256-128 over header, IV and ciphertext, with
 	// the ESN high bits appended (RFC 4303 §2.2.1, §3.3.2).
-	prev := ivField
+	prev := buf[start+headerLen : off]
 	for i := off; i < end; i += 16 {
 		blk := buf[i : i+16]
 		subtle.XORBytes(blk, blk, prev)
 		sa.c.block.Encrypt(blk, blk)
 		prev = blk
 	}
-	sa.mac(buf, start, end, seq, buf[end:end])
-	sa.account(n)
+	sa.mac(buf, start, end, o.seq, buf[end:end])
 	return buf[start : end+16], nil
 }
 
@@ -452,59 +494,108 @@ func (sa *SA) mac(buf []byte, start, end int, seq uint64, dst []byte) []byte {
 //  1. check the length, the SPI and the sequence number against the replay
 //     window (RFC 4303 §3.4.3) without changing it;
 //  2. verify the ICV and decrypt in place (§3.4.4);
-//  3. record the sequence number in the window (one writer per SA, so
-//     the check of step 1 still holds);
+//  3. check the window again and record the sequence number (one writer
+//     per SA; a copy of the packet decrypted at the same time as this one
+//     may have been recorded since step 1);
 //  4. check and strip the padding; drop dummy packets.
 
 // Open authenticates and decrypts the ESP packet buf[off:off+n] in place and
 // returns the inner packet, a sub-slice of buf, and its next-header value.
-// buf must have Headroom octets before off.
+// buf must have Headroom octets before off. It is Check, Inbound.Decrypt
+// and Inbound.Accept.
 func (sa *SA) Open(buf []byte, off, n int) (inner []byte, nextHeader byte, err error) {
+	var in Inbound
+	if err := sa.Check(&in, buf, off, n); err != nil {
+		return nil, 0, err
+	}
+	if err := in.Decrypt(); err != nil {
+		return nil, 0, err
+	}
+	return in.Accept()
+}
+
+// Inbound is an ESP packet that Check found acceptable so far, for
+// Decrypt and then Accept. It lets the datapath decrypt the packets of
+// one SA on several goroutines at once while the replay window, which
+// Check and Accept read and write, stays with one goroutine.
+type Inbound struct {
+	sa                    *SA
+	buf                   []byte
+	start, ctStart, ctEnd int // ESP header, ciphertext
+	seq                   uint64
+}
+
+// Check does step 1 of Open into in: the length, the SPI and the replay
+// check, which changes nothing. Check and Accept of one SA are called from
+// one goroutine at a time, as Open is. (in is filled in place: the
+// datapath keeps one per packet of a batch.)
+func (sa *SA) Check(in *Inbound, buf []byte, off, n int) error {
 	if off < Headroom || n < 0 || off+n > len(buf) {
-		return nil, 0, ErrBuffer
+		return ErrBuffer
 	}
 	if sa.hardRaised.Load() {
-		return nil, 0, ErrExpired
+		return ErrExpired
 	}
 	pkt := buf[off : off+n]
 	ctLen := n - headerLen - sa.ivLen - 16
 	if ctLen < 2 {
-		return nil, 0, ErrShortPacket
+		return ErrShortPacket
 	}
 	if ctLen%sa.align != 0 {
-		return nil, 0, ErrMisaligned
+		return ErrMisaligned
 	}
 	h := Header(pkt)
 	if h.SPI() != sa.spi {
-		return nil, 0, ErrWrongSPI
+		return ErrWrongSPI
 	}
 	seq, ok := sa.checkReplay(h.Seq())
 	if !ok {
 		sa.replayDrops.Add(1)
-		return nil, 0, ErrReplay
+		return ErrReplay
 	}
-	start := off
 	ctStart := off + headerLen + sa.ivLen
-	ctEnd := ctStart + ctLen
+	*in = Inbound{sa: sa, buf: buf, start: off, ctStart: ctStart, ctEnd: ctStart + ctLen, seq: seq}
+	return nil
+}
+
+// Decrypt does step 2 of Open: it verifies the ICV and decrypts in place.
+// Packets of one SA may be decrypted on several goroutines at once.
+func (in *Inbound) Decrypt() error {
+	sa, buf, start, ctStart, ctEnd := in.sa, in.buf, in.start, in.ctStart, in.ctEnd
 	if sa.transform.aead() {
 		nonce := sa.nonce(buf[start-12:start], buf[start+headerLen:ctStart])
-		if _, err := sa.c.aead.Open(buf[ctStart:ctStart], nonce, buf[ctStart:ctEnd+16], sa.aad(buf, start, seq)); err != nil {
+		if _, err := sa.c.aead.Open(buf[ctStart:ctStart], nonce, buf[ctStart:ctEnd+16], sa.aad(buf, start, in.seq)); err != nil {
 			sa.integrityErr.Add(1)
-			return nil, 0, ErrIntegrity
+			return ErrIntegrity
 		}
-	} else {
-		sum := sa.mac(buf, start, ctEnd, seq, buf[start-36:start-36])
-		if !hmac.Equal(sum, buf[ctEnd:ctEnd+16]) {
-			sa.integrityErr.Add(1)
-			return nil, 0, ErrIntegrity
-		}
-		for i := ctEnd - 16; i >= ctStart; i -= 16 {
-			blk := buf[i : i+16]
-			sa.c.block.Decrypt(blk, blk)
-			subtle.XORBytes(blk, blk, buf[i-16:i]) // the IV for the first block
-		}
+		return nil
 	}
-	sa.replay.update(seq)
+	sum := sa.mac(buf, start, ctEnd, in.seq, buf[start-36:start-36])
+	if !hmac.Equal(sum, buf[ctEnd:ctEnd+16]) {
+		sa.integrityErr.Add(1)
+		return ErrIntegrity
+	}
+	for i := ctEnd - 16; i >= ctStart; i -= 16 {
+		blk := buf[i : i+16]
+		sa.c.block.Decrypt(blk, blk)
+		subtle.XORBytes(blk, blk, buf[i-16:i]) // the IV for the first block
+	}
+	return nil
+}
+
+// Accept does steps 3 and 4 of Open for a packet Decrypt authenticated:
+// it checks the replay window again (a copy of the packet may have been
+// accepted since Check) and records the sequence number, checks and
+// strips the padding, and returns the inner packet. The packets of one SA
+// are accepted on one goroutine at a time, in the order they arrived.
+func (in *Inbound) Accept() (inner []byte, nextHeader byte, err error) {
+	sa, buf, ctStart, ctEnd := in.sa, in.buf, in.ctStart, in.ctEnd
+	if !sa.replay.check(in.seq) {
+		sa.replayDrops.Add(1)
+		return nil, 0, ErrReplay
+	}
+	sa.replay.update(in.seq)
+	ctLen := ctEnd - ctStart
 	padLen := int(buf[ctEnd-2])
 	nextHeader = buf[ctEnd-1]
 	if padLen+2 > ctLen {

@@ -1,0 +1,181 @@
+// Package cpuidle tells the datapath whether the machine has a core to
+// spare: parallel crypto is worth its hand-offs only when a core would
+// otherwise sit idle, and costs throughput when every core is busy (the
+// applications, the kernel's network stack and oevpn's own routines share
+// them).
+//
+// A Watcher samples the machine's idle time (Linux: /proc/stat) while
+// help is off. It turns help on when at least SpareCores of idle cores
+// were measured over a window, and, once on, turns it off for a window
+// every Recheck to measure again: while help is on, its helpers take the
+// idle time it would measure. Where the idle time cannot be read, help is
+// on whenever Go runs on more than one core.
+package cpuidle
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// Window is how long one measurement of the idle time lasts.
+	Window = 250 * time.Millisecond
+	// Recheck is how long help stays on before it is measured again.
+	Recheck = 4 * time.Second
+	// SpareCores is how many cores must have been idle over a window
+	// for help to be on.
+	SpareCores = 0.75
+)
+
+// ErrStat is returned for a /proc/stat whose cpu line cannot be read.
+var ErrStat = errors.New("cpuidle: malformed /proc/stat")
+
+// Sample is the machine's CPU time so far, in clock ticks: all of it and
+// the idle part of it (idle and iowait).
+type Sample struct {
+	Idle, Total uint64
+}
+
+// ParseStat reads the aggregate "cpu" line of Linux's /proc/stat.
+func ParseStat(b []byte) (Sample, error) {
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) == 0 || f[0] != "cpu" {
+		return Sample{}, fmt.Errorf("%w: no aggregate cpu line", ErrStat)
+	}
+	f = f[1:]
+	if len(f) < 4 {
+		return Sample{}, fmt.Errorf("%w: %d fields", ErrStat, len(f))
+	}
+	// user nice system idle iowait irq softirq steal; guest and
+	// guest_nice are counted in user and nice already.
+	var s Sample
+	for i, tok := range f[:min(len(f), 8)] {
+		v, err := strconv.ParseUint(tok, 10, 64)
+		if err != nil {
+			return Sample{}, fmt.Errorf("%w: field %d: %v", ErrStat, i+1, err)
+		}
+		if s.Total+v < s.Total {
+			return Sample{}, fmt.Errorf("%w: the fields overflow", ErrStat)
+		}
+		s.Total += v
+		if i == 3 || i == 4 {
+			s.Idle += v
+		}
+	}
+	return s, nil
+}
+
+// IdleCores is how many cores of ncpu were idle on average between two
+// samples (0 if no time passed).
+func IdleCores(from, to Sample, ncpu int) float64 {
+	if to.Total <= from.Total || to.Idle < from.Idle {
+		return 0
+	}
+	return float64(to.Idle-from.Idle) / float64(to.Total-from.Total) * float64(ncpu)
+}
+
+// Watcher says whether help is on. Acquire returns the process's one
+// Watcher.
+type Watcher struct {
+	on   atomic.Bool
+	stop chan struct{}
+	done chan struct{}
+	refs int // under mu
+
+	read            func() (Sample, error)
+	ncpu            int
+	window, recheck time.Duration
+}
+
+var (
+	mu      sync.Mutex
+	watcher *Watcher
+)
+
+// Acquire returns the process's Watcher, starting it for the first user;
+// each Acquire is matched by a Release.
+func Acquire() *Watcher {
+	mu.Lock()
+	defer mu.Unlock()
+	if watcher == nil {
+		watcher = start(readStat, runtime.NumCPU(), Window, Recheck)
+	}
+	watcher.refs++
+	return watcher
+}
+
+// start starts a Watcher that reads the CPU time of ncpu cores with read.
+func start(read func() (Sample, error), ncpu int, window, recheck time.Duration) *Watcher {
+	w := &Watcher{stop: make(chan struct{}), done: make(chan struct{}), read: read, ncpu: ncpu, window: window, recheck: recheck}
+	go w.run()
+	return w
+}
+
+// Release ends a user's use of w; the last one stops it.
+func (w *Watcher) Release() {
+	mu.Lock()
+	defer mu.Unlock()
+	if w.refs--; w.refs > 0 {
+		return
+	}
+	if watcher == w {
+		watcher = nil
+	}
+	w.halt()
+}
+
+// halt stops w's sampling.
+func (w *Watcher) halt() {
+	close(w.stop)
+	<-w.done
+}
+
+// Spare reports whether a core is spare, so help is on. It is one atomic
+// load, for the datapath.
+func (w *Watcher) Spare() bool { return w.on.Load() }
+
+func (w *Watcher) run() {
+	defer close(w.done)
+	if runtime.GOMAXPROCS(0) < 2 {
+		return // nowhere to help
+	}
+	prev, err := w.read()
+	if err != nil {
+		w.on.Store(true) // idle time unknown: help on several cores
+		return
+	}
+	t := time.NewTimer(w.window)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+		cur, err := w.read()
+		if err != nil {
+			w.on.Store(true)
+			return
+		}
+		switch {
+		case w.on.Load():
+			// Off for a window, to see what the machine leaves idle
+			// without the helpers.
+			w.on.Store(false)
+			t.Reset(w.window)
+		case IdleCores(prev, cur, w.ncpu) >= SpareCores:
+			w.on.Store(true)
+			t.Reset(w.recheck)
+		default:
+			t.Reset(w.window)
+		}
+		prev = cur
+	}
+}

@@ -1,0 +1,195 @@
+package cpuidle
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want Sample
+		err  bool
+	}{
+		{"linux 5+", "cpu  4705 356 584 3699176 23060 0 277 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n", Sample{Idle: 3699176 + 23060, Total: 4705 + 356 + 584 + 3699176 + 23060 + 277}, false},
+		{"guest time not counted twice", "cpu 10 0 0 90 0 0 0 5 7 9\n", Sample{Idle: 90, Total: 105}, false},
+		{"old kernel, four fields", "cpu 1 2 3 4", Sample{Idle: 4, Total: 10}, false},
+		{"no line break", "cpu 1 1 1 1 1", Sample{Idle: 2, Total: 5}, false},
+		{"per-CPU line first", "cpu0 1 2 3 4\ncpu 1 2 3 4\n", Sample{}, true},
+		{"empty", "", Sample{}, true},
+		{"too few fields", "cpu 1 2 3\n", Sample{}, true},
+		{"not a number", "cpu 1 2 x 4\n", Sample{}, true},
+		{"negative", "cpu 1 2 -3 4\n", Sample{}, true},
+		{"overflow", "cpu 1 2 3 99999999999999999999\n", Sample{}, true},
+		{"sum overflows", "cpu 18446744073709551615 0 0 1\n", Sample{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseStat([]byte(tc.in))
+			if tc.err {
+				if !errors.Is(err, ErrStat) {
+					t.Fatalf("err %v, want ErrStat", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadStat reads this machine's /proc/stat: the real format, not only
+// the table's.
+func TestReadStat(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/stat is Linux's")
+	}
+	a, err := readStat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	b, err := readStat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Total < a.Total || b.Idle < a.Idle || a.Idle > a.Total {
+		t.Fatalf("samples %+v then %+v", a, b)
+	}
+	if c := IdleCores(a, b, runtime.NumCPU()); c < 0 || c > float64(runtime.NumCPU()) {
+		t.Fatalf("%.2f idle cores of %d", c, runtime.NumCPU())
+	}
+}
+
+func TestIdleCores(t *testing.T) {
+	for _, tc := range []struct {
+		from, to Sample
+		ncpu     int
+		want     float64
+	}{
+		{Sample{0, 0}, Sample{50, 100}, 2, 1},
+		{Sample{10, 100}, Sample{10, 200}, 4, 0},
+		{Sample{10, 100}, Sample{110, 200}, 4, 4},
+		{Sample{10, 100}, Sample{10, 100}, 4, 0}, // no time passed
+		{Sample{10, 100}, Sample{5, 50}, 4, 0},   // went backwards
+	} {
+		if got := IdleCores(tc.from, tc.to, tc.ncpu); got != tc.want {
+			t.Errorf("IdleCores(%+v, %+v, %d) = %v, want %v", tc.from, tc.to, tc.ncpu, got, tc.want)
+		}
+	}
+}
+
+// script is a read function that advances a fake machine of two cores by
+// 100 ticks per sample, idle as set.
+type script struct {
+	mu   sync.Mutex
+	s    Sample
+	idle uint64 // idle ticks of the next 100
+	err  error
+}
+
+func (sc *script) read() (Sample, error) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.s.Total += 100
+	sc.s.Idle += sc.idle
+	return sc.s, sc.err
+}
+
+func (sc *script) set(idle uint64, err error) {
+	sc.mu.Lock()
+	sc.idle, sc.err = idle, err
+	sc.mu.Unlock()
+}
+
+func waitSpare(t *testing.T, w *Watcher, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.Spare() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("Spare() stayed %v", !want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestWatcher drives the watcher through a machine that is busy, then has
+// a core idle, then is busy again: help goes on only while a core is
+// idle, and is measured again while it is on.
+func TestWatcher(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	sc := &script{idle: 10} // 0.2 cores of 2 idle
+	w := start(sc.read, 2, time.Millisecond, 5*time.Millisecond)
+	defer w.halt()
+	time.Sleep(30 * time.Millisecond)
+	if w.Spare() {
+		t.Fatal("help on with 0.2 of 2 cores idle")
+	}
+	sc.set(60, nil) // 1.2 cores idle
+	waitSpare(t, w, true)
+	// While on, it is measured again, off for a window each recheck.
+	waitSpare(t, w, false)
+	waitSpare(t, w, true)
+	sc.set(20, nil) // 0.4 cores idle: the next measurement turns it off for good
+	waitSpare(t, w, false)
+	time.Sleep(30 * time.Millisecond)
+	if w.Spare() {
+		t.Fatal("help on again with 0.4 of 2 cores idle")
+	}
+}
+
+// TestWatcherUnreadable is a machine whose idle time cannot be read: help
+// is on, as on systems without /proc/stat, and on with one core never.
+func TestWatcherUnreadable(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	sc := &script{err: os.ErrNotExist}
+	w := start(sc.read, 2, time.Millisecond, time.Millisecond)
+	waitSpare(t, w, true)
+	w.halt()
+	runtime.GOMAXPROCS(1)
+	sc = &script{idle: 100}
+	w = start(sc.read, 2, time.Millisecond, time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	if w.Spare() {
+		t.Fatal("help on with GOMAXPROCS 1")
+	}
+	w.halt()
+}
+
+// TestAcquireShares checks that users share one watcher, and that the
+// last Release stops it and the next Acquire starts another.
+func TestAcquireShares(t *testing.T) {
+	a, b := Acquire(), Acquire()
+	if a != b {
+		t.Fatal("two watchers")
+	}
+	a.Release()
+	select {
+	case <-b.done:
+		t.Fatal("stopped with a user left")
+	default:
+	}
+	b.Release()
+	<-b.done
+	c := Acquire()
+	defer c.Release()
+	if c == b {
+		t.Fatal("a stopped watcher returned")
+	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("cpu  4705 356 584 3699176 23060 0 277 0 0 0\ncpu0 1 2 3 4\n"))
+	f.Add([]byte("cpu 1 2 3"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseStat(b)
+		if err == nil && s.Idle > s.Total {
+			t.Fatalf("%+v: more idle than total", s)
+		}
+	})
+}

@@ -4,12 +4,16 @@
 // applications, the kernel's network stack and oevpn's own routines share
 // them).
 //
-// A Watcher samples the machine's idle time (Linux: /proc/stat) while
-// help is off. It turns help on when at least SpareCores of idle cores
-// were measured over a window, and, once on, turns it off for a window
-// every Recheck to measure again: while help is on, its helpers take the
-// idle time it would measure. Where the idle time cannot be read, help is
-// on whenever Go runs on more than one core.
+// A Watcher samples the machine's idle time (Linux: /proc/stat) every
+// Window. Help goes on when at least SpareCores were idle over a window,
+// and off when less than BusyCores were: the helpers take part of the idle
+// time they were given, so help needs nearly a whole idle core to start
+// and keeps going while half a core stays idle. A machine that runs the
+// applications, the kernel's network stack and oevpn on every core keeps
+// help off: there, the idle time that the hand-offs between them leave
+// (a third of a core on the 2-core lab) is no core to spare. Where the
+// idle time cannot be read, help is on whenever Go runs on more than one
+// core.
 package cpuidle
 
 import (
@@ -26,11 +30,12 @@ import (
 const (
 	// Window is how long one measurement of the idle time lasts.
 	Window = 250 * time.Millisecond
-	// Recheck is how long help stays on before it is measured again.
-	Recheck = 4 * time.Second
 	// SpareCores is how many cores must have been idle over a window
-	// for help to be on.
-	SpareCores = 0.75
+	// for help to go on.
+	SpareCores = 0.9
+	// BusyCores is how many cores must stay idle over a window for help
+	// to stay on.
+	BusyCores = 0.5
 )
 
 // ErrStat is returned for a /proc/stat whose cpu line cannot be read.
@@ -89,9 +94,9 @@ type Watcher struct {
 	done chan struct{}
 	refs int // under mu
 
-	read            func() (Sample, error)
-	ncpu            int
-	window, recheck time.Duration
+	read   func() (Sample, error)
+	ncpu   int
+	window time.Duration
 }
 
 var (
@@ -105,15 +110,15 @@ func Acquire() *Watcher {
 	mu.Lock()
 	defer mu.Unlock()
 	if watcher == nil {
-		watcher = start(readStat, runtime.NumCPU(), Window, Recheck)
+		watcher = start(readStat, runtime.NumCPU(), Window)
 	}
 	watcher.refs++
 	return watcher
 }
 
 // start starts a Watcher that reads the CPU time of ncpu cores with read.
-func start(read func() (Sample, error), ncpu int, window, recheck time.Duration) *Watcher {
-	w := &Watcher{stop: make(chan struct{}), done: make(chan struct{}), read: read, ncpu: ncpu, window: window, recheck: recheck}
+func start(read func() (Sample, error), ncpu int, window time.Duration) *Watcher {
+	w := &Watcher{stop: make(chan struct{}), done: make(chan struct{}), read: read, ncpu: ncpu, window: window}
 	go w.run()
 	return w
 }
@@ -151,7 +156,7 @@ func (w *Watcher) run() {
 		w.on.Store(true) // idle time unknown: help on several cores
 		return
 	}
-	t := time.NewTimer(w.window)
+	t := time.NewTicker(w.window)
 	defer t.Stop()
 	for {
 		select {
@@ -164,18 +169,12 @@ func (w *Watcher) run() {
 			w.on.Store(true)
 			return
 		}
-		switch {
-		case w.on.Load():
-			// Off for a window, to see what the machine leaves idle
-			// without the helpers.
-			w.on.Store(false)
-			t.Reset(w.window)
-		case IdleCores(prev, cur, w.ncpu) >= SpareCores:
-			w.on.Store(true)
-			t.Reset(w.recheck)
-		default:
-			t.Reset(w.window)
-		}
+		idle := IdleCores(prev, cur, w.ncpu)
 		prev = cur
+		if w.on.Load() {
+			w.on.Store(idle >= BusyCores)
+		} else {
+			w.on.Store(idle >= SpareCores)
+		}
 	}
 }

@@ -118,28 +118,37 @@ func waitSpare(t *testing.T, w *Watcher, want bool) {
 	}
 }
 
-// TestWatcher drives the watcher through a machine that is busy, then has
-// a core idle, then is busy again: help goes on only while a core is
-// idle, and is measured again while it is on.
+// TestWatcher drives the watcher through a machine of two cores whose
+// idle time changes: help goes on with nearly a whole core idle, stays on
+// while half a core stays idle (the helpers take some), and goes off below
+// that until nearly a whole core is idle again.
 func TestWatcher(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	sc := &script{idle: 10} // 0.2 cores of 2 idle
-	w := start(sc.read, 2, time.Millisecond, 5*time.Millisecond)
+	sc := &script{}
+	w := start(sc.read, 2, time.Millisecond)
 	defer w.halt()
-	time.Sleep(30 * time.Millisecond)
-	if w.Spare() {
-		t.Fatal("help on with 0.2 of 2 cores idle")
-	}
-	sc.set(60, nil) // 1.2 cores idle
-	waitSpare(t, w, true)
-	// While on, it is measured again, off for a window each recheck.
-	waitSpare(t, w, false)
-	waitSpare(t, w, true)
-	sc.set(20, nil) // 0.4 cores idle: the next measurement turns it off for good
-	waitSpare(t, w, false)
-	time.Sleep(30 * time.Millisecond)
-	if w.Spare() {
-		t.Fatal("help on again with 0.4 of 2 cores idle")
+	for _, step := range []struct {
+		idle uint64 // ticks of 100 on two cores: 50 is one core
+		want bool
+	}{
+		{10, false}, // a busy machine
+		{40, false}, // 0.8 cores: not enough to start
+		{60, true},  // 1.2 cores
+		{30, true},  // 0.6 cores with help: keeps going
+		{20, false}, // 0.4 cores: the helpers may be taking time others want
+		{40, false},
+		{50, true},
+		{5, false},
+	} {
+		sc.set(step.idle, nil)
+		if step.want {
+			waitSpare(t, w, true)
+		}
+		// Long enough for many windows: the state holds.
+		time.Sleep(20 * time.Millisecond)
+		if w.Spare() != step.want {
+			t.Fatalf("%.1f of 2 cores idle: Spare() = %v", float64(step.idle)/50, w.Spare())
+		}
 	}
 }
 
@@ -148,12 +157,12 @@ func TestWatcher(t *testing.T) {
 func TestWatcherUnreadable(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	sc := &script{err: os.ErrNotExist}
-	w := start(sc.read, 2, time.Millisecond, time.Millisecond)
+	w := start(sc.read, 2, time.Millisecond)
 	waitSpare(t, w, true)
 	w.halt()
 	runtime.GOMAXPROCS(1)
 	sc = &script{idle: 100}
-	w = start(sc.read, 2, time.Millisecond, time.Millisecond)
+	w = start(sc.read, 2, time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
 	if w.Spare() {
 		t.Fatal("help on with GOMAXPROCS 1")

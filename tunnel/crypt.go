@@ -1,0 +1,205 @@
+package tunnel
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/oevpn/oevpn/internal/cpuidle"
+)
+
+// share is how many packets of a batch a crypto worker claims at a time.
+const share = 8
+
+const (
+	// helperSpin is how long a helper that just did shares watches for
+	// its routine's next batch before it parks: under load a batch
+	// follows within tens of microseconds, and waking a parked goroutine
+	// on another core takes about as long as sealing a batch.
+	helperSpin = 50 * time.Microsecond
+	// finishSpin bounds the routine's watch for a helper's last share
+	// (a few microseconds) before it parks.
+	finishSpin = 1 << 14
+)
+
+// cryptWorkers seal or open the packets of one batch on several cores, as
+// wireguard-go's per-CPU workers do, while the order stays the batch's:
+// the routine that owns the batch numbers (or replay-checks) its packets
+// in order, runs the crypto with the help of spare cores, and then sends
+// (or accepts) the packets in order. So an SA's sequence numbers go on the
+// wire in the order they were taken and its replay window keeps one
+// writer.
+//
+// The batch is cut into shares of a few packets, which the owner and its
+// helpers (GOMAXPROCS-1 goroutines per routine) claim with an atomic
+// counter. The owner claims shares until none is left and then waits only
+// for shares a helper claimed and is still sealing, so a helper that comes
+// late costs nothing but its wake-up. Helpers take part only while
+// cpuidle says a core is spare: when the applications and the kernel keep
+// every core busy, hand-offs cost more than they give, and the owner does
+// it all. A batch of one share (interactive traffic) never leaves its
+// routine. Nothing allocates and no lock is taken.
+type cryptWorkers struct {
+	work    func(lo, hi int) // the crypto of packets lo to hi-1
+	helpers int
+	spare   spareCores
+	release func()         // of spare
+	helped  *atomic.Uint64 // packets done by helpers
+	wake    chan struct{}
+	done    chan struct{} // a helper finished the batch's last share
+
+	// state is the batch: its number (bits 32–63), its packets (16–31)
+	// and its next unclaimed share (0–15), in one word so that a claim
+	// sees the batch it claims in.
+	state     atomic.Uint64
+	completed atomic.Uint32 // shares done in the batch
+	parked    atomic.Int32  // helpers waiting to be woken
+	stopped   atomic.Bool
+}
+
+// spareCores says whether a core is spare: a cpuidle.Watcher, or the
+// tests' own.
+type spareCores interface{ Spare() bool }
+
+// always is a spareCores that says yes.
+type always struct{}
+
+func (always) Spare() bool { return true }
+
+// cryptHelpers is how many helpers a routine starts: one per further core
+// Go runs on.
+func cryptHelpers() int { return runtime.GOMAXPROCS(0) - 1 }
+
+// newCryptWorkers starts helpers that run work while cpuidle says a core
+// is spare; stop ends them.
+func newCryptWorkers(helpers int, helped *atomic.Uint64, work func(lo, hi int)) *cryptWorkers {
+	if helpers <= 0 {
+		return startCryptWorkers(0, always{}, helped, work)
+	}
+	if testSpare != nil {
+		return startCryptWorkers(helpers, testSpare, helped, work)
+	}
+	spare := cpuidle.Acquire()
+	w := startCryptWorkers(helpers, spare, helped, work)
+	w.release = spare.Release
+	return w
+}
+
+// testSpare, when set, stands for cpuidle in the workers tests start.
+var testSpare spareCores
+
+// startCryptWorkers starts helpers that run work while spare says so.
+func startCryptWorkers(helpers int, spare spareCores, helped *atomic.Uint64, work func(lo, hi int)) *cryptWorkers {
+	w := &cryptWorkers{
+		work: work, helpers: helpers, spare: spare, helped: helped,
+		wake: make(chan struct{}, helpers), done: make(chan struct{}, 1),
+	}
+	for range helpers {
+		go w.help()
+	}
+	return w
+}
+
+// help is a helper: woken, it does shares of batches for as long as
+// batches keep coming within helperSpin, then parks again.
+func (w *cryptWorkers) help() {
+	for {
+		w.parked.Add(1)
+		_, ok := <-w.wake
+		w.parked.Add(-1)
+		if !ok {
+			return
+		}
+		for {
+			last, did := w.claim()
+			w.helped.Add(uint64(did))
+			if last {
+				w.done <- struct{}{}
+			}
+			if did == 0 || !w.next() {
+				break
+			}
+		}
+	}
+}
+
+// next watches for a batch with shares left for up to helperSpin, while
+// a core is spare, and reports whether one came.
+func (w *cryptWorkers) next() bool {
+	var deadline time.Time
+	for i := 0; ; i++ {
+		s := w.state.Load()
+		if n, k := uint32(s>>16)&0xffff, uint32(s)&0xffff; k < (n+share-1)/share {
+			return true
+		}
+		if i%128 == 0 {
+			if w.stopped.Load() || !w.spare.Spare() {
+				return false
+			}
+			now := time.Now()
+			if deadline.IsZero() {
+				deadline = now.Add(helperSpin)
+			} else if now.After(deadline) {
+				return false
+			}
+			runtime.Gosched() // the P's other goroutines first
+		}
+	}
+}
+
+// claim does shares of the current batch until none is left. It reports
+// whether it completed the batch's last share and how many packets it
+// did.
+func (w *cryptWorkers) claim() (last bool, did int) {
+	for {
+		s := w.state.Load()
+		n, k := uint32(s>>16)&0xffff, uint32(s)&0xffff
+		shares := (n + share - 1) / share
+		if k >= shares {
+			return last, did
+		}
+		if !w.state.CompareAndSwap(s, s+1) {
+			continue
+		}
+		lo, hi := k*share, min((k+1)*share, n)
+		w.work(int(lo), int(hi))
+		did += int(hi - lo)
+		if w.completed.Add(1) == shares {
+			last = true
+		}
+	}
+}
+
+// run does the crypto of packets 0 to n-1 (at most 65535) and returns
+// when it is done.
+func (w *cryptWorkers) run(n int) {
+	if w.helpers == 0 || n <= share || !w.spare.Spare() {
+		w.work(0, n)
+		return
+	}
+	// Every share of the last batch is done: no helper counts any more.
+	w.completed.Store(0)
+	w.state.Store((w.state.Load()>>32+1)<<32 | uint64(n)<<16)
+	for range min(int(w.parked.Load()), (n-1)/share) {
+		select {
+		case w.wake <- struct{}{}:
+		default: // awake already
+		}
+	}
+	if last, _ := w.claim(); !last {
+		// A helper is sealing a share: watch for it rather than park,
+		// which costs a wake-up of its own.
+		for i := 0; i < finishSpin && w.completed.Load() != (uint32(n)+share-1)/share; i++ {
+		}
+		<-w.done // the helper completes the last share
+	}
+}
+
+// stop ends the helpers.
+func (w *cryptWorkers) stop() {
+	w.stopped.Store(true)
+	close(w.wake)
+	if w.release != nil {
+		w.release()
+	}
+}

@@ -1,0 +1,317 @@
+package tunnel
+
+import (
+	crand "crypto/rand"
+	"encoding/binary"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oevpn/oevpn/esp"
+	conn "github.com/oevpn/oevpn/internal/wgconn"
+)
+
+// never is a spareCores that says no.
+type never struct{}
+
+func (never) Spare() bool { return false }
+
+// flipping is a spareCores that a test turns on and off.
+type flipping struct{ on atomic.Bool }
+
+func (f *flipping) Spare() bool { return f.on.Load() }
+
+// withSpare makes the workers the engines start use s instead of cpuidle,
+// with GOMAXPROCS procs, for the rest of the test.
+func withSpare(t testing.TB, s spareCores, procs int) {
+	old := runtime.GOMAXPROCS(procs)
+	testSpare = s
+	t.Cleanup(func() {
+		testSpare = nil
+		runtime.GOMAXPROCS(old)
+	})
+}
+
+// TestCryptWorkersEachOnce runs batches of every size through the workers
+// with more helpers than cores, while help is turned on and off at random,
+// and checks that each packet's work is done exactly once, before run
+// returns.
+func TestCryptWorkersEachOnce(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	const maxBatch = 200
+	var counts [maxBatch]atomic.Int32
+	spare := &flipping{}
+	var helped atomic.Uint64
+	w := startCryptWorkers(3, spare, &helped, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			counts[i].Add(1)
+		}
+	})
+	defer w.stop()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Duration(rand.IntN(200)) * time.Microsecond):
+				spare.on.Store(!spare.on.Load())
+			}
+		}
+	}()
+	for round := range 20000 {
+		n := rand.IntN(maxBatch + 1)
+		if round < maxBatch {
+			n = round
+		}
+		w.run(n)
+		for i := range maxBatch {
+			want := int32(0)
+			if i < n {
+				want = 1
+			}
+			if got := counts[i].Swap(0); got != want {
+				t.Fatalf("batch of %d: packet %d done %d times", n, i, got)
+			}
+		}
+	}
+}
+
+// TestCryptWorkersHelp checks who does the work: with a core spare the
+// helpers share a batch's crypto (shares run at the same time); without,
+// the routine does every batch alone, in one piece, and wakes no helper.
+func TestCryptWorkersHelp(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	for _, tc := range []struct {
+		spare spareCores
+		help  bool
+	}{{always{}, true}, {never{}, false}} {
+		var inFlight, most, calls atomic.Int32
+		var helped atomic.Uint64
+		const n = 64
+		w := startCryptWorkers(1, tc.spare, &helped, func(lo, hi int) {
+			calls.Add(1)
+			if f := inFlight.Add(1); f > most.Load() {
+				most.Store(f)
+			}
+			for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
+			}
+			inFlight.Add(-1)
+		})
+		for range 500 {
+			w.run(n)
+		}
+		w.stop()
+		switch {
+		case tc.help && (helped.Load() == 0 || most.Load() < 2):
+			t.Errorf("with a core spare: %d packets helped, at most %d shares at once", helped.Load(), most.Load())
+		case !tc.help && (helped.Load() != 0 || calls.Load() != 500):
+			t.Errorf("with no core spare: %d packets helped, %d calls for 500 batches", helped.Load(), calls.Load())
+		}
+	}
+}
+
+// numbered returns an IPv4 UDP packet from src to dst whose payload
+// starts with i.
+func numbered(src, dst netip.Addr, size int, i uint32) []byte {
+	p := scalePacket(src, dst, size)
+	binary.BigEndian.PutUint32(p[28:], i)
+	return p
+}
+
+// TestParallelSealWireOrder sends batches through an engine whose helpers
+// seal with it, and reads the ESP it sends: the sequence numbers go on
+// the wire in order, without a gap, and each carries the packet the
+// device gave in that place.
+func TestParallelSealWireOrder(t *testing.T) {
+	withSpare(t, always{}, 4)
+	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
+	const kinds, size = 1000, 300
+	pkts := make([][]byte, kinds)
+	for i := range pkts {
+		pkts[i] = numbered(addrA, addrB, size, uint32(i))
+	}
+	// The sink stands for the peer's device: the test counts what it
+	// reads into it, which paces the source.
+	sink := newPumpDevice(nil, 64, 0)
+	src := newPumpDevice(pkts, 64, 128)
+	src.peers = []*pumpDevice{sink}
+	a, err := New(Config{Device: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	tr := esp.AESGCM256
+	key := make([]byte, tr.KeyLen())
+	crand.Read(key)
+	const spi = 0x6006
+	if _, err := a.Install(PairConfig{Peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(), Local: hostSel(addrA), Remote: hostSel(addrB),
+		Out: esp.Config{Transform: tr, SPI: spi, Key: key}, In: esp.Config{Transform: tr, SPI: spi + 1, Key: key}}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := esp.NewSA(esp.Config{Transform: tr, SPI: spi, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(src.start)
+	buf := make([]byte, esp.Headroom+maxDatagram)
+	const total = 20000
+	for i := range total {
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := peer.Read(buf[esp.Headroom:])
+		if err != nil {
+			t.Fatalf("datagram %d: %v (stats %+v)", i, err, a.Stats())
+		}
+		if seq := esp.Header(buf[esp.Headroom:]).Seq(); seq != uint32(i+1) {
+			t.Fatalf("datagram %d has sequence number %d, want %d", i, seq, i+1)
+		}
+		inner, _, err := in.Open(buf, esp.Headroom, n)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if got := binary.BigEndian.Uint32(inner[28:]); got != uint32(i%kinds) {
+			t.Fatalf("datagram %d carries packet %d, want %d", i, got, i%kinds)
+		}
+		sink.written.Add(1)
+		select {
+		case sink.wake <- struct{}{}:
+		default:
+		}
+	}
+	if s := a.Stats(); s.Helped == 0 {
+		t.Errorf("no packet sealed on a helper core: %+v", s)
+	}
+}
+
+// TestParallelOpenOrder sends an engine whose helpers open with it bursts
+// of ESP in which a packet comes twice, back to back, so that both copies
+// share a batch and are decrypted at once: the device gets every packet
+// once, in the order sent, and the copy is dropped as a replay.
+func TestParallelOpenOrder(t *testing.T) {
+	withSpare(t, always{}, 4)
+	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
+	dev := newPumpDevice(nil, 64, 0)
+	var order []uint32
+	var bad atomic.Int32
+	dev.seen = func(pkt []byte) {
+		i := binary.BigEndian.Uint32(pkt[28:])
+		if len(order) > 0 && i != order[len(order)-1]+1 {
+			bad.Add(1)
+		}
+		order = append(order, i)
+	}
+	b, err := New(Config{Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The peer sends as the datapath does (sendmmsg, UDP GSO), so that
+	// whole bursts arrive in one received batch.
+	snd := conn.NewStdNetBind()
+	if _, _, err := snd.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+	tr := esp.ChaCha20Poly1305
+	key := make([]byte, tr.KeyLen())
+	crand.Read(key)
+	const spi = 0x7007
+	if _, err := b.Install(PairConfig{Peer: netip.MustParseAddrPort("127.0.0.1:9"), Local: hostSel(addrB), Remote: hostSel(addrA),
+		Out: esp.Config{Transform: tr, SPI: spi + 1, Key: key}, In: esp.Config{Transform: tr, SPI: spi, Key: key}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := esp.NewSA(esp.Config{Transform: tr, SPI: spi, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, natt := b.Ports()
+	to, err := snd.ParseEndpoint(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), natt).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bursts of 60 and a copy, each waited for: a socket buffer that
+	// overflows would lose some.
+	const bursts, burst = 100, 60
+	deadline := time.Now().Add(20 * time.Second)
+	for k := range bursts {
+		var send [][]byte
+		for j := range burst {
+			i := uint32(k*burst + j)
+			inner := numbered(addrA, addrB, 300, i)
+			buf := make([]byte, esp.Headroom+len(inner)+esp.Tailroom)
+			copy(buf[esp.Headroom:], inner)
+			pkt, err := out.Seal(buf, esp.Headroom, len(inner), 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copies := 1
+			if j == burst-1 {
+				copies = 2
+			}
+			for range copies {
+				send = append(send, pkt)
+			}
+		}
+		if err := snd.Send(send, to); err != nil {
+			t.Fatal(err)
+		}
+		for (dev.written.Load() < int64((k+1)*burst) || b.Stats().DecryptErrors < uint64(k+1)) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	s := b.Stats()
+	if dev.written.Load() != bursts*burst || bad.Load() != 0 || s.DecryptErrors != bursts {
+		t.Fatalf("%d packets delivered (%d out of order), %d dropped; want %d, none, %d (stats %+v)",
+			dev.written.Load(), bad.Load(), s.DecryptErrors, bursts*burst, bursts, s)
+	}
+	if s.Helped == 0 {
+		t.Errorf("no packet opened on a helper core: %+v", s)
+	}
+}
+
+// BenchmarkCryptWorkers seals batches of 64 packets of 1400 octets with
+// one AES-GCM-256 SA through the workers, as the outbound routine does,
+// with a core taken to be spare: with -cpu 1,2,4 it shows how one SA's
+// crypto scales with idle cores.
+func BenchmarkCryptWorkers(b *testing.B) {
+	const n, size = 64, 1400
+	tr := esp.AESGCM256
+	key := make([]byte, tr.KeyLen())
+	crand.Read(key)
+	sa, err := esp.NewSA(esp.Config{Transform: tr, SPI: 0x1000, Key: key, ESN: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bufs := newBuffers(n, size, 0)
+	frames := make([]esp.Outbound, n)
+	var helped atomic.Uint64
+	w := startCryptWorkers(cryptHelpers(), always{}, &helped, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			if _, err := frames[j].Seal(); err != nil {
+				panic(err)
+			}
+		}
+	})
+	defer w.stop()
+	b.SetBytes(n * size)
+	b.ReportAllocs()
+	for b.Loop() {
+		for j := range frames {
+			if err := sa.Frame(&frames[j], bufs[j], esp.Headroom, size, 4); err != nil {
+				b.Fatal(err)
+			}
+		}
+		w.run(n)
+	}
+	b.ReportMetric(float64(helped.Load())/float64(b.N*n), "helped/packet")
+}

@@ -8,8 +8,9 @@ import (
 	"github.com/oevpn/oevpn/internal/cpuidle"
 )
 
-// share is how many packets of a batch a crypto worker claims at a time.
-const share = 8
+// minShare is the fewest packets a crypto worker claims at a time: a
+// batch of no more (interactive traffic) stays with its routine.
+const minShare = 16
 
 const (
 	// helperSpin is how long a helper that just did shares watches for
@@ -30,15 +31,18 @@ const (
 // wire in the order they were taken and its replay window keeps one
 // writer.
 //
-// The batch is cut into shares of a few packets, which the owner and its
-// helpers (GOMAXPROCS-1 goroutines per routine) claim with an atomic
-// counter. The owner claims shares until none is left and then waits only
-// for shares a helper claimed and is still sealing, so a helper that comes
-// late costs nothing but its wake-up. Helpers take part only while
-// cpuidle says a core is spare: when the applications and the kernel keep
-// every core busy, hand-offs cost more than they give, and the owner does
-// it all. A batch of one share (interactive traffic) never leaves its
-// routine. Nothing allocates and no lock is taken.
+// The batch is cut into one share for the owner and one for each helper
+// (at least minShare packets each), which they claim with an atomic
+// counter: few large shares keep a packet's cache lines on one core and
+// the claims few. The owner claims shares until none is left and then
+// waits only for a share a helper claimed and is still sealing, so a
+// helper that comes late costs nothing but its wake-up. A helper that did
+// a batch watches for the next one for helperSpin rather than park, as
+// the next one is likely to come sooner than a wake-up would reach it.
+// Helpers take part only while cpuidle says a core is spare: when the
+// applications and the kernel keep every core busy, hand-offs cost more
+// than they give, and the owner does it all. Nothing allocates and no
+// lock is taken.
 type cryptWorkers struct {
 	work    func(lo, hi int) // the crypto of packets lo to hi-1
 	helpers int
@@ -67,8 +71,9 @@ type always struct{}
 func (always) Spare() bool { return true }
 
 // cryptHelpers is how many helpers a routine starts: one per further core
-// Go runs on.
-func cryptHelpers() int { return runtime.GOMAXPROCS(0) - 1 }
+// Go runs on, as far as the machine has the cores (spinning helpers
+// beyond them only take turns).
+func cryptHelpers() int { return min(runtime.GOMAXPROCS(0), runtime.NumCPU()) - 1 }
 
 // newCryptWorkers starts helpers that run work while cpuidle says a core
 // is spare; stop ends them.
@@ -101,7 +106,9 @@ func startCryptWorkers(helpers int, spare spareCores, helped *atomic.Uint64, wor
 }
 
 // help is a helper: woken, it does shares of batches for as long as
-// batches keep coming within helperSpin, then parks again.
+// batches keep coming within helperSpin, whether or not it got a share
+// of the last one (a helper that parked whenever it came too late would
+// come too late again), then parks again.
 func (w *cryptWorkers) help() {
 	for {
 		w.parked.Add(1)
@@ -116,7 +123,7 @@ func (w *cryptWorkers) help() {
 			if last {
 				w.done <- struct{}{}
 			}
-			if did == 0 || !w.next() {
+			if !w.next() {
 				break
 			}
 		}
@@ -129,10 +136,10 @@ func (w *cryptWorkers) next() bool {
 	var deadline time.Time
 	for i := 0; ; i++ {
 		s := w.state.Load()
-		if n, k := uint32(s>>16)&0xffff, uint32(s)&0xffff; k < (n+share-1)/share {
+		if n, k := uint32(s>>16)&0xffff, uint32(s)&0xffff; k < w.shares(n) {
 			return true
 		}
-		if i%128 == 0 {
+		if i%1024 == 0 {
 			if w.stopped.Load() || !w.spare.Spare() {
 				return false
 			}
@@ -147,6 +154,15 @@ func (w *cryptWorkers) next() bool {
 	}
 }
 
+// shares is how many shares a batch of n packets is cut into: one for
+// the routine and one for each helper, as far as each gets minShare
+// packets. Few large shares keep each packet's cache lines on one core
+// and the claims few: measured on 2 cores, 2 shares of 32 packets got
+// 1.29 times one core's throughput and 8 shares of 8 packets 1.03.
+func (w *cryptWorkers) shares(n uint32) uint32 {
+	return max(min(uint32(w.helpers)+1, n/minShare), 1)
+}
+
 // claim does shares of the current batch until none is left. It reports
 // whether it completed the batch's last share and how many packets it
 // did.
@@ -154,14 +170,15 @@ func (w *cryptWorkers) claim() (last bool, did int) {
 	for {
 		s := w.state.Load()
 		n, k := uint32(s>>16)&0xffff, uint32(s)&0xffff
-		shares := (n + share - 1) / share
+		shares := w.shares(n)
 		if k >= shares {
 			return last, did
 		}
 		if !w.state.CompareAndSwap(s, s+1) {
 			continue
 		}
-		lo, hi := k*share, min((k+1)*share, n)
+		size := (n + shares - 1) / shares
+		lo, hi := k*size, min((k+1)*size, n)
 		w.work(int(lo), int(hi))
 		did += int(hi - lo)
 		if w.completed.Add(1) == shares {
@@ -173,14 +190,15 @@ func (w *cryptWorkers) claim() (last bool, did int) {
 // run does the crypto of packets 0 to n-1 (at most 65535) and returns
 // when it is done.
 func (w *cryptWorkers) run(n int) {
-	if w.helpers == 0 || n <= share || !w.spare.Spare() {
+	if w.helpers == 0 || n <= minShare || !w.spare.Spare() {
 		w.work(0, n)
 		return
 	}
 	// Every share of the last batch is done: no helper counts any more.
 	w.completed.Store(0)
 	w.state.Store((w.state.Load()>>32+1)<<32 | uint64(n)<<16)
-	for range min(int(w.parked.Load()), (n-1)/share) {
+	shares := w.shares(uint32(n))
+	for range min(int(w.parked.Load()), int(shares)-1) {
 		select {
 		case w.wake <- struct{}{}:
 		default: // awake already
@@ -189,7 +207,7 @@ func (w *cryptWorkers) run(n int) {
 	if last, _ := w.claim(); !last {
 		// A helper is sealing a share: watch for it rather than park,
 		// which costs a wake-up of its own.
-		for i := 0; i < finishSpin && w.completed.Load() != (uint32(n)+share-1)/share; i++ {
+		for i := 0; i < finishSpin && w.completed.Load() != shares; i++ {
 		}
 		<-w.done // the helper completes the last share
 	}

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	crand "crypto/rand"
+	"fmt"
 
 	"net/netip"
 	"os"
@@ -32,6 +33,7 @@ type pumpDevice struct {
 	written atomic.Int64 // packets written
 	octets  atomic.Int64 // octets written
 	room    atomic.Int64 // the least room behind offset of a buffer in the last Write
+	seen    func([]byte) // if set, Write shows it each packet
 	wake    chan struct{}
 	start   chan struct{} // closed when Read may hand out packets
 	stall   *time.Timer
@@ -103,6 +105,9 @@ func (d *pumpDevice) Write(bufs [][]byte, offset int) (int, error) {
 	var octets int
 	room := int64(maxPacket)
 	for _, b := range bufs {
+		if d.seen != nil {
+			d.seen(b[offset:])
+		}
 		octets += len(b) - offset
 		room = min(room, int64(cap(b)-offset))
 	}
@@ -179,6 +184,23 @@ func (p *pumpPair) waitWritten(tb testing.TB, n int64) {
 func BenchmarkDatapath(b *testing.B) {
 	for _, tr := range []esp.Transform{esp.AESGCM128, esp.AESGCM256, esp.ChaCha20Poly1305} {
 		b.Run(tr.String(), func(b *testing.B) { benchDatapath(b, tr) })
+	}
+}
+
+// BenchmarkDatapathHelpers is BenchmarkDatapath with the crypto workers'
+// helpers (GOMAXPROCS-1 per routine) taking part and without, in turns.
+func BenchmarkDatapathHelpers(b *testing.B) {
+	for _, tr := range []esp.Transform{esp.AESGCM256, esp.ChaCha20Poly1305} {
+		for _, help := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%v/help=%v", tr, help), func(b *testing.B) {
+				var s spareCores = never{}
+				if help {
+					s = always{}
+				}
+				withSpare(b, s, runtime.GOMAXPROCS(0))
+				benchDatapath(b, tr)
+			})
+		}
 	}
 }
 

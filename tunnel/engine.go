@@ -93,12 +93,16 @@ type Stats struct {
 	// NullDrops counts packets, either way, on an unauthenticated SA
 	// barred because its address came to need authentication.
 	NullDrops uint64
+	// Helped counts ESP packets sealed or opened by a helper core (see
+	// cryptWorkers) rather than by the routine that sends or receives
+	// them.
+	Helped uint64
 }
 
 type stats struct {
 	txPackets, rxPackets, noSA, malformed, unknownSPI, decryptErrors,
 	selectorDrops, sealErrors, sendErrors, controlDropped, keepalives, blocked, clear,
-	nullRefused, nullDrops atomic.Uint64
+	nullRefused, nullDrops, helped atomic.Uint64
 }
 
 // Engine runs the datapath.
@@ -270,7 +274,7 @@ func (e *Engine) Stats() Stats {
 		Malformed: s.malformed.Load(), UnknownSPI: s.unknownSPI.Load(), DecryptErrors: s.decryptErrors.Load(),
 		SelectorDrops: s.selectorDrops.Load(), SealErrors: s.sealErrors.Load(), SendErrors: s.sendErrors.Load(),
 		ControlDropped: s.controlDropped.Load(), Keepalives: s.keepalives.Load(), Blocked: s.blocked.Load(),
-		NullRefused: s.nullRefused.Load(), NullDrops: s.nullDrops.Load(),
+		NullRefused: s.nullRefused.Load(), NullDrops: s.nullDrops.Load(), Helped: s.helped.Load(),
 	}
 }
 

@@ -48,6 +48,15 @@ func receiveBuffers(batch, size int) (bufs, pkts [][]byte) {
 	return bufs, pkts
 }
 
+// inPacket is an ESP packet of the batch being received: checked by its
+// pair's inbound SA, then decrypted, then accepted in order.
+type inPacket struct {
+	pair *SAPair
+	in   esp.Inbound
+	i    int // index in the batch
+	err  error
+}
+
 func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool) {
 	batch := bind.BatchSize()
 	bufs, pkts := receiveBuffers(batch, maxDatagram)
@@ -68,6 +77,17 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 	eps := make([]conn.Endpoint, batch)
 	write := make([][]byte, 0, batch)
 	rx := 0 // packets of the batch for the device
+	pending := make([]inPacket, batch)
+	helpers := 0
+	if natt {
+		helpers = cryptHelpers() // ESP comes here only
+	}
+	crypt := newCryptWorkers(helpers, &e.stats.helped, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			pending[j].err = pending[j].in.Decrypt()
+		}
+	})
+	defer crypt.stop()
 	for {
 		n, err := recv(pkts, sizes, eps)
 		if err != nil {
@@ -79,11 +99,7 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			continue
 		}
 		now := time.Now().UnixNano()
-		// A run of packets of one flow on one pair is checked against
-		// the selectors once per batch.
-		var last *SAPair
-		var lastFlow ipview.Flow
-		var lastPorts bool
+		m := 0
 		for i := 0; i < n; i++ {
 			d := pkts[i][:sizes[i]]
 			if !natt {
@@ -119,12 +135,34 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				continue
 			}
 			if addrPortOf(eps[i]).Addr().Unmap().Is4() != pair.peer4 {
-				// An SA is opened by the routine of its peer's address
-				// family only: esp.SA.Open is single-threaded per SA.
+				// An SA is checked and accepted by the routine of its
+				// peer's address family only: it owns the replay window.
 				e.stats.unknownSPI.Add(1)
 				continue
 			}
-			inner, nh, err := pair.In.Open(bufs[i], esp.Headroom, sizes[i])
+			ip := &pending[m]
+			if err := pair.In.Check(&ip.in, bufs[i], esp.Headroom, sizes[i]); err != nil {
+				e.stats.decryptErrors.Add(1)
+				continue
+			}
+			ip.pair, ip.i = pair, i
+			m++
+		}
+		crypt.run(m)
+		// A run of packets of one flow on one pair is checked against
+		// the selectors once per batch.
+		var last *SAPair
+		var lastFlow ipview.Flow
+		var lastPorts bool
+		for j := range pending[:m] {
+			ip := &pending[j]
+			pair := ip.pair
+			if ip.err != nil {
+				e.stats.decryptErrors.Add(1)
+				continue
+			}
+			// In the order received: the window takes each number once.
+			inner, nh, err := ip.in.Accept()
 			if err != nil {
 				e.stats.decryptErrors.Add(1)
 				continue
@@ -154,8 +192,9 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			if co != nil && co.add(inner[:p.Len], &p) {
 				continue
 			}
-			start := cap(bufs[i]) - cap(inner)
-			write = append(write, bufs[i][start-writeOffset:start+p.Len])
+			b := bufs[ip.i]
+			start := cap(b) - cap(inner)
+			write = append(write, b[start-writeOffset:start+p.Len])
 		}
 		if rx > 0 {
 			if len(write) > 0 {

@@ -33,12 +33,28 @@ func (e *Engine) outboundSize() int {
 	return max(mtu, 1500)
 }
 
+// outPacket is a packet of the batch being sent: framed by its pair's
+// outbound SA, then sealed.
+type outPacket struct {
+	pair *SAPair
+	o    esp.Outbound
+	out  []byte
+	err  error
+}
+
 func (e *Engine) routineOutbound() {
 	batch := e.dev.BatchSize()
 	size := e.outboundSize()
 	bufs := newBuffers(batch, size, 0)
 	sizes := make([]int, batch)
 	send := make([][]byte, 0, batch)
+	pending := make([]outPacket, batch)
+	crypt := newCryptWorkers(cryptHelpers(), &e.stats.helped, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			pending[j].out, pending[j].err = pending[j].o.Seal()
+		}
+	})
+	defer crypt.stop()
 	for {
 		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
@@ -55,7 +71,7 @@ func (e *Engine) routineOutbound() {
 			return
 		}
 		rt := e.routes.Load()
-		var cur *SAPair
+		m := 0
 		// A run of packets of one flow (a TCP stream's segments) is
 		// looked up once per batch.
 		var last *SAPair
@@ -87,21 +103,33 @@ func (e *Engine) routineOutbound() {
 				e.unrouted(rt, &p, pkt[:p.Len])
 				continue
 			}
-			if pair != cur && len(send) > 0 {
-				e.send(cur, send)
-				send = send[:0]
-			}
-			cur = pair
 			nh := byte(ipview.ProtoIPv4)
 			if ipview.Version(pkt) == 6 {
 				nh = ipview.ProtoIPv6
 			}
-			out, err := pair.Out.Seal(bufs[i], esp.Headroom, p.Len, nh)
-			if err != nil {
+			// Numbered here, in the order of sending.
+			op := &pending[m]
+			if err := pair.Out.Frame(&op.o, bufs[i], esp.Headroom, p.Len, nh); err != nil {
 				e.stats.sealErrors.Add(1)
 				continue
 			}
-			send = append(send, out)
+			op.pair = pair
+			m++
+		}
+		crypt.run(m)
+		var cur *SAPair
+		for j := range pending[:m] {
+			op := &pending[j]
+			if op.err != nil {
+				e.stats.sealErrors.Add(1)
+				continue
+			}
+			if op.pair != cur && len(send) > 0 {
+				e.send(cur, send)
+				send = send[:0]
+			}
+			cur = op.pair
+			send = append(send, op.out)
 		}
 		if len(send) > 0 {
 			e.send(cur, send)

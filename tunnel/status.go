@@ -179,13 +179,14 @@ type DatapathCounters struct {
 	NullDrops      uint64 `json:"dropped_unauthenticated"`
 	NullRefused    uint64 `json:"null_auth_refused"`
 	Keepalives     uint64 `json:"natt_keepalives_received"`
+	Helped         uint64 `json:"esp_packets_on_helper_cores"`
 }
 
 func datapathCounters(s Stats) DatapathCounters {
 	return DatapathCounters{ESPSent: s.TxPackets, ESPReceived: s.RxPackets, Clear: s.Clear, NoSA: s.NoSA, Blocked: s.Blocked,
 		Malformed: s.Malformed, UnknownSPI: s.UnknownSPI, DecryptErrors: s.DecryptErrors, SelectorDrops: s.SelectorDrops,
 		SealErrors: s.SealErrors, SendErrors: s.SendErrors, ControlDropped: s.ControlDropped, NullDrops: s.NullDrops,
-		NullRefused: s.NullRefused, Keepalives: s.Keepalives}
+		NullRefused: s.NullRefused, Keepalives: s.Keepalives, Helped: s.Helped}
 }
 
 // EventCounters count what happened since the node started; every map

@@ -176,6 +176,7 @@ func (p *promWriter) datapath(st tunnel.Status) {
 	p.family("oevpn_esp_packets_total", "counter", "ESP packets sent (out) and decrypted and delivered (in).")
 	p.sample("oevpn_esp_packets_total", float64(d.ESPSent), "direction", "out")
 	p.sample("oevpn_esp_packets_total", float64(d.ESPReceived), "direction", "in")
+	p.one("oevpn_esp_packets_helped_total", "counter", "ESP packets sealed or opened on a helper core (parallel crypto).", float64(d.Helped))
 	p.one("oevpn_clear_packets_total", "counter", "Packets sent in the clear by policy.", float64(d.Clear))
 	p.family("oevpn_dropped_packets_total", "counter", "Packets dropped, by reason.")
 	for _, r := range []struct {

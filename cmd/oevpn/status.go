@@ -91,7 +91,7 @@ func printStatus(w io.Writer, st tunnel.Status) error {
 		tw.Flush()
 	}
 	d := st.Datapath
-	fmt.Fprintf(w, "\ndatapath  esp sent %d received %d  clear sent %d\n", d.ESPSent, d.ESPReceived, d.Clear)
+	fmt.Fprintf(w, "\ndatapath  esp sent %d received %d (on helper cores %d)  clear sent %d\n", d.ESPSent, d.ESPReceived, d.Helped, d.Clear)
 	fmt.Fprintf(w, "  dropped: no SA %d, blocked %d, malformed %d, unknown SPI %d, decrypt %d, selector %d, seal %d, unauthenticated %d, control %d; send errors %d\n",
 		d.NoSA, d.Blocked, d.Malformed, d.UnknownSPI, d.DecryptErrors, d.SelectorDrops, d.SealErrors, d.NullDrops, d.ControlDropped, d.SendErrors)
 	ev := st.Events

@@ -8,7 +8,7 @@ export CGO_ENABLED := 0
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-ike bench-scale bench-netstack bench-lab bench-compare soak fuzz demo lab-deps clean
+.PHONY: all build test tidy-check fmt-check vet unit e2e lab cross bench bench-esp bench-crypt bench-ike bench-scale bench-netstack bench-lab bench-compare soak fuzz demo lab-deps clean
 
 all: build
 
@@ -56,10 +56,16 @@ cross:
 	done; done
 
 ## bench: ESP vs raw AEAD table, IKE, scale, netstack TCP, then the lab tunnel vs veth iperf3 figures
-bench: bench-esp bench-ike bench-scale bench-netstack bench-lab
+bench: bench-esp bench-crypt bench-ike bench-scale bench-netstack bench-lab
 
 bench-esp:
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchmem -benchtime 1s -count 3 ./esp | $(GO) run ./internal/tools/benchtable
+
+# Parallel crypto: one SA's batches sealed with helpers at GOMAXPROCS 1, 2
+# and 4 (a core taken to be spare), then the in-process datapath (two
+# engines over loopback) with helpers taking part and without.
+bench-crypt:
+	$(GO) test -run '^$$' -bench 'CryptWorkers|DatapathHelpers' -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
 
 # IKE: full handshakes per second (X25519 + Ed25519, both ends in this
 # process) with no other SA and with 10,000 other SA pairs installed, the
@@ -90,10 +96,10 @@ bench-lab:
 	OEVPN_BENCH=1 $(GO) test -count=1 -run '^TestLabBench$$' -v -timeout 20m ./cmd/oevpn
 
 ## bench-compare: oevpn beside wireguard-go (its device package, defaults) and
-## the bare veth in one namespace pair, interleaved: iperf3 with 1 and 4
+## the bare veth in one namespace pair, interleaved: iperf3 with 1, 2 and 4
 ## streams, ping, CPU seconds per GB at 1 Gbit/s offered; with offloads on
 ## and off and at MTU 1500 and 9000. Root and make lab-deps; ROUNDS runs of
-## 10 s per figure (default 3: about 20 minutes). A benchmark: it prints a
+## 10 s per figure (default 3: about 30 minutes). A benchmark: it prints a
 ## table and fails nothing.
 ROUNDS ?= 3
 bench-compare:

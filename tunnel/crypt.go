@@ -119,7 +119,9 @@ func (w *cryptWorkers) help() {
 		}
 		for {
 			last, did := w.claim()
-			w.helped.Add(uint64(did))
+			if did > 0 {
+				w.helped.Add(uint64(did))
+			}
 			if last {
 				w.done <- struct{}{}
 			}

@@ -17,11 +17,11 @@
 package cpuidle
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,32 +47,51 @@ type Sample struct {
 	Idle, Total uint64
 }
 
-// ParseStat reads the aggregate "cpu" line of Linux's /proc/stat.
+// ParseStat reads the aggregate "cpu" line of Linux's /proc/stat, the
+// first. It allocates nothing: the watcher reads it four times a second
+// for the life of the process.
 func ParseStat(b []byte) (Sample, error) {
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) == 0 || f[0] != "cpu" {
-		return Sample{}, fmt.Errorf("%w: no aggregate cpu line", ErrStat)
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
 	}
-	f = f[1:]
-	if len(f) < 4 {
-		return Sample{}, fmt.Errorf("%w: %d fields", ErrStat, len(f))
+	if !bytes.HasPrefix(b, []byte("cpu ")) {
+		return Sample{}, fmt.Errorf("%w: no aggregate cpu line", ErrStat)
 	}
 	// user nice system idle iowait irq softirq steal; guest and
 	// guest_nice are counted in user and nice already.
 	var s Sample
-	for i, tok := range f[:min(len(f), 8)] {
-		v, err := strconv.ParseUint(tok, 10, 64)
-		if err != nil {
-			return Sample{}, fmt.Errorf("%w: field %d: %v", ErrStat, i+1, err)
+	field := 0
+	for b = b[4:]; len(b) > 0; field++ {
+		for len(b) > 0 && b[0] == ' ' {
+			b = b[1:]
+		}
+		if len(b) == 0 {
+			break
+		}
+		var v uint64
+		for ; len(b) > 0 && b[0] != ' '; b = b[1:] {
+			d := uint64(b[0] - '0')
+			if b[0] < '0' || b[0] > '9' {
+				return Sample{}, fmt.Errorf("%w: field %d is not a number", ErrStat, field+1)
+			}
+			if v > (math.MaxUint64-d)/10 {
+				return Sample{}, fmt.Errorf("%w: field %d overflows", ErrStat, field+1)
+			}
+			v = v*10 + d
+		}
+		if field >= 8 {
+			continue
 		}
 		if s.Total+v < s.Total {
 			return Sample{}, fmt.Errorf("%w: the fields overflow", ErrStat)
 		}
 		s.Total += v
-		if i == 3 || i == 4 {
+		if field == 3 || field == 4 {
 			s.Idle += v
 		}
+	}
+	if field < 4 {
+		return Sample{}, fmt.Errorf("%w: %d fields", ErrStat, field)
 	}
 	return s, nil
 }
@@ -94,9 +113,10 @@ type Watcher struct {
 	done chan struct{}
 	refs int // under mu
 
-	read   func() (Sample, error)
-	ncpu   int
-	window time.Duration
+	read      func() (Sample, error)
+	closeRead func() // what read reads, if set
+	ncpu      int
+	window    time.Duration
 }
 
 var (
@@ -110,7 +130,15 @@ func Acquire() *Watcher {
 	mu.Lock()
 	defer mu.Unlock()
 	if watcher == nil {
-		watcher = start(readStat, runtime.NumCPU(), Window)
+		f, err := openStat()
+		read := func() (Sample, error) { return Sample{}, err }
+		if err == nil {
+			read = f.read
+		}
+		watcher = start(read, runtime.NumCPU(), Window)
+		if err == nil {
+			watcher.closeRead = f.close
+		}
 	}
 	watcher.refs++
 	return watcher
@@ -140,6 +168,9 @@ func (w *Watcher) Release() {
 func (w *Watcher) halt() {
 	close(w.stop)
 	<-w.done
+	if w.closeRead != nil {
+		w.closeRead()
+	}
 }
 
 // Spare reports whether a core is spare, so help is on. It is one atomic

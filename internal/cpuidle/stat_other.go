@@ -4,6 +4,12 @@ package cpuidle
 
 import "errors"
 
-func readStat() (Sample, error) {
-	return Sample{}, errors.New("cpuidle: idle time is read on Linux only")
+type statFile struct{}
+
+func openStat() (*statFile, error) {
+	return nil, errors.New("cpuidle: idle time is read on Linux only")
 }
+
+func (*statFile) read() (Sample, error) { return Sample{}, errors.ErrUnsupported }
+
+func (*statFile) close() {}

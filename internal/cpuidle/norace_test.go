@@ -1,0 +1,5 @@
+//go:build !race
+
+package cpuidle
+
+const raceEnabled = false

@@ -41,9 +41,12 @@ vet:
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -skip '^TestLab' $(PKGS)
 
-# The in-process end-to-end tests at full size (100 MB TCP), without -race.
+# The in-process end-to-end tests at full size (100 MB TCP), and the
+# allocation tests that the race detector's own allocations skip in unit,
+# without -race.
 e2e:
 	$(GO) test -count=1 -run 'TestNetstack' -v ./tunnel | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|MB in' 
+	$(GO) test -count=1 -run 'Alloc' ./esp ./tunnel ./internal/...
 
 # Lab tests: root, network namespaces, TUN, iperf3, tcpdump. They skip with
 # a message when those are missing, unless OEVPN_LAB=required (CI).

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +32,7 @@ const (
 	bcOuterA, bcOuterB = "10.230.0.1", "10.230.0.2"
 	bcInnerA, bcInnerB = "10.231.0.1", "10.231.0.2" // oevpn's
 	bcWgA, bcWgB       = "10.232.0.1", "10.232.0.2" // wireguard-go's
+	bcRelayA, bcRelayB = "10.233.0.1", "10.233.0.2" // the relay's
 	bcSecs             = 10                         // seconds per iperf3 run
 )
 
@@ -88,7 +90,9 @@ func benchCompare(t *testing.T, variant string, mtu int, offloads bool, rounds i
 		}
 	}
 	wgA, wgB := startWireGuardPair(t, a, b, mtu)
-	targets := []bcTarget{{name: "bare veth", addr: bcOuterB}, {name: "wireguard-go (chacha20-poly1305)", addr: bcWgB, procs: []*lab.Proc{wgA, wgB}}}
+	startRelayPair(t, a, b, mtu)
+	targets := []bcTarget{{name: "bare veth", addr: bcOuterB}, {name: "wireguard-go (chacha20-poly1305)", addr: bcWgB, procs: []*lab.Proc{wgA, wgB}},
+		{name: bcRelay, addr: bcRelayB}}
 	results := map[string]*bcResult{}
 	measure := func(tg bcTarget) {
 		r := results[tg.name]
@@ -111,7 +115,7 @@ func benchCompare(t *testing.T, variant string, mtu int, offloads bool, rounds i
 		a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", bcInnerA, bcInnerB)
 		ours := bcTarget{name: suite.name, addr: bcInnerB, procs: []*lab.Proc{pa, pb}}
 		for range rounds {
-			for _, tg := range append(targets[:2:2], ours) {
+			for _, tg := range append(targets[:3:3], ours) {
 				measure(tg)
 			}
 		}
@@ -125,6 +129,7 @@ func benchCompare(t *testing.T, variant string, mtu int, offloads bool, rounds i
 	}
 	results["bare veth"].ping = bcPing(t, a, bcOuterA, bcOuterB)
 	results["wireguard-go (chacha20-poly1305)"].ping = bcPing(t, a, bcWgA, bcWgB)
+	results[bcRelay].ping = bcPing(t, a, bcRelayA, bcRelayB)
 	results["wireguard-go (chacha20-poly1305)"].cpuPerGB = bcCPUPerGB(t, a, b, bcWgB, []*lab.Proc{wgA, wgB})
 
 	wg := results["wireguard-go (chacha20-poly1305)"]
@@ -150,6 +155,10 @@ func benchCompare(t *testing.T, variant string, mtu int, offloads bool, rounds i
 		fmt.Printf(" %10.3f %14s\n", r.ping, cpu)
 	}
 	fmt.Println("  (×: against wireguard-go in the same run)")
+	relay := median(results[bcRelay].gbits[1])
+	for _, tg := range targets[3:] {
+		fmt.Printf("  %s, 1 stream: %.0f %% of the relay's\n", tg.name, 100*median(results[tg.name].gbits[1])/relay)
+	}
 }
 
 func median(v []float64) float64 {
@@ -287,6 +296,105 @@ func startWireGuardPair(t *testing.T, a, b *lab.Netns, mtu int) (*lab.Proc, *lab
 	pb := start(b, devB, keyB, keyA.PublicKey(), bcOuterA+":51820", bcWgB, bcWgA)
 	a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", bcWgB)
 	return pa, pb
+}
+
+// bcRelay is the relay's row: the ceiling of this design on this machine.
+const bcRelay = "TUN relay (no crypto)"
+
+// startRelayPair runs relayHelper at both ends.
+func startRelayPair(t *testing.T, a, b *lab.Netns, mtu int) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tunMTU := 1400
+	if mtu > 1500 {
+		tunMTU = mtu - 100
+	}
+	start := func(ns *lab.Netns, dev, endpoint, addr, peerAddr string) {
+		p := ns.Start("env", fmt.Sprintf("OEVPN_LAB_HELPER=relay %s %d 51830 %s", dev, tunMTU, endpoint), self)
+		if err := p.WaitFor("up", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ns.Run("ip", "addr", "add", addr+"/32", "peer", peerAddr+"/32", "dev", dev)
+		ns.Run("ip", "link", "set", dev, "up")
+	}
+	start(a, lab.Unique("ra"), bcOuterB+":51830", bcRelayA, bcRelayB)
+	start(b, lab.Unique("rb"), bcOuterA+":51830", bcRelayB, bcRelayA)
+	a.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", bcRelayB)
+}
+
+// relayHelper is the ceiling of this design on this machine, as issue 15
+// measured it: a TUN relay with wireguard-go's batching and offloads (its
+// tun and conn packages, as oevpn's datapath uses them) but no crypto and
+// no encapsulation. Each IP packet read from the TUN leaves as one UDP
+// datagram to the peer (a batch as one sendmmsg with UDP GSO), and each
+// datagram received is written to the TUN (coalesced by wireguard-go's
+// TUN). args are the device name, its MTU, the UDP port and the peer's
+// endpoint; it runs until killed.
+func relayHelper(args []string) error {
+	if len(args) != 4 {
+		return fmt.Errorf("relay: want DEV MTU PORT ENDPOINT, got %q", args)
+	}
+	mtu, _ := strconv.Atoi(args[1])
+	port, _ := strconv.Atoi(args[2])
+	dev, err := tun.CreateTUN(args[0], mtu)
+	if err != nil {
+		return err
+	}
+	bind := conn.NewDefaultBind()
+	fns, _, err := bind.Open(uint16(port))
+	if err != nil {
+		return err
+	}
+	ep, err := bind.ParseEndpoint(args[3])
+	if err != nil {
+		return err
+	}
+	const offset = 16 // room for the virtio-net header the TUN writes take
+	buffers := func(n int) [][]byte {
+		bufs := make([][]byte, n)
+		for i := range bufs {
+			bufs[i] = make([]byte, offset+65535)
+		}
+		return bufs
+	}
+	for _, fn := range fns {
+		go func() {
+			n := bind.BatchSize()
+			bufs, pkts := buffers(n), make([][]byte, n)
+			for i := range pkts {
+				pkts[i] = bufs[i][offset:]
+			}
+			sizes, eps, write := make([]int, n), make([]conn.Endpoint, n), make([][]byte, 0, n)
+			for {
+				k, err := fn(pkts, sizes, eps)
+				if err != nil {
+					return
+				}
+				for i := range k {
+					write = append(write, bufs[i][:offset+sizes[i]])
+				}
+				dev.Write(write, offset)
+				write = write[:0]
+			}
+		}()
+	}
+	fmt.Println("up")
+	n := dev.BatchSize()
+	bufs, sizes, send := buffers(n), make([]int, n), make([][]byte, 0, n)
+	for {
+		k, err := dev.Read(bufs, sizes, offset)
+		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
+			return err
+		}
+		for i := range k {
+			send = append(send, bufs[i][offset:offset+sizes[i]])
+		}
+		bind.Send(send, ep)
+		send = send[:0]
+	}
 }
 
 // wgHelper runs wireguard-go's device on a new TUN with one peer, as its

@@ -171,6 +171,8 @@ func labHelper(args []string) int {
 		return fail(srv.ListenAndServe())
 	case len(args) > 0 && args[0] == "wireguard":
 		return fail(wgHelper(args[1:]))
+	case len(args) > 0 && args[0] == "relay":
+		return fail(relayHelper(args[1:]))
 	case len(args) == 4 && args[0] == "socks-udp":
 		// One DNS A query for args[3] to the server args[2], through the
 		// SOCKS5 proxy args[1] (UDP ASSOCIATE).

@@ -12,15 +12,23 @@ import (
 // batch of no more (interactive traffic) stays with its routine.
 const minShare = 16
 
+// helperSpin is how long a helper that just did shares watches for its
+// routine's next batch before it parks: under load a batch follows within
+// tens of microseconds, and waking a parked goroutine on another core
+// takes about as long as sealing a batch. (Tests that need helpers to
+// take part in every batch make it long.)
+var helperSpin = 50 * time.Microsecond
+
 const (
-	// helperSpin is how long a helper that just did shares watches for
-	// its routine's next batch before it parks: under load a batch
-	// follows within tens of microseconds, and waking a parked goroutine
-	// on another core takes about as long as sealing a batch.
-	helperSpin = 50 * time.Microsecond
 	// finishSpin bounds the routine's watch for a helper's last share
 	// (a few microseconds) before it parks.
 	finishSpin = 1 << 14
+	// busyOn and busyOff are the routine's busy shares (of 1024: time
+	// not spent waiting for its next batch) at which helpers start and
+	// stop taking part. A routine with time to spare is not what limits
+	// the traffic, and helpers that watch for its batches would only
+	// burn a core: at 1 Gbit/s offered, CPU per GB rose by a fifth.
+	busyOn, busyOff = 820, 512
 )
 
 // cryptWorkers seal or open the packets of one batch on several cores, as
@@ -39,7 +47,8 @@ const (
 // helper that comes late costs nothing but its wake-up. A helper that did
 // a batch watches for the next one for helperSpin rather than park, as
 // the next one is likely to come sooner than a wake-up would reach it.
-// Helpers take part only while cpuidle says a core is spare: when the
+// Helpers take part only while the routine is busy (it, not what feeds
+// it, limits the traffic) and cpuidle says a core is spare: when the
 // applications and the kernel keep every core busy, hand-offs cost more
 // than they give, and the owner does it all. Nothing allocates and no
 // lock is taken.
@@ -59,6 +68,13 @@ type cryptWorkers struct {
 	completed atomic.Uint32 // shares done in the batch
 	parked    atomic.Int32  // helpers waiting to be woken
 	stopped   atomic.Bool
+
+	// The routine's own: its busy share (an average over the last
+	// batches, of 1024), when it last started waiting for a batch and
+	// when the last one came, and whether helpers take part.
+	busy            int
+	waited, arrived time.Time
+	helping         bool
 }
 
 // spareCores says whether a core is spare: a cpuidle.Watcher, or the
@@ -90,8 +106,12 @@ func newCryptWorkers(helpers int, helped *atomic.Uint64, work func(lo, hi int)) 
 	return w
 }
 
-// testSpare, when set, stands for cpuidle in the workers tests start.
-var testSpare spareCores
+// testSpare, when set, stands for cpuidle in the workers tests start;
+// testBusy makes every routine count as busy.
+var (
+	testSpare spareCores
+	testBusy  bool
+)
 
 // startCryptWorkers starts helpers that run work while spare says so.
 func startCryptWorkers(helpers int, spare spareCores, helped *atomic.Uint64, work func(lo, hi int)) *cryptWorkers {
@@ -189,10 +209,39 @@ func (w *cryptWorkers) claim() (last bool, did int) {
 	}
 }
 
+// waiting marks the routine starting to wait for its next batch.
+func (w *cryptWorkers) waiting() {
+	if w.helpers > 0 {
+		w.waited = time.Now()
+	}
+}
+
+// batch marks the routine's next batch arriving: the time since the last
+// one that it did not wait is its busy share.
+func (w *cryptWorkers) batch() {
+	if w.helpers == 0 {
+		return
+	}
+	now := time.Now()
+	if cycle := now.Sub(w.arrived); cycle > 0 && !w.arrived.IsZero() {
+		share := int(1024 * (cycle - min(now.Sub(w.waited), cycle)) / cycle)
+		w.busy += (share - w.busy) / 8
+	}
+	w.arrived = now
+	switch {
+	case testBusy:
+		w.helping = true
+	case !w.helping && w.busy >= busyOn:
+		w.helping = true
+	case w.helping && w.busy < busyOff:
+		w.helping = false
+	}
+}
+
 // run does the crypto of packets 0 to n-1 (at most 65535) and returns
 // when it is done.
 func (w *cryptWorkers) run(n int) {
-	if w.helpers == 0 || n <= minShare || !w.spare.Spare() {
+	if w.helpers == 0 || n <= minShare || !w.helping || !w.spare.Spare() {
 		w.work(0, n)
 		return
 	}

@@ -26,13 +26,19 @@ type flipping struct{ on atomic.Bool }
 
 func (f *flipping) Spare() bool { return f.on.Load() }
 
-// withSpare makes the workers the engines start use s instead of cpuidle,
-// with GOMAXPROCS procs, for the rest of the test.
-func withSpare(t testing.TB, s spareCores, procs int) {
-	old := runtime.GOMAXPROCS(procs)
-	testSpare = s
+// withSpare makes the workers the engines start use s instead of cpuidle
+// and count their routines as busy, with GOMAXPROCS procs, for the rest
+// of the test. With spin, helpers watch for batches until they stop,
+// rather than for helperSpin, so that they take part in batches that come
+// one by one.
+func withSpare(t testing.TB, s spareCores, procs int, spin bool) {
+	old, oldSpin := runtime.GOMAXPROCS(procs), helperSpin
+	testSpare, testBusy = s, true
+	if spin {
+		helperSpin = time.Hour
+	}
 	t.Cleanup(func() {
-		testSpare = nil
+		testSpare, testBusy, helperSpin = nil, false, oldSpin
 		runtime.GOMAXPROCS(old)
 	})
 }
@@ -70,6 +76,8 @@ func TestCryptWorkersEachOnce(t *testing.T) {
 		if round < maxBatch {
 			n = round
 		}
+		w.waiting()
+		w.batch()
 		w.run(n)
 		for i := range maxBatch {
 			want := int32(0)
@@ -83,37 +91,49 @@ func TestCryptWorkersEachOnce(t *testing.T) {
 	}
 }
 
-// TestCryptWorkersHelp checks who does the work: with a core spare the
-// helpers share a batch's crypto (shares run at the same time); without,
-// the routine does every batch alone, in one piece, and wakes no helper.
+// TestCryptWorkersHelp checks who does the work: helpers share a busy
+// routine's batches (shares run at the same time) while a core is spare;
+// a routine that waits most of the time for its batches, or one with no
+// core to spare, does every batch alone, in one piece.
 func TestCryptWorkersHelp(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	for _, tc := range []struct {
+		name  string
 		spare spareCores
+		wait  time.Duration // for each batch
 		help  bool
-	}{{always{}, true}, {never{}, false}} {
-		var inFlight, most, calls atomic.Int32
-		var helped atomic.Uint64
-		const n = 64
-		w := startCryptWorkers(1, tc.spare, &helped, func(lo, hi int) {
-			calls.Add(1)
-			if f := inFlight.Add(1); f > most.Load() {
-				most.Store(f)
+	}{
+		{"busy, a core spare", always{}, 0, true},
+		{"busy, no core spare", never{}, 0, false},
+		{"waiting, a core spare", always{}, 2 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var inFlight, most, calls atomic.Int32
+			var helped atomic.Uint64
+			const n, batches = 64, 300
+			w := startCryptWorkers(1, tc.spare, &helped, func(lo, hi int) {
+				calls.Add(1)
+				if f := inFlight.Add(1); f > most.Load() {
+					most.Store(f)
+				}
+				for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
+				}
+				inFlight.Add(-1)
+			})
+			for range batches {
+				w.waiting()
+				time.Sleep(tc.wait)
+				w.batch()
+				w.run(n)
 			}
-			for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
+			w.stop()
+			switch {
+			case tc.help && (helped.Load() == 0 || most.Load() < 2):
+				t.Errorf("%d packets helped, at most %d shares at once", helped.Load(), most.Load())
+			case !tc.help && (helped.Load() != 0 || calls.Load() != batches):
+				t.Errorf("%d packets helped, %d calls for %d batches", helped.Load(), calls.Load(), batches)
 			}
-			inFlight.Add(-1)
 		})
-		for range 500 {
-			w.run(n)
-		}
-		w.stop()
-		switch {
-		case tc.help && (helped.Load() == 0 || most.Load() < 2):
-			t.Errorf("with a core spare: %d packets helped, at most %d shares at once", helped.Load(), most.Load())
-		case !tc.help && (helped.Load() != 0 || calls.Load() != 500):
-			t.Errorf("with no core spare: %d packets helped, %d calls for 500 batches", helped.Load(), calls.Load())
-		}
 	}
 }
 
@@ -130,7 +150,7 @@ func numbered(src, dst netip.Addr, size int, i uint32) []byte {
 // the wire in order, without a gap, and each carries the packet the
 // device gave in that place.
 func TestParallelSealWireOrder(t *testing.T) {
-	withSpare(t, always{}, 4)
+	withSpare(t, always{}, 4, true)
 	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
 	const kinds, size = 1000, 300
 	pkts := make([][]byte, kinds)
@@ -199,7 +219,7 @@ func TestParallelSealWireOrder(t *testing.T) {
 // share a batch and are decrypted at once: the device gets every packet
 // once, in the order sent, and the copy is dropped as a replay.
 func TestParallelOpenOrder(t *testing.T) {
-	withSpare(t, always{}, 4)
+	withSpare(t, always{}, 4, true)
 	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
 	dev := newPumpDevice(nil, 64, 0)
 	var order []uint32
@@ -316,6 +336,8 @@ func benchCryptWorkers(b *testing.B) {
 	b.SetBytes(n * size)
 	b.ReportAllocs()
 	for b.Loop() {
+		w.waiting() // a routine that never waits: as busy as can be
+		w.batch()
 		for j := range frames {
 			if err := sa.Frame(&frames[j], bufs[j], esp.Headroom, size, 4); err != nil {
 				b.Fatal(err)

@@ -197,7 +197,7 @@ func BenchmarkDatapathHelpers(b *testing.B) {
 				if help {
 					s = always{}
 				}
-				withSpare(b, s, runtime.GOMAXPROCS(0))
+				withSpare(b, s, runtime.GOMAXPROCS(0), false)
 				benchDatapath(b, tr)
 			})
 		}

@@ -89,7 +89,9 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 	})
 	defer crypt.stop()
 	for {
+		crypt.waiting()
 		n, err := recv(pkts, sizes, eps)
+		crypt.batch()
 		if err != nil {
 			if e.closed() || errors.Is(err, net.ErrClosed) {
 				return

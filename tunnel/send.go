@@ -56,7 +56,9 @@ func (e *Engine) routineOutbound() {
 	})
 	defer crypt.stop()
 	for {
+		crypt.waiting()
 		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
+		crypt.batch()
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
 			if e.closed() {
 				return

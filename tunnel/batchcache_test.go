@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/tun"
+
 	"github.com/oevpn/oevpn/esp"
 )
 
@@ -19,28 +21,12 @@ import (
 func TestInboundSelectorsPerPacket(t *testing.T) {
 	addrA, addrB, spoofed := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2"), netip.MustParseAddr("10.97.0.3")
 	dev := newPumpDevice(nil, 64, 0)
-	b, err := New(Config{Device: dev})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	snd, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer snd.Close()
-	tr := esp.AESGCM256
-	key := make([]byte, tr.KeyLen())
-	crand.Read(key)
-	const spi = 0x4004
-	if _, err := b.Install(PairConfig{Peer: snd.LocalAddr().(*net.UDPAddr).AddrPort(), Local: hostSel(addrB), Remote: hostSel(addrA),
-		Out: esp.Config{Transform: tr, SPI: spi + 1, Key: key}, In: esp.Config{Transform: tr, SPI: spi, Key: key}}); err != nil {
-		t.Fatal(err)
-	}
-	out, err := esp.NewSA(esp.Config{Transform: tr, SPI: spi, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, out, _ := peeredEngine(t, dev, esp.AESGCM256, 0x4004, addrB, addrA, snd.LocalAddr().(*net.UDPAddr).AddrPort())
 	_, natt := b.Ports()
 	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), natt)
 	// Bursts of 50, each waited for: a socket buffer that overflows
@@ -52,14 +38,7 @@ func TestInboundSelectorsPerPacket(t *testing.T) {
 		if i%2 == 1 {
 			src = spoofed
 		}
-		inner := scalePacket(src, addrB, 200)
-		buf := make([]byte, esp.Headroom+len(inner)+esp.Tailroom)
-		copy(buf[esp.Headroom:], inner)
-		pkt, err := out.Seal(buf, esp.Headroom, len(inner), 4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := snd.WriteToUDPAddrPort(pkt, to); err != nil {
+		if _, err := snd.WriteToUDPAddrPort(sealed(t, out, scalePacket(src, addrB, 200)), to); err != nil {
 			t.Fatal(err)
 		}
 		if (i+1)%burst == 0 {
@@ -72,6 +51,46 @@ func TestInboundSelectorsPerPacket(t *testing.T) {
 	if s := b.Stats(); s.SelectorDrops != pairs || dev.written.Load() != pairs {
 		t.Fatalf("%d packets delivered and %d dropped by the selectors, want %d each (stats %+v)", dev.written.Load(), s.SelectorDrops, pairs, s)
 	}
+}
+
+// peeredEngine starts an engine on dev with one SA pair of transform tr,
+// from local to remote, whose peer is at peer, and returns it with the
+// peer's side of the pair: toEngine seals what the peer sends (the
+// engine's inbound SPI, spi), fromEngine opens what the engine sends
+// (spi+1).
+func peeredEngine(t *testing.T, dev tun.Device, tr esp.Transform, spi uint32, local, remote netip.Addr, peer netip.AddrPort) (e *Engine, toEngine, fromEngine *esp.SA) {
+	t.Helper()
+	e, err := New(Config{Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	key := make([]byte, tr.KeyLen())
+	crand.Read(key)
+	cfg := func(spi uint32) esp.Config { return esp.Config{Transform: tr, SPI: spi, Key: key} }
+	if _, err := e.Install(PairConfig{Peer: peer, Local: hostSel(local), Remote: hostSel(remote), Out: cfg(spi + 1), In: cfg(spi)}); err != nil {
+		t.Fatal(err)
+	}
+	if toEngine, err = esp.NewSA(cfg(spi)); err != nil {
+		t.Fatal(err)
+	}
+	if fromEngine, err = esp.NewSA(cfg(spi + 1)); err != nil {
+		t.Fatal(err)
+	}
+	return e, toEngine, fromEngine
+}
+
+// sealed returns the IPv4 packet inner sealed by sa, in a buffer of its
+// own.
+func sealed(t *testing.T, sa *esp.SA, inner []byte) []byte {
+	t.Helper()
+	buf := make([]byte, esp.Headroom+len(inner)+esp.Tailroom)
+	copy(buf[esp.Headroom:], inner)
+	pkt, err := sa.Seal(buf, esp.Headroom, len(inner), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkt
 }
 
 // TestOutboundLookupPerFlow sends batches whose packets go in turn to two

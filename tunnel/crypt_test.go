@@ -162,28 +162,12 @@ func TestParallelSealWireOrder(t *testing.T) {
 	sink := newPumpDevice(nil, 64, 0)
 	src := newPumpDevice(pkts, 64, 128)
 	src.peers = []*pumpDevice{sink}
-	a, err := New(Config{Device: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	tr := esp.AESGCM256
-	key := make([]byte, tr.KeyLen())
-	crand.Read(key)
-	const spi = 0x6006
-	if _, err := a.Install(PairConfig{Peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(), Local: hostSel(addrA), Remote: hostSel(addrB),
-		Out: esp.Config{Transform: tr, SPI: spi, Key: key}, In: esp.Config{Transform: tr, SPI: spi + 1, Key: key}}); err != nil {
-		t.Fatal(err)
-	}
-	in, err := esp.NewSA(esp.Config{Transform: tr, SPI: spi, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _, in := peeredEngine(t, src, esp.AESGCM256, 0x6006, addrA, addrB, peer.LocalAddr().(*net.UDPAddr).AddrPort())
 	close(src.start)
 	buf := make([]byte, esp.Headroom+maxDatagram)
 	const total = 20000
@@ -231,11 +215,7 @@ func TestParallelOpenOrder(t *testing.T) {
 		}
 		order = append(order, i)
 	}
-	b, err := New(Config{Device: dev})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, out, _ := peeredEngine(t, dev, esp.ChaCha20Poly1305, 0x7007, addrB, addrA, netip.MustParseAddrPort("127.0.0.1:9"))
 	// The peer sends as the datapath does (sendmmsg, UDP GSO), so that
 	// whole bursts arrive in one received batch.
 	snd := conn.NewStdNetBind()
@@ -243,18 +223,6 @@ func TestParallelOpenOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer snd.Close()
-	tr := esp.ChaCha20Poly1305
-	key := make([]byte, tr.KeyLen())
-	crand.Read(key)
-	const spi = 0x7007
-	if _, err := b.Install(PairConfig{Peer: netip.MustParseAddrPort("127.0.0.1:9"), Local: hostSel(addrB), Remote: hostSel(addrA),
-		Out: esp.Config{Transform: tr, SPI: spi + 1, Key: key}, In: esp.Config{Transform: tr, SPI: spi, Key: key}}); err != nil {
-		t.Fatal(err)
-	}
-	out, err := esp.NewSA(esp.Config{Transform: tr, SPI: spi, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, natt := b.Ports()
 	to, err := snd.ParseEndpoint(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), natt).String())
 	if err != nil {
@@ -267,14 +235,7 @@ func TestParallelOpenOrder(t *testing.T) {
 	for k := range bursts {
 		var send [][]byte
 		for j := range burst {
-			i := uint32(k*burst + j)
-			inner := numbered(addrA, addrB, 300, i)
-			buf := make([]byte, esp.Headroom+len(inner)+esp.Tailroom)
-			copy(buf[esp.Headroom:], inner)
-			pkt, err := out.Seal(buf, esp.Headroom, len(inner), 4)
-			if err != nil {
-				t.Fatal(err)
-			}
+			pkt := sealed(t, out, numbered(addrA, addrB, 300, uint32(k*burst+j)))
 			copies := 1
 			if j == burst-1 {
 				copies = 2

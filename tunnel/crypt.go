@@ -58,6 +58,8 @@ type cryptWorkers struct {
 	spare   spareCores
 	release func()         // of spare
 	helped  *atomic.Uint64 // packets done by helpers
+	spin    time.Duration  // helperSpin when started
+	busyAll bool           // testBusy when started
 	wake    chan struct{}
 	done    chan struct{} // a helper finished the batch's last share
 
@@ -116,7 +118,7 @@ var (
 // startCryptWorkers starts helpers that run work while spare says so.
 func startCryptWorkers(helpers int, spare spareCores, helped *atomic.Uint64, work func(lo, hi int)) *cryptWorkers {
 	w := &cryptWorkers{
-		work: work, helpers: helpers, spare: spare, helped: helped,
+		work: work, helpers: helpers, spare: spare, helped: helped, spin: helperSpin, busyAll: testBusy,
 		wake: make(chan struct{}, helpers), done: make(chan struct{}, 1),
 	}
 	for range helpers {
@@ -167,7 +169,7 @@ func (w *cryptWorkers) next() bool {
 			}
 			now := time.Now()
 			if deadline.IsZero() {
-				deadline = now.Add(helperSpin)
+				deadline = now.Add(w.spin)
 			} else if now.After(deadline) {
 				return false
 			}
@@ -229,7 +231,7 @@ func (w *cryptWorkers) batch() {
 	}
 	w.arrived = now
 	switch {
-	case testBusy:
+	case w.busyAll:
 		w.helping = true
 	case !w.helping && w.busy >= busyOn:
 		w.helping = true

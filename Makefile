@@ -63,6 +63,7 @@ bench: bench-esp bench-crypt bench-ike bench-scale bench-netstack bench-lab
 
 bench-esp:
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchmem -benchtime 1s -count 3 ./esp | $(GO) run ./internal/tools/benchtable
+	$(GO) test -run '^$$' -bench 'Seal|Open' -benchtime 1s -count 3 ./internal/gcm | grep -E '^Benchmark|^ok|FAIL'
 
 # Parallel crypto: one SA's batches sealed with helpers at GOMAXPROCS 1, 2
 # and 4 (a core taken to be spare), then the in-process datapath (two

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/oevpn/oevpn/internal/gcm"
 )
 
 // Transform names an ESP encryption (and, for AES-CBC, integrity) algorithm
@@ -141,11 +143,7 @@ func newCrypter(t Transform, key []byte) (crypter, error) {
 	var err error
 	switch t {
 	case AESGCM128, AESGCM256:
-		k := key[:len(key)-4]
-		var b cipher.Block
-		if b, err = aes.NewCipher(k); err == nil {
-			c.aead, err = cipher.NewGCM(b)
-		}
+		c.aead, err = gcm.New(key[:len(key)-4])
 		copy(c.salt[:], key[len(key)-4:])
 	case ChaCha20Poly1305:
 		c.aead, err = chacha20poly1305.New(key[:32])

@@ -32,4 +32,4 @@ func ctr(rounds int, keys *[15 * 16]byte, j0 *[16]byte, dst, src []byte, mask *[
 // a last partial block is padded with zeros.
 //
 //go:noescape
-func ghash(powers *[16 * 16]byte, y *[16]byte, data []byte)
+func ghash(powers *[32 * 16]byte, y *[16]byte, data []byte)

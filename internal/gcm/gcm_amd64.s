@@ -26,8 +26,8 @@ DATA revMask<>+0x30(SB)/8, $0x08090a0b0c0d0e0f
 DATA revMask<>+0x38(SB)/8, $0x0001020304050607
 GLOBL revMask<>(SB), RODATA|NOPTR, $64
 
-// Counter offsets 1-4 of the first four blocks after j0, then 4 and 16
-// for every lane, in dword 3 (the high half of each lane's high qword).
+// Counter offsets 1-4 of the first four blocks after j0, then 4 for
+// every lane, in dword 3 (the high half of each lane's high qword).
 DATA ctrFirst<>+0x00(SB)/8, $0
 DATA ctrFirst<>+0x08(SB)/8, $0x0000000100000000
 DATA ctrFirst<>+0x10(SB)/8, $0
@@ -48,15 +48,6 @@ DATA ctrAdd4<>+0x30(SB)/8, $0
 DATA ctrAdd4<>+0x38(SB)/8, $0x0000000400000000
 GLOBL ctrAdd4<>(SB), RODATA|NOPTR, $64
 
-DATA ctrAdd16<>+0x00(SB)/8, $0
-DATA ctrAdd16<>+0x08(SB)/8, $0x0000001000000000
-DATA ctrAdd16<>+0x10(SB)/8, $0
-DATA ctrAdd16<>+0x18(SB)/8, $0x0000001000000000
-DATA ctrAdd16<>+0x20(SB)/8, $0
-DATA ctrAdd16<>+0x28(SB)/8, $0x0000001000000000
-DATA ctrAdd16<>+0x30(SB)/8, $0
-DATA ctrAdd16<>+0x38(SB)/8, $0x0000001000000000
-GLOBL ctrAdd16<>(SB), RODATA|NOPTR, $64
 
 // x^-1's terms beyond x^127 (x^6 + x + 1) and the x^127 term, reflected:
 // bits 57, 62 and 63 of the low qword. A fold multiplies the lowest 64
@@ -166,6 +157,64 @@ TEXT ·expandKey256(SB), NOSPLIT, $0-16
 	VAESENC Z28, R, R; \
 	VAESENC Z29, R, R
 
+// COUNTERS8 puts the next 32 counter blocks, in their wire order, into
+// Z6-Z13 and moves Z0 past them.
+#define COUNTERS8 \
+	VPSHUFB Z5, Z0, Z6; \
+	VPADDD  Z4, Z0, Z14; \
+	VPSHUFB Z5, Z14, Z7; \
+	VPADDD  Z4, Z14, Z14; \
+	VPSHUFB Z5, Z14, Z8; \
+	VPADDD  Z4, Z14, Z14; \
+	VPSHUFB Z5, Z14, Z9; \
+	VPADDD  Z4, Z14, Z14; \
+	VPSHUFB Z5, Z14, Z10; \
+	VPADDD  Z4, Z14, Z14; \
+	VPSHUFB Z5, Z14, Z11; \
+	VPADDD  Z4, Z14, Z14; \
+	VPSHUFB Z5, Z14, Z12; \
+	VPADDD  Z4, Z14, Z14; \
+	VPSHUFB Z5, Z14, Z13; \
+	VPADDD  Z4, Z14, Z0
+
+#define FIRST8 \
+	VPXORD Z16, Z6, Z6; \
+	VPXORD Z16, Z7, Z7; \
+	VPXORD Z16, Z8, Z8; \
+	VPXORD Z16, Z9, Z9; \
+	VPXORD Z16, Z10, Z10; \
+	VPXORD Z16, Z11, Z11; \
+	VPXORD Z16, Z12, Z12; \
+	VPXORD Z16, Z13, Z13
+
+#define ROUND8(K) \
+	ROUND4(K, Z6, Z7, Z8, Z9); \
+	ROUND4(K, Z10, Z11, Z12, Z13)
+
+#define LAST8 \
+	VAESENCLAST Z31, Z6, Z6; \
+	VAESENCLAST Z31, Z7, Z7; \
+	VAESENCLAST Z31, Z8, Z8; \
+	VAESENCLAST Z31, Z9, Z9; \
+	VAESENCLAST Z31, Z10, Z10; \
+	VAESENCLAST Z31, Z11, Z11; \
+	VAESENCLAST Z31, Z12, Z12; \
+	VAESENCLAST Z31, Z13, Z13
+
+// MASK sets K to the first N octets of a vector, N at most 64 (R10 all
+// ones, R15 64).
+#define MASK(N, K) \
+	MOVQ    N, R11; \
+	CMPQ    R11, R15; \
+	CMOVQGT R15, R11; \
+	BZHIQ   R11, R10, R11; \
+	KMOVQ   R11, K
+
+// NEXT64 takes 64 from N, stopping at zero (R12 zero).
+#define NEXT64(N) \
+	SUBQ    $64, N; \
+	CMOVQLT R12, N
+
 // func ctr(rounds int, keys *[15 * 16]byte, j0 *[16]byte, dst, src []byte, mask *[16]byte)
 TEXT ·ctr(SB), NOSPLIT, $0-80
 	MOVQ rounds+0(FP), CX
@@ -211,22 +260,134 @@ maskLast:
 	VAESENCLAST Z31, Z6, Z6
 	VMOVDQU     X6, (R8)
 
-	// The counters of the data's first sixteen blocks: j0+1 ... j0+16.
+	// Z0 holds the counters of the next four blocks (j0+1 ... j0+4
+	// first), dword 3 little-endian; Z4 adds four to each lane.
 	VPSHUFB   Z5, Z0, Z0
 	VPADDD    ctrFirst<>(SB), Z0, Z0
 	VMOVDQU64 ctrAdd4<>(SB), Z4
-	VPADDD    Z4, Z0, Z1
-	VPADDD    Z4, Z1, Z2
-	VPADDD    Z4, Z2, Z3
-	VMOVDQU64 ctrAdd16<>(SB), Z4
 
-loop16:
-	CMPQ    DX, $256
-	JB      tail
+	// Thirty-two blocks at a time: eight vectors in flight hide
+	// VAESENC's latency.
+loop32:
+	CMPQ DX, $512
+	JB   tail
+	COUNTERS8
+	FIRST8
+	ROUND8(Z17)
+	ROUND8(Z18)
+	ROUND8(Z19)
+	ROUND8(Z20)
+	ROUND8(Z21)
+	ROUND8(Z22)
+	ROUND8(Z23)
+	ROUND8(Z24)
+	ROUND8(Z25)
+	CMPQ CX, $10
+	JEQ  loop32Last
+	ROUND8(Z26)
+	ROUND8(Z27)
+	ROUND8(Z28)
+	ROUND8(Z29)
+
+loop32Last:
+	LAST8
+	VPXORD    0(SI), Z6, Z6
+	VPXORD    64(SI), Z7, Z7
+	VPXORD    128(SI), Z8, Z8
+	VPXORD    192(SI), Z9, Z9
+	VPXORD    256(SI), Z10, Z10
+	VPXORD    320(SI), Z11, Z11
+	VPXORD    384(SI), Z12, Z12
+	VPXORD    448(SI), Z13, Z13
+	VMOVDQU64 Z6, 0(DI)
+	VMOVDQU64 Z7, 64(DI)
+	VMOVDQU64 Z8, 128(DI)
+	VMOVDQU64 Z9, 192(DI)
+	VMOVDQU64 Z10, 256(DI)
+	VMOVDQU64 Z11, 320(DI)
+	VMOVDQU64 Z12, 384(DI)
+	VMOVDQU64 Z13, 448(DI)
+	ADDQ      $512, SI
+	ADDQ      $512, DI
+	SUBQ      $512, DX
+	JMP       loop32
+
+	// The last 1-511 octets in one pass: above 256, four full vectors
+	// and four under byte masks; else four under masks.
+tail:
+	TESTQ DX, DX
+	JZ    done
+	MOVQ  $-1, R10
+	XORQ  R12, R12
+	MOVQ  $64, R15
+	CMPQ  DX, $256
+	JBE   tail4
+	LEAQ  -256(DX), R9
+	MASK(R9, K1)
+	NEXT64(R9)
+	MASK(R9, K2)
+	NEXT64(R9)
+	MASK(R9, K3)
+	NEXT64(R9)
+	MASK(R9, K4)
+	COUNTERS8
+	FIRST8
+	ROUND8(Z17)
+	ROUND8(Z18)
+	ROUND8(Z19)
+	ROUND8(Z20)
+	ROUND8(Z21)
+	ROUND8(Z22)
+	ROUND8(Z23)
+	ROUND8(Z24)
+	ROUND8(Z25)
+	CMPQ CX, $10
+	JEQ  tail8Last
+	ROUND8(Z26)
+	ROUND8(Z27)
+	ROUND8(Z28)
+	ROUND8(Z29)
+
+tail8Last:
+	LAST8
+	VPXORD     0(SI), Z6, Z6
+	VPXORD     64(SI), Z7, Z7
+	VPXORD     128(SI), Z8, Z8
+	VPXORD     192(SI), Z9, Z9
+	VMOVDQU64  Z6, 0(DI)
+	VMOVDQU64  Z7, 64(DI)
+	VMOVDQU64  Z8, 128(DI)
+	VMOVDQU64  Z9, 192(DI)
+	VMOVDQU8.Z 256(SI), K1, Z15
+	VPXORD     Z15, Z10, Z10
+	VMOVDQU8   Z10, K1, 256(DI)
+	VMOVDQU8.Z 320(SI), K2, Z15
+	VPXORD     Z15, Z11, Z11
+	VMOVDQU8   Z11, K2, 320(DI)
+	VMOVDQU8.Z 384(SI), K3, Z15
+	VPXORD     Z15, Z12, Z12
+	VMOVDQU8   Z12, K3, 384(DI)
+	VMOVDQU8.Z 448(SI), K4, Z15
+	VPXORD     Z15, Z13, Z13
+	VMOVDQU8   Z13, K4, 448(DI)
+	JMP        done
+
+tail4:
+	MOVQ DX, R9
+	MASK(R9, K1)
+	NEXT64(R9)
+	MASK(R9, K2)
+	NEXT64(R9)
+	MASK(R9, K3)
+	NEXT64(R9)
+	MASK(R9, K4)
 	VPSHUFB Z5, Z0, Z6
-	VPSHUFB Z5, Z1, Z7
-	VPSHUFB Z5, Z2, Z8
-	VPSHUFB Z5, Z3, Z9
+	VPADDD  Z4, Z0, Z14
+	VPSHUFB Z5, Z14, Z7
+	VPADDD  Z4, Z14, Z14
+	VPSHUFB Z5, Z14, Z8
+	VPADDD  Z4, Z14, Z14
+	VPSHUFB Z5, Z14, Z9
 	VPXORD  Z16, Z6, Z6
 	VPXORD  Z16, Z7, Z7
 	VPXORD  Z16, Z8, Z8
@@ -241,66 +402,29 @@ loop16:
 	ROUND4(Z24, Z6, Z7, Z8, Z9)
 	ROUND4(Z25, Z6, Z7, Z8, Z9)
 	CMPQ    CX, $10
-	JEQ     last16
+	JEQ     tail4Last
 	ROUND4(Z26, Z6, Z7, Z8, Z9)
 	ROUND4(Z27, Z6, Z7, Z8, Z9)
 	ROUND4(Z28, Z6, Z7, Z8, Z9)
 	ROUND4(Z29, Z6, Z7, Z8, Z9)
 
-last16:
+tail4Last:
 	VAESENCLAST Z31, Z6, Z6
 	VAESENCLAST Z31, Z7, Z7
 	VAESENCLAST Z31, Z8, Z8
 	VAESENCLAST Z31, Z9, Z9
-	VPXORD      0(SI), Z6, Z6
-	VPXORD      64(SI), Z7, Z7
-	VPXORD      128(SI), Z8, Z8
-	VPXORD      192(SI), Z9, Z9
-	VMOVDQU64   Z6, 0(DI)
-	VMOVDQU64   Z7, 64(DI)
-	VMOVDQU64   Z8, 128(DI)
-	VMOVDQU64   Z9, 192(DI)
-	VPADDD      Z4, Z0, Z0
-	VPADDD      Z4, Z1, Z1
-	VPADDD      Z4, Z2, Z2
-	VPADDD      Z4, Z3, Z3
-	ADDQ        $256, SI
-	ADDQ        $256, DI
-	SUBQ        $256, DX
-	JMP         loop16
-
-	// Four blocks at a time, the last ones under a byte mask.
-tail:
-	TESTQ   DX, DX
-	JZ      done
-	VPSHUFB Z5, Z0, Z6
-	VPXORD  Z16, Z6, Z6
-	ROUNDS1TO9(Z6)
-	CMPQ    CX, $10
-	JEQ     last4
-	ROUNDS10TO13(Z6)
-
-last4:
-	VAESENCLAST Z31, Z6, Z6
-	CMPQ        DX, $64
-	JB          partial
-	VPXORD      (SI), Z6, Z6
-	VMOVDQU64   Z6, (DI)
-	VMOVDQA64   Z1, Z0
-	VMOVDQA64   Z2, Z1
-	VMOVDQA64   Z3, Z2
-	ADDQ        $64, SI
-	ADDQ        $64, DI
-	SUBQ        $64, DX
-	JMP         tail
-
-partial:
-	MOVQ       $-1, R9
-	BZHIQ      DX, R9, R9
-	KMOVQ      R9, K1
-	VMOVDQU8.Z (SI), K1, Z10
-	VPXORD     Z10, Z6, Z6
-	VMOVDQU8   Z6, K1, (DI)
+	VMOVDQU8.Z  0(SI), K1, Z15
+	VPXORD      Z15, Z6, Z6
+	VMOVDQU8    Z6, K1, 0(DI)
+	VMOVDQU8.Z  64(SI), K2, Z15
+	VPXORD      Z15, Z7, Z7
+	VMOVDQU8    Z7, K2, 64(DI)
+	VMOVDQU8.Z  128(SI), K3, Z15
+	VPXORD      Z15, Z8, Z8
+	VMOVDQU8    Z8, K3, 128(DI)
+	VMOVDQU8.Z  192(SI), K4, Z15
+	VPXORD      Z15, Z9, Z9
+	VMOVDQU8    Z9, K4, 192(DI)
 
 done:
 	VZEROUPPER
@@ -333,13 +457,10 @@ done:
 	VEXTRACTI128  $1, Y, X12; \
 	VPXOR         X12, X, X
 
-// REDUCE sums the lanes of LO, MI and HI and reduces the 256-bit sum
-// into X0 (upper lanes zero): LO's low 64 bits, then MI's, are folded
-// into the bits above them by multiplying by poly (X30).
-#define REDUCE \
-	HSUM(Z5, Y5, X5); \
-	HSUM(Z6, Y6, X6); \
-	HSUM(Z7, Y7, X7); \
+// FOLD reduces the 256-bit product in X5 (LO), X7 (MI) and X6 (HI) into
+// X0, upper lanes zero: LO's low 64 bits, then MI's, are folded into the
+// bits above them by multiplying by poly (X30).
+#define FOLD \
 	VPCLMULQDQ $0x00, X5, X30, X8; \
 	VPSHUFD    $0x4e, X5, X5; \
 	VPTERNLOGD $0x96, X8, X5, X7; \
@@ -348,69 +469,131 @@ done:
 	VPTERNLOGD $0x96, X8, X7, X6; \
 	VMOVDQA64  X6, X0
 
-// MASK sets K to the first N octets of a vector, N at most 64 (R10 all
-// ones, R15 64).
-#define MASK(N, K) \
-	MOVQ    N, R11; \
-	CMPQ    R11, R15; \
-	CMOVQGT R15, R11; \
-	BZHIQ   R11, R10, R11; \
-	KMOVQ   R11, K
+// REDUCE sums the lanes of LO, MI and HI and folds the sum into X0.
+#define REDUCE \
+	HSUM(Z5, Y5, X5); \
+	HSUM(Z6, Y6, X6); \
+	HSUM(Z7, Y7, X7); \
+	FOLD
 
-// NEXT64 takes 64 from N, stopping at zero (R12 zero).
-#define NEXT64(N) \
-	SUBQ    $64, N; \
-	CMOVQLT R12, N
+// The data: Z1-Z4 and Z24-Z27; the powers: Z16-Z23; Z31 reverses octets.
+#define LOADREV(OFF, Z) \
+	VMOVDQU64 OFF(SI), Z; \
+	VPSHUFB   Z31, Z, Z
 
-// func ghash(powers *[16 * 16]byte, y *[16]byte, data []byte)
+#define MUL8 \
+	VPXORQ Z0, Z1, Z1; \
+	MULFIRST(Z1, Z16); \
+	MULADD(Z2, Z17); \
+	MULADD(Z3, Z18); \
+	MULADD(Z4, Z19); \
+	MULADD(Z24, Z20); \
+	MULADD(Z25, Z21); \
+	MULADD(Z26, Z22); \
+	MULADD(Z27, Z23)
+
+// func ghash(powers *[32 * 16]byte, y *[16]byte, data []byte)
 TEXT ·ghash(SB), NOSPLIT, $0-40
-	MOVQ    powers+0(FP), AX
-	MOVQ    y+8(FP), BX
-	MOVQ    data_base+16(FP), SI
-	MOVQ    data_len+24(FP), DX
-	VMOVDQU (BX), X0
-	TESTQ   DX, DX
-	JZ      store
+	MOVQ      powers+0(FP), AX
+	MOVQ      y+8(FP), BX
+	MOVQ      data_base+16(FP), SI
+	MOVQ      data_len+24(FP), DX
+	VMOVDQU   (BX), X0
+	TESTQ     DX, DX
+	JZ        store
 	VMOVDQU64 revMask<>(SB), Z31
 	VMOVDQU64 poly<>(SB), X30
-	CMPQ      DX, $256
+	CMPQ      DX, $16
+	JBE       one
+	CMPQ      DX, $512
 	JB        tail
-	VMOVDQU64 0(AX), Z20
-	VMOVDQU64 64(AX), Z21
-	VMOVDQU64 128(AX), Z22
-	VMOVDQU64 192(AX), Z23
+	VMOVDQU64 0(AX), Z16
+	VMOVDQU64 64(AX), Z17
+	VMOVDQU64 128(AX), Z18
+	VMOVDQU64 192(AX), Z19
+	VMOVDQU64 256(AX), Z20
+	VMOVDQU64 320(AX), Z21
+	VMOVDQU64 384(AX), Z22
+	VMOVDQU64 448(AX), Z23
 
-	// Sixteen blocks: (y ^ X1)·H^16 ^ X2·H^15 ^ ... ^ X16·H, one reduction.
+	// 32 blocks: (y ^ X1)·H^32 ^ X2·H^31 ^ ... ^ X32·H, one reduction.
 loop:
-	VMOVDQU64 0(SI), Z1
-	VMOVDQU64 64(SI), Z2
-	VMOVDQU64 128(SI), Z3
-	VMOVDQU64 192(SI), Z4
-	VPSHUFB   Z31, Z1, Z1
-	VPSHUFB   Z31, Z2, Z2
-	VPSHUFB   Z31, Z3, Z3
-	VPSHUFB   Z31, Z4, Z4
-	VPXORQ    Z0, Z1, Z1
-	MULFIRST(Z1, Z20)
-	MULADD(Z2, Z21)
-	MULADD(Z3, Z22)
-	MULADD(Z4, Z23)
+	LOADREV(0, Z1)
+	LOADREV(64, Z2)
+	LOADREV(128, Z3)
+	LOADREV(192, Z4)
+	LOADREV(256, Z24)
+	LOADREV(320, Z25)
+	LOADREV(384, Z26)
+	LOADREV(448, Z27)
+	MUL8
 	REDUCE
-	ADDQ      $256, SI
-	SUBQ      $256, DX
-	CMPQ      DX, $256
-	JAE       loop
+	ADDQ $512, SI
+	SUBQ $512, DX
+	CMPQ DX, $512
+	JAE  loop
 
-	// The last m < 16 blocks (the last one padded with zeros) meet
-	// H^m ... H^1: the table's last m entries. Lanes past the data load
-	// as zeros, and so do their powers.
+	// The last m < 32 blocks (the last one padded with zeros) meet
+	// H^m ... H^1, the table's last m entries, from R14. Vectors past
+	// the data load as zeros, and so do their powers.
 tail:
 	TESTQ DX, DX
 	JZ    store
 	MOVQ  $-1, R10
 	XORQ  R12, R12
 	MOVQ  $64, R15
-	MOVQ  DX, R9
+	LEAQ  15(DX), R13
+	ANDQ  $-16, R13
+	MOVQ  AX, R14
+	ADDQ  $512, R14
+	SUBQ  R13, R14
+	CMPQ  DX, $256
+	JBE   tail4
+
+	// 17-31 blocks: four full vectors, four under masks.
+	LEAQ       -256(DX), R9
+	MASK(R9, K1)
+	NEXT64(R9)
+	MASK(R9, K2)
+	NEXT64(R9)
+	MASK(R9, K3)
+	NEXT64(R9)
+	MASK(R9, K4)
+	LOADREV(0, Z1)
+	LOADREV(64, Z2)
+	LOADREV(128, Z3)
+	LOADREV(192, Z4)
+	VMOVDQU8.Z 256(SI), K1, Z24
+	VMOVDQU8.Z 320(SI), K2, Z25
+	VMOVDQU8.Z 384(SI), K3, Z26
+	VMOVDQU8.Z 448(SI), K4, Z27
+	VPSHUFB    Z31, Z24, Z24
+	VPSHUFB    Z31, Z25, Z25
+	VPSHUFB    Z31, Z26, Z26
+	VPSHUFB    Z31, Z27, Z27
+	LEAQ       -256(R13), R9
+	MASK(R9, K1)
+	NEXT64(R9)
+	MASK(R9, K2)
+	NEXT64(R9)
+	MASK(R9, K3)
+	NEXT64(R9)
+	MASK(R9, K4)
+	VMOVDQU64  0(R14), Z16
+	VMOVDQU64  64(R14), Z17
+	VMOVDQU64  128(R14), Z18
+	VMOVDQU64  192(R14), Z19
+	VMOVDQU8.Z 256(R14), K1, Z20
+	VMOVDQU8.Z 320(R14), K2, Z21
+	VMOVDQU8.Z 384(R14), K3, Z22
+	VMOVDQU8.Z 448(R14), K4, Z23
+	MUL8
+	REDUCE
+	JMP        store
+
+	// 2-16 blocks: four vectors under masks.
+tail4:
+	MOVQ       DX, R9
 	MASK(R9, K1)
 	NEXT64(R9)
 	MASK(R9, K2)
@@ -427,13 +610,7 @@ tail:
 	VPSHUFB    Z31, Z3, Z3
 	VPSHUFB    Z31, Z4, Z4
 	VPXORQ     Z0, Z1, Z1
-
-	// R9 = 16·m octets of powers, from AX + 256 - 16·m.
-	LEAQ  15(DX), R9
-	ANDQ  $-16, R9
-	MOVQ  AX, R13
-	ADDQ  $256, R13
-	SUBQ  R9, R13
+	MOVQ       R13, R9
 	MASK(R9, K1)
 	NEXT64(R9)
 	MASK(R9, K2)
@@ -441,15 +618,32 @@ tail:
 	MASK(R9, K3)
 	NEXT64(R9)
 	MASK(R9, K4)
-	VMOVDQU8.Z 0(R13), K1, Z20
-	VMOVDQU8.Z 64(R13), K2, Z21
-	VMOVDQU8.Z 128(R13), K3, Z22
-	VMOVDQU8.Z 192(R13), K4, Z23
-	MULFIRST(Z1, Z20)
-	MULADD(Z2, Z21)
-	MULADD(Z3, Z22)
-	MULADD(Z4, Z23)
+	VMOVDQU8.Z 0(R14), K1, Z16
+	VMOVDQU8.Z 64(R14), K2, Z17
+	VMOVDQU8.Z 128(R14), K3, Z18
+	VMOVDQU8.Z 192(R14), K4, Z19
+	MULFIRST(Z1, Z16)
+	MULADD(Z2, Z17)
+	MULADD(Z3, Z18)
+	MULADD(Z4, Z19)
 	REDUCE
+	JMP        store
+
+	// One block (additional data, the lengths): (y ^ X)·H.
+one:
+	MOVQ       $-1, R10
+	BZHIQ      DX, R10, R10
+	KMOVQ      R10, K1
+	VMOVDQU8.Z (SI), K1, X1
+	VPSHUFB    X31, X1, X1
+	VPXORQ     X0, X1, X1
+	VMOVDQU64  496(AX), X16
+	VPCLMULQDQ $0x00, X16, X1, X5
+	VPCLMULQDQ $0x11, X16, X1, X6
+	VPCLMULQDQ $0x01, X16, X1, X7
+	VPCLMULQDQ $0x10, X16, X1, X8
+	VPXORQ     X8, X7, X7
+	FOLD
 
 store:
 	VMOVDQU X0, (BX)

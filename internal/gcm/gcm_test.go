@@ -84,12 +84,12 @@ func stdGCM(t testing.TB, key []byte) cipher.AEAD {
 	return a
 }
 
-// lengths covers every tail shape (0-600 octets: every partial block,
-// every count of blocks below sixteen, one to two sixteen-block rounds)
-// and longer messages up to jumbo frames.
+// lengths covers every tail shape (0-1100 octets: every partial block,
+// every count of blocks below 32 with and without a 32-block round
+// before it) and longer messages up to jumbo frames.
 func lengths() []int {
 	var l []int
-	for n := 0; n <= 600; n++ {
+	for n := 0; n <= 1100; n++ {
 		l = append(l, n)
 	}
 	return append(l, 1023, 1024, 1025, 1400, 1420, 1500, 4095, 4096, 8999, 9000, 16383, 65535)

@@ -21,7 +21,7 @@ func TestGuardPage(t *testing.T) {
 	}
 	g, std := newWide(make([]byte, 16)), stdGCM(t, make([]byte, 16))
 	nonce := make([]byte, 12)
-	for n := 0; n <= 300; n++ {
+	for n := 0; n <= 600; n++ {
 		pt := bytes.Repeat([]byte{byte(n)}, n)
 		want := std.Seal(nil, nonce, pt, pt[:min(n, 20)])
 		// The message and its tag end at the guard page; so does the

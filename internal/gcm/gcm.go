@@ -76,12 +76,19 @@ func newWide(key []byte) *wide {
 	}
 	var h, zero [16]byte
 	encryptBlock(g, &h, &zero)
-	hi, lo := binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:])
-	phi, plo := hi, lo
-	for i := 1; i <= 32; i++ {
-		k := hashKey(phi, plo)
+	// H^1 by hand; then H^i = H^(i-1)·H by GHASH itself: one block B
+	// hashed from y = 0 is B·H, in the reflected form.
+	k := hashKey(binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:]))
+	copy(g.powers[31*16:], k[:])
+	p := h
+	for i := 2; i <= 32; i++ {
+		var y [16]byte
+		ghash(&g.powers, &y, p[:])
+		for j := range p {
+			p[j] = y[15-j]
+		}
+		k := hashKey(binary.BigEndian.Uint64(p[:8]), binary.BigEndian.Uint64(p[8:]))
 		copy(g.powers[(32-i)*16:], k[:])
-		phi, plo = gfMul(phi, plo, hi, lo)
 	}
 	return g
 }
@@ -90,28 +97,6 @@ func newWide(key []byte) *wide {
 // returns the encryption of its counter block.
 func encryptBlock(g *wide, dst, src *[16]byte) {
 	ctr(g.rounds, &g.keys, src, nil, nil, dst)
-}
-
-// gfMul multiplies two elements of GCM's field, each as a big-endian
-// 128-bit number (hi, lo), the way SP 800-38D's Algorithm 1 does, without
-// a branch on either.
-func gfMul(xhi, xlo, yhi, ylo uint64) (zhi, zlo uint64) {
-	vhi, vlo := yhi, ylo
-	for i := 0; i < 128; i++ {
-		var bit uint64
-		if i < 64 {
-			bit = xhi >> (63 - i) & 1
-		} else {
-			bit = xlo >> (127 - i) & 1
-		}
-		m := -bit
-		zhi ^= vhi & m
-		zlo ^= vlo & m
-		carry := -(vlo & 1)
-		vlo = vlo>>1 | vhi<<63
-		vhi = vhi>>1 ^ 0xe100000000000000&carry
-	}
-	return zhi, zlo
 }
 
 // hashKey returns a power of the hash key as the vector code wants it: the

@@ -296,3 +296,19 @@ func BenchmarkOpen(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNew measures keying, which every Child SA pays twice.
+func BenchmarkNew(b *testing.B) {
+	key := make([]byte, 32)
+	b.Run("wide", func(b *testing.B) {
+		needWide(b)
+		for b.Loop() {
+			newWide(key)
+		}
+	})
+	b.Run("crypto/cipher", func(b *testing.B) {
+		for b.Loop() {
+			stdGCM(b, key)
+		}
+	})
+}

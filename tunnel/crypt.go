@@ -241,9 +241,11 @@ func (w *cryptWorkers) batch() {
 }
 
 // run does the crypto of packets 0 to n-1 (at most 65535) and returns
-// when it is done.
-func (w *cryptWorkers) run(n int) {
-	if w.helpers == 0 || n <= minShare || !w.helping || !w.spare.Spare() {
+// when it is done. Helpers take part only when more than minShare of them
+// (costly) use a transform worth sharing (esp.Transform.Wide says which
+// is not).
+func (w *cryptWorkers) run(n, costly int) {
+	if w.helpers == 0 || costly <= minShare || !w.helping || !w.spare.Spare() {
 		w.work(0, n)
 		return
 	}

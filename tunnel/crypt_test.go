@@ -78,7 +78,7 @@ func TestCryptWorkersEachOnce(t *testing.T) {
 		}
 		w.waiting()
 		w.batch()
-		w.run(n)
+		w.run(n, n)
 		for i := range maxBatch {
 			want := int32(0)
 			if i < n {
@@ -93,19 +93,23 @@ func TestCryptWorkersEachOnce(t *testing.T) {
 
 // TestCryptWorkersHelp checks who does the work: helpers share a busy
 // routine's batches (shares run at the same time) while a core is spare;
-// a routine that waits most of the time for its batches, or one with no
-// core to spare, does every batch alone, in one piece.
+// a routine that waits most of the time for its batches, one with no
+// core to spare, or one whose batch is mostly packets of a wide-vector
+// transform (too fast to be worth moving) does every batch alone, in one
+// piece.
 func TestCryptWorkersHelp(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	for _, tc := range []struct {
-		name  string
-		spare spareCores
-		wait  time.Duration // for each batch
-		help  bool
+		name   string
+		spare  spareCores
+		wait   time.Duration // for each batch
+		costly int           // packets of 64 worth sharing
+		help   bool
 	}{
-		{"busy, a core spare", always{}, 0, true},
-		{"busy, no core spare", never{}, 0, false},
-		{"waiting, a core spare", always{}, 2 * time.Millisecond, false},
+		{"busy, a core spare", always{}, 0, 64, true},
+		{"busy, no core spare", never{}, 0, 64, false},
+		{"waiting, a core spare", always{}, 2 * time.Millisecond, 64, false},
+		{"busy, a core spare, wide-vector crypto", always{}, 0, minShare, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var inFlight, most, calls atomic.Int32
@@ -124,7 +128,7 @@ func TestCryptWorkersHelp(t *testing.T) {
 				w.waiting()
 				time.Sleep(tc.wait)
 				w.batch()
-				w.run(n)
+				w.run(n, tc.costly)
 			}
 			w.stop()
 			switch {
@@ -148,8 +152,15 @@ func numbered(src, dst netip.Addr, size int, i uint32) []byte {
 // TestParallelSealWireOrder sends batches through an engine whose helpers
 // seal with it, and reads the ESP it sends: the sequence numbers go on
 // the wire in order, without a gap, and each carries the packet the
-// device gave in that place.
+// device gave in that place. AES-GCM on wide vectors is sealed by the
+// routine alone.
 func TestParallelSealWireOrder(t *testing.T) {
+	for _, tr := range []esp.Transform{esp.ChaCha20Poly1305, esp.AESGCM256} {
+		t.Run(tr.String(), func(t *testing.T) { testParallelSealWireOrder(t, tr) })
+	}
+}
+
+func testParallelSealWireOrder(t *testing.T, tr esp.Transform) {
 	withSpare(t, always{}, 4, true)
 	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
 	const kinds, size = 1000, 300
@@ -167,7 +178,7 @@ func TestParallelSealWireOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	a, _, in := peeredEngine(t, src, esp.AESGCM256, 0x6006, addrA, addrB, peer.LocalAddr().(*net.UDPAddr).AddrPort())
+	a, _, in := peeredEngine(t, src, tr, 0x6006, addrA, addrB, peer.LocalAddr().(*net.UDPAddr).AddrPort())
 	close(src.start)
 	buf := make([]byte, esp.Headroom+maxDatagram)
 	const total = 20000
@@ -193,16 +204,26 @@ func TestParallelSealWireOrder(t *testing.T) {
 		default:
 		}
 	}
-	if s := a.Stats(); s.Helped == 0 {
+	switch s := a.Stats(); {
+	case !tr.Wide() && s.Helped == 0:
 		t.Errorf("no packet sealed on a helper core: %+v", s)
+	case tr.Wide() && s.Helped != 0:
+		t.Errorf("%d packets of a wide-vector transform sealed on a helper core", s.Helped)
 	}
 }
 
 // TestParallelOpenOrder sends an engine whose helpers open with it bursts
 // of ESP in which a packet comes twice, back to back, so that both copies
 // share a batch and are decrypted at once: the device gets every packet
-// once, in the order sent, and the copy is dropped as a replay.
+// once, in the order sent, and the copy is dropped as a replay. AES-GCM on
+// wide vectors is opened by the routine alone.
 func TestParallelOpenOrder(t *testing.T) {
+	for _, tr := range []esp.Transform{esp.ChaCha20Poly1305, esp.AESGCM256} {
+		t.Run(tr.String(), func(t *testing.T) { testParallelOpenOrder(t, tr) })
+	}
+}
+
+func testParallelOpenOrder(t *testing.T, tr esp.Transform) {
 	withSpare(t, always{}, 4, true)
 	addrA, addrB := netip.MustParseAddr("10.97.0.1"), netip.MustParseAddr("10.97.0.2")
 	dev := newPumpDevice(nil, 64, 0)
@@ -215,7 +236,7 @@ func TestParallelOpenOrder(t *testing.T) {
 		}
 		order = append(order, i)
 	}
-	b, out, _ := peeredEngine(t, dev, esp.ChaCha20Poly1305, 0x7007, addrB, addrA, netip.MustParseAddrPort("127.0.0.1:9"))
+	b, out, _ := peeredEngine(t, dev, tr, 0x7007, addrB, addrA, netip.MustParseAddrPort("127.0.0.1:9"))
 	// The peer sends as the datapath does (sendmmsg, UDP GSO), so that
 	// whole bursts arrive in one received batch.
 	snd := conn.NewStdNetBind()
@@ -256,27 +277,32 @@ func TestParallelOpenOrder(t *testing.T) {
 		t.Fatalf("%d packets delivered (%d out of order), %d dropped; want %d, none, %d (stats %+v)",
 			dev.written.Load(), bad.Load(), s.DecryptErrors, bursts*burst, bursts, s)
 	}
-	if s.Helped == 0 {
+	switch {
+	case !tr.Wide() && s.Helped == 0:
 		t.Errorf("no packet opened on a helper core: %+v", s)
+	case tr.Wide() && s.Helped != 0:
+		t.Errorf("%d packets of a wide-vector transform opened on a helper core", s.Helped)
 	}
 }
 
 // BenchmarkCryptWorkers seals batches of 64 packets of 1400 octets with
-// one AES-GCM-256 SA through the workers, as the outbound routine does,
-// with a core taken to be spare, at GOMAXPROCS 1, 2 and 4: how one SA's
-// crypto scales with idle cores.
+// one SA through the workers, as the outbound routine does, with a core
+// taken to be spare, at GOMAXPROCS 1, 2 and 4: how one SA's crypto scales
+// with idle cores. ChaCha20-Poly1305 is shared; AES-GCM on wide vectors
+// (esp.Transform.Wide) stays with its routine.
 func BenchmarkCryptWorkers(b *testing.B) {
-	for _, procs := range []int{1, 2, 4} {
-		b.Run(fmt.Sprintf("gomaxprocs=%d", procs), func(b *testing.B) {
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
-			benchCryptWorkers(b)
-		})
+	for _, tr := range []esp.Transform{esp.AESGCM256, esp.ChaCha20Poly1305} {
+		for _, procs := range []int{1, 2, 4} {
+			b.Run(fmt.Sprintf("%s/gomaxprocs=%d", tr, procs), func(b *testing.B) {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+				benchCryptWorkers(b, tr)
+			})
+		}
 	}
 }
 
-func benchCryptWorkers(b *testing.B) {
+func benchCryptWorkers(b *testing.B, tr esp.Transform) {
 	const n, size = 64, 1400
-	tr := esp.AESGCM256
 	key := make([]byte, tr.KeyLen())
 	crand.Read(key)
 	sa, err := esp.NewSA(esp.Config{Transform: tr, SPI: 0x1000, Key: key, ESN: true})
@@ -304,7 +330,11 @@ func benchCryptWorkers(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		w.run(n)
+		costly := n
+		if tr.Wide() {
+			costly = 0
+		}
+		w.run(n, costly)
 	}
 	b.ReportMetric(float64(helped.Load())/float64(b.N*n), "helped/packet")
 }

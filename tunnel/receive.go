@@ -101,7 +101,7 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 			continue
 		}
 		now := time.Now().UnixNano()
-		m := 0
+		m, costly := 0, 0
 		for i := 0; i < n; i++ {
 			d := pkts[i][:sizes[i]]
 			if !natt {
@@ -148,9 +148,12 @@ func (e *Engine) routineInbound(recv conn.ReceiveFunc, bind conn.Bind, natt bool
 				continue
 			}
 			ip.pair, ip.i = pair, i
+			if !pair.In.Transform().Wide() {
+				costly++
+			}
 			m++
 		}
-		crypt.run(m)
+		crypt.run(m, costly)
 		// A run of packets of one flow on one pair is checked against
 		// the selectors once per batch.
 		var last *SAPair

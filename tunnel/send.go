@@ -73,7 +73,7 @@ func (e *Engine) routineOutbound() {
 			return
 		}
 		rt := e.routes.Load()
-		m := 0
+		m, costly := 0, 0
 		// A run of packets of one flow (a TCP stream's segments) is
 		// looked up once per batch.
 		var last *SAPair
@@ -116,9 +116,12 @@ func (e *Engine) routineOutbound() {
 				continue
 			}
 			op.pair = pair
+			if !pair.Out.Transform().Wide() {
+				costly++
+			}
 			m++
 		}
-		crypt.run(m)
+		crypt.run(m, costly)
 		var cur *SAPair
 		for j := range pending[:m] {
 			op := &pending[j]

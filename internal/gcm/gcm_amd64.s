@@ -267,62 +267,24 @@ maskLast:
 	VMOVDQU64 ctrAdd4<>(SB), Z4
 
 	// Thirty-two blocks at a time: eight vectors in flight hide
-	// VAESENC's latency.
-loop32:
-	CMPQ DX, $512
-	JB   tail
-	COUNTERS8
-	FIRST8
-	ROUND8(Z17)
-	ROUND8(Z18)
-	ROUND8(Z19)
-	ROUND8(Z20)
-	ROUND8(Z21)
-	ROUND8(Z22)
-	ROUND8(Z23)
-	ROUND8(Z24)
-	ROUND8(Z25)
-	CMPQ CX, $10
-	JEQ  loop32Last
-	ROUND8(Z26)
-	ROUND8(Z27)
-	ROUND8(Z28)
-	ROUND8(Z29)
-
-loop32Last:
-	LAST8
-	VPXORD    0(SI), Z6, Z6
-	VPXORD    64(SI), Z7, Z7
-	VPXORD    128(SI), Z8, Z8
-	VPXORD    192(SI), Z9, Z9
-	VPXORD    256(SI), Z10, Z10
-	VPXORD    320(SI), Z11, Z11
-	VPXORD    384(SI), Z12, Z12
-	VPXORD    448(SI), Z13, Z13
-	VMOVDQU64 Z6, 0(DI)
-	VMOVDQU64 Z7, 64(DI)
-	VMOVDQU64 Z8, 128(DI)
-	VMOVDQU64 Z9, 192(DI)
-	VMOVDQU64 Z10, 256(DI)
-	VMOVDQU64 Z11, 320(DI)
-	VMOVDQU64 Z12, 384(DI)
-	VMOVDQU64 Z13, 448(DI)
-	ADDQ      $512, SI
-	ADDQ      $512, DI
-	SUBQ      $512, DX
-	JMP       loop32
-
-	// The last 1-511 octets in one pass: above 256, four full vectors
-	// and four under byte masks; else four under masks.
-tail:
-	TESTQ DX, DX
-	JZ    done
+	// VAESENC's latency. The last four vectors are stored under K1-K4:
+	// whole until the last 257-511 octets, which take one pass too.
 	MOVQ  $-1, R10
 	XORQ  R12, R12
 	MOVQ  $64, R15
-	CMPQ  DX, $256
-	JBE   tail4
-	LEAQ  -256(DX), R9
+	KMOVQ R10, K1
+	KMOVQ R10, K2
+	KMOVQ R10, K3
+	KMOVQ R10, K4
+
+loop32:
+	CMPQ DX, $512
+	JAE  block32
+	TESTQ DX, DX
+	JZ   done
+	CMPQ DX, $256
+	JBE  tail4
+	LEAQ -256(DX), R9
 	MASK(R9, K1)
 	NEXT64(R9)
 	MASK(R9, K2)
@@ -330,6 +292,8 @@ tail:
 	MASK(R9, K3)
 	NEXT64(R9)
 	MASK(R9, K4)
+
+block32:
 	COUNTERS8
 	FIRST8
 	ROUND8(Z17)
@@ -342,13 +306,13 @@ tail:
 	ROUND8(Z24)
 	ROUND8(Z25)
 	CMPQ CX, $10
-	JEQ  tail8Last
+	JEQ  block32Last
 	ROUND8(Z26)
 	ROUND8(Z27)
 	ROUND8(Z28)
 	ROUND8(Z29)
 
-tail8Last:
+block32Last:
 	LAST8
 	VPXORD     0(SI), Z6, Z6
 	VPXORD     64(SI), Z7, Z7
@@ -370,8 +334,13 @@ tail8Last:
 	VMOVDQU8.Z 448(SI), K4, Z15
 	VPXORD     Z15, Z13, Z13
 	VMOVDQU8   Z13, K4, 448(DI)
+	ADDQ       $512, SI
+	ADDQ       $512, DI
+	SUBQ       $512, DX
+	JG         loop32
 	JMP        done
 
+	// The last 1-256 octets: four vectors under masks.
 tail4:
 	MOVQ DX, R9
 	MASK(R9, K1)
@@ -505,6 +474,9 @@ TEXT ·ghash(SB), NOSPLIT, $0-40
 	VMOVDQU64 poly<>(SB), X30
 	CMPQ      DX, $16
 	JBE       one
+	MOVQ      $-1, R10
+	XORQ      R12, R12
+	MOVQ      $64, R15
 	CMPQ      DX, $512
 	JB        tail
 	VMOVDQU64 0(AX), Z16
@@ -515,50 +487,15 @@ TEXT ·ghash(SB), NOSPLIT, $0-40
 	VMOVDQU64 320(AX), Z21
 	VMOVDQU64 384(AX), Z22
 	VMOVDQU64 448(AX), Z23
+	KMOVQ     R10, K1
+	KMOVQ     R10, K2
+	KMOVQ     R10, K3
+	KMOVQ     R10, K4
 
 	// 32 blocks: (y ^ X1)·H^32 ^ X2·H^31 ^ ... ^ X32·H, one reduction.
-loop:
-	LOADREV(0, Z1)
-	LOADREV(64, Z2)
-	LOADREV(128, Z3)
-	LOADREV(192, Z4)
-	LOADREV(256, Z24)
-	LOADREV(320, Z25)
-	LOADREV(384, Z26)
-	LOADREV(448, Z27)
-	MUL8
-	REDUCE
-	ADDQ $512, SI
-	SUBQ $512, DX
-	CMPQ DX, $512
-	JAE  loop
-
-	// The last m < 32 blocks (the last one padded with zeros) meet
-	// H^m ... H^1, the table's last m entries, from R14. Vectors past
-	// the data load as zeros, and so do their powers.
-tail:
-	TESTQ DX, DX
-	JZ    store
-	MOVQ  $-1, R10
-	XORQ  R12, R12
-	MOVQ  $64, R15
-	LEAQ  15(DX), R13
-	ANDQ  $-16, R13
-	MOVQ  AX, R14
-	ADDQ  $512, R14
-	SUBQ  R13, R14
-	CMPQ  DX, $256
-	JBE   tail4
-
-	// 17-31 blocks: four full vectors, four under masks.
-	LEAQ       -256(DX), R9
-	MASK(R9, K1)
-	NEXT64(R9)
-	MASK(R9, K2)
-	NEXT64(R9)
-	MASK(R9, K3)
-	NEXT64(R9)
-	MASK(R9, K4)
+	// The last four vectors load under K1-K4: whole until the last
+	// 17-31 blocks, which take one pass too.
+block:
 	LOADREV(0, Z1)
 	LOADREV(64, Z2)
 	LOADREV(128, Z3)
@@ -571,6 +508,28 @@ tail:
 	VPSHUFB    Z31, Z25, Z25
 	VPSHUFB    Z31, Z26, Z26
 	VPSHUFB    Z31, Z27, Z27
+	MUL8
+	REDUCE
+	ADDQ       $512, SI
+	SUBQ       $512, DX
+	JLE        store
+	CMPQ       DX, $512
+	JAE        block
+
+	// The last m < 32 blocks (the last one padded with zeros) meet
+	// H^m ... H^1, the table's last m entries, from R14. Vectors past
+	// the data load as zeros, and so do their powers.
+tail:
+	LEAQ  15(DX), R13
+	ANDQ  $-16, R13
+	MOVQ  AX, R14
+	ADDQ  $512, R14
+	SUBQ  R13, R14
+	CMPQ  DX, $256
+	JBE   tail4
+
+	// 17-31 blocks: the powers, then the data's masks, and the pass
+	// above.
 	LEAQ       -256(R13), R9
 	MASK(R9, K1)
 	NEXT64(R9)
@@ -587,9 +546,15 @@ tail:
 	VMOVDQU8.Z 320(R14), K2, Z21
 	VMOVDQU8.Z 384(R14), K3, Z22
 	VMOVDQU8.Z 448(R14), K4, Z23
-	MUL8
-	REDUCE
-	JMP        store
+	LEAQ       -256(DX), R9
+	MASK(R9, K1)
+	NEXT64(R9)
+	MASK(R9, K2)
+	NEXT64(R9)
+	MASK(R9, K3)
+	NEXT64(R9)
+	MASK(R9, K4)
+	JMP        block
 
 	// 2-16 blocks: four vectors under masks.
 tail4:

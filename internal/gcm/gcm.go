@@ -172,7 +172,7 @@ func (g *wide) Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, erro
 	if subtle.ConstantTimeCompare(want[:], ciphertext[n:]) != 1 {
 		return nil, errOpen
 	}
-	ctr(g.rounds, &g.keys, &j0, out, ciphertext[:n], &mask)
+	ctr(g.rounds, &g.keys, &j0, out, ciphertext[:n], nil)
 	return ret, nil
 }
 

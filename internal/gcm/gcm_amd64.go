@@ -20,8 +20,9 @@ func expandKey128(key *byte, keys *[15 * 16]byte)
 //go:noescape
 func expandKey256(key *byte, keys *[15 * 16]byte)
 
-// ctr writes the encryption of counter block j0 to mask and XORs src
-// with the key stream of the counter blocks after it into dst (GCM's inc32:
+// ctr writes the encryption of counter block j0 to mask (unless mask is
+// nil) and XORs src with the key stream of the counter blocks after it
+// into dst (GCM's inc32:
 // the last 4 octets count, big-endian, modulo 2^32). dst is at least as
 // long as src.
 //

@@ -248,8 +248,10 @@ TEXT ·ctr(SB), NOSPLIT, $0-80
 keysLoaded:
 	VMOVDQU64 swapMask<>(SB), Z5
 
-	// mask = E(j0), computed in every lane.
+	// mask = E(j0), computed in every lane, unless mask is nil.
 	VBROADCASTI32X4 (BX), Z0
+	TESTQ           R8, R8
+	JZ              counters
 	VPXORD          Z16, Z0, Z6
 	ROUNDS1TO9(Z6)
 	CMPQ            CX, $10
@@ -260,6 +262,7 @@ maskLast:
 	VAESENCLAST Z31, Z6, Z6
 	VMOVDQU     X6, (R8)
 
+counters:
 	// Z0 holds the counters of the next four blocks (j0+1 ... j0+4
 	// first), dword 3 little-endian; Z4 adds four to each lane.
 	VPSHUFB   Z5, Z0, Z0

@@ -5,17 +5,7 @@ import "encoding/binary"
 // Checksum returns the Internet checksum (RFC 1071) of b: the complement
 // of the ones'-complement sum of its 16-bit words, an odd last octet
 // padded with zero. A header whose checksum field is correct sums to 0.
-func Checksum(b []byte) uint16 {
-	var sum uint32
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	return ^fold(sum)
-}
+func Checksum(b []byte) uint16 { return ^Sum(0).Add(b).Fold() }
 
 // ChecksumUpdate returns the Internet checksum sum updated for the 16-bit
 // words old replaced by new, which have the same even length (RFC 1624,

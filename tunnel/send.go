@@ -49,6 +49,7 @@ func (e *Engine) routineOutbound() {
 	sizes := make([]int, batch)
 	send := make([][]byte, 0, batch)
 	pending := make([]outPacket, batch)
+	read := newDeviceReader(e.dev)
 	crypt := newCryptWorkers(cryptHelpers(), &e.stats.helped, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			pending[j].out, pending[j].err = pending[j].o.Seal()
@@ -57,7 +58,7 @@ func (e *Engine) routineOutbound() {
 	defer crypt.stop()
 	for {
 		crypt.waiting()
-		n, err := e.dev.Read(bufs, sizes, esp.Headroom)
+		n, err := read(bufs, sizes, esp.Headroom)
 		crypt.batch()
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
 			if e.closed() {
@@ -67,6 +68,12 @@ func (e *Engine) routineOutbound() {
 				// The MTU grew: the packet did not fit.
 				e.log.Info("device MTU grew: larger buffers", "mtu", s, "err", err)
 				size, bufs = s, newBuffers(batch, s, 0)
+				continue
+			}
+			if errors.Is(err, errVnet) {
+				// The device's packet cannot be segmented: dropped,
+				// as the kernel drops a malformed GSO packet.
+				e.stats.malformed.Add(1)
 				continue
 			}
 			e.log.Error("reading from the device failed; outbound datapath stopped", "err", err)

@@ -182,7 +182,7 @@ func split(pkt []byte, proto uint8, ipLen, hdrLen, gsoSize int, bufs [][]byte, s
 			binary.BigEndian.PutUint16(l4[4:], uint16(size-ipLen))
 		}
 		out[csumAt], out[csumAt+1] = 0, 0
-		sum := pseudo.AddWord(uint16(size - ipLen)).Add(l4[:hdrLen-ipLen]).CopyAdd(out[hdrLen:], pkt[at:end])
+		sum := pseudo.AddWord(uint16(size-ipLen)).Add(l4[:hdrLen-ipLen]).CopyAdd(out[hdrLen:], pkt[at:end])
 		c := ^sum.Fold()
 		if c == 0 && proto == ipview.ProtoUDP {
 			c = 0xffff // RFC 768: zero is no checksum

@@ -59,13 +59,16 @@ type flowState struct {
 	synAcked     bool // our host answered the peer's SYN
 }
 
-// TCP flags.
+// TCP flags. Segmenting keeps FIN (and PSH) on the last segment only and
+// CWR on the first (as Linux's tcp_gso_segment does).
 const (
+	tcpFIN = 0x01
 	tcpSYN = 0x02
 	tcpRST = 0x04
 	tcpPSH = 0x08
 	tcpACK = 0x10
 	tcpECE = 0x40
+	tcpCWR = 0x80
 )
 
 // AutoVPN runs the AutoVPN probe handshake and its IKE SAs on an engine:

@@ -28,6 +28,8 @@ const (
 	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
 	vnetGSOTCPv4  = 1 // VIRTIO_NET_HDR_GSO_TCPV4
 	vnetGSOTCPv6  = 4 // VIRTIO_NET_HDR_GSO_TCPV6
+	vnetGSONone   = 0 // VIRTIO_NET_HDR_GSO_NONE
+	vnetGSOUDPL4  = 5 // VIRTIO_NET_HDR_GSO_UDP_L4
 )
 
 // Bounds of coalescing.

@@ -20,9 +20,21 @@ type tunGather struct {
 }
 
 // newGatherWriter returns a gatherWriter for dev's file, or nil when dev
-// is not a Linux TUN device with offloads (its packets carry a virtio-net
-// header: it reads and writes batches).
+// is not a Linux TUN device with offloads.
 func newGatherWriter(dev tun.Device) gatherWriter {
+	rc := offloadFile(dev)
+	if rc == nil {
+		return nil
+	}
+	w := &tunGather{rc: rc, iovs: make([]unix.Iovec, maxCoalesced+1)}
+	w.do = w.write
+	return w
+}
+
+// offloadFile returns the raw file of dev when it is a Linux TUN device
+// with offloads (its packets carry a virtio-net header: it reads and
+// writes batches), nil otherwise.
+func offloadFile(dev tun.Device) syscall.RawConn {
 	if _, ok := dev.(*OSDevice); !ok || dev.BatchSize() < 2 {
 		return nil
 	}
@@ -34,9 +46,7 @@ func newGatherWriter(dev tun.Device) gatherWriter {
 	if err != nil {
 		return nil
 	}
-	w := &tunGather{rc: rc, iovs: make([]unix.Iovec, maxCoalesced+1)}
-	w.do = w.write
-	return w
+	return rc
 }
 
 func (w *tunGather) writeGather(iov [][]byte) error {

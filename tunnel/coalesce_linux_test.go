@@ -19,18 +19,7 @@ import (
 // a connection to a listener behind the device, then sends one run of
 // segments that the coalescer writes as one super-packet.
 func TestLabCoalescedWrite(t *testing.T) {
-	lab.Require(t)
-	ns := lab.NewNetns(t)
-	ns.Run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-	var d *OSDevice
-	if err := ns.Do(func() (err error) {
-		d, err = CreateOSTUN(OSConfig{Name: "oeco0", MTU: 1400, Addresses: []netip.Prefix{
-			netip.PrefixFrom(coDst4, 24), netip.PrefixFrom(coDst6, 64)}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Do(func() error { return d.Close() })
+	ns, d := labOffloadTUN(t, "oeco0")
 	w := newGatherWriter(d)
 	if w == nil {
 		t.Fatal("no gather writer for a TUN device with offloads (kernel without IFF_VNET_HDR offloads?)")
@@ -106,6 +95,25 @@ func TestLabCoalescedWrite(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations per write to the device", n)
 	}
+}
+
+// labOffloadTUN returns a new namespace with a TUN device with offloads,
+// MTU 1400, at coDst4/24 and coDst6/64, closed when the test ends.
+func labOffloadTUN(t *testing.T, name string) (*lab.Netns, *OSDevice) {
+	t.Helper()
+	lab.Require(t)
+	ns := lab.NewNetns(t)
+	ns.Run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+	var d *OSDevice
+	if err := ns.Do(func() (err error) {
+		d, err = CreateOSTUN(OSConfig{Name: name, MTU: 1400, Addresses: []netip.Prefix{
+			netip.PrefixFrom(coDst4, 24), netip.PrefixFrom(coDst6, 64)}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Do(func() error { return d.Close() }) })
+	return ns, d
 }
 
 // readSegment reads packets from the device until a TCP SYN-ACK of the

@@ -19,20 +19,6 @@ import (
 // pass (ipview.Sum.CopyAdd); wireguard-go's tun.Device.Read copies first
 // and sums again after.
 
-// More virtio-net header values (struct virtio_net_hdr).
-const (
-	vnetGSONone  = 0 // VIRTIO_NET_HDR_GSO_NONE
-	vnetGSOUDPL4 = 5 // VIRTIO_NET_HDR_GSO_UDP_L4
-)
-
-// tcpFIN and tcpCWR are the TCP flags that segmenting keeps on one
-// segment only: FIN (and PSH) on the last, CWR on the first (as Linux's
-// tcp_gso_segment does).
-const (
-	tcpFIN = 0x01
-	tcpCWR = 0x80
-)
-
 // errVnet is wrapped by the errors of a super-packet that cannot be
 // segmented: it is dropped, as the kernel drops a malformed GSO packet.
 var errVnet = errors.New("tunnel: malformed packet from the device")

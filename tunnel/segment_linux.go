@@ -32,15 +32,8 @@ func newDeviceReader(dev tun.Device) func(bufs [][]byte, sizes []int, offset int
 // newTunSegmenter returns a tunSegmenter for dev's file, or nil when dev
 // is not a Linux TUN device with offloads.
 func newTunSegmenter(dev tun.Device) *tunSegmenter {
-	if _, ok := dev.(*OSDevice); !ok || dev.BatchSize() < 2 {
-		return nil
-	}
-	f := dev.File()
-	if f == nil {
-		return nil
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
+	rc := offloadFile(dev)
+	if rc == nil {
 		return nil
 	}
 	r := &tunSegmenter{rc: rc, in: make([]byte, vnetHdrLen+maxPacket)}

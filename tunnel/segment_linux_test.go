@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/oevpn/oevpn/internal/ipview"
-	"github.com/oevpn/oevpn/internal/lab"
 )
 
 // TestLabSegmentedRead: what Linux's own TCP and UDP (UDP_SEGMENT) send
@@ -20,18 +19,7 @@ import (
 // in order, with the octets the socket wrote and checksums that verify
 // (summed independently), for IPv4 and IPv6.
 func TestLabSegmentedRead(t *testing.T) {
-	lab.Require(t)
-	ns := lab.NewNetns(t)
-	ns.Run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-	var d *OSDevice
-	if err := ns.Do(func() (err error) {
-		d, err = CreateOSTUN(OSConfig{Name: "oesg0", MTU: 1400, Addresses: []netip.Prefix{
-			netip.PrefixFrom(coDst4, 24), netip.PrefixFrom(coDst6, 64)}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Do(func() error { return d.Close() })
+	ns, d := labOffloadTUN(t, "oesg0")
 	r, w := newTunSegmenter(d), newGatherWriter(d)
 	if r == nil || w == nil {
 		t.Fatal("no segmenter for a TUN device with offloads (kernel without IFF_VNET_HDR offloads?)")

@@ -61,12 +61,14 @@ cross:
 ## bench: ESP vs raw AEAD table, IKE, scale, netstack TCP, then the lab tunnel vs veth iperf3 figures
 bench: bench-esp bench-crypt bench-ike bench-scale bench-netstack bench-lab
 
-# ESP against the raw AEAD, internal/gcm beside crypto/cipher, then the
+# ESP against the raw AEAD, internal/gcm beside crypto/cipher and
+# internal/chachapoly beside x/crypto, then the
 # device's super-packets cut into segments and the checksum (Sum, CopyAdd
 # beside a plain copy).
 bench-esp:
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchmem -benchtime 1s -count 3 ./esp | $(GO) run ./internal/tools/benchtable
 	$(GO) test -run '^$$' -bench 'Seal|Open' -benchtime 1s -count 3 ./internal/gcm | grep -E '^Benchmark|^ok|FAIL'
+	$(GO) test -run '^$$' -bench 'Seal|Open|Poly' -benchtime 1s -count 3 ./internal/chachapoly | grep -E '^Benchmark|^ok|FAIL'
 	$(GO) test -run '^$$' -bench 'Segment' -count 3 ./tunnel | grep -E '^Benchmark|^ok|FAIL'
 	$(GO) test -run '^$$' -bench 'Sum' -count 3 ./internal/ipview | grep -E '^Benchmark|^ok|FAIL'
 

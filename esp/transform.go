@@ -10,8 +10,7 @@ import (
 	"hash"
 	"strings"
 
-	"golang.org/x/crypto/chacha20poly1305"
-
+	"github.com/oevpn/oevpn/internal/chachapoly"
 	"github.com/oevpn/oevpn/internal/gcm"
 )
 
@@ -155,7 +154,7 @@ func newCrypter(t Transform, key []byte) (crypter, error) {
 		c.aead, err = gcm.New(key[:len(key)-4])
 		copy(c.salt[:], key[len(key)-4:])
 	case ChaCha20Poly1305:
-		c.aead, err = chacha20poly1305.New(key[:32])
+		c.aead, err = chachapoly.New(key[:32])
 		copy(c.salt[:], key[32:])
 	case AESCBC128HMACSHA256, AESCBC256HMACSHA256:
 		encLen := len(key) - 32

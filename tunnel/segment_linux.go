@@ -57,7 +57,10 @@ func (r *tunSegmenter) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 // readable again.
 func (r *tunSegmenter) read(fd uintptr) bool {
 	n, err := unix.Read(int(fd), r.in)
-	if err == unix.EAGAIN || err == unix.EINTR {
+	for err == unix.EINTR {
+		n, err = unix.Read(int(fd), r.in)
+	}
+	if err == unix.EAGAIN {
 		return false
 	}
 	r.n, r.err = n, err

@@ -23,6 +23,8 @@ import (
 	"fmt"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/oevpn/oevpn/internal/alias"
 )
 
 // Sizes of the key, the nonce and the tag.
@@ -115,8 +117,8 @@ func (w *wide) Seal(dst, nonce, plaintext, additionalData []byte) []byte {
 	if len(plaintext) <= smallMax {
 		return w.small.Seal(dst, nonce, plaintext, additionalData)
 	}
-	ret, out := sliceForAppend(dst, len(plaintext)+TagSize)
-	if inexactOverlap(out, plaintext) {
+	ret, out := alias.SliceForAppend(dst, len(plaintext)+TagSize)
+	if alias.InexactOverlap(out, plaintext) {
 		panic("chachapoly: invalid buffer overlap")
 	}
 	var ks [batch]byte
@@ -145,8 +147,8 @@ func (w *wide) Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, erro
 	if n <= smallMax {
 		return w.small.Open(dst, nonce, ciphertext, additionalData)
 	}
-	ret, out := sliceForAppend(dst, n)
-	if inexactOverlap(out, ciphertext) {
+	ret, out := alias.SliceForAppend(dst, n)
+	if alias.InexactOverlap(out, ciphertext) {
 		panic("chachapoly: invalid buffer overlap")
 	}
 	var ks [batch]byte
@@ -175,17 +177,4 @@ func authenticate(tag *[TagSize]byte, key *[32]byte, additionalData, ciphertext 
 	binary.LittleEndian.PutUint64(lengths[8:], uint64(len(ciphertext)))
 	p.tail(ciphertext, &lengths)
 	p.finish(tag)
-}
-
-// sliceForAppend extends in by n octets, reallocating when its capacity
-// is short, and returns the whole slice and the new part.
-func sliceForAppend(in []byte, n int) (head, tail []byte) {
-	if total := len(in) + n; cap(in) >= total {
-		head = in[:total]
-	} else {
-		head = make([]byte, total)
-		copy(head, in)
-	}
-	tail = head[len(in):]
-	return
 }

@@ -10,13 +10,16 @@ import (
 // them, runs of 8 blocks are taken at once, one block per 64-bit lane
 // (polyRun, in poly_amd64.s). Each lane keeps its own sum by Horner's
 // rule in r^8 and is multiplied at the end by r^8 ... r^1 as its blocks'
-// place requires; the lanes' sum is then the state after the run. Blocks
-// outside such runs, and the powers of r, are multiplied here.
+// place requires; the lanes' sum is then the state after the run. The
+// powers r^1 ... r^8 come from three lane-wise multiplications
+// (polyMulLanes). Blocks outside such runs are multiplied here, in radix
+// 2^64 (mul64).
 //
-// A limb value in this file: x = x[0] + x[1]·2^44 + x[2]·2^88, not always
-// below p = 2^130 − 5 nor with limbs within their widths ("slack"); the
-// bounds in the comments keep every product and sum within 52 bits where
-// IFMA reads them and 128 bits here.
+// A limb value: x = x[0] + x[1]·2^44 + x[2]·2^88, not always below p =
+// 2^130 − 5 nor with limbs within their widths; after each multiplication
+// the limbs are below 2^44+2^15, 2^44+2^10 and 2^42, and with a block
+// added below 2^46: every product's factors stay within the 52 bits IFMA
+// reads (20·limb below 2^50), and a lane's three products below 2^96.
 
 const (
 	mask44 = 1<<44 - 1
@@ -186,40 +189,6 @@ func fromLimbs(h limbs) [3]uint64 {
 	out[1], c = bits.Add64(h[1]>>20, h[2]<<24, c)
 	out[2] = h[2]>>40 + c
 	return out
-}
-
-// mul returns a·b mod p, reduced to limbs below 2^44, 2^44+2^9 and 2^42,
-// for a's limbs below 2^46 and b's below 2^45 (b[2] below 2^43).
-func mul(a, b *limbs) limbs {
-	s1, s2 := 20*b[1], 20*b[2] // < 2^50, 2^48
-	// The products at 2^132 and 2^176 fold in times 20; each of the
-	// three sums is below 3·2^96.
-	d0h, d0l := mac3(a[0], b[0], a[1], s2, a[2], s1)
-	d1h, d1l := mac3(a[0], b[1], a[1], b[0], a[2], s2)
-	d2h, d2l := mac3(a[0], b[2], a[1], b[1], a[2], b[0])
-	var c uint64
-	e0 := d0l & mask44
-	d1l, c = bits.Add64(d1l, d0l>>44|d0h<<20, 0)
-	d1h += c
-	e1 := d1l & mask44
-	d2l, c = bits.Add64(d2l, d1l>>44|d1h<<20, 0)
-	d2h += c
-	e2 := d2l & mask42
-	e0 += 5 * (d2l>>42 | d2h<<22) // 2^130 ≡ 5; d2 < 2^93, so this is below 2^53
-	e1 += e0 >> 44
-	return limbs{e0 & mask44, e1, e2}
-}
-
-// mac3 returns a·b + c·d + e·f as 128 bits (high, low).
-func mac3(a, b, c, d, e, f uint64) (hi, lo uint64) {
-	h1, l1 := bits.Mul64(a, b)
-	h2, l2 := bits.Mul64(c, d)
-	h3, l3 := bits.Mul64(e, f)
-	var k uint64
-	lo, k = bits.Add64(l1, l2, 0)
-	hi = h1 + h2 + k
-	lo, k = bits.Add64(lo, l3, 0)
-	return hi + h3 + k, lo
 }
 
 // carry moves what lies beyond each limb's width into the next one (and

@@ -20,6 +20,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/oevpn/oevpn/internal/alias"
 )
 
 // Sizes of the nonce and the tag.
@@ -135,8 +137,8 @@ func (g *wide) Seal(dst, nonce, plaintext, additionalData []byte) []byte {
 	if uint64(len(plaintext)) > maxPlaintext {
 		panic("gcm: message too large")
 	}
-	ret, out := sliceForAppend(dst, len(plaintext)+TagSize)
-	if inexactOverlap(out, plaintext) {
+	ret, out := alias.SliceForAppend(dst, len(plaintext)+TagSize)
+	if alias.InexactOverlap(out, plaintext) {
 		panic("gcm: invalid buffer overlap")
 	}
 	var j0, mask [16]byte
@@ -159,8 +161,8 @@ func (g *wide) Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, erro
 		return nil, errOpen
 	}
 	n := len(ciphertext) - TagSize
-	ret, out := sliceForAppend(dst, n)
-	if inexactOverlap(out, ciphertext) {
+	ret, out := alias.SliceForAppend(dst, n)
+	if alias.InexactOverlap(out, ciphertext) {
 		panic("gcm: invalid buffer overlap")
 	}
 	var j0, mask [16]byte
@@ -189,17 +191,4 @@ func (g *wide) tag(out []byte, mask *[16]byte, additionalData, ciphertext []byte
 	for i := range TagSize {
 		out[i] = y[15-i] ^ mask[i]
 	}
-}
-
-// sliceForAppend extends in by n octets, reallocating when its capacity
-// is short, and returns the whole slice and the new part.
-func sliceForAppend(in []byte, n int) (head, tail []byte) {
-	if total := len(in) + n; cap(in) >= total {
-		head = in[:total]
-	} else {
-		head = make([]byte, total)
-		copy(head, in)
-	}
-	tail = head[len(in):]
-	return
 }
